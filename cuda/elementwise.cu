@@ -1,0 +1,149 @@
+// Elementwise family: binary ops with broadcasting, per-axis ops, unary ops and
+// their gradients. Launched by gpuops/elementwise.py. One extern "C" kernel per
+// dtype, stamped out by the macros below (suffix f32 / f64).
+#include "gpuops.cuh"
+
+// ---- binary: y = a OP b ---------------------------------------------------
+// NAME_SFX: contiguous operands of the output's shape.
+// NAME_bcast_SFX: operands addressed through element strides over the output's
+// (coalesced, at most 4-d) shape; a stride of 0 broadcasts that dim.
+#define BINARY(NAME, EXPR, T, SFX)                                                       \
+    extern "C" __global__ void NAME##_##SFX(const T* __restrict__ a,                    \
+                                            const T* __restrict__ b, T* __restrict__ y, \
+                                            long long n) {                              \
+        GRID_STRIDE_LOOP(i, n) {                                                        \
+            const T u = a[i], v = b[i];                                                 \
+            y[i] = (EXPR);                                                              \
+        }                                                                               \
+    }                                                                                   \
+    extern "C" __global__ void NAME##_bcast_##SFX(                                      \
+        const T* __restrict__ a, const T* __restrict__ b, T* __restrict__ y, long long n, \
+        long long d1, long long d2, long long d3, long long a0, long long a1, long long a2, \
+        long long a3, long long b0, long long b1, long long b2, long long b3) {          \
+        GRID_STRIDE_LOOP(i, n) {                                                        \
+            const Index4 ix = unravel4(i, d1, d2, d3);                                  \
+            const T u = a[offset4(ix, a0, a1, a2, a3)], v = b[offset4(ix, b0, b1, b2, b3)]; \
+            y[i] = (EXPR);                                                              \
+        }                                                                               \
+    }
+
+#define BINARY_ALL(T, SFX)                \
+    BINARY(add, u + v, T, SFX)            \
+    BINARY(sub, u - v, T, SFX)            \
+    BINARY(mul, u * v, T, SFX)            \
+    BINARY(div, u / v, T, SFX)            \
+    /* d(a/b)/db = -a / b^2, times the upstream gradient: operands (gy, a, b) */ \
+    DIV_WRT_X2(T, SFX)
+
+// gx2 = -gy * a / b^2 over the output's shape (reduced to b's shape afterwards).
+#define DIV_WRT_X2(T, SFX)                                                                \
+    extern "C" __global__ void div_wrt_x2_bcast_##SFX(                                    \
+        const T* __restrict__ gy, const T* __restrict__ a, const T* __restrict__ b,       \
+        T* __restrict__ g, long long n, long long d1, long long d2, long long d3,           \
+        long long a0, long long a1, long long a2, long long a3, long long b0, long long b1, \
+        long long b2, long long b3) {                                                     \
+        GRID_STRIDE_LOOP(i, n) {                                                          \
+            const Index4 ix = unravel4(i, d1, d2, d3);                                    \
+            const T u = a[offset4(ix, a0, a1, a2, a3)], v = b[offset4(ix, b0, b1, b2, b3)]; \
+            g[i] = -gy[i] * u / (v * v);                                                  \
+        }                                                                                 \
+    }
+
+BINARY_ALL(float, f32)
+BINARY_ALL(double, f64)
+
+// ---- per-axis: y = x1 OP x2[c], x1 viewed as (outer, C, inner) ---------------
+#define AXIS(NAME, EXPR, T, SFX)                                                          \
+    extern "C" __global__ void axis_##NAME##_##SFX(const T* __restrict__ x1,             \
+                                                   const T* __restrict__ x2,             \
+                                                   T* __restrict__ y, long long n,       \
+                                                   long long channels, long long inner) { \
+        GRID_STRIDE_LOOP(i, n) {                                                         \
+            const T u = x1[i], v = x2[(i / inner) % channels];                           \
+            y[i] = (EXPR);                                                               \
+        }                                                                                \
+    }
+
+// gx2[c] = sum over (outer, inner) of TERM; one block per channel (grid-stride over
+// channels), threads stride over the outer*inner positions of the channel.
+#define AXIS_WRT_X2(NAME, TERM, T, SFX)                                                   \
+    extern "C" __global__ void axis_##NAME##_wrt_x2_##SFX(                                \
+        const T* __restrict__ x1, const T* __restrict__ x2, const T* __restrict__ gy,     \
+        T* __restrict__ gx2, long long outer, long long channels, long long inner) {      \
+        const long long per_channel = outer * inner;                                      \
+        for (long long c = blockIdx.x; c < channels; c += gridDim.x) {                    \
+            const T v = x2[c];                                                            \
+            (void)v;                                                                      \
+            T acc = T(0);                                                                 \
+            for (long long j = threadIdx.x; j < per_channel; j += blockDim.x) {           \
+                const long long i = ((j / inner) * channels + c) * inner + j % inner;     \
+                const T u = x1[i], g = gy[i];                                             \
+                (void)u; /* unread (and not loaded) by add and sub */                     \
+                acc += (TERM);                                                            \
+            }                                                                             \
+            acc = block_sum(acc);                                                         \
+            if (threadIdx.x == 0) gx2[c] = acc;                                           \
+        }                                                                                 \
+    }
+
+#define AXIS_ALL(T, SFX)                               \
+    AXIS(add, u + v, T, SFX)                           \
+    AXIS(sub, u - v, T, SFX)                           \
+    AXIS(mul, u * v, T, SFX)                           \
+    AXIS(div, u / v, T, SFX)                           \
+    AXIS_WRT_X2(add, g, T, SFX)                        \
+    AXIS_WRT_X2(sub, -g, T, SFX)                       \
+    AXIS_WRT_X2(mul, g * u, T, SFX)                    \
+    AXIS_WRT_X2(div, -g * u / (v * v), T, SFX)
+
+AXIS_ALL(float, f32)
+AXIS_ALL(double, f64)
+
+// ---- unary: y = f(x), gx = gy * f'(x) ----------------------------------------
+// FWD uses x; GRAD uses x, y (the forward output) and g (the upstream gradient).
+#define UNARY(NAME, FWD, GRAD, T, SFX)                                                     \
+    extern "C" __global__ void NAME##_##SFX(const T* __restrict__ xs, T* __restrict__ ys,  \
+                                            long long n) {                                 \
+        GRID_STRIDE_LOOP(i, n) {                                                           \
+            const T x = xs[i];                                                             \
+            ys[i] = (FWD);                                                                 \
+        }                                                                                  \
+    }                                                                                      \
+    extern "C" __global__ void NAME##_wrt_x1_##SFX(                                        \
+        const T* __restrict__ xs, const T* __restrict__ ys, const T* __restrict__ gys,     \
+        T* __restrict__ gxs, long long n) {                                                \
+        GRID_STRIDE_LOOP(i, n) {                                                           \
+            const T x = xs[i], y = ys[i], g = gys[i];                                      \
+            (void)x; (void)y;                                                              \
+            gxs[i] = (GRAD);                                                               \
+        }                                                                                  \
+    }
+
+// abs: the subgradient at 0 is 0 (as PyTorch). sqrt: 1/(2 sqrt x) uses y.
+#define UNARY_ALL(T, SFX)                                                         \
+    UNARY(neg, -x, -g, T, SFX)                                                    \
+    UNARY(exp, exp(x), g * y, T, SFX)                                             \
+    UNARY(log, log(x), g / x, T, SFX)                                             \
+    UNARY(sqrt, sqrt(x), g / (T(2) * y), T, SFX)                                  \
+    UNARY(square, x * x, T(2) * x * g, T, SFX)                                    \
+    UNARY(abs, fabs(x), x > T(0) ? g : (x < T(0) ? -g : T(0)), T, SFX)           \
+    UNARY(sin, sin(x), g * cos(x), T, SFX)                                        \
+    UNARY(cos, cos(x), -g * sin(x), T, SFX)                                       \
+    POW(T, SFX)
+
+// pow with a scalar exponent p; d/dx x^p = p x^(p-1), defined as 0 when p == 0.
+#define POW(T, SFX)                                                                        \
+    extern "C" __global__ void pow_##SFX(const T* __restrict__ xs, T* __restrict__ ys, T p, \
+                                         long long n) {                                    \
+        GRID_STRIDE_LOOP(i, n) ys[i] = pow(xs[i], p);                                      \
+    }                                                                                      \
+    extern "C" __global__ void pow_wrt_x1_##SFX(const T* __restrict__ xs,                  \
+                                                const T* __restrict__ gys,                 \
+                                                T* __restrict__ gxs, T p, long long n) {   \
+        GRID_STRIDE_LOOP(i, n) {                                                           \
+            gxs[i] = p == T(0) ? T(0) : gys[i] * p * pow(xs[i], p - T(1));                 \
+        }                                                                                  \
+    }
+
+UNARY_ALL(float, f32)
+UNARY_ALL(double, f64)

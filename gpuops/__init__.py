@@ -1,0 +1,15 @@
+"""gpuops: machine-learning operators and their gradients, as CUDA kernels and NumPy twins.
+
+Every operator is ``gpuops.<name>(x1, ..., *, params, out=None)`` and every
+differentiable input k has ``gpuops.<name>_wrt_x<k>(x1, ..., y, gy, *, params,
+out=None)``. NumPy arrays in, NumPy out (NumPy implementation); CuPy arrays in,
+CuPy out (CUDA kernels).
+"""
+from .backend import get_array_module, gpu_available, to_cpu, to_gpu
+from .registry import OPERATORS
+from .elementwise import *  # noqa: F401,F403
+from . import elementwise
+
+__version__ = "0.1.0"
+__all__ = ["get_array_module", "gpu_available", "to_cpu", "to_gpu", "OPERATORS",
+           *elementwise.__all__]

@@ -1,0 +1,223 @@
+"""Backend selection: the one place that looks at array types.
+
+A *backend* pairs an array module (where arrays live) with a kernel launcher
+(who runs the CUDA code) or with no launcher (run the NumPy implementation):
+
+========  ===========  ==========================================================
+name      array module  computes with
+========  ===========  ==========================================================
+``numpy``  NumPy        the NumPy implementation of each operator
+``cupy``   CuPy         the CUDA kernels of ``cuda/*.cu``, launched by CuPy
+``emu``    NumPy        the same CUDA kernels run on the CPU (a testing backend;
+                        selected with :func:`use_cpu_launcher`)
+========  ===========  ==========================================================
+
+Every operator calls :func:`prepare` first; it validates the inputs, rejects
+mixed NumPy/CuPy calls and returns the :class:`Backend` to compute with.
+"""
+from __future__ import annotations
+
+import contextlib
+import threading
+from dataclasses import dataclass
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
+
+import numpy
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .kernels import Launcher
+
+FLOAT_DTYPES = (numpy.dtype(numpy.float32), numpy.dtype(numpy.float64))
+HALF_DTYPES = FLOAT_DTYPES + (numpy.dtype(numpy.float16),)
+
+_cupy_module: ModuleType | None = None
+_cupy_checked = False
+_state = threading.local()
+
+
+def _cupy() -> ModuleType | None:
+    """CuPy if it imports, else None (imported on first use, not with gpuops)."""
+    global _cupy_module, _cupy_checked
+    if not _cupy_checked:
+        try:
+            import cupy
+            _cupy_module = cupy
+        except Exception:  # ImportError, or a broken CUDA install
+            _cupy_module = None
+        _cupy_checked = True
+    return _cupy_module
+
+
+def _is_cupy_array(x: Any) -> bool:
+    # Check the type's module first so NumPy-only callers never import CuPy.
+    return type(x).__module__.startswith("cupy") and type(x).__name__ == "ndarray"
+
+
+def gpu_available() -> bool:
+    """True when CuPy imports and at least one CUDA device answers."""
+    cp = _cupy()
+    if cp is None:
+        return False
+    try:
+        return cp.cuda.runtime.getDeviceCount() > 0
+    except Exception:
+        return False
+
+
+def get_array_module(*xs: Any) -> ModuleType:
+    """``cupy`` if any argument is a CuPy array, else ``numpy``."""
+    for x in xs:
+        if _is_cupy_array(x):
+            return _cupy()  # type: ignore[return-value]
+    return numpy
+
+
+def to_gpu(x: Any) -> Any:
+    """Copy a NumPy array to the current CUDA device (CuPy arrays pass through)."""
+    cp = _cupy()
+    if cp is None or not gpu_available():
+        raise RuntimeError("to_gpu: no usable CUDA GPU (CuPy missing or no device)")
+    return cp.asarray(x)
+
+
+def to_cpu(x: Any) -> numpy.ndarray:
+    """Copy a CuPy array to host memory (NumPy arrays pass through)."""
+    if _is_cupy_array(x):
+        return x.get()
+    return numpy.asarray(x)
+
+
+@dataclass(frozen=True)
+class Backend:
+    """Where arrays live (``xp``) and who computes (``launcher``; None: NumPy code)."""
+
+    name: str
+    xp: ModuleType
+    launcher: "Launcher | None"
+
+    @property
+    def uses_kernels(self) -> bool:
+        return self.launcher is not None
+
+
+NUMPY = Backend("numpy", numpy, None)
+
+
+def _cpu_backend() -> Backend:
+    return getattr(_state, "cpu_backend", NUMPY)
+
+
+@contextlib.contextmanager
+def use_cpu_launcher(launcher: "Launcher") -> Iterator[Backend]:
+    """Run NumPy inputs through ``launcher``'s kernels instead of the NumPy code.
+
+    Used by the test suite to run the CUDA sources on the CPU emulator.
+    Thread-local, so concurrent tests do not see each other's choice.
+    """
+    previous = _cpu_backend()
+    _state.cpu_backend = Backend(launcher.name, numpy, launcher)
+    try:
+        yield _state.cpu_backend
+    finally:
+        _state.cpu_backend = previous
+
+
+_cupy_backend: Backend | None = None
+
+
+def _gpu_backend() -> Backend:
+    global _cupy_backend
+    if _cupy_backend is None:
+        from .kernels import CupyLauncher
+        _cupy_backend = Backend("cupy", _cupy(), CupyLauncher())  # type: ignore[arg-type]
+    return _cupy_backend
+
+
+def _describe(x: Any) -> str:
+    if _is_cupy_array(x):
+        return "cupy.ndarray"
+    t = type(x)
+    return t.__name__ if t.__module__ == "builtins" else f"{t.__module__}.{t.__name__}"
+
+
+@dataclass
+class Prepared:
+    """Validated inputs of one operator call."""
+
+    backend: Backend
+    arrays: list  # the inputs, Python scalars turned into 0-d arrays, None kept
+    dtype: numpy.dtype  # the result dtype (NumPy promotion of the array inputs)
+
+
+def prepare(
+    op: str,
+    names: Sequence[str],
+    values: Sequence[Any],
+    *,
+    scalars: Sequence[str] = (),
+    optional: Sequence[str] = (),
+    dtypes: Sequence[numpy.dtype] = FLOAT_DTYPES,
+    gpu_dtypes: Sequence[numpy.dtype] | None = None,
+) -> Prepared:
+    """Validate an operator's inputs and choose its backend.
+
+    ``names``/``values``: the inputs in order. ``scalars``: inputs that may be a
+    Python ``int``/``float`` (they take the array dtype). ``optional``: inputs
+    that may be None. ``dtypes``: accepted dtypes (``gpu_dtypes`` on CuPy).
+    Raises ``TypeError`` naming ``op`` for non-arrays, mixed backends and
+    unsupported dtypes.
+    """
+    kinds = set()
+    array_dtypes = []
+    for name, x in zip(names, values):
+        if x is None and name in optional:
+            continue
+        if isinstance(x, numpy.ndarray):
+            kinds.add("numpy")
+        elif _is_cupy_array(x):
+            kinds.add("cupy")
+        elif name in scalars and isinstance(x, (int, float)) and not isinstance(x, bool):
+            continue
+        else:
+            raise TypeError(
+                f"{op}: {name} must be a NumPy or CuPy array, got {_describe(x)}")
+        array_dtypes.append((name, x.dtype))
+    if len(kinds) > 1:
+        detail = ", ".join(f"{n}: {_describe(x)}" for n, x in zip(names, values)
+                           if x is not None and not isinstance(x, (int, float)))
+        raise TypeError(f"{op}: mixed NumPy and CuPy inputs ({detail}); "
+                        "move them to one device with gpuops.to_gpu/to_cpu")
+    if not array_dtypes:
+        raise TypeError(f"{op}: at least one input must be an array")
+    backend = _gpu_backend() if kinds == {"cupy"} else _cpu_backend()
+    allowed = [numpy.dtype(d) for d in (gpu_dtypes if gpu_dtypes is not None
+                                        and backend.name == "cupy" else dtypes)]
+    for name, dt in array_dtypes:
+        if dt not in allowed:
+            raise TypeError(f"{op}: {name} has dtype {dt}; expected one of "
+                            f"{', '.join(str(d) for d in allowed)}")
+    dtype = numpy.result_type(*[dt for _, dt in array_dtypes])
+    arrays = [backend.xp.asarray(x, dtype=dtype) if isinstance(x, (int, float))
+              and not isinstance(x, bool) else x for x in values]
+    return Prepared(backend, arrays, dtype)
+
+
+def output(op: str, backend: Backend, out: Any, shape: tuple, dtype: numpy.dtype) -> Any:
+    """Return ``out`` after checking it, or a new uninitialized result array."""
+    if out is None:
+        return backend.xp.empty(shape, dtype=dtype)
+    expected = "cupy.ndarray" if backend.name == "cupy" else "numpy.ndarray"
+    if _describe(out) != expected:
+        raise TypeError(f"{op}: out must be a {expected} like the inputs, got {_describe(out)}")
+    if tuple(out.shape) != tuple(shape):
+        raise ValueError(f"{op}: out has shape {tuple(out.shape)}; expected {tuple(shape)}")
+    if out.dtype != dtype:
+        raise TypeError(f"{op}: out has dtype {out.dtype}; expected {dtype}")
+    return out
+
+
+def check_shape(op: str, name: str, x: Any, shape: tuple) -> None:
+    """``ValueError`` naming ``op`` unless ``x`` (an input) has ``shape``."""
+    if x is not None and tuple(x.shape) != tuple(shape):
+        raise ValueError(f"{op}: {name} has shape {tuple(x.shape)}; expected {tuple(shape)}")

@@ -1,0 +1,64 @@
+"""OpInfo: one record per operator drives every generic test (see test_ops.py).
+
+A record names the operator (a key of ``gpuops.OPERATORS``), gives a float64
+reference written in plain NumPy independently of the implementation, a
+sample-input generator and tolerances. Records live in ``tests/records/<family>.py``
+as a module-level ``RECORDS`` list.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+import numpy
+
+F32 = numpy.dtype(numpy.float32)
+F64 = numpy.dtype(numpy.float64)
+F16 = numpy.dtype(numpy.float16)
+
+# (rtol, atol) of a forward or gradient against the float64 reference.
+DEFAULT_TOL = {F16: (1e-2, 1e-3), F32: (2e-5, 1e-6), F64: (1e-11, 1e-12)}
+
+
+@dataclass
+class Sample:
+    """One call: positional inputs (float64 NumPy arrays, Python scalars, or integer
+    arrays that are never cast), keyword parameters, and a readable id."""
+
+    inputs: tuple
+    params: dict = field(default_factory=dict)
+    name: str = ""
+
+
+@dataclass
+class OpInfo:
+    name: str
+    ref: Callable[..., numpy.ndarray]  # float64 forward: ref(*inputs, **params)
+    samples: Callable[[numpy.random.Generator], Iterable[Sample]]
+    # float64 reference gradients: grad_refs[k](*inputs, y, gy, **params)
+    grad_refs: dict[int, Callable[..., numpy.ndarray]] = field(default_factory=dict)
+    dtypes: tuple = (F32, F64)
+    gpu_dtypes: tuple | None = None  # dtypes on CuPy when they differ (float16)
+    tol: dict = field(default_factory=dict)  # dtype -> (rtol, atol), overrides DEFAULT_TOL
+    # central finite differences in float64 along a random direction
+    fd_eps: float = 1e-6
+    fd_tol: tuple = (1e-6, 1e-8)  # (rtol, atol) on the directional derivative
+    # inputs (1-based) that are integer data, not cast to the test dtype
+    int_inputs: tuple = ()
+
+    def tolerance(self, dtype: numpy.dtype) -> tuple:
+        return self.tol.get(numpy.dtype(dtype), DEFAULT_TOL[numpy.dtype(dtype)])
+
+    @property
+    def op(self):
+        import gpuops
+        return gpuops.OPERATORS[self.name]
+
+
+def sample_id(sample: Sample) -> str:
+    if sample.name:
+        return sample.name
+    parts = []
+    for x in sample.inputs:
+        parts.append("x".join(map(str, numpy.shape(x))) or "scalar")
+    return "-".join(parts)

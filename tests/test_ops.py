@@ -1,0 +1,194 @@
+"""Generic operator tests, generated from the OpInfo records × backends × dtypes × samples.
+
+- forward vs the float64 reference (contiguous and strided inputs)
+- each gradient vs central finite differences in float64 along a random direction
+- each gradient vs the reference gradient
+- ``out=`` is written and returned
+- kernel backends (emu, cupy) agree with the NumPy backend
+"""
+from __future__ import annotations
+
+import numpy
+import pytest
+
+import gpuops
+from backends import BACKENDS, TestBackend
+from opinfo import F64, OpInfo, Sample, sample_id
+from records import RECORDS
+
+
+def _cases(float64_only: bool = False):
+    for record in RECORDS:
+        samples = list(record.samples(numpy.random.default_rng(0)))
+        for backend in BACKENDS:
+            dtypes = record.dtypes
+            if backend.name == "cupy" and record.gpu_dtypes is not None:
+                dtypes = record.gpu_dtypes
+            if float64_only:
+                dtypes = [d for d in dtypes if d == F64]
+            for dtype in dtypes:
+                for i, sample in enumerate(samples):
+                    yield pytest.param(
+                        record, backend, numpy.dtype(dtype), sample,
+                        id=f"{record.name}-{backend.name}-{numpy.dtype(dtype).name}-"
+                           f"{i}:{sample_id(sample)}",
+                        marks=backend.marks)
+
+
+def _cast(record: OpInfo, sample: Sample, dtype) -> tuple:
+    """Sample inputs in the test dtype (as float64 NumPy arrays or scalars), integers kept."""
+    cast = []
+    for k, x in enumerate(sample.inputs, start=1):
+        if k in record.int_inputs or x is None or isinstance(x, (int, float)):
+            cast.append(x)
+        else:
+            cast.append(numpy.asarray(x, dtype=dtype))
+    return tuple(cast)
+
+
+def _to_backend(backend: TestBackend, xs: tuple, contiguous: bool = True) -> tuple:
+    return tuple(x if x is None or isinstance(x, (int, float))
+                 else backend.asarray(x, contiguous=contiguous) for x in xs)
+
+
+def _as64(xs: tuple) -> tuple:
+    return tuple(x if x is None or isinstance(x, (int, float)) or x.dtype.kind in "iub"
+                 else numpy.asarray(x, dtype=F64) for x in xs)
+
+
+def _assert_close(actual, expected, tol, what: str) -> None:
+    rtol, atol = tol
+    numpy.testing.assert_allclose(numpy.asarray(actual, dtype=F64), expected, rtol=rtol,
+                                  atol=atol, err_msg=what, equal_nan=True)
+
+
+@pytest.mark.parametrize("record,backend,dtype,sample", list(_cases()))
+@pytest.mark.parametrize("contiguous", [True, False], ids=["contiguous", "strided"])
+def test_forward(record, backend, dtype, sample, contiguous):
+    inputs = _cast(record, sample, dtype)
+    expected = record.ref(*_as64(inputs), **sample.params)
+    with backend.active():
+        y = record.op.forward(*_to_backend(backend, inputs, contiguous), **sample.params)
+    assert type(y) is type(backend.asarray(numpy.zeros(1)))
+    result_dtype = numpy.result_type(*[x.dtype for x in inputs
+                                       if isinstance(x, numpy.ndarray) and x.dtype.kind == "f"])
+    assert y.dtype == result_dtype, f"{record.name}: dtype {y.dtype}, expected {result_dtype}"
+    assert tuple(y.shape) == numpy.shape(expected)
+    _assert_close(backend.to_numpy(y), expected, record.tolerance(dtype), record.name)
+
+
+def _grad_cases(float64_only: bool = False):
+    for param in _cases(float64_only=float64_only):
+        record = param.values[0]
+        for k in sorted(record.op.grads):
+            yield pytest.param(*param.values, k, id=f"{param.id}-wrt_x{k}", marks=param.marks)
+
+
+def _upstream(rng, y) -> numpy.ndarray:
+    return rng.standard_normal(numpy.shape(y))
+
+
+@pytest.mark.parametrize("record,backend,dtype,sample,k", list(_grad_cases(float64_only=True)))
+def test_gradient_finite_differences(record, backend, dtype, sample, k):
+    """<grad_k, v> equals (f(x + eps v) - f(x - eps v)) / 2 eps with f = <forward, gy>
+    (float64 only: that is where finite differences are accurate)."""
+    rng = numpy.random.default_rng(1)
+    inputs = _cast(record, sample, dtype)
+    op = record.op
+    with backend.active():
+        dev = _to_backend(backend, inputs)
+        y = op.forward(*dev, **sample.params)
+        gy = _upstream(rng, backend.to_numpy(y))
+        gx = backend.to_numpy(op.grads[k](*dev, y, backend.asarray(gy), **sample.params))
+        xk = inputs[k - 1]
+        assert numpy.shape(gx) == numpy.shape(xk)
+        v = rng.standard_normal(numpy.shape(xk))
+        eps = record.fd_eps
+
+        def f(shift):
+            moved = list(inputs)
+            moved[k - 1] = (numpy.asarray(xk + shift * v) if isinstance(xk, numpy.ndarray)
+                            else float(xk + shift * v))
+            out = op.forward(*_to_backend(backend, tuple(moved)), **sample.params)
+            return float(numpy.sum(backend.to_numpy(out) * gy))
+
+        numeric = (f(eps) - f(-eps)) / (2 * eps)
+    analytic = float(numpy.sum(gx * v))
+    rtol, atol = record.fd_tol
+    scale = max(abs(numeric), abs(analytic))
+    assert abs(numeric - analytic) <= atol + rtol * scale, (
+        f"{record.name}_wrt_x{k}: analytic {analytic!r} vs finite differences {numeric!r}")
+
+
+@pytest.mark.parametrize("record,backend,dtype,sample,k", list(_grad_cases()))
+def test_gradient_reference(record, backend, dtype, sample, k):
+    if k not in record.grad_refs:
+        pytest.skip(f"{record.name} has no reference gradient for x{k} (checked by finite differences)")
+    rng = numpy.random.default_rng(2)
+    inputs = _cast(record, sample, dtype)
+    y64 = record.ref(*_as64(inputs), **sample.params)
+    gy = _upstream(rng, y64).astype(dtype)
+    expected = record.grad_refs[k](*_as64(inputs), y64, gy.astype(F64), **sample.params)
+    with backend.active():
+        dev = _to_backend(backend, inputs)
+        y = record.op.forward(*dev, **sample.params)
+        gx = record.op.grads[k](*dev, y, backend.asarray(gy), **sample.params)
+    xk = inputs[k - 1]
+    expected_dtype = xk.dtype if isinstance(xk, numpy.ndarray) else numpy.dtype(dtype)
+    assert gx.dtype == expected_dtype
+    assert tuple(gx.shape) == numpy.shape(expected)
+    _assert_close(backend.to_numpy(gx), expected, record.tolerance(dtype),
+                  f"{record.name}_wrt_x{k}")
+
+
+@pytest.mark.parametrize("record,backend,dtype,sample", list(_cases()))
+def test_out_argument(record, backend, dtype, sample):
+    inputs = _cast(record, sample, dtype)
+    with backend.active():
+        dev = _to_backend(backend, inputs)
+        y = record.op.forward(*dev, **sample.params)
+        out = backend.xp().full(y.shape, 7, dtype=y.dtype)
+        returned = record.op.forward(*dev, **sample.params, out=out)
+        assert returned is out
+        numpy.testing.assert_array_equal(backend.to_numpy(out), backend.to_numpy(y))
+        gy = backend.asarray(numpy.ones(numpy.shape(y)), dtype=y.dtype)
+        for k, grad in record.op.grads.items():
+            g = grad(*dev, y, gy, **sample.params)
+            gout = backend.xp().full(g.shape, 7, dtype=g.dtype)
+            assert grad(*dev, y, gy, **sample.params, out=gout) is gout
+            numpy.testing.assert_array_equal(backend.to_numpy(gout), backend.to_numpy(g))
+
+
+KERNEL_BACKENDS = [b for b in BACKENDS if b.name != "numpy"]
+
+
+@pytest.mark.parametrize("record,backend,dtype,sample",
+                         [p for p in _cases() if p.values[1].name != "numpy"])
+def test_parity_with_numpy_backend(record, backend, dtype, sample):
+    """The kernels give what the NumPy implementation gives, forward and gradients."""
+    inputs = _cast(record, sample, dtype)
+    cpu = TestBackend()
+    y_cpu = record.op.forward(*_to_backend(cpu, inputs), **sample.params)
+    gy = _upstream(numpy.random.default_rng(3), y_cpu).astype(y_cpu.dtype)
+    with backend.active():
+        dev = _to_backend(backend, inputs)
+        y = record.op.forward(*dev, **sample.params)
+        grads = {k: g(*dev, y, backend.asarray(gy), **sample.params)
+                 for k, g in record.op.grads.items()}
+    tol = record.tolerance(dtype)
+    _assert_close(backend.to_numpy(y), y_cpu.astype(F64), tol, record.name)
+    for k, g in grads.items():
+        g_cpu = record.op.grads[k](*_to_backend(cpu, inputs), y_cpu, gy, **sample.params)
+        _assert_close(backend.to_numpy(g), numpy.asarray(g_cpu, dtype=F64), tol,
+                      f"{record.name}_wrt_x{k}")
+
+
+def test_every_operator_has_a_record():
+    recorded = {r.name for r in RECORDS}
+    missing = sorted(set(gpuops.OPERATORS) - recorded)
+    assert not missing, f"operators without a test record: {missing}"
+
+
+def test_every_record_names_an_operator():
+    unknown = sorted({r.name for r in RECORDS} - set(gpuops.OPERATORS))
+    assert not unknown, f"records for unknown operators: {unknown}"
