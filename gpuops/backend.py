@@ -164,7 +164,8 @@ def prepare(
 
     ``names``/``values``: the inputs in order. ``scalars``: inputs that may be a
     Python ``int``/``float`` (they take the array dtype). ``optional``: inputs
-    that may be None. ``dtypes``: accepted dtypes (``gpu_dtypes`` on CuPy).
+    that may be None. ``dtypes``: accepted dtypes (``gpu_dtypes`` where the
+    kernels compute: CuPy, and the CPU emulator that runs the same kernels).
     Raises ``TypeError`` naming ``op`` for non-arrays, mixed backends and
     unsupported dtypes.
     """
@@ -192,7 +193,7 @@ def prepare(
         raise TypeError(f"{op}: at least one input must be an array")
     backend = _gpu_backend() if kinds == {"cupy"} else _cpu_backend()
     allowed = [numpy.dtype(d) for d in (gpu_dtypes if gpu_dtypes is not None
-                                        and backend.name == "cupy" else dtypes)]
+                                        and backend.uses_kernels else dtypes)]
     for name, dt in array_dtypes:
         if dt not in allowed:
             raise TypeError(f"{op}: {name} has dtype {dt}; expected one of "

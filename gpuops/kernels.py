@@ -110,11 +110,18 @@ def finish(out: Any, target: Any) -> Any:
     return out
 
 
+# Kernels that only a GPU can run (tensor cores, inline PTX), with the reason. Their
+# source is wrapped in ``#ifndef GPUOPS_EMU``; the CPU emulator defines GPUOPS_EMU,
+# reports ``tensor_cores = False``, and the wrappers launch the fallback instead.
+GPU_ONLY_KERNELS: dict[str, str] = {}
+
+
 class Launcher(Protocol):
     """Runs a kernel of ``cuda/<family>.cu``; the one interface every backend implements."""
 
     name: str
     max_blocks: int  # grid-stride kernels need no more blocks than this
+    tensor_cores: bool  # whether GPU_ONLY_KERNELS (mma/WMMA paths) may be launched
 
     def launch(self, family: str, kernel: str, grid: Sequence[int], block: Sequence[int],
                args: Sequence[Any], shared_mem: int = 0) -> None: ...
@@ -133,6 +140,7 @@ class CupyLauncher:
     """
 
     name = "cupy"
+    tensor_cores = True  # gpuops targets sm_70 and newer
 
     def __init__(self) -> None:
         import cupy

@@ -38,7 +38,7 @@ class OpInfo:
     # float64 reference gradients: grad_refs[k](*inputs, y, gy, **params)
     grad_refs: dict[int, Callable[..., numpy.ndarray]] = field(default_factory=dict)
     dtypes: tuple = (F32, F64)
-    gpu_dtypes: tuple | None = None  # dtypes on CuPy when they differ (float16)
+    gpu_dtypes: tuple | None = None  # dtypes on kernel backends (cupy, emu) if they differ
     tol: dict = field(default_factory=dict)  # dtype -> (rtol, atol), overrides DEFAULT_TOL
     # central finite differences in float64 along a random direction
     fd_eps: float = 1e-6

@@ -22,7 +22,7 @@ def _cases(float64_only: bool = False):
         samples = list(record.samples(numpy.random.default_rng(0)))
         for backend in BACKENDS:
             dtypes = record.dtypes
-            if backend.name == "cupy" and record.gpu_dtypes is not None:
+            if backend.name != "numpy" and record.gpu_dtypes is not None:
                 dtypes = record.gpu_dtypes
             if float64_only:
                 dtypes = [d for d in dtypes if d == F64]
