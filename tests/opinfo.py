@@ -31,6 +31,19 @@ class Sample:
 
 
 @dataclass
+class ErrorInput:
+    """A wrong call: ``fn`` is "forward" or k (the gradient wrt x<k>; ``inputs`` are
+    the forward inputs, then y and gy come from a valid call, or all of them:
+    forward inputs, y, gy)."""
+
+    inputs: tuple
+    params: dict
+    exc: type
+    match: str  # regex the message must contain (the offending value)
+    fn: Any = "forward"
+
+
+@dataclass
 class OpInfo:
     name: str
     ref: Callable[..., numpy.ndarray]  # float64 forward: ref(*inputs, **params)
@@ -45,6 +58,9 @@ class OpInfo:
     fd_tol: tuple = (1e-6, 1e-8)  # (rtol, atol) on the directional derivative
     # inputs (1-based) that are integer data, not cast to the test dtype
     int_inputs: tuple = ()
+    # operator-specific wrong calls (mismatched shapes, bad axes and parameters);
+    # the generic ones (dtypes, non-arrays, out=, gy shape) are derived from samples
+    error_inputs: Callable[[numpy.random.Generator], Iterable[ErrorInput]] | None = None
 
     def tolerance(self, dtype: numpy.dtype) -> tuple:
         return self.tol.get(numpy.dtype(dtype), DEFAULT_TOL[numpy.dtype(dtype)])

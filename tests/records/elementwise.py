@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy
 
-from opinfo import OpInfo, Sample
+from opinfo import ErrorInput, OpInfo, Sample
 
 
 def _unbroadcast(g, shape):
@@ -40,13 +40,21 @@ def _binary_samples(positive_x2: bool):
     return samples
 
 
+def _binary_errors(rng):
+    a, b = rng.standard_normal((3,)), rng.standard_normal((4,))
+    yield ErrorInput((a, b), {}, ValueError, r"\(3,\) and \(4,\)")
+    yield ErrorInput((a, b), {}, ValueError, r"\(3,\) and \(4,\)", fn=1)
+    yield ErrorInput((a, b), {}, ValueError, r"\(3,\) and \(4,\)", fn=2)
+    yield ErrorInput((2.0, a), {}, TypeError, "x1 must be a NumPy or CuPy array, got float")
+
+
 def _shape_of(x):
     return numpy.shape(x)
 
 
 def _binary(name, ref, g1, g2, positive_x2=False):
     return OpInfo(
-        name=name, ref=ref, samples=_binary_samples(positive_x2),
+        name=name, ref=ref, samples=_binary_samples(positive_x2), error_inputs=_binary_errors,
         grad_refs={
             1: lambda x1, x2, y, gy: _unbroadcast(g1(x1, x2, gy), _shape_of(x1)),
             2: lambda x1, x2, y, gy: _unbroadcast(g2(x1, x2, gy) * numpy.ones_like(y),
@@ -69,6 +77,18 @@ def _axis_samples(positive_x2: bool):
     return samples
 
 
+def _axis_errors(rng):
+    x1 = rng.standard_normal((2, 3, 4))
+    yield ErrorInput((x1, rng.standard_normal(3)), {"axis": 3}, ValueError, "axis 3")
+    yield ErrorInput((x1, rng.standard_normal(3)), {"axis": -4}, ValueError, "axis -4")
+    yield ErrorInput((x1, rng.standard_normal(3)), {"axis": 1.0}, TypeError, "1.0")
+    yield ErrorInput((x1, rng.standard_normal(4)), {"axis": 1}, ValueError, r"\(4,\)")
+    yield ErrorInput((x1, rng.standard_normal((3, 1))), {"axis": 1}, ValueError, r"\(3, 1\)")
+    yield ErrorInput((x1, rng.standard_normal(4)), {"axis": 1}, ValueError, r"\(4,\)", fn=2)
+    yield ErrorInput((numpy.ones(()), rng.standard_normal(1)), {"axis": 0},
+                     ValueError, r"shape \(\)")
+
+
 def _channel(x2, ndim, axis):
     shape = [1] * ndim
     shape[axis] = -1
@@ -83,7 +103,7 @@ def _axis(name, ref, g1, g2, positive_x2=False):
     return OpInfo(
         name=name,
         ref=lambda x1, x2, axis: ref(x1, _channel(x2, x1.ndim, axis)),
-        samples=_axis_samples(positive_x2),
+        samples=_axis_samples(positive_x2), error_inputs=_axis_errors,
         grad_refs={
             1: lambda x1, x2, y, gy, axis: g1(x1, _channel(x2, x1.ndim, axis), gy)
             * numpy.ones_like(x1),
@@ -99,9 +119,15 @@ def _unary_samples(low, high, shapes=((257,), (3, 4, 5), (0,), (1,), (), (16, 65
     return samples
 
 
+def _unary_errors(rng):
+    x = rng.uniform(0.5, 2.0, (3, 4))
+    yield ErrorInput((x, numpy.ones((4, 3)), numpy.ones((3, 4))), {}, ValueError,
+                     r"y has shape \(4, 3\)", fn=1)
+
+
 def _unary(name, ref, grad, low=-3.0, high=3.0, **kw):
     return OpInfo(name=name, ref=ref, samples=_unary_samples(low, high),
-                  grad_refs={1: grad}, **kw)
+                  grad_refs={1: grad}, error_inputs=_unary_errors, **kw)
 
 
 def _pow_samples(rng):
@@ -109,6 +135,13 @@ def _pow_samples(rng):
                          (1, -2, 2)]:
         for shape in [(257,), (3, 4), (0, 2)]:
             yield Sample((rng.uniform(low, high, shape),), {"p": p}, f"p{p}-{shape}")
+
+
+def _pow_errors(rng):
+    x = rng.uniform(0.5, 2.0, (3, 4))
+    yield ErrorInput((x,), {"p": "2"}, TypeError, "p must be a Python int or float, got '2'")
+    yield ErrorInput((x,), {"p": None}, TypeError, "None")
+    yield ErrorInput((x,), {"p": [2.0]}, TypeError, r"\[2.0\]", fn=1)
 
 
 def _pow_grad(x, y, gy, p):
@@ -135,5 +168,5 @@ RECORDS = [
     _unary("sin", numpy.sin, lambda x, y, g: g * numpy.cos(x)),
     _unary("cos", numpy.cos, lambda x, y, g: -g * numpy.sin(x)),
     OpInfo(name="pow", ref=lambda x, p: x ** p, samples=_pow_samples,
-           grad_refs={1: _pow_grad}),
+           grad_refs={1: _pow_grad}, error_inputs=_pow_errors),
 ]
