@@ -1,0 +1,167 @@
+"""Reliability: memory stays flat over many calls, results are bitwise repeatable,
+threads get correct results, and (on a GPU) tensors past 2^31 elements work."""
+from __future__ import annotations
+
+import gc
+import threading
+import tracemalloc
+from collections import defaultdict
+
+import numpy
+import pytest
+
+import gpuops
+from backends import BACKENDS
+from opinfo import F32
+from records import RECORDS
+
+
+def _small_sample(record):
+    """A sample with few elements (the calls are repeated thousands of times)."""
+    samples = list(record.samples(numpy.random.default_rng(0)))
+    return min(samples, key=lambda s: sum(numpy.size(x) for x in s.inputs)
+               + (1000 if any(numpy.size(x) == 0 for x in s.inputs) else 0))
+
+
+def _inputs(record, sample, backend, dtype=F32):
+    return tuple(backend.asarray(x, dtype=None if k in record.int_inputs else dtype)
+                 if isinstance(x, numpy.ndarray) else x
+                 for k, x in enumerate(sample.inputs, 1))
+
+
+def _call_all(record, sample, inputs, backend):
+    op = record.op
+    y = op.forward(*inputs, **sample.params)
+    gy = backend.asarray(numpy.ones(numpy.shape(y)), dtype=y.dtype)
+    return [y] + [g(*inputs, y, gy, **sample.params) for g in op.grads.values()]
+
+
+def _families():
+    by_family = defaultdict(list)
+    for record in RECORDS:
+        by_family[record.op.family].append(record)
+    return sorted(by_family.items())
+
+
+# 10,000 calls per family on NumPy and CuPy; fewer on the emulator, whose launches
+# run thousands of OS threads each.
+CALLS = {"numpy": 10_000, "cupy": 10_000, "emu": 200}
+
+
+@pytest.mark.parametrize("backend", BACKENDS, ids=lambda b: b.name)
+@pytest.mark.parametrize("family,records", _families(), ids=lambda v: v if isinstance(v, str)
+                         else "")
+def test_memory_is_flat_over_many_calls(family, records, backend):
+    cases = [(r, _small_sample(r)) for r in records]
+    calls_per_round = sum(1 + len(r.op.grads) for r in records)
+    rounds = max(2, CALLS[backend.name] // calls_per_round)
+    with backend.active():
+        prepared = [(r, s, _inputs(r, s, backend)) for r, s in cases]
+
+        def run(n):
+            for _ in range(n):
+                for r, s, inputs in prepared:
+                    _call_all(r, s, inputs, backend)
+
+        run(2)  # warm-up: compile kernels, fill caches
+        gc.collect()
+        if backend.name == "cupy":
+            import cupy
+            pool = cupy.get_default_memory_pool()
+            before = pool.used_bytes()
+            run(rounds)
+            cupy.cuda.Device().synchronize()
+            assert pool.used_bytes() - before <= 1 << 20
+            return
+        tracemalloc.start()
+        start, _ = tracemalloc.get_traced_memory()
+        run(rounds)
+        gc.collect()
+        end, _ = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+    assert end - start < 256 * 1024, (
+        f"{family}: traced memory grew by {end - start} bytes over {rounds} rounds")
+
+
+@pytest.mark.parametrize("backend", BACKENDS, ids=lambda b: b.name)
+@pytest.mark.parametrize("record", RECORDS, ids=lambda r: r.name)
+def test_bitwise_repeatable(record, backend):
+    """Same inputs (and seed) give bitwise-identical results run to run."""
+    sample = max(record.samples(numpy.random.default_rng(0)),
+                 key=lambda s: sum(numpy.size(x) for x in s.inputs))
+    with backend.active():
+        inputs = _inputs(record, sample, backend)
+        first = [backend.to_numpy(r) for r in _call_all(record, sample, inputs, backend)]
+        second = [backend.to_numpy(r) for r in _call_all(record, sample, inputs, backend)]
+    for a, b in zip(first, second):
+        assert a.tobytes() == b.tobytes(), f"{record.name}: results differ run to run"
+
+
+@pytest.mark.parametrize("backend", BACKENDS, ids=lambda b: b.name)
+def test_threads_get_correct_results(backend):
+    """8 threads calling operators at once (first kernel use included) all get right answers."""
+    rng = numpy.random.default_rng(0)
+    xs = [rng.standard_normal((37, 11)) for _ in range(8)]
+    results: dict[int, object] = {}
+    errors = []
+    barrier = threading.Barrier(8)
+
+    def work(i):
+        try:
+            with backend.active():
+                x = backend.asarray(xs[i])
+                barrier.wait()
+                y = gpuops.add(gpuops.mul(x, x), x)
+                results[i] = backend.to_numpy(y)
+        except Exception as e:  # reported below, with the thread's index
+            errors.append((i, e))
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    for i, x in enumerate(xs):
+        numpy.testing.assert_allclose(results[i], x * x + x, rtol=1e-12)
+
+
+GPU = [b for b in BACKENDS if b.name == "cupy"]
+BIG = 2**31 + 1000  # past what a 32-bit index can address
+
+
+@pytest.mark.gpu
+@pytest.mark.slow
+@pytest.mark.skipif(not GPU, reason="no usable CUDA GPU")
+def test_big_elementwise_and_reduction():
+    import cupy
+    x = cupy.ones(BIG, dtype=cupy.float32)
+    x[-1] = 3.0
+    y = gpuops.add(x, x)
+    assert float(y[-1]) == 6.0 and float(y[-2]) == 2.0 and float(y[0]) == 2.0
+    del y
+    gy = cupy.ones(1, dtype=cupy.float32)
+    # the gradient of a broadcast add sums all 2^31+ elements of gy into one
+    g = gpuops.add_wrt_x2(x, gy, x, x)
+    assert float(g[0]) == pytest.approx(BIG + 2.0, rel=1e-5)
+    if hasattr(gpuops, "sum"):
+        assert float(gpuops.sum(x)) == pytest.approx(BIG + 2.0, rel=1e-5)
+
+
+@pytest.mark.gpu
+@pytest.mark.slow
+@pytest.mark.skipif(not GPU, reason="no usable CUDA GPU")
+def test_big_softmax_long_row_and_many_rows():
+    import cupy
+    long_row = cupy.zeros((1, BIG), dtype=cupy.float32)
+    long_row[0, -1] = 1.0
+    y = gpuops.softmax(long_row, axis=-1)
+    e = float(numpy.e)
+    assert float(y[0, -1]) == pytest.approx(e / (BIG - 1 + e), rel=1e-3)
+    assert float(y[0, 0]) == pytest.approx(1 / (BIG - 1 + e), rel=1e-3)
+    del y, long_row
+    many_rows = cupy.zeros((BIG // 2, 2), dtype=cupy.float32)
+    many_rows[-1, 1] = 1.0
+    y = gpuops.softmax(many_rows, axis=-1)
+    assert float(y[-1, 1]) == pytest.approx(e / (1 + e), rel=1e-5)
+    assert float(y[0, 0]) == pytest.approx(0.5, rel=1e-6)
