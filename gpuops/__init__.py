@@ -10,6 +10,11 @@ from .registry import OPERATORS
 from .elementwise import *  # noqa: F401,F403
 from . import elementwise
 
+from .autograd import Tensor, from_dlpack, no_grad
+from .optim import adam_step, sgd_step
+from . import autograd, nn, optim
+
 __version__ = "0.1.0"
 __all__ = ["get_array_module", "gpu_available", "to_cpu", "to_gpu", "OPERATORS",
            *elementwise.__all__]
+__all__ += ["Tensor", "no_grad", "from_dlpack", "sgd_step", "adam_step", "nn", "optim"]

@@ -62,5 +62,10 @@ def main(argv: list[str]) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("info", help="versions, GPU, test backends, kernel cache").set_defaults(run=info)
     sub.add_parser("demo", help="a few operators on the best backend").set_defaults(run=demo)
+    from . import train
+    train_parser = sub.add_parser("train", help="train a classifier (default: MLP on digits)",
+                                  description=train.__doc__)
+    train.add_arguments(train_parser)
+    train_parser.set_defaults(run=train.main)
     args = parser.parse_args(argv)
     return args.run(args)

@@ -1,0 +1,91 @@
+// Fused multi-tensor optimizer steps: one launch updates every parameter tensor.
+// Launched by gpuops/optim.py. The host passes one int64 table (device memory):
+//
+//   table[0*T + t]  parameter pointer of tensor t      (T = n_tensors)
+//   table[1*T + t]  gradient pointer
+//   table[2*T + t]  first state pointer  (SGD: momentum buffer; Adam: m)
+//   table[3*T + t]  second state pointer (Adam: v; SGD: unused)
+//   table[4*T + t]  number of elements of tensor t
+//   table[5*T + c]              tensor of chunk c    (C = n_chunks)
+//   table[5*T + C + c]          first element of chunk c (a multiple of `chunk`)
+//
+// Block b handles chunks b, b + gridDim.x, ...; its threads stride over the
+// chunk's elements. All tensors of one launch share the kernel's dtype and are
+// C-contiguous. The update rules are those of torch.optim.SGD/Adam/AdamW
+// (see docs/operators.md, "Autograd, nn and optimizers").
+#include "gpuops.cuh"
+
+template <typename T>
+__device__ __forceinline__ T* table_ptr(const long long* table, long long row, long long n_tensors,
+                                        long long t) {
+    return reinterpret_cast<T*>(table[row * n_tensors + t]);
+}
+
+// SGD with momentum, Nesterov and L2 weight decay (dampening 0):
+//   g = grad + wd p;  b = momentum b + g;  g = nesterov ? g + momentum b : b;  p -= lr g
+#define SGD_STEP(T, SFX)                                                                   \
+    extern "C" __global__ void sgd_step_##SFX(const long long* __restrict__ table,        \
+                                              long long n_tensors, long long n_chunks,    \
+                                              long long chunk, T lr, T momentum,          \
+                                              T weight_decay, int nesterov) {             \
+        for (long long c = blockIdx.x; c < n_chunks; c += gridDim.x) {                    \
+            const long long t = table[5 * n_tensors + c];                                 \
+            const long long start = table[5 * n_tensors + n_chunks + c];                  \
+            const long long n = table[4 * n_tensors + t];                                 \
+            const long long end = start + chunk < n ? start + chunk : n;                  \
+            T* p = table_ptr<T>(table, 0, n_tensors, t);                                  \
+            const T* grad = table_ptr<T>(table, 1, n_tensors, t);                         \
+            T* buf = table_ptr<T>(table, 2, n_tensors, t);                                \
+            for (long long i = start + threadIdx.x; i < end; i += blockDim.x) {           \
+                T g = grad[i];                                                            \
+                if (weight_decay != T(0)) g += weight_decay * p[i];                       \
+                if (momentum != T(0)) {                                                   \
+                    const T b = momentum * buf[i] + g;                                    \
+                    buf[i] = b;                                                           \
+                    g = nesterov ? g + momentum * b : b;                                  \
+                }                                                                         \
+                p[i] -= lr * g;                                                           \
+            }                                                                             \
+        }                                                                                 \
+    }
+
+// Adam (decoupled = 0, L2 decay added to the gradient) and AdamW (decoupled = 1):
+//   AdamW: p *= 1 - lr wd;  Adam: g += wd p
+//   m += (1 - beta1)(g - m);  v = beta2 v + (1 - beta2) g^2
+//   p -= step_size m / (sqrt(v) / bc2_sqrt + eps)
+// with step_size = lr / (1 - beta1^step) and bc2_sqrt = sqrt(1 - beta2^step), computed on the host.
+#define ADAM_STEP(T, SFX)                                                                  \
+    extern "C" __global__ void adam_step_##SFX(                                           \
+        const long long* __restrict__ table, long long n_tensors, long long n_chunks,     \
+        long long chunk, T lr, T beta1, T beta2, T eps, T weight_decay, T step_size,      \
+        T bc2_sqrt, int decoupled) {                                                      \
+        for (long long c = blockIdx.x; c < n_chunks; c += gridDim.x) {                    \
+            const long long t = table[5 * n_tensors + c];                                 \
+            const long long start = table[5 * n_tensors + n_chunks + c];                  \
+            const long long n = table[4 * n_tensors + t];                                 \
+            const long long end = start + chunk < n ? start + chunk : n;                  \
+            T* p = table_ptr<T>(table, 0, n_tensors, t);                                  \
+            const T* grad = table_ptr<T>(table, 1, n_tensors, t);                         \
+            T* m = table_ptr<T>(table, 2, n_tensors, t);                                  \
+            T* v = table_ptr<T>(table, 3, n_tensors, t);                                  \
+            for (long long i = start + threadIdx.x; i < end; i += blockDim.x) {           \
+                T g = grad[i];                                                            \
+                T w = p[i];                                                               \
+                if (weight_decay != T(0)) {                                               \
+                    if (decoupled) w *= T(1) - lr * weight_decay;                         \
+                    else g += weight_decay * w;                                           \
+                }                                                                         \
+                T mi = m[i];                                                              \
+                mi += (T(1) - beta1) * (g - mi);                                          \
+                const T vi = beta2 * v[i] + (T(1) - beta2) * g * g;                       \
+                m[i] = mi;                                                                \
+                v[i] = vi;                                                                \
+                p[i] = w - step_size * mi / (sqrt(vi) / bc2_sqrt + eps);                  \
+            }                                                                             \
+        }                                                                                 \
+    }
+
+SGD_STEP(float, f32)
+SGD_STEP(double, f64)
+ADAM_STEP(float, f32)
+ADAM_STEP(double, f64)

@@ -1,0 +1,124 @@
+"""Data sets for ``python -m gpuops train``: the embedded digits, and MNIST from IDX files.
+
+Every loader returns a :class:`Dataset` with float32 images in [0, 1], shape
+(N, 1, H, W), and int64 labels. Bad files raise :class:`DataError` with a
+one-line message (the command prints it and exits non-zero).
+"""
+from __future__ import annotations
+
+import gzip
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy
+
+__all__ = ["DataError", "Dataset", "load_digits", "load_mnist", "read_idx"]
+
+_DATA = Path(__file__).resolve().parent / "data"
+
+
+class DataError(ValueError):
+    """A data set is missing or malformed."""
+
+
+@dataclass
+class Dataset:
+    train_x: numpy.ndarray  # float32 (N, 1, H, W) in [0, 1]
+    train_y: numpy.ndarray  # int64 (N,)
+    test_x: numpy.ndarray
+    test_y: numpy.ndarray
+    name: str
+
+    @property
+    def image_shape(self) -> tuple:
+        return tuple(self.train_x.shape[1:])
+
+    @property
+    def classes(self) -> int:
+        return int(max(self.train_y.max(initial=0), self.test_y.max(initial=0))) + 1
+
+    def subset(self, n_train: int, n_test: int) -> "Dataset":
+        return Dataset(self.train_x[:n_train], self.train_y[:n_train], self.test_x[:n_test],
+                       self.test_y[:n_test], self.name)
+
+
+def load_digits(test_fraction: float = 0.2, split_seed: int = 0) -> Dataset:
+    """scikit-learn's 8x8 handwritten digits (embedded; see gpuops/data/README.md).
+
+    A fixed stratification-free random split (``split_seed``) into train and test.
+    """
+    with numpy.load(_DATA / "digits.npz") as f:
+        images, labels = f["images"], f["labels"]
+    order = numpy.random.default_rng(split_seed).permutation(len(labels))
+    n_test = int(round(len(labels) * test_fraction))
+    test, train = order[:n_test], order[n_test:]
+    x = (images.astype(numpy.float32) / 16.0)[:, None]
+    y = labels.astype(numpy.int64)
+    return Dataset(x[train], y[train], x[test], y[test], "digits")
+
+
+# IDX: magic (2 zero bytes, a type code, the number of dims), dims as big-endian
+# uint32, then the data row-major. http://yann.lecun.com/exdb/mnist/
+_IDX_TYPES = {0x08: numpy.uint8, 0x09: numpy.int8, 0x0B: numpy.dtype(">i2"),
+              0x0C: numpy.dtype(">i4"), 0x0D: numpy.dtype(">f4"), 0x0E: numpy.dtype(">f8")}
+
+
+def read_idx(path: str | os.PathLike) -> numpy.ndarray:
+    """Read one IDX file (gzipped when it starts with the gzip magic)."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+        if raw[:2] == b"\x1f\x8b":
+            raw = gzip.decompress(raw)
+    except (OSError, EOFError) as e:
+        raise DataError(f"cannot read {path}: {e}") from None
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_TYPES:
+        raise DataError(f"{path}: not an IDX file (bad magic {raw[:4].hex() or 'empty'})")
+    ndim = raw[3]
+    header = 4 + 4 * ndim
+    if ndim == 0 or len(raw) < header:
+        raise DataError(f"{path}: truncated IDX header ({ndim} dims, {len(raw)} bytes)")
+    dims = tuple(int(d) for d in numpy.frombuffer(raw, ">u4", ndim, 4))
+    dtype = numpy.dtype(_IDX_TYPES[raw[2]])
+    expected = header + int(numpy.prod(dims, dtype=numpy.int64)) * dtype.itemsize
+    if len(raw) != expected:
+        raise DataError(f"{path}: IDX header says dims {dims} ({expected} bytes) but the file "
+                        f"has {len(raw)} bytes")
+    return numpy.frombuffer(raw, dtype, offset=header).reshape(dims)
+
+
+_MNIST_FILES = {"train_x": "train-images-idx3-ubyte", "train_y": "train-labels-idx1-ubyte",
+                "test_x": "t10k-images-idx3-ubyte", "test_y": "t10k-labels-idx1-ubyte"}
+
+
+def _find(folder: Path, stem: str) -> Path:
+    for name in (stem, stem + ".gz", stem.replace("-idx", ".idx"),
+                 stem.replace("-idx", ".idx") + ".gz"):
+        if (folder / name).is_file():
+            return folder / name
+    raise DataError(f"{folder}: missing {stem} (or {stem}.gz)")
+
+
+def load_mnist(folder: str | os.PathLike, image_size: tuple = (28, 28)) -> Dataset:
+    """MNIST (or any IDX data set of the same layout: Fashion-MNIST, KMNIST) from ``folder``."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"data directory {folder} does not exist")
+    parts = {key: read_idx(_find(folder, stem)) for key, stem in _MNIST_FILES.items()}
+    for key in ("train_x", "test_x"):
+        x = parts[key]
+        if x.ndim != 3 or tuple(x.shape[1:]) != tuple(image_size):
+            raise DataError(f"{_MNIST_FILES[key]}: images have shape {tuple(x.shape[1:])}; "
+                            f"expected {tuple(image_size)}")
+        if x.dtype != numpy.uint8:
+            raise DataError(f"{_MNIST_FILES[key]}: pixels are {x.dtype}; expected uint8")
+    for key, images in (("train_y", "train_x"), ("test_y", "test_x")):
+        y = parts[key]
+        if y.ndim != 1 or len(y) != len(parts[images]):
+            raise DataError(f"{_MNIST_FILES[key]}: {tuple(y.shape)} labels for "
+                            f"{len(parts[images])} images")
+        if y.size and (y.min() < 0 or y.max() > 9):
+            raise DataError(f"{_MNIST_FILES[key]}: labels outside 0..9")
+    return Dataset(*(parts[k].astype(numpy.float32)[:, None] / 255.0 if k.endswith("x")
+                     else parts[k].astype(numpy.int64) for k in _MNIST_FILES), "mnist")
