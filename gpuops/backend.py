@@ -29,6 +29,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .kernels import Launcher
 
 FLOAT_DTYPES = (numpy.dtype(numpy.float32), numpy.dtype(numpy.float64))
+INT_DTYPES = (numpy.dtype(numpy.int32), numpy.dtype(numpy.int64))
 HALF_DTYPES = FLOAT_DTYPES + (numpy.dtype(numpy.float16),)
 
 _cupy_module: ModuleType | None = None
@@ -159,6 +160,7 @@ def prepare(
     optional: Sequence[str] = (),
     dtypes: Sequence[numpy.dtype] = FLOAT_DTYPES,
     gpu_dtypes: Sequence[numpy.dtype] | None = None,
+    ints: Sequence[str] = (),
 ) -> Prepared:
     """Validate an operator's inputs and choose its backend.
 
@@ -166,6 +168,8 @@ def prepare(
     Python ``int``/``float`` (they take the array dtype). ``optional``: inputs
     that may be None. ``dtypes``: accepted dtypes (``gpu_dtypes`` where the
     kernels compute: CuPy, and the CPU emulator that runs the same kernels).
+    ``ints``: inputs that are integer data (class labels): int32/int64 arrays on
+    the same backend, left out of the dtype check and of the promotion.
     Raises ``TypeError`` naming ``op`` for non-arrays, mixed backends and
     unsupported dtypes.
     """
@@ -183,6 +187,10 @@ def prepare(
         else:
             raise TypeError(
                 f"{op}: {name} must be a NumPy or CuPy array, got {_describe(x)}")
+        if name in ints:
+            if x.dtype not in INT_DTYPES:
+                raise TypeError(f"{op}: {name} has dtype {x.dtype}; expected int32 or int64")
+            continue
         array_dtypes.append((name, x.dtype))
     if len(kinds) > 1:
         detail = ", ".join(f"{n}: {_describe(x)}" for n, x in zip(names, values)

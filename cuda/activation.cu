@@ -1,0 +1,49 @@
+// Activations and their gradients: relu, leaky_relu, sigmoid, tanh.
+// Launched by gpuops/activation.py. One extern "C" kernel per dtype (suffix
+// f16 / f32 / f64); float16 is loaded, computed in float32 and rounded on store.
+#include "gpuops.cuh"
+#include "half.cuh"
+
+// y = f(x) and gx = g * f'(.) with x, y, g in the accumulation type A; PARAM is
+// the op's scalar parameter (leaky_relu's slope), unused by the others.
+#define ACTIVATION(NAME, FWD, GRAD, T, A, SFX)                                             \
+    extern "C" __global__ void NAME##_##SFX(const T* __restrict__ xs, T* __restrict__ ys,  \
+                                            A param, long long n) {                        \
+        GRID_STRIDE_LOOP(i, n) {                                                           \
+            const A x = load_acc(xs + i);                                                  \
+            (void)param;                                                                   \
+            store_acc(ys + i, (FWD));                                                      \
+        }                                                                                  \
+    }                                                                                      \
+    extern "C" __global__ void NAME##_wrt_x1_##SFX(                                        \
+        const T* __restrict__ xs, const T* __restrict__ ys, const T* __restrict__ gys,     \
+        T* __restrict__ gxs, A param, long long n) {                                       \
+        GRID_STRIDE_LOOP(i, n) {                                                           \
+            const A x = load_acc(xs + i), y = load_acc(ys + i), g = load_acc(gys + i);     \
+            (void)x; (void)y; (void)param; /* dead loads are dropped by the compiler */    \
+            store_acc(gxs + i, (GRAD));                                                    \
+        }                                                                                  \
+    }
+
+// Numerically stable logistic: never evaluates exp of a positive argument, so no
+// overflow for large |x| (sigma(x) = 1/(1+e^-x) for x >= 0, e^x/(1+e^x) for x < 0).
+__device__ __forceinline__ float sigmoid_acc(float x) {
+    const float e = expf(-fabsf(x));
+    return x >= 0.0f ? 1.0f / (1.0f + e) : e / (1.0f + e);
+}
+__device__ __forceinline__ double sigmoid_acc(double x) {
+    const double e = exp(-fabs(x));
+    return x >= 0.0 ? 1.0 / (1.0 + e) : e / (1.0 + e);
+}
+
+// The gradients read only what they need: relu/leaky_relu x, sigmoid/tanh y
+// (sigma' = y(1-y), tanh' = 1-y^2). The forwards pass NaN through (x < 0 is false). relu'(0) = 0 and leaky_relu'(0) = slope, as PyTorch.
+#define ACTIVATION_ALL(T, A, SFX)                                                          \
+    ACTIVATION(relu, x < A(0) ? A(0) : x, x > A(0) ? g : A(0), T, A, SFX)                 \
+    ACTIVATION(leaky_relu, x < A(0) ? param * x : x, x > A(0) ? g : param * g, T, A, SFX) \
+    ACTIVATION(sigmoid, sigmoid_acc(x), g * y * (A(1) - y), T, A, SFX)                   \
+    ACTIVATION(tanh, tanh(x), g * (A(1) - y * y), T, A, SFX)
+
+ACTIVATION_ALL(__half, float, f16)
+ACTIVATION_ALL(float, float, f32)
+ACTIVATION_ALL(double, double, f64)

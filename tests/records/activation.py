@@ -1,0 +1,47 @@
+"""OpInfo records of the activations (float64 references in plain NumPy)."""
+from __future__ import annotations
+
+import numpy
+
+from opinfo import F16, F32, F64, OpInfo, Sample
+
+SHAPES = ((257,), (3, 4, 5), (0,), (1,), (), (16, 65))
+
+
+def _samples(low, high, params=None):
+    def samples(rng):
+        for shape in SHAPES:
+            # keep |x| >= 1e-3 so relu's kink at 0 stays outside the finite-difference step
+            x = rng.uniform(low, high, shape)
+            x = numpy.where(numpy.abs(x) < 1e-3, 0.5, x)
+            yield Sample((x,), dict(params or {}))
+    return samples
+
+
+def _leaky_samples(rng):
+    for slope in (0.01, 0.2, -0.5, 0.0):
+        for shape in ((257,), (3, 4, 5), (0,), ()):
+            x = rng.uniform(-3, 3, shape)
+            yield Sample((x,), {"slope": slope}, f"slope{slope}-{'x'.join(map(str, shape))}")
+
+
+def _sigmoid_ref(x):
+    return 1.0 / (1.0 + numpy.exp(-x))
+
+
+KERNEL_DTYPES = (F16, F32, F64)  # float16 where kernels compute (CuPy, emulator)
+
+RECORDS = [
+    OpInfo(name="relu", ref=lambda x: numpy.where(x > 0, x, 0.0), samples=_samples(-3, 3),
+           grad_refs={1: lambda x, y, g: numpy.where(x > 0, g, 0.0)}, gpu_dtypes=KERNEL_DTYPES),
+    OpInfo(name="leaky_relu", ref=lambda x, slope: numpy.where(x > 0, x, slope * x),
+           samples=_leaky_samples,
+           grad_refs={1: lambda x, y, g, slope: numpy.where(x > 0, g, slope * g)},
+           gpu_dtypes=KERNEL_DTYPES),
+    # |x| up to 30: sigmoid's tails (e^-30 ~ 1e-13) must neither overflow nor lose sign
+    OpInfo(name="sigmoid", ref=_sigmoid_ref, samples=_samples(-30, 30),
+           grad_refs={1: lambda x, y, g: g * _sigmoid_ref(x) * (1 - _sigmoid_ref(x))},
+           gpu_dtypes=KERNEL_DTYPES),
+    OpInfo(name="tanh", ref=numpy.tanh, samples=_samples(-5, 5),
+           grad_refs={1: lambda x, y, g: g / numpy.cosh(x) ** 2}, gpu_dtypes=KERNEL_DTYPES),
+]

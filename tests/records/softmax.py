@@ -1,0 +1,75 @@
+"""OpInfo records of the softmax family (float64 references in plain NumPy)."""
+from __future__ import annotations
+
+import numpy
+
+from opinfo import F16, F32, F64, ErrorInput, OpInfo, Sample
+
+# (shape, axis): the last axis and others; rows for each kernel strategy: one warp per
+# row with 1, 2, 16 and 32 registers per lane (cols 1, 33, 500, 1024; float64 goes to
+# the block kernel past 512), one block per row (1025, 3000); 0-size and 1-element.
+CASES = [((4, 10), -1), ((3, 5, 7), 1), ((2, 3, 4), 0), ((257,), 0), ((6, 33), -1),
+         ((5, 1), -1), ((1, 1), 0), ((2, 500), 1), ((2, 1024), -1), ((3, 1025), -1),
+         ((2, 3000), -1), ((0, 5), -1), ((4, 0), -1), ((2, 0, 3), 0), ((3, 4, 2), -2)]
+
+
+def _samples(rng):
+    for shape, axis in CASES:
+        yield Sample((rng.standard_normal(shape) * 3,), {"axis": axis},
+                     f"{'x'.join(map(str, shape))}-axis{axis}")
+    # stability: equal logits, logits far from 0 (±1e4: tests/test_softmax_family.py,
+    # where finite differences are not needed; a 1e-6 step is below their resolution)
+    yield Sample((numpy.array([[5.0, 5.0, 5.0], [-7.0, -7.0, -7.0]]),), {"axis": -1}, "equal")
+    yield Sample((rng.standard_normal((3, 40)) * 30 + 100,), {"axis": 1}, "wide-offset")
+
+
+def _softmax(x, axis):
+    e = numpy.exp(x - x.max(axis=axis, keepdims=True, initial=-numpy.inf))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def _softmax_grad(x, y, g, axis):
+    """Σ_i g_i dy_i/dx_j with the full Jacobian dy_i/dx_j = s_i (δ_ij - s_j)."""
+    s = numpy.moveaxis(_softmax(x, axis), axis, -1)
+    gm = numpy.moveaxis(g, axis, -1)
+    jac = s[..., :, None] * (numpy.eye(s.shape[-1]) - s[..., None, :])
+    return numpy.moveaxis(numpy.einsum("...i,...ij->...j", gm, jac), -1, axis)
+
+
+def _log_softmax(x, axis):
+    m = x.max(axis=axis, keepdims=True, initial=-numpy.inf)
+    with numpy.errstate(divide="ignore"):  # log 0 of an empty row (never used)
+        return x - m - numpy.log(numpy.exp(x - m).sum(axis=axis, keepdims=True))
+
+
+def _log_softmax_grad(x, y, g, axis):
+    """Σ_i g_i d(log s_i)/dx_j = g_j - s_j Σ_i g_i (Jacobian δ_ij - s_j)."""
+    s = numpy.moveaxis(_softmax(x, axis), axis, -1)
+    gm = numpy.moveaxis(g, axis, -1)
+    jac = numpy.eye(s.shape[-1]) - s[..., None, :]
+    return numpy.moveaxis(numpy.einsum("...i,...ij->...j", gm, jac), -1, axis)
+
+
+def _errors(rng):
+    x = rng.standard_normal((2, 3))
+    yield ErrorInput((x,), {"axis": 2}, ValueError, "axis 2")
+    yield ErrorInput((x,), {"axis": -3}, ValueError, "axis -3")
+    yield ErrorInput((x,), {"axis": 1.0}, TypeError, "1.0")
+    yield ErrorInput((numpy.ones(()),), {"axis": -1}, ValueError, r"shape \(\)")
+    yield ErrorInput((x, numpy.ones((3, 2)), numpy.ones((2, 3))), {}, ValueError,
+                     r"y has shape \(3, 2\)", fn=1)
+    yield ErrorInput((x,), {"axis": 5}, ValueError, "axis 5", fn=1)
+
+
+KERNEL_DTYPES = (F16, F32, F64)
+# float16 rounding of x (|x| up to ~10) moves logits by up to 4e-3: compare probabilities
+# absolutely and log-probabilities with an absolute error of a few half ulps of |x|.
+F16_TOL = {F16: (1e-2, 5e-3)}
+
+RECORDS = [
+    OpInfo(name="softmax", ref=_softmax, samples=_samples, grad_refs={1: _softmax_grad},
+           gpu_dtypes=KERNEL_DTYPES, error_inputs=_errors, tol=F16_TOL),
+    OpInfo(name="log_softmax", ref=_log_softmax, samples=_samples,
+           grad_refs={1: _log_softmax_grad}, gpu_dtypes=KERNEL_DTYPES, error_inputs=_errors,
+           tol=F16_TOL),
+]
