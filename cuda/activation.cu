@@ -3,6 +3,7 @@
 // f16 / f32 / f64); float16 is loaded, computed in float32 and rounded on store.
 #include "gpuops.cuh"
 #include "half.cuh"
+#include "logistic.cuh"
 
 // y = f(x) and gx = g * f'(.) with x, y, g in the accumulation type A; PARAM is
 // the op's scalar parameter (leaky_relu's slope), unused by the others.
@@ -24,17 +25,6 @@
             store_acc(gxs + i, (GRAD));                                                    \
         }                                                                                  \
     }
-
-// Numerically stable logistic: never evaluates exp of a positive argument, so no
-// overflow for large |x| (sigma(x) = 1/(1+e^-x) for x >= 0, e^x/(1+e^x) for x < 0).
-__device__ __forceinline__ float sigmoid_acc(float x) {
-    const float e = expf(-fabsf(x));
-    return x >= 0.0f ? 1.0f / (1.0f + e) : e / (1.0f + e);
-}
-__device__ __forceinline__ double sigmoid_acc(double x) {
-    const double e = exp(-fabs(x));
-    return x >= 0.0 ? 1.0 / (1.0 + e) : e / (1.0 + e);
-}
 
 // The gradients read only what they need: relu/leaky_relu x, sigmoid/tanh y
 // (sigma' = y(1-y), tanh' = 1-y^2). The forwards pass NaN through (x < 0 is false). relu'(0) = 0 and leaky_relu'(0) = slope, as PyTorch.

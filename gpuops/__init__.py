@@ -13,6 +13,8 @@ from .activation import *  # noqa: F401,F403
 from . import activation
 from .softmax import *  # noqa: F401,F403
 from .softmax import __all__ as _softmax_all  # (gpuops.softmax is the function)
+from .loss import *  # noqa: F401,F403
+from . import loss
 
 from .autograd import Tensor, from_dlpack, no_grad
 from .optim import adam_step, sgd_step
@@ -20,5 +22,5 @@ from . import autograd, nn, optim
 
 __version__ = "0.1.0"
 __all__ = ["get_array_module", "gpu_available", "to_cpu", "to_gpu", "OPERATORS",
-           *elementwise.__all__, *activation.__all__, *_softmax_all]
+           *elementwise.__all__, *activation.__all__, *_softmax_all, *loss.__all__]
 __all__ += ["Tensor", "no_grad", "from_dlpack", "sgd_step", "adam_step", "nn", "optim"]

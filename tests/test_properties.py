@@ -30,7 +30,7 @@ def _lay_out(backend, x: numpy.ndarray, layout: str):
         return backend.asarray(x, contiguous=False)
     dev = backend.asarray(x)
     xp = backend.xp()
-    if layout == "fortran":
+    if layout == "fortran" and dev.ndim:  # (asfortranarray makes a 0-d array 1-d)
         return xp.asfortranarray(dev)
     if layout == "reversed" and dev.ndim:
         return xp.ascontiguousarray(dev[::-1])[::-1]

@@ -1,0 +1,280 @@
+// Losses: softmax_cross_entropy (rows of logits, integer labels), bce_with_logits,
+// mse, mae, and their gradients. Launched by gpuops/loss.py. float32 / float64.
+//
+// Reductions are deterministic (no atomics): "none" writes one term per element
+// (per row); "sum"/"mean" write one partial sum per block (in double), and one
+// block adds the partials. Gradients take gy with a stride: 0 for the 0-d gy of
+// "sum"/"mean", 1 for the per-element gy of "none", times a scale (1/n for "mean").
+#include "rowwise.cuh"
+#include "logistic.cuh"
+
+__device__ __forceinline__ float quiet_nan(float) { return nanf(""); }
+__device__ __forceinline__ double quiet_nan(double) { return nan(""); }
+
+// ---- elementwise losses: u = x1 (prediction / logit), v = x2 (target) ----------
+#define ELEMENTWISE_LOSS(NAME, TERM, GRAD1, GRAD2, T, SFX)                                  \
+    extern "C" __global__ void NAME##_none_##SFX(const T* __restrict__ a,                  \
+                                                 const T* __restrict__ b,                  \
+                                                 T* __restrict__ y, long long n) {         \
+        GRID_STRIDE_LOOP(i, n) {                                                           \
+            const T u = a[i], v = b[i];                                                    \
+            y[i] = (TERM);                                                                 \
+        }                                                                                  \
+    }                                                                                      \
+    extern "C" __global__ void NAME##_partial_##SFX(const T* __restrict__ a,               \
+                                                    const T* __restrict__ b,               \
+                                                    double* __restrict__ partial,          \
+                                                    long long n) {                         \
+        double acc = 0.0;                                                                  \
+        GRID_STRIDE_LOOP(i, n) {                                                           \
+            const T u = a[i], v = b[i];                                                    \
+            acc += (TERM);                                                                 \
+        }                                                                                  \
+        acc = block_sum(acc);                                                              \
+        if (threadIdx.x == 0) partial[blockIdx.x] = acc;                                   \
+    }                                                                                      \
+    extern "C" __global__ void NAME##_wrt_x1_##SFX(                                        \
+        const T* __restrict__ a, const T* __restrict__ b, const T* __restrict__ gy,        \
+        long long gy_stride, T* __restrict__ gx, T scale, long long n) {                   \
+        GRID_STRIDE_LOOP(i, n) {                                                           \
+            const T u = a[i], v = b[i], g = gy[i * gy_stride] * scale;                     \
+            gx[i] = (GRAD1);                                                               \
+        }                                                                                  \
+    }                                                                                      \
+    extern "C" __global__ void NAME##_wrt_x2_##SFX(                                        \
+        const T* __restrict__ a, const T* __restrict__ b, const T* __restrict__ gy,        \
+        long long gy_stride, T* __restrict__ gx, T scale, long long n) {                   \
+        GRID_STRIDE_LOOP(i, n) {                                                           \
+            const T u = a[i], v = b[i], g = gy[i * gy_stride] * scale;                     \
+            (void)v;                                                                       \
+            gx[i] = (GRAD2);                                                               \
+        }                                                                                  \
+    }
+
+// y = scale * sum of the per-block partials (one block).
+#define SUM_PARTIALS(T, SFX)                                                                \
+    extern "C" __global__ void sum_partials_##SFX(const double* __restrict__ partial,      \
+                                                  long long parts, T* __restrict__ y,      \
+                                                  double scale) {                          \
+        double acc = 0.0;                                                                  \
+        for (long long i = threadIdx.x; i < parts; i += blockDim.x) acc += partial[i];     \
+        acc = block_sum(acc);                                                              \
+        if (threadIdx.x == 0) y[0] = T(acc * scale);                                       \
+    }
+
+// mse: (u - v)^2, d/du = 2 (u - v). mae: |u - v|, d/du = sign(u - v), 0 at u == v.
+// bce_with_logits: max(u, 0) - u v + log(1 + e^-|u|) (never exp of a positive value),
+// d/du = sigma(u) - v, d/dv = -u.
+#define ELEMENTWISE_LOSSES(T, SFX)                                                          \
+    ELEMENTWISE_LOSS(mse, (u - v) * (u - v), T(2) * (u - v) * g, T(-2) * (u - v) * g, T, SFX) \
+    ELEMENTWISE_LOSS(mae, fabs(u - v), u > v ? g : (u < v ? -g : T(0)),                    \
+                     u > v ? -g : (u < v ? g : T(0)), T, SFX)                              \
+    ELEMENTWISE_LOSS(bce_with_logits, (u > T(0) ? u : T(0)) - u * v + log1p(exp(-fabs(u))), \
+                     (sigmoid_acc(u) - v) * g, -u * g, T, SFX)                             \
+    SUM_PARTIALS(T, SFX)
+
+ELEMENTWISE_LOSSES(float, f32)
+ELEMENTWISE_LOSSES(double, f64)
+
+// ---- softmax cross-entropy over rows of logits x (rows, cols), labels t (rows,) ----
+// loss_r = log sum_c e^(x_rc) - x_r,t = (m - x_r,t) + log sum_c e^(x_rc - m).
+// A row whose label is ignore_index gets loss 0 and gradient 0. A label outside
+// [0, cols) (possible only on the GPU path: the NumPy path raises) is never used as
+// an index: that row's loss and gradient are NaN.
+
+// Forward, one warp per row: one pass with the online (max, sum) pair, so the row is
+// read once whatever its length; lane 0 reads x_r,t and writes the row's loss.
+template <typename T>
+__device__ __forceinline__ void ce_rows_warp(const T* __restrict__ x,
+                                             const long long* __restrict__ labels,
+                                             T* __restrict__ loss, long long ignore,
+                                             long long rows, long long cols) {
+    const int lane = threadIdx.x & 31;
+    const long long warps = (long long)gridDim.x * (blockDim.x >> 5);
+    for (long long r = (long long)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5); r < rows;
+         r += warps) {
+        const long long t = labels[r];
+        if (t == ignore) {
+            if (lane == 0) loss[r] = T(0);
+            continue;
+        }
+        const T* xr = x + r * cols;
+        T m = lowest_acc(T(0)), s = T(0);
+        for (long long c = lane; c < cols; c += 32) lse_merge(m, s, xr[c], T(1));
+        warp_lse(m, s);
+        if (lane == 0)
+            loss[r] = (t < 0 || t >= cols) ? quiet_nan(T(0)) : (m - xr[t]) + T(log(s));
+    }
+}
+
+// Forward, one block per row (long rows); the sum is kept in double.
+template <typename T>
+__device__ __forceinline__ void ce_rows_block(const T* __restrict__ x,
+                                              const long long* __restrict__ labels,
+                                              T* __restrict__ loss, long long ignore,
+                                              long long rows, long long cols) {
+    for (long long r = blockIdx.x; r < rows; r += gridDim.x) {
+        const long long t = labels[r];
+        if (t == ignore) {  // uniform over the block: no thread reaches block_lse
+            if (threadIdx.x == 0) loss[r] = T(0);
+            continue;
+        }
+        const T* xr = x + r * cols;
+        T m = lowest_acc(T(0));
+        double s = 0.0;
+        for (long long c = threadIdx.x; c < cols; c += blockDim.x) lse_merge(m, s, xr[c], 1.0);
+        block_lse(m, s);
+        if (threadIdx.x == 0)
+            loss[r] = (t < 0 || t >= cols) ? quiet_nan(T(0)) : (m - xr[t]) + T(log(s));
+    }
+}
+
+// "sum" / "mean" of the row losses: mean divides by the number of rows whose label
+// is not ignore_index (0/0 = NaN when there is none, as PyTorch). One block.
+template <typename T>
+__device__ __forceinline__ void ce_total(const T* __restrict__ loss,
+                                         const long long* __restrict__ labels,
+                                         T* __restrict__ y, long long ignore, long long rows,
+                                         int mean) {
+    double acc = 0.0, count = 0.0;
+    for (long long r = threadIdx.x; r < rows; r += blockDim.x) {
+        acc += loss[r];
+        count += labels[r] != ignore ? 1.0 : 0.0;
+    }
+    acc = block_sum(acc);
+    count = block_sum(count);
+    if (threadIdx.x == 0) y[0] = T(mean ? acc / count : acc);
+}
+
+// The gradient's scale for "sum" (gy) and "mean" (gy / number of counted rows). One block.
+template <typename T>
+__device__ __forceinline__ void ce_grad_scale(const long long* __restrict__ labels,
+                                              const T* __restrict__ gy, T* __restrict__ scale,
+                                              long long ignore, long long rows, int mean) {
+    double count = 0.0;
+    for (long long r = threadIdx.x; r < rows; r += blockDim.x)
+        count += labels[r] != ignore ? 1.0 : 0.0;
+    count = block_sum(count);
+    if (threadIdx.x == 0) scale[0] = T(mean ? double(gy[0]) / count : double(gy[0]));
+}
+
+// Gradient, fused: gx_rc = g_r (softmax(x_r)_c - [c == t_r]), one warp per row with the
+// row in E registers per lane (read once, no one-hot matrix); g_r = g[r * g_stride].
+template <typename T, int E>
+__device__ __forceinline__ void ce_grad_warp(const T* __restrict__ x,
+                                             const long long* __restrict__ labels,
+                                             const T* __restrict__ g, long long g_stride,
+                                             T* __restrict__ gx, long long ignore,
+                                             long long rows, long long cols) {
+    const int lane = threadIdx.x & 31;
+    const long long warps = (long long)gridDim.x * (blockDim.x >> 5);
+    for (long long r = (long long)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5); r < rows;
+         r += warps) {
+        const long long t = labels[r];
+        const T* xr = x + r * cols;
+        T* gr = gx + r * cols;
+        if (t == ignore) {
+#pragma unroll
+            for (int k = 0; k < E; ++k)
+                if (lane + 32 * k < cols) gr[lane + 32 * k] = T(0);
+            continue;
+        }
+        T v[E];
+        T m = lowest_acc(T(0));
+#pragma unroll
+        for (int k = 0; k < E; ++k) {
+            const long long c = lane + 32 * k;
+            v[k] = c < cols ? xr[c] : lowest_acc(T(0));
+            m = v[k] > m ? v[k] : m;
+        }
+        m = warp_max(m);
+        T s = T(0);
+#pragma unroll
+        for (int k = 0; k < E; ++k) {
+            v[k] = exp(v[k] - m);
+            s += v[k];
+        }
+        s = warp_sum(s);
+        const bool bad = t < 0 || t >= cols;
+        const T gr_scale = g[r * g_stride], inv_s = T(1) / s;
+#pragma unroll
+        for (int k = 0; k < E; ++k) {
+            const long long c = lane + 32 * k;
+            if (c < cols)
+                gr[c] = bad ? quiet_nan(T(0))
+                            : (v[k] * inv_s - (c == t ? T(1) : T(0))) * gr_scale;
+        }
+    }
+}
+
+// Gradient, one block per row (long rows): online (max, sum) pass, then a write pass.
+template <typename T>
+__device__ __forceinline__ void ce_grad_block(const T* __restrict__ x,
+                                              const long long* __restrict__ labels,
+                                              const T* __restrict__ g, long long g_stride,
+                                              T* __restrict__ gx, long long ignore,
+                                              long long rows, long long cols) {
+    for (long long r = blockIdx.x; r < rows; r += gridDim.x) {
+        const long long t = labels[r];
+        const T* xr = x + r * cols;
+        T* gr = gx + r * cols;
+        if (t == ignore) {
+            for (long long c = threadIdx.x; c < cols; c += blockDim.x) gr[c] = T(0);
+            continue;
+        }
+        T m = lowest_acc(T(0));
+        double s = 0.0;
+        for (long long c = threadIdx.x; c < cols; c += blockDim.x) lse_merge(m, s, xr[c], 1.0);
+        block_lse(m, s);
+        const bool bad = t < 0 || t >= cols;
+        const T gr_scale = g[r * g_stride], inv_s = T(1.0 / s);
+        for (long long c = threadIdx.x; c < cols; c += blockDim.x)
+            gr[c] = bad ? quiet_nan(T(0))
+                        : (T(exp(xr[c] - m)) * inv_s - (c == t ? T(1) : T(0))) * gr_scale;
+    }
+}
+
+#define CE_GRAD_WARP(E, T, SFX)                                                             \
+    extern "C" __global__ void softmax_cross_entropy_wrt_x1_warp##E##_##SFX(                \
+        const T* __restrict__ x, const long long* __restrict__ labels,                     \
+        const T* __restrict__ g, long long g_stride, T* __restrict__ gx, long long ignore, \
+        long long rows, long long cols) {                                                  \
+        ce_grad_warp<T, E>(x, labels, g, g_stride, gx, ignore, rows, cols);                \
+    }
+
+#define CROSS_ENTROPY(T, SFX)                                                               \
+    extern "C" __global__ void softmax_cross_entropy_warp_##SFX(                            \
+        const T* __restrict__ x, const long long* __restrict__ labels, T* __restrict__ loss, \
+        long long ignore, long long rows, long long cols) {                                \
+        ce_rows_warp<T>(x, labels, loss, ignore, rows, cols);                              \
+    }                                                                                      \
+    extern "C" __global__ void softmax_cross_entropy_block_##SFX(                           \
+        const T* __restrict__ x, const long long* __restrict__ labels, T* __restrict__ loss, \
+        long long ignore, long long rows, long long cols) {                                \
+        ce_rows_block<T>(x, labels, loss, ignore, rows, cols);                             \
+    }                                                                                      \
+    extern "C" __global__ void softmax_cross_entropy_total_##SFX(                           \
+        const T* __restrict__ loss, const long long* __restrict__ labels, T* __restrict__ y, \
+        long long ignore, long long rows, int mean) {                                      \
+        ce_total<T>(loss, labels, y, ignore, rows, mean);                                  \
+    }                                                                                      \
+    extern "C" __global__ void softmax_cross_entropy_grad_scale_##SFX(                      \
+        const long long* __restrict__ labels, const T* __restrict__ gy,                    \
+        T* __restrict__ scale, long long ignore, long long rows, int mean) {               \
+        ce_grad_scale<T>(labels, gy, scale, ignore, rows, mean);                           \
+    }                                                                                      \
+    extern "C" __global__ void softmax_cross_entropy_wrt_x1_block_##SFX(                    \
+        const T* __restrict__ x, const long long* __restrict__ labels,                     \
+        const T* __restrict__ g, long long g_stride, T* __restrict__ gx, long long ignore, \
+        long long rows, long long cols) {                                                  \
+        ce_grad_block<T>(x, labels, g, g_stride, gx, ignore, rows, cols);                  \
+    }                                                                                      \
+    CE_GRAD_WARP(1, T, SFX)                                                                \
+    CE_GRAD_WARP(2, T, SFX)                                                                \
+    CE_GRAD_WARP(4, T, SFX)                                                                \
+    CE_GRAD_WARP(8, T, SFX)                                                                \
+    CE_GRAD_WARP(16, T, SFX)
+
+CROSS_ENTROPY(float, f32)
+CE_GRAD_WARP(32, float, f32)
+CROSS_ENTROPY(double, f64)

@@ -1,0 +1,167 @@
+"""OpInfo records of the losses (float64 references in plain NumPy)."""
+from __future__ import annotations
+
+import numpy
+
+from opinfo import ErrorInput, OpInfo, Sample
+
+
+def _reduce(terms, reduction):
+    if reduction == "none":
+        return terms
+    total = numpy.sum(terms)
+    return numpy.asarray(total if reduction == "sum" else total / terms.size)
+
+
+def _grad_scale(g, reduction, n):
+    """gy as it reaches each term: itself ("none", "sum") or divided by n ("mean")."""
+    return g / n if reduction == "mean" else g
+
+
+# ---- elementwise losses ---------------------------------------------------------
+
+PAIR_CASES = [((257,), "mean"), ((3, 4, 5), "sum"), ((3, 4, 5), "none"), ((1,), "mean"),
+              ((), "mean"), ((16, 65), "mean"), ((0,), "sum"), ((0, 3), "none"),
+              ((33, 8), "none"), ((2, 3), "sum")]
+
+
+def _pair_samples(make_x1, make_x2):
+    def samples(rng):
+        for shape, reduction in PAIR_CASES:
+            x1, x2 = numpy.asarray(make_x1(rng, shape)), numpy.asarray(make_x2(rng, shape))
+            yield Sample((x1, x2), {"reduction": reduction},
+                         f"{'x'.join(map(str, shape)) or 'scalar'}-{reduction}")
+    return samples
+
+
+def _normal(rng, shape):
+    return rng.standard_normal(shape)
+
+
+def _logits(rng, shape):  # logits up to ±30: the tails of log(1 + e^-|x|)
+    return rng.uniform(-30, 30, shape) * rng.choice([0.1, 1.0], shape)
+
+
+def _targets(rng, shape):
+    return rng.uniform(0, 1, shape)
+
+
+def _pair_errors(rng):
+    a, b = rng.standard_normal(3), rng.standard_normal(4)
+    yield ErrorInput((a, b), {}, ValueError, r"\(3,\) and \(4,\)")
+    yield ErrorInput((a, b), {}, ValueError, r"\(3,\) and \(4,\)", fn=1)
+    yield ErrorInput((a, a), {"reduction": "avg"}, ValueError, "'avg'")
+    yield ErrorInput((a, a), {"reduction": None}, ValueError, "None", fn=2)
+    # gy of the wrong shape for the reduction: per element for "mean", 0-d for "none"
+    yield ErrorInput((a, a, numpy.ones(()), numpy.ones(3)), {}, ValueError,
+                     r"gy has shape \(3,\)", fn=1)
+    yield ErrorInput((a, a, numpy.ones(3), numpy.ones(())), {"reduction": "none"}, ValueError,
+                     r"gy has shape \(\)", fn=2)
+
+
+def _pair(name, term, d1, d2, make_x1=_normal, make_x2=_normal):
+    return OpInfo(
+        name=name,
+        ref=lambda u, v, reduction: _reduce(term(u, v), reduction),
+        samples=_pair_samples(make_x1, make_x2),
+        grad_refs={
+            1: lambda u, v, y, g, reduction: d1(u, v) * _grad_scale(g, reduction, u.size),
+            2: lambda u, v, y, g, reduction: d2(u, v) * _grad_scale(g, reduction, u.size),
+        },
+        error_inputs=_pair_errors)
+
+
+def _bce_ref(x, t):
+    """-[t log σ(x) + (1 - t) log(1 - σ(x))] with log σ(x) = -log(1 + e^-x) written
+    through logaddexp (no overflow)."""
+    log_sig = -numpy.logaddexp(0.0, -x)
+    log_one_minus_sig = -numpy.logaddexp(0.0, x)
+    return -(t * log_sig + (1 - t) * log_one_minus_sig)
+
+
+def _sigma(x):
+    return numpy.exp(-numpy.logaddexp(0.0, -x))
+
+
+# ---- softmax cross-entropy ------------------------------------------------------
+
+# (rows, classes, reduction, label dtype, ignore_index, fraction of ignored rows)
+CE_CASES = [(8, 5, "mean", numpy.int64, -100, 0.0), (8, 5, "sum", numpy.int32, -100, 0.0),
+            (8, 5, "none", numpy.int64, -100, 0.0), (1, 1, "mean", numpy.int32, -100, 0.0),
+            (16, 40, "mean", numpy.int64, -100, 0.3), (6, 7, "sum", numpy.int32, 2, 0.3),
+            (10, 7, "none", numpy.int64, 0, 0.0), (5, 33, "mean", numpy.int64, -1, 0.4),
+            (4, 1000, "mean", numpy.int32, -100, 0.0),  # float32 warp E=32, float64 block
+            (3, 1100, "none", numpy.int64, -100, 0.3),  # one block per row
+            (0, 4, "sum", numpy.int64, -100, 0.0), (0, 4, "none", numpy.int32, -100, 0.0),
+            (37, 3, "sum", numpy.int64, -100, 0.1)]
+
+
+def _ce_samples(rng):
+    for rows, classes, reduction, label_dtype, ignore, ignored in CE_CASES:
+        x = rng.standard_normal((rows, classes)) * 3
+        labels = rng.integers(0, classes, rows)
+        if ignored:
+            labels[rng.uniform(size=rows) < ignored] = ignore
+            labels[0] = 0 if ignore != 0 else 1  # at least one counted row for the mean
+        yield Sample((x, labels.astype(label_dtype)),
+                     {"reduction": reduction, "ignore_index": ignore},
+                     f"{rows}x{classes}-{reduction}-{numpy.dtype(label_dtype).name}-"
+                     f"ignore{ignore}")
+
+
+def _ce_ref(x, t, reduction, ignore_index):
+    losses = numpy.zeros(x.shape[0])
+    for n in range(x.shape[0]):
+        if t[n] == ignore_index:
+            continue
+        row = x[n] - x[n].max()
+        losses[n] = numpy.log(numpy.exp(row).sum()) - row[t[n]]
+    if reduction == "none":
+        return losses
+    if reduction == "sum":
+        return numpy.asarray(losses.sum())
+    return numpy.asarray(losses.sum() / numpy.count_nonzero(t != ignore_index))
+
+
+def _ce_grad_ref(x, t, y, g, reduction, ignore_index):
+    grad = numpy.zeros_like(x)
+    counted = numpy.count_nonzero(t != ignore_index)
+    for n in range(x.shape[0]):
+        if t[n] == ignore_index:
+            continue
+        p = numpy.exp(x[n] - x[n].max())
+        p /= p.sum()
+        onehot = numpy.zeros(x.shape[1])
+        onehot[t[n]] = 1.0
+        scale = g[n] if reduction == "none" else (g if reduction == "sum" else g / counted)
+        grad[n] = (p - onehot) * scale
+    return grad
+
+
+def _ce_errors(rng):
+    x = rng.standard_normal((4, 3))
+    t = numpy.array([0, 1, 2, 0])
+    yield ErrorInput((x[0], t), {}, ValueError, r"shape \(3,\)")
+    yield ErrorInput((x, t[:3]), {}, ValueError, r"\(3,\)")
+    yield ErrorInput((x, t.astype(numpy.float64)), {}, TypeError, "float64")
+    yield ErrorInput((x, t.astype(numpy.int16)), {}, TypeError, "int16", fn=1)
+    yield ErrorInput((x, t), {"ignore_index": 1.5}, TypeError, "1.5")
+    yield ErrorInput((x, t), {"reduction": "mean "}, ValueError, "'mean '")
+    yield ErrorInput((x, t, numpy.ones(()), numpy.ones(4)), {}, ValueError,
+                     r"gy has shape \(4,\)", fn=1)
+
+
+RECORDS = [
+    OpInfo(name="softmax_cross_entropy", ref=_ce_ref, samples=_ce_samples,
+           grad_refs={1: _ce_grad_ref}, int_inputs=(2,), error_inputs=_ce_errors),
+    OpInfo(name="bce_with_logits",
+           ref=lambda x, t, reduction: _reduce(_bce_ref(x, t), reduction),
+           samples=_pair_samples(_logits, _targets),
+           grad_refs={1: lambda x, t, y, g, reduction:
+                      (_sigma(x) - t) * _grad_scale(g, reduction, x.size),
+                      2: lambda x, t, y, g, reduction: -x * _grad_scale(g, reduction, x.size)},
+           error_inputs=_pair_errors),
+    _pair("mse", lambda u, v: (u - v) ** 2, lambda u, v: 2 * (u - v), lambda u, v: 2 * (v - u)),
+    _pair("mae", lambda u, v: numpy.abs(u - v), lambda u, v: numpy.sign(u - v),
+          lambda u, v: numpy.sign(v - u)),
+]
