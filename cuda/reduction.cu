@@ -1,26 +1,220 @@
-// Reduction family. Launched by gpuops/reduction.py.
+// Reduction family: sum, mean (a sum scaled by 1/n) and max over any set of axes,
+// and the kernels of their gradients. Launched by gpuops/reduction.py.
+//
+// The wrapper reduces a C-contiguous input to one of two shapes and picks a kernel:
+//   reduce_rows_*  x viewed as (rows, row_len), reduced along the contiguous row:
+//                  one warp per row (or per chunk of a row), 16-byte vector loads.
+//   reduce_cols_*  x viewed as (outer, n_red, inner), reduced along the middle dim:
+//                  one thread per output element, the warp reading `inner`-contiguous
+//                  elements (coalesced).
+//   reduce_axes_*  anything else (or a strided input): one block per output element,
+//                  the input addressed through (at most 4-d) strides on each side.
+// Each kernel can split the reduced range into `splits` chunks of `chunk` elements and
+// write one partial result per chunk (output index = out * splits + chunk index); the
+// wrapper then reduces the partials with a second launch. That keeps every SM busy
+// when there are few outputs (a full reduction to a scalar) without float atomics:
+// the summation order depends only on the launch configuration, so results are
+// deterministic. `init` is the identity of the operation (0 or -inf, passed by the
+// wrapper), `scale` multiplies each final result (1/n for mean, 1 otherwise).
 #include "gpuops.cuh"
 
-// y[k] = sum over r of x[offset(k) + offset(r)]: the input viewed as "kept" dims
-// (k1..k3 after an implied k0, element strides ks*) times "reduced" dims (r*, rs*),
-// each at most 4-d after coalescing. One block per output element (grid-stride
-// over outputs); the block's threads stride over the reduced positions and meet
-// in a shuffle + shared-memory tree (deterministic: fixed order for a fixed launch).
-#define SUM_AXES(T, SFX)                                                                    \
-    extern "C" __global__ void sum_axes_##SFX(                                              \
-        const T* __restrict__ x, T* __restrict__ y, long long n_out, long long n_red,       \
-        long long k1, long long k2, long long k3, long long ks0, long long ks1, long long ks2, \
-        long long ks3, long long r1, long long r2, long long r3, long long rs0, long long rs1, \
-        long long rs2, long long rs3) {                                                     \
-        for (long long k = blockIdx.x; k < n_out; k += gridDim.x) {                         \
-            const long long base = offset4(unravel4(k, k1, k2, k3), ks0, ks1, ks2, ks3);    \
-            T acc = T(0);                                                                   \
-            for (long long r = threadIdx.x; r < n_red; r += blockDim.x)                     \
-                acc += x[base + offset4(unravel4(r, r1, r2, r3), rs0, rs1, rs2, rs3)];      \
-            acc = block_sum(acc);                                                           \
-            if (threadIdx.x == 0) y[k] = acc;                                               \
-        }                                                                                   \
+struct SumOp {
+    template <typename T>
+    __device__ __forceinline__ static T combine(T a, T b) { return a + b; }
+};
+
+// max that propagates NaN like NumPy: once either side is NaN the result is NaN.
+struct MaxOp {
+    template <typename T>
+    __device__ __forceinline__ static T combine(T a, T b) {
+        return (a != a || a >= b) ? a : b;  // b > a, or b is NaN (a >= NaN is false)
+    }
+};
+
+template <typename T> struct Vec;
+template <> struct Vec<float> {
+    typedef float4 type;
+    static constexpr int width = 4;
+};
+template <> struct Vec<double> {
+    typedef double2 type;
+    static constexpr int width = 2;
+};
+
+template <typename Op>
+__device__ __forceinline__ float fold(float acc, float4 v) {
+    return Op::combine(Op::combine(acc, v.x), Op::combine(Op::combine(v.y, v.z), v.w));
+}
+template <typename Op>
+__device__ __forceinline__ double fold(double acc, double2 v) {
+    return Op::combine(acc, Op::combine(v.x, v.y));
+}
+
+template <typename Op, typename T>
+__device__ __forceinline__ T warp_reduce(T v) {
+    for (int offset = 16; offset > 0; offset >>= 1)
+        v = Op::combine(v, __shfl_xor_sync(0xffffffffu, v, offset));
+    return v;
+}
+
+// Reduction over a block (blockDim.x a multiple of 32); every thread must call it
+// and every thread gets the result. `init` fills the lanes of missing warps.
+template <typename Op, typename T>
+__device__ __forceinline__ T block_reduce(T v, T init) {
+    __shared__ T partial[32];
+    __shared__ T total;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    v = warp_reduce<Op>(v);
+    if (lane == 0) partial[warp] = v;
+    __syncthreads();
+    if (warp == 0) {
+        T w = lane < (int)(blockDim.x >> 5) ? partial[lane] : init;
+        w = warp_reduce<Op>(w);
+        if (lane == 0) total = w;
+    }
+    __syncthreads();
+    return total;
+}
+
+// One warp reduces q[0, len): scalar head up to 16-byte alignment, vector body,
+// scalar tail. Every lane gets the result.
+template <typename Op, typename T>
+__device__ __forceinline__ T warp_reduce_range(const T* __restrict__ q, long long len, T init) {
+    typedef typename Vec<T>::type V;
+    const int width = Vec<T>::width;
+    const int lane = threadIdx.x & 31;
+    long long head = (long long)((16u - ((unsigned long long)q & 15u)) & 15u) / (long long)sizeof(T);
+    if (head > len) head = len;
+    T acc = init;
+    if (lane < head) acc = Op::combine(acc, q[lane]);
+    const V* __restrict__ body = reinterpret_cast<const V*>(q + head);
+    const long long n_vec = (len - head) / width;
+#pragma unroll 4
+    for (long long j = lane; j < n_vec; j += 32) acc = fold<Op>(acc, body[j]);
+    for (long long j = head + n_vec * width + lane; j < len; j += 32) acc = Op::combine(acc, q[j]);
+    return warp_reduce<Op>(acc);
+}
+
+// y[r * splits + s] = scale * reduce(x[r * row_len + s * chunk, ... + chunk) ∩ row r).
+// One warp per (row, chunk); blockDim.x a multiple of 32; chunk a multiple of 4 so
+// that chunks of an aligned row stay aligned.
+template <typename Op, typename T>
+__device__ __forceinline__ void reduce_rows(const T* __restrict__ x, T* __restrict__ y,
+                                            long long rows, long long row_len, long long chunk,
+                                            long long splits, T init, T scale) {
+    const long long warps_per_block = blockDim.x >> 5;
+    const long long n = rows * splits;
+    for (long long v = blockIdx.x * warps_per_block + (threadIdx.x >> 5); v < n;
+         v += gridDim.x * warps_per_block) {
+        const long long r = v / splits, start = (v % splits) * chunk;
+        const long long len = start + chunk < row_len ? chunk : row_len - start;
+        const T acc = warp_reduce_range<Op>(x + r * row_len + start, len, init);
+        if ((threadIdx.x & 31) == 0) y[v] = acc * scale;
+    }
+}
+
+// y[(o * splits + s) * inner + i] = scale * reduce over r in chunk s of x[(o * n_red + r) * inner + i].
+template <typename Op, typename T>
+__device__ __forceinline__ void reduce_cols(const T* __restrict__ x, T* __restrict__ y,
+                                            long long outer, long long n_red, long long inner,
+                                            long long chunk, long long splits, T init, T scale) {
+    GRID_STRIDE_LOOP(t, outer * splits * inner) {
+        const long long i = t % inner, rest = t / inner;
+        const long long s = rest % splits, o = rest / splits;
+        const long long start = s * chunk;
+        const long long stop = start + chunk < n_red ? start + chunk : n_red;
+        const T* __restrict__ p = x + o * n_red * inner + i;
+        T acc = init;
+#pragma unroll 4
+        for (long long r = start; r < stop; ++r) acc = Op::combine(acc, p[r * inner]);
+        y[t] = acc * scale;
+    }
+}
+
+// y[k * splits + s] = scale * reduce over reduced positions r in chunk s of
+// x[offset(k) + offset(r)], offsets through the kept (k*, ks*) and reduced (r*, rs*)
+// dims. One block per (output, chunk); a fixed-order tree across the block.
+template <typename Op, typename T>
+__device__ __forceinline__ void reduce_axes(
+    const T* __restrict__ x, T* __restrict__ y, long long n_out, long long n_red, long long chunk,
+    long long splits, long long k1, long long k2, long long k3, long long ks0, long long ks1,
+    long long ks2, long long ks3, long long r1, long long r2, long long r3, long long rs0,
+    long long rs1, long long rs2, long long rs3, T init, T scale) {
+    for (long long v = blockIdx.x; v < n_out * splits; v += gridDim.x) {
+        const long long k = v / splits, start = (v % splits) * chunk;
+        const long long stop = start + chunk < n_red ? start + chunk : n_red;
+        const long long base = offset4(unravel4(k, k1, k2, k3), ks0, ks1, ks2, ks3);
+        T acc = init;
+        for (long long r = start + threadIdx.x; r < stop; r += blockDim.x)
+            acc = Op::combine(acc, x[base + offset4(unravel4(r, r1, r2, r3), rs0, rs1, rs2, rs3)]);
+        acc = block_reduce<Op>(acc, init);
+        if (threadIdx.x == 0) y[v] = acc * scale;
+    }
+}
+
+#define REDUCE_KERNELS(NAME, OP, T, SFX)                                                       \
+    extern "C" __global__ void reduce_rows_##NAME##_##SFX(                                     \
+        const T* __restrict__ x, T* __restrict__ y, long long rows, long long row_len,          \
+        long long chunk, long long splits, T init, T scale) {                                  \
+        reduce_rows<OP>(x, y, rows, row_len, chunk, splits, init, scale);                      \
+    }                                                                                          \
+    extern "C" __global__ void reduce_cols_##NAME##_##SFX(                                     \
+        const T* __restrict__ x, T* __restrict__ y, long long outer, long long n_red,           \
+        long long inner, long long chunk, long long splits, T init, T scale) {                 \
+        reduce_cols<OP>(x, y, outer, n_red, inner, chunk, splits, init, scale);                \
+    }                                                                                          \
+    extern "C" __global__ void reduce_axes_##NAME##_##SFX(                                     \
+        const T* __restrict__ x, T* __restrict__ y, long long n_out, long long n_red,           \
+        long long chunk, long long splits, long long k1, long long k2, long long k3,            \
+        long long ks0, long long ks1, long long ks2, long long ks3, long long r1, long long r2, \
+        long long r3, long long rs0, long long rs1, long long rs2, long long rs3, T init,       \
+        T scale) {                                                                             \
+        reduce_axes<OP>(x, y, n_out, n_red, chunk, splits, k1, k2, k3, ks0, ks1, ks2, ks3, r1,  \
+                        r2, r3, rs0, rs1, rs2, rs3, init, scale);                              \
     }
 
-SUM_AXES(float, f32)
-SUM_AXES(double, f64)
+// ---- gradients ---------------------------------------------------------------
+// g has the input's shape; j = offset4(index of i, s*) is the position of i's output
+// in the (keepdims) output (strides 0 along reduced dims).
+
+// sum / mean: gx[i] = scale * gy[j] (scale 1 or 1/n).
+#define BROADCAST_GRAD(T, SFX)                                                                  \
+    extern "C" __global__ void reduce_broadcast_##SFX(                                          \
+        const T* __restrict__ gy, T* __restrict__ gx, long long n, long long d1, long long d2,  \
+        long long d3, long long s0, long long s1, long long s2, long long s3, T scale) {        \
+        GRID_STRIDE_LOOP(i, n) gx[i] = gy[offset4(unravel4(i, d1, d2, d3), s0, s1, s2, s3)] * scale; \
+    }
+
+// max, step 1: g[i] = 1 where x[i] is its group's maximum y[j] (NaN matches NaN), else 0.
+// Step 2 (wrapper): count[j] = the sum of g over each group (a reduce_*_sum launch).
+// Step 3: g[i] *= gy[j] / count[j], in place: the gradient split evenly among ties.
+#define MAX_GRAD(T, SFX)                                                                        \
+    extern "C" __global__ void max_tie_mask_##SFX(                                              \
+        const T* __restrict__ x, const T* __restrict__ y, T* __restrict__ g, long long n,        \
+        long long d1, long long d2, long long d3, long long s0, long long s1, long long s2,     \
+        long long s3) {                                                                         \
+        GRID_STRIDE_LOOP(i, n) {                                                                \
+            const T v = x[i], m = y[offset4(unravel4(i, d1, d2, d3), s0, s1, s2, s3)];          \
+            g[i] = (v == m || (v != v && m != m)) ? T(1) : T(0);                                \
+        }                                                                                       \
+    }                                                                                           \
+    extern "C" __global__ void max_tie_share_##SFX(                                             \
+        const T* __restrict__ gy, const T* __restrict__ count, T* __restrict__ g, long long n,   \
+        long long d1, long long d2, long long d3, long long s0, long long s1, long long s2,     \
+        long long s3) {                                                                         \
+        GRID_STRIDE_LOOP(i, n) {                                                                \
+            if (g[i] != T(0)) {                                                                 \
+                const long long j = offset4(unravel4(i, d1, d2, d3), s0, s1, s2, s3);           \
+                g[i] = gy[j] / count[j];                                                        \
+            }                                                                                   \
+        }                                                                                       \
+    }
+
+#define REDUCTION_ALL(T, SFX)              \
+    REDUCE_KERNELS(sum, SumOp, T, SFX)     \
+    REDUCE_KERNELS(max, MaxOp, T, SFX)     \
+    BROADCAST_GRAD(T, SFX)                 \
+    MAX_GRAD(T, SFX)
+
+REDUCTION_ALL(float, f32)
+REDUCTION_ALL(double, f64)

@@ -15,6 +15,14 @@ from .softmax import *  # noqa: F401,F403
 from .softmax import __all__ as _softmax_all  # (gpuops.softmax is the function)
 from .loss import *  # noqa: F401,F403
 from . import loss
+from .reduction import *  # noqa: F401,F403
+from . import reduction
+from .transpose import *  # noqa: F401,F403
+from .transpose import __all__ as _transpose_all  # (gpuops.transpose is the function)
+from .pooling import *  # noqa: F401,F403
+from . import pooling
+from .lrn import *  # noqa: F401,F403
+from .lrn import __all__ as _lrn_all  # (gpuops.lrn is the function)
 
 from .autograd import Tensor, from_dlpack, no_grad
 from .optim import adam_step, sgd_step
@@ -22,5 +30,6 @@ from . import autograd, nn, optim
 
 __version__ = "0.1.0"
 __all__ = ["get_array_module", "gpu_available", "to_cpu", "to_gpu", "OPERATORS",
-           *elementwise.__all__, *activation.__all__, *_softmax_all, *loss.__all__]
+           *elementwise.__all__, *activation.__all__, *_softmax_all, *loss.__all__,
+           *reduction.__all__, *_transpose_all, *pooling.__all__, *_lrn_all]
 __all__ += ["Tensor", "no_grad", "from_dlpack", "sgd_step", "adam_step", "nn", "optim"]

@@ -1,0 +1,62 @@
+// Local response normalization across channels (PyTorch's LocalResponseNorm).
+// Launched by gpuops/lrn.py. x is viewed as (N, C, inner), inner = the product of the
+// dims after the channel axis; for channel c the window is
+//   W(c) = [c - size/2, c + (size-1)/2] ∩ [0, C)   (zero padding outside),
+// s_c = k + (alpha/size) Σ_{j∈W(c)} x_j²  and  y_c = x_c · s_c^(-beta).
+// Gradient (docs/operators.md derives it): with j ranging over the channels whose
+// window contains c, i.e. j ∈ [c - (size-1)/2, c + size/2] ∩ [0, C),
+//   gx_c = gy_c s_c^(-beta) - (2 alpha beta / size) x_c Σ_j gy_j x_j s_j^(-beta-1).
+// Forward and gradient are one kernel each, one thread per element; the window sums
+// are recomputed per thread (their loads hit in cache: a warp reads neighbouring
+// positions of neighbouring channels).
+#include "gpuops.cuh"
+
+// s_c for the element at plane offset `base` (channel 0) and channel c.
+template <typename T>
+__device__ __forceinline__ T lrn_scale(const T* __restrict__ x, long long base, long long c,
+                                       long long C, long long inner, long long size, T k,
+                                       T alpha_over_size) {
+    const long long lo = c - size / 2 > 0 ? c - size / 2 : 0;
+    const long long hi = c + (size - 1) / 2 < C - 1 ? c + (size - 1) / 2 : C - 1;
+    T acc = T(0);
+    for (long long j = lo; j <= hi; ++j) {
+        const T v = x[base + j * inner];
+        acc += v * v;
+    }
+    return k + alpha_over_size * acc;
+}
+
+#define LRN_ALL(T, SFX)                                                                         \
+    extern "C" __global__ void lrn_##SFX(const T* __restrict__ x, T* __restrict__ y,            \
+                                         long long n, long long C, long long inner,             \
+                                         long long size, T alpha, T beta, T k) {                \
+        const T a = alpha / T(size);                                                            \
+        GRID_STRIDE_LOOP(i, n) {                                                                \
+            const long long p = i % inner, c = (i / inner) % C;                                 \
+            const long long base = (i / (inner * C)) * C * inner + p;                           \
+            y[i] = x[i] * pow(lrn_scale(x, base, c, C, inner, size, k, a), -beta);             \
+        }                                                                                       \
+    }                                                                                           \
+    extern "C" __global__ void lrn_wrt_x1_##SFX(                                                \
+        const T* __restrict__ x, const T* __restrict__ gy, T* __restrict__ gx, long long n,      \
+        long long C, long long inner, long long size, T alpha, T beta, T k) {                  \
+        const T a = alpha / T(size);                                                            \
+        GRID_STRIDE_LOOP(i, n) {                                                                \
+            const long long p = i % inner, c = (i / inner) % C;                                 \
+            const long long base = (i / (inner * C)) * C * inner + p;                           \
+            const long long lo = c - (size - 1) / 2 > 0 ? c - (size - 1) / 2 : 0;               \
+            const long long hi = c + size / 2 < C - 1 ? c + size / 2 : C - 1;                   \
+            T cross = T(0), own = T(0);                                                         \
+            for (long long j = lo; j <= hi; ++j) {                                              \
+                const T s = lrn_scale(x, base, j, C, inner, size, k, a);                        \
+                const T sb = pow(s, -beta);                                                     \
+                const T g = gy[base + j * inner];                                               \
+                cross += g * x[base + j * inner] * sb / s;                                      \
+                if (j == c) own = g * sb;                                                       \
+            }                                                                                   \
+            gx[i] = own - T(2) * a * beta * x[i] * cross;                                       \
+        }                                                                                       \
+    }
+
+LRN_ALL(float, f32)
+LRN_ALL(double, f64)
