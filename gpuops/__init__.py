@@ -15,6 +15,8 @@ from .softmax import *  # noqa: F401,F403
 from .softmax import __all__ as _softmax_all  # (gpuops.softmax is the function)
 from .loss import *  # noqa: F401,F403
 from . import loss
+from .dropout import *  # noqa: F401,F403
+from .dropout import __all__ as _dropout_all  # (gpuops.dropout is the function)
 from .reduction import *  # noqa: F401,F403
 from . import reduction
 from .transpose import *  # noqa: F401,F403
@@ -30,6 +32,6 @@ from . import autograd, nn, optim
 
 __version__ = "0.1.0"
 __all__ = ["get_array_module", "gpu_available", "to_cpu", "to_gpu", "OPERATORS",
-           *elementwise.__all__, *activation.__all__, *_softmax_all, *loss.__all__,
+           *elementwise.__all__, *activation.__all__, *_softmax_all, *loss.__all__, *_dropout_all,
            *reduction.__all__, *_transpose_all, *pooling.__all__, *_lrn_all]
 __all__ += ["Tensor", "no_grad", "from_dlpack", "sgd_step", "adam_step", "nn", "optim"]

@@ -1,0 +1,31 @@
+// Inverted dropout: y_i = x_i / (1 - p) if element i is kept, else 0. Launched by
+// gpuops/dropout.py, which also launches it on gy for the gradient (dropout is
+// linear in x: the backward regenerates the same mask from the seed, nothing stored).
+//
+// The keep decision of element i is a pure function of (seed, i): the four words of
+// Philox-4x32-10 with key (seed mod 2^32, seed >> 32) and counter (j mod 2^32, j >> 32,
+// 0, 0), j = i / 4, decide elements 4j .. 4j+3 (word i mod 4); element i is kept when
+// its word >= threshold = round(p * 2^32). The NumPy twin does exactly this, so both
+// backends drop the same elements bit for bit.
+#include "gpuops.cuh"
+#include "philox.cuh"
+
+#define DROPOUT(T, SFX)                                                                    \
+    extern "C" __global__ void dropout_##SFX(const T* __restrict__ x, T* __restrict__ y,  \
+                                             long long n, long long key0, long long key1,  \
+                                             long long threshold, T scale) {               \
+        const long long groups = (n + 3) / 4;                                              \
+        const unsigned long long limit = (unsigned long long)threshold;                    \
+        GRID_STRIDE_LOOP(j, groups) {                                                      \
+            unsigned int w0 = (unsigned int)j, w1 = (unsigned int)(j >> 32), w2 = 0u, w3 = 0u; \
+            philox4x32_10(w0, w1, w2, w3, (unsigned int)key0, (unsigned int)key1);         \
+            const unsigned int words[4] = {w0, w1, w2, w3};                                \
+            _Pragma("unroll") for (int q = 0; q < 4; ++q) {                                \
+                const long long i = 4 * j + q;                                             \
+                if (i < n) y[i] = words[q] >= limit ? x[i] * scale : T(0);                 \
+            }                                                                              \
+        }                                                                                  \
+    }
+
+DROPOUT(float, f32)
+DROPOUT(double, f64)
