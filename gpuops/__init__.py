@@ -13,6 +13,10 @@ from .activation import *  # noqa: F401,F403
 from . import activation
 from .softmax import *  # noqa: F401,F403
 from .softmax import __all__ as _softmax_all  # (gpuops.softmax is the function)
+from .matmul import *  # noqa: F401,F403
+from .matmul import __all__ as _matmul_all  # (gpuops.matmul is the function)
+from .conv import *  # noqa: F401,F403
+from .conv import __all__ as _conv_all
 from .loss import *  # noqa: F401,F403
 from . import loss
 from .dropout import *  # noqa: F401,F403
@@ -33,5 +37,5 @@ from . import autograd, nn, optim
 __version__ = "0.1.0"
 __all__ = ["get_array_module", "gpu_available", "to_cpu", "to_gpu", "OPERATORS",
            *elementwise.__all__, *activation.__all__, *_softmax_all, *loss.__all__, *_dropout_all,
-           *reduction.__all__, *_transpose_all, *pooling.__all__, *_lrn_all]
+           *reduction.__all__, *_transpose_all, *pooling.__all__, *_lrn_all, *_matmul_all, *_conv_all]
 __all__ += ["Tensor", "no_grad", "from_dlpack", "sgd_step", "adam_step", "nn", "optim"]

@@ -113,7 +113,10 @@ def finish(out: Any, target: Any) -> Any:
 # Kernels that only a GPU can run (tensor cores, inline PTX), with the reason. Their
 # source is wrapped in ``#ifndef GPUOPS_EMU``; the CPU emulator defines GPUOPS_EMU,
 # reports ``tensor_cores = False``, and the wrappers launch the fallback instead.
-GPU_ONLY_KERNELS: dict[str, str] = {}
+GPU_ONLY_KERNELS: dict[str, str] = {
+    "gemm_tc_f16": "tensor cores (nvcuda::wmma); the emulator runs gemm_f16",
+    "gemm_tc_bt_f16": "tensor cores (nvcuda::wmma); the emulator runs gemm_f16",
+}
 
 
 class Launcher(Protocol):

@@ -1,0 +1,330 @@
+// Matrix products: a tiled GEMM with a fused epilogue (bias, activation), launched by
+// gpuops/matmul.py (matmul, linear and their gradients) and gpuops/conv.py (conv2d).
+//
+//   C[z][m][n] = act( sum_{r < nr} sum_{k < K} A_zr[m][k] * B_zr[k][n]  + bias )
+//
+// Operands are addressed through element strides, so transposed, strided and
+// broadcast (stride 0) operands need no copies:
+//   A_zr[m][k] = A[z1*za1 + z2*za2 + r*ra + m*sam + k*sak]   (z = z1*nz2 + z2)
+//   B_zr[k][n] = B[z1*zb1 + z2*zb2 + r*rb + k*sbk + n*sbn]
+// z runs over the output batches (C is C-contiguous, batch stride M*N); r is a
+// reduction batch summed into the same output (the gradient of an operand that was
+// broadcast over batches is the sum of the per-batch products: one pass, no
+// temporary, deterministic). bias_mode: 0 none, 1 bias[n] (linear), 2 bias[m]
+// (conv2d). act: 0 none, 1 relu, 2 sigmoid, 3 tanh.
+//
+// SIMT kernels gemm_{f32,f64,f16}: a block computes a BM x BN tile of C with 256
+// threads; per BK-step it stages the A and B tiles in shared memory (k-major, so
+// the inner loop reads rows of TM and TN values) and every thread accumulates a
+// TM x TN register block. Threads are laid out in warp tiles: 8 warps as 4 (m) x 2
+// (n), 32 lanes as 4 (m) x 8 (n). Global loads are vectors of VEC elements along
+// the operand's contiguous dim when the host says the layout allows it (a_mode /
+// b_mode bit 1); bit 0 picks which dim consecutive threads walk (the contiguous
+// one, for coalescing). float16 (gemm_f16) loads halves and accumulates in float:
+// it is the fallback the CPU emulator runs; on a GPU the tensor-core kernels
+// gemm_tc_f16 / gemm_tc_bt_f16 (WMMA, float accumulation) are launched instead.
+#include "gpuops.cuh"
+
+#ifndef GPUOPS_EMU
+#include <cuda_fp16.h>
+#include <mma.h>
+#endif
+
+#define GEMM_THREADS 256
+#ifndef GPUOPS_EMU
+#define GEMM_BOUNDS __launch_bounds__(GEMM_THREADS)
+#else
+#define GEMM_BOUNDS
+#endif
+
+// ---- float16 storage, float arithmetic ------------------------------------------
+__device__ __forceinline__ float to_acc(float x) { return x; }
+__device__ __forceinline__ double to_acc(double x) { return x; }
+__device__ __forceinline__ float to_acc(__half x) { return __half2float(x); }
+
+__device__ __forceinline__ void store_out(float* p, float v) { *p = v; }
+__device__ __forceinline__ void store_out(double* p, double v) { *p = v; }
+__device__ __forceinline__ void store_out(__half* p, float v) { *p = __float2half(v); }
+
+// Shared-memory element types: tiles are staged in the accumulation type, except
+// by the tensor-core kernels, which stage halves.
+__device__ __forceinline__ void put(float* p, float v) { *p = v; }
+__device__ __forceinline__ void put(double* p, double v) { *p = v; }
+__device__ __forceinline__ void put(float* p, __half v) { *p = __half2float(v); }
+__device__ __forceinline__ void put(__half* p, __half v) { *p = v; }
+
+template <typename T>
+__device__ __forceinline__ T zero_of() { return T(0); }
+template <>
+__device__ __forceinline__ __half zero_of<__half>() { return __float2half(0.0f); }
+
+// VEC consecutive elements, loaded as one 16-byte (or smaller) transaction.
+template <typename T, int VEC>
+struct alignas(sizeof(T) * VEC) Pack {
+    T v[VEC];
+};
+
+__device__ __forceinline__ float activate(float v, int act) {
+    if (act == 1) return v > 0.0f ? v : 0.0f;
+    if (act == 2) return 1.0f / (1.0f + expf(-v));
+    if (act == 3) return tanhf(v);
+    return v;
+}
+__device__ __forceinline__ double activate(double v, int act) {
+    if (act == 1) return v > 0.0 ? v : 0.0;
+    if (act == 2) return 1.0 / (1.0 + exp(-v));
+    if (act == 3) return tanh(v);
+    return v;
+}
+
+// Stage a ROWS x BK tile of an operand into shared memory:
+//   dst[row * LD_ROW + k * LD_K] = src[(row0 + row) * s_row + (k0 + k) * s_k],  0 outside.
+// ``row`` is m for A and n for B. Each thread handles groups of VEC elements along
+// k (mode bit 0 clear) or along row (bit 0 set); a group is one vector load when
+// mode bit 1 is set (the host checked stride 1, alignment of every base and stride)
+// and the whole group is in bounds, else VEC bounds-checked scalar loads.
+template <typename T, typename S, int ROWS, int BK, int VEC, int LD_ROW, int LD_K>
+__device__ __forceinline__ void load_tile(S* __restrict__ dst, const T* __restrict__ src,
+                                          long long rows, long long K, long long s_row,
+                                          long long s_k, long long row0, long long k0,
+                                          int mode) {
+    const bool along_row = mode & 1, vector = mode & 2;
+    constexpr int GROUPS = ROWS * BK / VEC;
+#pragma unroll
+    for (int g0 = 0; g0 < GROUPS; g0 += GEMM_THREADS) {
+        const int g = g0 + threadIdx.x;
+        if (GROUPS % GEMM_THREADS != 0 && g >= GROUPS) break;
+        const int row = along_row ? (g % (ROWS / VEC)) * VEC : g / (BK / VEC);
+        const int k = along_row ? g / (ROWS / VEC) : (g % (BK / VEC)) * VEC;
+        const int drow = along_row ? 1 : 0, dk = along_row ? 0 : 1;
+        const long long grow = row0 + row, gk = k0 + k;
+        const bool whole = along_row ? (gk < K && grow + VEC <= rows) : (grow < rows && gk + VEC <= K);
+        if (vector && whole) {
+            const Pack<T, VEC> p = *reinterpret_cast<const Pack<T, VEC>*>(src + grow * s_row + gk * s_k);
+#pragma unroll
+            for (int v = 0; v < VEC; ++v)
+                put(dst + (row + v * drow) * LD_ROW + (k + v * dk) * LD_K, p.v[v]);
+        } else {
+#pragma unroll
+            for (int v = 0; v < VEC; ++v) {
+                const long long r = grow + v * drow, kk = gk + v * dk;
+                const T x = (r < rows && kk < K) ? src[r * s_row + kk * s_k] : zero_of<T>();
+                put(dst + (row + v * drow) * LD_ROW + (k + v * dk) * LD_K, x);
+            }
+        }
+    }
+}
+
+// The kernel arguments, identical for every GEMM kernel (SIMT and tensor cores).
+#define GEMM_PARAMS(T)                                                                      \
+    const T *__restrict__ A, const T *__restrict__ B, T *__restrict__ C,                     \
+        const T *__restrict__ bias, long long M, long long N, long long K, long long sam,    \
+        long long sak, long long sbk, long long sbn, long long nz, long long nz2,            \
+        long long za1, long long za2, long long zb1, long long zb2, long long nr,            \
+        long long ra, long long rb, int a_mode, int b_mode, int c_vec, int bias_mode, int act
+#define GEMM_ARGS                                                                           \
+    A, B, C, bias, M, N, K, sam, sak, sbk, sbn, nz, nz2, za1, za2, zb1, zb2, nr, ra, rb,     \
+        a_mode, b_mode, c_vec, bias_mode, act
+
+// The epilogue of one output element: bias, activation, store.
+template <typename T, typename Acc>
+__device__ __forceinline__ Acc finish_value(Acc v, const T* __restrict__ bias, int bias_mode,
+                                            long long m, long long n, int act) {
+    if (bias_mode == 1) v += to_acc(bias[n]);
+    else if (bias_mode == 2) v += to_acc(bias[m]);
+    return activate(v, act);
+}
+
+template <typename T, typename Acc, int BM, int BN, int BK, int TM, int TN, int VEC>
+__device__ __forceinline__ void gemm_simt(GEMM_PARAMS(T)) {
+    static_assert(BM == 16 * TM && BN == 16 * TN, "warp tiling: 4x4 lanes x 4 warps (m), 8 lanes x 2 warps (n)");
+    constexpr int PAD = 16 / sizeof(Acc);  // keeps rows 16-byte aligned, shifts banks
+    __shared__ Acc As[BK][BM + PAD];
+    __shared__ Acc Bs[BK][BN + PAD];
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int tr = (warp / 2) * (4 * TM) + (lane / 8) * TM;  // first row of this thread's block
+    const int tc = (warp % 2) * (8 * TN) + (lane % 8) * TN;  // first column
+    const long long n0 = (long long)blockIdx.x * BN;
+    for (long long z = blockIdx.z; z < nz; z += gridDim.z) {
+        const long long z1 = z / nz2, z2 = z % nz2;
+        const T* Az = A + z1 * za1 + z2 * za2;
+        const T* Bz = B + z1 * zb1 + z2 * zb2;
+        T* Cz = C + z * M * N;
+        for (long long m0 = (long long)blockIdx.y * BM; m0 < M; m0 += (long long)gridDim.y * BM) {
+            Acc acc[TM][TN];
+#pragma unroll
+            for (int i = 0; i < TM; ++i)
+#pragma unroll
+                for (int j = 0; j < TN; ++j) acc[i][j] = Acc(0);
+            for (long long r = 0; r < nr; ++r) {
+                for (long long k0 = 0; k0 < K; k0 += BK) {
+                    load_tile<T, Acc, BM, BK, VEC, 1, BM + PAD>(&As[0][0], Az + r * ra, M, K, sam,
+                                                                 sak, m0, k0, a_mode);
+                    load_tile<T, Acc, BN, BK, VEC, 1, BN + PAD>(&Bs[0][0], Bz + r * rb, N, K, sbn,
+                                                                 sbk, n0, k0, b_mode);
+                    __syncthreads();
+#pragma unroll
+                    for (int kk = 0; kk < BK; ++kk) {
+                        Acc a[TM], b[TN];
+#pragma unroll
+                        for (int i = 0; i < TM; ++i) a[i] = As[kk][tr + i];
+#pragma unroll
+                        for (int j = 0; j < TN; ++j) b[j] = Bs[kk][tc + j];
+#pragma unroll
+                        for (int i = 0; i < TM; ++i)
+#pragma unroll
+                            for (int j = 0; j < TN; ++j) acc[i][j] += a[i] * b[j];
+                    }
+                    __syncthreads();
+                }
+            }
+#pragma unroll
+            for (int i = 0; i < TM; ++i) {
+                const long long m = m0 + tr + i;
+                if (m >= M) break;
+                T* row = Cz + m * N;
+                const long long nb = n0 + tc;
+                if (c_vec && nb + TN <= N) {  // whole row segment in bounds: vector stores
+#pragma unroll
+                    for (int j = 0; j < TN; j += VEC) {
+                        Pack<T, VEC> p;
+#pragma unroll
+                        for (int v = 0; v < VEC; ++v)
+                            store_out(p.v + v, finish_value(acc[i][j + v], bias, bias_mode, m, nb + j + v, act));
+                        *reinterpret_cast<Pack<T, VEC>*>(row + nb + j) = p;
+                    }
+                } else {
+#pragma unroll
+                    for (int j = 0; j < TN; ++j) {
+                        if (nb + j < N) store_out(row + nb + j, finish_value(acc[i][j], bias, bias_mode, m, nb + j, act));
+                    }
+                }
+            }
+        }
+    }
+}
+
+// float32: 128x128 tiles, 8x8 per thread, float4 loads. float64: 64x64, 4x4, double2.
+// float16 fallback: 64x64, 4x4, scalar half loads, float accumulation (c_vec unused).
+extern "C" __global__ void GEMM_BOUNDS gemm_f32(GEMM_PARAMS(float)) {
+    gemm_simt<float, float, 128, 128, 8, 8, 8, 4>(GEMM_ARGS);
+}
+extern "C" __global__ void GEMM_BOUNDS gemm_f64(GEMM_PARAMS(double)) {
+    gemm_simt<double, double, 64, 64, 8, 4, 4, 2>(GEMM_ARGS);
+}
+extern "C" __global__ void GEMM_BOUNDS gemm_f16(GEMM_PARAMS(__half)) {
+    gemm_simt<__half, float, 64, 64, 8, 4, 4, 1>(GEMM_ARGS);
+}
+
+// ---- tensor cores: float16 inputs, float32 accumulation (WMMA 16x16x16) -----------
+// A block computes a 128x128 tile with 8 warps (2 (m) x 4 (n)), each warp a 64x32
+// tile as 4x2 accumulator fragments; K advances 32 per step. A is staged row-major
+// (m, k); B row-major (k, n), or column-major (n, k) when B_COL (B's k dim is the
+// contiguous one, e.g. linear's weight), so both load as 16-byte vectors. The
+// epilogue goes through a per-warp 16x16 float staging area (bias, activation,
+// rounding to half, bounds).
+#ifndef GPUOPS_EMU
+template <bool B_COL> struct BLayout { typedef nvcuda::wmma::row_major type; };
+template <> struct BLayout<true> { typedef nvcuda::wmma::col_major type; };
+
+template <bool B_COL>
+__device__ __forceinline__ void gemm_tc(GEMM_PARAMS(__half)) {
+    using namespace nvcuda;
+    constexpr int BM = 128, BN = 128, BK = 32, LDA = BK + 8, LDB = B_COL ? BK + 8 : BN + 8;
+    constexpr int A_HALVES = BM * LDA, B_HALVES = B_COL ? BN * LDB : BK * LDB;
+    // One raw buffer: the A and B tiles during the k loop, the warps' staging after it.
+    constexpr int TILE_BYTES = (A_HALVES + B_HALVES) * 2, STAGE_BYTES = 8 * 16 * 16 * 4;
+    __shared__ __align__(128) unsigned char smem[TILE_BYTES > STAGE_BYTES ? TILE_BYTES : STAGE_BYTES];
+    __half* As = reinterpret_cast<__half*>(smem);
+    __half* Bs = As + A_HALVES;
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int wm = (warp / 4) * 64, wn = (warp % 4) * 32;
+    const long long n0 = (long long)blockIdx.x * BN;
+    for (long long z = blockIdx.z; z < nz; z += gridDim.z) {
+        const long long z1 = z / nz2, z2 = z % nz2;
+        const __half* Az = A + z1 * za1 + z2 * za2;
+        const __half* Bz = B + z1 * zb1 + z2 * zb2;
+        __half* Cz = C + z * M * N;
+        for (long long m0 = (long long)blockIdx.y * BM; m0 < M; m0 += (long long)gridDim.y * BM) {
+            wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[4][2];
+#pragma unroll
+            for (int i = 0; i < 4; ++i)
+#pragma unroll
+                for (int j = 0; j < 2; ++j) wmma::fill_fragment(acc[i][j], 0.0f);
+            for (long long r = 0; r < nr; ++r) {
+                for (long long k0 = 0; k0 < K; k0 += BK) {
+                    load_tile<__half, __half, BM, BK, 8, LDA, 1>(As, Az + r * ra, M, K, sam, sak,
+                                                                  m0, k0, a_mode);
+                    if (B_COL)
+                        load_tile<__half, __half, BN, BK, 8, LDB, 1>(Bs, Bz + r * rb, N, K, sbn,
+                                                                      sbk, n0, k0, b_mode);
+                    else
+                        load_tile<__half, __half, BN, BK, 8, 1, LDB>(Bs, Bz + r * rb, N, K, sbn,
+                                                                      sbk, n0, k0, b_mode);
+                    __syncthreads();
+#pragma unroll
+                    for (int kk = 0; kk < BK; kk += 16) {
+                        wmma::fragment<wmma::matrix_a, 16, 16, 16, __half, wmma::row_major> fa[4];
+                        wmma::fragment<wmma::matrix_b, 16, 16, 16, __half, typename BLayout<B_COL>::type> fb[2];
+#pragma unroll
+                        for (int i = 0; i < 4; ++i)
+                            wmma::load_matrix_sync(fa[i], As + (wm + 16 * i) * LDA + kk, LDA);
+#pragma unroll
+                        for (int j = 0; j < 2; ++j)
+                            wmma::load_matrix_sync(fb[j], B_COL ? Bs + (wn + 16 * j) * LDB + kk
+                                                                : Bs + kk * LDB + wn + 16 * j, LDB);
+#pragma unroll
+                        for (int i = 0; i < 4; ++i)
+#pragma unroll
+                            for (int j = 0; j < 2; ++j) wmma::mma_sync(acc[i][j], fa[i], fb[j], acc[i][j]);
+                    }
+                    __syncthreads();
+                }
+            }
+            float* stage = reinterpret_cast<float*>(smem) + warp * 256;
+#pragma unroll
+            for (int i = 0; i < 4; ++i) {
+#pragma unroll
+                for (int j = 0; j < 2; ++j) {
+                    wmma::store_matrix_sync(stage, acc[i][j], 16, wmma::mem_row_major);
+                    __syncwarp();
+#pragma unroll
+                    for (int e = lane; e < 256; e += 32) {
+                        const long long m = m0 + wm + 16 * i + e / 16, n = n0 + wn + 16 * j + e % 16;
+                        if (m < M && n < N)
+                            Cz[m * N + n] = __float2half(finish_value(stage[e], bias, bias_mode, m, n, act));
+                    }
+                    __syncwarp();
+                }
+            }
+            __syncthreads();  // the staging area is the next tile's A/B buffer
+        }
+    }
+}
+
+extern "C" __global__ void GEMM_BOUNDS gemm_tc_f16(GEMM_PARAMS(__half)) {
+    gemm_tc<false>(GEMM_ARGS);
+}
+extern "C" __global__ void GEMM_BOUNDS gemm_tc_bt_f16(GEMM_PARAMS(__half)) {
+    gemm_tc<true>(GEMM_ARGS);
+}
+#endif  // GPUOPS_EMU
+
+// ---- activation derivative for linear's gradients ----------------------------------
+// g = gy * act'(pre-activation), written through y = act(pre): relu 1[y > 0],
+// sigmoid y (1 - y), tanh 1 - y^2.
+#define ACT_GRAD(T, SFX)                                                                     \
+    extern "C" __global__ void act_grad_##SFX(const T* __restrict__ y, const T* __restrict__ gy, \
+                                              T* __restrict__ g, long long n, int act) {      \
+        GRID_STRIDE_LOOP(i, n) {                                                              \
+            const auto u = to_acc(y[i]), d = to_acc(gy[i]);                                   \
+            decltype(u) one = 1, zero = 0;                                                    \
+            const auto slope = act == 1 ? (u > zero ? one : zero)                             \
+                             : act == 2 ? u * (one - u) : one - u * u;                        \
+            store_out(g + i, d * slope);                                                      \
+        }                                                                                     \
+    }
+
+ACT_GRAD(float, f32)
+ACT_GRAD(double, f64)
+ACT_GRAD(__half, f16)

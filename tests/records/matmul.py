@@ -1,0 +1,141 @@
+"""OpInfo records of matmul and linear (float64 references with einsum, not matmul).
+
+Tolerances: float32 sums of up to 130 products carry about K·2^-24 of Σ|a·b| of
+rounding, so float32 gets (1e-4, 1e-5); float16 (kernel backends only) is rounded
+once at the end (2^-11) but linear's gradients also round g = gy·act'(y) to half
+before the product, so float16 gets (1e-2, 1e-2).
+"""
+from __future__ import annotations
+
+import numpy
+
+from opinfo import F16, F32, F64, ErrorInput, OpInfo, Sample
+
+TOL = {F32: (1e-4, 1e-5), F16: (1e-2, 1e-2)}
+
+
+def _unbroadcast(g, shape):
+    """Sum g over the leading dims and the size-1 dims broadcasting added to ``shape``."""
+    while g.ndim > len(shape):
+        g = g.sum(axis=0)
+    for i, s in enumerate(shape):
+        if s == 1 and g.shape[i] != 1:
+            g = g.sum(axis=i, keepdims=True)
+    return g
+
+
+def _matmul_ref(x1, x2):
+    return numpy.einsum("...mk,...kn->...mn", x1, x2)
+
+
+def _matmul_grad1(x1, x2, y, gy):
+    return _unbroadcast(numpy.einsum("...mn,...kn->...mk", gy, x2), x1.shape)
+
+
+def _matmul_grad2(x1, x2, y, gy):
+    return _unbroadcast(numpy.einsum("...mk,...mn->...kn", x1, gy), x2.shape)
+
+
+# (x1 shape, x2 shape): 1 and primes for M, N, K; sizes past one 128 tile; K = 0;
+# 0-size batch, rows and columns; batch broadcasting both ways; 4 batch dims that no
+# coalescing folds (the kernels' fallback paths); a transposed (column-major) x1.
+MATMUL_SHAPES = [
+    ((1, 1), (1, 1)), ((3, 5), (5, 7)), ((13, 1), (1, 17)), ((1, 11), (11, 1)),
+    ((131, 7), (7, 129)), ((67, 130), (130, 3)), ((3, 0), (0, 4)), ((0, 3), (3, 4)),
+    ((2, 0, 3, 3), (3, 2)), ((2, 3, 4), (4, 5)), ((4, 3), (2, 3, 5)),
+    ((2, 1, 3, 4), (1, 3, 4, 5)), ((2, 1, 2, 1, 2, 3), (1, 2, 1, 2, 3, 2)),
+]
+
+
+def _matmul_samples(rng):
+    for s1, s2 in MATMUL_SHAPES:
+        yield Sample((rng.standard_normal(s1), rng.standard_normal(s2)))
+    x1t = rng.standard_normal((5, 9)).T  # (9, 5), column-major: the transposed path
+    yield Sample((x1t, rng.standard_normal((5, 6))), name="transposed-9x5-5x6")
+
+
+def _matmul_errors(rng):
+    a, b = rng.standard_normal((3, 4)), rng.standard_normal((5, 6))
+    yield ErrorInput((a, b), {}, ValueError, r"\(3, 4\) and \(5, 6\) do not match")
+    yield ErrorInput((a, b), {}, ValueError, r"\(3, 4\) and \(5, 6\) do not match", fn=1)
+    yield ErrorInput((rng.standard_normal(4), rng.standard_normal((4, 2))), {}, ValueError,
+                     r"at least 2 dims, got shapes \(4,\)")
+    yield ErrorInput((rng.standard_normal((2, 3, 4)), rng.standard_normal((3, 4, 5))), {},
+                     ValueError, r"batch dims of \(2, 3, 4\) and \(3, 4, 5\) do not broadcast")
+
+
+_ACT = {
+    None: (lambda z: z, lambda z: numpy.ones_like(z)),
+    "relu": (lambda z: numpy.where(z > 0, z, 0.0), lambda z: (z > 0).astype(z.dtype)),
+    "sigmoid": (lambda z: 1 / (1 + numpy.exp(-z)),
+                lambda z: numpy.exp(-z) / (1 + numpy.exp(-z)) ** 2),
+    "tanh": (numpy.tanh, lambda z: 1 / numpy.cosh(z) ** 2),
+}
+
+
+def _pre(x1, x2, x3):
+    return numpy.einsum("...i,oi->...o", x1, x2) + x3
+
+
+def _linear_ref(x1, x2, x3, activation=None):
+    return _ACT[activation][0](_pre(x1, x2, x3))
+
+
+def _linear_g(x1, x2, x3, gy, activation):
+    """gy times the activation's derivative at the pre-activation (not through y)."""
+    return gy * _ACT[activation][1](_pre(x1, x2, x3))
+
+
+def _linear_grad1(x1, x2, x3, y, gy, activation=None):
+    return numpy.einsum("...o,oi->...i", _linear_g(x1, x2, x3, gy, activation), x2)
+
+
+def _linear_grad2(x1, x2, x3, y, gy, activation=None):
+    g = _linear_g(x1, x2, x3, gy, activation)
+    rows = g.size // x2.shape[0]
+    return numpy.einsum("ro,ri->oi", g.reshape(rows, x2.shape[0]), x1.reshape(rows, x2.shape[1]))
+
+
+def _linear_grad3(x1, x2, x3, y, gy, activation=None):
+    g = _linear_g(x1, x2, x3, gy, activation)
+    return g.reshape(g.size // x2.shape[0], x2.shape[0]).sum(axis=0)
+
+
+# (x1 shape, out_features, activation): rows of 1, leading dims, a 1-d x1, no rows,
+# in_features 0 (y = act(bias)), sizes past one 128 tile. The bias is always given
+# here (the generic tests differentiate every input); x3=None is in test_matmul.py.
+LINEAR_CASES = [
+    ((4, 5), 3, None), ((2, 3, 7), 6, "relu"), ((7,), 2, "sigmoid"), ((13, 1), 1, "tanh"),
+    ((0, 4), 3, None), ((5, 0), 3, "sigmoid"), ((130, 9), 131, "relu"), ((1, 17), 5, "tanh"),
+]
+
+
+def _linear_samples(rng):
+    for shape, out_features, activation in LINEAR_CASES:
+        x1 = rng.standard_normal(shape)
+        x2 = rng.standard_normal((out_features, shape[-1])) / max(1, shape[-1]) ** 0.5
+        x3 = rng.standard_normal(out_features)
+        yield Sample((x1, x2, x3), {"activation": activation},
+                     f"{'x'.join(map(str, shape))}-out{out_features}-{activation}")
+
+
+def _linear_errors(rng):
+    x, w, b = rng.standard_normal((4, 5)), rng.standard_normal((3, 5)), rng.standard_normal(3)
+    yield ErrorInput((x, rng.standard_normal((3, 4)), b), {}, ValueError,
+                     r"got shapes \(4, 5\) and \(3, 4\)")
+    yield ErrorInput((x, rng.standard_normal(5), b), {}, ValueError, r"\(5,\)")
+    yield ErrorInput((x, w, rng.standard_normal(4)), {}, ValueError,
+                     r"x3 \(bias\) must have shape \(3,\).*got \(4,\)")
+    yield ErrorInput((x, w, b), {"activation": "gelu"}, ValueError, "'gelu'")
+    yield ErrorInput((x, w, b), {"activation": "gelu"}, ValueError, "'gelu'", fn=2)
+    yield ErrorInput((x, w, None), {}, ValueError, "x3 is None", fn=3)
+
+
+RECORDS = [
+    OpInfo(name="matmul", ref=_matmul_ref, samples=_matmul_samples,
+           grad_refs={1: _matmul_grad1, 2: _matmul_grad2}, gpu_dtypes=(F32, F64, F16),
+           tol=TOL, error_inputs=_matmul_errors),
+    OpInfo(name="linear", ref=_linear_ref, samples=_linear_samples,
+           grad_refs={1: _linear_grad1, 2: _linear_grad2, 3: _linear_grad3},
+           gpu_dtypes=(F32, F64, F16), tol=TOL, error_inputs=_linear_errors),
+]
