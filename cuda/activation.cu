@@ -26,13 +26,14 @@
         }                                                                                  \
     }
 
-// The gradients read only what they need: relu/leaky_relu x, sigmoid/tanh y
-// (sigma' = y(1-y), tanh' = 1-y^2). The forwards pass NaN through (x < 0 is false). relu'(0) = 0 and leaky_relu'(0) = slope, as PyTorch.
+// The gradients read x only (relu'(0) = 0 and leaky_relu'(0) = slope, as PyTorch;
+// sigmoid and tanh from x, accurate in the tails: see logistic.cuh). The forwards pass
+// NaN through (x < 0 is false).
 #define ACTIVATION_ALL(T, A, SFX)                                                          \
     ACTIVATION(relu, x < A(0) ? A(0) : x, x > A(0) ? g : A(0), T, A, SFX)                 \
     ACTIVATION(leaky_relu, x < A(0) ? param * x : x, x > A(0) ? g : param * g, T, A, SFX) \
-    ACTIVATION(sigmoid, sigmoid_acc(x), g * y * (A(1) - y), T, A, SFX)                   \
-    ACTIVATION(tanh, tanh(x), g * (A(1) - y * y), T, A, SFX)
+    ACTIVATION(sigmoid, sigmoid_acc(x), g * sigmoid_grad_acc(x), T, A, SFX)               \
+    ACTIVATION(tanh, tanh(x), g * tanh_grad_acc(x), T, A, SFX)
 
 ACTIVATION_ALL(__half, float, f16)
 ACTIVATION_ALL(float, float, f32)
