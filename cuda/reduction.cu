@@ -7,7 +7,7 @@
 //   reduce_cols_*  x viewed as (outer, n_red, inner), reduced along the middle dim:
 //                  one thread per output element, the warp reading `inner`-contiguous
 //                  elements (coalesced).
-//   reduce_axes_*  anything else (or a strided input): one block per output element,
+//   reduce_axes_*  anything else: one block per output element,
 //                  the input addressed through (at most 4-d) strides on each side.
 // Each kernel can split the reduced range into `splits` chunks of `chunk` elements and
 // write one partial result per chunk (output index = out * splits + chunk index); the

@@ -7,7 +7,7 @@ dims dropped), then launched as:
 
 - ``(kept, reduced)`` or ``(reduced,)``: ``reduce_rows`` (a warp per row, vector loads);
 - ``(kept, reduced, kept)`` or ``(reduced, kept)``: ``reduce_cols`` (a thread per output);
-- anything else, or a strided input: ``reduce_axes`` (a block per output, strided gather).
+- anything else: ``reduce_axes`` (a block per output, gathering through strides).
 
 When there are too few outputs to fill the GPU, each output's reduced range is split
 into chunks reduced in parallel into a partial buffer, which a second launch reduces
@@ -90,7 +90,8 @@ def _launch_cols(backend: Backend, op: str, x: Array, outer: int, n_red: int, in
 
 def _launch_axes(backend: Backend, op: str, x: Array, axes: tuple, y: Array, init: float,
                  scale: float) -> bool:
-    """The strided gather kernel; False (nothing launched) past 4 dims on either side."""
+    """The gather kernel (kept and reduced dims each addressed through at most 4
+    coalesced dims of strides); False (nothing launched) past 4 dims on either side."""
     strides = _layout.element_strides(x)
     keep = [i for i in range(x.ndim) if i not in axes]
     keep_dims, (keep_strides,) = _layout.coalesce([x.shape[i] for i in keep],
@@ -134,14 +135,12 @@ def _blocks(shape: tuple, axes: tuple) -> list:
 
 def _reduce(backend: Backend, op: str, x: Array, axes: tuple, y: Array, scale: float = 1.0) -> None:
     """``y`` (C-contiguous, ``x``'s dtype, any shape of the right size) = ``scale`` times
-    ``op`` ("sum" or "max") of ``x`` (any layout) over ``axes``. ``x`` is not empty."""
+    ``op`` ("sum" or "max") of ``x`` (any layout: a strided one is copied first, which
+    also opens the fast row/column kernels to it) over ``axes``. ``x`` is not empty."""
     if y.size == 0:
         return
     init = -math.inf if op == "max" else 0.0
-    if not x.flags.c_contiguous:
-        if _launch_axes(backend, op, x, axes, y, init, scale):
-            return
-        x = contiguous(backend, x, x.dtype)
+    x = contiguous(backend, x, x.dtype)
     blocks = _blocks(x.shape, axes)
     kinds = tuple(r for r, _ in blocks)
     sizes = [d for _, d in blocks]
