@@ -1,0 +1,176 @@
+"""matmul / linear / conv2d beyond the generic record tests: operand layouts the
+GEMM reads through strides (transposed, reversed, broadcast, misaligned), linear
+and conv2d without a bias, the fused epilogue against the unfused composition,
+conv2d's image chunking, and the float16 tensor-core path (GPU only)."""
+from __future__ import annotations
+
+import numpy
+import pytest
+
+import gpuops
+from backends import BACKENDS
+from gpuops import conv as conv_module
+
+KERNEL_BACKENDS = [b for b in BACKENDS if b.name != "numpy"]
+RNG = numpy.random.default_rng(7)
+
+# Views built on the backend from a float64 base: (base shape, view, description).
+LAYOUTS = [
+    ((9, 5), lambda x, xp: x.T, "transposed"),
+    ((7, 5), lambda x, xp: x[::-1], "reversed rows"),
+    ((5, 14), lambda x, xp: x[:, ::2], "every other column"),
+    ((1 + 7 * 5,), lambda x, xp: x[1:].reshape(7, 5), "misaligned by one element"),
+    ((7, 5), lambda x, xp: xp.broadcast_to(x, (3, 7, 5)), "broadcast batch (stride 0)"),
+    ((3, 2, 7, 5), lambda x, xp: x[:, 1], "batch slice"),
+]
+
+
+@pytest.mark.parametrize("backend", BACKENDS, ids=lambda b: b.name)
+@pytest.mark.parametrize("left", LAYOUTS, ids=lambda l: l[2])
+@pytest.mark.parametrize("dtype", [numpy.float32, numpy.float64])
+def test_matmul_reads_strided_operands(backend, left, dtype):
+    base1 = RNG.standard_normal(left[0]).astype(dtype)
+    a_np = left[1](base1, numpy)
+    m, k = a_np.shape[-2:]
+    base2 = RNG.standard_normal((6, k)).astype(dtype)  # x2 = base2ᵀ: k-contiguous
+    b_np = base2.T
+    expected = numpy.einsum("...mk,kn->...mn", a_np.astype(numpy.float64),
+                            b_np.astype(numpy.float64))
+    gy = RNG.standard_normal(expected.shape).astype(dtype)
+    with backend.active():
+        xp = backend.xp()
+        a = left[1](backend.asarray(base1), xp)
+        b = backend.asarray(base2).T
+        y = gpuops.matmul(a, b)
+        g1 = gpuops.matmul_wrt_x1(a, b, y, backend.asarray(gy))
+        g2 = gpuops.matmul_wrt_x2(a, b, y, backend.asarray(gy))
+    tol = dict(rtol=1e-4, atol=1e-5) if dtype == numpy.float32 else dict(rtol=1e-12, atol=1e-12)
+    numpy.testing.assert_allclose(backend.to_numpy(y), expected, **tol)
+    g64 = gy.astype(numpy.float64)
+    full1 = numpy.einsum("...mn,kn->...mk", g64, b_np.astype(numpy.float64))
+    numpy.testing.assert_allclose(backend.to_numpy(g1), full1, **tol)
+    full2 = numpy.einsum("bmk,bmn->kn", a_np.astype(numpy.float64).reshape(-1, m, k),
+                         g64.reshape(-1, m, g64.shape[-1]))
+    numpy.testing.assert_allclose(backend.to_numpy(g2), full2, **tol)
+
+
+def _act(z, activation):
+    return {None: z, "relu": numpy.maximum(z, 0), "sigmoid": 1 / (1 + numpy.exp(-z)),
+            "tanh": numpy.tanh(z)}[activation]
+
+
+@pytest.mark.parametrize("backend", BACKENDS, ids=lambda b: b.name)
+@pytest.mark.parametrize("activation", [None, "relu", "sigmoid", "tanh"])
+def test_linear_without_bias(backend, activation):
+    x, w = RNG.standard_normal((2, 5, 7)), RNG.standard_normal((3, 7)) / 3
+    pre = numpy.einsum("bri,oi->bro", x, w)
+    expected = _act(pre, activation)
+    gy = RNG.standard_normal(expected.shape)
+    slope = {None: 1, "relu": pre > 0, "sigmoid": expected * (1 - expected),
+             "tanh": 1 - expected ** 2}[activation]
+    g = gy * slope
+    with backend.active():
+        xb, wb, gyb = (backend.asarray(v) for v in (x, w, gy))
+        y = gpuops.linear(xb, wb, activation=activation)
+        gx = gpuops.linear_wrt_x1(xb, wb, None, y, gyb, activation=activation)
+        gw = gpuops.linear_wrt_x2(xb, wb, None, y, gyb, activation=activation)
+        with pytest.raises(ValueError, match="linear_wrt_x3: x3 is None"):
+            gpuops.linear_wrt_x3(xb, wb, None, y, gyb, activation=activation)
+    numpy.testing.assert_allclose(backend.to_numpy(y), expected, rtol=1e-12, atol=1e-12)
+    numpy.testing.assert_allclose(backend.to_numpy(gx), numpy.einsum("bro,oi->bri", g, w),
+                                  rtol=1e-12, atol=1e-12)
+    numpy.testing.assert_allclose(backend.to_numpy(gw), numpy.einsum("bro,bri->oi", g, x),
+                                  rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("backend", BACKENDS, ids=lambda b: b.name)
+@pytest.mark.parametrize("activation", ["relu", "sigmoid", "tanh"])
+def test_linear_epilogue_equals_unfused_composition(backend, activation):
+    x, w, b = (RNG.standard_normal((9, 6)).astype(numpy.float32),
+               RNG.standard_normal((5, 6)).astype(numpy.float32),
+               RNG.standard_normal(5).astype(numpy.float32))
+    with backend.active():
+        xb, wb, bb = (backend.asarray(v) for v in (x, w, b))
+        fused = backend.to_numpy(gpuops.linear(xb, wb, bb, activation=activation))
+        plain = backend.to_numpy(gpuops.matmul(xb, backend.xp().ascontiguousarray(wb.T)))
+    numpy.testing.assert_allclose(fused, _act(plain.astype(numpy.float64) + b, activation),
+                                  rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("backend", BACKENDS, ids=lambda b: b.name)
+def test_conv2d_without_bias(backend):
+    x, w = RNG.standard_normal((2, 3, 6, 5)), RNG.standard_normal((4, 3, 3, 2))
+    params = {"stride": (2, 1), "padding": 1}
+    with backend.active():
+        xb, wb = backend.asarray(x), backend.asarray(w)
+        bias = backend.asarray(numpy.zeros(4))
+        y = gpuops.conv2d(xb, wb, **params)
+        y_zero_bias = gpuops.conv2d(xb, wb, bias, **params)
+        gy = backend.asarray(RNG.standard_normal(y.shape))
+        pairs = [(gpuops.conv2d_wrt_x1(xb, wb, None, y, gy, **params),
+                  gpuops.conv2d_wrt_x1(xb, wb, bias, y, gy, **params)),
+                 (gpuops.conv2d_wrt_x2(xb, wb, None, y, gy, **params),
+                  gpuops.conv2d_wrt_x2(xb, wb, bias, y, gy, **params))]
+        with pytest.raises(ValueError, match="conv2d_wrt_x3: x3 is None"):
+            gpuops.conv2d_wrt_x3(xb, wb, None, y, gy, **params)
+    numpy.testing.assert_array_equal(backend.to_numpy(y), backend.to_numpy(y_zero_bias))
+    for without, with_zero in pairs:
+        numpy.testing.assert_array_equal(backend.to_numpy(without), backend.to_numpy(with_zero))
+
+
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS, ids=lambda b: b.name)
+def test_conv2d_chunks_images(backend, monkeypatch):
+    """Batches larger than the im2col budget are processed in chunks, same results."""
+    x, w, b = (RNG.standard_normal((5, 2, 5, 4)), RNG.standard_normal((3, 2, 2, 2)),
+               RNG.standard_normal(3))
+    with backend.active():
+        xb, wb, bb = (backend.asarray(v) for v in (x, w, b))
+        y = gpuops.conv2d(xb, wb, bb, padding=1)
+        gy = backend.asarray(RNG.standard_normal(y.shape))
+        whole = [backend.to_numpy(v) for v in (
+            y, gpuops.conv2d_wrt_x1(xb, wb, bb, y, gy, padding=1),
+            gpuops.conv2d_wrt_x2(xb, wb, bb, y, gy, padding=1))]
+        monkeypatch.setattr(conv_module, "_COLS_BYTES", 2 * 2 * 2 * 2 * 6 * 5 * 8)  # 2 images
+        chunked = [backend.to_numpy(v) for v in (
+            gpuops.conv2d(xb, wb, bb, padding=1),
+            gpuops.conv2d_wrt_x1(xb, wb, bb, y, gy, padding=1),
+            gpuops.conv2d_wrt_x2(xb, wb, bb, y, gy, padding=1))]
+    for a, c in zip(whole, chunked):
+        numpy.testing.assert_allclose(c, a, rtol=1e-12, atol=1e-12)
+
+
+def test_matmul_rejects_vectors_with_a_clear_message():
+    with pytest.raises(ValueError, match=r"matmul: x1 and x2 need at least 2 dims.*\(3,\)"):
+        gpuops.matmul(numpy.ones((2, 3)), numpy.ones(3))
+
+
+def test_linear_accepts_a_single_row_and_leading_dims():
+    w, b = RNG.standard_normal((4, 3)), RNG.standard_normal(4)
+    x = RNG.standard_normal((2, 5, 3))
+    numpy.testing.assert_allclose(gpuops.linear(x[0, 0], w, b), w @ x[0, 0] + b, rtol=1e-12)
+    assert gpuops.linear(x, w, b).shape == (2, 5, 4)
+
+
+CUPY = [b for b in BACKENDS if b.name == "cupy"]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("backend", CUPY, ids=lambda b: b.name)
+@pytest.mark.parametrize("shape", [(1, 1, 1), (257, 300, 129), (128, 64, 256), (7, 1000, 3)])
+def test_float16_tensor_core_path(backend, shape):
+    """float16 on the GPU runs the WMMA kernels (B row-major for matmul, column-major for
+    linear's weight); float32 accumulation keeps the error at half's rounding."""
+    import cupy
+    assert gpuops.backend._gpu_backend().launcher.tensor_cores
+    m, k, n = shape
+    a = RNG.standard_normal((m, k)).astype(numpy.float16)
+    bt = RNG.standard_normal((n, k)).astype(numpy.float16)
+    bias = RNG.standard_normal(n).astype(numpy.float16)
+    exact = a.astype(numpy.float64) @ bt.T.astype(numpy.float64)
+    scale = numpy.abs(a.astype(numpy.float64)) @ numpy.abs(bt.T.astype(numpy.float64))
+    y = gpuops.matmul(cupy.asarray(a), cupy.ascontiguousarray(cupy.asarray(bt).T)).get()
+    assert numpy.all(numpy.abs(y - exact) <= 1e-3 * scale + 1e-3 * numpy.abs(exact) + 1e-6)
+    z = gpuops.linear(cupy.asarray(a), cupy.asarray(bt), cupy.asarray(bias),
+                      activation="relu").get()
+    ref = numpy.maximum(exact + bias, 0)
+    assert numpy.all(numpy.abs(z - ref) <= 1e-3 * (scale + numpy.abs(bias)) + 1e-3 * ref + 1e-6)
