@@ -11,6 +11,8 @@ says why. ``pytest -s tests/test_nvrtc_compile.py`` prints the per-kernel table.
 from __future__ import annotations
 
 import functools
+import os
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import pytest
 
@@ -39,13 +41,24 @@ pytestmark = pytest.mark.skipif(_unavailable() is not None,
 
 
 def options(arch: str) -> list[str]:
-    """The loader's options, a real architecture (so a CUBIN is built) and ptxas -v."""
-    return [*kernels.NVRTC_OPTIONS, f"--gpu-architecture={arch}", nvrtc.VERBOSE]
+    """The loader's options, a real architecture (so a CUBIN is built) and ptxas -v, plus
+    the CUDA header folders CuPy would pass (for ``#include <cuda_fp16.h>``)."""
+    return [*kernels.NVRTC_OPTIONS, f"--gpu-architecture={arch}", nvrtc.VERBOSE,
+            *(f"--include-path={d}" for d in nvrtc.include_dirs())]
 
 
 @functools.lru_cache(maxsize=None)
+def _all_compiles() -> dict[tuple[str, str], Future]:
+    """Every (family, arch) compile, started at once on all cores (NVRTC runs without the
+    GIL; large families take about a minute each on one CI core)."""
+    pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 1)
+    return {(family, arch): pool.submit(nvrtc.compile_cubin, kernels.source(family),
+                                        options(arch), f"{family}.cu")
+            for family in kernels.families() for arch in nvrtc.ARCHS}
+
+
 def compiled(family: str, arch: str) -> nvrtc.CompileResult:
-    return nvrtc.compile_cubin(kernels.source(family), options(arch), f"{family}.cu")
+    return _all_compiles()[(family, arch)].result()
 
 
 def problems(usage: nvrtc.KernelUsage) -> list[str]:
@@ -86,13 +99,12 @@ def test_family_compiles_without_spills(family, arch):
 def test_stack_allowlist_is_current():
     """Every allowlisted kernel exists and really needs its stack frame (no stale entries)."""
     stacks: dict[str, int] = {}
-    for family in kernels.families():
-        for arch in nvrtc.ARCHS:
-            result = compiled(family, arch)
-            if not result.ok:
-                continue  # reported by test_family_compiles_without_spills
-            for name, usage in nvrtc.parse_ptxas(result.log).items():
-                stacks[name] = max(stacks.get(name, 0), usage.stack_frame, usage.cumulative_stack)
+    for family, arch in _all_compiles():
+        result = compiled(family, arch)
+        if not result.ok:
+            continue  # reported by test_family_compiles_without_spills
+        for name, usage in nvrtc.parse_ptxas(result.log).items():
+            stacks[name] = max(stacks.get(name, 0), usage.stack_frame, usage.cumulative_stack)
     stale = {name: stacks.get(name) for name in STACK_ALLOWED if not stacks.get(name)}
     assert not stale, f"STACK_ALLOWED entries no kernel needs (None: no such kernel): {stale}"
 
