@@ -1,0 +1,202 @@
+"""``python -m gpuops train``: short deterministic runs, resume, MNIST IDX files, bad input,
+and the full default run's accuracy."""
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy
+import pytest
+
+import gpuops
+from gpuops import datasets
+from gpuops.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+NEEDED = ("linear", "relu", "softmax_cross_entropy")
+
+pytestmark = pytest.mark.skipif(
+    any(op not in gpuops.OPERATORS for op in NEEDED),
+    reason=f"training needs {', '.join(NEEDED)}")
+
+
+def _train(out: Path, *options: str) -> dict:
+    code = main(["train", "--out", str(out), "--quiet", "--backend", "numpy", *options])
+    assert code == 0
+    return json.loads((out / "metrics.json").read_text())
+
+
+def _losses(metrics: dict) -> list:
+    return [(h["train_loss"], h["train_accuracy"], h["test_accuracy"]) for h in metrics["history"]]
+
+
+def test_short_run_writes_outputs_and_is_deterministic(tmp_path):
+    first = _train(tmp_path / "a", "--limit", "240", "--epochs", "3", "--seed", "5")
+    second = _train(tmp_path / "b", "--limit", "240", "--epochs", "3", "--seed", "5")
+    assert _losses(first) == _losses(second)  # bit-for-bit the same numbers
+    other = _train(tmp_path / "c", "--limit", "240", "--epochs", "3", "--seed", "6")
+    assert _losses(other) != _losses(first)
+    assert first["config"]["optimizer"] == "adam" and first["backend"] == "numpy"
+    assert first["train_images"] == 240 and first["test_images"] == 60
+    history = first["history"]
+    assert [h["epoch"] for h in history] == [1, 2, 3]
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    assert history[-1]["test_accuracy"] > 0.5  # 10 classes: chance is 0.1
+    pytest.importorskip("matplotlib")
+    assert (tmp_path / "a" / "training.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_resume_continues_exactly(tmp_path):
+    straight = _train(tmp_path / "straight", "--limit", "160", "--epochs", "3")
+    _train(tmp_path / "resumed", "--limit", "160", "--epochs", "2")
+    resumed = _train(tmp_path / "resumed", "--limit", "160", "--epochs", "3", "--resume")
+    assert _losses(resumed) == _losses(straight)
+    with numpy.load(tmp_path / "straight" / "checkpoint.npz") as a, \
+            numpy.load(tmp_path / "resumed" / "checkpoint.npz") as b:
+        for key in a.files:
+            if key.startswith(("model/", "optim/")):
+                numpy.testing.assert_array_equal(a[key], b[key])
+
+
+@pytest.mark.parametrize("options", [("--optimizer", "sgd"), ("--optimizer", "adamw", "--lr", "3e-3"),
+                                     ("--model", "cnn")])
+def test_other_optimizers_and_the_cnn(tmp_path, options):
+    if "cnn" in options:
+        missing = [op for op in ("conv2d", "max_pool2d", "lrn") if op not in gpuops.OPERATORS]
+        if missing:
+            pytest.skip(f"the CNN needs {', '.join(missing)}")
+    metrics = _train(tmp_path, "--limit", "200", "--epochs", "2", *options)
+    assert metrics["history"][-1]["train_loss"] < metrics["history"][0]["train_loss"]
+    assert metrics["history"][-1]["test_accuracy"] > 0.3
+
+
+def test_full_default_run_reaches_97_percent(tmp_path):
+    """The README's main job: the default MLP on the embedded digits (about 10-20 s on 2 cores)."""
+    metrics = _train(tmp_path)
+    assert metrics["config"]["epochs"] == 30
+    assert metrics["final_test_accuracy"] >= 0.97
+
+
+# ---- MNIST IDX files -------------------------------------------------------------------
+
+def _idx(array: numpy.ndarray) -> bytes:
+    code = {numpy.dtype(numpy.uint8): 0x08}[array.dtype]
+    header = bytes([0, 0, code, array.ndim]) + numpy.array(array.shape, ">u4").tobytes()
+    return header + array.tobytes()
+
+
+def _write_mnist(folder: Path, n_train=40, n_test=12, size=(28, 28), gz=False, rng=None) -> None:
+    rng = rng or numpy.random.default_rng(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    parts = {"train-images-idx3-ubyte": rng.integers(0, 256, (n_train, *size), numpy.uint8),
+             "train-labels-idx1-ubyte": rng.integers(0, 10, n_train).astype(numpy.uint8),
+             "t10k-images-idx3-ubyte": rng.integers(0, 256, (n_test, *size), numpy.uint8),
+             "t10k-labels-idx1-ubyte": rng.integers(0, 10, n_test).astype(numpy.uint8)}
+    for name, array in parts.items():
+        data = _idx(array)
+        if gz:
+            (folder / f"{name}.gz").write_bytes(gzip.compress(data))
+        else:
+            (folder / name).write_bytes(data)
+
+
+@pytest.mark.parametrize("gz", [False, True], ids=["raw", "gzip"])
+def test_mnist_idx_files(tmp_path, gz):
+    _write_mnist(tmp_path / "mnist", gz=gz)
+    data = datasets.load_mnist(tmp_path / "mnist")
+    assert data.train_x.shape == (40, 1, 28, 28) and data.test_y.shape == (12,)
+    assert data.train_x.dtype == numpy.float32 and 0 <= data.train_x.min() <= data.train_x.max() <= 1
+    metrics = _train(tmp_path / "out", "--data", "mnist", "--data-dir", str(tmp_path / "mnist"),
+                     "--epochs", "1", "--batch-size", "16")
+    assert metrics["train_images"] == 40 and len(metrics["history"]) == 1
+
+
+def test_read_idx_round_trip(tmp_path):
+    a = numpy.arange(24, dtype=numpy.uint8).reshape(2, 3, 4)
+    (tmp_path / "a").write_bytes(_idx(a))
+    numpy.testing.assert_array_equal(datasets.read_idx(tmp_path / "a"), a)
+
+
+# ---- bad options and data: one line on stderr, non-zero exit, no traceback ------------------
+
+def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    return subprocess.run([sys.executable, "-m", "gpuops", "train", "--quiet", *args], cwd=cwd,
+                          env=env, capture_output=True, text=True, timeout=120)
+
+
+def _bad_data(tmp_path: Path, kind: str) -> Path:
+    folder = tmp_path / "data"
+    if kind == "corrupt-header":
+        _write_mnist(folder)
+        path = folder / "train-images-idx3-ubyte"
+        path.write_bytes(b"\x12\x34" + path.read_bytes()[2:])
+    elif kind == "truncated":
+        _write_mnist(folder, gz=True)
+        path = folder / "t10k-images-idx3-ubyte.gz"
+        path.write_bytes(gzip.compress(gzip.decompress(path.read_bytes())[:-5]))
+    elif kind == "wrong-size":
+        _write_mnist(folder, size=(20, 20))
+    elif kind == "missing-file":
+        _write_mnist(folder)
+        (folder / "t10k-labels-idx1-ubyte").unlink()
+    elif kind == "bad-gzip":
+        _write_mnist(folder)
+        (folder / "train-labels-idx1-ubyte").write_bytes(b"\x1f\x8b" + b"garbage" * 3)
+    return folder
+
+
+@pytest.mark.parametrize("kind,message", [
+    ("missing-dir", "does not exist"),
+    ("corrupt-header", "not an IDX file"),
+    ("truncated", "IDX header says dims"),
+    ("wrong-size", "expected (28, 28)"),
+    ("missing-file", "missing t10k-labels-idx1-ubyte"),
+    ("bad-gzip", "cannot read"),
+])
+def test_bad_data_is_a_one_line_error(tmp_path, kind, message):
+    folder = tmp_path / "nowhere" if kind == "missing-dir" else _bad_data(tmp_path, kind)
+    result = _cli("--data", "mnist", "--data-dir", str(folder), "--out", str(tmp_path / "o"),
+                  cwd=tmp_path)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], result.stderr
+
+
+@pytest.mark.parametrize("args,message", [
+    (("--epochs", "0"), "--epochs must be >= 1"),
+    (("--epochs", "two"), "invalid int value"),
+    (("--batch-size", "-3"), "--batch-size must be >= 1"),
+    (("--lr", "0"), "--lr must be > 0"),
+    (("--optimizer", "lbfgs"), "invalid choice"),
+    (("--data", "mnist"), "needs --data-dir"),
+    (("--data-dir", "x"), "only for --data mnist"),
+    (("--resume",), "no checkpoint"),
+])
+def test_bad_options_are_one_line_errors(tmp_path, args, message):
+    result = _cli("--out", str(tmp_path / "o"), *args, cwd=tmp_path)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], result.stderr
+
+
+def test_cupy_backend_without_gpu_is_a_one_line_error(tmp_path):
+    if gpuops.gpu_available():
+        pytest.skip("a GPU is usable here")
+    result = _cli("--backend", "cupy", "--out", str(tmp_path / "o"), cwd=tmp_path)
+    assert result.returncode == 1 and "no usable CUDA GPU" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_resume_with_other_settings_is_refused(tmp_path):
+    _train(tmp_path, "--limit", "40", "--epochs", "1")
+    result = _cli("--out", str(tmp_path), "--limit", "40", "--epochs", "2", "--resume",
+                  "--optimizer", "sgd", "--backend", "numpy", cwd=tmp_path)
+    assert result.returncode == 1 and "optimizer='adam'" in result.stderr
+    assert "Traceback" not in result.stderr
