@@ -16,8 +16,7 @@ import numpy
 
 from .backend import HALF_DTYPES, Backend, check_shape, output, prepare
 from .kernels import contiguous, finish, grid_1d, result_buffer, size, suffix
-from .matmul import BIAS_PER_ROW, gemm
-from .reduction import sum_to_shape
+from .matmul import BIAS_PER_ROW, gemm, sum_to
 from .registry import register
 
 __all__ = ["conv2d", "conv2d_wrt_x1", "conv2d_wrt_x2", "conv2d_wrt_x3"]
@@ -172,7 +171,7 @@ def _grad(k: int, x1: Array, x2: Array, x3: Array | None, y: Array, gy: Array, s
     out = output(op, p.backend, out, xk.shape, xk.dtype)
     backend = p.backend
     if k == 3:  # Σ over n, oh, ow
-        sum_to_shape(backend, gy.astype(p.dtype, copy=False), out.reshape(1, g["O"], 1, 1))
+        sum_to(backend, gy.astype(p.dtype, copy=False), out.reshape(1, g["O"], 1, 1))
         return out
     gy3 = gy.astype(p.dtype, copy=False).reshape(g["N"], g["O"], g["OH"] * g["OW"])
     w2 = _weight_matrix(x2, p.dtype)

@@ -91,7 +91,7 @@ def gemm(backend: Backend, a: Array, b: Array, c: Array, *, bias: Array | None =
     if len(red_dims) > 1:  # interleaved reduced dims: full products, then sum them
         full = xp.empty(batch + (m, n), c.dtype)
         gemm(backend, a, b, full)
-        return sum_to_shape(backend, full, c)
+        return sum_to(backend, full, c)
     nz = math.prod(kept_dims)
     if nz == 0 or m == 0 or n == 0:
         return c
@@ -125,6 +125,17 @@ def gemm(backend: Backend, a: Array, b: Array, c: Array, *, bias: Array | None =
             numpy.int32(c_vec), numpy.int32(bias_mode), numpy.int32(act))
     launcher.launch(FAMILY, kernel, grid, (_THREADS,), args)
     return c
+
+
+def sum_to(backend: Backend, g: Array, out: Array) -> Array:
+    """:func:`gpuops.reduction.sum_to_shape`, float16 summed in float32 (the reduction
+    kernels have no float16 variant; float32 accumulation is what the GEMM does too)."""
+    if numpy.dtype(g.dtype) != numpy.float16 or not backend.uses_kernels:
+        return sum_to_shape(backend, g, out)
+    wide = backend.xp.empty(out.shape, numpy.float32)
+    sum_to_shape(backend, g.astype(numpy.float32), wide)
+    out[...] = wide
+    return out
 
 
 def activation_code(op: str, activation: Any) -> int:
@@ -301,7 +312,7 @@ def _linear_grad(k: int, x1: Array, x2: Array, x3: Array | None, y: Array, gy: A
     rows = math.prod(x1.shape[:-1])
     g2 = g.reshape(rows, out_features)
     if k == 3:  # Σ over every row of g
-        return sum_to_shape(backend, g2, out)
+        return sum_to(backend, g2, out)
     x1r = x1.reshape(rows, in_features)
     if not backend.uses_kernels:
         if k == 1:  # g @ W

@@ -4,6 +4,8 @@ and conv2d without a bias, the fused epilogue against the unfused composition,
 conv2d's image chunking, and the float16 tensor-core path (GPU only)."""
 from __future__ import annotations
 
+import sys
+
 import numpy
 import pytest
 
@@ -174,3 +176,15 @@ def test_float16_tensor_core_path(backend, shape):
                       activation="relu").get()
     ref = numpy.maximum(exact + bias, 0)
     assert numpy.all(numpy.abs(z - ref) <= 1e-3 * (scale + numpy.abs(bias)) + 1e-3 * ref + 1e-6)
+
+
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS, ids=lambda b: b.name)
+def test_gemm_loops_when_the_grid_is_capped(backend, monkeypatch):
+    """Row tiles and batches past the grid's y/z limit are taken in turns by the blocks."""
+    matmul_module = sys.modules["gpuops.matmul"]  # (gpuops.matmul is the function)
+    monkeypatch.setattr(matmul_module, "_MAX_GRID_YZ", 1)
+    a, b = RNG.standard_normal((3, 131, 5)), RNG.standard_normal((2, 1, 5, 7))
+    with backend.active():
+        y = backend.to_numpy(gpuops.matmul(backend.asarray(a), backend.asarray(b)))
+    numpy.testing.assert_allclose(y, numpy.einsum("bmk,cxkn->cbmn", a, b), rtol=1e-12,
+                                  atol=1e-12)

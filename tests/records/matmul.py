@@ -1,9 +1,11 @@
 """OpInfo records of matmul and linear (float64 references with einsum, not matmul).
 
 Tolerances: float32 sums of up to 130 products carry about K·2^-24 of Σ|a·b| of
-rounding, so float32 gets (1e-4, 1e-5); float16 (kernel backends only) is rounded
-once at the end (2^-11) but linear's gradients also round g = gy·act'(y) to half
-before the product, so float16 gets (1e-2, 1e-2).
+rounding, so float32 gets (1e-4, 1e-5). float16 (kernel backends only) is rounded once
+at the end (2^-11 relative) against the reference, but the parity test compares it with
+float32 NumPy on inputs *not* rounded to half: that input rounding moves a sum of K = 130
+products of unit normals by about √K·2^-11·√2 ≈ 0.01 (several times that at the tail),
+so float16 gets (1e-2, 4e-2).
 """
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import numpy
 
 from opinfo import F16, F32, F64, ErrorInput, OpInfo, Sample
 
-TOL = {F32: (1e-4, 1e-5), F16: (1e-2, 1e-2)}
+TOL = {F32: (1e-4, 1e-5), F16: (1e-2, 4e-2)}
 
 
 def _unbroadcast(g, shape):
