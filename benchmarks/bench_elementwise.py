@@ -1,0 +1,91 @@
+"""Elementwise family: binary (same shape and broadcast), per-axis, unary, and gradients.
+
+Each baseline is the bare expression a user would write instead (``a + b``,
+``(gy * a).sum((0, 2, 3))``, ...), evaluated with NumPy on the CPU and with CuPy /
+PyTorch on the GPU. ``bytes`` counts each operand read once and the result written once.
+"""
+from __future__ import annotations
+
+import gpuops
+
+from .harness import Case, Env
+
+ITEM = 4  # float32
+COLUMNS = 1024  # broadcast cases: (n / 1024, 1024) with a (1024,) row
+CHANNELS = 128  # per-axis cases: NCHW (n / 128 / 1024, 128, 32, 32), per-channel x2
+
+
+def cases(env: Env) -> list[Case]:
+    n = env.size
+    a = env.random(n, 0.5, 2.0)
+    b = env.random(n, 0.5, 2.0)
+    gy = env.random(n)
+    rows = env.random((n // COLUMNS, COLUMNS), 0.5, 2.0)
+    row = env.random(COLUMNS, 0.5, 2.0)
+    gy_rows = env.random((n // COLUMNS, COLUMNS))
+    nchw = env.random((n // (CHANNELS * 1024), CHANNELS, 32, 32), 0.5, 2.0)
+    channel = env.random(CHANNELS, 0.5, 2.0)
+    gy_nchw = env.random(nchw.shape)
+    full, small = n * ITEM, COLUMNS * ITEM
+
+    out: list[Case] = []
+    for name, expr in (("add", lambda m, u, v: u + v), ("mul", lambda m, u, v: u * v),
+                       ("div", lambda m, u, v: u / v)):
+        fn = getattr(gpuops, name)
+        out.append(Case(f"{name} same shape", fn, (a, b), 3 * full, expr))
+        out.append(Case(f"{name} broadcast (n/1024,1024)+(1024,)", fn, (rows, row),
+                        2 * full + small, expr))
+    out.append(Case("add python scalar", gpuops.add, (a, 2.0), 2 * full,
+                    lambda m, u, s: u + s))
+    for name, expr in (("axis_add", lambda m, u, c: u + c.reshape(1, -1, 1, 1)),
+                       ("axis_mul", lambda m, u, c: u * c.reshape(1, -1, 1, 1))):
+        out.append(Case(f"{name} NCHW axis=1", getattr(gpuops, name), (nchw, channel),
+                        2 * full, expr))
+    for name, expr in (("exp", lambda m, u: m.exp(u)), ("log", lambda m, u: m.log(u)),
+                       ("sqrt", lambda m, u: m.sqrt(u)), ("sin", lambda m, u: m.sin(u))):
+        out.append(Case(name, getattr(gpuops, name), (a,), 2 * full, expr))
+    for p in (2.0, 3.0):
+        out.append(Case(f"pow p={p:g}", lambda u, p=p: gpuops.pow(u, p=p), (a,), 2 * full,
+                        lambda m, u, p=p: u ** p))
+
+    # ---- gradients ----
+    y_rows = gpuops.add(rows, row)
+    out.append(Case("add_wrt_x2 broadcast (sum over rows)",
+                    lambda u, v, y, g: gpuops.add_wrt_x2(u, v, y, g), (rows, row, y_rows, gy_rows),
+                    full + small, lambda m, u, v, y, g: g.sum(0)))
+    y_mul = gpuops.mul(a, b)
+    out.append(Case("mul_wrt_x1 same shape", lambda u, v, y, g: gpuops.mul_wrt_x1(u, v, y, g),
+                    (a, b, y_mul, gy), 3 * full, lambda m, u, v, y, g: g * v))
+    y_div = gpuops.div(a, b)
+    out.append(Case("div_wrt_x1 same shape", lambda u, v, y, g: gpuops.div_wrt_x1(u, v, y, g),
+                    (a, b, y_div, gy), 3 * full, lambda m, u, v, y, g: g / v))
+    out.append(Case("div_wrt_x2 same shape", lambda u, v, y, g: gpuops.div_wrt_x2(u, v, y, g),
+                    (a, b, y_div, gy), 4 * full, lambda m, u, v, y, g: -g * u / (v * v)))
+    y_div_rows = gpuops.div(rows, row)
+    out.append(Case("div_wrt_x2 broadcast (sum over rows)",
+                    lambda u, v, y, g: gpuops.div_wrt_x2(u, v, y, g),
+                    (rows, row, y_div_rows, gy_rows), 2 * full + 2 * small,
+                    lambda m, u, v, y, g: (-g * u / (v * v)).sum(0)))
+    for name, expr, traffic in (
+            ("axis_add_wrt_x2", lambda m, u, c, y, g: g.sum((0, 2, 3)), full),
+            ("axis_mul_wrt_x2", lambda m, u, c, y, g: (g * u).sum((0, 2, 3)), 2 * full),
+            ("axis_mul_wrt_x1", lambda m, u, c, y, g: g * c.reshape(1, -1, 1, 1), 2 * full)):
+        fn = getattr(gpuops, name)
+        y_axis = gpuops.axis_mul(nchw, channel)
+        out.append(Case(f"{name} NCHW axis=1",
+                        lambda u, c, y, g, fn=fn: fn(u, c, y, g, axis=1),
+                        (nchw, channel, y_axis, gy_nchw), traffic, expr))
+    for name, expr, traffic in (
+            ("exp", lambda m, x, y, g: g * y, 3 * full),
+            ("log", lambda m, x, y, g: g / x, 3 * full),
+            ("sqrt", lambda m, x, y, g: g / (2 * y), 3 * full),
+            ("abs", lambda m, x, y, g: g * m.sign(x), 3 * full),
+            ("sin", lambda m, x, y, g: g * m.cos(x), 3 * full)):
+        y = getattr(gpuops, name)(a)
+        grad = getattr(gpuops, f"{name}_wrt_x1")
+        out.append(Case(f"{name}_wrt_x1", lambda x, y, g, grad=grad: grad(x, y, g), (a, y, gy),
+                        traffic, expr))
+    y_pow = gpuops.pow(a, p=3.0)
+    out.append(Case("pow_wrt_x1 p=3", lambda x, y, g: gpuops.pow_wrt_x1(x, y, g, p=3.0),
+                    (a, y_pow, gy), 3 * full, lambda m, x, y, g: g * 3.0 * x ** 2.0))
+    return out
