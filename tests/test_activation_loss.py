@@ -1,0 +1,101 @@
+"""Activations and elementwise losses beyond the generic tests: the conventions at the
+kinks (relu'(0), leaky_relu'(0), mae'(0)), the tails of sigmoid/tanh/BCE, the 1/n of
+the means, gy as a Python float, empty means."""
+from __future__ import annotations
+
+import numpy
+import pytest
+
+import gpuops
+from backends import BACKENDS
+
+
+@pytest.mark.parametrize("backend", BACKENDS, ids=lambda b: b.name)
+def test_gradients_at_the_kinks(backend):
+    x = numpy.array([-1.0, 0.0, -0.0, 2.0])
+    gy = numpy.full(4, 3.0)
+    with backend.active():
+        dx, dg = backend.asarray(x), backend.asarray(gy)
+        relu_g = gpuops.relu_wrt_x1(dx, gpuops.relu(dx), dg)
+        leaky_g = gpuops.leaky_relu_wrt_x1(dx, gpuops.leaky_relu(dx, slope=0.1), dg, slope=0.1)
+        mae_g = gpuops.mae_wrt_x1(dx, dx, gpuops.mae(dx, dx), 1.0)
+    numpy.testing.assert_array_equal(backend.to_numpy(relu_g), [0, 0, 0, 3])  # relu'(0) = 0
+    numpy.testing.assert_allclose(backend.to_numpy(leaky_g), [0.3, 0.3, 0.3, 3])
+    numpy.testing.assert_array_equal(backend.to_numpy(mae_g), 0.0)  # mae'(x1 = x2) = 0
+
+
+@pytest.mark.parametrize("backend", BACKENDS, ids=lambda b: b.name)
+@pytest.mark.parametrize("dtype", [numpy.float32, numpy.float64])
+def test_sigmoid_tanh_tails(backend, dtype):
+    x = numpy.array([-1000.0, -100.0, -30.0, 30.0, 100.0, 1000.0], dtype)
+    x64 = x.astype(numpy.float64)
+    with backend.active():
+        dx = backend.asarray(x)
+        ones = backend.asarray(numpy.ones_like(x))
+        s = gpuops.sigmoid(dx)
+        gs = backend.to_numpy(gpuops.sigmoid_wrt_x1(dx, s, ones))
+        t = gpuops.tanh(dx)
+        gt = backend.to_numpy(gpuops.tanh_wrt_x1(dx, t, ones))
+        s = backend.to_numpy(s)
+    assert numpy.isfinite(s).all() and numpy.isfinite(gs).all() and numpy.isfinite(gt).all()
+    tiny = numpy.finfo(dtype).tiny  # below it, subnormals carry few digits
+    numpy.testing.assert_allclose(s, numpy.exp(-numpy.logaddexp(0, -x64)), rtol=1e-6,
+                                  atol=tiny)
+    # σ'(±30) = 9.4e-14: not 0, which is what y(1 - y) of a rounded y gives
+    e = numpy.exp(-numpy.abs(x64))
+    numpy.testing.assert_allclose(gs, e / (1 + e) ** 2, rtol=1e-6, atol=tiny)
+    e2 = numpy.exp(-2 * numpy.abs(x64))
+    numpy.testing.assert_allclose(gt, 4 * e2 / (1 + e2) ** 2, rtol=1e-6, atol=tiny)
+
+
+@pytest.mark.parametrize("backend", BACKENDS, ids=lambda b: b.name)
+def test_bce_with_logits_extreme_logits(backend):
+    x = numpy.array([-200.0, -50.0, 0.0, 50.0, 200.0], numpy.float32)
+    t = numpy.array([1.0, 0.0, 0.5, 1.0, 0.0], numpy.float32)
+    with backend.active():
+        y = backend.to_numpy(gpuops.bce_with_logits(backend.asarray(x), backend.asarray(t),
+                                                    reduction="none"))
+    numpy.testing.assert_allclose(y, [200.0, 0.0, numpy.log(2), 0.0, 200.0], rtol=1e-6,
+                                  atol=1e-20)
+
+
+@pytest.mark.parametrize("backend", BACKENDS, ids=lambda b: b.name)
+@pytest.mark.parametrize("name", ["mse", "mae", "bce_with_logits"])
+def test_mean_is_sum_over_n_and_so_are_gradients(backend, name):
+    rng = numpy.random.default_rng(0)
+    x1, x2 = rng.standard_normal((7, 9)), rng.uniform(0, 1, (7, 9))
+    forward = getattr(gpuops, name)
+    with backend.active():
+        d1, d2 = backend.asarray(x1), backend.asarray(x2)
+        mean, total = forward(d1, d2), forward(d1, d2, reduction="sum")
+        for k in (1, 2):
+            grad = getattr(gpuops, f"{name}_wrt_x{k}")
+            g_mean = backend.to_numpy(grad(d1, d2, mean, 2.0))  # gy as a Python float
+            g_sum = backend.to_numpy(grad(d1, d2, total, backend.asarray(numpy.array(2.0)),
+                                          reduction="sum"))
+            numpy.testing.assert_allclose(g_mean, g_sum / 63, rtol=1e-12)
+    numpy.testing.assert_allclose(backend.to_numpy(mean), backend.to_numpy(total) / 63,
+                                  rtol=1e-12)
+
+
+@pytest.mark.parametrize("backend", BACKENDS, ids=lambda b: b.name)
+def test_mean_of_nothing_is_nan_and_sum_is_zero(backend):
+    empty = numpy.zeros((0, 3))
+    with backend.active():
+        d = backend.asarray(empty)
+        assert numpy.isnan(backend.to_numpy(gpuops.mse(d, d)))
+        assert backend.to_numpy(gpuops.mae(d, d, reduction="sum")) == 0.0
+        assert gpuops.bce_with_logits(d, d, reduction="none").shape == (0, 3)
+
+
+def test_mse_gradient_has_the_one_over_n_the_seed_drops():
+    """Seed 000 gives d mse / dp = 2 (p - t); with the 1/n of its own definition it is
+    2 (p - t) / n (checked here against a central difference in float64)."""
+    rng = numpy.random.default_rng(1)
+    p, t = rng.standard_normal(10), rng.standard_normal(10)
+    g = gpuops.mse_wrt_x1(p, t, gpuops.mse(p, t), 1.0)
+    numpy.testing.assert_allclose(g, 2 * (p - t) / 10, rtol=1e-12)
+    e = numpy.zeros(10)
+    e[3] = 1e-6
+    numeric = (float(gpuops.mse(p + e, t)) - float(gpuops.mse(p - e, t))) / 2e-6
+    assert numeric == pytest.approx(g[3], rel=1e-6)

@@ -1,0 +1,164 @@
+"""softmax, log_softmax and softmax_cross_entropy beyond the generic tests: extreme and
+equal logits, labels out of range (CPU: ValueError; kernels: NaN rows, no stray
+access), ignore_index, reductions, and agreement between the three operators."""
+from __future__ import annotations
+
+import numpy
+import pytest
+
+import gpuops
+from backends import BACKENDS
+
+KERNEL_BACKENDS = [b for b in BACKENDS if b.name != "numpy"]
+EXTREME = numpy.array([[1e4, -1e4, 0.0, 1e4], [-1e4, -1e4, -1e4, -1e4],
+                       [3.0, 3.0, 3.0, 3.0], [1e4, 1e4 - 1, 1e4 - 2, -1e4]])
+
+
+def _dtypes(backend):
+    return [numpy.float32, numpy.float64] + ([numpy.float16] if backend.name != "numpy" else [])
+
+
+def _softmax64(x, axis=-1):
+    e = numpy.exp(x - x.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+@pytest.mark.parametrize("backend", BACKENDS, ids=lambda b: b.name)
+@pytest.mark.parametrize("cols", [4, 700, 1500])  # warp kernel, block kernel for f64, block
+def test_extreme_and_equal_logits_are_finite_and_exact(backend, cols):
+    for dtype in _dtypes(backend):
+        # the reference from the rounded inputs (1e4 - 1 is 1e4 in half, max 65504)
+        x64 = numpy.tile(EXTREME, (1, cols // 4)).astype(dtype).astype(numpy.float64)
+        expected = _softmax64(x64)
+        shifted = x64 - x64.max(axis=1, keepdims=True)
+        log_expected = shifted - numpy.log(numpy.exp(shifted).sum(axis=1, keepdims=True))
+        rtol, atol = (1e-2, 1e-3) if dtype == numpy.float16 else (1e-5, 1e-7)
+        with backend.active():
+            x = backend.asarray(x64.astype(dtype))
+            y = gpuops.softmax(x)
+            ly = gpuops.log_softmax(x)
+            gy = backend.asarray(numpy.ones_like(x64).astype(dtype))
+            g = gpuops.softmax_wrt_x1(x, y, gy)
+            lg = gpuops.log_softmax_wrt_x1(x, ly, gy)
+        y, ly, g, lg = (backend.to_numpy(v).astype(numpy.float64) for v in (y, ly, g, lg))
+        for v in (y, ly, g, lg):
+            assert numpy.isfinite(v).all(), f"{dtype}: NaN or Inf"
+        numpy.testing.assert_allclose(y, expected, rtol=rtol, atol=atol)
+        numpy.testing.assert_allclose(ly, log_expected, rtol=rtol, atol=atol)
+        # with gy = 1: softmax's gradient is y (1 - Σ y) = 0, log_softmax's 1 - cols · y
+        numpy.testing.assert_allclose(g, 0.0, atol=10 * atol)
+        numpy.testing.assert_allclose(lg, 1 - cols * expected, rtol=rtol, atol=cols * atol)
+
+
+@pytest.mark.parametrize("backend", BACKENDS, ids=lambda b: b.name)
+def test_softmax_rows_sum_to_one_along_any_axis(backend):
+    x = numpy.random.default_rng(0).standard_normal((3, 4, 5)) * 5
+    for axis in range(-3, 3):
+        with backend.active():
+            y = backend.to_numpy(gpuops.softmax(backend.asarray(x), axis=axis))
+        numpy.testing.assert_allclose(y.sum(axis=axis), 1.0, rtol=1e-12)
+        numpy.testing.assert_allclose(y, _softmax64(x, axis), rtol=1e-12)
+
+
+# ---- cross-entropy --------------------------------------------------------------
+
+def _ce_call(backend, x, t, **params):
+    with backend.active():
+        dx, dt = backend.asarray(x), backend.asarray(t)
+        y = gpuops.softmax_cross_entropy(dx, dt, **params)
+        gy = 1.0 if params.get("reduction", "mean") != "none" else backend.asarray(
+            numpy.ones(x.shape[0], x.dtype))
+        g = gpuops.softmax_cross_entropy_wrt_x1(dx, dt, y, gy, **params)
+    return backend.to_numpy(y), backend.to_numpy(g)
+
+
+@pytest.mark.parametrize("bad", [5, -1, -101, 2**40])
+def test_labels_out_of_range_raise_on_the_cpu(bad):
+    x = numpy.zeros((3, 5))
+    t = numpy.array([0, bad, 4])
+    with pytest.raises(ValueError, match=rf"softmax_cross_entropy: labels must be in \[0, 5\).*"
+                                         rf"{bad}.*rows \[1\]"):
+        gpuops.softmax_cross_entropy(x, t)
+    with pytest.raises(ValueError, match="softmax_cross_entropy_wrt_x1: labels"):
+        gpuops.softmax_cross_entropy_wrt_x1(x, t, numpy.zeros(()), 1.0)
+
+
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS, ids=lambda b: b.name)
+@pytest.mark.parametrize("cols", [5, 1200])  # warp and block kernels
+def test_labels_out_of_range_give_nan_rows_on_kernel_backends(backend, cols):
+    """The GPU behaviour (run here on the emulator, which checks every access): the bad
+    rows' loss and gradient are NaN, the other rows are unaffected."""
+    rng = numpy.random.default_rng(0)
+    x = rng.standard_normal((4, cols))
+    t = numpy.array([1, cols, 2, -7])
+    y, g = _ce_call(backend, x, t, reduction="none")
+    good, _ = _ce_call(backend, x, numpy.array([1, 0, 2, 0]), reduction="none")
+    assert numpy.isnan(y[[1, 3]]).all() and numpy.isnan(g[[1, 3]]).all()
+    numpy.testing.assert_allclose(y[[0, 2]], good[[0, 2]], rtol=1e-12)
+    assert numpy.isfinite(g[[0, 2]]).all()
+    mean, _ = _ce_call(backend, x, t)
+    assert numpy.isnan(mean)
+
+
+@pytest.mark.parametrize("backend", BACKENDS, ids=lambda b: b.name)
+@pytest.mark.parametrize("label_dtype", [numpy.int32, numpy.int64])
+def test_ignore_index_and_reductions(backend, label_dtype):
+    rng = numpy.random.default_rng(1)
+    x = rng.standard_normal((6, 4))
+    t = numpy.array([0, -100, 3, 2, -100, 1], dtype=label_dtype)
+    none, g_none = _ce_call(backend, x, t, reduction="none")
+    total, g_sum = _ce_call(backend, x, t, reduction="sum")
+    mean, g_mean = _ce_call(backend, x, t, reduction="mean")
+    assert none.shape == (6,) and total.shape == () and mean.shape == ()
+    assert isinstance(total, numpy.ndarray) and isinstance(mean, numpy.ndarray)
+    numpy.testing.assert_array_equal(none[[1, 4]], 0.0)
+    numpy.testing.assert_array_equal(g_none[[1, 4]], 0.0)
+    logp = numpy.log(_softmax64(x))
+    counted = [0, 2, 3, 5]
+    numpy.testing.assert_allclose(none[counted], -logp[counted, t[counted]], rtol=1e-12)
+    numpy.testing.assert_allclose(total, none.sum(), rtol=1e-12)
+    numpy.testing.assert_allclose(mean, none.sum() / 4, rtol=1e-12)  # over counted rows
+    numpy.testing.assert_allclose(g_sum, g_none, rtol=1e-12)
+    numpy.testing.assert_allclose(g_mean, g_none / 4, rtol=1e-12)
+    # another ignore_index: -100 is then an out-of-range label on the CPU
+    y, _ = _ce_call(backend, x, numpy.where(t < 0, 3, t).astype(label_dtype), ignore_index=3,
+                    reduction="none")
+    numpy.testing.assert_array_equal(y[[1, 2, 4]], 0.0)
+
+
+@pytest.mark.parametrize("backend", BACKENDS, ids=lambda b: b.name)
+def test_every_row_ignored(backend):
+    x = numpy.ones((3, 4))
+    t = numpy.full(3, -100)
+    mean, g = _ce_call(backend, x, t)
+    assert numpy.isnan(mean)  # 0 / 0, as PyTorch
+    numpy.testing.assert_array_equal(g, 0.0)
+    total, _ = _ce_call(backend, x, t, reduction="sum")
+    assert total == 0.0
+
+
+@pytest.mark.parametrize("backend", BACKENDS, ids=lambda b: b.name)
+def test_cross_entropy_agrees_with_log_softmax(backend):
+    """loss = -log_softmax(x)[t], and the fused gradient is log_softmax's gradient with
+    gy = -onehot(t) (softmax - onehot, seed 003)."""
+    rng = numpy.random.default_rng(2)
+    x = rng.standard_normal((9, 1100)) * 4
+    t = rng.integers(0, 1100, 9)
+    onehot = numpy.zeros_like(x)
+    onehot[numpy.arange(9), t] = 1
+    loss, g = _ce_call(backend, x, t, reduction="none")
+    with backend.active():
+        dx = backend.asarray(x)
+        ly = gpuops.log_softmax(dx)
+        lg = gpuops.log_softmax_wrt_x1(dx, ly, backend.asarray(-onehot))
+    numpy.testing.assert_allclose(loss, -backend.to_numpy(ly)[numpy.arange(9), t], rtol=1e-12)
+    numpy.testing.assert_allclose(g, backend.to_numpy(lg), rtol=1e-10, atol=1e-15)
+
+
+@pytest.mark.parametrize("backend", BACKENDS, ids=lambda b: b.name)
+def test_cross_entropy_extreme_logits(backend):
+    x = numpy.array([[1e4, -1e4, 0.0], [-1e4, 1e4, 1e4], [0.0, 0.0, 0.0]], numpy.float32)
+    t = numpy.array([1, 0, 2])
+    loss, g = _ce_call(backend, x, t, reduction="none")
+    assert numpy.isfinite(loss).all() and numpy.isfinite(g).all()
+    numpy.testing.assert_allclose(loss, [2e4, 2e4 + numpy.log(2), numpy.log(3)], rtol=1e-6)
