@@ -42,8 +42,8 @@ def _logistic_slope(x: Array, k: int) -> Array:
 
 # NumPy forward f(x, slope, out) and gradient g(x, y, gy, slope, out) of each activation.
 _NUMPY: dict[str, tuple[Callable, Callable]] = {
-    "relu": (lambda x, s, out: numpy.copyto(out, numpy.where(x < 0, 0, x)),
-             lambda x, y, gy, s, out: numpy.copyto(out, numpy.where(x > 0, gy, 0))),
+    "relu": (lambda x, s, out: numpy.maximum(x, 0, out=out),  # NaN stays NaN
+             lambda x, y, gy, s, out: numpy.multiply(gy, x > 0, out=out)),
     "leaky_relu": (lambda x, s, out: numpy.copyto(out, numpy.where(x < 0, s * x, x)),
                    lambda x, y, gy, s, out: numpy.copyto(out, numpy.where(x > 0, gy, s * gy))),
     "sigmoid": (lambda x, s, out: _sigmoid_numpy(x, out),

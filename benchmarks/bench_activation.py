@@ -1,0 +1,49 @@
+"""Activations: relu, leaky_relu, sigmoid, tanh and their gradients (float32; float16
+on the GPU). Baselines: the bare expression (NumPy, CuPy) and PyTorch's own op.
+``bytes``: forward reads x and writes y; a gradient reads x and gy and writes gx
+(the kernels read x, not y)."""
+from __future__ import annotations
+
+import numpy
+
+import gpuops
+
+from .harness import Case, Env
+
+
+def _is_torch(m) -> bool:
+    return m.__name__ == "torch"
+
+
+REFERENCES = {
+    "relu": lambda m, u: m.relu(u) if _is_torch(m) else m.maximum(u, 0),
+    "leaky_relu": lambda m, u: (m.nn.functional.leaky_relu(u, 0.01) if _is_torch(m)
+                                else m.where(u < 0, 0.01 * u, u)),
+    "sigmoid": lambda m, u: m.sigmoid(u) if _is_torch(m) else 1 / (1 + m.exp(-u)),
+    "tanh": lambda m, u: m.tanh(u),
+}
+GRAD_REFERENCES = {
+    "relu": lambda m, x, y, g: g * (x > 0),
+    "leaky_relu": lambda m, x, y, g: m.where(x > 0, g, 0.01 * g),
+    "sigmoid": lambda m, x, y, g: g * y * (1 - y),
+    "tanh": lambda m, x, y, g: g * (1 - y * y),
+}
+
+
+def cases(env: Env) -> list[Case]:
+    n = env.size
+    out: list[Case] = []
+    dtypes = [numpy.float32] + ([numpy.float16] if env.on_gpu else [])
+    for dtype in dtypes:
+        item = numpy.dtype(dtype).itemsize
+        x = env.random(n, -4.0, 4.0, dtype)
+        gy = env.random(n, -1.0, 1.0, dtype)
+        tag = "" if dtype == numpy.float32 else " f16"
+        for name, ref in REFERENCES.items():
+            fn = getattr(gpuops, name)
+            out.append(Case(f"{name}{tag}", fn, (x,), 2 * n * item, ref))
+            grad = getattr(gpuops, f"{name}_wrt_x1")
+            y = fn(x)
+            out.append(Case(f"{name}_wrt_x1{tag}", grad, (x, y, gy), 3 * n * item,
+                            GRAD_REFERENCES[name]))
+    return out
