@@ -52,8 +52,9 @@ def main(argv: list[str]) -> int:
     copy_gbps = harness.copy_bandwidth(on_gpu, 5 if args.quick else 21)
     timing = ("GPU: CUDA events around each call, 3 warm-up calls, median of 21 "
               "(quick: 2, 5)" if on_gpu else
-              "CPU: time.perf_counter around each call, 3 warm-up calls, median of 15 "
-              "(quick: 2, 5); gpuops and its baseline take turns in each repeat")
+              "CPU: time.perf_counter (elapsed) and time.thread_time (CPU time) around each "
+              "call, 3 warm-up calls, median of 21 (quick: 2, 5); gpuops and its baseline "
+              "take turns in each repeat")
     print(f"# {harness.device_label(info)}: {env.size} elements per large operand; {timing}")
     if copy_gbps:
         print(f"# device-to-device copy {copy_gbps:.0f} GB/s")
@@ -64,6 +65,7 @@ def main(argv: list[str]) -> int:
             result = harness.measure(family, case, env, copy_gbps)
             results.append(result)
             ratios = "  ".join(f"x{k} {v:.2f}" for k, v in result.ratios.items())
+            ratios += "".join(f"  x{k} {v:.2f} (CPU time)" for k, v in result.cpu_ratios.items())
             print(f"{family:<12} {case.name:<34} {result.seconds * 1e3:9.3f} ms "
                   f"{result.gbps:8.1f} GB/s  {ratios}", flush=True)
     warm = harness.warm_start(on_gpu)

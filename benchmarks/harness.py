@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import math
 import os
 import platform
 import re
@@ -69,32 +70,40 @@ class Result:
     bytes: int
     baselines: dict[str, float] = field(default_factory=dict)  # name -> median seconds
     ratios: dict[str, float] = field(default_factory=dict)  # name -> gpuops / baseline
+    # CPU only: the same in thread CPU time, which a busy shared machine does not inflate
+    cpu_seconds: float | None = None
+    cpu_baselines: dict[str, float] = field(default_factory=dict)
+    cpu_ratios: dict[str, float] = field(default_factory=dict)
     copy_fraction: float | None = None  # GPU: gbps / device-to-device copy gbps
     note: str = ""
 
 
 # ---- timers -----------------------------------------------------------------
 
-def _cpu_time(fn: Callable[[], Any]) -> float:
-    start = time.perf_counter()
+def _cpu_time(fn: Callable[[], Any]) -> tuple[float, float]:
+    """(wall-clock, this thread's CPU time) of one call. NumPy's elementwise loops run on
+    the calling thread, so the CPU time is the work itself, without the time the OS gave
+    to other processes (on a shared, oversubscribed machine the wall clock is mostly that)."""
+    wall, cpu = time.perf_counter(), time.thread_time()
     fn()
-    return time.perf_counter() - start
+    return time.perf_counter() - wall, time.thread_time() - cpu
 
 
-def _gpu_time(fn: Callable[[], Any]) -> float:
+def _gpu_time(fn: Callable[[], Any]) -> tuple[float, float]:
     import cupy
     start, end = cupy.cuda.Event(), cupy.cuda.Event()
     start.record()
     fn()
     end.record()
     end.synchronize()
-    return cupy.cuda.get_elapsed_time(start, end) / 1e3
+    seconds = cupy.cuda.get_elapsed_time(start, end) / 1e3
+    return seconds, math.nan
 
 
 def time_interleaved(fns: dict[str, Callable[[], Any]], on_gpu: bool, warmup: int,
-                     repeats: int) -> dict[str, float]:
-    """Median seconds per function. The functions take turns in every repeat, so slow
-    drifts of a shared machine hit all of them alike."""
+                     repeats: int) -> tuple[dict[str, float], dict[str, float]]:
+    """Median seconds per function: (elapsed, CPU time; NaN on the GPU). The functions
+    take turns in every repeat, so slow drifts of a shared machine hit all alike."""
     timer = _gpu_time if on_gpu else _cpu_time
     for fn in fns.values():
         for _ in range(warmup):
@@ -102,11 +111,12 @@ def time_interleaved(fns: dict[str, Callable[[], Any]], on_gpu: bool, warmup: in
     if on_gpu:
         import cupy
         cupy.cuda.Device().synchronize()
-    samples: dict[str, list[float]] = {name: [] for name in fns}
+    samples: dict[str, list[tuple[float, float]]] = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
             samples[name].append(timer(fn))
-    return {name: statistics.median(s) for name, s in samples.items()}
+    return ({name: statistics.median(w for w, _ in s) for name, s in samples.items()},
+            {name: statistics.median(c for _, c in s) for name, s in samples.items()})
 
 
 def copy_bandwidth(on_gpu: bool, repeats: int) -> float | None:
@@ -118,7 +128,7 @@ def copy_bandwidth(on_gpu: bool, repeats: int) -> float | None:
     src = cupy.ones(n, dtype=cupy.float32)
     dst = cupy.empty_like(src)
     seconds = time_interleaved({"copy": lambda: dst.data.copy_from_device(src.data, src.nbytes)},
-                               True, 3, repeats)["copy"]
+                               True, 3, repeats)[0]["copy"]
     return 2 * src.nbytes / seconds / 1e9
 
 
@@ -131,7 +141,7 @@ def _torch_cuda() -> ModuleType | None:
 
 
 def measure(family: str, case: Case, env: Env, copy_gbps: float | None) -> Result:
-    warmup, repeats = (2, 5) if env.quick else (3, 21 if env.on_gpu else 15)
+    warmup, repeats = (2, 5) if env.quick else (3, 21)
     fns: dict[str, Callable[[], Any]] = {"gpuops": lambda: case.run(*case.inputs)}
     if case.reference is not None:
         if env.on_gpu:
@@ -144,12 +154,17 @@ def measure(family: str, case: Case, env: Env, copy_gbps: float | None) -> Resul
                 fns["torch"] = lambda: case.reference(torch, *tensors)
         else:
             fns["numpy"] = lambda: case.reference(numpy, *case.inputs)
-    times = time_interleaved(fns, env.on_gpu, warmup, repeats)
+    times, cpu_times = time_interleaved(fns, env.on_gpu, warmup, repeats)
     seconds = times.pop("gpuops")
     gbps = case.bytes / seconds / 1e9
-    return Result(family, case.name, seconds, gbps, case.bytes, times,
-                  {k: seconds / v for k, v in times.items()},
-                  gbps / copy_gbps if copy_gbps else None, case.note)
+    result = Result(family, case.name, seconds, gbps, case.bytes, times,
+                    {k: seconds / v for k, v in times.items()},
+                    gbps / copy_gbps if copy_gbps else None, note=case.note)
+    if not env.on_gpu:
+        result.cpu_seconds = cpu_times.pop("gpuops")
+        result.cpu_baselines = cpu_times
+        result.cpu_ratios = {k: result.cpu_seconds / v for k, v in cpu_times.items()}
+    return result
 
 
 # ---- warm start -------------------------------------------------------------
@@ -261,7 +276,11 @@ def markdown(results: list[Result], env_info: dict[str, Any], extra: dict[str, A
     head = ["family", "op", "time (ms)", "GB/s"]
     if on_gpu:
         head.append("of copy")
-    head += [f"{b} (ms)" for b in baselines] + [f"× {b}" for b in baselines] + ["note"]
+    head += [f"{b} (ms)" for b in baselines] + [f"× {b}" for b in baselines]
+    if not on_gpu:
+        head += ["CPU time (ms)"] + [f"{b} CPU time (ms)" for b in baselines] + \
+                [f"× {b} (CPU time)" for b in baselines]
+    head.append("note")
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in results:
         row = [r.family, f"`{r.name}`", f"{r.seconds * 1e3:.3f}", f"{r.gbps:.1f}"]
@@ -269,6 +288,12 @@ def markdown(results: list[Result], env_info: dict[str, Any], extra: dict[str, A
             row.append(f"{r.copy_fraction:.0%}" if r.copy_fraction else "")
         row += [f"{r.baselines[b] * 1e3:.3f}" if b in r.baselines else "" for b in baselines]
         row += [f"{r.ratios[b]:.2f}" if b in r.ratios else "" for b in baselines]
+        if not on_gpu:
+            row.append(f"{r.cpu_seconds * 1e3:.3f}" if r.cpu_seconds is not None else "")
+            row += [f"{r.cpu_baselines[b] * 1e3:.3f}" if b in r.cpu_baselines else ""
+                    for b in baselines]
+            row += [f"**{r.cpu_ratios[b]:.2f}**" if r.cpu_ratios.get(b, 0) > 1.1
+                    else f"{r.cpu_ratios[b]:.2f}" if b in r.cpu_ratios else "" for b in baselines]
         row.append(r.note)
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
