@@ -15,7 +15,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy
-from numpy.lib.stride_tricks import sliding_window_view
 
 from .backend import Backend, check_shape, output, prepare
 from .kernels import BLOCK, contiguous, finish, grid_1d, result_buffer, size, suffix
@@ -53,36 +52,63 @@ def _geometry(op: str, shape: tuple, kernel_size: Any, stride: Any, padding: Any
     return kh, kw, sh, sw, ph, pw, (H + 2 * ph - kh) // sh + 1, (W + 2 * pw - kw) // sw + 1
 
 
-def _windows(x: numpy.ndarray, g: tuple, fill: float) -> numpy.ndarray:
-    """(N, C, OH, OW, kh, kw) view of the windows of ``x`` padded with ``fill``."""
-    kh, kw, sh, sw, ph, pw, OH, OW = g
-    padded = numpy.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=fill)
-    return sliding_window_view(padded, (kh, kw), axis=(2, 3))[:, :, ::sh, ::sw][:, :, :OH, :OW]
+def _padded(x: numpy.ndarray, g: tuple, fill: float) -> numpy.ndarray:
+    ph, pw = g[4], g[5]
+    return numpy.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=fill)
 
 
-def _scatter_windows(gw: numpy.ndarray, x_shape: tuple, g: tuple) -> numpy.ndarray:
-    """The adjoint of :func:`_windows`: add each window's (N, C, OH, OW, kh, kw)
-    values back onto the input positions they were read from, padding cropped."""
-    kh, kw, sh, sw, ph, pw, OH, OW = g
-    N, C, H, W = x_shape
-    padded = numpy.zeros((N, C, H + 2 * ph, W + 2 * pw), gw.dtype)
+def _offsets(g: tuple):
+    """For each window offset (i, j), row-major: the slices of the padded input that
+    hold element (i, j) of every window, an (N, C, OH, OW) strided view."""
+    kh, kw, sh, sw, _, _, OH, OW = g
     for i in range(kh):
         for j in range(kw):
-            padded[:, :, i:i + sh * (OH - 1) + 1:sh, j:j + sw * (OW - 1) + 1:sw] += gw[..., i, j]
-    return padded[:, :, ph:ph + H, pw:pw + W]
+            yield (slice(None), slice(None), slice(i, i + sh * (OH - 1) + 1, sh),
+                   slice(j, j + sw * (OW - 1) + 1, sw))
 
 
-def _first_max_mask(x: numpy.ndarray, y: numpy.ndarray, g: tuple) -> numpy.ndarray:
-    """(N, C, OH, OW, kh, kw) booleans: the first input element of each window equal to
-    its maximum y (NaN matching NaN), padding excluded."""
-    kh, kw = g[0], g[1]
-    win = _windows(x, g, 0.0)
-    valid = _windows(numpy.ones((1, 1) + x.shape[2:], bool), g, False)
-    m = y[..., None, None]
-    match = ((win == m) | (numpy.isnan(win) & numpy.isnan(m))) & valid
-    flat = match.reshape(match.shape[:4] + (kh * kw,))
-    first = numpy.argmax(flat, axis=-1)  # the first True
-    return (numpy.arange(kh * kw) == first[..., None]).reshape(match.shape)
+def _pool_numpy(x: numpy.ndarray, g: tuple, is_max: bool, out: numpy.ndarray) -> None:
+    """out = max (padding -inf, NaN propagating) or mean (padding 0, divisor kh·kw) of
+    each window, as kh·kw passes over shifted strided slices."""
+    padded = _padded(x, g, -numpy.inf if is_max else 0.0)
+    first = True
+    for index in _offsets(g):
+        if first:
+            out[...] = padded[index]
+            first = False
+        elif is_max:
+            numpy.maximum(out, padded[index], out=out)
+        else:
+            out += padded[index]
+    if not is_max:
+        out *= out.dtype.type(1.0 / (g[0] * g[1]))
+
+
+def _pool_grad_numpy(x: numpy.ndarray, y: numpy.ndarray, gy: numpy.ndarray, g: tuple,
+                     is_max: bool) -> numpy.ndarray:
+    """gx: each window's gradient added back onto the input elements it read (max: only
+    onto its first element equal to y, NaN matching NaN; avg: gy/(kh·kw) onto all)."""
+    N, C, H, W = x.shape
+    ph, pw = g[4], g[5]
+    grad = numpy.zeros((N, C, H + 2 * ph, W + 2 * pw), gy.dtype)
+    if is_max:
+        padded = _padded(x, g, 0.0)
+        real = numpy.zeros((H + 2 * ph, W + 2 * pw), bool)
+        real[ph:ph + H, pw:pw + W] = True
+        y_nan = numpy.isnan(y)
+        taken = numpy.zeros(y.shape, bool)  # windows whose first maximum was seen
+        for index in _offsets(g):
+            part = padded[index]
+            hit = (part == y) | (numpy.isnan(part) & y_nan)
+            hit &= real[index[2:]]
+            hit &= ~taken
+            taken |= hit
+            grad[index] += numpy.where(hit, gy, 0)
+    else:
+        share = gy * gy.dtype.type(1.0 / (g[0] * g[1]))
+        for index in _offsets(g):
+            grad[index] += share
+    return grad[:, :, ph:ph + H, pw:pw + W]
 
 
 def _launch(backend: Backend, kernel: str, arrays: tuple, target: Array, n: int,
@@ -104,11 +130,7 @@ def _forward(op: str, x1: Array, kernel_size: Any, stride: Any, padding: Any,
     out = output(op, p.backend, out, (N, C, g[6], g[7]), p.dtype)
     backend = p.backend
     if not backend.uses_kernels:
-        if op == "max_pool2d":
-            numpy.max(_windows(x1, g, -numpy.inf), axis=(4, 5), out=out)
-        else:
-            numpy.sum(_windows(x1, g, 0.0), axis=(4, 5), out=out)
-            out *= p.dtype.type(1.0 / (g[0] * g[1]))
+        _pool_numpy(x1, g, op == "max_pool2d", out)
         return out
     if out.size == 0:
         return out
@@ -129,12 +151,8 @@ def _grad(op: str, x1: Array, y: Array, gy: Array, kernel_size: Any, stride: Any
     out = output(name, p.backend, out, tuple(x1.shape), x1.dtype)
     backend = p.backend
     if not backend.uses_kernels:
-        if op == "max_pool2d":
-            gw = numpy.where(_first_max_mask(x1, y, g), gy[..., None, None], 0).astype(p.dtype)
-        else:
-            gw = numpy.broadcast_to((gy / p.dtype.type(g[0] * g[1]))[..., None, None],
-                                    gy.shape + (g[0], g[1]))
-        out[...] = _scatter_windows(gw, tuple(x1.shape), g)
+        out[...] = _pool_grad_numpy(x1, y, gy.astype(p.dtype, copy=False), g,
+                                    op == "max_pool2d")
         return out
     if out.size == 0:
         return out
