@@ -144,9 +144,25 @@ __device__ __forceinline__ void reduce_axes(
         const long long k = v / splits, start = (v % splits) * chunk;
         const long long stop = start + chunk < n_red ? start + chunk : n_red;
         const long long base = offset4(unravel4(k, k1, k2, k3), ks0, ks1, ks2, ks3);
+        // The thread's reduced index r as mixed-radix digits (r0 implied, r1, r2, r3),
+        // advanced by blockDim.x per step with a carry instead of three 64-bit divisions
+        // per element (each digit sum is below twice its radix: one subtraction suffices).
+        Index4 at = unravel4(start + threadIdx.x, r1, r2, r3);
+        const Index4 step = unravel4(blockDim.x, r1, r2, r3);
         T acc = init;
-        for (long long r = start + threadIdx.x; r < stop; r += blockDim.x)
-            acc = Op::combine(acc, x[base + offset4(unravel4(r, r1, r2, r3), rs0, rs1, rs2, rs3)]);
+        for (long long r = start + threadIdx.x; r < stop; r += blockDim.x) {
+            acc = Op::combine(acc, x[base + offset4(at, rs0, rs1, rs2, rs3)]);
+            at.i3 += step.i3;
+            long long carry = at.i3 >= r3;
+            at.i3 -= carry * r3;
+            at.i2 += step.i2 + carry;
+            carry = at.i2 >= r2;
+            at.i2 -= carry * r2;
+            at.i1 += step.i1 + carry;
+            carry = at.i1 >= r1;
+            at.i1 -= carry * r1;
+            at.i0 += step.i0 + carry;
+        }
         acc = block_reduce<Op>(acc, init);
         if (threadIdx.x == 0) y[v] = acc * scale;
     }
