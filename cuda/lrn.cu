@@ -6,6 +6,8 @@
 // Gradient (docs/operators.md derives it): with j ranging over the channels whose
 // window contains c, i.e. j ∈ [c - (size-1)/2, c + size/2] ∩ [0, C),
 //   gx_c = gy_c s_c^(-beta) - (2 alpha beta / size) x_c Σ_j gy_j x_j s_j^(-beta-1).
+// The gradient kernel reads the forward output: gy_j x_j s_j^(-beta-1) = gy_j y_j / s_j,
+// so it needs one pow per element (for gy_c s_c^(-beta)) instead of one per window term.
 // Forward and gradient are one kernel each, one thread per element; the window sums
 // are recomputed per thread (their loads hit in cache: a warp reads neighbouring
 // positions of neighbouring channels).
@@ -38,22 +40,21 @@ __device__ __forceinline__ T lrn_scale(const T* __restrict__ x, long long base, 
         }                                                                                       \
     }                                                                                           \
     extern "C" __global__ void lrn_wrt_x1_##SFX(                                                \
-        const T* __restrict__ x, const T* __restrict__ gy, T* __restrict__ gx, long long n,      \
-        long long C, long long inner, long long size, T alpha, T beta, T k) {                  \
+        const T* __restrict__ x, const T* __restrict__ y, const T* __restrict__ gy,             \
+        T* __restrict__ gx, long long n, long long C, long long inner, long long size, T alpha, \
+        T beta, T k) {                                                                          \
         const T a = alpha / T(size);                                                            \
         GRID_STRIDE_LOOP(i, n) {                                                                \
             const long long p = i % inner, c = (i / inner) % C;                                 \
             const long long base = (i / (inner * C)) * C * inner + p;                           \
             const long long lo = c - (size - 1) / 2 > 0 ? c - (size - 1) / 2 : 0;               \
             const long long hi = c + size / 2 < C - 1 ? c + size / 2 : C - 1;                   \
-            T cross = T(0), own = T(0);                                                         \
+            T cross = T(0);                                                                     \
             for (long long j = lo; j <= hi; ++j) {                                              \
-                const T s = lrn_scale(x, base, j, C, inner, size, k, a);                        \
-                const T sb = pow(s, -beta);                                                     \
-                const T g = gy[base + j * inner];                                               \
-                cross += g * x[base + j * inner] * sb / s;                                      \
-                if (j == c) own = g * sb;                                                       \
+                const long long at = base + j * inner;                                          \
+                cross += gy[at] * y[at] / lrn_scale(x, base, j, C, inner, size, k, a);          \
             }                                                                                   \
+            const T own = gy[i] * pow(lrn_scale(x, base, c, C, inner, size, k, a), -beta);      \
             gx[i] = own - T(2) * a * beta * x[i] * cross;                                       \
         }                                                                                       \
     }

@@ -113,7 +113,8 @@ def lrn_wrt_x1(x1: Array, y: Array, gy: Array, *, size: int = 5, alpha: float = 
     if out.size == 0:
         return out
     target = result_buffer(backend, out, p.dtype)
-    _launch(backend, op, (contiguous(backend, x1, p.dtype), contiguous(backend, gy, p.dtype)),
+    # the kernel uses gy_j x_j s_j^(-beta-1) = gy_j y_j / s_j (one pow per element)
+    _launch(backend, op, tuple(contiguous(backend, v, p.dtype) for v in (x1, y, gy)),
             target, tuple(x1.shape), size, float(alpha), float(beta), float(k))
     return finish(out, target)
 
