@@ -79,8 +79,11 @@ def cases(env: Env) -> list[Case]:
             ("exp", lambda m, x, y, g: g * y, 3 * full),
             ("log", lambda m, x, y, g: g / x, 3 * full),
             ("sqrt", lambda m, x, y, g: g / (2 * y), 3 * full),
+            ("neg", lambda m, x, y, g: -g, 2 * full),
+            ("square", lambda m, x, y, g: 2 * x * g, 3 * full),
             ("abs", lambda m, x, y, g: g * m.sign(x), 3 * full),
-            ("sin", lambda m, x, y, g: g * m.cos(x), 3 * full)):
+            ("sin", lambda m, x, y, g: g * m.cos(x), 3 * full),
+            ("cos", lambda m, x, y, g: -g * m.sin(x), 3 * full)):
         y = getattr(gpuops, name)(a)
         grad = getattr(gpuops, f"{name}_wrt_x1")
         out.append(Case(f"{name}_wrt_x1", lambda x, y, g, grad=grad: grad(x, y, g), (a, y, gy),
