@@ -5,7 +5,8 @@ Kernels in cuda/reduction.cu. A reduction of a C-contiguous input is first seen 
 alternating blocks of kept and reduced dims (adjacent dims of one kind merged, size-1
 dims dropped), then launched as:
 
-- ``(kept, reduced)`` or ``(reduced,)``: ``reduce_rows`` (a warp per row, vector loads);
+- ``(kept, reduced)`` or ``(reduced,)``: ``reduce_rows`` (a warp per row, vector loads;
+  rows of at most 16 elements: ``reduce_cols`` with ``inner = 1``, a thread per row);
 - ``(kept, reduced, kept)`` or ``(reduced, kept)``: ``reduce_cols`` (a thread per output);
 - anything else: ``reduce_axes`` (a block per output, gathering through strides).
 
@@ -41,6 +42,7 @@ _ROW_CHUNK = 2048
 _COL_CHUNK = 64
 _AXES_CHUNK = 4096
 _WARPS_PER_BLOCK = BLOCK // 32
+_SHORT_ROW = 16  # rows this short are reduced a thread per row, not a warp per row
 
 
 # ---- launching ---------------------------------------------------------------
@@ -144,8 +146,10 @@ def _reduce(backend: Backend, op: str, x: Array, axes: tuple, y: Array, scale: f
     blocks = _blocks(x.shape, axes)
     kinds = tuple(r for r, _ in blocks)
     sizes = [d for _, d in blocks]
-    if kinds in ((), (True,), (False, True)):
+    if kinds in ((), (True,), (False, True)) and x.size // y.size > _SHORT_ROW:
         _launch_rows(backend, op, x, y.size, x.size // y.size, y, init, scale)
+    elif kinds in ((), (True,), (False, True)):  # short rows: a thread per row
+        _launch_cols(backend, op, x, y.size, x.size // y.size, 1, y, init, scale)
     elif kinds in ((False,), (True, False), (False, True, False)):
         r = kinds.index(True) if True in kinds else 0
         outer = math.prod(sizes[:r])
@@ -315,7 +319,9 @@ def _grad(op: str, x1: Array, y: Array, gy: Array, axis: Any, keepdims: bool,
             out[...] = gy_keep / p.dtype.type(n_red)
         else:  # split evenly among the elements equal to the maximum (NaN ties NaN)
             y_keep = y.reshape(keep)
-            ties = (x1 == y_keep) | (numpy.isnan(x1) & numpy.isnan(y_keep))
+            ties = x1 == y_keep
+            if numpy.isnan(y).any():
+                ties |= numpy.isnan(x1) & numpy.isnan(y_keep)
             count = ties.sum(axis=axes, keepdims=True)
             with numpy.errstate(invalid="ignore", divide="ignore"):
                 out[...] = numpy.where(ties, gy_keep / count, 0)

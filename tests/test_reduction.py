@@ -62,8 +62,9 @@ def small_chunks(monkeypatch):
     monkeypatch.setattr(reduction, "_AXES_CHUNK", 8)
 
 
-SPLIT_CASES = [((1003,), None), ((2, 301), 1), ((301, 3), 0), ((2, 97, 3), 1),
-               ((30, 2, 21), (0, 2)), ((1, 1000), None), ((7, 2, 5, 3, 11), (0, 2, 4))]
+SPLIT_CASES = [((1003,), None), ((2, 301), 1), ((50, 7), 1), ((3, 16), None), ((301, 3), 0),
+               ((2, 97, 3), 1), ((30, 2, 21), (0, 2)), ((1, 1000), None),
+               ((7, 2, 5, 3, 11), (0, 2, 4))]
 
 
 @pytest.mark.skipif(not KERNEL_BACKENDS, reason="no kernel backend (emu, cupy) on this machine")
