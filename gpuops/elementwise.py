@@ -48,7 +48,7 @@ def _launch_broadcast(backend: Backend, kernel: str, leading: tuple, a: Array, b
     if packed is None:  # past 4 dims: materialize the broadcast operands
         xp = backend.xp
         a, b = (xp.ascontiguousarray(xp.broadcast_to(v, shape)) for v in (a, b))
-        packed = (1, 1, 1), ((0, 0, 0, 1), (0, 0, 0, 1))
+        packed = (1, 1, y.size), ((0, 0, 0, 1), (0, 0, 0, 1))  # flat: index = i3
     (d1, d2, d3), (sa, sb) = packed
     args = (*leading, a, b, y, size(y.size), size(d1), size(d2), size(d3),
             *map(size, sa), *map(size, sb))

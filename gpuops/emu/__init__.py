@@ -1,0 +1,268 @@
+"""Run the CUDA kernels of ``cuda/*.cu`` on the CPU: a testing backend.
+
+``emu.launcher()`` implements :class:`gpuops.kernels.Launcher` with g++ and OS
+threads, so the wrappers in ``gpuops/`` drive the very kernels a GPU runs, on
+NumPy buffers, with the same grid, block, arguments and shared memory::
+
+    from gpuops import backend, emu
+    with backend.use_cpu_launcher(emu.launcher()):
+        y = gpuops.exp(x)          # runs exp_f32 of cuda/elementwise.cu
+
+Not imported by ``import gpuops``. See ``cuda_emu.h`` (what device code may use)
+and ``runtime.cpp`` (execution model, error detection); :mod:`.build` compiles,
+:mod:`.signatures` checks arguments, :mod:`.sanitize` runs under ASan/TSan.
+
+Errors a GPU would hang on or silently get wrong raise instead: ``TypeError`` for
+arguments that do not match the kernel's C signature, ``ValueError`` for an
+impossible launch configuration, :class:`EmuKernelError` for a divergent barrier,
+a shuffle reading an exited lane, an out-of-bounds index into a fixed-size array,
+a failed ``assert``, a deadlock or a kernel without progress (watchdog).
+"""
+from __future__ import annotations
+
+import ctypes
+import fnmatch
+import os
+import threading
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy
+
+from .. import kernels as _kernels
+from . import build, signatures
+from .build import EmuBuildError, cache_dir, compiler
+
+__all__ = ["EmuKernelError", "EmuBuildError", "EmuLauncher", "Module", "launcher", "load",
+           "kernel_names", "gpu_only_kernel_names", "launched", "cache_dir", "compiler",
+           "sanitize_mode"]
+
+MAX_BLOCKS = 4  # small, so that grid-stride loops take several turns
+MAX_DYNAMIC_SHARED = 227 * 1024  # per block, opt-in maximum of sm_80/sm_90
+WATCHDOG_SECONDS = float(os.environ.get("GPUOPS_EMU_WATCHDOG", "10"))
+_SANITIZER_RUNTIME = {"address": "libasan", "thread": "libtsan"}
+
+# Pointer parameters that kernels address through element strides passed beside them
+# (kernel-name glob -> parameter names): only these may take non-contiguous views.
+# Any other non-contiguous array is a TypeError, as a kernel indexing it linearly
+# would read the wrong elements.
+STRIDED_PARAMS: dict[str, tuple[str, ...]] = {
+    "gemm_*": ("A", "B"),  # cuda/matmul.cu: A_zr[m][k] = A[... + m*sam + k*sak]
+}
+
+
+class EmuKernelError(RuntimeError):
+    """A kernel did something a GPU would hang on or get wrong (the message says what)."""
+
+
+class _Spec(ctypes.Structure):  # gpuops_emu_launch_spec of cuda_emu.h / runtime.cpp
+    _fields_ = [("thread_entry", ctypes.c_void_p), ("kernel", ctypes.c_void_p),
+                ("args", ctypes.c_void_p), ("grid", ctypes.c_uint * 3),
+                ("block", ctypes.c_uint * 3), ("shared_mem", ctypes.c_ulonglong),
+                ("dynamic_shared", ctypes.c_void_p), ("dynamic_capacity", ctypes.c_ulonglong),
+                ("static_shared_begin", ctypes.c_void_p), ("static_shared_end", ctypes.c_void_p),
+                ("watchdog_seconds", ctypes.c_double), ("error", ctypes.c_char_p),
+                ("error_size", ctypes.c_ulonglong)]
+
+
+def sanitize_mode() -> str:
+    """``GPUOPS_EMU_SANITIZE``: '' (default), 'address' or 'thread'."""
+    mode = os.environ.get("GPUOPS_EMU_SANITIZE", "")
+    if mode not in build.MODES:
+        raise ValueError(f"GPUOPS_EMU_SANITIZE={mode!r}; expected 'address', 'thread' or unset")
+    return mode
+
+
+def _check_sanitizer_loaded(mode: str) -> None:
+    if not mode:
+        return
+    with open("/proc/self/maps") as maps:
+        if _SANITIZER_RUNTIME[mode] in maps.read():
+            return
+    raise RuntimeError(f"GPUOPS_EMU_SANITIZE={mode} needs {_SANITIZER_RUNTIME[mode]} preloaded "
+                       f"into Python; run through `python -m gpuops.emu sanitize {mode} ...`")
+
+
+_runtimes: dict[str, ctypes.CDLL] = {}
+_runtime_lock = threading.Lock()
+
+
+def _runtime(mode: str) -> ctypes.CDLL:
+    with _runtime_lock:
+        if mode not in _runtimes:
+            _check_sanitizer_loaded(mode)
+            path = build.runtime_library(mode)
+            _runtimes[mode] = ctypes.CDLL(str(path), mode=ctypes.RTLD_GLOBAL)
+        return _runtimes[mode]
+
+
+# Arguments of launches whose threads never returned (they may still touch them).
+_runaway_args: list = []
+
+
+class Module:
+    """One compiled source: its kernels, launchable by name."""
+
+    def __init__(self, label: str, source: str, mode: str | None = None) -> None:
+        self.label = label
+        self.mode = sanitize_mode() if mode is None else mode
+        _runtime(self.mode)
+        path, self.kernels = build.kernel_library(label, source, self.mode)
+        self.path = path
+        self._lib = ctypes.CDLL(str(path))
+        self._lib.gpuops_emu_launch.argtypes = [ctypes.POINTER(_Spec)]
+        self._lib.gpuops_emu_launch.restype = ctypes.c_int
+        self._entries: dict[str, tuple[int, tuple[int, ...]]] = {}
+        for name, kernel in self.kernels.items():
+            sizes = (ctypes.c_uint * 256)()
+            arity = getattr(self._lib, f"gpuops_emu_n_{name}")(sizes)
+            if arity != len(kernel.params):
+                raise EmuBuildError(f"{label}.{name}: parsed {len(kernel.params)} parameters "
+                                    f"from the source but the compiler sees {arity}")
+            stub = ctypes.cast(getattr(self._lib, f"gpuops_emu_k_{name}"), ctypes.c_void_p).value
+            self._entries[name] = (stub, tuple(sizes[:arity]))
+
+    def launch(self, kernel: str, grid: Sequence[int], block: Sequence[int],
+               args: Sequence[Any], shared_mem: int = 0, *,
+               watchdog: float | None = None) -> None:
+        where = f"emu: {self.label}.{kernel}"
+        if kernel not in self._entries:
+            raise ValueError(f"{where}: no such extern \"C\" __global__ kernel in {self.label} "
+                             f"(kernels: {', '.join(sorted(self._entries)) or 'none'})")
+        stub, sizes = self._entries[kernel]
+        strided = {name for pattern, names in STRIDED_PARAMS.items()
+                   if fnmatch.fnmatchcase(kernel, pattern) for name in names}
+        signatures.check_args(where, self.kernels[kernel], args, sizes, strided)
+        grid3, block3 = _dims(where, "grid", grid), _dims(where, "block", block)
+        if grid3[1] > 65535 or grid3[2] > 65535 or grid3[0] > 2**31 - 1:
+            raise ValueError(f"{where}: grid {tuple(grid)} exceeds CUDA's (2^31-1, 65535, 65535)")
+        if block3[0] * block3[1] * block3[2] > 1024 or block3[2] > 64:
+            raise ValueError(f"{where}: block {tuple(block)} has more than 1024 threads "
+                             f"(or z > 64)")
+        if isinstance(shared_mem, bool) or not isinstance(shared_mem, (int, numpy.integer)) \
+                or shared_mem < 0:
+            raise ValueError(f"{where}: shared_mem must be a non-negative int, got {shared_mem!r}")
+        if shared_mem > MAX_DYNAMIC_SHARED:
+            raise ValueError(f"{where}: shared_mem of {shared_mem} bytes exceeds the "
+                             f"{MAX_DYNAMIC_SHARED} a block may have (227 KiB, sm_90)")
+        # cuLaunchKernel's convention: an array of pointers to the argument values.
+        holders = []
+        for arg in args:
+            if isinstance(arg, numpy.ndarray):
+                holders.append(ctypes.c_void_p(arg.ctypes.data))
+            else:
+                holders.append(ctypes.create_string_buffer(numpy.asarray(arg).tobytes()))
+        argv = (ctypes.c_void_p * max(1, len(holders)))(
+            *[ctypes.cast(ctypes.pointer(h), ctypes.c_void_p) for h in holders])
+        error = ctypes.create_string_buffer(8192)
+        spec = _Spec(kernel=stub, args=ctypes.cast(argv, ctypes.c_void_p),
+                     grid=(ctypes.c_uint * 3)(*grid3), block=(ctypes.c_uint * 3)(*block3),
+                     shared_mem=int(shared_mem),
+                     watchdog_seconds=WATCHDOG_SECONDS if watchdog is None else watchdog,
+                     error=ctypes.cast(error, ctypes.c_char_p), error_size=len(error))
+        status = self._lib.gpuops_emu_launch(ctypes.byref(spec))
+        if status == 2:
+            _runaway_args.append((args, holders, argv))
+        if status != 0:
+            message = error.value.decode(errors="replace")
+            raise EmuKernelError(f"{where} (grid {tuple(grid)}, block {tuple(block)}): {message}")
+
+
+def _dims(where: str, what: str, dims: Sequence[int]) -> tuple[int, int, int]:
+    dims = tuple(dims)
+    if not 1 <= len(dims) <= 3 or any(isinstance(d, bool) or not isinstance(d, (int, numpy.integer))
+                                      or d < 1 for d in dims):
+        raise ValueError(f"{where}: {what} must be 1 to 3 positive ints, got {dims!r}")
+    return tuple(int(d) for d in dims) + (1,) * (3 - len(dims))  # type: ignore[return-value]
+
+
+_modules: dict[tuple[str, str, str], Module] = {}
+_modules_lock = threading.Lock()
+_family_locks: dict[tuple[str, str], threading.Lock] = {}
+
+
+def load(source: str | os.PathLike, *, label: str | None = None) -> Module:
+    """Compile a CUDA source (a path to a ``.cu`` file, or its text) for the emulator.
+
+    Memoized per process on the text; g++ output is cached on disk.
+    """
+    if isinstance(source, os.PathLike) or (isinstance(source, str) and "\n" not in source
+                                           and source.endswith((".cu", ".cuh"))):
+        path = Path(source)
+        text, label = path.read_text(), label or path.stem
+    else:
+        text, label = str(source), label or "source"
+    mode = sanitize_mode()
+    key = (label, mode, text)
+    with _modules_lock:
+        lock = _family_locks.setdefault((label, mode), threading.Lock())
+    with lock:  # one compile per source even when threads race here
+        module = _modules.get(key)
+        if module is None:
+            module = Module(label, text, mode)
+            with _modules_lock:
+                _modules[key] = module
+    return module
+
+
+_launched: set[tuple[str, str]] = set()
+_launched_lock = threading.Lock()
+
+
+def launched() -> set[tuple[str, str]]:
+    """(family, kernel) of every kernel of ``cuda/`` that a recording launcher ran in this
+    process (the test suite's kernel coverage)."""
+    with _launched_lock:
+        return set(_launched)
+
+
+def kernel_names(family: str) -> list[str]:
+    """The kernels of ``cuda/<family>.cu`` that the emulator compiles (GPU-only ones excluded)."""
+    return sorted(signatures.kernels(build.preprocess(_kernels.source(family))))
+
+
+def gpu_only_kernel_names(family: str) -> list[str]:
+    """The kernels of ``cuda/<family>.cu`` that only NVRTC sees (under ``#ifndef GPUOPS_EMU``)."""
+    gpu = signatures.kernels(build.preprocess(_kernels.source(family), emu=False))
+    return sorted(set(gpu) - set(kernel_names(family)))
+
+
+class EmuLauncher:
+    """The :class:`gpuops.kernels.Launcher` of the emulator (``name`` 'emu').
+
+    ``record``: add launched kernels to :func:`launched` (the coverage the test suite
+    checks). ``max_blocks`` is small so that grid-stride loops run several rounds.
+    """
+
+    name = "emu"
+    tensor_cores = False  # GPU_ONLY_KERNELS are compiled out (GPUOPS_EMU)
+
+    def __init__(self, max_blocks: int = MAX_BLOCKS, record: bool = True) -> None:
+        self.max_blocks = max_blocks
+        self.record = record
+
+    def module(self, family: str) -> Module:
+        return load(_kernels.source(family), label=family)
+
+    def launch(self, family: str, kernel: str, grid: Sequence[int], block: Sequence[int],
+               args: Sequence[Any], shared_mem: int = 0) -> None:
+        module = self.module(family)
+        if kernel in _kernels.GPU_ONLY_KERNELS:
+            raise ValueError(f"emu: {family}.{kernel} is GPU-only "
+                             f"({_kernels.GPU_ONLY_KERNELS[kernel]}); launchers with "
+                             f"tensor_cores False must launch the fallback")
+        module.launch(kernel, grid, block, args, shared_mem)
+        if self.record:
+            with _launched_lock:
+                _launched.add((family, kernel))
+
+
+_default: EmuLauncher | None = None
+
+
+def launcher() -> EmuLauncher:
+    """The shared recording launcher (what the test suite's ``emu`` backend uses)."""
+    global _default
+    if _default is None:
+        _default = EmuLauncher()
+    return _default

@@ -1,0 +1,171 @@
+"""Compile CUDA sources for the CPU emulator with g++, cached on disk by content hash.
+
+A kernel library is the ``.cu`` text compiled as C++20 with ``cuda_emu.h``
+prepended (``g++ -include``), ``GPUOPS_EMU`` defined, no fused multiply-adds
+(``-ffp-contract=off``) and UBSan bounds checks (``-fsanitize=bounds``, reported
+by the emulator as errors). It links against the runtime library
+(``runtime.cpp``: worker pool, barriers, watchdog). Under a sanitizer mode
+(``GPUOPS_EMU_SANITIZE=address`` or ``thread``) both are built with that sanitizer
+too. Files live in :func:`cache_dir` under names that contain a hash of
+everything that goes into them, so a changed source, header, flag or compiler
+gives a new file and a second process reuses the first one's build.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import threading
+from pathlib import Path
+
+from . import signatures
+
+HERE = Path(__file__).resolve().parent
+HEADER = HERE / "cuda_emu.h"
+RUNTIME = HERE / "runtime.cpp"
+STUB_INCLUDES = HERE / "include"  # empty cuda_fp16.h & co. for sources that include them
+
+MODES = ("", "address", "thread")
+_COMMON = ("-std=c++20", "-fPIC", "-pthread", "-ffp-contract=off", "-fno-fast-math",
+           "-fvisibility=hidden", "-w")
+# -O1: compile time matters as much as run time (each family is built once per cache).
+_KERNEL_FLAGS = ("-O1", "-fsanitize=bounds", "-fno-sanitize-recover=bounds")
+_RUNTIME_FLAGS = ("-O2",)
+_SANITIZE_FLAGS = {"": ("-g0",), "address": ("-g", "-fsanitize=address", "-fno-omit-frame-pointer"),
+                   "thread": ("-g", "-fsanitize=thread")}
+# What the emulated source sees: what NVRTC defines, and GPUOPS_EMU (GPU-only code off).
+_DEFINES = ("-D__CUDACC__", "-D__CUDACC_RTC__")
+_EXTERN_SHARED = re.compile(r"\bextern(\s+)__shared__\b")
+
+
+class EmuBuildError(RuntimeError):
+    """g++ could not preprocess or compile a source for the emulator."""
+
+
+def cache_dir() -> Path:
+    """``GPUOPS_EMU_CACHE``, or ``~/.cache/gpuops/emu``."""
+    folder = os.environ.get("GPUOPS_EMU_CACHE") or os.path.join(
+        os.path.expanduser("~"), ".cache", "gpuops", "emu")
+    return Path(folder)
+
+
+def compiler() -> str | None:
+    """The C++ compiler: ``$CXX`` if set, else ``g++`` on PATH (None: the emulator cannot run)."""
+    return os.environ.get("CXX") or shutil.which("g++")
+
+
+@functools.lru_cache(maxsize=None)
+def _compiler_version(cxx: str) -> str:
+    return subprocess.run([cxx, "--version"], capture_output=True, text=True,
+                          check=True).stdout.splitlines()[0]
+
+
+def _run(command: list[str], what: str, stdin: str | None = None) -> str:
+    done = subprocess.run(command, input=stdin, capture_output=True, text=True, errors="replace")
+    if done.returncode != 0:
+        detail = done.stderr.strip()
+        if len(detail) > 8000:
+            detail = detail[:8000] + "\n[...]"
+        raise EmuBuildError(f"{what} failed ({' '.join(command[:3])} ...):\n{detail}")
+    return done.stdout
+
+
+def preprocess(source: str, emu: bool = True) -> str:
+    """``source`` after the preprocessor, as the emulator (``emu``) or NVRTC sees it."""
+    cxx = compiler()
+    if cxx is None:
+        raise EmuBuildError("no C++ compiler (g++) for the emulator")
+    defines = list(_DEFINES) + (["-DGPUOPS_EMU"] if emu else [])
+    return _run([cxx, "-E", "-P", "-std=c++20", "-x", "c++", *defines, "-I", str(STUB_INCLUDES),
+                 "-"], "preprocessing", stdin=source)
+
+
+def _digest(*parts: str | bytes) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(part.encode() if isinstance(part, str) else part)
+        h.update(b"\0")
+    return h.hexdigest()[:20]
+
+
+_locks: dict[str, threading.Lock] = {}
+_locks_guard = threading.Lock()
+
+
+def _build(target: Path, command_for, what: str) -> Path:
+    """Run ``command_for(tmp_path)`` to produce ``target`` unless it exists (atomic rename)."""
+    with _locks_guard:
+        lock = _locks.setdefault(str(target), threading.Lock())
+    with lock:
+        if target.exists():
+            return target
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=target.stem, suffix=".tmp")
+        os.close(fd)
+        try:
+            _run(command_for(tmp), what)
+            os.replace(tmp, target)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    return target
+
+
+def runtime_library(mode: str) -> Path:
+    """The runtime shared library for a sanitizer ``mode`` ('' for none), built if needed."""
+    cxx = compiler()
+    if cxx is None:
+        raise EmuBuildError("no C++ compiler (g++) for the emulator")
+    flags = [*_COMMON, *_RUNTIME_FLAGS, *_SANITIZE_FLAGS[mode]]
+    text = RUNTIME.read_text()
+    key = _digest(text, " ".join(flags), _compiler_version(cxx))
+    target = cache_dir() / f"runtime-{mode or 'plain'}-{key}.so"
+    return _build(target, lambda tmp: [cxx, *flags, "-shared", str(RUNTIME), "-o", tmp],
+                  "building the emulator runtime")
+
+
+def emulated_text(source: str, preprocessed: str, kernels: list[str]) -> str:
+    """The text g++ compiles: ``source`` with ``extern __shared__`` spelled so C++ accepts it
+    (an ``extern`` array aliased to the dynamic shared buffer) and, after it, one
+    launch stub per kernel (``GPUOPS_EMU_KERNEL``)."""
+    trailer = ["", "// ---- added by gpuops.emu.build ----"]
+    for name in signatures.extern_shared_names(preprocessed):
+        trailer.append(f'__asm__(".globl {name}\\n.hidden {name}\\n'
+                       f'.set {name}, gpuops_emu_dynamic_shared");')
+    trailer += [f"GPUOPS_EMU_KERNEL({name})" for name in kernels]
+    return _EXTERN_SHARED.sub(r"__gpuops_emu_extern_shared\1", source) + "\n".join(trailer) + "\n"
+
+
+def kernel_library(label: str, source: str, mode: str) -> tuple[Path, dict[str, signatures.Kernel]]:
+    """Build (or find) the library of ``source``; returns it and its kernels' signatures.
+
+    ``label`` names the files (a family name, or a file stem for test kernels).
+    """
+    cxx = compiler()
+    if cxx is None:
+        raise EmuBuildError("no C++ compiler (g++) for the emulator")
+    preprocessed = preprocess(source)
+    kernels = signatures.kernels(preprocessed)
+    runtime = runtime_library(mode)
+    text = emulated_text(source, preprocessed, list(kernels))
+    flags = [*_COMMON, *_KERNEL_FLAGS, *_SANITIZE_FLAGS[mode], *_DEFINES, "-DGPUOPS_EMU",
+             "-I", str(STUB_INCLUDES)]
+    key = _digest(text, HEADER.read_text(), " ".join(flags), runtime.name, _compiler_version(cxx))
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", label)
+    folder = cache_dir()
+    target = folder / f"{safe}-{mode or 'plain'}-{key}.so"
+    listing = folder / f"{safe}-{mode or 'plain'}-{key}.cu"  # what was compiled, for errors
+    if not target.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        if not listing.exists():
+            tmp = listing.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(text)
+            os.replace(tmp, listing)
+    _build(target, lambda tmp: [cxx, *flags, "-include", str(HEADER), "-x", "c++", str(listing),
+                                "-x", "none", "-shared", "-Wl,-z,defs", str(runtime), "-o", tmp],
+           f"compiling {label} for the emulator")
+    return target, kernels
