@@ -28,9 +28,24 @@ Array = Any
 
 
 def _sigmoid_numpy(x: Array, out: Array) -> Array:
-    """σ(x) without overflow: 1/(1+e^-|x|) for x >= 0, e^-|x|/(1+e^-|x|) for x < 0."""
-    e = numpy.exp(-numpy.abs(x))
-    numpy.divide(numpy.where(x >= 0, 1, e), 1 + e, out=out)
+    """σ(x) = e^min(x,0) / (1 + e^-|x|) (1/(1+e^-x) for x >= 0, e^x/(1+e^x) below):
+    no overflow, full relative precision in both tails."""
+    numpy.minimum(x, 0, out=out)
+    numpy.exp(out, out=out)
+    denominator = numpy.exp(-numpy.abs(x))
+    denominator += 1
+    return numpy.divide(out, denominator, out=out)
+
+
+def _leaky_relu_numpy(x: Array, slope: Any, out: Array) -> Array:
+    numpy.multiply(x, slope, out=out)
+    numpy.copyto(out, x, where=~(x < 0))  # x itself where x >= 0 (and where x is NaN)
+    return out
+
+
+def _leaky_relu_grad_numpy(x: Array, gy: Array, slope: Any, out: Array) -> Array:
+    numpy.multiply(gy, slope, out=out)
+    numpy.copyto(out, gy, where=x > 0, casting="same_kind")
     return out
 
 
@@ -44,8 +59,8 @@ def _logistic_slope(x: Array, k: int) -> Array:
 _NUMPY: dict[str, tuple[Callable, Callable]] = {
     "relu": (lambda x, s, out: numpy.maximum(x, 0, out=out),  # NaN stays NaN
              lambda x, y, gy, s, out: numpy.multiply(gy, x > 0, out=out)),
-    "leaky_relu": (lambda x, s, out: numpy.copyto(out, numpy.where(x < 0, s * x, x)),
-                   lambda x, y, gy, s, out: numpy.copyto(out, numpy.where(x > 0, gy, s * gy))),
+    "leaky_relu": (lambda x, s, out: _leaky_relu_numpy(x, s, out),
+                   lambda x, y, gy, s, out: _leaky_relu_grad_numpy(x, gy, s, out)),
     "sigmoid": (lambda x, s, out: _sigmoid_numpy(x, out),
                 lambda x, y, gy, s, out: numpy.copyto(out, gy * _logistic_slope(x, 1))),
     "tanh": (lambda x, s, out: numpy.tanh(x, out=out),
