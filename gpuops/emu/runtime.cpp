@@ -4,7 +4,7 @@
 // watchdog. Loaded once per process (RTLD_GLOBAL) before the kernel libraries
 // built from cuda_emu.h; one launch runs at a time.
 //
-// Barriers sleep on a futex (std::atomic::wait). A thread that returns from the
+// Barriers sleep on a futex (as std::atomic::wait does). A thread that returns from the
 // kernel leaves every barrier (the others no longer wait for it). Errors — a
 // divergent barrier, a shuffle reading an exited lane, a bounds check, a deadlock —
 // abort the block: every waiting thread wakes and leaves the kernel, and the launch
@@ -41,6 +41,19 @@ extern "C" struct gpuops_emu_launch_spec {  // the layout of cuda_emu.h
 };
 
 namespace {
+
+// Sleep while `word` holds `value` / wake every sleeper (the futex under std::atomic::wait,
+// without libstdc++'s spin-and-yield phase, which costs more than it saves when a block
+// has far more threads than the machine has cores).
+void futex_wait(std::atomic<unsigned>& word, unsigned value) {
+    syscall(SYS_futex, reinterpret_cast<unsigned*>(&word), FUTEX_WAIT_PRIVATE, value, nullptr,
+            nullptr, 0);
+}
+void futex_wake(std::atomic<unsigned>& word, int count) {
+    syscall(SYS_futex, reinterpret_cast<unsigned*>(&word), FUTEX_WAKE_PRIVATE, count, nullptr,
+            nullptr, 0);
+}
+static_assert(sizeof(std::atomic<unsigned>) == sizeof(unsigned));
 
 enum WarpOp { SHFL_IDX, SHFL_UP, SHFL_DOWN, SHFL_XOR, BALLOT, SYNCWARP, ACTIVEMASK };
 enum ThreadState { RUNNING, AT_BARRIER, AT_WARP_OP, EXITED };
@@ -129,7 +142,7 @@ struct Block {
     void wake(Barrier& b) {
         std::lock_guard<std::mutex> lock(b.m);  // see arrive(): abort is checked under it
         b.gen.fetch_add(1, std::memory_order_release);
-        b.gen.notify_all();
+        futex_wake(b.gen, INT_MAX);
     }
 
     // Record the first error and make every thread leave the kernel.
@@ -148,7 +161,7 @@ struct Block {
         blocked.fetch_sub(waiters);
         b.arrived = 0;
         b.gen.fetch_add(1, std::memory_order_release);
-        b.gen.notify_all();
+        futex_wake(b.gen, INT_MAX);
         progress.fetch_add(1);
     }
 
@@ -186,7 +199,7 @@ struct Block {
         me.state.store(state, std::memory_order_relaxed);
         blocked.fetch_add(1);
         lock.unlock();
-        while (b.gen.load(std::memory_order_acquire) == g) b.gen.wait(g, std::memory_order_acquire);
+        while (b.gen.load(std::memory_order_acquire) == g) futex_wait(b.gen, g);
         me.state.store(RUNNING, std::memory_order_relaxed);
         if (abort.load()) return 1;
         if (count) *count = b.count[parity];
@@ -254,6 +267,11 @@ Pool& pool() {
     return *p;
 }
 
+void start(Pool& p, int i) {
+    p.workers[i]->go.fetch_add(1, std::memory_order_release);
+    futex_wake(p.workers[i]->go, 1);
+}
+
 void run_thread(int i) {
     Pool& p = pool();
     Block* b = p.block;
@@ -277,7 +295,7 @@ void* worker_main(void* arg) {
     Worker* w = static_cast<Worker*>(arg);
     unsigned seen = 0;
     for (;;) {
-        w->go.wait(seen, std::memory_order_acquire);
+        while (w->go.load(std::memory_order_acquire) == seen) futex_wait(w->go, seen);
         seen = w->go.load(std::memory_order_acquire);
         run_thread(w->index);
     }
@@ -315,10 +333,7 @@ int run_block(gpuops_emu_launch_spec* spec, Block& b) {
     p.block = &b;
     p.spec = spec;
     p.done.store(0, std::memory_order_release);
-    for (int i = 0; i < b.n; ++i) {
-        p.workers[i]->go.fetch_add(1, std::memory_order_release);
-        p.workers[i]->go.notify_one();
-    }
+    for (int i = 0; i < b.n; ++i) start(p, i);
     unsigned long long last_progress = b.progress.load();
     auto last_change = std::chrono::steady_clock::now();
     bool deadlocked = false;
