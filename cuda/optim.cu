@@ -53,12 +53,14 @@ __device__ __forceinline__ T* table_ptr(const long long* table, long long row, l
 //   AdamW: p *= 1 - lr wd;  Adam: g += wd p
 //   m += (1 - beta1)(g - m);  v = beta2 v + (1 - beta2) g^2
 //   p -= step_size m / (sqrt(v) / bc2_sqrt + eps)
-// with step_size = lr / (1 - beta1^step) and bc2_sqrt = sqrt(1 - beta2^step), computed on the host.
+// with step_size = lr / (1 - beta1^step), bc2_sqrt = sqrt(1 - beta2^step), decay = 1 - lr wd,
+// 1 - beta1 and 1 - beta2 computed on the host in double precision (1 - beta2 in float32
+// from a float32 beta2 = 0.999 would be off by 1e-5 relative).
 #define ADAM_STEP(T, SFX)                                                                  \
     extern "C" __global__ void adam_step_##SFX(                                           \
         const long long* __restrict__ table, long long n_tensors, long long n_chunks,     \
-        long long chunk, T lr, T beta1, T beta2, T eps, T weight_decay, T step_size,      \
-        T bc2_sqrt, int decoupled) {                                                      \
+        long long chunk, T beta2, T one_minus_beta1, T one_minus_beta2, T eps,            \
+        T weight_decay, T decay, T step_size, T bc2_sqrt, int decoupled) {                \
         for (long long c = blockIdx.x; c < n_chunks; c += gridDim.x) {                    \
             const long long t = table[5 * n_tensors + c];                                 \
             const long long start = table[5 * n_tensors + n_chunks + c];                  \
@@ -72,12 +74,12 @@ __device__ __forceinline__ T* table_ptr(const long long* table, long long row, l
                 T g = grad[i];                                                            \
                 T w = p[i];                                                               \
                 if (weight_decay != T(0)) {                                               \
-                    if (decoupled) w *= T(1) - lr * weight_decay;                         \
+                    if (decoupled) w *= decay;                                            \
                     else g += weight_decay * w;                                           \
                 }                                                                         \
                 T mi = m[i];                                                              \
-                mi += (T(1) - beta1) * (g - mi);                                          \
-                const T vi = beta2 * v[i] + (T(1) - beta2) * g * g;                       \
+                mi += one_minus_beta1 * (g - mi);                                         \
+                const T vi = beta2 * v[i] + one_minus_beta2 * g * g;                      \
                 m[i] = mi;                                                                \
                 v[i] = vi;                                                                \
                 p[i] = w - step_size * mi / (sqrt(vi) / bc2_sqrt + eps);                  \

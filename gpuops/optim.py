@@ -203,8 +203,9 @@ def adam_step(params: list, grads: list, m: list, v: list, *, step: int, lr: flo
     step_size = lr / (1.0 - beta1 ** int(step))
     bc2_sqrt = math.sqrt(1.0 - beta2 ** int(step))
     if backend.uses_kernels:
-        _launch(backend, "adam_step", rows, (lr, beta1, beta2, eps, weight_decay, step_size,
-                                             bc2_sqrt, numpy.int32(bool(decoupled))))
+        _launch(backend, "adam_step", rows, (beta2, 1.0 - beta1, 1.0 - beta2, eps, weight_decay,
+                                             1.0 - lr * weight_decay, step_size, bc2_sqrt,
+                                             numpy.int32(bool(decoupled))))
         return params
     scratch = _Scratch(rows)
     for p, g, mi, vi in zip(*rows):
