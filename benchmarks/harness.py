@@ -157,9 +157,9 @@ def measure(family: str, case: Case, env: Env, copy_gbps: float | None) -> Resul
     times, cpu_times = time_interleaved(fns, env.on_gpu, warmup, repeats)
     seconds = times.pop("gpuops")
     gbps = case.bytes / seconds / 1e9
-    result = Result(family, case.name, seconds, gbps, case.bytes, times,
-                    {k: seconds / v for k, v in times.items()},
-                    gbps / copy_gbps if copy_gbps else None, note=case.note)
+    result = Result(family, case.name, seconds, gbps, case.bytes, baselines=times,
+                    ratios={k: seconds / v for k, v in times.items()},
+                    copy_fraction=gbps / copy_gbps if copy_gbps else None, note=case.note)
     if not env.on_gpu:
         result.cpu_seconds = cpu_times.pop("gpuops")
         result.cpu_baselines = cpu_times
