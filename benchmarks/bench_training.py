@@ -1,0 +1,196 @@
+"""Training-step benchmarks (issue: autograd, nn, fused optimizers), side by side in one run.
+
+1. One training step (forward, cross-entropy, backward, optimizer step) of an MLP
+   784-1024-1024-10 at batch 512, gpuops vs PyTorch eager (CPU, or GPU when usable).
+2. An Adam step over 100 parameter tensors: the fused ``gpuops.adam_step`` (one call, one
+   launch on a GPU) vs calling it once per tensor, vs ``torch.optim.Adam`` (foreach on CPU,
+   fused=True on GPU).
+
+Medians of interleaved rounds (wall clock on the CPU; CUDA events on the GPU).
+Writes benchmarks/results/training-<device>.json and .md.
+
+    python benchmarks/bench_training.py [--rounds 7] [--steps 5]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import gpuops  # noqa: E402
+from gpuops import Tensor, nn  # noqa: E402
+from gpuops.optim import SGD, Adam  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def _timer(on_gpu: bool):
+    """f, n -> seconds per call of f (n calls after one warm-up call)."""
+    if not on_gpu:
+        def run(f, n):
+            f()
+            start = time.perf_counter()
+            for _ in range(n):
+                f()
+            return (time.perf_counter() - start) / n
+        return run
+    import cupy
+
+    def run_gpu(f, n):
+        f()
+        begin, end = cupy.cuda.Event(), cupy.cuda.Event()
+        begin.record()
+        for _ in range(n):
+            f()
+        end.record()
+        end.synchronize()
+        return cupy.cuda.get_elapsed_time(begin, end) / 1e3 / n
+    return run_gpu
+
+
+def _interleaved(cases: dict, rounds: int, steps: int, timer) -> dict:
+    times = {name: [] for name in cases}
+    for _ in range(rounds):
+        for name, f in cases.items():
+            times[name].append(timer(f, steps))
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def mlp_step(on_gpu: bool, optimizer: str):
+    rng = numpy.random.default_rng(0)
+    x = rng.random((512, 784), dtype=numpy.float32)
+    y = rng.integers(0, 10, 512)
+    nn.manual_seed(0)
+    model = nn.Sequential(nn.Linear(784, 1024, activation="relu"),
+                          nn.Linear(1024, 1024, activation="relu"), nn.Linear(1024, 10))
+    if on_gpu:
+        model.to_gpu()
+        x, y = gpuops.to_gpu(x), gpuops.to_gpu(y)
+    opt = (SGD(model.parameters(), lr=0.01, momentum=0.9) if optimizer == "sgd"
+           else Adam(model.parameters(), lr=1e-3))
+    loss_fn = nn.CrossEntropyLoss()
+    xt = Tensor(x)
+
+    def step():
+        loss = loss_fn(model(xt), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return step, (x, y)
+
+
+def torch_mlp_step(torch, device: str, optimizer: str, data):
+    x, y = (torch.as_tensor(gpuops.to_cpu(a)).to(device) for a in data)
+    model = torch.nn.Sequential(torch.nn.Linear(784, 1024), torch.nn.ReLU(),
+                                torch.nn.Linear(1024, 1024), torch.nn.ReLU(),
+                                torch.nn.Linear(1024, 10)).to(device)
+    opt = (torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9) if optimizer == "sgd"
+           else torch.optim.Adam(model.parameters(), lr=1e-3))
+
+    def step():
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return step
+
+
+def adam_cases(on_gpu: bool, torch):
+    rng = numpy.random.default_rng(1)
+    shapes = [(256, 256) if i % 2 else (256,) for i in range(100)]
+    xp = gpuops.get_array_module(gpuops.to_gpu(numpy.zeros(1))) if on_gpu else numpy
+    params = [xp.asarray(rng.standard_normal(s, dtype=numpy.float32)) for s in shapes]
+    grads = [xp.asarray(rng.standard_normal(s, dtype=numpy.float32)) for s in shapes]
+    m = [xp.zeros_like(p) for p in params]
+    v = [xp.zeros_like(p) for p in params]
+    state = {"step": 0}
+
+    def fused():
+        state["step"] += 1
+        gpuops.adam_step(params, grads, m, v, step=state["step"])
+
+    def per_tensor():
+        state["step"] += 1
+        for i in range(len(params)):
+            gpuops.adam_step([params[i]], [grads[i]], [m[i]], [v[i]], step=state["step"])
+
+    cases = {"gpuops.adam_step (fused, 1 call)": fused,
+             "gpuops.adam_step per tensor (100 calls)": per_tensor}
+    if torch is not None:
+        device = "cuda" if on_gpu else "cpu"
+        tparams = [torch.tensor(gpuops.to_cpu(p), device=device, requires_grad=True)
+                   for p in params]
+        for p, g in zip(tparams, grads):
+            p.grad = torch.tensor(gpuops.to_cpu(g), device=device)
+        kind = dict(fused=True) if on_gpu else dict(foreach=True)
+        topt = torch.optim.Adam(tparams, lr=1e-3, **kind)
+        cases[f"torch.optim.Adam({', '.join(f'{k}=True' for k in kind)})"] = topt.step
+    n = sum(int(numpy.prod(s)) for s in shapes)
+    return cases, n
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--steps", type=int, default=5)
+    args = parser.parse_args()
+    on_gpu = gpuops.gpu_available()
+    try:
+        import torch
+        if on_gpu and not torch.cuda.is_available():
+            torch = None
+    except ImportError:
+        torch = None
+    timer = _timer(on_gpu)
+    device = "gpu" if on_gpu else "cpu"
+    rows = []
+    for optimizer in ("sgd", "adam"):
+        ours, data = mlp_step(on_gpu, optimizer)
+        cases = {"gpuops": ours}
+        if torch is not None:
+            cases["torch"] = torch_mlp_step(torch, "cuda" if on_gpu else "cpu", optimizer, data)
+        t = _interleaved(cases, args.rounds, args.steps, timer)
+        rows.append({"benchmark": f"MLP 784-1024-1024-10 step, batch 512, {optimizer}",
+                     "gpuops_ms": t["gpuops"] * 1e3,
+                     "torch_ms": t["torch"] * 1e3 if "torch" in t else None,
+                     "speedup_vs_torch": t["torch"] / t["gpuops"] if "torch" in t else None})
+    cases, n = adam_cases(on_gpu, torch)
+    t = _interleaved(cases, args.rounds, args.steps, timer)
+    fused = t["gpuops.adam_step (fused, 1 call)"]
+    for name, seconds in t.items():
+        rows.append({"benchmark": f"Adam, 100 tensors ({n / 1e6:.2f} M floats): {name}",
+                     "gpuops_ms": seconds * 1e3 if name.startswith("gpuops") else None,
+                     "torch_ms": None if name.startswith("gpuops") else seconds * 1e3,
+                     "speedup_vs_torch": None,
+                     "fused_speedup": seconds / fused})
+    meta = {"device": device, "python": platform.python_version(), "numpy": numpy.__version__,
+            "torch": None if torch is None else torch.__version__,
+            "machine": platform.processor() or platform.machine(),
+            "rounds": args.rounds, "steps_per_round": args.steps,
+            "note": "medians of interleaved rounds; speedup > 1 means gpuops is faster"}
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"training-{device}.json").write_text(json.dumps({"meta": meta, "rows": rows},
+                                                                indent=2) + "\n")
+    lines = [f"# Training benchmarks ({device})", "", f"{meta}", "",
+             "| benchmark | gpuops ms | torch ms | torch/gpuops | time / fused |",
+             "| --- | ---: | ---: | ---: | ---: |"]
+    for r in rows:
+        def fmt(v, spec):
+            return "" if v is None else format(v, spec)
+        lines.append(f"| {r['benchmark']} | {fmt(r['gpuops_ms'], '.2f')} | "
+                     f"{fmt(r['torch_ms'], '.2f')} | {fmt(r['speedup_vs_torch'], '.2f')} | "
+                     f"{fmt(r.get('fused_speedup'), '.2f')} |")
+    (RESULTS / f"training-{device}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
