@@ -77,43 +77,73 @@ __device__ __forceinline__ double activate(double v, int act) {
     return v;
 }
 
-// Stage a ROWS x BK tile of an operand into shared memory:
-//   dst[row * LD_ROW + k * LD_K] = src[(row0 + row) * s_row + (k0 + k) * s_k],  0 outside.
+// One operand tile (ROWS x BK) on its way to shared memory, in two steps so that the
+// next tile's global loads are in flight while the current tile is multiplied:
+//   fetch: registers <- src[(row0 + row) * s_row + (k0 + k) * s_k]  (0 outside),
+//   stash: dst[row * LD_ROW + k * LD_K] <- registers.
 // ``row`` is m for A and n for B. Each thread handles groups of VEC elements along
 // k (mode bit 0 clear) or along row (bit 0 set); a group is one vector load when
 // mode bit 1 is set (the host checked stride 1, alignment of every base and stride)
 // and the whole group is in bounds, else VEC bounds-checked scalar loads.
-template <typename T, typename S, int ROWS, int BK, int VEC, int LD_ROW, int LD_K>
-__device__ __forceinline__ void load_tile(S* __restrict__ dst, const T* __restrict__ src,
-                                          long long rows, long long K, long long s_row,
-                                          long long s_k, long long row0, long long k0,
-                                          int mode) {
-    const bool along_row = mode & 1, vector = mode & 2;
-    constexpr int GROUPS = ROWS * BK / VEC;
-#pragma unroll
-    for (int g0 = 0; g0 < GROUPS; g0 += GEMM_THREADS) {
-        const int g = g0 + threadIdx.x;
-        if (GROUPS % GEMM_THREADS != 0 && g >= GROUPS) break;
-        const int row = along_row ? (g % (ROWS / VEC)) * VEC : g / (BK / VEC);
-        const int k = along_row ? g / (ROWS / VEC) : (g % (BK / VEC)) * VEC;
+// S is the shared-memory element type (the registers hold S: halves are widened to
+// float on fetch by the SIMT float16 kernel, kept as halves by the tensor-core one).
+template <typename T, typename S, int ROWS, int BK, int VEC>
+struct Tile {
+    static constexpr int GROUPS = ROWS * BK / VEC;
+    static constexpr int PER_THREAD = (GROUPS + GEMM_THREADS - 1) / GEMM_THREADS;
+    S v[PER_THREAD][VEC];
+
+    // The (row, k) of this thread's p-th group, or false past the tile.
+    __device__ __forceinline__ static bool place(int p, int mode, int& row, int& k) {
+        const int g = p * GEMM_THREADS + threadIdx.x;
+        if (GROUPS % GEMM_THREADS != 0 && g >= GROUPS) return false;
+        const bool along_row = mode & 1;
+        row = along_row ? (g % (ROWS / VEC)) * VEC : g / (BK / VEC);
+        k = along_row ? g / (ROWS / VEC) : (g % (BK / VEC)) * VEC;
+        return true;
+    }
+
+    __device__ __forceinline__ void fetch(const T* __restrict__ src, long long rows, long long K,
+                                          long long s_row, long long s_k, long long row0,
+                                          long long k0, int mode) {
+        const bool along_row = mode & 1, vector = mode & 2;
         const int drow = along_row ? 1 : 0, dk = along_row ? 0 : 1;
-        const long long grow = row0 + row, gk = k0 + k;
-        const bool whole = along_row ? (gk < K && grow + VEC <= rows) : (grow < rows && gk + VEC <= K);
-        if (vector && whole) {
-            const Pack<T, VEC> p = *reinterpret_cast<const Pack<T, VEC>*>(src + grow * s_row + gk * s_k);
 #pragma unroll
-            for (int v = 0; v < VEC; ++v)
-                put(dst + (row + v * drow) * LD_ROW + (k + v * dk) * LD_K, p.v[v]);
-        } else {
+        for (int p = 0; p < PER_THREAD; ++p) {
+            int row, k;
+            if (!place(p, mode, row, k)) continue;
+            const long long grow = row0 + row, gk = k0 + k;
+            const bool whole = along_row ? (gk < K && grow + VEC <= rows)
+                                         : (grow < rows && gk + VEC <= K);
+            if (vector && whole) {
+                const Pack<T, VEC> pk =
+                    *reinterpret_cast<const Pack<T, VEC>*>(src + grow * s_row + gk * s_k);
 #pragma unroll
-            for (int v = 0; v < VEC; ++v) {
-                const long long r = grow + v * drow, kk = gk + v * dk;
-                const T x = (r < rows && kk < K) ? src[r * s_row + kk * s_k] : zero_of<T>();
-                put(dst + (row + v * drow) * LD_ROW + (k + v * dk) * LD_K, x);
+                for (int e = 0; e < VEC; ++e) put(&v[p][e], pk.v[e]);
+            } else {
+#pragma unroll
+                for (int e = 0; e < VEC; ++e) {
+                    const long long r = grow + e * drow, kk = gk + e * dk;
+                    put(&v[p][e], (r < rows && kk < K) ? src[r * s_row + kk * s_k] : zero_of<T>());
+                }
             }
         }
     }
-}
+
+    template <int LD_ROW, int LD_K>
+    __device__ __forceinline__ void stash(S* __restrict__ dst, int mode) const {
+        const bool along_row = mode & 1;
+        const int drow = along_row ? 1 : 0, dk = along_row ? 0 : 1;
+#pragma unroll
+        for (int p = 0; p < PER_THREAD; ++p) {
+            int row, k;
+            if (!place(p, mode, row, k)) continue;
+#pragma unroll
+            for (int e = 0; e < VEC; ++e)
+                dst[(row + e * drow) * LD_ROW + (k + e * dk) * LD_K] = v[p][e];
+        }
+    }
+};
 
 // The kernel arguments, identical for every GEMM kernel (SIMT and tensor cores).
 #define GEMM_PARAMS(T)                                                                      \
@@ -156,27 +186,39 @@ __device__ __forceinline__ void gemm_simt(GEMM_PARAMS(T)) {
             for (int i = 0; i < TM; ++i)
 #pragma unroll
                 for (int j = 0; j < TN; ++j) acc[i][j] = Acc(0);
-            for (long long r = 0; r < nr; ++r) {
-                for (long long k0 = 0; k0 < K; k0 += BK) {
-                    load_tile<T, Acc, BM, BK, VEC, 1, BM + PAD>(&As[0][0], Az + r * ra, M, K, sam,
-                                                                 sak, m0, k0, a_mode);
-                    load_tile<T, Acc, BN, BK, VEC, 1, BN + PAD>(&Bs[0][0], Bz + r * rb, N, K, sbn,
-                                                                 sbk, n0, k0, b_mode);
-                    __syncthreads();
-#pragma unroll
-                    for (int kk = 0; kk < BK; ++kk) {
-                        Acc a[TM], b[TN];
-#pragma unroll
-                        for (int i = 0; i < TM; ++i) a[i] = As[kk][tr + i];
-#pragma unroll
-                        for (int j = 0; j < TN; ++j) b[j] = Bs[kk][tc + j];
-#pragma unroll
-                        for (int i = 0; i < TM; ++i)
-#pragma unroll
-                            for (int j = 0; j < TN; ++j) acc[i][j] += a[i] * b[j];
-                    }
-                    __syncthreads();
+            // Steps t over (r, k0), the reduction batch and the K tiles, in one loop so the
+            // prefetch crosses from one r to the next.
+            const long long steps = nr * ((K + BK - 1) / BK);
+            long long r = 0, k0 = 0;  // the (reduction batch, k offset) of the fetched tile
+            Tile<T, Acc, BM, BK, VEC> ta;
+            Tile<T, Acc, BN, BK, VEC> tb;
+            if (steps > 0) {
+                ta.fetch(Az, M, K, sam, sak, m0, 0, a_mode);
+                tb.fetch(Bz, N, K, sbn, sbk, n0, 0, b_mode);
+            }
+            for (long long t = 0; t < steps; ++t) {
+                ta.template stash<1, BM + PAD>(&As[0][0], a_mode);
+                tb.template stash<1, BN + PAD>(&Bs[0][0], b_mode);
+                __syncthreads();
+                if (t + 1 < steps) {  // the next tile's loads overlap this tile's math
+                    k0 += BK;
+                    if (k0 >= K) k0 = 0, ++r;
+                    ta.fetch(Az + r * ra, M, K, sam, sak, m0, k0, a_mode);
+                    tb.fetch(Bz + r * rb, N, K, sbn, sbk, n0, k0, b_mode);
                 }
+#pragma unroll
+                for (int kk = 0; kk < BK; ++kk) {
+                    Acc a[TM], b[TN];
+#pragma unroll
+                    for (int i = 0; i < TM; ++i) a[i] = As[kk][tr + i];
+#pragma unroll
+                    for (int j = 0; j < TN; ++j) b[j] = Bs[kk][tc + j];
+#pragma unroll
+                    for (int i = 0; i < TM; ++i)
+#pragma unroll
+                        for (int j = 0; j < TN; ++j) acc[i][j] += a[i] * b[j];
+                }
+                __syncthreads();
             }
 #pragma unroll
             for (int i = 0; i < TM; ++i) {
@@ -212,7 +254,9 @@ extern "C" __global__ void GEMM_BOUNDS gemm_f32(GEMM_PARAMS(float)) {
 extern "C" __global__ void GEMM_BOUNDS gemm_f64(GEMM_PARAMS(double)) {
     gemm_simt<double, double, 64, 64, 8, 4, 4, 2>(GEMM_ARGS);
 }
-extern "C" __global__ void GEMM_BOUNDS gemm_f16(GEMM_PARAMS(__half)) {
+// (No __launch_bounds__ here: with it ptxas spills this kernel at 64-80 registers;
+// without, it takes 110 and none. The fallback is not a performance path.)
+extern "C" __global__ void gemm_f16(GEMM_PARAMS(__half)) {
     gemm_simt<__half, float, 64, 64, 8, 4, 4, 1>(GEMM_ARGS);
 }
 
@@ -251,35 +295,44 @@ __device__ __forceinline__ void gemm_tc(GEMM_PARAMS(__half)) {
             for (int i = 0; i < 4; ++i)
 #pragma unroll
                 for (int j = 0; j < 2; ++j) wmma::fill_fragment(acc[i][j], 0.0f);
-            for (long long r = 0; r < nr; ++r) {
-                for (long long k0 = 0; k0 < K; k0 += BK) {
-                    load_tile<__half, __half, BM, BK, 8, LDA, 1>(As, Az + r * ra, M, K, sam, sak,
-                                                                  m0, k0, a_mode);
-                    if (B_COL)
-                        load_tile<__half, __half, BN, BK, 8, LDB, 1>(Bs, Bz + r * rb, N, K, sbn,
-                                                                      sbk, n0, k0, b_mode);
-                    else
-                        load_tile<__half, __half, BN, BK, 8, 1, LDB>(Bs, Bz + r * rb, N, K, sbn,
-                                                                      sbk, n0, k0, b_mode);
-                    __syncthreads();
-#pragma unroll
-                    for (int kk = 0; kk < BK; kk += 16) {
-                        wmma::fragment<wmma::matrix_a, 16, 16, 16, __half, wmma::row_major> fa[4];
-                        wmma::fragment<wmma::matrix_b, 16, 16, 16, __half, typename BLayout<B_COL>::type> fb[2];
-#pragma unroll
-                        for (int i = 0; i < 4; ++i)
-                            wmma::load_matrix_sync(fa[i], As + (wm + 16 * i) * LDA + kk, LDA);
-#pragma unroll
-                        for (int j = 0; j < 2; ++j)
-                            wmma::load_matrix_sync(fb[j], B_COL ? Bs + (wn + 16 * j) * LDB + kk
-                                                                : Bs + kk * LDB + wn + 16 * j, LDB);
-#pragma unroll
-                        for (int i = 0; i < 4; ++i)
-#pragma unroll
-                            for (int j = 0; j < 2; ++j) wmma::mma_sync(acc[i][j], fa[i], fb[j], acc[i][j]);
-                    }
-                    __syncthreads();
+            const long long steps = nr * ((K + BK - 1) / BK);
+            long long r = 0, k0 = 0;  // the (reduction batch, k offset) of the fetched tile
+            Tile<__half, __half, BM, BK, 8> ta;
+            Tile<__half, __half, BN, BK, 8> tb;
+            if (steps > 0) {
+                ta.fetch(Az, M, K, sam, sak, m0, 0, a_mode);
+                tb.fetch(Bz, N, K, sbn, sbk, n0, 0, b_mode);
+            }
+            for (long long t = 0; t < steps; ++t) {
+                ta.template stash<LDA, 1>(As, a_mode);
+                if (B_COL)
+                    tb.template stash<LDB, 1>(Bs, b_mode);
+                else
+                    tb.template stash<1, LDB>(Bs, b_mode);
+                __syncthreads();
+                if (t + 1 < steps) {
+                    k0 += BK;
+                    if (k0 >= K) k0 = 0, ++r;
+                    ta.fetch(Az + r * ra, M, K, sam, sak, m0, k0, a_mode);
+                    tb.fetch(Bz + r * rb, N, K, sbn, sbk, n0, k0, b_mode);
                 }
+#pragma unroll
+                for (int kk = 0; kk < BK; kk += 16) {
+                    wmma::fragment<wmma::matrix_a, 16, 16, 16, __half, wmma::row_major> fa[4];
+                    wmma::fragment<wmma::matrix_b, 16, 16, 16, __half, typename BLayout<B_COL>::type> fb[2];
+#pragma unroll
+                    for (int i = 0; i < 4; ++i)
+                        wmma::load_matrix_sync(fa[i], As + (wm + 16 * i) * LDA + kk, LDA);
+#pragma unroll
+                    for (int j = 0; j < 2; ++j)
+                        wmma::load_matrix_sync(fb[j], B_COL ? Bs + (wn + 16 * j) * LDB + kk
+                                                            : Bs + kk * LDB + wn + 16 * j, LDB);
+#pragma unroll
+                    for (int i = 0; i < 4; ++i)
+#pragma unroll
+                        for (int j = 0; j < 2; ++j) wmma::mma_sync(acc[i][j], fa[i], fb[j], acc[i][j]);
+                }
+                __syncthreads();
             }
             float* stage = reinterpret_cast<float*>(smem) + warp * 256;
 #pragma unroll

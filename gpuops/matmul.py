@@ -314,12 +314,8 @@ def _linear_grad(k: int, x1: Array, x2: Array, x3: Array | None, y: Array, gy: A
     if k == 3:  # Σ over every row of g
         return sum_to(backend, g2, out)
     x1r = x1.reshape(rows, in_features)
-    if not backend.uses_kernels:
-        if k == 1:  # g @ W
-            out[...] = numpy.matmul(g2, x2).reshape(x1.shape)
-        else:  # gᵀ @ x1
-            out[...] = numpy.matmul(g2.T, x1r)
-        return out
+    if not backend.uses_kernels:  # g @ W, gᵀ @ x1
+        return numpy.matmul(g, x2, out=out) if k == 1 else numpy.matmul(g2.T, x1r, out=out)
     target = result_buffer(backend, out, p.dtype)
     if k == 1:
         gemm(backend, g2, x2.astype(p.dtype, copy=False), target.reshape(rows, in_features))
