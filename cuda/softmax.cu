@@ -2,9 +2,10 @@
 // and their gradients. Launched by gpuops/softmax.py (which moves the softmax axis
 // last). One extern "C" kernel per dtype (f16 / f32 / f64; float16 is computed in
 // float32) and per row strategy:
-//   *_warpE : one warp per row, cols <= 32*E (E = 1..32, 1..16 for double): the row is read once into
-//             E registers per lane (coalesced: lane l holds columns l, l+32, ...),
-//             max and sum by shuffles, then written. Rows are grid-strided by warps.
+//   *_warpE : one warp per row, cols <= 32*E (E = 1..32, 1..16 for double): the row
+//             is read once into E registers per lane (coalesced: lane l holds columns
+//             l, l+32, ...), max and sum by shuffles, then written. Rows are
+//             grid-strided by warps.
 //   *_block : one block per row for longer rows: one pass computes the online
 //             (max, sum of exp) pair per thread, merged over the block; a second pass
 //             reads the row again (mostly from L2) and writes. Sums are accumulated in

@@ -90,6 +90,8 @@ CE_CASES = [(8, 5, "mean", numpy.int64, -100, 0.0), (8, 5, "sum", numpy.int32, -
             (8, 5, "none", numpy.int64, -100, 0.0), (1, 1, "mean", numpy.int32, -100, 0.0),
             (16, 40, "mean", numpy.int64, -100, 0.3), (6, 7, "sum", numpy.int32, 2, 0.3),
             (10, 7, "none", numpy.int64, 0, 0.0), (5, 33, "mean", numpy.int64, -1, 0.4),
+            (4, 100, "sum", numpy.int32, -100, 0.0), (3, 200, "mean", numpy.int64, -100, 0.0),
+            (2, 400, "none", numpy.int64, -100, 0.0),  # warp kernels E = 4, 8, 16
             (4, 1000, "mean", numpy.int32, -100, 0.0),  # float32 warp E=32, float64 block
             (3, 1100, "none", numpy.int64, -100, 0.3),  # one block per row
             (0, 4, "sum", numpy.int64, -100, 0.0), (0, 4, "none", numpy.int32, -100, 0.0),

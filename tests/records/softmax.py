@@ -6,10 +6,12 @@ import numpy
 from opinfo import F16, F32, F64, ErrorInput, OpInfo, Sample
 
 # (shape, axis): the last axis and others; rows for each kernel strategy: one warp per
-# row with 1, 2, 16 and 32 registers per lane (cols 1, 33, 500, 1024; float64 goes to
-# the block kernel past 512), one block per row (1025, 3000); 0-size and 1-element.
+# row with 1, 2, 4, 8, 16 and 32 registers per lane (cols 1, 33, 100, 200, 500, 1024;
+# float64 goes to the block kernel past 512), one block per row (1025, 3000); 0-size
+# and 1-element.
 CASES = [((4, 10), -1), ((3, 5, 7), 1), ((2, 3, 4), 0), ((257,), 0), ((6, 33), -1),
-         ((5, 1), -1), ((1, 1), 0), ((2, 500), 1), ((2, 1024), -1), ((3, 1025), -1),
+         ((5, 1), -1), ((1, 1), 0), ((3, 100), -1), ((2, 200), 1), ((2, 500), 1),
+         ((2, 1024), -1), ((3, 1025), -1),
          ((2, 3000), -1), ((0, 5), -1), ((4, 0), -1), ((2, 0, 3), 0), ((3, 4, 2), -2)]
 
 
