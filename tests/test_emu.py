@@ -257,6 +257,18 @@ def test_gpu_only_kernels_are_listed():
     assert all(reason.strip() for reason in kernels.GPU_ONLY_KERNELS.values())
 
 
+def test_concurrent_loads_compile_once():
+    """Threads asking for the same source at once get one module (one compile)."""
+    from concurrent.futures import ThreadPoolExecutor
+    source = 'extern "C" __global__ void k(float* y) { y[threadIdx.x] = threadIdx.x; }\n'
+    with ThreadPoolExecutor(8) as pool:
+        modules = list(pool.map(lambda _: emu.load(source, label="concurrent"), range(8)))
+    assert all(m is modules[0] for m in modules)
+    y = numpy.zeros(32, F32)
+    modules[0].launch("k", (1,), (32,), (y,))
+    numpy.testing.assert_array_equal(y, numpy.arange(32))
+
+
 def test_compiled_once_across_processes(tmp_path):
     """A second process finds the library in the disk cache (no g++ run)."""
     code = textwrap.dedent(f"""

@@ -48,6 +48,7 @@ _SANITIZER_RUNTIME = {"address": "libasan", "thread": "libtsan"}
 # would read the wrong elements.
 STRIDED_PARAMS: dict[str, tuple[str, ...]] = {
     "gemm_*": ("A", "B"),  # cuda/matmul.cu: A_zr[m][k] = A[... + m*sam + k*sak]
+    "*_bcast_*": ("a", "b"),  # cuda/elementwise.cu: a[offset4(ix, a0, a1, a2, a3)]
 }
 
 
