@@ -14,6 +14,7 @@ import contextlib
 import json
 import sys
 import time
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -176,7 +177,7 @@ def _load_checkpoint(path: Path, model: nn.Module, optimizer: Optimizer,
             history = json.loads(str(f["history"]))
             model_state = {k[6:]: f[k] for k in f.files if k.startswith("model/")}
             optim_state = {k[6:]: f[k] for k in f.files if k.startswith("optim/")}
-    except (OSError, ValueError, KeyError) as e:
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
         raise TrainError(f"--resume: {path} is not a gpuops checkpoint ({e})") from None
     for key in ("data", "model", "optimizer", "batch_size", "seed", "limit"):
         if saved.get(key) != config[key]:

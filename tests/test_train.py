@@ -194,6 +194,13 @@ def test_cupy_backend_without_gpu_is_a_one_line_error(tmp_path):
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+def test_resume_from_a_corrupt_checkpoint_is_a_one_line_error(tmp_path):
+    (tmp_path / "checkpoint.npz").write_bytes(b"PK\x03\x04 not really a zip")
+    result = _cli("--out", str(tmp_path), "--resume", cwd=tmp_path)
+    assert result.returncode == 1 and "is not a gpuops checkpoint" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
 def test_resume_with_other_settings_is_refused(tmp_path):
     _train(tmp_path, "--limit", "40", "--epochs", "1")
     result = _cli("--out", str(tmp_path), "--limit", "40", "--epochs", "2", "--resume",
