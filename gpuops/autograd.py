@@ -306,8 +306,11 @@ class Tensor:
             gy = self.xp.ones_like(self.data)
         else:
             gy = _data(gy)
+            if isinstance(gy, (int, float)) and not isinstance(gy, bool):
+                gy = self.xp.full(self.shape, gy, dtype=self.dtype)
             if tuple(gy.shape) != self.shape:
                 raise ValueError(f"backward: gy has shape {tuple(gy.shape)}; expected {self.shape}")
+            gy = gy.astype(self.dtype, copy=False)
         if self.creator is None:
             self._accumulate(gy)
             return

@@ -306,6 +306,9 @@ def test_scalar_output_defaults_gy_to_one():
     x = Tensor(numpy.array([2.0]), requires_grad=True)
     (x * x).backward()
     numpy.testing.assert_allclose(x.grad, [4.0])
+    x.grad = None
+    (x * x).backward(0.5)  # a Python scalar gy fills the output's shape
+    numpy.testing.assert_allclose(x.grad, [2.0])
 
 
 def test_no_grad_records_nothing():
@@ -341,6 +344,9 @@ def test_comparisons_return_boolean_tensors_without_grad():
 def test_float32_gradients_stay_float32():
     x = Tensor(numpy.ones(3, numpy.float32), requires_grad=True)
     (x * x + 1.0).backward(numpy.ones(3, numpy.float32))
+    assert x.grad.dtype == numpy.float32
+    x.grad = None
+    (x * x).backward(numpy.ones(3))  # a float64 gy is cast to the output's dtype
     assert x.grad.dtype == numpy.float32
 
 
