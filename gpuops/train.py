@@ -37,6 +37,7 @@ class TrainError(ValueError):
 
 # Defaults per data set: the digits are small (1,437 training images), MNIST is not.
 DEFAULTS = {"digits": {"epochs": 30, "batch_size": 32}, "mnist": {"epochs": 5, "batch_size": 128}}
+CNN_DIGITS_EPOCHS = 15  # the CNN is ~20x the MLP's work per step; 97-98% by epoch 13-18
 DEFAULT_LR = {"sgd": 0.05, "adam": 1e-3, "adamw": 1e-3}
 
 
@@ -47,7 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="folder with the MNIST IDX files (gzipped or not)")
     parser.add_argument("--model", choices=["mlp", "cnn"], default="mlp")
     parser.add_argument("--epochs", type=int, default=None,
-                        help="total epochs (default: 30 digits, 5 mnist)")
+                        help="total epochs (default: digits 30, or 15 for the cnn; mnist 5)")
     parser.add_argument("--batch-size", type=int, default=None,
                         help="default: 32 digits, 128 mnist")
     parser.add_argument("--optimizer", choices=["sgd", "adam", "adamw"], default="adam")
@@ -99,7 +100,9 @@ def _optimizer(name: str, params: list, lr: float) -> Optimizer:
 def _config(args: argparse.Namespace) -> dict:
     defaults = DEFAULTS[args.data]
     config = {"data": args.data, "model": args.model,
-              "epochs": args.epochs if args.epochs is not None else defaults["epochs"],
+              "epochs": args.epochs if args.epochs is not None else (
+                  CNN_DIGITS_EPOCHS if (args.data, args.model) == ("digits", "cnn")
+                  else defaults["epochs"]),
               "batch_size": args.batch_size if args.batch_size is not None
               else defaults["batch_size"],
               "optimizer": args.optimizer,
