@@ -1,5 +1,14 @@
 """Training-step benchmarks (issue: autograd, nn, fused optimizers), side by side in one run.
 
+Two ways to run it:
+
+- as a family of ``python -m benchmarks`` (``--family training``): :func:`cases` gives the
+  MLP step (baseline: the same step hand-written with the array module — NumPy on the CPU,
+  CuPy and PyTorch on the GPU) and the fused Adam over 100 tensors (baseline: the update
+  written per tensor with the array module; PyTorch's ``Adam(fused=True)`` on the GPU);
+- standalone, ``python benchmarks/bench_training.py``, which also compares against PyTorch
+  on the CPU (the harness's CPU baseline is NumPy only):
+
 1. One training step (forward, cross-entropy, backward, optimizer step) of an MLP
    784-1024-1024-10 at batch 512, gpuops vs PyTorch eager (CPU, or GPU when usable).
 2. An Adam step over 100 parameter tensors: the fused ``gpuops.adam_step`` (one call, one
@@ -29,6 +38,112 @@ from gpuops import Tensor, nn  # noqa: E402
 from gpuops.optim import SGD, Adam  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
+
+
+# ---- harness family (python -m benchmarks --family training) ---------------------------
+
+_LAYERS = ((784, 1024), (1024, 1024), (1024, 10))
+
+
+def _reference_mlp_step(m, x, labels, onehot, state: dict) -> None:
+    """The MLP step written by hand with array module ``m`` (SGD, momentum 0.9)."""
+    if m.__name__ == "torch":
+        if "torch" not in state:
+            model = m.nn.Sequential(m.nn.Linear(784, 1024), m.nn.ReLU(), m.nn.Linear(1024, 1024),
+                                    m.nn.ReLU(), m.nn.Linear(1024, 10)).to(x.device)
+            state["torch"] = (model, m.optim.SGD(model.parameters(), lr=0.01, momentum=0.9))
+        model, opt = state["torch"]
+        loss = m.nn.functional.cross_entropy(model(x), labels.long())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        return
+    if m.__name__ not in state:
+        rng = numpy.random.default_rng(0)
+        params = []
+        for fan_in, fan_out in _LAYERS:
+            bound = 1 / numpy.sqrt(fan_in)
+            params += [m.asarray(rng.uniform(-bound, bound, (fan_out, fan_in)), dtype=m.float32),
+                       m.asarray(rng.uniform(-bound, bound, fan_out), dtype=m.float32)]
+        state[m.__name__] = (params, [m.zeros_like(p) for p in params])
+    params, bufs = state[m.__name__]
+    w1, b1, w2, b2, w3, b3 = params
+    h1 = m.maximum(x @ w1.T + b1, 0)
+    h2 = m.maximum(h1 @ w2.T + b2, 0)
+    z = h2 @ w3.T + b3
+    z -= z.max(axis=1, keepdims=True)
+    p = m.exp(z)
+    p /= p.sum(axis=1, keepdims=True)
+    g3 = (p - onehot) / len(x)
+    g2 = (g3 @ w3) * (h2 > 0)
+    g1 = (g2 @ w2) * (h1 > 0)
+    grads = [g1.T @ x, g1.sum(0), g2.T @ h1, g2.sum(0), g3.T @ h2, g3.sum(0)]
+    for w, g, b in zip(params, grads, bufs):
+        b *= 0.9
+        b += g
+        w -= 0.01 * b
+
+
+def cases(env):
+    """Cases for the benchmark harness (``python -m benchmarks --family training``)."""
+    from benchmarks.harness import Case
+    step, (x, labels) = mlp_step(env.on_gpu, "sgd")
+    xp = env.xp
+    onehot = xp.zeros((len(labels), 10), xp.float32)
+    onehot[xp.arange(len(labels)), labels] = 1
+    state: dict = {}
+    n_params = sum(a * b + b for a, b in _LAYERS)
+    mlp = Case("MLP 784-1024-1024-10 SGD step, batch 512", lambda *_: step(),
+               (x, labels, onehot), 4 * n_params * 4,
+               lambda m, x, labels, onehot: _reference_mlp_step(m, x, labels, onehot, state),
+               note="compute-bound (GB/s: parameter traffic only); baseline hand-written")
+    params, grads, m1, v1 = _adam_arrays(env.on_gpu)
+    counter = {"step": 0}
+
+    def fused(*_):
+        counter["step"] += 1
+        gpuops.adam_step(params, grads, m1, v1, step=counter["step"])
+
+    adam_state: dict = {}
+
+    def reference_adam(m, *_):
+        if m.__name__ == "torch":
+            if "opt" not in adam_state:
+                tp = [m.tensor(gpuops.to_cpu(p), device="cuda", requires_grad=True)
+                      for p in params]
+                for p, g in zip(tp, grads):
+                    p.grad = m.tensor(gpuops.to_cpu(g), device="cuda")
+                adam_state["opt"] = m.optim.Adam(tp, lr=1e-3, fused=True)
+            adam_state["opt"].step()
+            return
+        if m.__name__ not in adam_state:
+            adam_state[m.__name__] = ([m.asarray(gpuops.to_cpu(p)) for p in params],
+                                      [m.asarray(gpuops.to_cpu(g)) for g in grads],
+                                      [m.zeros(p.shape, m.float32) for p in params],
+                                      [m.zeros(p.shape, m.float32) for p in params], [0])
+        ps, gs, ms, vs, t = adam_state[m.__name__]
+        t[0] += 1
+        for p, g, mi, vi in zip(ps, gs, ms, vs):
+            mi *= 0.9
+            mi += 0.1 * g
+            vi *= 0.999
+            vi += 0.001 * g * g
+            p -= (1e-3 / (1 - 0.9 ** t[0])) * mi / (m.sqrt(vi / (1 - 0.999 ** t[0])) + 1e-8)
+
+    n = sum(p.size for p in params)
+    adam = Case("adam_step, 100 tensors (fused: 1 launch)", fused, (), 4 * n * 7, reference_adam,
+                note="baseline: the update per tensor in the array module; torch fused=True")
+    return [mlp, adam]
+
+
+def _adam_arrays(on_gpu: bool):
+    rng = numpy.random.default_rng(1)
+    shapes = [(256, 256) if i % 2 else (256,) for i in range(100)]
+    put = gpuops.to_gpu if on_gpu else (lambda a: a)
+    params = [put(rng.standard_normal(s, dtype=numpy.float32)) for s in shapes]
+    grads = [put(rng.standard_normal(s, dtype=numpy.float32)) for s in shapes]
+    return params, grads, [put(numpy.zeros(s, numpy.float32)) for s in shapes], \
+        [put(numpy.zeros(s, numpy.float32)) for s in shapes]
 
 
 def _timer(on_gpu: bool):
