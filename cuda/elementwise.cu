@@ -119,14 +119,15 @@ AXIS_ALL(double, f64)
         }                                                                                  \
     }
 
-// abs: the subgradient at 0 is 0 (as PyTorch). sqrt: 1/(2 sqrt x) uses y.
+// abs: the subgradient at 0 is 0 (as PyTorch), NaN stays NaN (as NumPy's sign).
+// sqrt: 1/(2 sqrt x) uses y.
 #define UNARY_ALL(T, SFX)                                                         \
     UNARY(neg, -x, -g, T, SFX)                                                    \
     UNARY(exp, exp(x), g * y, T, SFX)                                             \
     UNARY(log, log(x), g / x, T, SFX)                                             \
     UNARY(sqrt, sqrt(x), g / (T(2) * y), T, SFX)                                  \
     UNARY(square, x * x, T(2) * x * g, T, SFX)                                    \
-    UNARY(abs, fabs(x), x > T(0) ? g : (x < T(0) ? -g : T(0)), T, SFX)           \
+    UNARY(abs, fabs(x), x > T(0) ? g : (x < T(0) ? -g : (x == T(0) ? T(0) : x)), T, SFX)           \
     UNARY(sin, sin(x), g * cos(x), T, SFX)                                        \
     UNARY(cos, cos(x), -g * sin(x), T, SFX)                                       \
     POW(T, SFX)

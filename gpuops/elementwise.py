@@ -98,18 +98,29 @@ def div(x1: Array, x2: Array | float, *, out: Array | None = None) -> Array:
     return _binary("div", x1, x2, out)
 
 
-def _div_wrt_x2_full(backend: Backend, x1: Array, x2: Array, gy: Array, shape: tuple) -> Array:
-    """-gy * x1 / x2**2 over the broadcast shape (before summing to x2's shape)."""
+def _div_wrt_x2_full(backend: Backend, x1: Array, x2: Array, gy: Array, shape: tuple,
+                     out: Array | None) -> Array:
+    """-gy * x1 / x2 / x2 over the broadcast shape (before summing to x2's shape),
+    written into ``out`` when given (it then has the broadcast shape)."""
     if not backend.uses_kernels:
-        g = numpy.negative(gy)
-        g *= x1
-        g /= numpy.square(x2)
+        fresh = out is None or _overlaps(out, x1, x2, gy)
+        g = numpy.empty(shape, gy.dtype) if fresh else out
+        numpy.multiply(gy, x1, out=g)
+        g /= x2
+        g /= x2
+        numpy.negative(g, out=g)
         return g
     g = backend.xp.empty(shape, gy.dtype)
     if g.size:
         _launch_broadcast(backend, "div_wrt_x2", (contiguous(backend, gy, gy.dtype),),
                           x1, x2, g)
     return g
+
+
+def _overlaps(out: Array, *inputs: Array) -> bool:
+    """Whether ``out`` may share memory with an input (then a multi-pass NumPy
+    gradient that writes ``out`` before reading every input needs a fresh buffer)."""
+    return any(isinstance(x, numpy.ndarray) and numpy.may_share_memory(out, x) for x in inputs)
 
 
 # d(x1 op x2)/dxk times gy, over the broadcast shape: built from the forward ops.
@@ -121,7 +132,7 @@ _BINARY_GRADS: dict[tuple[str, int], Callable] = {
     ("mul", 1): lambda b, x1, x2, gy, shape, out: mul(gy, x2, out=out),
     ("mul", 2): lambda b, x1, x2, gy, shape, out: mul(gy, x1, out=out),
     ("div", 1): lambda b, x1, x2, gy, shape, out: div(gy, x2, out=out),
-    ("div", 2): lambda b, x1, x2, gy, shape, out: _div_wrt_x2_full(b, x1, x2, gy, shape),
+    ("div", 2): lambda b, x1, x2, gy, shape, out: _div_wrt_x2_full(b, x1, x2, gy, shape, out),
 }
 
 
@@ -143,42 +154,50 @@ def _binary_grad(op: str, k: int, x1: Array, x2: Array, y: Array, gy: Array,
     return sum_to_shape(p.backend, full, out)
 
 
-def add_wrt_x1(x1, x2, y, gy, *, out=None):
+def add_wrt_x1(x1: Array, x2: Array | float, y: Array, gy: Array, *,
+               out: Array | None = None) -> Array:
     """d(x1 + x2)/dx1 · gy = gy, summed over x1's broadcast axes."""
     return _binary_grad("add", 1, x1, x2, y, gy, out)
 
 
-def add_wrt_x2(x1, x2, y, gy, *, out=None):
+def add_wrt_x2(x1: Array, x2: Array | float, y: Array, gy: Array, *,
+               out: Array | None = None) -> Array:
     """d(x1 + x2)/dx2 · gy = gy, summed over x2's broadcast axes."""
     return _binary_grad("add", 2, x1, x2, y, gy, out)
 
 
-def sub_wrt_x1(x1, x2, y, gy, *, out=None):
+def sub_wrt_x1(x1: Array, x2: Array | float, y: Array, gy: Array, *,
+               out: Array | None = None) -> Array:
     """d(x1 - x2)/dx1 · gy = gy, summed over x1's broadcast axes."""
     return _binary_grad("sub", 1, x1, x2, y, gy, out)
 
 
-def sub_wrt_x2(x1, x2, y, gy, *, out=None):
+def sub_wrt_x2(x1: Array, x2: Array | float, y: Array, gy: Array, *,
+               out: Array | None = None) -> Array:
     """d(x1 - x2)/dx2 · gy = -gy, summed over x2's broadcast axes."""
     return _binary_grad("sub", 2, x1, x2, y, gy, out)
 
 
-def mul_wrt_x1(x1, x2, y, gy, *, out=None):
+def mul_wrt_x1(x1: Array, x2: Array | float, y: Array, gy: Array, *,
+               out: Array | None = None) -> Array:
     """d(x1 x2)/dx1 · gy = gy x2, summed over x1's broadcast axes."""
     return _binary_grad("mul", 1, x1, x2, y, gy, out)
 
 
-def mul_wrt_x2(x1, x2, y, gy, *, out=None):
+def mul_wrt_x2(x1: Array, x2: Array | float, y: Array, gy: Array, *,
+               out: Array | None = None) -> Array:
     """d(x1 x2)/dx2 · gy = gy x1, summed over x2's broadcast axes."""
     return _binary_grad("mul", 2, x1, x2, y, gy, out)
 
 
-def div_wrt_x1(x1, x2, y, gy, *, out=None):
+def div_wrt_x1(x1: Array, x2: Array | float, y: Array, gy: Array, *,
+               out: Array | None = None) -> Array:
     """d(x1 / x2)/dx1 · gy = gy / x2, summed over x1's broadcast axes."""
     return _binary_grad("div", 1, x1, x2, y, gy, out)
 
 
-def div_wrt_x2(x1, x2, y, gy, *, out=None):
+def div_wrt_x2(x1: Array, x2: Array | float, y: Array, gy: Array, *,
+               out: Array | None = None) -> Array:
     """d(x1 / x2)/dx2 · gy = -gy x1 / x2², summed over x2's broadcast axes."""
     return _binary_grad("div", 2, x1, x2, y, gy, out)
 
@@ -293,58 +312,87 @@ def _axis_grad(op: str, k: int, x1: Array, x2: Array, y: Array, gy: Array, axis:
     return finish(out, target)
 
 
-def axis_add_wrt_x1(x1, x2, y, gy, *, axis=1, out=None):
+def axis_add_wrt_x1(x1: Array, x2: Array, y: Array, gy: Array, *, axis: int = 1,
+                    out: Array | None = None) -> Array:
     """gy."""
     return _axis_grad("add", 1, x1, x2, y, gy, axis, out)
 
 
-def axis_add_wrt_x2(x1, x2, y, gy, *, axis=1, out=None):
+def axis_add_wrt_x2(x1: Array, x2: Array, y: Array, gy: Array, *, axis: int = 1,
+                    out: Array | None = None) -> Array:
     """Σ gy over every axis but ``axis``."""
     return _axis_grad("add", 2, x1, x2, y, gy, axis, out)
 
 
-def axis_sub_wrt_x1(x1, x2, y, gy, *, axis=1, out=None):
+def axis_sub_wrt_x1(x1: Array, x2: Array, y: Array, gy: Array, *, axis: int = 1,
+                    out: Array | None = None) -> Array:
     """gy."""
     return _axis_grad("sub", 1, x1, x2, y, gy, axis, out)
 
 
-def axis_sub_wrt_x2(x1, x2, y, gy, *, axis=1, out=None):
+def axis_sub_wrt_x2(x1: Array, x2: Array, y: Array, gy: Array, *, axis: int = 1,
+                    out: Array | None = None) -> Array:
     """-Σ gy over every axis but ``axis``."""
     return _axis_grad("sub", 2, x1, x2, y, gy, axis, out)
 
 
-def axis_mul_wrt_x1(x1, x2, y, gy, *, axis=1, out=None):
+def axis_mul_wrt_x1(x1: Array, x2: Array, y: Array, gy: Array, *, axis: int = 1,
+                    out: Array | None = None) -> Array:
     """gy · x2[c]."""
     return _axis_grad("mul", 1, x1, x2, y, gy, axis, out)
 
 
-def axis_mul_wrt_x2(x1, x2, y, gy, *, axis=1, out=None):
+def axis_mul_wrt_x2(x1: Array, x2: Array, y: Array, gy: Array, *, axis: int = 1,
+                    out: Array | None = None) -> Array:
     """Σ gy · x1 over every axis but ``axis``."""
     return _axis_grad("mul", 2, x1, x2, y, gy, axis, out)
 
 
-def axis_div_wrt_x1(x1, x2, y, gy, *, axis=1, out=None):
+def axis_div_wrt_x1(x1: Array, x2: Array, y: Array, gy: Array, *, axis: int = 1,
+                    out: Array | None = None) -> Array:
     """gy / x2[c]."""
     return _axis_grad("div", 1, x1, x2, y, gy, axis, out)
 
 
-def axis_div_wrt_x2(x1, x2, y, gy, *, axis=1, out=None):
+def axis_div_wrt_x2(x1: Array, x2: Array, y: Array, gy: Array, *, axis: int = 1,
+                    out: Array | None = None) -> Array:
     """-Σ gy · x1 / x2[c]² over every axis but ``axis``."""
     return _axis_grad("div", 2, x1, x2, y, gy, axis, out)
 
 
 # ---- unary -----------------------------------------------------------------
 
-# NumPy forward and gradient of each unary op; the gradients take (x, y, gy, out).
+def _times_gy(fill: Callable, sign: float = 1.0) -> Callable:
+    """A NumPy gradient ``out = sign * gy * fill(x)`` computed in ``out``: no temporaries."""
+    def grad(x: Array, y: Array, gy: Array, out: Array) -> None:
+        fill(x, out=out)
+        out *= gy
+        if sign < 0:
+            numpy.negative(out, out=out)
+    return grad
+
+
+def _sqrt_grad(x: Array, y: Array, gy: Array, out: Array) -> None:
+    numpy.divide(gy, y, out=out)
+    out *= 0.5  # gy / (2y), exactly
+
+
+def _square_grad(x: Array, y: Array, gy: Array, out: Array) -> None:
+    numpy.multiply(x, gy, out=out)
+    out *= 2
+
+
+# NumPy forward and gradient of each unary op; the gradients take (x, y, gy, out)
+# and write out in one or more passes (the caller gives a fresh out when it overlaps).
 _UNARY_NUMPY: dict[str, tuple[Callable, Callable]] = {
     "neg": (numpy.negative, lambda x, y, gy, out: numpy.negative(gy, out=out)),
     "exp": (numpy.exp, lambda x, y, gy, out: numpy.multiply(gy, y, out=out)),
     "log": (numpy.log, lambda x, y, gy, out: numpy.divide(gy, x, out=out)),
-    "sqrt": (numpy.sqrt, lambda x, y, gy, out: numpy.divide(gy, 2 * y, out=out)),
-    "square": (numpy.square, lambda x, y, gy, out: numpy.multiply(2 * x, gy, out=out)),
-    "abs": (numpy.abs, lambda x, y, gy, out: numpy.multiply(gy, numpy.sign(x), out=out)),
-    "sin": (numpy.sin, lambda x, y, gy, out: numpy.multiply(gy, numpy.cos(x), out=out)),
-    "cos": (numpy.cos, lambda x, y, gy, out: numpy.multiply(gy, -numpy.sin(x), out=out)),
+    "sqrt": (numpy.sqrt, _sqrt_grad),
+    "square": (numpy.square, _square_grad),
+    "abs": (numpy.abs, _times_gy(numpy.sign)),  # sign(0) = 0, sign(NaN) = NaN
+    "sin": (numpy.sin, _times_gy(numpy.cos)),
+    "cos": (numpy.cos, _times_gy(numpy.sin, sign=-1.0)),
 }
 
 
@@ -376,8 +424,9 @@ def _unary_grad(op: str, x1: Array, y: Array, gy: Array, out: Array | None) -> A
     out = output(name, p.backend, out, x1.shape, x1.dtype)
     backend = p.backend
     if not backend.uses_kernels:
-        _UNARY_NUMPY[op][1](x1, y, gy, out)
-        return out
+        target = numpy.empty_like(out) if _overlaps(out, x1, y, gy) else out
+        _UNARY_NUMPY[op][1](x1, y, gy, target)
+        return finish(out, target)
     if out.size == 0:
         return out
     target = result_buffer(backend, out, p.dtype)
@@ -439,42 +488,42 @@ def pow(x1: Array, *, p: float, out: Array | None = None) -> Array:  # noqa: A00
     return _unary("pow", x1, out, _check_exponent("pow", p))
 
 
-def neg_wrt_x1(x1, y, gy, *, out=None):
+def neg_wrt_x1(x1: Array, y: Array, gy: Array, *, out: Array | None = None) -> Array:
     """-gy."""
     return _unary_grad("neg", x1, y, gy, out)
 
 
-def exp_wrt_x1(x1, y, gy, *, out=None):
+def exp_wrt_x1(x1: Array, y: Array, gy: Array, *, out: Array | None = None) -> Array:
     """gy · y (y = e^x)."""
     return _unary_grad("exp", x1, y, gy, out)
 
 
-def log_wrt_x1(x1, y, gy, *, out=None):
+def log_wrt_x1(x1: Array, y: Array, gy: Array, *, out: Array | None = None) -> Array:
     """gy / x."""
     return _unary_grad("log", x1, y, gy, out)
 
 
-def sqrt_wrt_x1(x1, y, gy, *, out=None):
+def sqrt_wrt_x1(x1: Array, y: Array, gy: Array, *, out: Array | None = None) -> Array:
     """gy / (2y) (y = √x)."""
     return _unary_grad("sqrt", x1, y, gy, out)
 
 
-def square_wrt_x1(x1, y, gy, *, out=None):
+def square_wrt_x1(x1: Array, y: Array, gy: Array, *, out: Array | None = None) -> Array:
     """2 x gy."""
     return _unary_grad("square", x1, y, gy, out)
 
 
-def abs_wrt_x1(x1, y, gy, *, out=None):
+def abs_wrt_x1(x1: Array, y: Array, gy: Array, *, out: Array | None = None) -> Array:
     """gy · sign(x), 0 at x = 0."""
     return _unary_grad("abs", x1, y, gy, out)
 
 
-def sin_wrt_x1(x1, y, gy, *, out=None):
+def sin_wrt_x1(x1: Array, y: Array, gy: Array, *, out: Array | None = None) -> Array:
     """gy · cos x."""
     return _unary_grad("sin", x1, y, gy, out)
 
 
-def cos_wrt_x1(x1, y, gy, *, out=None):
+def cos_wrt_x1(x1: Array, y: Array, gy: Array, *, out: Array | None = None) -> Array:
     """-gy · sin x."""
     return _unary_grad("cos", x1, y, gy, out)
 
@@ -494,8 +543,11 @@ def pow_wrt_x1(x1: Array, y: Array, gy: Array, *, p: float, out: Array | None = 
             out[...] = 0
             return out
         dt = prep.dtype.type
-        out[...] = gy * dt(exponent) * numpy.power(x1, dt(exponent - 1))
-        return out
+        target = numpy.empty_like(out) if _overlaps(out, x1, gy) else out
+        numpy.power(x1, dt(exponent - 1), out=target)
+        target *= dt(exponent)
+        target *= gy
+        return finish(out, target)
     if out.size == 0:
         return out
     target = result_buffer(backend, out, prep.dtype)
