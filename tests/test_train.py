@@ -207,3 +207,26 @@ def test_resume_with_other_settings_is_refused(tmp_path):
                   "--optimizer", "sgd", "--backend", "numpy", cwd=tmp_path)
     assert result.returncode == 1 and "optimizer='adam'" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_memory_holds_steady_over_20_epochs(tmp_path, monkeypatch):
+    """Traced host memory at the end of epoch 20 is within 512 KiB of epoch 3's."""
+    import tracemalloc
+
+    from gpuops import train
+    seen = []
+    save = train._save_checkpoint
+
+    def save_and_measure(*args, **kwargs):
+        save(*args, **kwargs)
+        seen.append(tracemalloc.get_traced_memory()[0])
+
+    monkeypatch.setattr(train, "_save_checkpoint", save_and_measure)
+    tracemalloc.start()
+    try:
+        _train(tmp_path, "--limit", "64", "--epochs", "20", "--batch-size", "32")
+    finally:
+        tracemalloc.stop()
+    assert len(seen) == 20
+    growth = seen[-1] - seen[2]
+    assert growth < 512 * 1024, f"traced memory grew {growth} bytes from epoch 3 to 20: {seen}"
