@@ -113,6 +113,32 @@ def test_float32_and_mixed_dtypes_in_one_call(backend):
     numpy.testing.assert_allclose(backend.to_numpy(params[1]), ref[1], rtol=1e-12)
 
 
+@pytest.mark.parametrize("backend", list(_backend_params()))
+@pytest.mark.parametrize("momentum,nesterov,wd", [(0.0, False, 0.0), (0.9, False, 0.01),
+                                                  (0.9, True, 0.01)])
+def test_sgd_step_float32_matches_reference(backend, momentum, nesterov, wd):
+    """float32 parameters, gradients and velocities (the f32 kernel) track the float64 rule."""
+    rng = numpy.random.default_rng(7)
+    ref = _params_for(rng)
+    ref_bufs = [numpy.zeros_like(p) for p in ref]
+    with backend.active():
+        params = [backend.asarray(p, dtype=numpy.float32) for p in ref]
+        bufs = ([backend.asarray(b, dtype=numpy.float32) for b in ref_bufs] if momentum
+                else None)
+        for _ in range(4):
+            grads = [rng.standard_normal(p.shape) for p in ref]
+            out = gpuops.sgd_step(params, [backend.asarray(g, dtype=numpy.float32)
+                                           for g in grads], bufs, lr=0.1, momentum=momentum,
+                                  nesterov=nesterov, weight_decay=wd)
+            assert out is params
+            _ref_sgd(ref, grads, ref_bufs, 0.1, momentum, nesterov, wd)
+    got = [(params, ref)] + ([(bufs, ref_bufs)] if momentum else [])
+    for arrays, want in got:
+        for a, r in zip(arrays, want):
+            assert a.dtype == numpy.float32
+            numpy.testing.assert_allclose(backend.to_numpy(a), r, rtol=1e-5, atol=1e-5)
+
+
 def test_many_tensors_and_chunks_numpy():
     """Many small tensors and one larger than a kernel chunk (the NumPy path, all sizes)."""
     rng = numpy.random.default_rng(3)
