@@ -13,6 +13,7 @@ Kernels in cuda/lrn.cu. The semantics of PyTorch's ``LocalResponseNorm`` /
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy
@@ -39,6 +40,13 @@ def _check(op: str, shape: tuple, size: Any, alpha: Any, beta: Any, k: Any) -> N
     for name, value in (("alpha", alpha), ("beta", beta), ("k", k)):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise TypeError(f"{op}: {name} must be a Python float, got {value!r}")
+        if not math.isfinite(value):
+            raise ValueError(f"{op}: {name} must be finite, got {value!r}")
+    # k > 0 and alpha >= 0 keep s >= k > 0, so s^(-beta) is finite (no NaN/inf output)
+    if k <= 0:
+        raise ValueError(f"{op}: k must be > 0, got {k!r}")
+    if alpha < 0:
+        raise ValueError(f"{op}: alpha must be >= 0, got {alpha!r}")
 
 
 def _window_sum(v: numpy.ndarray, before: int, after: int) -> numpy.ndarray:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy
 
-from opinfo import F16, F32, F64, OpInfo, Sample
+from opinfo import F16, F32, F64, ErrorInput, OpInfo, Sample
 
 SHAPES = ((257,), (3, 4, 5), (0,), (1,), (), (16, 65))
 
@@ -25,6 +25,34 @@ def _leaky_samples(rng):
             yield Sample((x,), {"slope": slope}, f"slope{slope}-{'x'.join(map(str, shape))}")
 
 
+def _errors(rng):
+    """y or gy of the wrong shape in the gradient (the forward takes no parameters)."""
+    x = rng.uniform(-3, 3, (3, 4))
+    yield ErrorInput((x, numpy.ones((4, 3)), numpy.ones((3, 4))), {}, ValueError,
+                     r"y has shape \(4, 3\)", fn=1)
+    yield ErrorInput((x, numpy.ones((3, 4)), numpy.ones((3, 4, 1))), {}, ValueError,
+                     r"gy has shape \(3, 4, 1\)", fn=1)
+    yield ErrorInput((x, numpy.ones((3, 4)), numpy.ones(4)), {}, ValueError,
+                     r"gy has shape \(4,\)", fn=1)
+    yield ErrorInput((x, numpy.ones((3, 4)).astype(numpy.int32), numpy.ones((3, 4))), {},
+                     TypeError, "int32", fn=1)
+    yield ErrorInput((x, numpy.ones((3, 4)), numpy.ones((3, 4)) > 0), {}, TypeError, "bool",
+                     fn=1)
+
+
+def _leaky_errors(rng):
+    x = rng.uniform(-3, 3, (3, 4))
+    yield from _errors(rng)
+    yield ErrorInput((x,), {"slope": "0.1"}, TypeError, "slope must be .*, got '0.1'")
+    yield ErrorInput((x,), {"slope": None}, TypeError, "got None")
+    yield ErrorInput((x,), {"slope": True}, TypeError, "got True")
+    yield ErrorInput((x,), {"slope": numpy.ones(2)}, TypeError, r"array\(\[1., 1.\]\)")
+    yield ErrorInput((x,), {"slope": float("nan")}, ValueError, "slope must be finite, got nan")
+    yield ErrorInput((x,), {"slope": float("inf")}, ValueError, "got inf")
+    yield ErrorInput((x,), {"slope": "0.1"}, TypeError, "got '0.1'", fn=1)
+    yield ErrorInput((x,), {"slope": -float("inf")}, ValueError, "got -inf", fn=1)
+
+
 def _sigmoid_ref(x):
     return 1.0 / (1.0 + numpy.exp(-x))
 
@@ -33,15 +61,17 @@ KERNEL_DTYPES = (F16, F32, F64)  # float16 where kernels compute (CuPy, emulator
 
 RECORDS = [
     OpInfo(name="relu", ref=lambda x: numpy.where(x > 0, x, 0.0), samples=_samples(-3, 3),
-           grad_refs={1: lambda x, y, g: numpy.where(x > 0, g, 0.0)}, gpu_dtypes=KERNEL_DTYPES),
+           grad_refs={1: lambda x, y, g: numpy.where(x > 0, g, 0.0)},
+           gpu_dtypes=KERNEL_DTYPES, error_inputs=_errors),
     OpInfo(name="leaky_relu", ref=lambda x, slope: numpy.where(x > 0, x, slope * x),
            samples=_leaky_samples,
            grad_refs={1: lambda x, y, g, slope: numpy.where(x > 0, g, slope * g)},
-           gpu_dtypes=KERNEL_DTYPES),
+           gpu_dtypes=KERNEL_DTYPES, error_inputs=_leaky_errors),
     # |x| up to 30: sigmoid's tails (e^-30 ~ 1e-13) must neither overflow nor lose sign
     OpInfo(name="sigmoid", ref=_sigmoid_ref, samples=_samples(-30, 30),
            grad_refs={1: lambda x, y, g: g * _sigmoid_ref(x) * (1 - _sigmoid_ref(x))},
-           gpu_dtypes=KERNEL_DTYPES),
+           gpu_dtypes=KERNEL_DTYPES, error_inputs=_errors),
     OpInfo(name="tanh", ref=numpy.tanh, samples=_samples(-5, 5),
-           grad_refs={1: lambda x, y, g: g / numpy.cosh(x) ** 2}, gpu_dtypes=KERNEL_DTYPES),
+           grad_refs={1: lambda x, y, g: g / numpy.cosh(x) ** 2},
+           gpu_dtypes=KERNEL_DTYPES, error_inputs=_errors),
 ]

@@ -101,6 +101,14 @@ def _errors(rng):
     yield ErrorInput((x[0], w, b), {}, ValueError, r"\(2, 5, 5\)")
     yield ErrorInput((x, w, rng.standard_normal(2)), {}, ValueError, r"got \(2,\)", fn=1)
     yield ErrorInput((x, w, None), {}, ValueError, "x3 is None", fn=3)
+    yield ErrorInput((x, w, b), {"stride": 1.5}, TypeError, "got 1.5")
+    yield ErrorInput((x, w, b), {"stride": True}, TypeError, "got True")
+    yield ErrorInput((x, w, b), {"padding": (1, 1.0)}, TypeError,
+                     r"padding must be an int or a pair of ints, got \(1, 1.0\)")
+    yield ErrorInput((x, w, b), {"dilation": -1}, ValueError, "dilation must be >= 1, got -1")
+    yield ErrorInput((x, w, b), {"padding": (0, -2)}, ValueError, r"got \(0, -2\)", fn=1)
+    yield ErrorInput((x, w[0], b), {}, ValueError, r"\(1, 2, 5, 5\) and \(2, 3, 3\)")
+    yield ErrorInput((x, w, b[:, None]), {}, ValueError, r"must have shape \(3,\).*got \(3, 1\)")
 
 
 RECORDS = [

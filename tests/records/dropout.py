@@ -65,6 +65,13 @@ def _errors(rng):
     yield ErrorInput((x,), {"p": 0.5, "seed": 1.0}, TypeError, "1.0")
     yield ErrorInput((x,), {"p": 0.5, "seed": 1, "training": "yes"}, TypeError, "'yes'")
     yield ErrorInput((x,), {"p": 2.0, "seed": 1}, ValueError, "2.0", fn=1)
+    yield ErrorInput((x,), {"p": 0.5, "seed": None}, TypeError, "seed must be an int, got None")
+    yield ErrorInput((x,), {"p": 0.5, "seed": True}, TypeError, "seed must be an int, got True")
+    yield ErrorInput((x,), {"p": True, "seed": 1}, TypeError, "p must be a Python float, got True")
+    yield ErrorInput((x,), {"p": float("inf"), "seed": 1}, ValueError, r"\[0, 1\], got inf")
+    yield ErrorInput((x,), {"p": 0.5, "seed": 1.5}, TypeError, "seed must be an int, got 1.5",
+                     fn=1)
+    yield ErrorInput((x,), {"p": 0.5, "seed": -3}, ValueError, "-3", fn=1)
 
 
 RECORDS = [

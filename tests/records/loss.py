@@ -57,6 +57,11 @@ def _pair_errors(rng):
                      r"gy has shape \(3,\)", fn=1)
     yield ErrorInput((a, a, numpy.ones(3), numpy.ones(())), {"reduction": "none"}, ValueError,
                      r"gy has shape \(\)", fn=2)
+    m = rng.standard_normal((4, 3))
+    yield ErrorInput((m, m.T), {}, ValueError, r"\(4, 3\) and \(3, 4\)")
+    yield ErrorInput((m, m.T), {}, ValueError, r"\(4, 3\) and \(3, 4\)", fn=2)
+    yield ErrorInput((a, a), {"reduction": "SUM"}, ValueError, "got 'SUM'")
+    yield ErrorInput((a, a), {"reduction": 1}, ValueError, "got 1", fn=1)
 
 
 def _pair(name, term, d1, d2, make_x1=_normal, make_x2=_normal):
@@ -149,6 +154,17 @@ def _ce_errors(rng):
     yield ErrorInput((x, t.astype(numpy.int16)), {}, TypeError, "int16", fn=1)
     yield ErrorInput((x, t), {"ignore_index": 1.5}, TypeError, "1.5")
     yield ErrorInput((x, t), {"reduction": "mean "}, ValueError, "'mean '")
+    yield ErrorInput((x, t), {"reduction": 1}, ValueError, "got 1", fn=1)
+    yield ErrorInput((x, t), {"ignore_index": True}, TypeError,
+                     "ignore_index must be an int, got True")
+    yield ErrorInput((x, t[:, None]), {}, ValueError,
+                     r"labels of shape \(4,\) for x1 of shape \(4, 3\), got \(4, 1\)")
+    yield ErrorInput((x, t[:, None]), {}, ValueError, r"got \(4, 1\)", fn=1)
+    yield ErrorInput((rng.standard_normal((2, 3, 4)), t[:2]), {}, ValueError,
+                     r"2-d logits \(N, C\), got shape \(2, 3, 4\)")
+    yield ErrorInput((x, t > 0), {}, TypeError, "bool")
+    # labels outside [0, C) are rejected on the NumPy path only (kernels give NaN rows, no
+    # device sync): tested in tests/test_softmax_family.py, not here (run on every backend)
     yield ErrorInput((x, t, numpy.ones(()), numpy.ones(4)), {}, ValueError,
                      r"gy has shape \(4,\)", fn=1)
 

@@ -73,6 +73,16 @@ def _errors(rng):
     yield ErrorInput((x,), {"size": 0}, ValueError, "size must be >= 1", fn=1)
     yield ErrorInput((x, numpy.ones((2, 3)), numpy.ones((2, 3, 4))), {}, ValueError,
                      r"y has shape \(2, 3\); expected \(2, 3, 4\)", fn=1)
+    yield ErrorInput((x,), {"size": -3}, ValueError, "size must be >= 1, got -3")
+    yield ErrorInput((x,), {"size": True}, TypeError, "size must be an int, got True")
+    yield ErrorInput((x,), {"beta": None}, TypeError, "beta must be a Python float, got None")
+    yield ErrorInput((x,), {"k": "1"}, TypeError, "k must be a Python float, got '1'")
+    yield ErrorInput((x,), {"alpha": float("nan")}, ValueError, "alpha must be finite, got nan")
+    yield ErrorInput((x,), {"beta": float("inf")}, ValueError, "beta must be finite, got inf")
+    yield ErrorInput((x,), {"alpha": -1.0}, ValueError, "alpha must be >= 0, got -1.0")
+    yield ErrorInput((x,), {"k": 0.0}, ValueError, "k must be > 0, got 0.0")
+    yield ErrorInput((x,), {"k": -1}, ValueError, "k must be > 0, got -1", fn=1)
+    yield ErrorInput((numpy.ones(()),), {}, ValueError, r"got shape \(\)")
 
 
 RECORDS = [OpInfo(name="lrn", ref=_ref, samples=_samples, grad_refs={1: _grad},

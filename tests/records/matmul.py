@@ -64,6 +64,10 @@ def _matmul_errors(rng):
                      r"at least 2 dims, got shapes \(4,\)")
     yield ErrorInput((rng.standard_normal((2, 3, 4)), rng.standard_normal((3, 4, 5))), {},
                      ValueError, r"batch dims of \(2, 3, 4\) and \(3, 4, 5\) do not broadcast")
+    yield ErrorInput((numpy.ones(()), a), {}, ValueError, r"at least 2 dims, got shapes \(\)")
+    yield ErrorInput((a, b), {}, ValueError, r"\(3, 4\) and \(5, 6\) do not match", fn=2)
+    yield ErrorInput((a, a.T, numpy.ones((3, 4)), numpy.ones((3, 3))), {}, ValueError,
+                     r"y has shape \(3, 4\)", fn=1)
 
 
 _ACT = {
@@ -131,6 +135,11 @@ def _linear_errors(rng):
     yield ErrorInput((x, w, b), {"activation": "gelu"}, ValueError, "'gelu'")
     yield ErrorInput((x, w, b), {"activation": "gelu"}, ValueError, "'gelu'", fn=2)
     yield ErrorInput((x, w, None), {}, ValueError, "x3 is None", fn=3)
+    yield ErrorInput((x, w, b[None]), {}, ValueError, r"must have shape \(3,\).*got \(1, 3\)")
+    yield ErrorInput((x, w, b), {"activation": 1}, ValueError, "got 1")
+    yield ErrorInput((x, w, b), {"activation": "ReLU"}, ValueError, "'ReLU'", fn=1)
+    yield ErrorInput((x, rng.standard_normal((3, 4)), b), {}, ValueError,
+                     r"\(4, 5\) and \(3, 4\)", fn=1)
 
 
 RECORDS = [

@@ -115,6 +115,15 @@ def _errors(rng):
     yield ErrorInput((x,), {"kernel_size": 0}, ValueError, "kernel_size", fn=1)
     yield ErrorInput((x, numpy.ones((1, 2, 5, 5)), numpy.ones((1, 2, 5, 5))), {"kernel_size": 2},
                      ValueError, r"y has shape \(1, 2, 5, 5\); expected \(1, 2, 2, 2\)", fn=1)
+    yield ErrorInput((x,), {"kernel_size": -2}, ValueError, "kernel_size must be >= 1, got -2")
+    yield ErrorInput((x,), {"kernel_size": True}, TypeError, "got True")
+    yield ErrorInput((x,), {"kernel_size": None}, TypeError, "got None")
+    yield ErrorInput((x,), {"kernel_size": 2, "stride": 0}, ValueError,
+                     "stride must be >= 1, got 0")
+    yield ErrorInput((x,), {"kernel_size": 2, "stride": 1.5}, TypeError, "got 1.5")
+    yield ErrorInput((x,), {"kernel_size": 2, "padding": 1.0}, TypeError,
+                     "padding must be an int or a pair of ints, got 1.0")
+    yield ErrorInput((x,), {"kernel_size": 2, "stride": -1}, ValueError, "got -1", fn=1)
 
 
 RECORDS = [

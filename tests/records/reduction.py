@@ -119,6 +119,13 @@ def _errors(name):
         yield ErrorInput((x,), {"axis": 3}, ValueError, "axis 3", fn=1)
         yield ErrorInput((x, numpy.ones((2, 4)), numpy.ones((2, 4))), {"axis": 2}, ValueError,
                          r"y has shape \(2, 4\); expected \(2, 3\)", fn=1)
+        yield ErrorInput((x,), {"axis": -4}, ValueError, "axis -4")
+        yield ErrorInput((x,), {"axis": (0, 5)}, ValueError, "axis 5")
+        yield ErrorInput((x,), {"axis": (1, 1)}, ValueError, r"duplicate axes in axis=\(1, 1\)")
+        yield ErrorInput((x,), {"axis": True}, TypeError, "axis must be an int, got True")
+        yield ErrorInput((x,), {"keepdims": 1}, TypeError, "keepdims must be a bool, got 1")
+        yield ErrorInput((numpy.ones(()),), {"axis": 0}, ValueError, "axis 0 .* 0 dims")
+        yield ErrorInput((x,), {"axis": (0, 0)}, ValueError, r"duplicate axes", fn=1)
         if name == "max":
             yield ErrorInput((numpy.ones((0, 3)),), {"axis": 0}, ValueError,
                              r"max over zero elements \(input shape \(0, 3\), axes \(0,\)\)")

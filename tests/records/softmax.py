@@ -61,6 +61,11 @@ def _errors(rng):
     yield ErrorInput((x, numpy.ones((3, 2)), numpy.ones((2, 3))), {}, ValueError,
                      r"y has shape \(3, 2\)", fn=1)
     yield ErrorInput((x,), {"axis": 5}, ValueError, "axis 5", fn=1)
+    yield ErrorInput((x,), {"axis": True}, TypeError, "axis must be an int, got True")
+    yield ErrorInput((x,), {"axis": None}, TypeError, "axis must be an int, got None")
+    yield ErrorInput((x,), {"axis": (0, 1)}, TypeError, r"got \(0, 1\)", fn=1)
+    yield ErrorInput((x, numpy.ones((2, 3)), numpy.ones((3, 2))), {}, ValueError,
+                     r"gy has shape \(3, 2\)", fn=1)
 
 
 KERNEL_DTYPES = (F16, F32, F64)

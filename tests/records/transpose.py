@@ -53,6 +53,11 @@ def _errors(rng):
     yield ErrorInput((x,), {"axes": (0, 2)}, ValueError, r"axes \(0, 2\)", fn=1)
     yield ErrorInput((x, numpy.ones((2, 3, 4)), numpy.ones((2, 3, 4))), {"axes": (2, 1, 0)},
                      ValueError, r"y has shape \(2, 3, 4\); expected \(4, 3, 2\)", fn=1)
+    yield ErrorInput((x,), {"axes": (0, 1, -4)}, ValueError, "axis -4")
+    yield ErrorInput((x,), {"axes": (True, 0, 2)}, TypeError, "axis must be an int, got True")
+    yield ErrorInput((x,), {"axes": (0, 1, 2, 3)}, ValueError, "axis 3")
+    yield ErrorInput((x,), {"axes": (2, 2, 0)}, ValueError, r"axes \(2, 2, 0\)", fn=1)
+    yield ErrorInput((x,), {"axes": "012"}, TypeError, "'012'")
 
 
 RECORDS = [OpInfo(name="transpose", ref=_ref, samples=_samples, grad_refs={1: _grad},
