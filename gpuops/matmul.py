@@ -280,12 +280,18 @@ def _pre_activation_grad(backend: Backend, y: Array, gy: Array, activation: str 
     """gy · act'(pre-activation), from the output y (relu 1[y>0], sigmoid y(1-y), tanh 1-y²)."""
     if activation is None:
         return gy.astype(dtype, copy=False)
-    if not backend.uses_kernels:
-        slope = {"relu": lambda: (y > 0).astype(dtype),
-                 "sigmoid": lambda: y * (1 - y),
-                 "tanh": lambda: 1 - y * y}[activation]()
-        return gy * slope
     g = backend.xp.empty(y.shape, dtype)
+    if not backend.uses_kernels:  # act'(y), then times gy, in g (no temporaries)
+        if activation == "relu":
+            numpy.greater(y, 0, out=g)  # 1[y > 0] as 1.0 / 0.0
+        elif activation == "sigmoid":
+            numpy.subtract(1, y, out=g)
+            g *= y
+        else:  # tanh
+            numpy.multiply(y, y, out=g)
+            numpy.subtract(1, g, out=g)
+        g *= gy
+        return g
     if g.size:
         backend.launcher.launch(FAMILY, f"act_grad_{suffix(dtype)}", grid_1d(backend.launcher, g.size),
                                 (_THREADS,), (contiguous(backend, y, dtype),
