@@ -296,8 +296,7 @@ def _axis_grad(op: str, k: int, x1: Array, x2: Array, y: Array, gy: Array, axis:
     if not backend.uses_kernels:
         axes = tuple(i for i in range(x1.ndim) if i != ax)
         full = _AXIS_WRT_X2_NUMPY[op](x1, _channel_view(x2, x1.ndim, ax), gy)
-        out[...] = full.sum(axis=axes)
-        return out
+        return numpy.sum(full, axis=axes, out=out)
     channels = x2.shape[0]
     if channels == 0:
         return out
@@ -378,8 +377,8 @@ def _sqrt_grad(x: Array, y: Array, gy: Array, out: Array) -> None:
 
 
 def _square_grad(x: Array, y: Array, gy: Array, out: Array) -> None:
-    numpy.multiply(x, gy, out=out)
-    out *= 2
+    numpy.multiply(x, 2, out=out)
+    out *= gy
 
 
 # NumPy forward and gradient of each unary op; the gradients take (x, y, gy, out)
