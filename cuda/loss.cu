@@ -62,13 +62,18 @@ __device__ __forceinline__ double quiet_nan(double) { return nan(""); }
         if (threadIdx.x == 0) y[0] = T(acc * scale);                                       \
     }
 
+// g * sign(d), with sign(0) = 0 and NaN for a NaN d (NumPy's sign: inf - inf gives NaN).
+template <typename T>
+__device__ __forceinline__ T signed_grad(T d, T g) {
+    return d > T(0) ? g : (d < T(0) ? -g : (d == T(0) ? T(0) : d));
+}
+
 // mse: (u - v)^2, d/du = 2 (u - v). mae: |u - v|, d/du = sign(u - v), 0 at u == v.
 // bce_with_logits: max(u, 0) - u v + log(1 + e^-|u|) (never exp of a positive value),
 // d/du = sigma(u) - v, d/dv = -u.
 #define ELEMENTWISE_LOSSES(T, SFX)                                                          \
     ELEMENTWISE_LOSS(mse, (u - v) * (u - v), T(2) * (u - v) * g, T(-2) * (u - v) * g, T, SFX) \
-    ELEMENTWISE_LOSS(mae, fabs(u - v), u > v ? g : (u < v ? -g : T(0)),                    \
-                     u > v ? -g : (u < v ? g : T(0)), T, SFX)                              \
+    ELEMENTWISE_LOSS(mae, fabs(u - v), signed_grad(u - v, g), -signed_grad(u - v, g), T, SFX) \
     ELEMENTWISE_LOSS(bce_with_logits, (u > T(0) ? u : T(0)) - u * v + log1p(exp(-fabs(u))), \
                      (sigmoid_acc(u) - v) * g, -u * g, T, SFX)                             \
     SUM_PARTIALS(T, SFX)

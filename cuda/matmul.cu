@@ -65,13 +65,13 @@ struct alignas(sizeof(T) * VEC) Pack {
 };
 
 __device__ __forceinline__ float activate(float v, int act) {
-    if (act == 1) return v > 0.0f ? v : 0.0f;
+    if (act == 1) return v < 0.0f ? 0.0f : v;  // NaN stays NaN, as numpy.maximum
     if (act == 2) return 1.0f / (1.0f + expf(-v));
     if (act == 3) return tanhf(v);
     return v;
 }
 __device__ __forceinline__ double activate(double v, int act) {
-    if (act == 1) return v > 0.0 ? v : 0.0;
+    if (act == 1) return v < 0.0 ? 0.0 : v;
     if (act == 2) return 1.0 / (1.0 + exp(-v));
     if (act == 3) return tanh(v);
     return v;

@@ -165,3 +165,47 @@ def test_big_softmax_long_row_and_many_rows():
     y = gpuops.softmax(many_rows, axis=-1)
     assert float(y[-1, 1]) == pytest.approx(e / (1 + e), rel=1e-5)
     assert float(y[0, 0]) == pytest.approx(0.5, rel=1e-6)
+
+
+def _with_nonfinite(record, sample):
+    """The sample with NaN, +inf and -inf as the first three values of each float input."""
+    inputs = []
+    for k, x in enumerate(sample.inputs, 1):
+        if isinstance(x, numpy.ndarray) and k not in record.int_inputs and x.size >= 3:
+            x = x.copy()
+            x.reshape(-1)[:3] = (numpy.nan, numpy.inf, -numpy.inf)
+        inputs.append(x)
+    return tuple(inputs)
+
+
+def _same_nonfinite(a, b) -> bool:
+    a, b = numpy.asarray(a), numpy.asarray(b)
+    return (numpy.array_equal(numpy.isnan(a), numpy.isnan(b))
+            and numpy.array_equal(numpy.isposinf(a), numpy.isposinf(b))
+            and numpy.array_equal(numpy.isneginf(a), numpy.isneginf(b)))
+
+
+@pytest.mark.parametrize("backend", [b for b in BACKENDS if b.name != "numpy"],
+                         ids=lambda b: b.name)
+@pytest.mark.parametrize("record", RECORDS, ids=lambda r: r.name)
+def test_nan_and_inf_propagate_as_in_numpy(record, backend):
+    """Kernels put NaN, +inf and -inf where the NumPy implementation does (forward and
+    gradients), for inputs holding NaN, +inf and -inf."""
+    samples = list(record.samples(numpy.random.default_rng(0)))
+    sample = max(samples, key=lambda s: min(
+        [numpy.size(x) for k, x in enumerate(s.inputs, 1)
+         if isinstance(x, numpy.ndarray) and k not in record.int_inputs] or [0]))
+    inputs = _with_nonfinite(record, sample)
+    op = record.op
+    with numpy.errstate(all="ignore"):
+        y = op.forward(*inputs, **sample.params)
+        gy = numpy.ones(numpy.shape(y), dtype=y.dtype)
+        grads = {k: g(*inputs, y, gy, **sample.params) for k, g in op.grads.items()}
+        with backend.active():
+            dev = tuple(backend.asarray(x) if isinstance(x, numpy.ndarray) else x for x in inputs)
+            y_dev = op.forward(*dev, **sample.params)
+            assert _same_nonfinite(backend.to_numpy(y_dev), y), f"{record.name}: forward"
+            for k, g in op.grads.items():
+                g_dev = g(*dev, y_dev, backend.asarray(gy), **sample.params)
+                assert _same_nonfinite(backend.to_numpy(g_dev), grads[k]), \
+                    f"{record.name}_wrt_x{k}"
