@@ -27,6 +27,7 @@ from . import signatures
 HERE = Path(__file__).resolve().parent
 HEADER = HERE / "cuda_emu.h"
 RUNTIME = HERE / "runtime.cpp"
+LAUNCH_SPEC = HERE / "launch_spec.h"  # included by both
 STUB_INCLUDES = HERE / "include"  # empty cuda_fp16.h & co. for sources that include them
 
 MODES = ("", "address", "thread")
@@ -122,7 +123,7 @@ def runtime_library(mode: str) -> Path:
         raise EmuBuildError("no C++ compiler (g++) for the emulator")
     flags = [*_COMMON, *_RUNTIME_FLAGS, *_SANITIZE_FLAGS[mode]]
     text = RUNTIME.read_text()
-    key = _digest(text, " ".join(flags), _compiler_version(cxx))
+    key = _digest(text, LAUNCH_SPEC.read_text(), " ".join(flags), _compiler_version(cxx))
     target = cache_dir() / f"runtime-{mode or 'plain'}-{key}.so"
     return _build(target, lambda tmp: [cxx, *flags, "-shared", str(RUNTIME), "-o", tmp],
                   "building the emulator runtime")
@@ -154,7 +155,8 @@ def kernel_library(label: str, source: str, mode: str) -> tuple[Path, dict[str, 
     text = emulated_text(source, preprocessed, list(kernels))
     flags = [*_COMMON, *_KERNEL_FLAGS, *_SANITIZE_FLAGS[mode], *_DEFINES, "-DGPUOPS_EMU",
              "-I", str(STUB_INCLUDES)]
-    key = _digest(text, HEADER.read_text(), " ".join(flags), runtime.name, _compiler_version(cxx))
+    key = _digest(text, HEADER.read_text(), LAUNCH_SPEC.read_text(), " ".join(flags),
+                  runtime.name, _compiler_version(cxx))
     safe = re.sub(r"[^A-Za-z0-9_.-]", "_", label)
     folder = cache_dir()
     target = folder / f"{safe}-{mode or 'plain'}-{key}.so"

@@ -502,22 +502,8 @@ __ubsan_handle_out_of_bounds(gpuops_emu_ub_bounds* data, uintptr_t index) {
 }
 
 // ---- launch glue --------------------------------------------------------------------
-// What the runtime needs from this library (runtime.cpp reads the same layout).
-struct gpuops_emu_launch_spec {
-    int (*thread_entry)(void (*kernel)(void**), void** args, const unsigned* thread,
-                        const unsigned* block);
-    void (*kernel)(void**);
-    void** args;
-    unsigned grid[3], block[3];
-    unsigned long long shared_mem;
-    unsigned char* dynamic_shared;
-    unsigned long long dynamic_capacity;
-    unsigned char* static_shared_begin;
-    unsigned char* static_shared_end;
-    double watchdog_seconds;
-    char* error;
-    unsigned long long error_size;
-};
+// What the runtime needs from this library.
+#include "launch_spec.h"
 
 #define GPUOPS_EMU_DYNAMIC_SHARED_BYTES (228u * 1024u)
 extern "C" {

@@ -24,21 +24,7 @@
 #include <string>
 #include <vector>
 
-extern "C" struct gpuops_emu_launch_spec {  // the layout of cuda_emu.h
-    int (*thread_entry)(void (*kernel)(void**), void** args, const unsigned* thread,
-                        const unsigned* block);
-    void (*kernel)(void**);
-    void** args;
-    unsigned grid[3], block[3];
-    unsigned long long shared_mem;
-    unsigned char* dynamic_shared;
-    unsigned long long dynamic_capacity;
-    unsigned char* static_shared_begin;
-    unsigned char* static_shared_end;
-    double watchdog_seconds;
-    char* error;
-    unsigned long long error_size;
-};
+#include "launch_spec.h"
 
 namespace {
 
