@@ -26,8 +26,10 @@ import numpy
 if TYPE_CHECKING:  # pragma: no cover
     from .backend import Backend
 
-# Options shared by the loader and the NVRTC compile check.
-NVRTC_OPTIONS = ("--std=c++17",)
+# Options shared by the loader and the NVRTC compile check. IEEE subnormals and correctly
+# rounded division / square root are NVRTC's defaults, stated so that they stay
+# (the NumPy backend keeps subnormals; tests/test_numerics.py).
+NVRTC_OPTIONS = ("--std=c++17", "--ftz=false", "--prec-div=true", "--prec-sqrt=true")
 BLOCK = 256  # threads per block for 1-D kernels
 
 _HERE = Path(__file__).resolve().parent
