@@ -8,17 +8,7 @@
 // Written as a gather (one thread per input element sums its at most KH*KW window
 // entries), so overlapping windows need no atomics and the result is deterministic.
 #include "gpuops.cuh"
-
-#ifndef GPUOPS_EMU
-#include <cuda_fp16.h>
-#endif
-
-__device__ __forceinline__ float conv_acc(float x) { return x; }
-__device__ __forceinline__ double conv_acc(double x) { return x; }
-__device__ __forceinline__ float conv_acc(__half x) { return __half2float(x); }
-__device__ __forceinline__ void conv_store(float* p, float v) { *p = v; }
-__device__ __forceinline__ void conv_store(double* p, double v) { *p = v; }
-__device__ __forceinline__ void conv_store(__half* p, float v) { *p = __float2half(v); }
+#include "half.cuh"
 
 #define CONV_GEOMETRY                                                                   \
     long long C, long long H, long long W, long long KH, long long KW, long long OH,     \
@@ -32,27 +22,27 @@ __device__ __forceinline__ void conv_store(__half* p, float v) { *p = __float2ha
             const long long ow = i % OW, oh = (i / OW) % OH, kj = (i / (OW * OH)) % KW;       \
             const long long ki = (i / (OW * OH * KW)) % KH, nc = i / (OW * OH * KW * KH);     \
             const long long h = oh * SH - PH + ki * DH, w = ow * SW - PW + kj * DW;           \
-            decltype(conv_acc(x[0])) v = 0;                                                   \
-            if (h >= 0 && h < H && w >= 0 && w < W) v = conv_acc(x[(nc * H + h) * W + w]);    \
-            conv_store(cols + i, v);                                                          \
+            decltype(to_acc(x[0])) v = 0;                                                     \
+            if (h >= 0 && h < H && w >= 0 && w < W) v = to_acc(x[(nc * H + h) * W + w]);      \
+            store_acc(cols + i, v);                                                           \
         }                                                                                     \
     }                                                                                         \
     extern "C" __global__ void col2im_##SFX(const T* __restrict__ cols, T* __restrict__ gx,  \
                                             long long n, CONV_GEOMETRY) {                     \
         GRID_STRIDE_LOOP(i, n) {                                                              \
             const long long w = i % W, h = (i / W) % H, nc = i / (W * H);                     \
-            decltype(conv_acc(cols[0])) acc = 0;                                              \
+            decltype(to_acc(cols[0])) acc = 0;                                                \
             for (long long ki = 0; ki < KH; ++ki) {                                           \
                 const long long th = h + PH - ki * DH; /* = oh * SH for a reading window */   \
                 if (th < 0 || th % SH != 0 || th / SH >= OH) continue;                        \
                 for (long long kj = 0; kj < KW; ++kj) {                                       \
                     const long long tw = w + PW - kj * DW;                                    \
                     if (tw < 0 || tw % SW != 0 || tw / SW >= OW) continue;                    \
-                    acc += conv_acc(cols[((nc * KH + ki) * KW + kj) * OH * OW                 \
-                                         + (th / SH) * OW + tw / SW]);                        \
+                    acc += to_acc(cols[((nc * KH + ki) * KW + kj) * OH * OW                   \
+                                       + (th / SH) * OW + tw / SW]);                          \
                 }                                                                             \
             }                                                                                 \
-            conv_store(gx + i, acc);                                                          \
+            store_acc(gx + i, acc);                                                           \
         }                                                                                     \
     }
 

@@ -21,14 +21,10 @@
 // the operand's contiguous dim when the host says the layout allows it (a_mode /
 // b_mode bit 1); bit 0 picks which dim consecutive threads walk (the contiguous
 // one, for coalescing). float16 (gemm_f16) loads halves and accumulates in float:
-// it is the fallback the CPU emulator runs; on a GPU the tensor-core kernels
-// gemm_tc_f16 / gemm_tc_bt_f16 (WMMA, float accumulation) are launched instead.
+// it is the fallback for GPUs without the sm_80 tensor-core instruction; from sm_80 on
+// gemm_tc_f16 (mma.sync, float accumulation) is launched instead.
 #include "gpuops.cuh"
-
-#ifndef GPUOPS_EMU
-#include <cuda_fp16.h>
-#include <mma.h>
-#endif
+#include "half.cuh"
 
 #define GEMM_THREADS 256
 #ifndef GPUOPS_EMU
@@ -36,15 +32,6 @@
 #else
 #define GEMM_BOUNDS
 #endif
-
-// ---- float16 storage, float arithmetic ------------------------------------------
-__device__ __forceinline__ float to_acc(float x) { return x; }
-__device__ __forceinline__ double to_acc(double x) { return x; }
-__device__ __forceinline__ float to_acc(__half x) { return __half2float(x); }
-
-__device__ __forceinline__ void store_out(float* p, float v) { *p = v; }
-__device__ __forceinline__ void store_out(double* p, double v) { *p = v; }
-__device__ __forceinline__ void store_out(__half* p, float v) { *p = __float2half(v); }
 
 // Shared-memory element types: tiles are staged in the accumulation type, except
 // by the tensor-core kernels, which stage halves.
@@ -232,13 +219,13 @@ __device__ __forceinline__ void gemm_simt(GEMM_PARAMS(T)) {
                         Pack<T, VEC> p;
 #pragma unroll
                         for (int v = 0; v < VEC; ++v)
-                            store_out(p.v + v, finish_value(acc[i][j + v], bias, bias_mode, m, nb + j + v, act));
+                            store_acc(p.v + v, finish_value(acc[i][j + v], bias, bias_mode, m, nb + j + v, act));
                         *reinterpret_cast<Pack<T, VEC>*>(row + nb + j) = p;
                     }
                 } else {
 #pragma unroll
                     for (int j = 0; j < TN; ++j) {
-                        if (nb + j < N) store_out(row + nb + j, finish_value(acc[i][j], bias, bias_mode, m, nb + j, act));
+                        if (nb + j < N) store_acc(row + nb + j, finish_value(acc[i][j], bias, bias_mode, m, nb + j, act));
                     }
                 }
             }
@@ -260,28 +247,54 @@ extern "C" __global__ void gemm_f16(GEMM_PARAMS(__half)) {
     gemm_simt<__half, float, 64, 64, 8, 4, 4, 1>(GEMM_ARGS);
 }
 
-// ---- tensor cores: float16 inputs, float32 accumulation (WMMA 16x16x16) -----------
-// A block computes a 128x128 tile with 8 warps (2 (m) x 4 (n)), each warp a 64x32
-// tile as 4x2 accumulator fragments; K advances 32 per step. A is staged row-major
-// (m, k); B row-major (k, n), or column-major (n, k) when B_COL (B's k dim is the
-// contiguous one, e.g. linear's weight), so both load as 16-byte vectors. The
-// epilogue goes through a per-warp 16x16 float staging area (bias, activation,
-// rounding to half, bounds).
-#ifndef GPUOPS_EMU
-template <bool B_COL> struct BLayout { typedef nvcuda::wmma::row_major type; };
-template <> struct BLayout<true> { typedef nvcuda::wmma::col_major type; };
+// ---- tensor cores: float16 inputs, float32 accumulation (mma.sync m16n8k16) -------
+// The PTX instruction mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 (sm_80+), used
+// without <mma.h> so that NVRTC needs no CUDA headers. One warp computes
+// D(16x8) = A(16x16) B(16x8) + C; lane l, with g = l / 4 and t = l % 4, holds (PTX ISA,
+// "Matrix fragments for mma.m16n8k16 with floating point type"; two halves per 32-bit
+// register, the lower index in the low 16 bits):
+//   a[i] = A[g + 8 (i % 2)][2t + 8 (i / 2) + {0, 1}]   i < 4
+//   b[i] = B[2t + 8 i + {0, 1}][g]                      i < 2
+//   c[i] = C[g + 8 (i / 2)][2t + i % 2]                 i < 4
+// The CPU emulator models the instruction with warp shuffles (gpuops/emu/cuda_emu.h).
+__device__ __forceinline__ void mma_m16n8k16(float (&c)[4], const unsigned (&a)[4],
+                                             const unsigned (&b)[2]) {
+#if defined(GPUOPS_EMU)
+    gpuops_emu_mma_m16n8k16_f32_f16(c, a, b);
+#elif __CUDA_ARCH__ >= 800
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
+        "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+#else
+    __trap();  // the launcher reports tensor_cores False below sm_80: never launched
+#endif
+}
 
-template <bool B_COL>
-__device__ __forceinline__ void gemm_tc(GEMM_PARAMS(__half)) {
-    using namespace nvcuda;
-    constexpr int BM = 128, BN = 128, BK = 32, LDA = BK + 8, LDB = B_COL ? BK + 8 : BN + 8;
-    constexpr int A_HALVES = BM * LDA, B_HALVES = B_COL ? BN * LDB : BK * LDB;
-    // One raw buffer: the A and B tiles during the k loop, the warps' staging after it.
-    constexpr int TILE_BYTES = (A_HALVES + B_HALVES) * 2, STAGE_BYTES = 8 * 16 * 16 * 4;
-    __shared__ __align__(128) unsigned char smem[TILE_BYTES > STAGE_BYTES ? TILE_BYTES : STAGE_BYTES];
-    __half* As = reinterpret_cast<__half*>(smem);
-    __half* Bs = As + A_HALVES;
+// Two consecutive halves of shared memory (p 4-byte aligned) as one 32-bit register.
+__device__ __forceinline__ unsigned half_pair(const __half* p) {
+#ifdef GPUOPS_EMU
+    unsigned bits;
+    memcpy(&bits, p, sizeof(bits));
+    return bits;
+#else
+    return *reinterpret_cast<const unsigned*>(p);
+#endif
+}
+
+// A block computes a 128x128 tile of C with 8 warps (2 (m) x 4 (n)), each warp a
+// 64x32 tile as 4 x 4 m16n8 accumulators; K advances 32 per step. Both operand tiles
+// are staged k-contiguous, A as (m, k) and B as (n, k), rows padded by 8 halves
+// (16 bytes), so every fragment register is one aligned 32-bit shared load whatever
+// the operands' layouts in global memory. Accumulators go straight to C through the
+// epilogue (bias, activation, rounding to half, bounds).
+extern "C" __global__ void GEMM_BOUNDS gemm_tc_f16(GEMM_PARAMS(__half)) {
+    constexpr int BM = 128, BN = 128, BK = 32, LD = BK + 8;
+    __shared__ __align__(16) __half As[BM * LD];
+    __shared__ __align__(16) __half Bs[BN * LD];
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int g = lane / 4, t = lane % 4;
     const int wm = (warp / 4) * 64, wn = (warp % 4) * 32;
     const long long n0 = (long long)blockIdx.x * BN;
     for (long long z = blockIdx.z; z < nz; z += gridDim.z) {
@@ -290,11 +303,13 @@ __device__ __forceinline__ void gemm_tc(GEMM_PARAMS(__half)) {
         const __half* Bz = B + z1 * zb1 + z2 * zb2;
         __half* Cz = C + z * M * N;
         for (long long m0 = (long long)blockIdx.y * BM; m0 < M; m0 += (long long)gridDim.y * BM) {
-            wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[4][2];
+            float acc[4][4][4];
 #pragma unroll
             for (int i = 0; i < 4; ++i)
 #pragma unroll
-                for (int j = 0; j < 2; ++j) wmma::fill_fragment(acc[i][j], 0.0f);
+                for (int j = 0; j < 4; ++j)
+#pragma unroll
+                    for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.0f;
             const long long steps = nr * ((K + BK - 1) / BK);
             long long r = 0, k0 = 0;  // the (reduction batch, k offset) of the fetched tile
             Tile<__half, __half, BM, BK, 8> ta;
@@ -303,14 +318,11 @@ __device__ __forceinline__ void gemm_tc(GEMM_PARAMS(__half)) {
                 ta.fetch(Az, M, K, sam, sak, m0, 0, a_mode);
                 tb.fetch(Bz, N, K, sbn, sbk, n0, 0, b_mode);
             }
-            for (long long t = 0; t < steps; ++t) {
-                ta.template stash<LDA, 1>(As, a_mode);
-                if (B_COL)
-                    tb.template stash<LDB, 1>(Bs, b_mode);
-                else
-                    tb.template stash<1, LDB>(Bs, b_mode);
+            for (long long s = 0; s < steps; ++s) {
+                ta.template stash<LD, 1>(As, a_mode);
+                tb.template stash<LD, 1>(Bs, b_mode);
                 __syncthreads();
-                if (t + 1 < steps) {
+                if (s + 1 < steps) {  // the next tile's loads overlap this tile's math
                     k0 += BK;
                     if (k0 >= K) k0 = 0, ++r;
                     ta.fetch(Az + r * ra, M, K, sam, sak, m0, k0, a_mode);
@@ -318,50 +330,40 @@ __device__ __forceinline__ void gemm_tc(GEMM_PARAMS(__half)) {
                 }
 #pragma unroll
                 for (int kk = 0; kk < BK; kk += 16) {
-                    wmma::fragment<wmma::matrix_a, 16, 16, 16, __half, wmma::row_major> fa[4];
-                    wmma::fragment<wmma::matrix_b, 16, 16, 16, __half, typename BLayout<B_COL>::type> fb[2];
-#pragma unroll
-                    for (int i = 0; i < 4; ++i)
-                        wmma::load_matrix_sync(fa[i], As + (wm + 16 * i) * LDA + kk, LDA);
-#pragma unroll
-                    for (int j = 0; j < 2; ++j)
-                        wmma::load_matrix_sync(fb[j], B_COL ? Bs + (wn + 16 * j) * LDB + kk
-                                                            : Bs + kk * LDB + wn + 16 * j, LDB);
+                    unsigned a[4][4], b[4][2];
 #pragma unroll
                     for (int i = 0; i < 4; ++i)
 #pragma unroll
-                        for (int j = 0; j < 2; ++j) wmma::mma_sync(acc[i][j], fa[i], fb[j], acc[i][j]);
+                        for (int q = 0; q < 4; ++q)
+                            a[i][q] = half_pair(As + (wm + 16 * i + g + 8 * (q % 2)) * LD
+                                                + kk + 2 * t + 8 * (q / 2));
+#pragma unroll
+                    for (int j = 0; j < 4; ++j)
+#pragma unroll
+                        for (int q = 0; q < 2; ++q)
+                            b[j][q] = half_pair(Bs + (wn + 8 * j + g) * LD + kk + 2 * t + 8 * q);
+#pragma unroll
+                    for (int i = 0; i < 4; ++i)
+#pragma unroll
+                        for (int j = 0; j < 4; ++j) mma_m16n8k16(acc[i][j], a[i], b[j]);
                 }
                 __syncthreads();
             }
-            float* stage = reinterpret_cast<float*>(smem) + warp * 256;
 #pragma unroll
-            for (int i = 0; i < 4; ++i) {
+            for (int i = 0; i < 4; ++i)
 #pragma unroll
-                for (int j = 0; j < 2; ++j) {
-                    wmma::store_matrix_sync(stage, acc[i][j], 16, wmma::mem_row_major);
-                    __syncwarp();
+                for (int j = 0; j < 4; ++j)
 #pragma unroll
-                    for (int e = lane; e < 256; e += 32) {
-                        const long long m = m0 + wm + 16 * i + e / 16, n = n0 + wn + 16 * j + e % 16;
+                    for (int e = 0; e < 4; ++e) {
+                        const long long m = m0 + wm + 16 * i + g + 8 * (e / 2);
+                        const long long n = n0 + wn + 8 * j + 2 * t + e % 2;
                         if (m < M && n < N)
-                            Cz[m * N + n] = __float2half(finish_value(stage[e], bias, bias_mode, m, n, act));
+                            store_acc(Cz + m * N + n,
+                                      finish_value(acc[i][j][e], bias, bias_mode, m, n, act));
                     }
-                    __syncwarp();
-                }
-            }
-            __syncthreads();  // the staging area is the next tile's A/B buffer
         }
     }
 }
-
-extern "C" __global__ void GEMM_BOUNDS gemm_tc_f16(GEMM_PARAMS(__half)) {
-    gemm_tc<false>(GEMM_ARGS);
-}
-extern "C" __global__ void GEMM_BOUNDS gemm_tc_bt_f16(GEMM_PARAMS(__half)) {
-    gemm_tc<true>(GEMM_ARGS);
-}
-#endif  // GPUOPS_EMU
 
 // ---- activation derivative for linear's gradients ----------------------------------
 // g = gy * act'(pre-activation), written through y = act(pre): relu 1[y > 0],
@@ -374,7 +376,7 @@ extern "C" __global__ void GEMM_BOUNDS gemm_tc_bt_f16(GEMM_PARAMS(__half)) {
             decltype(u) one = 1, zero = 0;                                                    \
             const auto slope = act == 1 ? (u > zero ? one : zero)                             \
                              : act == 2 ? u * (one - u) : one - u * u;                        \
-            store_out(g + i, d * slope);                                                      \
+            store_acc(g + i, d * slope);                                                      \
         }                                                                                     \
     }
 

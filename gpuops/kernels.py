@@ -112,21 +112,13 @@ def finish(out: Any, target: Any) -> Any:
     return out
 
 
-# Kernels that only a GPU can run (tensor cores, inline PTX), with the reason. Their
-# source is wrapped in ``#ifndef GPUOPS_EMU``; the CPU emulator defines GPUOPS_EMU,
-# reports ``tensor_cores = False``, and the wrappers launch the fallback instead.
-GPU_ONLY_KERNELS: dict[str, str] = {
-    "gemm_tc_f16": "tensor cores (nvcuda::wmma); the emulator runs gemm_f16",
-    "gemm_tc_bt_f16": "tensor cores (nvcuda::wmma); the emulator runs gemm_f16",
-}
-
 
 class Launcher(Protocol):
     """Runs a kernel of ``cuda/<family>.cu``; the one interface every backend implements."""
 
     name: str
     max_blocks: int  # grid-stride kernels need no more blocks than this
-    tensor_cores: bool  # whether GPU_ONLY_KERNELS (mma/WMMA paths) may be launched
+    tensor_cores: bool  # whether the mma.sync (sm_80+) kernels may be launched
 
     def launch(self, family: str, kernel: str, grid: Sequence[int], block: Sequence[int],
                args: Sequence[Any], shared_mem: int = 0) -> None: ...
@@ -145,7 +137,6 @@ class CupyLauncher:
     """
 
     name = "cupy"
-    tensor_cores = True  # gpuops targets sm_70 and newer
 
     def __init__(self) -> None:
         import cupy
@@ -161,6 +152,11 @@ class CupyLauncher:
             sms = device.attributes["MultiProcessorCount"]
             self._max_blocks[device.id] = sms * 32
         return self._max_blocks[device.id]
+
+    @property
+    def tensor_cores(self) -> bool:
+        """The float16 tensor-core GEMM uses mma.sync.m16n8k16, an sm_80 (Ampere) instruction."""
+        return int(self._cupy.cuda.Device().compute_capability) >= 80
 
     def module(self, family: str) -> Any:
         key = (self._cupy.cuda.Device().id, family)

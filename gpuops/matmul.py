@@ -4,8 +4,8 @@ Kernels in cuda/matmul.cu: one tiled GEMM per dtype that reads its operands thro
 element strides (transposed, strided and batch-broadcast operands need no copies),
 sums an optional reduction batch into the same output (the gradient of an operand
 broadcast over batches), and applies bias + activation in its epilogue. float16
-runs on the tensor cores (WMMA, float32 accumulation) when the launcher has them,
-else on the SIMT kernel (half loads, float accumulation; what the CPU emulator runs).
+runs on the tensor cores (mma.sync, float32 accumulation) when the launcher has them
+(sm_80+), else on the SIMT kernel (half loads, float accumulation).
 The NumPy backend computes in float32/float64 only.
 
 Decisions (see docs/operators.md): ``matmul`` needs inputs of at least 2 dims (1-d
@@ -40,7 +40,7 @@ _MAX_GRID_YZ = 65535
 # dtype -> (BM, BN, elements per vector load) of the SIMT kernel gemm_<sfx>
 _SIMT = {numpy.dtype(numpy.float32): (128, 128, 4), numpy.dtype(numpy.float64): (64, 64, 2),
          numpy.dtype(numpy.float16): (64, 64, 1)}
-_TENSOR_CORE = (128, 128, 8)  # gemm_tc_f16 / gemm_tc_bt_f16
+_TENSOR_CORE = (128, 128, 8)  # gemm_tc_f16
 
 
 # ---- the GEMM launcher shared by matmul, linear and conv2d ---------------------
@@ -107,8 +107,7 @@ def gemm(backend: Backend, a: Array, b: Array, c: Array, *, bias: Array | None =
     tensor_cores = dtype == numpy.float16 and launcher.tensor_cores
     if tensor_cores:
         bm, bn, vec = _TENSOR_CORE
-        b_col = sbk == 1 and sbn != 1
-        kernel = "gemm_tc_bt_f16" if b_col else "gemm_tc_f16"
+        kernel = "gemm_tc_f16"
     else:
         bm, bn, vec = _SIMT[dtype]
         kernel = f"gemm_{suffix(dtype)}"

@@ -41,7 +41,7 @@ def partial_run(session) -> str:
 def expected_kernels() -> set[tuple[str, str]]:
     from gpuops import emu, kernels
     return {(family, name) for family in kernels.families()
-            for name in emu.kernel_names(family) if name not in kernels.GPU_ONLY_KERNELS}
+            for name in emu.kernel_names(family)}
 
 
 def check(session) -> list[str]:

@@ -17,7 +17,6 @@ from pathlib import Path
 ARCHS = ("sm_80", "sm_90")
 VERBOSE = "--ptxas-options=-v"  # ptxas' resource report; NVRTC 12.x accepts it (as -Xptxas -v)
 LIBRARY_ENV = "GPUOPS_NVRTC_LIB"  # a path to libnvrtc.so.* that overrides the PyPI package
-INCLUDE_ENV = "GPUOPS_NVRTC_INCLUDE"  # header folders (os.pathsep-separated) that override the search
 
 
 class NvrtcUnavailable(RuntimeError):
@@ -43,29 +42,6 @@ def library_path() -> Path:
             return candidate
     raise NvrtcUnavailable(f"nvidia.cuda_nvrtc is installed but has no lib/libnvrtc.so.12 "
                            f"(looked in {list(spec.submodule_search_locations)})")
-
-
-def include_dirs() -> list[str]:
-    """Where ``#include <cuda_fp16.h>`` / ``<mma.h>`` are found, searched as CuPy searches
-    when it compiles for the loader: the headers of the NVIDIA wheels (``nvidia-cuda-runtime-cu12``:
-    cuda_fp16.h and friends; ``nvidia-cuda-nvcc-cu12``: crt/mma.h), then the CUDA toolkit
-    (``$CUDA_PATH``, else ``/usr/local/cuda``). ``$GPUOPS_NVRTC_INCLUDE`` replaces the search."""
-    override = os.environ.get(INCLUDE_ENV)
-    if override is not None:
-        return [d for d in override.split(os.pathsep) if d]
-    found = []
-    for package in ("nvidia.cuda_runtime", "nvidia.cuda_nvcc"):
-        try:
-            spec = importlib.util.find_spec(package)
-        except ModuleNotFoundError:
-            spec = None
-        for folder in (spec.submodule_search_locations or []) if spec else []:
-            if (Path(folder) / "include").is_dir():
-                found.append(str(Path(folder) / "include"))
-    toolkit = Path(os.environ.get("CUDA_PATH", "/usr/local/cuda")) / "include"
-    if toolkit.is_dir():
-        found.append(str(toolkit))
-    return found
 
 
 _library: ctypes.CDLL | None = None

@@ -1,9 +1,10 @@
 """matmul / linear / conv2d beyond the generic record tests: operand layouts the
 GEMM reads through strides (transposed, reversed, broadcast, misaligned), linear
 and conv2d without a bias, the fused epilogue against the unfused composition,
-conv2d's image chunking, and the float16 tensor-core path (GPU only)."""
+conv2d's image chunking, and the float16 tensor-core GEMM (emulated, and on GPUs from sm_80)."""
 from __future__ import annotations
 
+import contextlib
 import sys
 
 import numpy
@@ -12,6 +13,7 @@ import pytest
 import gpuops
 from backends import BACKENDS
 from gpuops import conv as conv_module
+from records import RECORDS
 
 KERNEL_BACKENDS = [b for b in BACKENDS if b.name != "numpy"]
 RNG = numpy.random.default_rng(7)
@@ -153,29 +155,72 @@ def test_linear_accepts_a_single_row_and_leading_dims():
     assert gpuops.linear(x, w, b).shape == (2, 5, 4)
 
 
-CUPY = [b for b in BACKENDS if b.name == "cupy"]
+@contextlib.contextmanager
+def _tensor_cores(backend):
+    """Calls inside launch the float16 tensor-core GEMM: on the emulator through a launcher
+    that says tensor_cores (the shared one takes the SIMT path); on a GPU from sm_80."""
+    if backend.name == "emu":
+        from gpuops import emu
+        with gpuops.backend.use_cpu_launcher(emu.EmuLauncher(tensor_cores=True)):
+            yield
+    else:
+        if not gpuops.backend._gpu_backend().launcher.tensor_cores:
+            pytest.skip("the GPU predates sm_80 (no mma.sync.m16n8k16)")
+        with backend.active():
+            yield
 
 
-@pytest.mark.gpu
-@pytest.mark.parametrize("backend", CUPY, ids=lambda b: b.name)
-@pytest.mark.parametrize("shape", [(1, 1, 1), (257, 300, 129), (128, 64, 256), (7, 1000, 3)])
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS, ids=lambda b: b.name)
+@pytest.mark.parametrize("shape", [(1, 1, 1), (33, 40, 20), (130, 72, 136)])
 def test_float16_tensor_core_path(backend, shape):
-    """float16 on the GPU runs the WMMA kernels (B row-major for matmul, column-major for
-    linear's weight); float32 accumulation keeps the error at half's rounding."""
-    import cupy
-    assert gpuops.backend._gpu_backend().launcher.tensor_cores
+    """gemm_tc_f16 (mma.sync m16n8k16, float32 accumulation): several row and column tiles,
+    ragged edges and a K that ends inside a step; B row-major for matmul and (n, k) for
+    linear's weight. The error stays at half's rounding of the result."""
     m, k, n = shape
     a = RNG.standard_normal((m, k)).astype(numpy.float16)
     bt = RNG.standard_normal((n, k)).astype(numpy.float16)
     bias = RNG.standard_normal(n).astype(numpy.float16)
     exact = a.astype(numpy.float64) @ bt.T.astype(numpy.float64)
     scale = numpy.abs(a.astype(numpy.float64)) @ numpy.abs(bt.T.astype(numpy.float64))
-    y = gpuops.matmul(cupy.asarray(a), cupy.ascontiguousarray(cupy.asarray(bt).T)).get()
+    with _tensor_cores(backend):
+        y = backend.to_numpy(gpuops.matmul(backend.asarray(a), backend.asarray(bt.T.copy())))
+        z = backend.to_numpy(gpuops.linear(backend.asarray(a), backend.asarray(bt),
+                                           backend.asarray(bias), activation="relu"))
     assert numpy.all(numpy.abs(y - exact) <= 1e-3 * scale + 1e-3 * numpy.abs(exact) + 1e-6)
-    z = gpuops.linear(cupy.asarray(a), cupy.asarray(bt), cupy.asarray(bias),
-                      activation="relu").get()
     ref = numpy.maximum(exact + bias, 0)
     assert numpy.all(numpy.abs(z - ref) <= 1e-3 * (scale + numpy.abs(bias)) + 1e-3 * ref + 1e-6)
+
+
+GEMM_RECORDS = [r for r in RECORDS if r.name in ("matmul", "linear", "conv2d")]
+
+
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS, ids=lambda b: b.name)
+@pytest.mark.parametrize("record", GEMM_RECORDS, ids=lambda r: r.name)
+def test_tensor_core_path_matches_simt_path(record, backend):
+    """Every float16 sample of matmul, linear and conv2d (batched, broadcast, strided
+    operands, reduction batches in the gradients, bias and activation epilogues), forward
+    and gradients, through the tensor-core GEMM and through the SIMT one: both sum in
+    float32, so they agree to float16's rounding."""
+    f16 = numpy.dtype(numpy.float16)
+    rtol, atol = record.tolerance(f16)
+    for sample in record.samples(numpy.random.default_rng(0)):
+        inputs = tuple(numpy.asarray(x, f16) if isinstance(x, numpy.ndarray) else x
+                       for x in sample.inputs)
+        gy = None
+        results = []
+        for tensor_cores in (False, True):
+            with (_tensor_cores(backend) if tensor_cores else backend.active()):
+                dev = tuple(backend.asarray(x) if isinstance(x, numpy.ndarray) else x
+                            for x in inputs)
+                y = record.op.forward(*dev, **sample.params)
+                if gy is None:
+                    gy = numpy.random.default_rng(1).standard_normal(y.shape).astype(f16)
+                outs = [y] + [g(*dev, y, backend.asarray(gy), **sample.params)
+                              for g in record.op.grads.values()]
+                results.append([backend.to_numpy(o).astype(numpy.float64) for o in outs])
+        for simt, tc in zip(*results):
+            numpy.testing.assert_allclose(tc, simt, rtol=rtol, atol=atol,
+                                          err_msg=f"{record.name} {sample.name}")
 
 
 @pytest.mark.parametrize("backend", KERNEL_BACKENDS, ids=lambda b: b.name)

@@ -3,8 +3,8 @@
 Each ``cuda/<family>.cu`` (found by ``gpuops.kernels.families()``, so new files are
 checked as they land) is compiled as the loader compiles it — the inlined
 ``kernels.source(family)`` with ``kernels.NVRTC_OPTIONS`` — plus a real architecture
-(a CUBIN, so ptxas runs) and ptxas' verbose report. GPUOPS_EMU is not defined, so
-GPU-only kernels (tensor cores) are compiled too. A test fails on a compile error,
+(a CUBIN, so ptxas runs) and ptxas' verbose report, and no include path: the kernels
+need no CUDA header. A test fails on a compile error,
 a register spill, local memory or a stack frame, except where :data:`STACK_ALLOWED`
 says why. ``pytest -s tests/test_nvrtc_compile.py`` prints the per-kernel table.
 """
@@ -41,10 +41,9 @@ pytestmark = pytest.mark.skipif(_unavailable() is not None,
 
 
 def options(arch: str) -> list[str]:
-    """The loader's options, a real architecture (so a CUBIN is built) and ptxas -v, plus
-    the CUDA header folders CuPy would pass (for ``#include <cuda_fp16.h>``)."""
-    return [*kernels.NVRTC_OPTIONS, f"--gpu-architecture={arch}", nvrtc.VERBOSE,
-            *(f"--include-path={d}" for d in nvrtc.include_dirs())]
+    """The loader's options, a real architecture (so a CUBIN is built) and ptxas -v; no
+    include path: the kernels need no CUDA header (a toolkit-less CuPy install compiles them)."""
+    return [*kernels.NVRTC_OPTIONS, f"--gpu-architecture={arch}", nvrtc.VERBOSE]
 
 
 @functools.lru_cache(maxsize=None)

@@ -218,12 +218,12 @@ def launched() -> set[tuple[str, str]]:
 
 
 def kernel_names(family: str) -> list[str]:
-    """The kernels of ``cuda/<family>.cu`` that the emulator compiles (GPU-only ones excluded)."""
+    """The kernels of ``cuda/<family>.cu`` that the emulator compiles."""
     return sorted(signatures.kernels(build.preprocess(_kernels.source(family))))
 
 
 def gpu_only_kernel_names(family: str) -> list[str]:
-    """The kernels of ``cuda/<family>.cu`` that only NVRTC sees (under ``#ifndef GPUOPS_EMU``)."""
+    """The kernels of ``cuda/<family>.cu`` that only NVRTC sees (none should be)."""
     gpu = signatures.kernels(build.preprocess(_kernels.source(family), emu=False))
     return sorted(set(gpu) - set(kernel_names(family)))
 
@@ -236,11 +236,14 @@ class EmuLauncher:
     """
 
     name = "emu"
-    tensor_cores = False  # GPU_ONLY_KERNELS are compiled out (GPUOPS_EMU)
 
-    def __init__(self, max_blocks: int = MAX_BLOCKS, record: bool = True) -> None:
+    def __init__(self, max_blocks: int = MAX_BLOCKS, record: bool = True,
+                 tensor_cores: bool = False) -> None:
         self.max_blocks = max_blocks
         self.record = record
+        # The emulator runs the tensor-core kernel too (mma.sync modelled with shuffles),
+        # but slowly: the shared launcher takes the SIMT float16 path, as a pre-sm_80 GPU.
+        self.tensor_cores = tensor_cores
 
     def module(self, family: str) -> Module:
         return load(_kernels.source(family), label=family)
@@ -248,10 +251,6 @@ class EmuLauncher:
     def launch(self, family: str, kernel: str, grid: Sequence[int], block: Sequence[int],
                args: Sequence[Any], shared_mem: int = 0) -> None:
         module = self.module(family)
-        if kernel in _kernels.GPU_ONLY_KERNELS:
-            raise ValueError(f"emu: {family}.{kernel} is GPU-only "
-                             f"({_kernels.GPU_ONLY_KERNELS[kernel]}); launchers with "
-                             f"tensor_cores False must launch the fallback")
         module.launch(kernel, grid, block, args, shared_mem)
         if self.record:
             with _launched_lock:

@@ -28,7 +28,6 @@ HERE = Path(__file__).resolve().parent
 HEADER = HERE / "cuda_emu.h"
 RUNTIME = HERE / "runtime.cpp"
 LAUNCH_SPEC = HERE / "launch_spec.h"  # included by both
-STUB_INCLUDES = HERE / "include"  # empty cuda_fp16.h & co. for sources that include them
 
 MODES = ("", "address", "thread")
 _COMMON = ("-std=c++20", "-fPIC", "-pthread", "-ffp-contract=off", "-fno-fast-math",
@@ -81,8 +80,7 @@ def preprocess(source: str, emu: bool = True) -> str:
     if cxx is None:
         raise EmuBuildError("no C++ compiler (g++) for the emulator")
     defines = list(_DEFINES) + (["-DGPUOPS_EMU"] if emu else [])
-    return _run([cxx, "-E", "-P", "-std=c++20", "-x", "c++", *defines, "-I", str(STUB_INCLUDES),
-                 "-"], "preprocessing", stdin=source)
+    return _run([cxx, "-E", "-P", "-std=c++20", "-x", "c++", *defines, "-"], "preprocessing", stdin=source)
 
 
 def _digest(*parts: str | bytes) -> str:
@@ -153,8 +151,7 @@ def kernel_library(label: str, source: str, mode: str) -> tuple[Path, dict[str, 
     kernels = signatures.kernels(preprocessed)
     runtime = runtime_library(mode)
     text = emulated_text(source, preprocessed, list(kernels))
-    flags = [*_COMMON, *_KERNEL_FLAGS, *_SANITIZE_FLAGS[mode], *_DEFINES, "-DGPUOPS_EMU",
-             "-I", str(STUB_INCLUDES)]
+    flags = [*_COMMON, *_KERNEL_FLAGS, *_SANITIZE_FLAGS[mode], *_DEFINES, "-DGPUOPS_EMU"]
     key = _digest(text, HEADER.read_text(), LAUNCH_SPEC.read_text(), " ".join(flags),
                   runtime.name, _compiler_version(cxx))
     safe = re.sub(r"[^A-Za-z0-9_.-]", "_", label)

@@ -391,6 +391,48 @@ static inline unsigned __activemask(GPUOPS_EMU_SITE) {
     return gpuops_emu_shfl<unsigned>(GPUOPS_EMU_ACTIVEMASK, 0xffffffffu, 0u, 0, warpSize, site);
 }
 
+// ---- tensor cores ----------------------------------------------------------------------
+// mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32, which cuda/matmul.cu issues as inline
+// PTX on a GPU: D(16x8) = A(16x16) B(16x8) + C over the warp. Lane l (g = l / 4,
+// t = l % 4) holds a[i] = A[g + 8(i % 2)][2t + 8(i / 2) + {0, 1}], b[i] = B[2t + 8i + {0, 1}][g]
+// (two halves per register, the lower index in the low 16 bits) and
+// c[i] = C[g + 8(i / 2)][2t + i % 2] (PTX ISA, "Matrix fragments for mma.m16n8k16").
+// The lanes post their registers in a block-shared table, meet at __syncwarp, and each
+// reads the A rows and B columns of its four results (two warp rendezvous per mma, not
+// one shuffle per register). Products are summed in float in k order (the hardware's
+// order and rounding inside one mma are unspecified).
+static inline void gpuops_emu_mma_m16n8k16_f32_f16(float (&c)[4], const unsigned (&a)[4],
+                                                   const unsigned (&b)[2], GPUOPS_EMU_SITE) {
+    __shared__ unsigned posted[32][32][6];  // [warp][lane][a0 a1 a2 a3 b0 b1]
+    const unsigned linear = threadIdx.x + threadIdx.y * blockDim.x
+                          + threadIdx.z * blockDim.x * blockDim.y;
+    const int warp = linear / 32, lane = linear % 32, g = lane / 4, t = lane % 4;
+    for (int q = 0; q < 4; ++q) posted[warp][lane][q] = a[q];
+    posted[warp][lane][4] = b[0];
+    posted[warp][lane][5] = b[1];
+    __syncwarp(0xffffffffu, site);
+    float arow[2][16], bcol[2][16];  // A rows g, g + 8 and B columns 2t, 2t + 1, over k
+    auto unpack = [](unsigned bits, float* dst) {
+        __half h[2];
+        std::memcpy(h, &bits, sizeof(bits));
+        dst[0] = (float)h[0];
+        dst[1] = (float)h[1];
+    };
+    for (int src = 0; src < 4; ++src) {  // lane t' = src of a group holds k = 2t' + {0, 1, 8, 9}
+        for (int q = 0; q < 4; ++q)  // A row g + 8(q % 2), from the lanes of group g
+            unpack(posted[warp][4 * g + src][q], &arow[q % 2][2 * src + 8 * (q / 2)]);
+        for (int col = 0; col < 2; ++col)  // B column n = 2t + col, from the lanes of group n
+            for (int q = 0; q < 2; ++q)
+                unpack(posted[warp][4 * (2 * t + col) + src][4 + q], &bcol[col][2 * src + 8 * q]);
+    }
+    __syncwarp(0xffffffffu, site);  // no lane posts its next mma before all have read
+    for (int i = 0; i < 4; ++i) {
+        float sum = c[i];
+        for (int k = 0; k < 16; ++k) sum += arow[i / 2][k] * bcol[i % 2][k];
+        c[i] = sum;
+    }
+}
+
 // ---- memory fences, atomics (relaxed, as CUDA's), clocks, traps -----------------------
 static inline void __threadfence() { std::atomic_thread_fence(std::memory_order_seq_cst); }
 static inline void __threadfence_block() { std::atomic_thread_fence(std::memory_order_seq_cst); }

@@ -1,3 +1,0 @@
-// Empty stand-in for <mma.h> in the gpuops CPU emulator: cuda_emu.h defines what the
-// emulator supports (for example __half); GPU-only code belongs under #ifndef GPUOPS_EMU.
-#pragma once
