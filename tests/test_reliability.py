@@ -128,43 +128,61 @@ def test_threads_get_correct_results(backend):
 
 GPU = [b for b in BACKENDS if b.name == "cupy"]
 BIG = 2**31 + 1000  # past what a 32-bit index can address
+SMALL = 5_001  # the same checks at a size every backend runs (they check the test too)
+
+
+def _elementwise_and_reduction(backend, n):
+    """add, the broadcast gradient of add (a sum of all n elements into one) and sum,
+    with the last element distinct: a 32-bit index would miss or misplace it."""
+    xp = backend.xp()
+    x = xp.ones(n, dtype=xp.float32)
+    x[-1] = 3.0
+    y = gpuops.add(x, x)
+    assert float(y[-1]) == 6.0 and float(y[-2]) == 2.0 and float(y[0]) == 2.0
+    del y
+    g = gpuops.add_wrt_x2(x, xp.ones(1, dtype=xp.float32), x, x)  # gy = x
+    assert g.shape == (1,) and float(g[0]) == pytest.approx(n + 2.0, rel=1e-6)
+    assert float(gpuops.sum(x)) == pytest.approx(n + 2.0, rel=1e-6)
+
+
+def _softmax_long_row_and_many_rows(backend, n):
+    """One row of n elements (the block kernel; its sums are in double, so the float32
+    result keeps full precision) and n / 2 rows of 2 (the warp kernel, many rows)."""
+    xp = backend.xp()
+    e = float(numpy.e)
+    long_row = xp.zeros((1, n), dtype=xp.float32)
+    long_row[0, -1] = 1.0
+    y = gpuops.softmax(long_row, axis=-1)
+    assert float(y[0, -1]) == pytest.approx(e / (n - 1 + e), rel=1e-5)
+    assert float(y[0, 0]) == pytest.approx(1 / (n - 1 + e), rel=1e-5)
+    del y, long_row
+    many_rows = xp.zeros((n // 2, 2), dtype=xp.float32)
+    many_rows[-1, 1] = 1.0
+    y = gpuops.softmax(many_rows, axis=-1)
+    assert float(y[-1, 1]) == pytest.approx(e / (1 + e), rel=1e-6)
+    assert float(y[-1, 0]) == pytest.approx(1 / (1 + e), rel=1e-6)
+    assert float(y[0, 0]) == 0.5
+
+
+@pytest.mark.parametrize("backend", BACKENDS, ids=lambda b: b.name)
+def test_last_elements_small(backend):
+    with backend.active():
+        _elementwise_and_reduction(backend, SMALL)
+        _softmax_long_row_and_many_rows(backend, SMALL)
 
 
 @pytest.mark.gpu
 @pytest.mark.slow
 @pytest.mark.skipif(not GPU, reason="no usable CUDA GPU")
 def test_big_elementwise_and_reduction():
-    import cupy
-    x = cupy.ones(BIG, dtype=cupy.float32)
-    x[-1] = 3.0
-    y = gpuops.add(x, x)
-    assert float(y[-1]) == 6.0 and float(y[-2]) == 2.0 and float(y[0]) == 2.0
-    del y
-    gy = cupy.ones(1, dtype=cupy.float32)
-    # the gradient of a broadcast add sums all 2^31+ elements of gy into one
-    g = gpuops.add_wrt_x2(x, gy, x, x)
-    assert float(g[0]) == pytest.approx(BIG + 2.0, rel=1e-5)
-    if hasattr(gpuops, "sum"):
-        assert float(gpuops.sum(x)) == pytest.approx(BIG + 2.0, rel=1e-5)
+    _elementwise_and_reduction(GPU[0], BIG)
 
 
 @pytest.mark.gpu
 @pytest.mark.slow
 @pytest.mark.skipif(not GPU, reason="no usable CUDA GPU")
 def test_big_softmax_long_row_and_many_rows():
-    import cupy
-    long_row = cupy.zeros((1, BIG), dtype=cupy.float32)
-    long_row[0, -1] = 1.0
-    y = gpuops.softmax(long_row, axis=-1)
-    e = float(numpy.e)
-    assert float(y[0, -1]) == pytest.approx(e / (BIG - 1 + e), rel=1e-3)
-    assert float(y[0, 0]) == pytest.approx(1 / (BIG - 1 + e), rel=1e-3)
-    del y, long_row
-    many_rows = cupy.zeros((BIG // 2, 2), dtype=cupy.float32)
-    many_rows[-1, 1] = 1.0
-    y = gpuops.softmax(many_rows, axis=-1)
-    assert float(y[-1, 1]) == pytest.approx(e / (1 + e), rel=1e-5)
-    assert float(y[0, 0]) == pytest.approx(0.5, rel=1e-6)
+    _softmax_long_row_and_many_rows(GPU[0], BIG)
 
 
 def _with_nonfinite(record, sample):
