@@ -2,7 +2,8 @@
 
 Two fresh processes share an empty ``CUPY_CACHE_DIR``: the first compiles the families
 it uses and the cache folder gets files; the second must find them — NVRTC is made to
-fail in it, no file is added or rewritten — and its results are right.
+fail in it, no file is added or rewritten — and its results are right. Two processes
+compiling into one cache at the same time leave it whole.
 """
 from __future__ import annotations
 
@@ -53,12 +54,18 @@ def _files(folder: Path) -> dict[str, int]:
             for p in folder.rglob("*") if p.is_file()}
 
 
-def _run(mode: str, cache: Path) -> subprocess.CompletedProcess:
+def _start(mode: str, cache: Path) -> subprocess.Popen:
     env = {**os.environ, "CUPY_CACHE_DIR": str(cache),
            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     env.pop("CUPY_CACHE_IN_MEMORY", None)  # that would skip the disk cache
-    return subprocess.run([sys.executable, "-c", SCRIPT, mode], capture_output=True,
-                          text=True, timeout=600, env=env, cwd=ROOT)
+    return subprocess.Popen([sys.executable, "-c", SCRIPT, mode], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+
+
+def _run(mode: str, cache: Path) -> subprocess.CompletedProcess:
+    process = _start(mode, cache)
+    stdout, stderr = process.communicate(timeout=600)
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
 
 
 def test_second_process_does_not_recompile(tmp_path):
@@ -71,3 +78,15 @@ def test_second_process_does_not_recompile(tmp_path):
     second = _run("forbid-compile", cache)
     assert second.returncode == 0 and second.stdout.strip() == "ok", second.stderr
     assert _files(cache) == after_first, "the second process added or rewrote cache files"
+
+
+def test_two_processes_starting_together_share_the_cache(tmp_path):
+    """Both compile into one empty cache at the same time (CuPy writes each file through a
+    temporary and a rename); both are right, and a third process finds every kernel."""
+    cache = tmp_path / "kernel_cache"
+    racing = [_start("compile", cache) for _ in range(2)]
+    for process in racing:
+        stdout, stderr = process.communicate(timeout=600)
+        assert process.returncode == 0 and stdout.strip() == "ok", stderr
+    third = _run("forbid-compile", cache)
+    assert third.returncode == 0 and third.stdout.strip() == "ok", third.stderr
