@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+from unittest import mock
 
 import numpy
 import pytest
@@ -156,18 +157,21 @@ def test_linear_accepts_a_single_row_and_leading_dims():
 
 
 @contextlib.contextmanager
-def _tensor_cores(backend):
-    """Calls inside launch the float16 tensor-core GEMM: on the emulator through a launcher
-    that says tensor_cores (the shared one takes the SIMT path); on a GPU from sm_80."""
+def _gemm_path(backend, tensor_cores: bool):
+    """Calls inside launch the float16 tensor-core GEMM (``tensor_cores``) or the SIMT one:
+    on the emulator through a launcher that says so (the shared one takes the SIMT path);
+    on a GPU by overriding what its launcher says (tensor cores need sm_80)."""
     if backend.name == "emu":
         from gpuops import emu
-        with gpuops.backend.use_cpu_launcher(emu.EmuLauncher(tensor_cores=True)):
+        with gpuops.backend.use_cpu_launcher(emu.EmuLauncher(tensor_cores=tensor_cores)):
             yield
-    else:
-        if not gpuops.backend._gpu_backend().launcher.tensor_cores:
-            pytest.skip("the GPU predates sm_80 (no mma.sync.m16n8k16)")
-        with backend.active():
-            yield
+        return
+    launcher = gpuops.backend._gpu_backend().launcher
+    if tensor_cores and not launcher.tensor_cores:
+        pytest.skip("the GPU predates sm_80 (no mma.sync.m16n8k16)")
+    with backend.active(), mock.patch.object(type(launcher), "tensor_cores",
+                                             property(lambda self: tensor_cores)):
+        yield
 
 
 @pytest.mark.parametrize("backend", KERNEL_BACKENDS, ids=lambda b: b.name)
@@ -182,7 +186,7 @@ def test_float16_tensor_core_path(backend, shape):
     bias = RNG.standard_normal(n).astype(numpy.float16)
     exact = a.astype(numpy.float64) @ bt.T.astype(numpy.float64)
     scale = numpy.abs(a.astype(numpy.float64)) @ numpy.abs(bt.T.astype(numpy.float64))
-    with _tensor_cores(backend):
+    with _gemm_path(backend, tensor_cores=True):
         y = backend.to_numpy(gpuops.matmul(backend.asarray(a), backend.asarray(bt.T.copy())))
         z = backend.to_numpy(gpuops.linear(backend.asarray(a), backend.asarray(bt),
                                            backend.asarray(bias), activation="relu"))
@@ -209,7 +213,7 @@ def test_tensor_core_path_matches_simt_path(record, backend):
         gy = None
         results = []
         for tensor_cores in (False, True):
-            with (_tensor_cores(backend) if tensor_cores else backend.active()):
+            with _gemm_path(backend, tensor_cores):
                 dev = tuple(backend.asarray(x) if isinstance(x, numpy.ndarray) else x
                             for x in inputs)
                 y = record.op.forward(*dev, **sample.params)
