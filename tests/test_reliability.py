@@ -58,7 +58,7 @@ CALLED_CODE = [os.path.join(os.path.dirname(m.__file__), "*") for m in (gpuops, 
 def test_memory_is_flat_over_many_calls(family, records, backend):
     cases = [(r, _small_sample(r)) for r in records]
     calls_per_round = sum(1 + len(r.op.grads) for r in records)
-    rounds = max(2, CALLS[backend.name] // calls_per_round)
+    rounds = max(4, CALLS[backend.name] // calls_per_round)
     with backend.active():
         prepared = [(r, s, _inputs(r, s, backend)) for r, s in cases]
 
@@ -67,31 +67,41 @@ def test_memory_is_flat_over_many_calls(family, records, backend):
                 for r, s, inputs in prepared:
                     _call_all(r, s, inputs, backend)
 
-        run(2)  # warm-up: compile kernels, fill caches
+        # The first half settles what grows once (compiled kernels, caches); the second half
+        # is measured in two quarters, and a leak grows in both. Something that grows once
+        # more shows in one quarter only (seen in CI: a single 1.9 MB block, count +1, filed
+        # under a NumPy line, after the rest of the suite had run in the process).
+        settle = rounds // 2
+        quarter = max(1, (rounds - settle) // 2)
+        run(settle)
         gc.collect()
         if backend.name == "cupy":
             import cupy
             pool = cupy.get_default_memory_pool()
-            before = pool.used_bytes()
-            run(rounds)
-            cupy.cuda.Device().synchronize()
-            assert pool.used_bytes() - before <= 1 << 20
+            used = [pool.used_bytes()]
+            for _ in range(2):
+                run(quarter)
+                cupy.cuda.Device().synchronize()
+                used.append(pool.used_bytes())
+            assert min(used[1] - used[0], used[2] - used[1]) <= 1 << 19, used
             return
         tracemalloc.start()
-        before = tracemalloc.take_snapshot()
-        run(rounds)
-        gc.collect()
-        after = tracemalloc.take_snapshot()
+        snapshots = [tracemalloc.take_snapshot()]
+        for _ in range(2):
+            run(quarter)
+            gc.collect()
+            snapshots.append(tracemalloc.take_snapshot())
         tracemalloc.stop()
     # Only what the calls under test allocated and kept: pytest, hypothesis or a thread
     # left by another test may allocate meanwhile too.
     ours = [tracemalloc.Filter(True, pattern) for pattern in CALLED_CODE]
-    growth = after.filter_traces(ours).compare_to(before.filter_traces(ours), "lineno")
-    grown = sum(stat.size_diff for stat in growth)
-    top = "\n".join(str(stat) for stat in sorted(growth, key=lambda s: -s.size_diff)[:3])
-    assert grown < 256 * 1024, (
-        f"{family}: memory allocated by gpuops grew by {grown} bytes over {rounds} rounds; "
-        f"the largest sites:\n{top}")
+    kept = [snapshot.filter_traces(ours) for snapshot in snapshots]
+    growth = [kept[i + 1].compare_to(kept[i], "lineno") for i in range(2)]
+    grown = [sum(stat.size_diff for stat in g) for g in growth]
+    top = "\n".join(str(stat) for stat in sorted(growth[1], key=lambda s: -s.size_diff)[:3])
+    assert min(grown) < 128 * 1024, (
+        f"{family}: memory allocated by gpuops and NumPy grew by {grown} bytes in each of "
+        f"two runs of {quarter} rounds; the largest sites of the second:\n{top}")
 
 
 @pytest.mark.parametrize("backend", BACKENDS, ids=lambda b: b.name)
