@@ -256,7 +256,7 @@ extern "C" __global__ void gemm_f16(GEMM_PARAMS(__half)) {
 //   a[i] = A[g + 8 (i % 2)][2t + 8 (i / 2) + {0, 1}]   i < 4
 //   b[i] = B[2t + 8 i + {0, 1}][g]                      i < 2
 //   c[i] = C[g + 8 (i / 2)][2t + i % 2]                 i < 4
-// The CPU emulator models the instruction with warp shuffles (gpuops/emu/cuda_emu.h).
+// The CPU emulator models the instruction (gpuops/emu/cuda_emu.h).
 __device__ __forceinline__ void mma_m16n8k16(float (&c)[4], const unsigned (&a)[4],
                                              const unsigned (&b)[2]) {
 #if defined(GPUOPS_EMU)

@@ -35,6 +35,11 @@ class TestBackend:
             x = big[..., ::2]
         return self._put(x)
 
+    def asarrays(self, xs: tuple, contiguous: bool = True) -> tuple:
+        """The arrays of ``xs`` on this backend (see :meth:`asarray`); scalars and None kept."""
+        return tuple(self.asarray(x, contiguous=contiguous) if isinstance(x, numpy.ndarray)
+                     else x for x in xs)
+
     def _put(self, x: numpy.ndarray) -> Any:
         return x
 

@@ -65,6 +65,23 @@ class OpInfo:
     def tolerance(self, dtype: numpy.dtype) -> tuple:
         return self.tol.get(numpy.dtype(dtype), DEFAULT_TOL[numpy.dtype(dtype)])
 
+    def cast(self, inputs: tuple, dtype) -> tuple:
+        """``inputs`` with their float arrays in ``dtype``; integer inputs (labels), Python
+        scalars and None as they are."""
+        return tuple(x.astype(dtype, copy=False) if isinstance(x, numpy.ndarray)
+                     and x.dtype.kind == "f" and k not in self.int_inputs else x
+                     for k, x in enumerate(inputs, 1))
+
+    def small_sample(self, min_elements: int = 1) -> Sample:
+        """The sample with the fewest elements among those whose float inputs all hold
+        ``min_elements`` or more (the smallest of all when none does)."""
+        def key(sample):
+            floats = [numpy.size(x) for k, x in enumerate(sample.inputs, 1)
+                      if isinstance(x, numpy.ndarray) and k not in self.int_inputs]
+            return (min(floats, default=min_elements) < min_elements,
+                    sum(numpy.size(x) for x in sample.inputs))
+        return min(self.samples(numpy.random.default_rng(0)), key=key)
+
     @property
     def op(self):
         import gpuops

@@ -28,12 +28,6 @@ def _valid_sample(record: OpInfo) -> Sample:
     raise AssertionError(f"{record.name}: no sample with non-empty array inputs")
 
 
-def _cast(record: OpInfo, inputs: tuple, dtype) -> tuple:
-    return tuple(x if k in record.int_inputs or not isinstance(x, numpy.ndarray)
-                 or x.dtype.kind != "f" else x.astype(dtype)
-                 for k, x in enumerate(inputs, 1))
-
-
 def _snapshot(xs):
     return [None if not isinstance(x, numpy.ndarray) else x.copy() for x in xs]
 
@@ -53,7 +47,7 @@ def _call(record: OpInfo, fn, inputs: tuple, params: dict, sample: Sample, sampl
         return op.forward(*inputs, **params, **kw)
     if len(inputs) == len(sample_inputs) + 2:  # the call gives its own y and gy
         return op.grads[fn](*inputs, **params, **kw)
-    valid = _cast(record, sample_inputs, F32)
+    valid = record.cast(sample_inputs, F32)
     y = op.forward(*valid, **sample.params)
     gy = kw.pop("gy", None)
     if gy is None:
@@ -64,7 +58,7 @@ def _call(record: OpInfo, fn, inputs: tuple, params: dict, sample: Sample, sampl
 def _generic_errors(record: OpInfo):
     """(fn, inputs, kwargs, exc, message regex) for wrong calls any operator must reject."""
     sample = _valid_sample(record)
-    inputs = _cast(record, sample.inputs, F32)
+    inputs = record.cast(sample.inputs, F32)
     fns = ["forward", *sorted(record.op.grads)]
     for k, x in enumerate(inputs, 1):
         if k in record.int_inputs or not isinstance(x, numpy.ndarray):
@@ -143,7 +137,7 @@ def test_every_operator_has_specific_error_inputs():
 def test_mixed_numpy_and_cupy_inputs(record):
     import cupy
     sample = _valid_sample(record)
-    inputs = _cast(record, sample.inputs, F32)
+    inputs = record.cast(sample.inputs, F32)
     arrays = [k for k, x in enumerate(inputs, 1) if isinstance(x, numpy.ndarray)]
     if len(arrays) < 2:
         pytest.skip(f"{record.name} takes one array")

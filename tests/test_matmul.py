@@ -208,17 +208,14 @@ def test_tensor_core_path_matches_simt_path(record, backend):
     f16 = numpy.dtype(numpy.float16)
     rtol, atol = record.tolerance(f16)
     for sample in record.samples(numpy.random.default_rng(0)):
-        inputs = tuple(numpy.asarray(x, f16) if isinstance(x, numpy.ndarray) else x
-                       for x in sample.inputs)
-        gy = None
+        inputs = record.cast(sample.inputs, f16)
         results = []
         for tensor_cores in (False, True):
             with _gemm_path(backend, tensor_cores):
-                dev = tuple(backend.asarray(x) if isinstance(x, numpy.ndarray) else x
-                            for x in inputs)
+                dev = backend.asarrays(inputs)
                 y = record.op.forward(*dev, **sample.params)
-                if gy is None:
-                    gy = numpy.random.default_rng(1).standard_normal(y.shape).astype(f16)
+                # the same upstream gradient on both paths (same seed, same shape)
+                gy = numpy.random.default_rng(1).standard_normal(y.shape).astype(f16)
                 outs = [y] + [g(*dev, y, backend.asarray(gy), **sample.params)
                               for g in record.op.grads.values()]
                 results.append([backend.to_numpy(o).astype(numpy.float64) for o in outs])

@@ -10,7 +10,7 @@ import numpy
 import pytest
 
 import gpuops
-from backends import BACKENDS, TestBackend
+from backends import BACKENDS
 from opinfo import F32, F64
 from records import RECORDS
 
@@ -107,7 +107,7 @@ def test_subnormal_inputs_are_not_flushed(name, make, params, dtype, backend):
         expected = numpy.asarray(exact).astype(dtype)  # the correctly rounded result
     with backend.active():
         got = backend.to_numpy(gpuops.OPERATORS[name].forward(
-            *(backend.asarray(x) for x in inputs), **params))
+            *backend.asarrays(inputs), **params))
     assert got.dtype == dtype
     ulp = numpy.ldexp(1.0, SMALLEST_SUBNORMAL_EXP[dtype])
     # a few roundings in the subnormal range (absolute ulps), or a few normal ulps
@@ -119,26 +119,6 @@ def test_subnormal_inputs_are_not_flushed(name, make, params, dtype, backend):
 
 
 # ---- subnormal upstream gradients, every gradient of every operator -------------------
-
-def _small_sample(record):
-    """The smallest sample whose float inputs all hold 12 elements or more (fewer can make
-    a gradient trivially 0, such as a softmax over one element)."""
-    samples = list(record.samples(numpy.random.default_rng(0)))
-    return min(samples, key=lambda s: (min(numpy.size(x) for k, x in enumerate(s.inputs, 1)
-                                           if isinstance(x, numpy.ndarray)
-                                           and k not in record.int_inputs) < 12,
-                                       sum(numpy.size(x) for x in s.inputs)))
-
-
-def _inputs(record, sample, dtype):
-    return tuple(x.astype(dtype) if isinstance(x, numpy.ndarray)
-                 and k not in record.int_inputs else x
-                 for k, x in enumerate(sample.inputs, 1))
-
-
-def _on(backend, xs):
-    return tuple(backend.asarray(x) if isinstance(x, numpy.ndarray) else x for x in xs)
-
 
 # Gradient kernels that sum many subnormal products round each of them: this many
 # smallest-subnormal ulps of absolute error are allowed on top of the record's tolerance.
@@ -154,35 +134,31 @@ def test_subnormal_upstream_gradient(record, dtype, backend):
     if dtype not in record.dtypes:
         pytest.skip(f"{record.name} has no {dtype.name}")
     shift = SUBNORMAL_SHIFT[dtype]
-    sample = _small_sample(record)
-    inputs = _inputs(record, sample, dtype)
-    cpu = TestBackend()
-    y64 = record.op.forward(*_as64(record, inputs), **sample.params)
+    # 12 elements or more: fewer can make a gradient trivially 0 (a softmax over one element)
+    sample = record.small_sample(min_elements=12)
+    inputs = record.cast(sample.inputs, dtype)
+    inputs64 = record.cast(inputs, F64)  # the NumPy backend's float64 reference
+    y64 = record.op.forward(*inputs64, **sample.params)
     rng = numpy.random.default_rng(5)
     gy = _shifted(rng.uniform(1.0, 2.0, numpy.shape(y64)) * rng.choice([-1, 1], numpy.shape(y64)),
                   dtype)
     gy_unscaled = numpy.asarray(numpy.ldexp(gy.astype(F64), shift))  # exact: a power of 2
     with backend.active():
-        dev = _on(backend, inputs)
+        dev = backend.asarrays(inputs)
         y = record.op.forward(*dev, **sample.params)
         grads = {k: backend.to_numpy(g(*dev, y, backend.asarray(gy), **sample.params))
                  for k, g in record.op.grads.items()}
     rtol, atol = record.tolerance(dtype)
     ulp = numpy.ldexp(1.0, SMALLEST_SUBNORMAL_EXP[dtype] + shift)  # in unscaled units
     for k, got in grads.items():
-        expected = numpy.asarray(record.op.grads[k](*_on(cpu, _as64(record, inputs)), y64,
-                                                    gy_unscaled, **sample.params), F64)
+        expected = numpy.asarray(record.op.grads[k](*inputs64, y64, gy_unscaled,
+                                                    **sample.params), F64)
         unscaled = numpy.ldexp(got.astype(F64), shift)
         what = f"{record.name}_wrt_x{k}"
         numpy.testing.assert_allclose(unscaled, expected, rtol=rtol,
                                       atol=atol + SUBNORMAL_ULPS * ulp, err_msg=what)
         flushed = (got == 0) & (numpy.abs(expected) > 4 * SUBNORMAL_ULPS * ulp)
         assert not flushed.any(), f"{what}: {int(flushed.sum())} gradients flushed to 0"
-
-
-def _as64(record, xs):
-    return tuple(x.astype(F64) if isinstance(x, numpy.ndarray) and k not in record.int_inputs
-                 else x for k, x in enumerate(xs, 1))
 
 
 # ---- float16: float32 arithmetic inside, ±inf past the range -------------------------

@@ -13,7 +13,7 @@ import pytest
 
 import gpuops
 from backends import BACKENDS, TestBackend
-from opinfo import F64, OpInfo, Sample, sample_id
+from opinfo import F64, sample_id
 from records import RECORDS
 
 
@@ -35,27 +35,6 @@ def _cases(float64_only: bool = False):
                         marks=backend.marks)
 
 
-def _cast(record: OpInfo, sample: Sample, dtype) -> tuple:
-    """Sample inputs in the test dtype (as float64 NumPy arrays or scalars), integers kept."""
-    cast = []
-    for k, x in enumerate(sample.inputs, start=1):
-        if k in record.int_inputs or x is None or isinstance(x, (int, float)):
-            cast.append(x)
-        else:
-            cast.append(numpy.asarray(x, dtype=dtype))
-    return tuple(cast)
-
-
-def _to_backend(backend: TestBackend, xs: tuple, contiguous: bool = True) -> tuple:
-    return tuple(x if x is None or isinstance(x, (int, float))
-                 else backend.asarray(x, contiguous=contiguous) for x in xs)
-
-
-def _as64(xs: tuple) -> tuple:
-    return tuple(x if x is None or isinstance(x, (int, float)) or x.dtype.kind in "iub"
-                 else numpy.asarray(x, dtype=F64) for x in xs)
-
-
 def _assert_close(actual, expected, tol, what: str) -> None:
     rtol, atol = tol
     numpy.testing.assert_allclose(numpy.asarray(actual, dtype=F64), expected, rtol=rtol,
@@ -65,10 +44,10 @@ def _assert_close(actual, expected, tol, what: str) -> None:
 @pytest.mark.parametrize("record,backend,dtype,sample", list(_cases()))
 @pytest.mark.parametrize("contiguous", [True, False], ids=["contiguous", "strided"])
 def test_forward(record, backend, dtype, sample, contiguous):
-    inputs = _cast(record, sample, dtype)
-    expected = record.ref(*_as64(inputs), **sample.params)
+    inputs = record.cast(sample.inputs, dtype)
+    expected = record.ref(*record.cast(inputs, F64), **sample.params)
     with backend.active():
-        y = record.op.forward(*_to_backend(backend, inputs, contiguous), **sample.params)
+        y = record.op.forward(*backend.asarrays(inputs, contiguous), **sample.params)
     assert type(y) is type(backend.asarray(numpy.zeros(1)))
     result_dtype = numpy.result_type(*[x.dtype for x in inputs
                                        if isinstance(x, numpy.ndarray) and x.dtype.kind == "f"])
@@ -93,10 +72,10 @@ def test_gradient_finite_differences(record, backend, dtype, sample, k):
     """<grad_k, v> equals (f(x + eps v) - f(x - eps v)) / 2 eps with f = <forward, gy>
     (float64 only: that is where finite differences are accurate)."""
     rng = numpy.random.default_rng(1)
-    inputs = _cast(record, sample, dtype)
+    inputs = record.cast(sample.inputs, dtype)
     op = record.op
     with backend.active():
-        dev = _to_backend(backend, inputs)
+        dev = backend.asarrays(inputs)
         y = op.forward(*dev, **sample.params)
         gy = _upstream(rng, backend.to_numpy(y))
         gx = backend.to_numpy(op.grads[k](*dev, y, backend.asarray(gy), **sample.params))
@@ -109,7 +88,7 @@ def test_gradient_finite_differences(record, backend, dtype, sample, k):
             moved = list(inputs)
             moved[k - 1] = (numpy.asarray(xk + shift * v) if isinstance(xk, numpy.ndarray)
                             else float(xk + shift * v))
-            out = op.forward(*_to_backend(backend, tuple(moved)), **sample.params)
+            out = op.forward(*backend.asarrays(tuple(moved)), **sample.params)
             return float(numpy.sum(backend.to_numpy(out) * gy))
 
         numeric = (f(eps) - f(-eps)) / (2 * eps)
@@ -125,12 +104,13 @@ def test_gradient_reference(record, backend, dtype, sample, k):
     if k not in record.grad_refs:
         pytest.skip(f"{record.name} has no reference gradient for x{k} (checked by finite differences)")
     rng = numpy.random.default_rng(2)
-    inputs = _cast(record, sample, dtype)
-    y64 = record.ref(*_as64(inputs), **sample.params)
+    inputs = record.cast(sample.inputs, dtype)
+    inputs64 = record.cast(inputs, F64)
+    y64 = record.ref(*inputs64, **sample.params)
     gy = _upstream(rng, y64).astype(dtype)
-    expected = record.grad_refs[k](*_as64(inputs), y64, gy.astype(F64), **sample.params)
+    expected = record.grad_refs[k](*inputs64, y64, gy.astype(F64), **sample.params)
     with backend.active():
-        dev = _to_backend(backend, inputs)
+        dev = backend.asarrays(inputs)
         y = record.op.forward(*dev, **sample.params)
         gx = record.op.grads[k](*dev, y, backend.asarray(gy), **sample.params)
     xk = inputs[k - 1]
@@ -143,9 +123,9 @@ def test_gradient_reference(record, backend, dtype, sample, k):
 
 @pytest.mark.parametrize("record,backend,dtype,sample", list(_cases()))
 def test_out_argument(record, backend, dtype, sample):
-    inputs = _cast(record, sample, dtype)
+    inputs = record.cast(sample.inputs, dtype)
     with backend.active():
-        dev = _to_backend(backend, inputs)
+        dev = backend.asarrays(inputs)
         y = record.op.forward(*dev, **sample.params)
         out = backend.xp().full(y.shape, 7, dtype=y.dtype)
         returned = record.op.forward(*dev, **sample.params, out=out)
@@ -166,22 +146,22 @@ KERNEL_BACKENDS = [b for b in BACKENDS if b.name != "numpy"]
                          [p for p in _cases() if p.values[1].name != "numpy"])
 def test_parity_with_numpy_backend(record, backend, dtype, sample):
     """The kernels give what the NumPy implementation gives, forward and gradients."""
-    inputs = _cast(record, sample, dtype)
+    inputs = record.cast(sample.inputs, dtype)
     # A kernel-only dtype (float16) is compared with the NumPy backend in float32, on the
     # same (float16-rounded) input values.
-    cpu_inputs = inputs if dtype in record.dtypes else _cast(record, Sample(inputs), numpy.float32)
+    cpu_inputs = inputs if dtype in record.dtypes else record.cast(inputs, numpy.float32)
     cpu = TestBackend()
-    y_cpu = record.op.forward(*_to_backend(cpu, cpu_inputs), **sample.params)
+    y_cpu = record.op.forward(*cpu.asarrays(cpu_inputs), **sample.params)
     gy = _upstream(numpy.random.default_rng(3), y_cpu).astype(dtype)
     with backend.active():
-        dev = _to_backend(backend, inputs)
+        dev = backend.asarrays(inputs)
         y = record.op.forward(*dev, **sample.params)
         grads = {k: g(*dev, y, backend.asarray(gy), **sample.params)
                  for k, g in record.op.grads.items()}
     tol = record.tolerance(dtype)
     _assert_close(backend.to_numpy(y), y_cpu.astype(F64), tol, record.name)
     for k, g in grads.items():
-        g_cpu = record.op.grads[k](*_to_backend(cpu, cpu_inputs), y_cpu,
+        g_cpu = record.op.grads[k](*cpu.asarrays(cpu_inputs), y_cpu,
                                    gy.astype(y_cpu.dtype), **sample.params)
         _assert_close(backend.to_numpy(g), numpy.asarray(g_cpu, dtype=F64), tol,
                       f"{record.name}_wrt_x{k}")

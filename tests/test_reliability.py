@@ -17,17 +17,8 @@ from opinfo import F32
 from records import RECORDS
 
 
-def _small_sample(record):
-    """A sample with few elements (the calls are repeated thousands of times)."""
-    samples = list(record.samples(numpy.random.default_rng(0)))
-    return min(samples, key=lambda s: sum(numpy.size(x) for x in s.inputs)
-               + (1000 if any(numpy.size(x) == 0 for x in s.inputs) else 0))
-
-
 def _inputs(record, sample, backend, dtype=F32):
-    return tuple(backend.asarray(x, dtype=None if k in record.int_inputs else dtype)
-                 if isinstance(x, numpy.ndarray) else x
-                 for k, x in enumerate(sample.inputs, 1))
+    return backend.asarrays(record.cast(sample.inputs, dtype))
 
 
 def _call_all(record, sample, inputs, backend):
@@ -56,7 +47,7 @@ CALLED_CODE = [os.path.join(os.path.dirname(m.__file__), "*") for m in (gpuops, 
 @pytest.mark.parametrize("family,records", _families(), ids=lambda v: v if isinstance(v, str)
                          else "")
 def test_memory_is_flat_over_many_calls(family, records, backend):
-    cases = [(r, _small_sample(r)) for r in records]
+    cases = [(r, r.small_sample()) for r in records]  # few elements: many calls
     calls_per_round = sum(1 + len(r.op.grads) for r in records)
     rounds = max(4, CALLS[backend.name] // calls_per_round)
     with backend.active():
@@ -241,7 +232,7 @@ def test_nan_and_inf_propagate_as_in_numpy(record, backend):
         gy = numpy.ones(numpy.shape(y), dtype=y.dtype)
         grads = {k: g(*inputs, y, gy, **sample.params) for k, g in op.grads.items()}
         with backend.active():
-            dev = tuple(backend.asarray(x) if isinstance(x, numpy.ndarray) else x for x in inputs)
+            dev = backend.asarrays(inputs)
             y_dev = op.forward(*dev, **sample.params)
             assert _same_nonfinite(backend.to_numpy(y_dev), y), f"{record.name}: forward"
             for k, g in op.grads.items():

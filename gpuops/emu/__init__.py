@@ -241,7 +241,7 @@ class EmuLauncher:
                  tensor_cores: bool = False) -> None:
         self.max_blocks = max_blocks
         self.record = record
-        # The emulator runs the tensor-core kernel too (mma.sync modelled with shuffles),
+        # The emulator runs the tensor-core kernel too (mma.sync modelled in cuda_emu.h),
         # but slowly: the shared launcher takes the SIMT float16 path, as a pre-sm_80 GPU.
         self.tensor_cores = tensor_cores
 
