@@ -173,7 +173,7 @@ class _Accumulator:
         self.owned = owned
 
     def add(self, g: Array) -> None:
-        from .elementwise import add
+        from .ops.elementwise import add
         if self.owned:
             add(self.value, g, out=self.value)
         else:

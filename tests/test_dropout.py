@@ -9,7 +9,7 @@ import pytest
 
 import gpuops
 from backends import BACKENDS
-from gpuops.dropout import keep_mask, philox4x32_10
+from gpuops.ops.dropout import keep_mask, philox4x32_10
 from records.dropout import philox_words, reference_keep
 
 # Known-answer vectors of Random123 (kat_vectors, philox4x32 with 10 rounds):

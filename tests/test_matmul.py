@@ -13,7 +13,7 @@ import pytest
 
 import gpuops
 from backends import BACKENDS
-from gpuops import conv as conv_module
+from gpuops.ops import conv as conv_module
 from records import RECORDS
 
 KERNEL_BACKENDS = [b for b in BACKENDS if b.name != "numpy"]
@@ -227,7 +227,7 @@ def test_tensor_core_path_matches_simt_path(record, backend):
 @pytest.mark.parametrize("backend", KERNEL_BACKENDS, ids=lambda b: b.name)
 def test_gemm_loops_when_the_grid_is_capped(backend, monkeypatch):
     """Row tiles and batches past the grid's y/z limit are taken in turns by the blocks."""
-    matmul_module = sys.modules["gpuops.matmul"]  # (gpuops.matmul is the function)
+    matmul_module = sys.modules["gpuops.ops.matmul"]
     monkeypatch.setattr(matmul_module, "_MAX_GRID_YZ", 1)
     a, b = RNG.standard_normal((3, 131, 5)), RNG.standard_normal((2, 1, 5, 7))
     with backend.active():

@@ -7,7 +7,7 @@ import pytest
 
 import gpuops
 from backends import BACKENDS
-from gpuops import reduction
+from gpuops.ops import reduction
 
 KERNEL_BACKENDS = [b for b in BACKENDS if b.name != "numpy"]
 

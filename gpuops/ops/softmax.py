@@ -18,9 +18,9 @@ from typing import Any
 import numpy
 
 from . import _layout
-from .backend import FLOAT_DTYPES, HALF_DTYPES, Backend, check_shape, output, prepare
-from .kernels import finish, result_buffer, size, suffix
-from .registry import register
+from ..backend import FLOAT_DTYPES, HALF_DTYPES, Backend, check_shape, output, prepare
+from ..kernels import finish, result_buffer, size, suffix
+from ..registry import register
 
 __all__ = ["softmax", "log_softmax", "softmax_wrt_x1", "log_softmax_wrt_x1"]
 

@@ -12,9 +12,9 @@ from typing import Any, Callable
 import numpy
 
 from . import _layout
-from .backend import Backend, check_shape, output, prepare
-from .kernels import BLOCK, contiguous, finish, grid_1d, result_buffer, scalar, size, suffix
-from .registry import register
+from ..backend import Backend, check_shape, output, prepare
+from ..kernels import BLOCK, contiguous, finish, grid_1d, result_buffer, scalar, size, suffix
+from ..registry import register
 from .reduction import sum_to_shape
 
 __all__ = ["add", "sub", "mul", "div", "add_wrt_x1", "add_wrt_x2", "sub_wrt_x1", "sub_wrt_x2",

@@ -16,9 +16,9 @@ from typing import Any, Callable
 
 import numpy
 
-from .backend import FLOAT_DTYPES, HALF_DTYPES, check_shape, output, prepare
-from .kernels import BLOCK, contiguous, finish, grid_1d, result_buffer, scalar, size, suffix
-from .registry import register
+from ..backend import FLOAT_DTYPES, HALF_DTYPES, check_shape, output, prepare
+from ..kernels import BLOCK, contiguous, finish, grid_1d, result_buffer, scalar, size, suffix
+from ..registry import register
 
 __all__ = ["relu", "leaky_relu", "sigmoid", "tanh",
            "relu_wrt_x1", "leaky_relu_wrt_x1", "sigmoid_wrt_x1", "tanh_wrt_x1"]

@@ -14,9 +14,9 @@ from typing import Any, Sequence
 import numpy
 
 from . import _layout
-from .backend import Backend, check_shape, output, prepare
-from .kernels import BLOCK, contiguous, finish, grid_1d, result_buffer, size, suffix
-from .registry import register
+from ..backend import Backend, check_shape, output, prepare
+from ..kernels import BLOCK, contiguous, finish, grid_1d, result_buffer, size, suffix
+from ..registry import register
 
 __all__ = ["transpose", "transpose_wrt_x1"]
 

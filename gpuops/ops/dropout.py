@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy
 
-from .backend import check_shape, output, prepare
-from .kernels import BLOCK, contiguous, finish, grid_1d, result_buffer, scalar, size, suffix
-from .registry import register
+from ..backend import check_shape, output, prepare
+from ..kernels import BLOCK, contiguous, finish, grid_1d, result_buffer, scalar, size, suffix
+from ..registry import register
 
 __all__ = ["dropout", "dropout_wrt_x1"]
 

@@ -14,10 +14,10 @@ from typing import Any
 
 import numpy
 
-from .backend import HALF_DTYPES, Backend, check_shape, output, prepare
-from .kernels import contiguous, finish, grid_1d, result_buffer, size, suffix
+from ..backend import HALF_DTYPES, Backend, check_shape, output, prepare
+from ..kernels import contiguous, finish, grid_1d, result_buffer, size, suffix
 from .matmul import BIAS_PER_ROW, gemm, sum_to
-from .registry import register
+from ..registry import register
 
 __all__ = ["conv2d", "conv2d_wrt_x1", "conv2d_wrt_x2", "conv2d_wrt_x3"]
 

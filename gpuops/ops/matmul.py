@@ -21,10 +21,10 @@ from typing import Any
 import numpy
 
 from . import _layout
-from .backend import HALF_DTYPES, NUMPY, Backend, check_shape, output, prepare
-from .kernels import contiguous, finish, grid_1d, result_buffer, size, suffix
+from ..backend import HALF_DTYPES, NUMPY, Backend, check_shape, output, prepare
+from ..kernels import contiguous, finish, grid_1d, result_buffer, size, suffix
 from .reduction import sum_to_shape
-from .registry import register
+from ..registry import register
 
 __all__ = ["matmul", "matmul_wrt_x1", "matmul_wrt_x2",
            "linear", "linear_wrt_x1", "linear_wrt_x2", "linear_wrt_x3"]

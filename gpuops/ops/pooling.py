@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy
 
-from .backend import Backend, check_shape, output, prepare
-from .kernels import BLOCK, contiguous, finish, grid_1d, result_buffer, size, suffix
-from .registry import register
+from ..backend import Backend, check_shape, output, prepare
+from ..kernels import BLOCK, contiguous, finish, grid_1d, result_buffer, size, suffix
+from ..registry import register
 
 __all__ = ["max_pool2d", "avg_pool2d", "max_pool2d_wrt_x1", "avg_pool2d_wrt_x1"]
 

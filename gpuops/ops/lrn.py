@@ -19,10 +19,10 @@ from typing import Any
 import numpy
 
 from . import _layout
-from .backend import Backend, check_shape, output, prepare
-from .kernels import BLOCK, contiguous, finish, grid_1d, result_buffer, scalar, suffix
-from .kernels import size as i64
-from .registry import register
+from ..backend import Backend, check_shape, output, prepare
+from ..kernels import BLOCK, contiguous, finish, grid_1d, result_buffer, scalar, suffix
+from ..kernels import size as i64
+from ..registry import register
 
 __all__ = ["lrn", "lrn_wrt_x1"]
 

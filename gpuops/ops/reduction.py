@@ -26,10 +26,10 @@ from typing import Any
 import numpy
 
 from . import _layout
-from .backend import Backend, check_shape, output, prepare
-from .kernels import (BLOCK, contiguous, finish, grid_1d, result_buffer, scalar, size,
+from ..backend import Backend, check_shape, output, prepare
+from ..kernels import (BLOCK, contiguous, finish, grid_1d, result_buffer, scalar, size,
                       suffix)
-from .registry import register
+from ..registry import register
 
 __all__ = ["sum", "mean", "max", "sum_wrt_x1", "mean_wrt_x1", "max_wrt_x1"]
 

@@ -19,10 +19,10 @@ from typing import Any, Callable
 
 import numpy
 
-from .backend import Backend, Prepared, check_shape, output, prepare
-from .kernels import (BLOCK, contiguous, finish, grid_1d, result_buffer, scalar, size,
+from ..backend import Backend, Prepared, check_shape, output, prepare
+from ..kernels import (BLOCK, contiguous, finish, grid_1d, result_buffer, scalar, size,
                       suffix)
-from .registry import register
+from ..registry import register
 from .softmax import WARP_ROWS_PER_BLOCK, ROW_BLOCK, warp_elems
 
 __all__ = ["softmax_cross_entropy", "softmax_cross_entropy_wrt_x1",

@@ -1,0 +1,12 @@
+"""The operators, one module per family, each paired with ``cuda/<family>.cu``.
+
+Every module states its family's math: the NumPy computation and the kernel
+launch side by side, behind the call protocol of :mod:`gpuops.call`. Importing
+this package registers every operator in :data:`gpuops.registry.OPERATORS`.
+"""
+from . import (activation, conv, dropout, elementwise, loss, lrn, matmul, pooling, reduction,
+               softmax, transpose)
+
+FAMILIES = (elementwise, activation, softmax, loss, dropout, reduction, transpose, pooling, lrn,
+            matmul, conv)
+__all__ = ["FAMILIES"]
