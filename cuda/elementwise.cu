@@ -7,6 +7,7 @@
 // NAME_SFX: contiguous operands of the output's shape.
 // NAME_bcast_SFX: operands addressed through element strides over the output's
 // (coalesced, at most 4-d) shape; a stride of 0 broadcasts that dim.
+// gpuops-strided: *_bcast_*: a, b
 #define BINARY(NAME, EXPR, T, SFX)                                                       \
     extern "C" __global__ void NAME##_##SFX(const T* __restrict__ a,                    \
                                             const T* __restrict__ b, T* __restrict__ y, \

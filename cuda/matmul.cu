@@ -11,7 +11,7 @@
 // reduction batch summed into the same output (the gradient of an operand that was
 // broadcast over batches is the sum of the per-batch products: one pass, no
 // temporary, deterministic). bias_mode: 0 none, 1 bias[n] (linear), 2 bias[m]
-// (conv2d). act: 0 none, 1 relu, 2 sigmoid, 3 tanh.
+// (conv2d). act: ACT_NONE, ACT_RELU, ACT_SIGMOID, ACT_TANH.
 //
 // SIMT kernels gemm_{f32,f64,f16}: a block computes a BM x BN tile of C with 256
 // threads; per BK-step it stages the A and B tiles in shared memory (k-major, so
@@ -26,7 +26,7 @@
 #include "gpuops.cuh"
 #include "half.cuh"
 
-#define GEMM_THREADS 256
+// GEMM_THREADS and the ACT_* codes come from gpuops.kernels.CONSTANTS (prepended by the loader).
 #ifndef GPUOPS_EMU
 #define GEMM_BOUNDS __launch_bounds__(GEMM_THREADS)
 #else
@@ -52,15 +52,15 @@ struct alignas(sizeof(T) * VEC) Pack {
 };
 
 __device__ __forceinline__ float activate(float v, int act) {
-    if (act == 1) return v < 0.0f ? 0.0f : v;  // NaN stays NaN, as numpy.maximum
-    if (act == 2) return 1.0f / (1.0f + expf(-v));
-    if (act == 3) return tanhf(v);
+    if (act == ACT_RELU) return v < 0.0f ? 0.0f : v;  // NaN stays NaN, as numpy.maximum
+    if (act == ACT_SIGMOID) return 1.0f / (1.0f + expf(-v));
+    if (act == ACT_TANH) return tanhf(v);
     return v;
 }
 __device__ __forceinline__ double activate(double v, int act) {
-    if (act == 1) return v < 0.0 ? 0.0 : v;
-    if (act == 2) return 1.0 / (1.0 + exp(-v));
-    if (act == 3) return tanh(v);
+    if (act == ACT_RELU) return v < 0.0 ? 0.0 : v;
+    if (act == ACT_SIGMOID) return 1.0 / (1.0 + exp(-v));
+    if (act == ACT_TANH) return tanh(v);
     return v;
 }
 
@@ -133,6 +133,8 @@ struct Tile {
 };
 
 // The kernel arguments, identical for every GEMM kernel (SIMT and tensor cores).
+// A_zr[m][k] = A[... + m*sam + k*sak], B likewise: A and B may be strided views.
+// gpuops-strided: gemm_*: A, B
 #define GEMM_PARAMS(T)                                                                      \
     const T *__restrict__ A, const T *__restrict__ B, T *__restrict__ C,                     \
         const T *__restrict__ bias, long long M, long long N, long long K, long long sam,    \
@@ -374,8 +376,8 @@ extern "C" __global__ void GEMM_BOUNDS gemm_tc_f16(GEMM_PARAMS(__half)) {
         GRID_STRIDE_LOOP(i, n) {                                                              \
             const auto u = to_acc(y[i]), d = to_acc(gy[i]);                                   \
             decltype(u) one = 1, zero = 0;                                                    \
-            const auto slope = act == 1 ? (u > zero ? one : zero)                             \
-                             : act == 2 ? u * (one - u) : one - u * u;                        \
+            const auto slope = act == ACT_RELU ? (u > zero ? one : zero)                      \
+                             : act == ACT_SIGMOID ? u * (one - u) : one - u * u;              \
             store_acc(g + i, d * slope);                                                      \
         }                                                                                     \
     }

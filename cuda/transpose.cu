@@ -10,8 +10,10 @@
 //                      (writes coalesced; reads coalesced when the innermost axis stays).
 #include "gpuops.cuh"
 
-#define TILE 32
-#define TILE_ROWS 8  // blockDim = (TILE, TILE_ROWS): each thread moves TILE / TILE_ROWS elements
+// TRANSPOSE_TILE, TRANSPOSE_TILE_ROWS: gpuops.kernels.CONSTANTS (prepended by the loader).
+// blockDim = (TILE, TILE_ROWS): each thread moves TILE / TILE_ROWS elements.
+#define TILE TRANSPOSE_TILE
+#define TILE_ROWS TRANSPOSE_TILE_ROWS
 
 template <typename T>
 __device__ __forceinline__ void transpose_tiles(const T* __restrict__ x, T* __restrict__ y,

@@ -192,7 +192,7 @@ class Tensor:
     def __init__(self, data: Any, requires_grad: bool = False) -> None:
         if isinstance(data, Tensor):
             data = data.data
-        if not (isinstance(data, numpy.ndarray) or _backend._is_cupy_array(data)):
+        if not (isinstance(data, numpy.ndarray) or _backend.is_cupy_array(data)):
             data = numpy.asarray(data)
         if requires_grad and data.dtype.kind != "f":
             raise TypeError(f"Tensor: only floating-point tensors can require a gradient, "
@@ -235,7 +235,7 @@ class Tensor:
 
     @property
     def device(self) -> str:
-        return "cuda" if _backend._is_cupy_array(self.data) else "cpu"
+        return "cuda" if _backend.is_cupy_array(self.data) else "cpu"
 
     @property
     def is_leaf(self) -> bool:
@@ -339,7 +339,7 @@ class Tensor:
         """A binary operand: Tensors and Python scalars as they are, arrays as constants."""
         if isinstance(x, Tensor) or (isinstance(x, (int, float)) and not isinstance(x, bool)):
             return x
-        if isinstance(x, numpy.ndarray) or _backend._is_cupy_array(x):
+        if isinstance(x, numpy.ndarray) or _backend.is_cupy_array(x):
             return Tensor(x)
         return NotImplemented
 

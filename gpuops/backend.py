@@ -50,7 +50,7 @@ def _cupy() -> ModuleType | None:
     return _cupy_module
 
 
-def _is_cupy_array(x: Any) -> bool:
+def is_cupy_array(x: Any) -> bool:
     # Check the type's module first so NumPy-only callers never import CuPy.
     return type(x).__module__.startswith("cupy") and type(x).__name__ == "ndarray"
 
@@ -69,7 +69,7 @@ def gpu_available() -> bool:
 def get_array_module(*xs: Any) -> ModuleType:
     """``cupy`` if any argument is a CuPy array, else ``numpy``."""
     for x in xs:
-        if _is_cupy_array(x):
+        if is_cupy_array(x):
             return _cupy()  # type: ignore[return-value]
     return numpy
 
@@ -84,7 +84,7 @@ def to_gpu(x: Any) -> Any:
 
 def to_cpu(x: Any) -> numpy.ndarray:
     """Copy a CuPy array to host memory (NumPy arrays pass through)."""
-    if _is_cupy_array(x):
+    if is_cupy_array(x):
         return x.get()
     return numpy.asarray(x)
 
@@ -105,7 +105,7 @@ class Backend:
 NUMPY = Backend("numpy", numpy, None)
 
 
-def _cpu_backend() -> Backend:
+def cpu_backend() -> Backend:
     return getattr(_state, "cpu_backend", NUMPY)
 
 
@@ -116,7 +116,7 @@ def use_cpu_launcher(launcher: "Launcher") -> Iterator[Backend]:
     Used by the test suite to run the CUDA sources on the CPU emulator.
     Thread-local, so concurrent tests do not see each other's choice.
     """
-    previous = _cpu_backend()
+    previous = cpu_backend()
     _state.cpu_backend = Backend(launcher.name, numpy, launcher)
     try:
         yield _state.cpu_backend
@@ -127,16 +127,16 @@ def use_cpu_launcher(launcher: "Launcher") -> Iterator[Backend]:
 _cupy_backend: Backend | None = None
 
 
-def _gpu_backend() -> Backend:
+def gpu_backend() -> Backend:
     global _cupy_backend
     if _cupy_backend is None:
-        from .kernels import CupyLauncher
+        from .cupy_launcher import CupyLauncher
         _cupy_backend = Backend("cupy", _cupy(), CupyLauncher())  # type: ignore[arg-type]
     return _cupy_backend
 
 
-def _describe(x: Any) -> str:
-    if _is_cupy_array(x):
+def describe(x: Any) -> str:
+    if is_cupy_array(x):
         return "cupy.ndarray"
     t = type(x)
     return t.__name__ if t.__module__ == "builtins" else f"{t.__module__}.{t.__name__}"
@@ -180,26 +180,26 @@ def prepare(
             continue
         if isinstance(x, numpy.ndarray):
             kinds.add("numpy")
-        elif _is_cupy_array(x):
+        elif is_cupy_array(x):
             kinds.add("cupy")
         elif name in scalars and isinstance(x, (int, float)) and not isinstance(x, bool):
             continue
         else:
             raise TypeError(
-                f"{op}: {name} must be a NumPy or CuPy array, got {_describe(x)}")
+                f"{op}: {name} must be a NumPy or CuPy array, got {describe(x)}")
         if name in ints:
             if x.dtype not in INT_DTYPES:
                 raise TypeError(f"{op}: {name} has dtype {x.dtype}; expected int32 or int64")
             continue
         array_dtypes.append((name, x.dtype))
     if len(kinds) > 1:
-        detail = ", ".join(f"{n}: {_describe(x)}" for n, x in zip(names, values)
+        detail = ", ".join(f"{n}: {describe(x)}" for n, x in zip(names, values)
                            if x is not None and not isinstance(x, (int, float)))
         raise TypeError(f"{op}: mixed NumPy and CuPy inputs ({detail}); "
                         "move them to one device with gpuops.to_gpu/to_cpu")
     if not array_dtypes:
         raise TypeError(f"{op}: at least one input must be an array")
-    backend = _gpu_backend() if kinds == {"cupy"} else _cpu_backend()
+    backend = gpu_backend() if kinds == {"cupy"} else cpu_backend()
     allowed = [numpy.dtype(d) for d in (gpu_dtypes if gpu_dtypes is not None
                                         and backend.uses_kernels else dtypes)]
     for name, dt in array_dtypes:
@@ -217,8 +217,8 @@ def output(op: str, backend: Backend, out: Any, shape: tuple, dtype: numpy.dtype
     if out is None:
         return backend.xp.empty(shape, dtype=dtype)
     expected = "cupy.ndarray" if backend.name == "cupy" else "numpy.ndarray"
-    if _describe(out) != expected:
-        raise TypeError(f"{op}: out must be a {expected} like the inputs, got {_describe(out)}")
+    if describe(out) != expected:
+        raise TypeError(f"{op}: out must be a {expected} like the inputs, got {describe(out)}")
     if tuple(out.shape) != tuple(shape):
         raise ValueError(f"{op}: out has shape {tuple(out.shape)}; expected {tuple(shape)}")
     if out.dtype != dtype:

@@ -1,10 +1,12 @@
-"""Kernel sources, the launcher interface and the CuPy launcher.
+"""The Python<->CUDA contract: kernel sources, names, shared constants, the launcher
+interface and the argument helpers.
 
-Operators never call CuPy to run a kernel: they call ``backend.launcher.launch``
-with a family (the ``cuda/<family>.cu`` file), a kernel name, grid, block,
-arguments and dynamic shared memory. Two launchers implement that interface:
-:class:`CupyLauncher` (NVRTC + the GPU) and the CPU emulator of
-``gpuops.emu`` (g++ + OS threads), so the same wrapper code drives both.
+Operators never call CuPy to run a kernel: they call ``launcher.launch`` (through
+:meth:`gpuops.call.Call.launch`) with a family (the ``cuda/<family>.cu`` file), a
+kernel name from :func:`kernel_name`, grid, block, arguments and dynamic shared
+memory. Two launchers implement that interface:
+:class:`gpuops.cupy_launcher.CupyLauncher` (NVRTC + the GPU) and the CPU emulator
+of ``gpuops.emu`` (g++ + OS threads), so the same operator code drives both.
 
 Argument rules (CuPy does not check them): sizes are ``numpy.int64`` (the
 kernels index with ``long long``), float parameters are scalars of the
@@ -15,9 +17,7 @@ from __future__ import annotations
 
 import functools
 import math
-import os
 import re
-import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, Sequence
 
@@ -30,9 +30,21 @@ if TYPE_CHECKING:  # pragma: no cover
 # rounded division / square root are NVRTC's defaults, stated so that they stay
 # (the NumPy backend keeps subnormals; tests/test_numerics.py).
 NVRTC_OPTIONS = ("--std=c++17", "--ftz=false", "--prec-div=true", "--prec-sqrt=true")
-BLOCK = 256  # threads per block for 1-D kernels
+
+# Numbers both sides depend on, declared once: :func:`source` prepends them to every
+# kernel source as ``#define NAME value``, and the launch code reads them from here.
+CONSTANTS: dict[str, int] = {
+    "GPUOPS_BLOCK": 256,  # threads per block of the 1-D grid-stride kernels
+    "GEMM_THREADS": 256,  # threads per block of the GEMM kernels (cuda/matmul.cu)
+    "TRANSPOSE_TILE": 32,  # cuda/transpose.cu: a block moves TILE x TILE elements...
+    "TRANSPOSE_TILE_ROWS": 8,  # ...with (TILE, TILE_ROWS) threads
+    # Fused epilogue activations of the GEMM (linear, conv2d): the ``act`` argument.
+    "ACT_NONE": 0, "ACT_RELU": 1, "ACT_SIGMOID": 2, "ACT_TANH": 3,
+}
+BLOCK = CONSTANTS["GPUOPS_BLOCK"]
 
 _HERE = Path(__file__).resolve().parent
+_DTYPE = type(numpy.dtype(numpy.float32))
 _SUFFIX = {numpy.dtype(numpy.float16): "f16", numpy.dtype(numpy.float32): "f32",
            numpy.dtype(numpy.float64): "f64"}
 _INCLUDE = re.compile(r'^#include "([A-Za-z0-9_]+\.cuh)"\s*$', re.M)
@@ -71,12 +83,31 @@ def source(family: str) -> str:
         seen.add(name)
         return _INCLUDE.sub(expand, (folder / name).read_text())
 
-    return _INCLUDE.sub(expand, path.read_text())
+    defines = "".join(f"#define {name} {value}\n" for name, value in CONSTANTS.items())
+    return defines + _INCLUDE.sub(expand, path.read_text())
+
+
+_STRIDED = re.compile(r"^// gpuops-strided: (\S+): (.+)$", re.M)
+
+
+def strided_params(text: str) -> dict[str, tuple[str, ...]]:
+    """Pointer parameters that the kernels of a source ``text`` address through element
+    strides passed beside them, declared next to the kernels as
+    ``// gpuops-strided: <kernel-name glob>: <param>, <param>``. Only these may take
+    non-contiguous views (the emulator rejects any other non-contiguous array)."""
+    return {pattern: tuple(p.strip() for p in names.split(","))
+            for pattern, names in _STRIDED.findall(text)}
 
 
 def suffix(dtype: Any) -> str:
     """Kernel name suffix for a dtype: ``f32``, ``f64``, ``f16``."""
     return _SUFFIX[numpy.dtype(dtype)]
+
+
+def kernel_name(base: str, dtype: Any) -> str:
+    """The ``extern "C"`` name of kernel ``base`` for ``dtype``: ``<base>_<f16|f32|f64>``,
+    the one naming rule of every family's kernels."""
+    return f"{base}_{_SUFFIX[dtype if type(dtype) is _DTYPE else numpy.dtype(dtype)]}"
 
 
 def scalar(dtype: Any, value: float) -> numpy.generic:
@@ -127,56 +158,3 @@ class Launcher(Protocol):
 def grid_1d(launcher: Launcher, n: int, block: int = BLOCK) -> tuple[int]:
     """Blocks for a grid-stride loop over ``n`` items (at least one block)."""
     return (max(1, min(math.ceil(n / block), launcher.max_blocks)),)
-
-
-class CupyLauncher:
-    """Compiles each family with NVRTC through ``cupy.RawModule`` and launches on the GPU.
-
-    Modules are built once per (device, family) and memoized; CuPy's on-disk
-    cache (``CUPY_CACHE_DIR``) makes a second process skip the compile.
-    """
-
-    name = "cupy"
-
-    def __init__(self) -> None:
-        import cupy
-        self._cupy = cupy
-        self._modules: dict[tuple[int, str], Any] = {}
-        self._lock = threading.Lock()
-        self._max_blocks: dict[int, int] = {}
-
-    @property
-    def max_blocks(self) -> int:
-        device = self._cupy.cuda.Device()
-        if device.id not in self._max_blocks:
-            sms = device.attributes["MultiProcessorCount"]
-            self._max_blocks[device.id] = sms * 32
-        return self._max_blocks[device.id]
-
-    @property
-    def tensor_cores(self) -> bool:
-        """The float16 tensor-core GEMM uses mma.sync.m16n8k16, an sm_80 (Ampere) instruction."""
-        return int(self._cupy.cuda.Device().compute_capability) >= 80
-
-    def module(self, family: str) -> Any:
-        key = (self._cupy.cuda.Device().id, family)
-        module = self._modules.get(key)
-        if module is None:
-            with self._lock:  # one compile per module even when threads race here
-                module = self._modules.get(key)
-                if module is None:
-                    module = self._cupy.RawModule(code=source(family), options=NVRTC_OPTIONS)
-                    module.compile()
-                    self._modules[key] = module
-        return module
-
-    def launch(self, family: str, kernel: str, grid: Sequence[int], block: Sequence[int],
-               args: Sequence[Any], shared_mem: int = 0) -> None:
-        function = self.module(family).get_function(kernel)
-        function(tuple(grid), tuple(block), tuple(args), shared_mem=shared_mem)
-
-
-def cache_dir() -> str:
-    """CuPy's kernel cache directory (where compiled modules persist across processes)."""
-    return os.environ.get("CUPY_CACHE_DIR", os.path.join(os.path.expanduser("~"), ".cupy",
-                                                         "kernel_cache"))

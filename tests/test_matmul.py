@@ -166,7 +166,7 @@ def _gemm_path(backend, tensor_cores: bool):
         with gpuops.backend.use_cpu_launcher(emu.EmuLauncher(tensor_cores=tensor_cores)):
             yield
         return
-    launcher = gpuops.backend._gpu_backend().launcher
+    launcher = gpuops.backend.gpu_backend().launcher
     if tensor_cores and not launcher.tensor_cores:
         pytest.skip("the GPU predates sm_80 (no mma.sync.m16n8k16)")
     with backend.active(), mock.patch.object(type(launcher), "tensor_cores",

@@ -42,16 +42,6 @@ MAX_DYNAMIC_SHARED = 227 * 1024  # per block, opt-in maximum of sm_80/sm_90
 WATCHDOG_SECONDS = float(os.environ.get("GPUOPS_EMU_WATCHDOG", "10"))
 _SANITIZER_RUNTIME = {"address": "libasan", "thread": "libtsan"}
 
-# Pointer parameters that kernels address through element strides passed beside them
-# (kernel-name glob -> parameter names): only these may take non-contiguous views.
-# Any other non-contiguous array is a TypeError, as a kernel indexing it linearly
-# would read the wrong elements.
-STRIDED_PARAMS: dict[str, tuple[str, ...]] = {
-    "gemm_*": ("A", "B"),  # cuda/matmul.cu: A_zr[m][k] = A[... + m*sam + k*sak]
-    "*_bcast_*": ("a", "b"),  # cuda/elementwise.cu: a[offset4(ix, a0, a1, a2, a3)]
-}
-
-
 class EmuKernelError(RuntimeError):
     """A kernel did something a GPU would hang on or get wrong (the message says what)."""
 
@@ -110,6 +100,7 @@ class Module:
         _runtime(self.mode)
         path, self.kernels = build.kernel_library(label, source, self.mode)
         self.path = path
+        self.strided = _kernels.strided_params(source)  # kernel glob -> strided parameters
         self._lib = ctypes.CDLL(str(path))
         self._lib.gpuops_emu_launch.argtypes = [ctypes.POINTER(_Spec)]
         self._lib.gpuops_emu_launch.restype = ctypes.c_int
@@ -131,7 +122,7 @@ class Module:
             raise ValueError(f"{where}: no such extern \"C\" __global__ kernel in {self.label} "
                              f"(kernels: {', '.join(sorted(self._entries)) or 'none'})")
         stub, sizes = self._entries[kernel]
-        strided = {name for pattern, names in STRIDED_PARAMS.items()
+        strided = {name for pattern, names in self.strided.items()
                    if fnmatch.fnmatchcase(kernel, pattern) for name in names}
         signatures.check_args(where, self.kernels[kernel], args, sizes, strided)
         grid3, block3 = _dims(where, "grid", grid), _dims(where, "block", block)

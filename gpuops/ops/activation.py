@@ -11,14 +11,14 @@ equals 1 (|x| > 17 in float32, > 8 in float16) and y(1-y), 1-y² give 0.
 """
 from __future__ import annotations
 
-import math
-from typing import Any, Callable
+from typing import Any
 
 import numpy
 
-from ..backend import FLOAT_DTYPES, HALF_DTYPES, check_shape, output, prepare
-from ..kernels import BLOCK, contiguous, finish, grid_1d, result_buffer, scalar, size, suffix
+from ..backend import HALF_DTYPES
+from ..call import Call, Signature, check_shape
 from ..registry import register
+from . import _args, _math
 
 __all__ = ["relu", "leaky_relu", "sigmoid", "tanh",
            "relu_wrt_x1", "leaky_relu_wrt_x1", "sigmoid_wrt_x1", "tanh_wrt_x1"]
@@ -27,94 +27,76 @@ FAMILY = "activation"
 Array = Any
 
 
-def _sigmoid_numpy(x: Array, out: Array) -> Array:
-    """σ(x) = e^min(x,0) / (1 + e^-|x|) (1/(1+e^-x) for x >= 0, e^x/(1+e^x) below):
-    no overflow, full relative precision in both tails."""
-    numpy.minimum(x, 0, out=out)
-    numpy.exp(out, out=out)
-    denominator = numpy.exp(-numpy.abs(x))
-    denominator += 1
-    return numpy.divide(out, denominator, out=out)
+# ---- NumPy: forward f(x, y, slope) and gradient g(x, y, gy, gx, slope) ------------------
+# (the call protocol hands over an out that overlaps no input)
+
+def _relu_cpu(x: Array, y: Array, slope: Any) -> None:
+    numpy.maximum(x, 0, out=y)  # NaN stays NaN
 
 
-def _leaky_relu_numpy(x: Array, slope: Any, out: Array) -> Array:
-    numpy.multiply(x, slope, out=out)
-    numpy.copyto(out, x, where=~(x < 0))  # x itself where x >= 0 (and where x is NaN)
-    return out
+def _relu_grad_cpu(x: Array, y: Array, gy: Array, gx: Array, slope: Any) -> None:
+    numpy.multiply(gy, x > 0, out=gx)
 
 
-def _leaky_relu_grad_numpy(x: Array, gy: Array, slope: Any, out: Array) -> Array:
-    numpy.multiply(gy, slope, out=out)
-    numpy.copyto(out, gy, where=x > 0, casting="same_kind")
-    return out
+def _leaky_relu_cpu(x: Array, y: Array, slope: Any) -> None:
+    numpy.multiply(x, slope, out=y)
+    numpy.copyto(y, x, where=~(x < 0))  # x itself where x >= 0 (and where x is NaN)
 
 
-def _logistic_slope(x: Array, k: int) -> Array:
-    """e/(1+e)² with e = e^(-k|x|): σ'(x) for k = 1, tanh'(x)/4 for k = 2."""
-    e = numpy.exp(-k * numpy.abs(x))
-    return e / numpy.square(1 + e)
+def _leaky_relu_grad_cpu(x: Array, y: Array, gy: Array, gx: Array, slope: Any) -> None:
+    numpy.multiply(gy, slope, out=gx)
+    numpy.copyto(gx, gy, where=x > 0, casting="same_kind")
 
 
-# NumPy forward f(x, slope, out) and gradient g(x, y, gy, slope, out) of each activation.
-_NUMPY: dict[str, tuple[Callable, Callable]] = {
-    "relu": (lambda x, s, out: numpy.maximum(x, 0, out=out),  # NaN stays NaN
-             lambda x, y, gy, s, out: numpy.multiply(gy, x > 0, out=out)),
-    "leaky_relu": (lambda x, s, out: _leaky_relu_numpy(x, s, out),
-                   lambda x, y, gy, s, out: _leaky_relu_grad_numpy(x, gy, s, out)),
-    "sigmoid": (lambda x, s, out: _sigmoid_numpy(x, out),
-                lambda x, y, gy, s, out: numpy.copyto(out, gy * _logistic_slope(x, 1))),
-    "tanh": (lambda x, s, out: numpy.tanh(x, out=out),
-             lambda x, y, gy, s, out: numpy.copyto(out, gy * 4 * _logistic_slope(x, 2))),
-}
+def _sigmoid_cpu(x: Array, y: Array, slope: Any) -> None:
+    _math.sigmoid(x, out=y)
 
 
-def _check_slope(op: str, slope: Any) -> float:
-    if isinstance(slope, bool) or not isinstance(slope, (int, float)):
-        raise TypeError(f"{op}: slope must be a Python int or float, got {slope!r}")
-    if not math.isfinite(slope):
-        raise ValueError(f"{op}: slope must be finite, got {slope!r}")
-    return float(slope)
+def _sigmoid_grad_cpu(x: Array, y: Array, gy: Array, gx: Array, slope: Any) -> None:
+    numpy.multiply(gy, _math.logistic_slope(x, 1), out=gx)
+
+
+def _tanh_cpu(x: Array, y: Array, slope: Any) -> None:
+    numpy.tanh(x, out=y)
+
+
+def _tanh_grad_cpu(x: Array, y: Array, gy: Array, gx: Array, slope: Any) -> None:
+    numpy.multiply(gy, 4 * _math.logistic_slope(x, 2), out=gx)
+
+
+_CPU = {"relu": (_relu_cpu, _relu_grad_cpu), "leaky_relu": (_leaky_relu_cpu, _leaky_relu_grad_cpu),
+        "sigmoid": (_sigmoid_cpu, _sigmoid_grad_cpu), "tanh": (_tanh_cpu, _tanh_grad_cpu)}
+
+
+# ---- kernels: <op>_<dtype>(x, y, slope, n), <op>_wrt_x1_<dtype>(x, y, gy, gx, slope, n) ----
+
+def _forward_gpu(call: Call, x: Array, y: Array, slope: Any) -> None:
+    call.launch_1d(call.op, y.size, (x, y, call.scalar(slope), numpy.int64(y.size)))
+
+
+def _gradient_gpu(call: Call, x: Array, y: Array, gy: Array, gx: Array, slope: Any) -> None:
+    call.launch_1d(call.op, gx.size, (x, y, gy, gx, call.scalar(slope), numpy.int64(gx.size)))
+
+
+_FORWARD = {op: Signature(op, FAMILY, ("x1",), kernel_dtypes=HALF_DTYPES) for op in _CPU}
+_GRADIENT = {op: Signature(f"{op}_wrt_x1", FAMILY, ("x1", "y", "gy"), kernel_dtypes=HALF_DTYPES)
+             for op in _CPU}
 
 
 def _forward(op: str, x1: Array, out: Array | None, slope: float = 0.0) -> Array:
-    p = prepare(op, ("x1",), (x1,), dtypes=FLOAT_DTYPES, gpu_dtypes=HALF_DTYPES)
-    (x1,) = p.arrays
-    out = output(op, p.backend, out, x1.shape, p.dtype)
-    backend = p.backend
-    if not backend.uses_kernels:
-        _NUMPY[op][0](x1, p.dtype.type(slope), out)
-        return out
-    if out.size == 0:
-        return out
-    target = result_buffer(backend, out, p.dtype)
-    backend.launcher.launch(FAMILY, f"{op}_{suffix(p.dtype)}",
-                            grid_1d(backend.launcher, out.size), (BLOCK,),
-                            (contiguous(backend, x1, p.dtype), target, scalar(p.dtype, slope),
-                             size(out.size)))
-    return finish(out, target)
+    call = _FORWARD[op].bind(x1)
+    (x,) = call.inputs
+    return call.run(out, x.shape, _CPU[op][0], _forward_gpu, call.dtype.type(slope))
 
 
 def _gradient(op: str, x1: Array, y: Array, gy: Array, out: Array | None,
               slope: float = 0.0) -> Array:
-    name = f"{op}_wrt_x1"
-    p = prepare(name, ("x1", "y", "gy"), (x1, y, gy), dtypes=FLOAT_DTYPES,
-                gpu_dtypes=HALF_DTYPES)
-    x1, y, gy = p.arrays
-    check_shape(name, "y", y, x1.shape)
-    check_shape(name, "gy", gy, x1.shape)
-    out = output(name, p.backend, out, x1.shape, x1.dtype)
-    backend = p.backend
-    if not backend.uses_kernels:
-        _NUMPY[op][1](x1, y, gy, p.dtype.type(slope), out)
-        return out
-    if out.size == 0:
-        return out
-    target = result_buffer(backend, out, p.dtype)
-    backend.launcher.launch(FAMILY, f"{op}_wrt_x1_{suffix(p.dtype)}",
-                            grid_1d(backend.launcher, out.size), (BLOCK,),
-                            tuple(contiguous(backend, v, p.dtype) for v in (x1, y, gy))
-                            + (target, scalar(p.dtype, slope), size(out.size)))
-    return finish(out, target)
+    call = _GRADIENT[op].bind(x1, y, gy)
+    x, y, gy = call.inputs
+    check_shape(call.op, "y", y, x.shape)
+    check_shape(call.op, "gy", gy, x.shape)
+    return call.run(out, x.shape, _CPU[op][1], _gradient_gpu, call.dtype.type(slope),
+                    dtype=x.dtype)
 
 
 def relu(x1: Array, *, out: Array | None = None) -> Array:
@@ -124,7 +106,7 @@ def relu(x1: Array, *, out: Array | None = None) -> Array:
 
 def leaky_relu(x1: Array, *, slope: float = 0.01, out: Array | None = None) -> Array:
     """y = x1 for x1 >= 0, slope · x1 below."""
-    return _forward("leaky_relu", x1, out, _check_slope("leaky_relu", slope))
+    return _forward("leaky_relu", x1, out, _args.finite_float("leaky_relu", "slope", slope))
 
 
 def sigmoid(x1: Array, *, out: Array | None = None) -> Array:
@@ -145,7 +127,7 @@ def relu_wrt_x1(x1: Array, y: Array, gy: Array, *, out: Array | None = None) -> 
 def leaky_relu_wrt_x1(x1: Array, y: Array, gy: Array, *, slope: float = 0.01,
                       out: Array | None = None) -> Array:
     """gy where x1 > 0, else slope · gy (slope at x1 = 0)."""
-    return _gradient("leaky_relu", x1, y, gy, out, _check_slope("leaky_relu_wrt_x1", slope))
+    return _gradient("leaky_relu", x1, y, gy, out, _args.finite_float("leaky_relu_wrt_x1", "slope", slope))
 
 
 def sigmoid_wrt_x1(x1: Array, y: Array, gy: Array, *, out: Array | None = None) -> Array:
