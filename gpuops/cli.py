@@ -67,5 +67,10 @@ def main(argv: list[str]) -> int:
                                   description=train.__doc__)
     train.add_arguments(train_parser)
     train_parser.set_defaults(run=train.main)
-    args = parser.parse_args(argv)
+    # parse_args would report a subcommand's unknown options with the top-level usage.
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        command = sub.choices[args.command]
+        command.error(f"unrecognized arguments: {' '.join(unknown)} "
+                      f"(see {command.prog} --help)")
     return args.run(args)

@@ -7,7 +7,9 @@ one-line message (the command prints it and exits non-zero).
 from __future__ import annotations
 
 import gzip
+import math
 import os
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,7 +73,7 @@ def read_idx(path: str | os.PathLike) -> numpy.ndarray:
         raw = path.read_bytes()
         if raw[:2] == b"\x1f\x8b":
             raw = gzip.decompress(raw)
-    except (OSError, EOFError) as e:
+    except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
         raise DataError(f"cannot read {path}: {e}") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_TYPES:
         raise DataError(f"{path}: not an IDX file (bad magic {raw[:4].hex() or 'empty'})")
@@ -81,7 +83,7 @@ def read_idx(path: str | os.PathLike) -> numpy.ndarray:
         raise DataError(f"{path}: truncated IDX header ({ndim} dims, {len(raw)} bytes)")
     dims = tuple(int(d) for d in numpy.frombuffer(raw, ">u4", ndim, 4))
     dtype = numpy.dtype(_IDX_TYPES[raw[2]])
-    expected = header + int(numpy.prod(dims, dtype=numpy.int64)) * dtype.itemsize
+    expected = header + math.prod(dims) * dtype.itemsize  # exact: int64 could wrap around
     if len(raw) != expected:
         raise DataError(f"{path}: IDX header says dims {dims} ({expected} bytes) but the file "
                         f"has {len(raw)} bytes")
@@ -104,7 +106,8 @@ def load_mnist(folder: str | os.PathLike, image_size: tuple = (28, 28)) -> Datas
     """MNIST (or any IDX data set of the same layout: Fashion-MNIST, KMNIST) from ``folder``."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise DataError(f"data directory {folder} does not exist")
+        raise DataError(f"data directory {folder} "
+                        + ("is not a folder" if folder.exists() else "does not exist"))
     parts = {key: read_idx(_find(folder, stem)) for key, stem in _MNIST_FILES.items()}
     for key in ("train_x", "test_x"):
         x = parts[key]
@@ -113,6 +116,9 @@ def load_mnist(folder: str | os.PathLike, image_size: tuple = (28, 28)) -> Datas
                             f"expected {tuple(image_size)}")
         if x.dtype != numpy.uint8:
             raise DataError(f"{_MNIST_FILES[key]}: pixels are {x.dtype}; expected uint8")
+        if len(x) == 0:
+            raise DataError(f"{_MNIST_FILES[key]}: no images (training needs a non-empty "
+                            f"training set and test set)")
     for key, images in (("train_y", "train_x"), ("test_y", "test_x")):
         y = parts[key]
         if y.ndim != 1 or len(y) != len(parts[images]):

@@ -3,7 +3,10 @@
 Default: an MLP on the embedded handwritten digits (8x8), Adam, on the GPU when one
 is usable, else on the CPU. Writes ``metrics.json``, ``training.png`` (training loss
 and test accuracy per epoch) and ``checkpoint.npz`` (model, optimizer, history) to
-``--out``; ``--resume`` continues from that checkpoint up to ``--epochs``.
+``--out``; ``--resume`` continues from that checkpoint up to ``--epochs``. A checkpoint
+in ``--out`` from a run with other settings is never overwritten: that is an error
+unless ``--resume`` is given. Ctrl-C stops with exit status 130 and prints the command
+that resumes from the last checkpoint.
 Same seed on the CPU → the same numbers: parameters come from ``nn.manual_seed``,
 the batch order of epoch e from a generator seeded with (seed, e).
 """
@@ -12,9 +15,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import shlex
 import sys
 import time
 import zipfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +33,10 @@ from .optim import SGD, Adam, AdamW, Optimizer
 
 __all__ = ["TrainError", "add_arguments", "build_model", "run", "main"]
 
+COMMAND = "python -m gpuops train"
 CHECKPOINT = "checkpoint.npz"
+# The settings a checkpoint must share with a run that resumes it (--epochs and --lr may differ).
+RESUME_KEYS = ("data", "model", "optimizer", "batch_size", "seed", "limit")
 
 
 class TrainError(ValueError):
@@ -45,7 +53,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", choices=["digits", "mnist"], default="digits",
                         help="digits (embedded, 8x8) or mnist (IDX files in --data-dir)")
     parser.add_argument("--data-dir", default=None,
-                        help="folder with the MNIST IDX files (gzipped or not)")
+                        help="folder with the MNIST IDX files (gzipped or not); an empty "
+                        "training or test set is an error")
     parser.add_argument("--model", choices=["mlp", "cnn"], default="mlp")
     parser.add_argument("--epochs", type=int, default=None,
                         help="total epochs (default: digits 30, or 15 for the cnn; mnist 5)")
@@ -58,7 +67,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", choices=["auto", "numpy", "cupy"], default="auto",
                         help="auto: cupy when a GPU is usable, else numpy")
     parser.add_argument("--out", default="gpuops-train",
-                        help="output folder for metrics.json, training.png, checkpoint.npz")
+                        help="output folder for metrics.json, training.png, checkpoint.npz "
+                        "(default: ./gpuops-train); refuses to overwrite a checkpoint there from a "
+                        "run with other settings (use --resume, or another --out)")
     parser.add_argument("--resume", action="store_true",
                         help="continue from --out/checkpoint.npz up to --epochs")
     parser.add_argument("--limit", type=int, default=None,
@@ -139,12 +150,14 @@ def _load(args: argparse.Namespace, config: dict) -> Dataset:
 
 
 def _progress(total: int, desc: str, quiet: bool) -> Any:
+    """A context manager that gives a tqdm bar (closed on leaving it, Ctrl-C included),
+    or None when quiet or without tqdm."""
     if quiet:
-        return None
+        return contextlib.nullcontext()
     try:
         from tqdm import tqdm
     except ImportError:
-        return None
+        return contextlib.nullcontext()
     return tqdm(total=total, desc=desc, unit="batch", leave=True, dynamic_ncols=True)
 
 
@@ -166,8 +179,57 @@ def _save_checkpoint(path: Path, model: nn.Module, optimizer: Optimizer, config:
     arrays["config"] = numpy.array(json.dumps(config))
     arrays["history"] = numpy.array(json.dumps(history))
     tmp = path.with_name(path.name + ".tmp.npz")
-    numpy.savez(tmp, **arrays)
-    tmp.replace(path)
+    try:
+        numpy.savez(tmp, **arrays)
+        tmp.replace(path)  # atomic: the earlier checkpoint stays whole until here
+    except OSError as e:
+        raise TrainError(f"cannot write {path}: {e.strerror or e}") from None
+    finally:
+        tmp.unlink(missing_ok=True)  # what a failed or interrupted write left behind
+
+
+# What numpy.load and reading an archive member raise for a file that is not a checkpoint.
+_NOT_A_CHECKPOINT = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile)
+
+
+def _saved_run(path: Path) -> tuple[dict, list]:
+    """The config and history stored in the checkpoint at ``path``."""
+    try:
+        with numpy.load(path) as f:
+            return json.loads(str(f["config"])), json.loads(str(f["history"]))
+    except _NOT_A_CHECKPOINT as e:
+        raise TrainError(f"{path} is not a gpuops checkpoint ({e})") from None
+
+
+def _difference(saved: dict, config: dict, keys: Iterable[str]) -> str | None:
+    """The first of ``keys`` whose value in the checkpoint's ``saved`` config is not this
+    run's, in words; None when they all agree."""
+    for key in keys:
+        if saved.get(key) != config[key]:
+            return (f"the checkpoint was made with {key}={saved.get(key)!r}, "
+                    f"this run has {key}={config[key]!r}")
+    return None
+
+
+def _refuse_to_overwrite(out: Path, config: dict) -> None:
+    """Without --resume, only a checkpoint of the very same settings (a rerun, which
+    writes the same numbers again) may be overwritten."""
+    path = out / CHECKPOINT
+    if not path.exists():
+        return
+    try:
+        saved, _history = _saved_run(path)
+    except TrainError as e:
+        raise TrainError(f"--out {out}: {e}; not overwriting it: pass another --out") from None
+    other_run = _difference(saved, config, RESUME_KEYS)
+    if other_run:
+        raise TrainError(f"--out {out} holds the checkpoint of another run ({other_run}); "
+                         f"not overwriting it: pass another --out, or delete {path}")
+    other_epochs_or_lr = _difference(saved, config, config)
+    if other_epochs_or_lr:
+        raise TrainError(f"--out {out} holds the checkpoint of a run with other settings "
+                         f"({other_epochs_or_lr}); pass --resume to continue it, or another "
+                         f"--out to start afresh")
 
 
 def _load_checkpoint(path: Path, model: nn.Module, optimizer: Optimizer,
@@ -180,12 +242,11 @@ def _load_checkpoint(path: Path, model: nn.Module, optimizer: Optimizer,
             history = json.loads(str(f["history"]))
             model_state = {k[6:]: f[k] for k in f.files if k.startswith("model/")}
             optim_state = {k[6:]: f[k] for k in f.files if k.startswith("optim/")}
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+    except _NOT_A_CHECKPOINT as e:
         raise TrainError(f"--resume: {path} is not a gpuops checkpoint ({e})") from None
-    for key in ("data", "model", "optimizer", "batch_size", "seed", "limit"):
-        if saved.get(key) != config[key]:
-            raise TrainError(f"--resume: the checkpoint was made with {key}={saved.get(key)!r}, "
-                             f"this run has {key}={config[key]!r}")
+    difference = _difference(saved, config, RESUME_KEYS)
+    if difference:
+        raise TrainError(f"--resume: {difference}")
     try:
         model.load_state_dict(model_state)
         optimizer.load_state_dict(optim_state)
@@ -239,8 +300,12 @@ def run(args: argparse.Namespace) -> dict:
 
 def _run(args: argparse.Namespace, config: dict) -> dict:
     where = _backend(args.backend)
-    data = _load(args, config)
     out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise TrainError(f"--out {out} is a file, not a folder")
+    if not args.resume:
+        _refuse_to_overwrite(out, config)
+    data = _load(args, config)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -267,33 +332,32 @@ def _run(args: argparse.Namespace, config: dict) -> dict:
         order = numpy.random.default_rng([config["seed"], epoch]).permutation(n)
         if where == "cupy":
             order = to_gpu(order)
-        bar = _progress(steps, f"epoch {epoch}/{config['epochs']}", args.quiet)
-        epoch_start = time.perf_counter()
-        loss_sum = correct = seen = 0
-        for s in range(steps):
-            idx = order[s * batch:(s + 1) * batch]
-            labels = train_y[idx]
-            logits = model(Tensor(train_x[idx]))
-            loss = criterion(logits, labels)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            loss_sum += float(loss.item()) * len(idx)
-            correct += int((logits.data.argmax(axis=1) == labels).sum())
-            seen += len(idx)
+        with _progress(steps, f"epoch {epoch}/{config['epochs']}", args.quiet) as bar:
+            epoch_start = time.perf_counter()
+            loss_sum = correct = seen = 0
+            for s in range(steps):
+                idx = order[s * batch:(s + 1) * batch]
+                labels = train_y[idx]
+                logits = model(Tensor(train_x[idx]))
+                loss = criterion(logits, labels)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                loss_sum += float(loss.item()) * len(idx)
+                correct += int((logits.data.argmax(axis=1) == labels).sum())
+                seen += len(idx)
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}")
+            test_accuracy = _accuracy(model, test_x, test_y)
+            record = {"epoch": epoch, "train_loss": loss_sum / seen,
+                      "train_accuracy": correct / seen, "test_accuracy": test_accuracy,
+                      "seconds": round(time.perf_counter() - epoch_start, 3)}
+            history.append(record)
             if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}")
-        test_accuracy = _accuracy(model, test_x, test_y)
-        record = {"epoch": epoch, "train_loss": loss_sum / seen, "train_accuracy": correct / seen,
-                  "test_accuracy": test_accuracy,
-                  "seconds": round(time.perf_counter() - epoch_start, 3)}
-        history.append(record)
-        if bar is not None:
-            bar.set_postfix(loss=f"{record['train_loss']:.4f}", acc=f"{record['train_accuracy']:.4f}",
-                            test=f"{test_accuracy:.4f}")
-            bar.close()
-        elif not args.quiet:
+                bar.set_postfix(loss=f"{record['train_loss']:.4f}",
+                                acc=f"{record['train_accuracy']:.4f}", test=f"{test_accuracy:.4f}")
+        if bar is None and not args.quiet:
             print(f"epoch {epoch}/{config['epochs']}: loss {record['train_loss']:.4f} "
                   f"train acc {record['train_accuracy']:.4f} test acc {test_accuracy:.4f}")
         _save_checkpoint(out / CHECKPOINT, model, optimizer, config, history)
@@ -311,17 +375,57 @@ def _run(args: argparse.Namespace, config: dict) -> dict:
     if not args.quiet:
         final = metrics["final_test_accuracy"]
         print(f"{config['model']} on {config['data']} ({where}): test accuracy "
-              f"{100 * final:.2f}% after {len(history)} epochs, {metrics['seconds']:.1f} s; "
+              f"{100 * final:.2f}% after {_count(len(history), 'epoch')}, "
+              f"{metrics['seconds']:.1f} s; "
               f"wrote {out / 'metrics.json'}, {out / CHECKPOINT}"
               + (f", {out / 'training.png'}" if plotted else " (no plot: matplotlib missing)"))
     return metrics
 
 
+def _count(n: int, noun: str) -> str:
+    """``1 epoch``, ``2 epochs``."""
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
+def _resume_command(args: argparse.Namespace) -> str:
+    """The command line that resumes the run of ``args``: its options that differ from
+    the defaults, and --resume."""
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    defaults = vars(parser.parse_args([]))
+    options = []
+    for key, value in vars(args).items():
+        if key in defaults and key != "resume" and value != defaults[key]:
+            option = "--" + key.replace("_", "-")
+            options += [option] if isinstance(value, bool) else [option, str(value)]
+    return shlex.join([*COMMAND.split(), *options, "--resume"])
+
+
+def _interrupted(args: argparse.Namespace) -> str:
+    """What to print after Ctrl-C: the last checkpoint and the command that resumes from it."""
+    path = Path(args.out) / CHECKPOINT
+    config = _config(args)
+    try:
+        saved, history = _saved_run(path)
+        resumable = not _difference(saved, config, RESUME_KEYS)  # else another run's
+    except TrainError:  # no checkpoint yet
+        resumable = False
+    if not resumable:
+        return f"{COMMAND}: interrupted before the first checkpoint was written"
+    return (f"{COMMAND}: interrupted; the last checkpoint is {path} "
+            f"(epoch {len(history)} of {config['epochs']})\n"
+            f"continue with: {_resume_command(args)}")
+
+
 def main(args: argparse.Namespace) -> int:
-    """The ``train`` subcommand: one-line errors for bad options and data, exit status 1."""
+    """The ``train`` subcommand: one-line errors for bad options and data, exit status 1;
+    Ctrl-C prints how to resume and exits with status 130, as for SIGINT."""
     try:
         run(args)
     except (TrainError, DataError) as e:
-        print(f"python -m gpuops train: error: {e}", file=sys.stderr)
+        print(f"{COMMAND}: error: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print(_interrupted(args), file=sys.stderr)
+        return 130
     return 0

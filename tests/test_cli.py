@@ -79,3 +79,10 @@ def test_demo(tmp_path):
 def test_unknown_command_fails_with_usage(tmp_path):
     done = _run("no-such-command", cwd=tmp_path)
     assert done.returncode == 2 and "usage: python -m gpuops" in done.stderr
+
+
+def test_unknown_train_option_fails_with_the_train_usage(tmp_path):
+    done = _run("train", "--no-such-option", "3", cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr == ("python -m gpuops train: error: unrecognized arguments: "
+                           "--no-such-option 3 (see python -m gpuops train --help)\n")

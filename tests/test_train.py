@@ -1,10 +1,13 @@
-"""``python -m gpuops train``: short deterministic runs, resume, MNIST IDX files, bad input,
-and the full default run's accuracy."""
+"""``python -m gpuops train``: short deterministic runs, resume, Ctrl-C, checkpoints that are
+never overwritten by another run nor left half-written, MNIST IDX files, bad input, and the
+full default run's accuracy."""
 from __future__ import annotations
 
+import errno
 import gzip
 import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +16,7 @@ import numpy
 import pytest
 
 import gpuops
-from gpuops import datasets
+from gpuops import datasets, train
 from gpuops.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -72,6 +75,105 @@ def test_other_optimizers_and_the_cnn(tmp_path, options):
     metrics = _train(tmp_path, "--limit", "200", "--epochs", "2", *options)
     assert metrics["history"][-1]["train_loss"] < metrics["history"][0]["train_loss"]
     assert metrics["history"][-1]["test_accuracy"] > 0.3
+
+
+def test_summary_says_1_epoch_not_1_epochs(tmp_path, capsys):
+    assert main(["train", "--out", str(tmp_path), "--backend", "numpy", "--limit", "40",
+                 "--epochs", "1"]) == 0
+    assert " after 1 epoch, " in capsys.readouterr().out
+
+
+def test_default_out_folder_is_git_ignored(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--quiet", "--backend", "numpy", "--limit", "40", "--epochs", "1"]) == 0
+    (written,) = tmp_path.iterdir()
+    assert (written / "checkpoint.npz").is_file()
+    assert f"{written.name}/" in (ROOT / ".gitignore").read_text().splitlines()
+
+
+def test_checkpoint_of_other_settings_is_not_overwritten(tmp_path, capsys):
+    _train(tmp_path, "--limit", "40", "--epochs", "1")
+    checkpoint = (tmp_path / "checkpoint.npz").read_bytes()
+    options = ["train", "--out", str(tmp_path), "--quiet", "--backend", "numpy", "--limit", "40"]
+    for other, message in ((["--optimizer", "sgd", "--epochs", "1"], "optimizer='adam'"),
+                           (["--epochs", "2"], "pass --resume to continue it")):
+        assert main([*options, *other]) == 1
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and f"--out {tmp_path} holds the checkpoint" in lines[0]
+        assert message in lines[0] and "another --out" in lines[0], lines
+        assert (tmp_path / "checkpoint.npz").read_bytes() == checkpoint
+    assert main([*options, "--epochs", "1"]) == 0  # the same settings: a rerun may overwrite
+    assert main([*options, "--epochs", "2", "--resume"]) == 0
+
+
+def test_checkpoint_that_is_not_one_is_not_overwritten(tmp_path):
+    (tmp_path / "checkpoint.npz").write_bytes(b"my own file")
+    result = _cli("--out", str(tmp_path), "--limit", "40", "--epochs", "1", cwd=tmp_path)
+    assert result.returncode == 1 and "not overwriting it" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert (tmp_path / "checkpoint.npz").read_bytes() == b"my own file"
+
+
+def test_ctrl_c_prints_the_checkpoint_and_the_resume_command(tmp_path, monkeypatch, capsys):
+    straight = _train(tmp_path / "straight", "--limit", "160", "--epochs", "3")
+    accuracy, calls = train._accuracy, []
+
+    def interrupt_in_epoch_2(*args):
+        calls.append(args)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return accuracy(*args)
+
+    monkeypatch.setattr(train, "_accuracy", interrupt_in_epoch_2)
+    out = tmp_path / "a b"
+    assert main(["train", "--out", str(out), "--quiet", "--backend", "numpy", "--limit", "160",
+                 "--epochs", "3"]) == 130
+    first, command = capsys.readouterr().err.strip().splitlines()
+    assert first == ("python -m gpuops train: interrupted; the last checkpoint is "
+                     f"{out / 'checkpoint.npz'} (epoch 1 of 3)")
+    assert command == "continue with: " + shlex.join(
+        ["python", "-m", "gpuops", "train", "--epochs", "3", "--backend", "numpy",
+         "--out", str(out), "--limit", "160", "--quiet", "--resume"])
+    monkeypatch.undo()
+    assert main(shlex.split(command.removeprefix("continue with: "))[3:]) == 0
+    resumed = json.loads((out / "metrics.json").read_text())
+    assert _losses(resumed) == _losses(straight)
+
+
+def test_ctrl_c_before_the_first_checkpoint(tmp_path, monkeypatch, capsys):
+    def interrupt(*_args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train, "_accuracy", interrupt)
+    assert main(["train", "--out", str(tmp_path), "--quiet", "--backend", "numpy",
+                 "--limit", "40", "--epochs", "1"]) == 130
+    assert capsys.readouterr().err == ("python -m gpuops train: interrupted before the first "
+                                       "checkpoint was written\n")
+
+
+@pytest.mark.parametrize("failure", [OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)),
+                                     KeyboardInterrupt()], ids=["disk-full", "ctrl-c"])
+def test_failed_checkpoint_write_keeps_the_last_checkpoint(tmp_path, monkeypatch, capsys,
+                                                           failure):
+    _train(tmp_path, "--limit", "40", "--epochs", "1")
+    checkpoint = (tmp_path / "checkpoint.npz").read_bytes()
+
+    def write_half_and_fail(file, **_arrays):
+        Path(file).write_bytes(checkpoint[:len(checkpoint) // 2])
+        raise failure
+
+    monkeypatch.setattr(train.numpy, "savez", write_half_and_fail)
+    code = main(["train", "--out", str(tmp_path), "--quiet", "--backend", "numpy",
+                 "--limit", "40", "--epochs", "2", "--resume"])
+    lines = capsys.readouterr().err.strip().splitlines()
+    if isinstance(failure, OSError):
+        assert code == 1 and len(lines) == 1, lines
+        assert lines[0] == (f"python -m gpuops train: error: cannot write "
+                            f"{tmp_path / 'checkpoint.npz'}: No space left on device")
+    else:
+        assert code == 130 and "(epoch 1 of 2)" in lines[0]
+    assert (tmp_path / "checkpoint.npz").read_bytes() == checkpoint
+    assert [p.name for p in tmp_path.iterdir() if "tmp" in p.name] == []
 
 
 def test_full_default_run_reaches_97_percent(tmp_path):
@@ -147,6 +249,24 @@ def _bad_data(tmp_path: Path, kind: str) -> Path:
     elif kind == "bad-gzip":
         _write_mnist(folder)
         (folder / "train-labels-idx1-ubyte").write_bytes(b"\x1f\x8b" + b"garbage" * 3)
+    elif kind == "corrupt-deflate":  # a valid gzip header, then a deflate block of reserved type
+        _write_mnist(folder, gz=True)
+        path = folder / "t10k-images-idx3-ubyte.gz"
+        path.write_bytes(path.read_bytes()[:10] + b"\xff" + path.read_bytes()[11:])
+    elif kind == "cut-gzip":
+        _write_mnist(folder, gz=True)
+        path = folder / "t10k-images-idx3-ubyte.gz"
+        path.write_bytes(path.read_bytes()[:-20])
+    elif kind == "overflowing-dims":  # 2**22 * 2**21 * 2**21 == 2**64: 0 in int64 arithmetic
+        _write_mnist(folder)
+        (folder / "train-images-idx3-ubyte").write_bytes(
+            bytes([0, 0, 8, 3]) + numpy.array([2**22, 2**21, 2**21], ">u4").tobytes())
+    elif kind == "empty-test-set":
+        _write_mnist(folder, n_test=0)
+    elif kind == "empty-training-set":
+        _write_mnist(folder, n_train=0)
+    elif kind == "file":
+        folder.write_bytes(b"")
     return folder
 
 
@@ -157,6 +277,13 @@ def _bad_data(tmp_path: Path, kind: str) -> Path:
     ("wrong-size", "expected (28, 28)"),
     ("missing-file", "missing t10k-labels-idx1-ubyte"),
     ("bad-gzip", "cannot read"),
+    ("corrupt-deflate", "t10k-images-idx3-ubyte.gz: Error -3 while decompressing data"),
+    ("cut-gzip", "t10k-images-idx3-ubyte.gz: Compressed file ended"),
+    ("overflowing-dims",
+     "train-images-idx3-ubyte: IDX header says dims (4194304, 2097152, 2097152)"),
+    ("empty-test-set", "t10k-images-idx3-ubyte: no images"),
+    ("empty-training-set", "train-images-idx3-ubyte: no images"),
+    ("file", "is not a folder"),
 ])
 def test_bad_data_is_a_one_line_error(tmp_path, kind, message):
     folder = tmp_path / "nowhere" if kind == "missing-dir" else _bad_data(tmp_path, kind)
@@ -184,6 +311,14 @@ def test_bad_options_are_one_line_errors(tmp_path, args, message):
     assert "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], result.stderr
+
+
+def test_out_naming_a_file_is_a_one_line_error(tmp_path):
+    (tmp_path / "taken").write_text("")
+    result = _cli("--out", str(tmp_path / "taken"), cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr == (f"python -m gpuops train: error: --out {tmp_path / 'taken'} is a "
+                             "file, not a folder\n")
 
 
 def test_cupy_backend_without_gpu_is_a_one_line_error(tmp_path):
