@@ -8,7 +8,7 @@ import shutil
 
 import numpy
 
-from . import backend, kernels
+from . import backend, cupy_launcher, kernels
 
 
 def info(_args: argparse.Namespace) -> int:
@@ -32,7 +32,7 @@ def info(_args: argparse.Namespace) -> int:
         suite.append("cupy")
     print(f"test backends  {', '.join(suite)}")
     print(f"kernel sources {kernels.cuda_dir()} ({', '.join(kernels.families())})")
-    print(f"kernel cache   {kernels.cache_dir()}")
+    print(f"kernel cache   {cupy_launcher.cache_dir()}")
     return 0
 
 
