@@ -28,7 +28,6 @@ kernel launch side by side (Chainer's ``forward_cpu`` / ``forward_gpu``).
 """
 from __future__ import annotations
 
-import math
 from typing import Any, Callable, Sequence
 
 import numpy
@@ -44,7 +43,6 @@ _ndarray = numpy.ndarray
 _SCALAR_TYPES = (int, float)
 # Roles of an operator's inputs.
 _ARRAY, _SCALAR, _OPTIONAL, _INTS = 0, 1, 2, 3
-
 
 class Signature:
     """The inputs one operator function accepts, declared once per function.
@@ -141,7 +139,6 @@ class Signature:
                            if x is not None and not isinstance(x, _SCALAR_TYPES))
         return (f"{self.op}: mixed NumPy and CuPy inputs ({detail}); "
                 "move them to one device with gpuops.to_gpu/to_cpu")
-
 
 class Call:
     """One checked operator call: the backend, the compute dtype, the inputs."""
@@ -255,17 +252,14 @@ class Call:
         """A float parameter as the kernel takes it (:func:`gpuops.kernels.scalar`)."""
         return kernels.scalar(self.dtype, value)
 
-
 def check_shape(op: str, name: str, x: Any, shape: tuple) -> None:
     """``ValueError`` naming ``op`` unless ``x`` (an input) has ``shape``."""
     if x is not None and tuple(x.shape) != tuple(shape):
         raise ValueError(f"{op}: {name} has shape {tuple(x.shape)}; expected {tuple(shape)}")
 
-
 def _short(x: Any) -> str:
     text = repr(x)
     return text if len(text) <= 40 else f"{text[:20]}...{text[-8:]} ({len(text)} digits)"
-
 
 def _not_an_array(op: str, name: str, x: Any) -> str:
     if isinstance(x, _ndarray):

@@ -1,241 +1,19 @@
-"""Optimizer steps as operators, and the SGD/Adam/AdamW classes that wrap them.
-
-``sgd_step`` and ``adam_step`` update lists of arrays in place with the exact
-rules of ``torch.optim.SGD``, ``Adam`` and ``AdamW`` (formulas in
-docs/operators.md). On a kernel backend (CuPy, or the CPU emulator) one step is
-one fused launch of ``cuda/optim.cu`` per dtype over every tensor, addressed
-through a table of device pointers; the NumPy implementation works in place
-with two scratch buffers per call instead of per-expression temporaries.
-
-They have no gradient, so they are not in ``gpuops.OPERATORS`` (whose generic
-tests differentiate every entry); tests/test_optim.py tests them.
-"""
+"""Optimizers: ``SGD``, ``Adam`` and ``AdamW`` hold parameters (Tensors) and their state and
+step through the fused operators :func:`gpuops.sgd_step` and :func:`gpuops.adam_step`
+(:mod:`gpuops.ops.optim`), with the exact rules of ``torch.optim``."""
 from __future__ import annotations
 
-import math
 from typing import Any, Iterable, Sequence
 
 import numpy
 
-from .backend import Backend, prepare
-from .kernels import BLOCK, scalar, size, suffix
+from .backend import get_array_module, to_cpu
+from .ops.optim import adam_step, sgd_step
 
 __all__ = ["sgd_step", "adam_step", "Optimizer", "SGD", "Adam", "AdamW"]
 
-FAMILY = "optim"
-CHUNK = 4096  # elements per block-chunk of the fused kernels
 Array = Any
 
-
-# ---- validation and the pointer table --------------------------------------------
-
-def _check_lists(op: str, lists: dict[str, Sequence | None]) -> tuple[Backend, list[list]]:
-    """Validate parallel lists of arrays: same lengths, backends, and per-tensor shape/dtype."""
-    names, values = [], []
-    length = None
-    for label, arrays in lists.items():
-        if arrays is None:
-            continue
-        if not isinstance(arrays, (list, tuple)):
-            raise TypeError(f"{op}: {label} must be a list of arrays, got {type(arrays).__name__}")
-        if length is None:
-            length = len(arrays)
-        elif len(arrays) != length:
-            raise ValueError(f"{op}: {label} has {len(arrays)} arrays; expected {length} "
-                             "(one per parameter)")
-        names += [f"{label}[{i}]" for i in range(len(arrays))]
-        values += list(arrays)
-    if not values:
-        return None, []  # type: ignore[return-value]
-    p = prepare(op, names, values)
-    present = [a for a in lists.values() if a is not None]
-    for i, group in enumerate(zip(*present)):
-        first = group[0]
-        for label, x in zip([k for k, a in lists.items() if a is not None], group):
-            if tuple(x.shape) != tuple(first.shape) or x.dtype != first.dtype:
-                raise ValueError(f"{op}: {label}[{i}] has shape {tuple(x.shape)} and dtype "
-                                 f"{x.dtype}; expected {tuple(first.shape)} and {first.dtype} "
-                                 f"like params[{i}]")
-    return p.backend, [list(a) for a in present]
-
-
-def _check_param(op: str, name: str, value: Any, low: float, high: float = math.inf,
-                 high_open: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{op}: {name} must be a number, got {type(value).__name__}")
-    ok = low <= value < high if high_open else low <= value <= high
-    if not ok or math.isnan(value):
-        bound = f"[{low}, {high})" if high_open else f"[{low}, {high}]"
-        raise ValueError(f"{op}: {name}={value} is outside {bound}")
-    return float(value)
-
-
-def _pointer(x: Array) -> int:
-    """The address of an array's first element (CuPy device pointer, or NumPy host address:
-    the emulator runs kernels in this process, so host addresses work the same way)."""
-    return int(x.data.ptr) if hasattr(x.data, "ptr") else int(x.ctypes.data)
-
-
-def _launch(backend: Backend, kernel: str, rows: list[list], scalars: tuple) -> None:
-    """One fused launch per dtype over the tensors of ``rows`` (params, grads, state1, state2)."""
-    xp = backend.xp
-    by_dtype: dict[numpy.dtype, list[int]] = {}
-    for i, p in enumerate(rows[0]):
-        if p.size:
-            by_dtype.setdefault(numpy.dtype(p.dtype), []).append(i)
-    for dtype, index in by_dtype.items():
-        for group in rows:
-            for i in index:
-                if not group[i].flags.c_contiguous:
-                    raise ValueError(f"{kernel}: arrays must be C-contiguous on the "
-                                     f"{backend.name} backend (tensor {i} is not)")
-        n_tensors = len(index)
-        sizes = numpy.array([rows[0][i].size for i in index], dtype=numpy.int64)
-        chunks_per = -(-sizes // CHUNK)
-        chunk_tensor = numpy.repeat(numpy.arange(n_tensors, dtype=numpy.int64), chunks_per)
-        first = numpy.cumsum(chunks_per) - chunks_per
-        chunk_start = (numpy.arange(chunk_tensor.size, dtype=numpy.int64)
-                       - numpy.repeat(first, chunks_per)) * CHUNK
-        pointers = [[_pointer(group[i]) for i in index] for group in rows]
-        while len(pointers) < 4:
-            pointers.append([0] * n_tensors)
-        table = numpy.concatenate([numpy.array(pointers, dtype=numpy.uint64).view(numpy.int64)
-                                   .reshape(-1), sizes, chunk_tensor, chunk_start])
-        table = xp.asarray(table)
-        n_chunks = int(chunk_tensor.size)
-        grid = (max(1, min(n_chunks, backend.launcher.max_blocks)),)
-        args = (table, size(n_tensors), size(n_chunks), size(CHUNK),
-                *[scalar(dtype, s) if isinstance(s, float) else s for s in scalars])
-        backend.launcher.launch(FAMILY, f"{kernel}_{suffix(dtype)}", grid, (BLOCK,), args)
-
-
-class _Scratch:
-    """Two flat buffers per dtype, sized for the largest tensor of one NumPy call."""
-
-    def __init__(self, rows: list[list]) -> None:
-        self._flat: dict[numpy.dtype, tuple] = {}
-        for p in rows[0]:
-            dt = numpy.dtype(p.dtype)
-            n = max(p.size, self._flat.get(dt, (numpy.empty(0),))[0].size)
-            self._flat[dt] = (numpy.empty(n, dt), numpy.empty(n, dt))
-
-    def get(self, like: Array) -> tuple:
-        a, b = self._flat[numpy.dtype(like.dtype)]
-        return a[:like.size].reshape(like.shape), b[:like.size].reshape(like.shape)
-
-
-# ---- SGD ---------------------------------------------------------------------
-
-def sgd_step(params: list, grads: list, velocities: list | None, *, lr: float,
-             momentum: float = 0.0, nesterov: bool = False, weight_decay: float = 0.0) -> list:
-    """One step of ``torch.optim.SGD`` (dampening 0), in place on ``params`` and ``velocities``.
-
-    Per tensor: ``g = grad + wd·p``; with momentum ``b = momentum·b + g`` and
-    ``g = g + momentum·b`` (Nesterov) or ``g = b``; then ``p -= lr·g``. Velocities start at
-    zero (then the first step gives ``b = g``, as torch's first step does); they may be
-    None when ``momentum == 0``. Returns ``params``.
-    """
-    op = "sgd_step"
-    lr = _check_param(op, "lr", lr, 0.0)
-    momentum = _check_param(op, "momentum", momentum, 0.0)
-    weight_decay = _check_param(op, "weight_decay", weight_decay, 0.0)
-    if nesterov and momentum == 0:
-        raise ValueError(f"{op}: nesterov=True needs momentum > 0 (got momentum={momentum})")
-    if velocities is None and momentum != 0:
-        raise ValueError(f"{op}: momentum={momentum} needs velocities (a zero-initialized "
-                         "array per parameter)")
-    backend, rows = _check_lists(op, {"params": params, "grads": grads,
-                                      "velocities": velocities if momentum else None})
-    if backend is None:
-        return params
-    if backend.uses_kernels:
-        _launch(backend, "sgd_step", rows, (lr, momentum, weight_decay,
-                                            numpy.int32(bool(nesterov))))
-        return params
-    scratch = _Scratch(rows)
-    for i, (p, g) in enumerate(zip(rows[0], rows[1])):
-        if p.size == 0:
-            continue
-        t1, t2 = scratch.get(p)
-        if weight_decay:
-            numpy.multiply(p, weight_decay, out=t1)
-            t1 += g
-            g = t1
-        if momentum:
-            b = rows[2][i]
-            b *= momentum
-            b += g
-            if nesterov:
-                numpy.multiply(b, momentum, out=t2)
-                t2 += g
-                g = t2
-            else:
-                g = b
-        numpy.multiply(g, lr, out=t2)
-        p -= t2
-    return params
-
-
-# ---- Adam / AdamW ----------------------------------------------------------------
-
-def adam_step(params: list, grads: list, m: list, v: list, *, step: int, lr: float = 1e-3,
-              beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
-              weight_decay: float = 0.0, decoupled: bool = False) -> list:
-    """One step of ``torch.optim.Adam`` (``decoupled=False``) or ``AdamW`` (``True``), in place.
-
-    ``step`` is the 1-based number of this step (bias correction). Per tensor:
-    AdamW ``p *= 1 - lr·wd`` / Adam ``g += wd·p``; ``m += (1-β1)(g - m)``;
-    ``v = β2·v + (1-β2)·g²``; ``p -= lr/(1-β1^step) · m / (√v/√(1-β2^step) + eps)``.
-    ``m`` and ``v`` start at zero. Returns ``params``.
-    """
-    op = "adam_step"
-    if isinstance(step, bool) or not isinstance(step, (int, numpy.integer)) or step < 1:
-        raise ValueError(f"{op}: step must be an integer >= 1 (the number of this step), "
-                         f"got {step!r}")
-    lr = _check_param(op, "lr", lr, 0.0)
-    beta1 = _check_param(op, "beta1", beta1, 0.0, 1.0, high_open=True)
-    beta2 = _check_param(op, "beta2", beta2, 0.0, 1.0, high_open=True)
-    eps = _check_param(op, "eps", eps, 0.0)
-    weight_decay = _check_param(op, "weight_decay", weight_decay, 0.0)
-    backend, rows = _check_lists(op, {"params": params, "grads": grads, "m": m, "v": v})
-    if backend is None:
-        return params
-    step_size = lr / (1.0 - beta1 ** int(step))
-    bc2_sqrt = math.sqrt(1.0 - beta2 ** int(step))
-    if backend.uses_kernels:
-        _launch(backend, "adam_step", rows, (beta2, 1.0 - beta1, 1.0 - beta2, eps, weight_decay,
-                                             1.0 - lr * weight_decay, step_size, bc2_sqrt,
-                                             numpy.int32(bool(decoupled))))
-        return params
-    scratch = _Scratch(rows)
-    for p, g, mi, vi in zip(*rows):
-        if p.size == 0:
-            continue
-        t1, t2 = scratch.get(p)
-        if weight_decay:
-            if decoupled:
-                p *= 1.0 - lr * weight_decay
-            else:
-                numpy.multiply(p, weight_decay, out=t1)
-                t1 += g
-                g = t1
-        numpy.subtract(g, mi, out=t2)       # m = lerp(m, g, 1 - β1)
-        t2 *= 1.0 - beta1
-        mi += t2
-        numpy.square(g, out=t2)             # v = β2 v + (1 - β2) g²
-        t2 *= 1.0 - beta2
-        vi *= beta2
-        vi += t2
-        numpy.sqrt(vi, out=t2)              # denominator √v / √(1 - β2^t) + eps
-        t2 /= bc2_sqrt
-        t2 += eps
-        numpy.divide(mi, t2, out=t2)
-        t2 *= step_size
-        p -= t2
-    return params
-
-
-# ---- optimizer classes ---------------------------------------------------------------
 
 class Optimizer:
     """Holds parameters (Tensors with ``.data`` and ``.grad``) and their state arrays."""
@@ -264,7 +42,6 @@ class Optimizer:
         return getattr(self, name)
 
     def _save(self, names: Sequence[str], extra: dict) -> dict[str, Any]:
-        from .backend import to_cpu
         out = dict(extra)
         for name in names:
             for i, a in enumerate(self._state_arrays(name)):
@@ -286,7 +63,6 @@ class Optimizer:
 
 
 def _to_like(value: numpy.ndarray, like: Array) -> Array:
-    from .backend import get_array_module
     return get_array_module(like).asarray(value, dtype=like.dtype)
 
 

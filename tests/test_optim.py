@@ -142,7 +142,7 @@ def test_sgd_step_float32_matches_reference(backend, momentum, nesterov, wd):
 def test_many_tensors_and_chunks_numpy():
     """Many small tensors and one larger than a kernel chunk (the NumPy path, all sizes)."""
     rng = numpy.random.default_rng(3)
-    shapes = [(int(n),) for n in rng.integers(1, 50, 150)] + [(gpuops.optim.CHUNK * 2 + 3,)]
+    shapes = [(int(n),) for n in rng.integers(1, 50, 150)] + [(gpuops.ops.optim.CHUNK * 2 + 3,)]
     ref = _params_for(rng, shapes)
     params = [p.copy() for p in ref]
     bufs, ref_bufs = [numpy.zeros_like(p) for p in ref], [numpy.zeros_like(p) for p in ref]
@@ -164,7 +164,7 @@ def test_pointer_table_layout():
             calls.append((family, kernel, grid, block, args))
 
     from gpuops import backend as _backend
-    chunk = gpuops.optim.CHUNK
+    chunk = gpuops.ops.optim.CHUNK
     params = [numpy.zeros(chunk + 1, numpy.float32), numpy.zeros(5, numpy.float32)]
     grads = [numpy.ones_like(p) for p in params]
     with _backend.use_cpu_launcher(Recorder()):
