@@ -5,8 +5,9 @@ The emulator's shared launcher records each (family, kernel) it launched
 every kernel the emulator compiles (all ``extern "C" __global__`` functions of
 cuda/*.cu after preprocessing with GPUOPS_EMU defined, i.e. without the GPU-only
 ones). The report always says "N of M kernels ran under the emulator"; only a run
-of the whole suite fails on a kernel that never ran, since a subset (``-k``, a
-single file, ``-x`` stopping early) legitimately launches fewer.
+of the whole suite fails on a kernel that never ran, since a subset (``-k``, ``-m``, a
+single file, ``-x`` stopping early) legitimately launches fewer, and ``--collect-only``,
+``--setup-plan``, ``--fixtures`` and the like run no test at all.
 """
 from __future__ import annotations
 
@@ -19,6 +20,11 @@ def partial_run(session) -> str:
     """Why this session is not a run of the whole suite ('' when it is)."""
     config = session.config
     option = config.option
+    for flag, name in (("collectonly", "--collect-only"), ("setupplan", "--setup-plan"),
+                       ("setuponly", "--setup-only"), ("showfixtures", "--fixtures"),
+                       ("show_fixtures_per_test", "--fixtures-per-test")):
+        if getattr(option, flag, False):
+            return f"{name} (no test ran)"
     if getattr(config, "workerinput", None) is not None or getattr(option, "numprocesses", None):
         return "pytest-xdist (launches happen in workers)"
     if option.keyword:
