@@ -18,12 +18,14 @@ freed node raises ``RuntimeError``).
 from __future__ import annotations
 
 import contextlib
+import inspect
 import threading
-from typing import Any, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy
 
 from . import backend as _backend
+from . import ops as _ops  # noqa: F401  (registers every operator before the methods are made)
 from .registry import OPERATORS
 
 __all__ = ["Tensor", "Function", "apply", "no_grad", "is_grad_enabled", "from_dlpack"]
@@ -457,121 +459,54 @@ class Tensor:
         """The transpose (all axes reversed), through ``gpuops.transpose``."""
         return apply("transpose", self)
 
-    def transpose(self, axes: Sequence[int] | None = None) -> "Tensor":
-        return apply("transpose", self, axes=axes)
+    # ---- every registered operator as a method ------------------------------------
+    # ``t.<name>(*inputs, *params)`` is ``gpuops.<name>(t, *inputs, *params)`` recorded for
+    # backward: the methods are generated below from the registry (:func:`_operator_method`),
+    # so each parameter's default lives only in the operator's own signature.
+    if TYPE_CHECKING:  # pragma: no cover
+        def __getattr__(self, name: str) -> Callable[..., "Tensor"]: ...
 
-    # ---- reductions ---------------------------------------------------------
-    def sum(self, axis: Any = None, keepdims: bool = False) -> "Tensor":
-        return apply("sum", self, axis=axis, keepdims=keepdims)
 
-    def mean(self, axis: Any = None, keepdims: bool = False) -> "Tensor":
-        return apply("mean", self, axis=axis, keepdims=keepdims)
+def _operator_method(name: str, function: Callable) -> Callable[..., Tensor]:
+    """The Tensor method of operator ``name``: ``self`` is its first input, its other inputs
+    follow, then its keyword parameters (positional too, up to the first without a default,
+    as in PyTorch), with the defaults of ``function`` itself; ``out`` is left out."""
+    parameters = list(inspect.signature(function).parameters.values())
+    inputs = [p for p in parameters if p.kind is p.POSITIONAL_OR_KEYWORD][1:]
+    keywords = [p for p in parameters if p.kind is p.KEYWORD_ONLY and p.name != "out"]
+    defaults: dict[str, Any] = {}
+    declared, passed, keyword_only = ["self"], [p.name for p in inputs], False
+    for p in inputs:
+        if p.default is p.empty:
+            declared.append(p.name)
+        else:
+            defaults[f"_default_{p.name}"] = p.default
+            declared.append(f"{p.name}=_default_{p.name}")
+    for p in keywords:
+        if p.default is p.empty and defaults and not keyword_only:
+            declared.append("*")  # a parameter without a default after one with a default
+            keyword_only = True
+        if p.default is p.empty:
+            declared.append(p.name)
+        else:
+            defaults[f"_default_{p.name}"] = p.default
+            declared.append(f"{p.name}=_default_{p.name}")
+        passed.append(f"{p.name}={p.name}")
+    source = (f"def {name}({', '.join(declared)}):\n"
+              f"    return apply({name!r}, self, {', '.join(passed)})\n")
+    namespace: dict[str, Any] = {"apply": apply, **defaults}
+    exec(source, namespace)  # noqa: S102 - generated from the operator's own signature
+    method = namespace[name]
+    method.__qualname__ = f"Tensor.{name}"
+    method.__doc__ = f"``gpuops.{name}`` with this tensor as x1: {function.__doc__ or ''}"
+    return method
 
-    def max(self, axis: Any = None, keepdims: bool = False) -> "Tensor":
-        return apply("max", self, axis=axis, keepdims=keepdims)
 
-    # ---- unary math and activations ------------------------------------------
-    def exp(self) -> "Tensor":
-        return apply("exp", self)
-
-    def log(self) -> "Tensor":
-        return apply("log", self)
-
-    def sqrt(self) -> "Tensor":
-        return apply("sqrt", self)
-
-    def square(self) -> "Tensor":
-        return apply("square", self)
-
-    def abs(self) -> "Tensor":
-        return apply("abs", self)
-
-    def sin(self) -> "Tensor":
-        return apply("sin", self)
-
-    def cos(self) -> "Tensor":
-        return apply("cos", self)
-
-    def pow(self, p: float) -> "Tensor":
-        return self ** p
-
-    def relu(self) -> "Tensor":
-        return apply("relu", self)
-
-    def leaky_relu(self, slope: float = 0.01) -> "Tensor":
-        return apply("leaky_relu", self, slope=slope)
-
-    def sigmoid(self) -> "Tensor":
-        return apply("sigmoid", self)
-
-    def tanh(self) -> "Tensor":
-        return apply("tanh", self)
-
-    def softmax(self, axis: int = -1) -> "Tensor":
-        return apply("softmax", self, axis=axis)
-
-    def log_softmax(self, axis: int = -1) -> "Tensor":
-        return apply("log_softmax", self, axis=axis)
-
-    def dropout(self, p: float = 0.5, *, seed: int, training: bool = True) -> "Tensor":
-        return apply("dropout", self, p=p, seed=seed, training=training)
-
-    # ---- per-axis ops, matrix products, layers --------------------------------
-    def axis_add(self, b: Any, axis: int = 1) -> "Tensor":
-        return apply("axis_add", self, self._other(b), axis=axis)
-
-    def axis_sub(self, b: Any, axis: int = 1) -> "Tensor":
-        return apply("axis_sub", self, self._other(b), axis=axis)
-
-    def axis_mul(self, b: Any, axis: int = 1) -> "Tensor":
-        return apply("axis_mul", self, self._other(b), axis=axis)
-
-    def axis_div(self, b: Any, axis: int = 1) -> "Tensor":
-        return apply("axis_div", self, self._other(b), axis=axis)
-
-    def matmul(self, other: Any) -> "Tensor":
-        return apply("matmul", self, self._other(other))
-
-    def linear(self, weight: Any, bias: Any = None, activation: str | None = None) -> "Tensor":
-        """``act(self · weightᵀ + bias)`` through the fused ``gpuops.linear``."""
-        return apply("linear", self, weight, bias, activation=activation)
-
-    def conv2d(self, weight: Any, bias: Any = None, stride: Any = 1, padding: Any = 0,
-               dilation: Any = 1) -> "Tensor":
-        return apply("conv2d", self, weight, bias, stride=stride, padding=padding,
-                     dilation=dilation)
-
-    def max_pool2d(self, kernel_size: Any, stride: Any = None, padding: Any = 0) -> "Tensor":
-        return apply("max_pool2d", self, kernel_size=kernel_size, stride=stride, padding=padding)
-
-    def avg_pool2d(self, kernel_size: Any, stride: Any = None, padding: Any = 0) -> "Tensor":
-        return apply("avg_pool2d", self, kernel_size=kernel_size, stride=stride, padding=padding)
-
-    def lrn(self, size: int = 5, alpha: float = 1e-4, beta: float = 0.75,
-            k: float = 1.0) -> "Tensor":
-        return apply("lrn", self, size=size, alpha=alpha, beta=beta, k=k)
-
-    # ---- losses (self: prediction or logits) ----------------------------------
-    def cross_entropy(self, labels: Any, reduction: str = "mean",
-                      ignore_index: int = -100) -> "Tensor":
-        """Softmax cross-entropy of logits (N, C) against integer labels (N,)."""
-        return apply("softmax_cross_entropy", self, _data(labels), reduction=reduction,
-                     ignore_index=ignore_index)
-
-    def bce_with_logits(self, target: Any, reduction: str = "mean") -> "Tensor":
-        return apply("bce_with_logits", self, self._other(target), reduction=reduction)
-
-    def mse(self, target: Any, reduction: str = "mean") -> "Tensor":
-        return apply("mse", self, self._other(target), reduction=reduction)
-
-    def mae(self, target: Any, reduction: str = "mean") -> "Tensor":
-        return apply("mae", self, self._other(target), reduction=reduction)
-
-    def __getattr__(self, name: str) -> Callable[..., "Tensor"]:
-        # Any other registered operator, as a method with self as its first input.
-        if name in OPERATORS and not name.startswith("_"):
-            return lambda *args, **params: apply(name, self, *args, **params)
-        raise AttributeError(f"'Tensor' object has no attribute '{name}'")
+for _name, _entry in OPERATORS.items():
+    if not hasattr(Tensor, _name):
+        setattr(Tensor, _name, _operator_method(_name, _entry.forward))
+Tensor.cross_entropy = Tensor.softmax_cross_entropy  # type: ignore[attr-defined]
+del _name, _entry
 
 
 def from_dlpack(x: Any, requires_grad: bool = False) -> Tensor:
