@@ -187,6 +187,7 @@ class Tensor:
     """An array (NumPy or CuPy) with an optional gradient and the node that produced it."""
 
     __slots__ = ("data", "requires_grad", "creator", "_grad", "__weakref__")
+    data: Array  # a NumPy or CuPy array
     # NumPy defers binary operators with a Tensor operand to the Tensor's methods.
     __array_ufunc__ = None
     __array_priority__ = 1000
@@ -419,10 +420,10 @@ class Tensor:
         other = _data(other)
         return Tensor(getattr(self.xp, ufunc)(self.data, other))
 
-    def __eq__(self, other: Any) -> "Tensor":  # type: ignore[override]
+    def __eq__(self, other: Any) -> "Tensor":  # type: ignore[override]  # elementwise, as NumPy
         return self._compare(other, "equal")
 
-    def __ne__(self, other: Any) -> "Tensor":  # type: ignore[override]
+    def __ne__(self, other: Any) -> "Tensor":  # type: ignore[override]  # elementwise, as NumPy
         return self._compare(other, "not_equal")
 
     def __lt__(self, other: Any) -> "Tensor":
@@ -505,6 +506,7 @@ def _operator_method(name: str, function: Callable) -> Callable[..., Tensor]:
 for _name, _entry in OPERATORS.items():
     if not hasattr(Tensor, _name):
         setattr(Tensor, _name, _operator_method(_name, _entry.forward))
+# The operator methods are set above with setattr, which mypy does not see.
 Tensor.cross_entropy = Tensor.softmax_cross_entropy  # type: ignore[attr-defined]
 del _name, _entry
 

@@ -50,6 +50,15 @@ def _cupy() -> ModuleType | None:
     return _cupy_module
 
 
+def _require_cupy(what: str) -> ModuleType:
+    """CuPy, for code that only runs on CuPy arrays; RuntimeError naming ``what`` if it
+    does not import."""
+    cp = _cupy()
+    if cp is None:
+        raise RuntimeError(f"{what}: got a cupy.ndarray but CuPy does not import")
+    return cp
+
+
 def is_cupy_array(x: Any) -> bool:
     # Check the type's module first so NumPy-only callers never import CuPy.
     return type(x).__module__.startswith("cupy") and type(x).__name__ == "ndarray"
@@ -70,7 +79,7 @@ def get_array_module(*xs: Any) -> ModuleType:
     """``cupy`` if any argument is a CuPy array, else ``numpy``."""
     for x in xs:
         if is_cupy_array(x):
-            return _cupy()  # type: ignore[return-value]
+            return _require_cupy("get_array_module")
     return numpy
 
 
@@ -100,6 +109,16 @@ class Backend:
     @property
     def uses_kernels(self) -> bool:
         return self.launcher is not None
+
+    @property
+    def kernel_launcher(self) -> "Launcher":
+        """``launcher``, for code that launches kernels (reached only when ``uses_kernels``);
+        RuntimeError on a backend that computes with the NumPy code."""
+        launcher = self.launcher
+        if launcher is None:
+            raise RuntimeError(f"the {self.name} backend has no kernel launcher: it computes "
+                               "with the NumPy code")
+        return launcher
 
 
 NUMPY = Backend("numpy", numpy, None)
@@ -131,7 +150,8 @@ def gpu_backend() -> Backend:
     global _cupy_backend
     if _cupy_backend is None:
         from .cupy_launcher import CupyLauncher
-        _cupy_backend = Backend("cupy", _cupy(), CupyLauncher())  # type: ignore[arg-type]
+        launcher = CupyLauncher()  # imports cupy (ImportError without it)
+        _cupy_backend = Backend("cupy", _require_cupy("gpu_backend"), launcher)
     return _cupy_backend
 
 

@@ -19,7 +19,7 @@ def info(_args: argparse.Namespace) -> int:
     print(f"numpy    {numpy.__version__}")
     cp = backend._cupy()
     print(f"cupy     {cp.__version__ if cp is not None else 'not installed'}")
-    if backend.gpu_available():
+    if cp is not None and backend.gpu_available():
         props = cp.cuda.runtime.getDeviceProperties(0)
         name = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
         print(f"gpu      yes: {name} (compute capability {props['major']}.{props['minor']})")

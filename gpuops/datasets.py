@@ -62,8 +62,9 @@ def load_digits(test_fraction: float = 0.2, split_seed: int = 0) -> Dataset:
 
 # IDX: magic (2 zero bytes, a type code, the number of dims), dims as big-endian
 # uint32, then the data row-major. http://yann.lecun.com/exdb/mnist/
-_IDX_TYPES = {0x08: numpy.uint8, 0x09: numpy.int8, 0x0B: numpy.dtype(">i2"),
-              0x0C: numpy.dtype(">i4"), 0x0D: numpy.dtype(">f4"), 0x0E: numpy.dtype(">f8")}
+_IDX_TYPES: dict[int, numpy.dtype] = {
+    0x08: numpy.dtype(numpy.uint8), 0x09: numpy.dtype(numpy.int8), 0x0B: numpy.dtype(">i2"),
+    0x0C: numpy.dtype(">i4"), 0x0D: numpy.dtype(">f4"), 0x0E: numpy.dtype(">f8")}
 
 
 def read_idx(path: str | os.PathLike) -> numpy.ndarray:
@@ -82,7 +83,7 @@ def read_idx(path: str | os.PathLike) -> numpy.ndarray:
     if ndim == 0 or len(raw) < header:
         raise DataError(f"{path}: truncated IDX header ({ndim} dims, {len(raw)} bytes)")
     dims = tuple(int(d) for d in numpy.frombuffer(raw, ">u4", ndim, 4))
-    dtype = numpy.dtype(_IDX_TYPES[raw[2]])
+    dtype = _IDX_TYPES[raw[2]]
     expected = header + math.prod(dims) * dtype.itemsize  # exact: int64 could wrap around
     if len(raw) != expected:
         raise DataError(f"{path}: IDX header says dims {dims} ({expected} bytes) but the file "
@@ -126,5 +127,7 @@ def load_mnist(folder: str | os.PathLike, image_size: tuple = (28, 28)) -> Datas
                             f"{len(parts[images])} images")
         if y.size and (y.min() < 0 or y.max() > 9):
             raise DataError(f"{_MNIST_FILES[key]}: labels outside 0..9")
-    return Dataset(*(parts[k].astype(numpy.float32)[:, None] / 255.0 if k.endswith("x")
-                     else parts[k].astype(numpy.int64) for k in _MNIST_FILES), "mnist")
+    return Dataset(parts["train_x"].astype(numpy.float32)[:, None] / 255.0,
+                   parts["train_y"].astype(numpy.int64),
+                   parts["test_x"].astype(numpy.float32)[:, None] / 255.0,
+                   parts["test_y"].astype(numpy.int64), "mnist")

@@ -147,9 +147,19 @@ def finish(out: Any, target: Any) -> Any:
 class Launcher(Protocol):
     """Runs a kernel of ``cuda/<family>.cu``; the one interface every backend implements."""
 
-    name: str
-    max_blocks: int  # grid-stride kernels need no more blocks than this
-    tensor_cores: bool  # whether the mma.sync (sm_80+) kernels may be launched
+    # Read-only properties: a launcher may compute them (CupyLauncher asks the device).
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def max_blocks(self) -> int:
+        """Grid-stride kernels need no more blocks than this."""
+        ...
+
+    @property
+    def tensor_cores(self) -> bool:
+        """Whether the mma.sync (sm_80+) kernels may be launched."""
+        ...
 
     def launch(self, family: str, kernel: str, grid: Sequence[int], block: Sequence[int],
                args: Sequence[Any], shared_mem: int = 0) -> None: ...

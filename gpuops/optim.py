@@ -32,6 +32,10 @@ class Optimizer:
         for p in self.params:
             p.grad = None
 
+    def step(self) -> None:
+        """Update the parameters that have a gradient (each optimizer's own rule)."""
+        raise NotImplementedError
+
     def state_dict(self) -> dict[str, Any]:
         raise NotImplementedError
 

@@ -21,7 +21,7 @@ import time
 import zipfile
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy
 
@@ -76,10 +76,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="use only the first N training and N//4 test images (quick runs)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
-    def one_line_error(message: str) -> None:
+    def one_line_error(message: str) -> NoReturn:
         print(f"{parser.prog}: error: {message}", file=sys.stderr)
         sys.exit(2)
 
+    # Replacing a method on an instance is deliberate here (argparse has no hook for it).
     parser.error = one_line_error  # type: ignore[method-assign]
 
 
@@ -180,7 +181,8 @@ def _save_checkpoint(path: Path, model: nn.Module, optimizer: Optimizer, config:
     arrays["history"] = numpy.array(json.dumps(history))
     tmp = path.with_name(path.name + ".tmp.npz")
     try:
-        numpy.savez(tmp, **arrays)
+        # The keys are model/..., optim/..., config, history: never savez's allow_pickle.
+        numpy.savez(tmp, **arrays)  # type: ignore[arg-type]
         tmp.replace(path)  # atomic: the earlier checkpoint stays whole until here
     except OSError as e:
         raise TrainError(f"cannot write {path}: {e.strerror or e}") from None
@@ -334,7 +336,8 @@ def _run(args: argparse.Namespace, config: dict) -> dict:
             order = to_gpu(order)
         with _progress(steps, f"epoch {epoch}/{config['epochs']}", args.quiet) as bar:
             epoch_start = time.perf_counter()
-            loss_sum = correct = seen = 0
+            loss_sum = 0.0
+            correct = seen = 0
             for s in range(steps):
                 idx = order[s * batch:(s + 1) * batch]
                 labels = train_y[idx]
@@ -364,19 +367,19 @@ def _run(args: argparse.Namespace, config: dict) -> dict:
     if not history:
         _save_checkpoint(out / CHECKPOINT, model, optimizer, config, history)
 
+    final: float | None = history[-1]["test_accuracy"] if history else None
+    seconds = round(time.perf_counter() - start, 3)
     metrics = {"config": config, "backend": where, "train_images": n,
-               "test_images": len(data.test_y),
-               "seconds": round(time.perf_counter() - start, 3),
-               "final_test_accuracy": history[-1]["test_accuracy"] if history else None,
-               "history": history}
+               "test_images": len(data.test_y), "seconds": seconds,
+               "final_test_accuracy": final, "history": history}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     plotted = history and _plot(out / "training.png", history,
                                 f"{config['model']} on {config['data']} ({where})")
     if not args.quiet:
-        final = metrics["final_test_accuracy"]
+        accuracy = "n/a" if final is None else f"{100 * final:.2f}%"
         print(f"{config['model']} on {config['data']} ({where}): test accuracy "
-              f"{100 * final:.2f}% after {_count(len(history), 'epoch')}, "
-              f"{metrics['seconds']:.1f} s; "
+              f"{accuracy} after {_count(len(history), 'epoch')}, "
+              f"{seconds:.1f} s; "
               f"wrote {out / 'metrics.json'}, {out / CHECKPOINT}"
               + (f", {out / 'training.png'}" if plotted else " (no plot: matplotlib missing)"))
     return metrics

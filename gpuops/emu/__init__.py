@@ -112,6 +112,9 @@ class Module:
                 raise EmuBuildError(f"{label}.{name}: parsed {len(kernel.params)} parameters "
                                     f"from the source but the compiler sees {arity}")
             stub = ctypes.cast(getattr(self._lib, f"gpuops_emu_k_{name}"), ctypes.c_void_p).value
+            if stub is None:
+                raise EmuBuildError(f"{label}.{name}: the compiled library's entry point "
+                                    f"gpuops_emu_k_{name} is a null pointer")
             self._entries[name] = (stub, tuple(sizes[:arity]))
 
     def launch(self, kernel: str, grid: Sequence[int], block: Sequence[int],
@@ -138,7 +141,7 @@ class Module:
             raise ValueError(f"{where}: shared_mem of {shared_mem} bytes exceeds the "
                              f"{MAX_DYNAMIC_SHARED} a block may have (227 KiB, sm_90)")
         # cuLaunchKernel's convention: an array of pointers to the argument values.
-        holders = []
+        holders: list[ctypes.c_void_p | ctypes.Array[ctypes.c_char]] = []
         for arg in args:
             if isinstance(arg, numpy.ndarray):
                 holders.append(ctypes.c_void_p(arg.ctypes.data))
@@ -165,7 +168,8 @@ def _dims(where: str, what: str, dims: Sequence[int]) -> tuple[int, int, int]:
     if not 1 <= len(dims) <= 3 or any(isinstance(d, bool) or not isinstance(d, (int, numpy.integer))
                                       or d < 1 for d in dims):
         raise ValueError(f"{where}: {what} must be 1 to 3 positive ints, got {dims!r}")
-    return tuple(int(d) for d in dims) + (1,) * (3 - len(dims))  # type: ignore[return-value]
+    x, y, z = [int(d) for d in dims] + [1] * (3 - len(dims))
+    return x, y, z
 
 
 _modules: dict[tuple[str, str, str], Module] = {}
