@@ -59,6 +59,7 @@ class Case:
     bytes: int
     reference: Callable[..., Any] | None = None
     note: str = ""
+    torch_on_cpu: bool = False  # also time ``reference(torch, ...)`` on the CPU when installed
 
 
 @dataclass
@@ -140,6 +141,14 @@ def _torch_cuda() -> ModuleType | None:
     return torch if torch.cuda.is_available() else None
 
 
+def _torch_cpu() -> ModuleType | None:
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch
+
+
 def measure(family: str, case: Case, env: Env, copy_gbps: float | None) -> Result:
     warmup, repeats = (2, 5) if env.quick else (3, 21)
     fns: dict[str, Callable[[], Any]] = {"gpuops": lambda: case.run(*case.inputs)}
@@ -154,6 +163,11 @@ def measure(family: str, case: Case, env: Env, copy_gbps: float | None) -> Resul
                 fns["torch"] = lambda: case.reference(torch, *tensors)
         else:
             fns["numpy"] = lambda: case.reference(numpy, *case.inputs)
+            torch = _torch_cpu() if case.torch_on_cpu else None
+            if torch is not None:
+                cpu_tensors = tuple(torch.from_numpy(x) if isinstance(x, numpy.ndarray) else x
+                                    for x in case.inputs)
+                fns["torch"] = lambda: case.reference(torch, *cpu_tensors)
     times, cpu_times = time_interleaved(fns, env.on_gpu, warmup, repeats)
     seconds = times.pop("gpuops")
     gbps = case.bytes / seconds / 1e9

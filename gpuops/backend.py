@@ -124,7 +124,16 @@ class Backend:
 NUMPY = Backend("numpy", numpy, None)
 
 
+# How many threads have a CPU launcher in effect: while none has, every thread computes
+# NumPy arrays with NumPy and cpu_backend() needs no thread-local look-up.
+_launcher_scopes = 0
+_scopes_lock = threading.Lock()
+
+
 def cpu_backend() -> Backend:
+    """The backend of NumPy inputs in this thread: NumPy, or a CPU launcher's kernels."""
+    if not _launcher_scopes:
+        return NUMPY
     return getattr(_state, "cpu_backend", NUMPY)
 
 
@@ -135,12 +144,17 @@ def use_cpu_launcher(launcher: "Launcher") -> Iterator[Backend]:
     Used by the test suite to run the CUDA sources on the CPU emulator.
     Thread-local, so concurrent tests do not see each other's choice.
     """
-    previous = cpu_backend()
+    global _launcher_scopes
+    previous = getattr(_state, "cpu_backend", NUMPY)
     _state.cpu_backend = Backend(launcher.name, numpy, launcher)
+    with _scopes_lock:
+        _launcher_scopes += 1
     try:
         yield _state.cpu_backend
     finally:
         _state.cpu_backend = previous
+        with _scopes_lock:
+            _launcher_scopes -= 1
 
 
 _cupy_backend: Backend | None = None

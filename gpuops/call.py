@@ -33,8 +33,9 @@ from typing import Any, Callable, Sequence
 import numpy
 
 from . import kernels
-from .backend import (FLOAT_DTYPES, INT_DTYPES, Backend, cpu_backend, describe, gpu_backend,
-                      is_cupy_array)
+from . import backend as _backend
+from .backend import (FLOAT_DTYPES, INT_DTYPES, NUMPY, Backend, cpu_backend, describe,
+                      gpu_backend, is_cupy_array)
 
 __all__ = ["Signature", "Call", "check_shape"]
 
@@ -55,7 +56,8 @@ class Signature:
     ``strided``: the kernels read the inputs through strides (no contiguous copies).
     """
 
-    __slots__ = ("op", "family", "names", "roles", "dtypes", "kernel_dtypes", "strided")
+    __slots__ = ("op", "family", "names", "roles", "dtypes", "kernel_dtypes", "strided",
+                 "_arrays_only")
 
     def __init__(self, op: str, family: str, names: Sequence[str], *,
                  scalars: Sequence[str] = (), optional: Sequence[str] = (),
@@ -70,10 +72,18 @@ class Signature:
         self.kernel_dtypes = (self.dtypes if kernel_dtypes is None
                               else frozenset(numpy.dtype(d) for d in kernel_dtypes))
         self.strided = strided
+        self._arrays_only = all(role == _ARRAY for role in self.roles)
 
     def bind(self, *values: Any) -> "Call":
         """Check ``values`` (the inputs, in the order of ``names``); raise ``TypeError``
         or ``ValueError`` naming the operator and the input, else return the call."""
+        if self._arrays_only and not _backend._launcher_scopes \
+                and len(values) == len(self.names):
+            # The common case, checked in one pass: NumPy arrays of one accepted dtype.
+            dtype = values[0].dtype if type(values[0]) is _ndarray else None
+            if dtype is not None and dtype in self.dtypes and all(type(x) is _ndarray and x.dtype == dtype
+                                            for x in values):
+                return Call(self, NUMPY, dtype, values)
         op = self.op
         on_gpu: bool | None = None
         dtype = None
@@ -169,8 +179,13 @@ class Call:
         """Compute the result of ``shape`` (and ``dtype``, default the call's) into ``out``
         or a new array, with ``cpu`` or ``gpu`` (see the module's docstring); ``inputs``
         replaces the bound inputs (after a family reshaped or reordered them)."""
-        result_dtype = self.dtype if dtype is None else numpy.dtype(dtype)
         backend = self.backend
+        if out is None and backend is NUMPY and dtype is None and inputs is None:
+            y = numpy.empty(shape, self.dtype)  # the common case: NumPy, no out
+            if y.size:
+                cpu(*self.inputs, y, *params)
+            return y
+        result_dtype = self.dtype if dtype is None else numpy.dtype(dtype)
         xp = backend.xp
         arrays = self.inputs if inputs is None else inputs
         on_kernels = backend.launcher is not None
@@ -231,7 +246,7 @@ class Call:
                args: Sequence[Any], shared_mem: int = 0, *, dtype: Any = None) -> None:
         """Launch the kernel ``kernel`` of this family for ``dtype`` (default the call's):
         the name comes from :func:`gpuops.kernels.kernel_name`."""
-        self.backend.launcher.launch(  # type: ignore[union-attr]
+        self.backend.kernel_launcher.launch(
             self.signature.family, kernels.kernel_name(kernel, self.dtype if dtype is None
                                                        else dtype),
             grid, block, args, shared_mem)
@@ -242,11 +257,11 @@ class Call:
         self.launch(kernel, self.grid_1d(n), (kernels.BLOCK,), args, dtype=dtype)
 
     def grid_1d(self, n: int, block: int = kernels.BLOCK) -> tuple[int]:
-        return kernels.grid_1d(self.backend.launcher, n, block)  # type: ignore[arg-type]
+        return kernels.grid_1d(self.backend.kernel_launcher, n, block)
 
     @property
     def max_blocks(self) -> int:
-        return self.backend.launcher.max_blocks  # type: ignore[union-attr]
+        return self.backend.kernel_launcher.max_blocks
 
     def scalar(self, value: float) -> numpy.generic:
         """A float parameter as the kernel takes it (:func:`gpuops.kernels.scalar`)."""

@@ -2,7 +2,9 @@
 the inputs and ``out`` untouched.
 
 Generic wrong calls are derived from each record's samples (integer, bool and list
-inputs; ``out`` of the wrong shape, dtype or type; ``gy`` of the wrong shape);
+inputs; NumPy subclasses whose meaning the operators do not honour: masked arrays and
+``numpy.matrix``; ``out`` of the wrong shape, dtype or type, read-only, or a subclass;
+``gy`` of the wrong shape);
 operator-specific ones come from the record's ``error_inputs``. Every operator in
 the registry must have both.
 """
@@ -69,7 +71,20 @@ def _generic_errors(record: OpInfo):
             moved[k - 1] = bad
             for fn in fns:
                 yield fn, tuple(moved), {}, TypeError, what
+        subclasses = [(numpy.ma.masked_array(x, mask=x > 0), "MaskedArray.*subclass")]
+        if x.ndim == 2:
+            subclasses.append((x.view(numpy.matrix), "matrix.*subclass"))
+        for bad, what in subclasses:
+            moved = list(inputs)
+            moved[k - 1] = bad
+            for fn in fns:
+                yield fn, tuple(moved), {}, TypeError, what
     y = record.op.forward(*inputs, **sample.params)
+    read_only = numpy.zeros(y.shape, y.dtype)
+    read_only.flags.writeable = False
+    yield "forward", inputs, {"out": read_only}, ValueError, "out is read-only"
+    yield "forward", inputs, {"out": numpy.ma.masked_array(numpy.zeros(y.shape, y.dtype))}, \
+        TypeError, "MaskedArray"
     yield "forward", inputs, {"out": numpy.empty(y.shape + (2,), y.dtype)}, ValueError, \
         re.escape(str(tuple(y.shape) + (2,)))
     yield "forward", inputs, {"out": numpy.empty(y.shape, numpy.float64)}, TypeError, "float64"
