@@ -1,5 +1,5 @@
 // Local response normalization across channels (PyTorch's LocalResponseNorm).
-// Launched by gpuops/lrn.py. x is viewed as (N, C, inner), inner = the product of the
+// Launched by gpuops/ops/lrn.py. x is viewed as (N, C, inner), inner = the product of the
 // dims after the channel axis; for channel c the window is
 //   W(c) = [c - size/2, c + (size-1)/2] ∩ [0, C)   (zero padding outside),
 // s_c = k + (alpha/size) Σ_{j∈W(c)} x_j²  and  y_c = x_c · s_c^(-beta).

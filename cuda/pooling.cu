@@ -1,5 +1,5 @@
 // Pooling family: 2-d max and average pooling over NCHW and their gradients.
-// Launched by gpuops/pooling.py. Window (oh, ow) covers input rows
+// Launched by gpuops/ops/pooling.py. Window (oh, ow) covers input rows
 // [oh*sh - ph, oh*sh - ph + kh) and columns [ow*sw - pw, ow*sw - pw + kw); positions
 // outside the input are padding: -inf for max (never chosen), 0 for average, whose
 // divisor is always kh*kw (PyTorch's count_include_pad=True; with padding <= k/2 and
@@ -38,80 +38,82 @@ __device__ __forceinline__ long long window_argmax(const T* __restrict__ p, long
     return best_at;
 }
 
-#define POOLING_ALL(T, SFX)                                                                     \
-    /* y[n, c, oh, ow] = max over the window (i over N*C*OH*OW outputs) */                      \
-    extern "C" __global__ void max_pool2d_##SFX(                                                \
+// Sum of window (oh, ow) of plane p, padding (0) skipped.
+template <typename T>
+__device__ __forceinline__ T window_sum(const T* __restrict__ p, long long oh, long long ow,
+                                        const PoolGeometry& g) {
+    const long long h0 = oh * g.sh - g.ph, w0 = ow * g.sw - g.pw;
+    T acc = T(0);
+    for (long long h = h0 > 0 ? h0 : 0; h < h0 + g.kh && h < g.H; ++h)
+        for (long long w = w0 > 0 ? w0 : 0; w < w0 + g.kw && w < g.W; ++w) acc += p[h * g.W + w];
+    return acc;
+}
+
+// y[n, c, oh, ow] = max (MAX) or Σ / (kh*kw) over window (oh, ow); i over N*C*OH*OW outputs.
+template <typename T, bool MAX>
+__device__ __forceinline__ void pool2d(const T* __restrict__ x, T* __restrict__ y, long long n,
+                                       const PoolGeometry& g) {
+    const T inv = T(1) / T(g.kh * g.kw);
+    GRID_STRIDE_LOOP(i, n) {
+        const long long ow = i % g.OW, oh = (i / g.OW) % g.OH;
+        const T* __restrict__ p = x + (i / (g.OH * g.OW)) * g.H * g.W;
+        if constexpr (MAX)
+            y[i] = p[window_argmax(p, oh, ow, g)];
+        else
+            y[i] = window_sum(p, oh, ow, g) * inv;
+    }
+}
+
+// gx[n, c, h, w] = Σ gy[n, c, oh, ow] over the windows (oh, ow) containing (h, w) that pass
+// it their gradient: for MAX the windows whose first maximum is (h, w) (a window is only
+// scanned when x[h, w] equals its maximum y, or both are NaN); for the average all of them,
+// divided by kh*kw (x and y are not read). i over N*C*H*W inputs.
+template <typename T, bool MAX>
+__device__ __forceinline__ void pool2d_wrt_x1(const T* __restrict__ x, const T* __restrict__ y,
+                                              const T* __restrict__ gy, T* __restrict__ gx,
+                                              long long n, const PoolGeometry& g) {
+    const T inv = T(1) / T(g.kh * g.kw);
+    GRID_STRIDE_LOOP(i, n) {
+        const long long w = i % g.W, h = (i / g.W) % g.H, plane = i / (g.H * g.W);
+        const T* __restrict__ p = x + plane * g.H * g.W;
+        const T* __restrict__ py = y + plane * g.OH * g.OW;
+        const T* __restrict__ pg = gy + plane * g.OH * g.OW;
+        const T v = MAX ? x[i] : T(0);
+        const long long oh_end = (h + g.ph) / g.sh < g.OH - 1 ? (h + g.ph) / g.sh : g.OH - 1;
+        const long long ow_end = (w + g.pw) / g.sw < g.OW - 1 ? (w + g.pw) / g.sw : g.OW - 1;
+        T acc = T(0);
+        for (long long oh = first_window(h + g.ph, g.kh, g.sh); oh <= oh_end; ++oh)
+            for (long long ow = first_window(w + g.pw, g.kw, g.sw); ow <= ow_end; ++ow) {
+                if constexpr (MAX) {
+                    const T m = py[oh * g.OW + ow];
+                    if (!((v == m || (v != v && m != m)) &&
+                          window_argmax(p, oh, ow, g) == h * g.W + w))
+                        continue;
+                }
+                acc += pg[oh * g.OW + ow];
+            }
+        gx[i] = MAX ? acc : acc * inv;
+    }
+}
+
+// The kernels: <op>_<SFX>(x, y, n, geometry) and <op>_wrt_x1_<SFX>(x, y, gy, gx, n, geometry).
+#define POOLING_KERNELS(OP, MAX, T, SFX)                                                        \
+    extern "C" __global__ void OP##_##SFX(                                                      \
         const T* __restrict__ x, T* __restrict__ y, long long n, long long H, long long W,       \
         long long OH, long long OW, long long kh, long long kw, long long sh, long long sw,      \
         long long ph, long long pw) {                                                           \
         const PoolGeometry g = {H, W, OH, OW, kh, kw, sh, sw, ph, pw};                          \
-        GRID_STRIDE_LOOP(i, n) {                                                                \
-            const long long ow = i % OW, oh = (i / OW) % OH;                                    \
-            const T* __restrict__ p = x + (i / (OH * OW)) * H * W;                              \
-            y[i] = p[window_argmax(p, oh, ow, g)];                                              \
-        }                                                                                       \
+        pool2d<T, MAX>(x, y, n, g);                                                             \
     }                                                                                           \
-    /* gx[n, c, h, w] = Σ gy over the windows whose first maximum is (h, w). A window is */     \
-    /* only scanned when x[h, w] equals its maximum y (or both are NaN). */                     \
-    extern "C" __global__ void max_pool2d_wrt_x1_##SFX(                                         \
+    extern "C" __global__ void OP##_wrt_x1_##SFX(                                               \
         const T* __restrict__ x, const T* __restrict__ y, const T* __restrict__ gy,             \
         T* __restrict__ gx, long long n, long long H, long long W, long long OH, long long OW,  \
         long long kh, long long kw, long long sh, long long sw, long long ph, long long pw) {   \
         const PoolGeometry g = {H, W, OH, OW, kh, kw, sh, sw, ph, pw};                          \
-        GRID_STRIDE_LOOP(i, n) {                                                                \
-            const long long w = i % W, h = (i / W) % H, plane = i / (H * W);                    \
-            const T* __restrict__ p = x + plane * H * W;                                        \
-            const T* __restrict__ py = y + plane * OH * OW;                                     \
-            const T* __restrict__ pg = gy + plane * OH * OW;                                    \
-            const T v = x[i];                                                                   \
-            const long long oh_end = (h + ph) / sh < OH - 1 ? (h + ph) / sh : OH - 1;           \
-            const long long ow_end = (w + pw) / sw < OW - 1 ? (w + pw) / sw : OW - 1;           \
-            T acc = T(0);                                                                       \
-            for (long long oh = first_window(h + ph, kh, sh); oh <= oh_end; ++oh)               \
-                for (long long ow = first_window(w + pw, kw, sw); ow <= ow_end; ++ow) {         \
-                    const T m = py[oh * OW + ow];                                               \
-                    if ((v == m || (v != v && m != m)) &&                                       \
-                        window_argmax(p, oh, ow, g) == h * W + w)                               \
-                        acc += pg[oh * OW + ow];                                                \
-                }                                                                               \
-            gx[i] = acc;                                                                        \
-        }                                                                                       \
-    }                                                                                           \
-    /* y[n, c, oh, ow] = Σ over the window's input elements / (kh*kw) */                        \
-    extern "C" __global__ void avg_pool2d_##SFX(                                                \
-        const T* __restrict__ x, T* __restrict__ y, long long n, long long H, long long W,       \
-        long long OH, long long OW, long long kh, long long kw, long long sh, long long sw,      \
-        long long ph, long long pw) {                                                           \
-        const T inv = T(1) / T(kh * kw);                                                        \
-        GRID_STRIDE_LOOP(i, n) {                                                                \
-            const long long ow = i % OW, oh = (i / OW) % OH;                                    \
-            const T* __restrict__ p = x + (i / (OH * OW)) * H * W;                              \
-            const long long h0 = oh * sh - ph, w0 = ow * sw - pw;                               \
-            T acc = T(0);                                                                       \
-            for (long long h = h0 > 0 ? h0 : 0; h < h0 + kh && h < H; ++h)                      \
-                for (long long w = w0 > 0 ? w0 : 0; w < w0 + kw && w < W; ++w)                  \
-                    acc += p[h * W + w];                                                        \
-            y[i] = acc * inv;                                                                   \
-        }                                                                                       \
-    }                                                                                           \
-    /* gx[n, c, h, w] = Σ gy over the windows containing (h, w), / (kh*kw) */                   \
-    extern "C" __global__ void avg_pool2d_wrt_x1_##SFX(                                         \
-        const T* __restrict__ gy, T* __restrict__ gx, long long n, long long H, long long W,    \
-        long long OH, long long OW, long long kh, long long kw, long long sh, long long sw,     \
-        long long ph, long long pw) {                                                           \
-        const T inv = T(1) / T(kh * kw);                                                        \
-        GRID_STRIDE_LOOP(i, n) {                                                                \
-            const long long w = i % W, h = (i / W) % H;                                         \
-            const T* __restrict__ pg = gy + (i / (H * W)) * OH * OW;                            \
-            const long long oh_end = (h + ph) / sh < OH - 1 ? (h + ph) / sh : OH - 1;           \
-            const long long ow_end = (w + pw) / sw < OW - 1 ? (w + pw) / sw : OW - 1;           \
-            T acc = T(0);                                                                       \
-            for (long long oh = first_window(h + ph, kh, sh); oh <= oh_end; ++oh)               \
-                for (long long ow = first_window(w + pw, kw, sw); ow <= ow_end; ++ow)           \
-                    acc += pg[oh * OW + ow];                                                    \
-            gx[i] = acc * inv;                                                                  \
-        }                                                                                       \
+        pool2d_wrt_x1<T, MAX>(x, y, gy, gx, n, g);                                              \
     }
 
-POOLING_ALL(float, f32)
-POOLING_ALL(double, f64)
+POOLING_KERNELS(max_pool2d, true, float, f32)
+POOLING_KERNELS(max_pool2d, true, double, f64)
+POOLING_KERNELS(avg_pool2d, false, float, f32)
+POOLING_KERNELS(avg_pool2d, false, double, f64)

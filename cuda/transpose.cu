@@ -1,5 +1,5 @@
 // Transpose family: y = x with its axes permuted (NumPy's transpose, materialized).
-// Launched by gpuops/transpose.py, which first merges the axes that stay neighbours
+// Launched by gpuops/ops/transpose.py, which first merges the axes that stay neighbours
 // (and drops size-1 axes), then picks:
 //   transpose_tiles_*  (batch, rows, cols) -> (batch, cols, rows): each 32x32 tile goes
 //                      through shared memory (32x33: the padding column keeps the

@@ -18,11 +18,9 @@ from typing import Any
 
 import numpy
 
-from . import _layout
-from ..backend import Backend, check_shape, output, prepare
-from ..kernels import BLOCK, contiguous, finish, grid_1d, result_buffer, scalar, suffix
-from ..kernels import size as i64
+from ..call import Call, Signature, check_shape
 from ..registry import register
+from . import _args
 
 __all__ = ["lrn", "lrn_wrt_x1"]
 
@@ -30,26 +28,33 @@ FAMILY = "lrn"
 Array = Any
 
 
-def _check(op: str, shape: tuple, size: Any, alpha: Any, beta: Any, k: Any) -> None:
+def _float(op: str, name: str, value: Any) -> float:
+    """alpha, beta, k: a finite Python int or float (:func:`_args.finite_float`, whose
+    TypeError reads "a Python int or float"; lrn's has always read "a Python float")."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{op}: {name} must be a Python float, got {value!r}")
+    return _args.finite_float(op, name, value)
+
+
+def _parameters(op: str, shape: tuple, size: Any, alpha: Any, beta: Any,
+                k: Any) -> tuple[int, float, float, float]:
+    """(size, alpha, beta, k) checked against the input's shape and normalized."""
     if len(shape) < 2:
         raise ValueError(f"{op}: x1 must have a channel axis (N, C, ...), got shape {shape}")
-    if isinstance(size, bool) or not isinstance(size, int):
-        raise TypeError(f"{op}: size must be an int, got {size!r}")
-    if size < 1:
-        raise ValueError(f"{op}: size must be >= 1, got {size}")
-    for name, value in (("alpha", alpha), ("beta", beta), ("k", k)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise TypeError(f"{op}: {name} must be a Python float, got {value!r}")
-        if not math.isfinite(value):
-            raise ValueError(f"{op}: {name} must be finite, got {value!r}")
+    window = _args.integer(op, "size", size, 1)
+    alpha_f, beta_f, k_f = (_float(op, "alpha", alpha), _float(op, "beta", beta),
+                            _float(op, "k", k))
     # k > 0 and alpha >= 0 keep s >= k > 0, so s^(-beta) is finite (no NaN/inf output)
-    if k <= 0:
+    if k_f <= 0:
         raise ValueError(f"{op}: k must be > 0, got {k!r}")
-    if alpha < 0:
+    if alpha_f < 0:
         raise ValueError(f"{op}: alpha must be >= 0, got {alpha!r}")
+    return window, alpha_f, beta_f, k_f
 
 
-def _window_sum(v: numpy.ndarray, before: int, after: int) -> numpy.ndarray:
+# ---- NumPy (the call protocol hands over an out that overlaps no input) -----------------
+
+def _window_sum(v: Array, before: int, after: int) -> Array:
     """Σ over channels j ∈ [c - before, c + after] ∩ [0, C) of v[:, j], for every c."""
     total = numpy.zeros_like(v)
     C = v.shape[1]
@@ -60,19 +65,51 @@ def _window_sum(v: numpy.ndarray, before: int, after: int) -> numpy.ndarray:
     return total
 
 
-def _scale(x: numpy.ndarray, size: int, alpha: float, k: float) -> numpy.ndarray:
-    """s = k + alpha/size · Σ_window x² (NumPy implementation)."""
+def _scale(x: Array, size: int, alpha: float, k: float) -> Array:
+    """s = k + alpha/size · Σ_window x²."""
     dt = x.dtype.type
     return dt(k) + dt(alpha / size) * _window_sum(x * x, size // 2, (size - 1) // 2)
 
 
-def _launch(backend: Backend, kernel: str, arrays: tuple, target: Array, shape: tuple,
-            size: int, alpha: float, beta: float, k: float) -> None:
-    dt = target.dtype
-    backend.launcher.launch(
-        FAMILY, f"{kernel}_{suffix(dt)}", grid_1d(backend.launcher, target.size), (BLOCK,),
-        (*arrays, target, i64(target.size), i64(shape[1]), i64(_layout.prod(shape[2:])),
-         i64(size), scalar(dt, alpha), scalar(dt, beta), scalar(dt, k)))
+def _lrn_cpu(x: Array, y: Array, size: int, alpha: float, beta: float, k: float) -> None:
+    numpy.multiply(x, _scale(x, size, alpha, k) ** x.dtype.type(-beta), out=y)
+
+
+def _lrn_grad_cpu(x: Array, y: Array, gy: Array, gx: Array, size: int, alpha: float,
+                  beta: float, k: float) -> None:
+    dt = numpy.result_type(x.dtype, y.dtype, gy.dtype).type  # the call's compute dtype
+    x = x.astype(dt, copy=False)
+    s = _scale(x, size, alpha, k)
+    sb = s ** dt(-beta)
+    # the channels j whose window contains c: [c - (size-1)//2, c + size//2]
+    cross = _window_sum(gy * x * sb / s, (size - 1) // 2, size // 2)
+    gx[...] = gy * sb - dt(2 * alpha * beta / size) * x * cross
+
+
+# ---- kernels: lrn_<dtype>(x, y, n, C, inner, size, alpha, beta, k),
+# lrn_wrt_x1_<dtype>(x, y, gy, gx, n, C, inner, size, alpha, beta, k) ----------------------
+
+def _launch(call: Call, arrays: tuple, size: int, alpha: float, beta: float, k: float) -> None:
+    x, result = arrays[0], arrays[-1]
+    call.launch_1d(call.op, result.size,
+                   (*arrays, numpy.int64(result.size), numpy.int64(x.shape[1]),
+                    numpy.int64(math.prod(x.shape[2:])), numpy.int64(size), call.scalar(alpha),
+                    call.scalar(beta), call.scalar(k)))
+
+
+def _lrn_gpu(call: Call, x: Array, y: Array, size: int, alpha: float, beta: float,
+             k: float) -> None:
+    _launch(call, (x, y), size, alpha, beta, k)
+
+
+def _lrn_grad_gpu(call: Call, x: Array, y: Array, gy: Array, gx: Array, size: int,
+                  alpha: float, beta: float, k: float) -> None:
+    # the kernel uses gy_j x_j s_j^(-beta-1) = gy_j y_j / s_j (one pow per element)
+    _launch(call, (x, y, gy, gx), size, alpha, beta, k)
+
+
+LRN = Signature("lrn", FAMILY, ("x1",))
+LRN_WRT_X1 = Signature("lrn_wrt_x1", FAMILY, ("x1", "y", "gy"))
 
 
 def lrn(x1: Array, *, size: int = 5, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0,
@@ -80,51 +117,21 @@ def lrn(x1: Array, *, size: int = 5, alpha: float = 1e-4, beta: float = 0.75, k:
     """y = x1 / (k + alpha/size · Σ_{window} x1²)^beta across channels (axis 1), the
     window of ``size`` channels centred on each channel (size//2 before, (size-1)//2
     after), zero-padded at the edges: PyTorch's ``LocalResponseNorm``."""
-    op = "lrn"
-    p = prepare(op, ("x1",), (x1,))
-    (x1,) = p.arrays
-    _check(op, tuple(x1.shape), size, alpha, beta, k)
-    out = output(op, p.backend, out, tuple(x1.shape), p.dtype)
-    backend = p.backend
-    if not backend.uses_kernels:
-        s = _scale(x1, size, float(alpha), float(k))
-        numpy.multiply(x1, s ** p.dtype.type(-beta), out=out)
-        return out
-    if out.size == 0:
-        return out
-    target = result_buffer(backend, out, p.dtype)
-    _launch(backend, op, (contiguous(backend, x1, p.dtype),), target, tuple(x1.shape), size,
-            float(alpha), float(beta), float(k))
-    return finish(out, target)
+    call = LRN.bind(x1)
+    (x,) = call.inputs
+    params = _parameters(call.op, tuple(x.shape), size, alpha, beta, k)
+    return call.run(out, tuple(x.shape), _lrn_cpu, _lrn_gpu, *params)
 
 
 def lrn_wrt_x1(x1: Array, y: Array, gy: Array, *, size: int = 5, alpha: float = 1e-4,
                beta: float = 0.75, k: float = 1.0, out: Array | None = None) -> Array:
     """gx_c = gy_c s_c^-β - (2αβ/size) x_c Σ_{j: c ∈ window(j)} gy_j x_j s_j^(-β-1)."""
-    op = "lrn_wrt_x1"
-    p = prepare(op, ("x1", "y", "gy"), (x1, y, gy))
-    x1, y, gy = p.arrays
-    _check(op, tuple(x1.shape), size, alpha, beta, k)
-    check_shape(op, "y", y, tuple(x1.shape))
-    check_shape(op, "gy", gy, tuple(x1.shape))
-    out = output(op, p.backend, out, tuple(x1.shape), x1.dtype)
-    backend = p.backend
-    if not backend.uses_kernels:
-        dt = p.dtype.type
-        x = x1.astype(p.dtype, copy=False)
-        s = _scale(x, size, float(alpha), float(k))
-        sb = s ** dt(-beta)
-        # the channels j whose window contains c: [c - (size-1)//2, c + size//2]
-        cross = _window_sum(gy * x * sb / s, (size - 1) // 2, size // 2)
-        out[...] = gy * sb - dt(2 * alpha * beta / size) * x * cross
-        return out
-    if out.size == 0:
-        return out
-    target = result_buffer(backend, out, p.dtype)
-    # the kernel uses gy_j x_j s_j^(-beta-1) = gy_j y_j / s_j (one pow per element)
-    _launch(backend, op, tuple(contiguous(backend, v, p.dtype) for v in (x1, y, gy)),
-            target, tuple(x1.shape), size, float(alpha), float(beta), float(k))
-    return finish(out, target)
+    call = LRN_WRT_X1.bind(x1, y, gy)
+    x, y, gy = call.inputs
+    params = _parameters(call.op, tuple(x.shape), size, alpha, beta, k)
+    check_shape(call.op, "y", y, tuple(x.shape))
+    check_shape(call.op, "gy", gy, tuple(x.shape))
+    return call.run(out, tuple(x.shape), _lrn_grad_cpu, _lrn_grad_gpu, *params, dtype=x.dtype)
 
 
 register(FAMILY, lrn, lrn_wrt_x1)

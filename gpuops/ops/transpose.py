@@ -3,8 +3,8 @@
 Kernels in cuda/transpose.cu. Before launching, the permutation is simplified:
 size-1 axes are dropped and input axes that stay neighbours, in order, in the output
 are merged, so that e.g. NCHW -> NHWC becomes (N, C, H·W) -> (N, H·W, C). A swap of
-the last two merged axes (a batched matrix transpose) goes through 32x33
-shared-memory tiles; any other permutation through a strided gather.
+the last two merged axes (a batched matrix transpose) goes through shared-memory tiles
+(TRANSPOSE_TILE of gpuops.kernels.CONSTANTS); any other permutation through a strided gather.
 """
 from __future__ import annotations
 
@@ -13,16 +13,16 @@ from typing import Any, Sequence
 
 import numpy
 
-from . import _layout
-from ..backend import Backend, check_shape, output, prepare
-from ..kernels import BLOCK, contiguous, finish, grid_1d, result_buffer, size, suffix
+from ..call import Call, Signature, check_shape
+from ..kernels import CONSTANTS
 from ..registry import register
+from . import _args
 
 __all__ = ["transpose", "transpose_wrt_x1"]
 
 FAMILY = "transpose"
 Array = Any
-_TILE, _TILE_ROWS = 32, 8  # cuda/transpose.cu's TILE, TILE_ROWS
+_TILE, _TILE_ROWS = CONSTANTS["TRANSPOSE_TILE"], CONSTANTS["TRANSPOSE_TILE_ROWS"]
 _MAX_DIMS = 8  # transpose_nd addresses at most 8 merged axes
 
 
@@ -32,7 +32,7 @@ def _permutation(op: str, axes: Any, ndim: int) -> tuple:
         return tuple(range(ndim - 1, -1, -1))
     if not isinstance(axes, (tuple, list)):
         raise TypeError(f"{op}: axes must be None or a tuple of ints, got {axes!r}")
-    perm = tuple(_layout.normalize_axis(op, a, ndim) for a in axes)
+    perm = tuple(_args.axis(op, a, ndim) for a in axes)
     if len(perm) != ndim or sorted(perm) != list(range(ndim)):
         raise ValueError(f"{op}: axes {tuple(axes)!r} is not a permutation of the "
                          f"{ndim} axes of an input with {ndim} dims")
@@ -54,69 +54,62 @@ def _merge(shape: Sequence[int], perm: Sequence[int]) -> tuple[list, list]:
     return dims, [by_input.index(g) for g in groups]
 
 
-def _launch(backend: Backend, x: Array, perm: tuple, y: Array) -> None:
-    """``y`` (C-contiguous) = ``x`` (C-contiguous) transposed by ``perm``."""
+# ---- NumPy and kernels: y = x transposed by perm (the call protocol hands over a y that
+# overlaps no input; for the kernels, x and y are C-contiguous) ----------------------------
+
+def _transpose_cpu(x: Array, y: Array, perm: tuple) -> None:
+    numpy.copyto(y, x.transpose(perm))
+
+
+def _transpose_gpu(call: Call, x: Array, y: Array, perm: tuple) -> None:
     dims, order = _merge(x.shape, perm)
-    launcher = backend.launcher
-    sfx = suffix(x.dtype)
     k = len(order)
-    if order == list(range(k)):  # nothing moves: a copy
-        y[...] = x
-    elif order == list(range(k - 2)) + [k - 1, k - 2]:
+    if order == list(range(k)):  # at most size-1 axes move: the elements keep their order
+        y[...] = x.reshape(y.shape)
+    elif order == list(range(k - 2)) + [k - 1, k - 2]:  # (batch, rows, cols) -> (batch, cols, rows)
         batch, rows, cols = math.prod(dims[:-2]), dims[-2], dims[-1]
         tiles = batch * math.ceil(rows / _TILE) * math.ceil(cols / _TILE)
-        launcher.launch(FAMILY, f"transpose_tiles_{sfx}",
-                        (min(tiles, launcher.max_blocks),), (_TILE, _TILE_ROWS),
-                        (x, y, size(batch), size(rows), size(cols)))
+        call.launch("transpose_tiles", (min(tiles, call.max_blocks),), (_TILE, _TILE_ROWS),
+                    (x, y, numpy.int64(batch), numpy.int64(rows), numpy.int64(cols)))
     elif k <= _MAX_DIMS:
-        in_strides = [math.prod(dims[i + 1:]) for i in range(k)]
-        out_dims = [dims[a] for a in order]
+        in_strides = [math.prod(dims[a + 1:]) for a in range(k)]
         pad = _MAX_DIMS - k
-        d = [1] * pad + out_dims
-        s = [0] * pad + [in_strides[a] for a in order]
-        launcher.launch(FAMILY, f"transpose_nd_{sfx}", grid_1d(launcher, y.size), (BLOCK,),
-                        (x, y, size(y.size), *map(size, d[1:]), *map(size, s)))
+        out_dims = [1] * pad + [dims[a] for a in order]
+        strides = [0] * pad + [in_strides[a] for a in order]
+        call.launch_1d("transpose_nd", y.size,
+                       (x, y, numpy.int64(y.size), *map(numpy.int64, out_dims[1:]),
+                        *map(numpy.int64, strides)))
     else:  # more than 8 axes that all move apart: the array library's own copy
         y[...] = x.transpose(perm)
 
 
-def _transpose(op: str, backend: Backend, x: Array, perm: tuple, dtype: Any,
-               out: Array) -> Array:
-    if not backend.uses_kernels:
-        numpy.copyto(out, x.transpose(perm))
-        return out
-    if out.size == 0:
-        return out
-    target = result_buffer(backend, out, dtype)
-    _launch(backend, contiguous(backend, x, dtype), perm, target)
-    return finish(out, target)
+TRANSPOSE = Signature("transpose", FAMILY, ("x1",))
+TRANSPOSE_WRT_X1 = Signature("transpose_wrt_x1", FAMILY, ("x1", "y", "gy"))
 
 
 def transpose(x1: Array, *, axes: Sequence[int] | None = None,
               out: Array | None = None) -> Array:
     """y = x1 with its axes permuted: ``y.shape[i] = x1.shape[axes[i]]`` (``axes`` None
     reverses them), like ``numpy.transpose`` but a new C-contiguous array."""
-    op = "transpose"
-    p = prepare(op, ("x1",), (x1,))
-    (x1,) = p.arrays
-    perm = _permutation(op, axes, x1.ndim)
-    out = output(op, p.backend, out, tuple(x1.shape[a] for a in perm), p.dtype)
-    return _transpose(op, p.backend, x1, perm, p.dtype, out)
+    call = TRANSPOSE.bind(x1)
+    (x,) = call.inputs
+    perm = _permutation(call.op, axes, x.ndim)
+    return call.run(out, tuple(x.shape[a] for a in perm), _transpose_cpu, _transpose_gpu, perm)
 
 
 def transpose_wrt_x1(x1: Array, y: Array, gy: Array, *, axes: Sequence[int] | None = None,
                      out: Array | None = None) -> Array:
     """gx = gy transposed by the inverse permutation (``gx.shape == x1.shape``)."""
-    op = "transpose_wrt_x1"
-    p = prepare(op, ("x1", "y", "gy"), (x1, y, gy))
-    x1, y, gy = p.arrays
-    perm = _permutation(op, axes, x1.ndim)
-    shape = tuple(x1.shape[a] for a in perm)
-    check_shape(op, "y", y, shape)
-    check_shape(op, "gy", gy, shape)
-    out = output(op, p.backend, out, tuple(x1.shape), x1.dtype)
-    inverse = tuple(int(i) for i in numpy.argsort(perm))
-    return _transpose(op, p.backend, gy, inverse, p.dtype, out)
+    call = TRANSPOSE_WRT_X1.bind(x1, y, gy)
+    x, y, gy = call.inputs
+    perm = _permutation(call.op, axes, x.ndim)
+    shape = tuple(x.shape[a] for a in perm)
+    check_shape(call.op, "y", y, shape)
+    check_shape(call.op, "gy", gy, shape)
+    inverse = tuple(int(a) for a in numpy.argsort(perm))
+    # only gy is read: out may be x1 or y without a staging copy
+    return call.run(out, tuple(x.shape), _transpose_cpu, _transpose_gpu, inverse,
+                    dtype=x.dtype, inputs=(gy,))
 
 
 register(FAMILY, transpose, transpose_wrt_x1)

@@ -9,12 +9,14 @@ from opinfo import ErrorInput, OpInfo, Sample
 
 # (shape, axes): a matrix, tiles that do not divide the sizes, batched tiles,
 # NCHW -> NHWC (merged to a batched tile), a general permutation, the identity (a
-# copy), size-1 axes, negative axes, 0-size, 1-element, 0-d, 8 and 9 axes that all move.
+# copy), size-1 axes, negative axes, 0-size, 1-element, 0-d, 8 and 9 axes that all move;
+# permutations where only size-1 axes move (the kernels copy: the same elements in order).
 CASES = [
     ((3, 4), None), ((33, 40), (1, 0)), ((2, 33, 65), (0, 2, 1)), ((2, 3, 4, 5), (0, 2, 3, 1)),
     ((2, 3, 4, 5), (3, 1, 0, 2)), ((4, 5), (0, 1)), ((1, 5, 1, 3), (3, 0, 2, 1)),
     ((3, 4, 5), (-1, 0, 1)), ((0, 3), None), ((1,), None), ((), None),
     ((2,) * 8, None), ((2,) * 9, None), ((5, 70), None),
+    ((1, 2), (1, 0)), ((3, 1, 4), (1, 0, 2)), ((1, 1), None), ((2, 1, 1, 3), (2, 0, 1, 3)),
 ]
 
 
