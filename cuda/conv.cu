@@ -1,4 +1,4 @@
-// 2-d convolution lowered to matrix products (launched by gpuops/conv.py; the
+// 2-d convolution lowered to matrix products (launched by gpuops/ops/conv.py; the
 // products run on cuda/matmul.cu's GEMM).
 //
 // im2col: x (N, C, H, W) -> cols (N, C*KH*KW, OH*OW), row (c, ki, kj), column (oh, ow):

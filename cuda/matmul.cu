@@ -1,5 +1,5 @@
 // Matrix products: a tiled GEMM with a fused epilogue (bias, activation), launched by
-// gpuops/matmul.py (matmul, linear and their gradients) and gpuops/conv.py (conv2d).
+// gpuops/ops/matmul.py (matmul, linear and their gradients) and gpuops/ops/conv.py (conv2d).
 //
 //   C[z][m][n] = act( sum_{r < nr} sum_{k < K} A_zr[m][k] * B_zr[k][n]  + bias )
 //
@@ -13,15 +13,15 @@
 // temporary, deterministic). bias_mode: 0 none, 1 bias[n] (linear), 2 bias[m]
 // (conv2d). act: ACT_NONE, ACT_RELU, ACT_SIGMOID, ACT_TANH.
 //
-// SIMT kernels gemm_{f32,f64,f16}: a block computes a BM x BN tile of C with 256
-// threads; per BK-step it stages the A and B tiles in shared memory (k-major, so
-// the inner loop reads rows of TM and TN values) and every thread accumulates a
-// TM x TN register block. Threads are laid out in warp tiles: 8 warps as 4 (m) x 2
-// (n), 32 lanes as 4 (m) x 8 (n). Global loads are vectors of VEC elements along
-// the operand's contiguous dim when the host says the layout allows it (a_mode /
-// b_mode bit 1); bit 0 picks which dim consecutive threads walk (the contiguous
-// one, for coalescing). float16 (gemm_f16) loads halves and accumulates in float:
-// it is the fallback for GPUs without the sm_80 tensor-core instruction; from sm_80 on
+// SIMT kernels gemm_{f32,f64,f16}: a block computes a BM x BN tile of C with
+// GEMM_THREADS (256) threads; per BK-step it stages the A and B tiles in shared memory
+// (k-major, so the inner loop reads rows of TM and TN values) and every thread
+// accumulates a TM x TN register block. Threads are laid out in warp tiles: 8 warps as
+// 4 (m) x 2 (n), 32 lanes as 4 (m) x 8 (n). Global loads are vectors of VEC elements
+// along the operand's contiguous dim when the host says the layout allows it (a_mode /
+// b_mode bit 1); bit 0 picks which dim consecutive threads walk (the contiguous one,
+// for coalescing). float16 (gemm_f16) loads halves and accumulates in float: it is the
+// fallback for GPUs without the sm_80 tensor-core instruction; from sm_80 on
 // gemm_tc_f16 (mma.sync, float accumulation) is launched instead.
 #include "gpuops.cuh"
 #include "half.cuh"

@@ -5,6 +5,7 @@ conv2d's image chunking, and the float16 tensor-core GEMM (emulated, and on GPUs
 from __future__ import annotations
 
 import contextlib
+import re
 import sys
 from unittest import mock
 
@@ -154,6 +155,40 @@ def test_linear_accepts_a_single_row_and_leading_dims():
     x = RNG.standard_normal((2, 5, 3))
     numpy.testing.assert_allclose(gpuops.linear(x[0, 0], w, b), w @ x[0, 0] + b, rtol=1e-12)
     assert gpuops.linear(x, w, b).shape == (2, 5, 4)
+
+
+
+@pytest.mark.parametrize("backend", BACKENDS, ids=lambda b: b.name)
+def test_out_that_is_an_input(backend):
+    """``out`` may be an input: linear's bias with a 1-d x1 (the result has the bias's
+    shape), and matmul's x1 past one 128 tile (no block reads what another wrote)."""
+    x, w, b = RNG.standard_normal(6), RNG.standard_normal((4, 6)), RNG.standard_normal(4)
+    a, c = RNG.standard_normal((130, 130)), RNG.standard_normal((130, 130))
+    with backend.active():
+        bb = backend.asarray(b.copy())
+        y = gpuops.linear(backend.asarray(x), backend.asarray(w), bb, activation="tanh", out=bb)
+        ab = backend.asarray(a.copy())
+        z = gpuops.matmul(ab, backend.asarray(c), out=ab)
+    assert y is bb and z is ab
+    numpy.testing.assert_allclose(backend.to_numpy(y), numpy.tanh(w @ x + b), rtol=1e-12,
+                                  atol=1e-12)
+    numpy.testing.assert_allclose(backend.to_numpy(z), a @ c, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("backend", BACKENDS, ids=lambda b: b.name)
+@pytest.mark.parametrize("padding", [10 ** 12, (0, 10 ** 12), (10 ** 7, 10 ** 7)])
+def test_conv2d_rejects_a_padding_no_memory_holds(backend, padding):
+    """Checked before any buffer is allocated: a ValueError naming conv2d and the padding,
+    not a MemoryError or NumPy's 'array is too big'."""
+    x, w = RNG.standard_normal((1, 2, 5, 5)), RNG.standard_normal((3, 2, 3, 3))
+    with backend.active():
+        xb, wb = backend.asarray(x), backend.asarray(w)
+        with pytest.raises(ValueError, match=rf"conv2d: padding {re.escape(repr(padding))} "
+                                             "asks for an impossible buffer"):
+            gpuops.conv2d(xb, wb, padding=padding)
+        gy = backend.asarray(numpy.ones((1, 3, 3, 3)))
+        with pytest.raises(ValueError, match=r"conv2d_wrt_x2: padding .* impossible buffer"):
+            gpuops.conv2d_wrt_x2(xb, wb, None, gy, gy, padding=padding)
 
 
 @contextlib.contextmanager

@@ -20,11 +20,12 @@ from typing import Any
 
 import numpy
 
-from . import _layout
-from ..backend import HALF_DTYPES, NUMPY, Backend, check_shape, output, prepare
-from ..kernels import contiguous, finish, grid_1d, result_buffer, size, suffix
-from .reduction import sum_to_shape
+from .. import kernels
+from ..backend import HALF_DTYPES, NUMPY, Backend
+from ..call import Call, Signature, check_shape
 from ..registry import register
+from . import _layout, _math
+from .reduction import sum_to_shape
 
 __all__ = ["matmul", "matmul_wrt_x1", "matmul_wrt_x2",
            "linear", "linear_wrt_x1", "linear_wrt_x2", "linear_wrt_x3"]
@@ -32,12 +33,14 @@ __all__ = ["matmul", "matmul_wrt_x1", "matmul_wrt_x2",
 FAMILY = "matmul"
 Array = Any
 
-ACTIVATIONS = {None: 0, "relu": 1, "sigmoid": 2, "tanh": 3}
+# The GEMM epilogue's ``act`` codes (ACT_* in cuda/matmul.cu), from gpuops.kernels.CONSTANTS.
+ACTIVATIONS = {None: kernels.CONSTANTS["ACT_NONE"], "relu": kernels.CONSTANTS["ACT_RELU"],
+               "sigmoid": kernels.CONSTANTS["ACT_SIGMOID"], "tanh": kernels.CONSTANTS["ACT_TANH"]}
 BIAS_NONE, BIAS_PER_COLUMN, BIAS_PER_ROW = 0, 1, 2
 
-_THREADS = 256
+_GEMM_THREADS = kernels.CONSTANTS["GEMM_THREADS"]
 _MAX_GRID_YZ = 65535
-# dtype -> (BM, BN, elements per vector load) of the SIMT kernel gemm_<sfx>
+# dtype -> (BM, BN, elements per vector load) of the SIMT kernel gemm_<dtype>
 _SIMT = {numpy.dtype(numpy.float32): (128, 128, 4), numpy.dtype(numpy.float64): (64, 64, 2),
          numpy.dtype(numpy.float16): (64, 64, 1)}
 _TENSOR_CORE = (128, 128, 8)  # gemm_tc_f16
@@ -64,13 +67,14 @@ def _mode(rows_stride: int, k_stride: int, batch_strides: tuple, vec: int, x: Ar
 
 
 def gemm(backend: Backend, a: Array, b: Array, c: Array, *, bias: Array | None = None,
-         bias_mode: int = BIAS_NONE, act: int = 0) -> Array:
+         bias_mode: int = BIAS_NONE, act: int = ACTIVATIONS[None]) -> Array:
     """``c = act(a @ b + bias)`` on the kernel backend ``backend``.
 
     ``a`` (*batch, M, K) and ``b`` (*batch, K, N): views of one dtype with the same
     batch shape (broadcast views, stride 0, welcome). ``c`` (*cbatch, M, N): C-contiguous,
     same dtype; ``cbatch`` is ``batch`` with some dims reduced (size 1 there, or leading
     dims dropped): the products over those dims are summed into ``c``.
+    The kernels are this family's (cuda/matmul.cu) whichever operator calls.
     """
     xp = backend.xp
     batch = tuple(a.shape[:-2])
@@ -103,14 +107,13 @@ def gemm(backend: Backend, a: Array, b: Array, c: Array, *, bias: Array | None =
     sam, sak = sa[-2:]
     sbk, sbn = sb[-2:]
     dtype = numpy.dtype(c.dtype)
-    launcher = backend.launcher
-    tensor_cores = dtype == numpy.float16 and launcher.tensor_cores
+    tensor_cores = dtype == numpy.float16 and backend.kernel_launcher.tensor_cores
     if tensor_cores:
         bm, bn, vec = _TENSOR_CORE
-        kernel = "gemm_tc_f16"
+        kernel = "gemm_tc"
     else:
         bm, bn, vec = _SIMT[dtype]
-        kernel = f"gemm_{suffix(dtype)}"
+        kernel = "gemm"
     a_mode = _mode(sam, sak, (za1, za2, ra), vec, a)
     b_mode = _mode(sbn, sbk, (zb1, zb2, rb), vec, b)
     c_vec = int(not tensor_cores and vec > 1 and n % vec == 0
@@ -118,18 +121,21 @@ def gemm(backend: Backend, a: Array, b: Array, c: Array, *, bias: Array | None =
     if bias is None:
         bias, bias_mode = xp.zeros(1, dtype), BIAS_NONE
     grid = (math.ceil(n / bn), min(math.ceil(m / bm), _MAX_GRID_YZ), min(nz, _MAX_GRID_YZ))
-    args = (a, b, c, bias, size(m), size(n), size(k), size(sam), size(sak), size(sbk),
-            size(sbn), size(nz), size(nz2), size(za1), size(za2), size(zb1), size(zb2),
-            size(nr), size(ra), size(rb), numpy.int32(a_mode), numpy.int32(b_mode),
-            numpy.int32(c_vec), numpy.int32(bias_mode), numpy.int32(act))
-    launcher.launch(FAMILY, kernel, grid, (_THREADS,), args)
+    i64 = numpy.int64
+    args = (a, b, c, bias, i64(m), i64(n), i64(k), i64(sam), i64(sak), i64(sbk), i64(sbn),
+            i64(nz), i64(nz2), i64(za1), i64(za2), i64(zb1), i64(zb2), i64(nr), i64(ra),
+            i64(rb), numpy.int32(a_mode), numpy.int32(b_mode), numpy.int32(c_vec),
+            numpy.int32(bias_mode), numpy.int32(act))
+    backend.kernel_launcher.launch(FAMILY, kernels.kernel_name(kernel, dtype), grid,
+                                   (_GEMM_THREADS,), args)
     return c
 
 
 def sum_to(backend: Backend, g: Array, out: Array) -> Array:
-    """:func:`gpuops.reduction.sum_to_shape`, float16 summed in float32 (the reduction
-    kernels have no float16 variant; float32 accumulation is what the GEMM does too)."""
-    if numpy.dtype(g.dtype) != numpy.float16 or not backend.uses_kernels:
+    """:func:`gpuops.ops.reduction.sum_to_shape` on the kernel backend ``backend``, float16
+    summed in float32 (the reduction kernels have no float16 variant; float32 accumulation
+    is what the GEMM does too)."""
+    if numpy.dtype(g.dtype) != numpy.float16:
         return sum_to_shape(backend, g, out)
     wide = backend.xp.empty(out.shape, numpy.float32)
     sum_to_shape(backend, g.astype(numpy.float32), wide)
@@ -137,14 +143,15 @@ def sum_to(backend: Backend, g: Array, out: Array) -> Array:
     return out
 
 
-def activation_code(op: str, activation: Any) -> int:
+def _check_activation(op: str, activation: Any) -> None:
     if activation not in ACTIVATIONS:
         raise ValueError(f"{op}: activation must be one of None, 'relu', 'sigmoid', 'tanh'; "
                          f"got {activation!r}")
-    return ACTIVATIONS[activation]
 
 
-# ---- matmul ----------------------------------------------------------------------
+# ---- matmul: y = x1 @ x2; gx1 = gy @ x2ᵀ, gx2 = x1ᵀ @ gy (summed over broadcast batches) ----
+# NumPy computes with numpy.matmul; the kernels read the (batch-broadcast, transposed)
+# operands through strides, and sum a gradient's broadcast batches inside the GEMM.
 
 def _matmul_shapes(op: str, x1: Array, x2: Array) -> tuple:
     """(batch shape, M, K, N) of x1 @ x2, or ValueError naming ``op`` and the shapes."""
@@ -163,188 +170,241 @@ def _matmul_shapes(op: str, x1: Array, x2: Array) -> tuple:
     return batch, x1.shape[-2], x1.shape[-1], x2.shape[-1]
 
 
+def _matmul_cpu(x1: Array, x2: Array, y: Array) -> None:
+    numpy.matmul(x1, x2, out=y)
+
+
+def _matmul_gpu(call: Call, x1: Array, x2: Array, y: Array) -> None:
+    batch, (m, k), n = y.shape[:-2], x1.shape[-2:], x2.shape[-1]
+    a = call.xp.broadcast_to(x1.astype(call.dtype, copy=False), batch + (m, k))
+    b = call.xp.broadcast_to(x2.astype(call.dtype, copy=False), batch + (k, n))
+    gemm(call.backend, a, b, y)
+
+
+def _matmul_wrt_x1_cpu(x1: Array, x2: Array, y: Array, gy: Array, gx1: Array) -> None:
+    sum_to_shape(NUMPY, numpy.matmul(gy, numpy.swapaxes(x2, -1, -2)), gx1)
+
+
+def _matmul_wrt_x1_gpu(call: Call, x1: Array, x2: Array, y: Array, gy: Array,
+                       gx1: Array) -> None:
+    xp = call.xp
+    k, n = x2.shape[-2:]
+    x2t = xp.broadcast_to(xp.swapaxes(x2.astype(call.dtype, copy=False), -1, -2),
+                          gy.shape[:-2] + (n, k))
+    gemm(call.backend, gy.astype(call.dtype, copy=False), x2t, gx1)
+
+
+def _matmul_wrt_x2_cpu(x1: Array, x2: Array, y: Array, gy: Array, gx2: Array) -> None:
+    sum_to_shape(NUMPY, numpy.matmul(numpy.swapaxes(x1, -1, -2), gy), gx2)
+
+
+def _matmul_wrt_x2_gpu(call: Call, x1: Array, x2: Array, y: Array, gy: Array,
+                       gx2: Array) -> None:
+    xp = call.xp
+    m, k = x1.shape[-2:]
+    x1t = xp.broadcast_to(xp.swapaxes(x1.astype(call.dtype, copy=False), -1, -2),
+                          gy.shape[:-2] + (k, m))
+    gemm(call.backend, x1t, gy.astype(call.dtype, copy=False), gx2)
+
+
+MATMUL = Signature("matmul", FAMILY, ("x1", "x2"), kernel_dtypes=HALF_DTYPES, strided=True)
+_MATMUL_GRADIENT = {k: (Signature(f"matmul_wrt_x{k}", FAMILY, ("x1", "x2", "y", "gy"),
+                                  kernel_dtypes=HALF_DTYPES, strided=True), cpu, gpu)
+                    for k, cpu, gpu in ((1, _matmul_wrt_x1_cpu, _matmul_wrt_x1_gpu),
+                                        (2, _matmul_wrt_x2_cpu, _matmul_wrt_x2_gpu))}
+
+
 def matmul(x1: Array, x2: Array, *, out: Array | None = None) -> Array:
     """y = x1 @ x2 with NumPy semantics for inputs of >= 2 dims (batch dims broadcast)."""
-    op = "matmul"
-    p = prepare(op, ("x1", "x2"), (x1, x2), gpu_dtypes=HALF_DTYPES)
-    x1, x2 = p.arrays
-    batch, m, k, n = _matmul_shapes(op, x1, x2)
-    out = output(op, p.backend, out, batch + (m, n), p.dtype)
-    backend = p.backend
-    if not backend.uses_kernels:
-        return numpy.matmul(x1, x2, out=out)
-    xp = backend.xp
-    target = result_buffer(backend, out, p.dtype)
-    a = xp.broadcast_to(x1.astype(p.dtype, copy=False), batch + (m, k))
-    b = xp.broadcast_to(x2.astype(p.dtype, copy=False), batch + (k, n))
-    gemm(backend, a, b, target)
-    return finish(out, target)
+    call = MATMUL.bind(x1, x2)
+    x1, x2 = call.inputs
+    batch, m, _, n = _matmul_shapes(call.op, x1, x2)
+    return call.run(out, batch + (m, n), _matmul_cpu, _matmul_gpu)
 
 
-def _matmul_grad(k: int, x1: Array, x2: Array, y: Array, gy: Array, out: Array | None) -> Array:
-    op = f"matmul_wrt_x{k}"
-    p = prepare(op, ("x1", "x2", "y", "gy"), (x1, x2, y, gy), gpu_dtypes=HALF_DTYPES)
-    x1, x2, y, gy = p.arrays
-    batch, m, kk, n = _matmul_shapes(op, x1, x2)
-    check_shape(op, "y", y, batch + (m, n))
-    check_shape(op, "gy", gy, batch + (m, n))
+def _matmul_gradient(k: int, x1: Array, x2: Array, y: Array, gy: Array,
+                     out: Array | None) -> Array:
+    signature, cpu, gpu = _MATMUL_GRADIENT[k]
+    call = signature.bind(x1, x2, y, gy)
+    x1, x2, y, gy = call.inputs
+    batch, m, _, n = _matmul_shapes(call.op, x1, x2)
+    check_shape(call.op, "y", y, batch + (m, n))
+    check_shape(call.op, "gy", gy, batch + (m, n))
     xk = (x1, x2)[k - 1]
-    out = output(op, p.backend, out, xk.shape, xk.dtype)
-    backend = p.backend
-    xp = backend.xp
-    # gx1 = gy . x2^T, gx2 = x1^T . gy, summed over the batch dims xk was broadcast along.
-    if not backend.uses_kernels:
-        full = (numpy.matmul(gy, numpy.swapaxes(x2, -1, -2)) if k == 1
-                else numpy.matmul(numpy.swapaxes(x1, -1, -2), gy))
-        return sum_to_shape(NUMPY, full, out)
-    gy = gy.astype(p.dtype, copy=False)
-    target = result_buffer(backend, out, p.dtype)
-    if k == 1:
-        b = xp.broadcast_to(xp.swapaxes(x2.astype(p.dtype, copy=False), -1, -2), batch + (n, kk))
-        gemm(backend, gy, b, target)
-    else:
-        a = xp.broadcast_to(xp.swapaxes(x1.astype(p.dtype, copy=False), -1, -2), batch + (kk, m))
-        gemm(backend, a, gy, target)
-    return finish(out, target)
+    return call.run(out, xk.shape, cpu, gpu, dtype=xk.dtype)
 
 
 def matmul_wrt_x1(x1: Array, x2: Array, y: Array, gy: Array, *,
                   out: Array | None = None) -> Array:
     """gy @ x2ᵀ, summed over the batch dims along which x1 was broadcast."""
-    return _matmul_grad(1, x1, x2, y, gy, out)
+    return _matmul_gradient(1, x1, x2, y, gy, out)
 
 
 def matmul_wrt_x2(x1: Array, x2: Array, y: Array, gy: Array, *,
                   out: Array | None = None) -> Array:
     """x1ᵀ @ gy, summed over the batch dims along which x2 was broadcast."""
-    return _matmul_grad(2, x1, x2, y, gy, out)
+    return _matmul_gradient(2, x1, x2, y, gy, out)
 
 
-# ---- linear ----------------------------------------------------------------------
+# ---- linear: y = act(x1 @ x2ᵀ + x3), x1's leading dims as rows ----------------------
+# Gradients through g = gy · act'(pre-activation), read from y: gx1 = g @ x2,
+# gx2 = gᵀ @ x1 (over all rows), gx3 = Σ_rows g.
 
-def _prepare_linear(op: str, names: tuple, values: tuple, activation: Any):
-    code = activation_code(op, activation)
-    p = prepare(op, names, values, optional=("x3",), gpu_dtypes=HALF_DTYPES)
-    x1, x2, x3 = p.arrays[:3]
+def _linear_shapes(op: str, x1: Array, x2: Array, x3: Array | None) -> None:
     if x1.ndim < 1 or x2.ndim != 2 or x1.shape[-1] != x2.shape[1]:
         raise ValueError(f"{op}: x1 must be (..., in_features) and x2 (out_features, "
                          f"in_features); got shapes {tuple(x1.shape)} and {tuple(x2.shape)}")
     if x3 is not None and tuple(x3.shape) != (x2.shape[0],):
         raise ValueError(f"{op}: x3 (bias) must have shape ({x2.shape[0]},) to match "
                          f"x2 {tuple(x2.shape)}; got {tuple(x3.shape)}")
-    return p, code
 
 
-def _numpy_activate(y: numpy.ndarray, activation: str | None) -> numpy.ndarray:
+def _linear_cpu(x1: Array, x2: Array, x3: Array | None, y: Array,
+                activation: str | None) -> None:
+    numpy.matmul(x1, x2.T, out=y)
+    if x3 is not None:
+        y += x3
     if activation == "relu":
         numpy.maximum(y, 0, out=y)
     elif activation == "sigmoid":
-        with numpy.errstate(over="ignore"):  # exp(-y) = inf gives the right 0
-            numpy.negative(y, out=y)
-            numpy.exp(y, out=y)
-            y += 1
-            numpy.reciprocal(y, out=y)
+        _math.sigmoid(y.copy(), out=y)
     elif activation == "tanh":
         numpy.tanh(y, out=y)
-    return y
+
+
+def _linear_gpu(call: Call, x1: Array, x2: Array, x3: Array | None, y: Array,
+                activation: str | None) -> None:
+    out_features, in_features = x2.shape
+    rows = math.prod(x1.shape[:-1])
+    a = x1.astype(call.dtype, copy=False).reshape(rows, in_features)
+    bias = call.contiguous(x3)
+    gemm(call.backend, a, x2.astype(call.dtype, copy=False).T, y.reshape(rows, out_features),
+         bias=bias, bias_mode=BIAS_NONE if bias is None else BIAS_PER_COLUMN,
+         act=ACTIVATIONS[activation])
+
+
+def _pre_activation_grad_cpu(y: Array, gy: Array, activation: str | None,
+                             dtype: numpy.dtype) -> Array:
+    """gy · act'(pre-activation), from the output y (relu 1[y>0], sigmoid y(1-y), tanh 1-y²)."""
+    if activation is None:
+        return gy.astype(dtype, copy=False)
+    g = numpy.empty(y.shape, dtype)  # act'(y), then times gy, in g (no temporaries)
+    if activation == "relu":
+        numpy.greater(y, 0, out=g)  # 1[y > 0] as 1.0 / 0.0
+    elif activation == "sigmoid":
+        numpy.subtract(1, y, out=g)
+        g *= y
+    else:  # tanh
+        numpy.multiply(y, y, out=g)
+        numpy.subtract(1, g, out=g)
+    g *= gy
+    return g
+
+
+def _pre_activation_grad_gpu(call: Call, y: Array, gy: Array, activation: str | None) -> Array:
+    """The kernel act_grad: gy · act'(pre-activation), from the output y."""
+    if activation is None:
+        return gy.astype(call.dtype, copy=False)
+    g = call.xp.empty(y.shape, call.dtype)
+    call.launch_1d("act_grad", g.size, (call.contiguous(y), call.contiguous(gy), g,
+                                        numpy.int64(g.size), numpy.int32(ACTIVATIONS[activation])))
+    return g
+
+
+def _linear_wrt_x1_cpu(x1: Array, x2: Array, x3: Array | None, y: Array, gy: Array,
+                       gx1: Array, activation: str | None, dtype: numpy.dtype) -> None:
+    numpy.matmul(_pre_activation_grad_cpu(y, gy, activation, dtype), x2, out=gx1)
+
+
+def _linear_wrt_x1_gpu(call: Call, x1: Array, x2: Array, x3: Array | None, y: Array, gy: Array,
+                       gx1: Array, activation: str | None, dtype: numpy.dtype) -> None:
+    out_features, in_features = x2.shape
+    rows = math.prod(x1.shape[:-1])
+    g = _pre_activation_grad_gpu(call, y, gy, activation).reshape(rows, out_features)
+    gemm(call.backend, g, x2.astype(dtype, copy=False), gx1.reshape(rows, in_features))
+
+
+def _linear_wrt_x2_cpu(x1: Array, x2: Array, x3: Array | None, y: Array, gy: Array,
+                       gx2: Array, activation: str | None, dtype: numpy.dtype) -> None:
+    out_features, in_features = x2.shape
+    rows = math.prod(x1.shape[:-1])
+    g = _pre_activation_grad_cpu(y, gy, activation, dtype).reshape(rows, out_features)
+    numpy.matmul(g.T, x1.reshape(rows, in_features), out=gx2)
+
+
+def _linear_wrt_x2_gpu(call: Call, x1: Array, x2: Array, x3: Array | None, y: Array, gy: Array,
+                       gx2: Array, activation: str | None, dtype: numpy.dtype) -> None:
+    out_features, in_features = x2.shape
+    rows = math.prod(x1.shape[:-1])
+    g = _pre_activation_grad_gpu(call, y, gy, activation).reshape(rows, out_features)
+    gemm(call.backend, g.T, x1.astype(dtype, copy=False).reshape(rows, in_features), gx2)
+
+
+def _linear_wrt_x3_cpu(x1: Array, x2: Array, x3: Array | None, y: Array, gy: Array,
+                       gx3: Array, activation: str | None, dtype: numpy.dtype) -> None:
+    g = _pre_activation_grad_cpu(y, gy, activation, dtype)
+    sum_to_shape(NUMPY, g.reshape(math.prod(x1.shape[:-1]), x2.shape[0]), gx3)
+
+
+def _linear_wrt_x3_gpu(call: Call, x1: Array, x2: Array, x3: Array | None, y: Array, gy: Array,
+                       gx3: Array, activation: str | None, dtype: numpy.dtype) -> None:
+    g = _pre_activation_grad_gpu(call, y, gy, activation)
+    sum_to(call.backend, g.reshape(math.prod(x1.shape[:-1]), x2.shape[0]), gx3)
+
+
+LINEAR = Signature("linear", FAMILY, ("x1", "x2", "x3"), optional=("x3",),
+                   kernel_dtypes=HALF_DTYPES, strided=True)
+_LINEAR_GRADIENT = {k: (Signature(f"linear_wrt_x{k}", FAMILY, ("x1", "x2", "x3", "y", "gy"),
+                                  optional=("x3",), kernel_dtypes=HALF_DTYPES, strided=True),
+                        cpu, gpu)
+                    for k, cpu, gpu in ((1, _linear_wrt_x1_cpu, _linear_wrt_x1_gpu),
+                                        (2, _linear_wrt_x2_cpu, _linear_wrt_x2_gpu),
+                                        (3, _linear_wrt_x3_cpu, _linear_wrt_x3_gpu))}
 
 
 def linear(x1: Array, x2: Array, x3: Array | None = None, *, activation: str | None = None,
            out: Array | None = None) -> Array:
     """y = act(x1 @ x2ᵀ + x3): x1 (..., in), weight x2 (out, in), bias x3 (out,) or None,
     activation None, "relu", "sigmoid" or "tanh" (fused into the GEMM's epilogue)."""
-    op = "linear"
-    p, act = _prepare_linear(op, ("x1", "x2", "x3"), (x1, x2, x3), activation)
-    x1, x2, x3 = p.arrays
-    out_features, in_features = x2.shape
-    out = output(op, p.backend, out, x1.shape[:-1] + (out_features,), p.dtype)
-    backend = p.backend
-    if not backend.uses_kernels:
-        numpy.matmul(x1, x2.T, out=out)
-        if x3 is not None:
-            out += x3
-        return _numpy_activate(out, activation)
-    target = result_buffer(backend, out, p.dtype)
-    rows = math.prod(x1.shape[:-1])
-    a = x1.astype(p.dtype, copy=False).reshape(rows, in_features)
-    b = x2.astype(p.dtype, copy=False).T
-    bias = None if x3 is None else contiguous(backend, x3, p.dtype)
-    gemm(backend, a, b, target.reshape(rows, out_features), bias=bias,
-         bias_mode=BIAS_NONE if bias is None else BIAS_PER_COLUMN, act=act)
-    return finish(out, target)
+    _check_activation(LINEAR.op, activation)
+    call = LINEAR.bind(x1, x2, x3)
+    x1, x2, x3 = call.inputs
+    _linear_shapes(call.op, x1, x2, x3)
+    return call.run(out, x1.shape[:-1] + (x2.shape[0],), _linear_cpu, _linear_gpu, activation)
 
 
-def _pre_activation_grad(backend: Backend, y: Array, gy: Array, activation: str | None,
-                         act: int, dtype: numpy.dtype) -> Array:
-    """gy · act'(pre-activation), from the output y (relu 1[y>0], sigmoid y(1-y), tanh 1-y²)."""
-    if activation is None:
-        return gy.astype(dtype, copy=False)
-    g = backend.xp.empty(y.shape, dtype)
-    if not backend.uses_kernels:  # act'(y), then times gy, in g (no temporaries)
-        if activation == "relu":
-            numpy.greater(y, 0, out=g)  # 1[y > 0] as 1.0 / 0.0
-        elif activation == "sigmoid":
-            numpy.subtract(1, y, out=g)
-            g *= y
-        else:  # tanh
-            numpy.multiply(y, y, out=g)
-            numpy.subtract(1, g, out=g)
-        g *= gy
-        return g
-    if g.size:
-        backend.launcher.launch(FAMILY, f"act_grad_{suffix(dtype)}", grid_1d(backend.launcher, g.size),
-                                (_THREADS,), (contiguous(backend, y, dtype),
-                                              contiguous(backend, gy, dtype), g, size(g.size),
-                                              numpy.int32(act)))
-    return g
-
-
-def _linear_grad(k: int, x1: Array, x2: Array, x3: Array | None, y: Array, gy: Array,
-                 activation: str | None, out: Array | None) -> Array:
-    op = f"linear_wrt_x{k}"
-    p, act = _prepare_linear(op, ("x1", "x2", "x3", "y", "gy"), (x1, x2, x3, y, gy), activation)
-    x1, x2, x3, y, gy = p.arrays
+def _linear_gradient(k: int, x1: Array, x2: Array, x3: Array | None, y: Array, gy: Array,
+                     activation: str | None, out: Array | None) -> Array:
+    signature, cpu, gpu = _LINEAR_GRADIENT[k]
+    _check_activation(signature.op, activation)
+    call = signature.bind(x1, x2, x3, y, gy)
+    x1, x2, x3, y, gy = call.inputs
+    _linear_shapes(call.op, x1, x2, x3)
     if k == 3 and x3 is None:
-        raise ValueError(f"{op}: x3 is None (the forward had no bias), so there is no bias "
-                         "gradient to compute")
-    out_features, in_features = x2.shape
-    check_shape(op, "y", y, x1.shape[:-1] + (out_features,))
-    check_shape(op, "gy", gy, x1.shape[:-1] + (out_features,))
+        raise ValueError(f"{call.op}: x3 is None (the forward had no bias), so there is no "
+                         "bias gradient to compute")
+    check_shape(call.op, "y", y, x1.shape[:-1] + (x2.shape[0],))
+    check_shape(call.op, "gy", gy, x1.shape[:-1] + (x2.shape[0],))
     xk = (x1, x2, x3)[k - 1]
-    out = output(op, p.backend, out, xk.shape, xk.dtype)
-    backend = p.backend
-    g = _pre_activation_grad(backend, y, gy, activation, act, p.dtype)
-    rows = math.prod(x1.shape[:-1])
-    g2 = g.reshape(rows, out_features)
-    if k == 3:  # Σ over every row of g
-        return sum_to(backend, g2, out)
-    x1r = x1.reshape(rows, in_features)
-    if not backend.uses_kernels:  # g @ W, gᵀ @ x1
-        return numpy.matmul(g, x2, out=out) if k == 1 else numpy.matmul(g2.T, x1r, out=out)
-    target = result_buffer(backend, out, p.dtype)
-    if k == 1:
-        gemm(backend, g2, x2.astype(p.dtype, copy=False), target.reshape(rows, in_features))
-    else:
-        gemm(backend, g2.T, x1r.astype(p.dtype, copy=False), target)
-    return finish(out, target)
+    return call.run(out, xk.shape, cpu, gpu, activation, call.dtype, dtype=xk.dtype)
 
 
 def linear_wrt_x1(x1: Array, x2: Array, x3: Array | None, y: Array, gy: Array, *,
                   activation: str | None = None, out: Array | None = None) -> Array:
     """g @ x2 with g = gy · act'(pre-activation)."""
-    return _linear_grad(1, x1, x2, x3, y, gy, activation, out)
+    return _linear_gradient(1, x1, x2, x3, y, gy, activation, out)
 
 
 def linear_wrt_x2(x1: Array, x2: Array, x3: Array | None, y: Array, gy: Array, *,
                   activation: str | None = None, out: Array | None = None) -> Array:
     """gᵀ @ x1 (rows of x1's leading dims summed) with g = gy · act'(pre-activation)."""
-    return _linear_grad(2, x1, x2, x3, y, gy, activation, out)
+    return _linear_gradient(2, x1, x2, x3, y, gy, activation, out)
 
 
 def linear_wrt_x3(x1: Array, x2: Array, x3: Array | None, y: Array, gy: Array, *,
                   activation: str | None = None, out: Array | None = None) -> Array:
     """Σ_rows g with g = gy · act'(pre-activation); ValueError when x3 is None."""
-    return _linear_grad(3, x1, x2, x3, y, gy, activation, out)
+    return _linear_gradient(3, x1, x2, x3, y, gy, activation, out)
 
 
 register(FAMILY, matmul, matmul_wrt_x1, matmul_wrt_x2)

@@ -109,6 +109,11 @@ def _errors(rng):
     yield ErrorInput((x, w, b), {"padding": (0, -2)}, ValueError, r"got \(0, -2\)", fn=1)
     yield ErrorInput((x, w[0], b), {}, ValueError, r"\(1, 2, 5, 5\) and \(2, 3, 3\)")
     yield ErrorInput((x, w, b[:, None]), {}, ValueError, r"must have shape \(3,\).*got \(3, 1\)")
+    # a padding whose buffers no memory holds: checked before anything is allocated
+    yield ErrorInput((x, w, b), {"padding": 10 ** 12}, ValueError,
+                     "padding 1000000000000 asks for an impossible buffer")
+    yield ErrorInput((x, w, b), {"padding": (0, 10 ** 12)}, ValueError,
+                     r"padding \(0, 1000000000000\) asks for an impossible buffer", fn=1)
 
 
 RECORDS = [
