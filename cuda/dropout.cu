@@ -1,5 +1,5 @@
 // Inverted dropout: y_i = x_i / (1 - p) if element i is kept, else 0. Launched by
-// gpuops/dropout.py, which also launches it on gy for the gradient (dropout is
+// gpuops/ops/dropout.py, which also launches it on gy for the gradient (dropout is
 // linear in x: the backward regenerates the same mask from the seed, nothing stored).
 //
 // The keep decision of element i is a pure function of (seed, i): the four words of

@@ -1,5 +1,5 @@
 // Losses: softmax_cross_entropy (rows of logits, integer labels), bce_with_logits,
-// mse, mae, and their gradients. Launched by gpuops/loss.py. float32 / float64.
+// mse, mae, and their gradients. Launched by gpuops/ops/loss.py. float32 / float64.
 //
 // Reductions are deterministic (no atomics): "none" writes one term per element
 // (per row); "sum"/"mean" write one partial sum per block (in double), and one
@@ -87,9 +87,32 @@ ELEMENTWISE_LOSSES(double, f64)
 // [0, cols) (possible only on the GPU path: the NumPy path raises) is never used as
 // an index: that row's loss and gradient are NaN.
 
-// Forward, one warp per row: one pass with the online (max, sum) pair, so the row is
-// read once whatever its length; lane 0 reads x_r,t and writes the row's loss.
-template <typename T>
+// Row r of a warp-per-row kernel in E registers per lane (lane l holds columns l, l+32,
+// ...; padding lanes hold lowest, whose exp is 0): on return v[k] = e^(x - m) and every
+// lane has m, the row max, and s = sum_c e^(x_rc - m).
+template <typename T, int E>
+__device__ __forceinline__ void warp_row_exp(const T* __restrict__ xr, long long cols,
+                                             int lane, T (&v)[E], T& m, T& s) {
+    m = lowest_acc(T(0));
+#pragma unroll
+    for (int k = 0; k < E; ++k) {
+        const long long c = lane + 32 * k;
+        v[k] = c < cols ? xr[c] : lowest_acc(T(0));
+        m = v[k] > m ? v[k] : m;
+    }
+    m = warp_max(m);
+    s = T(0);
+#pragma unroll
+    for (int k = 0; k < E; ++k) {
+        v[k] = exp(v[k] - m);
+        s += v[k];
+    }
+    s = warp_sum(s);
+}
+
+// Forward, one warp per row (cols <= 32 E), the row read once into registers; lane 0
+// reads x_r,t and writes the row's loss.
+template <typename T, int E>
 __device__ __forceinline__ void ce_rows_warp(const T* __restrict__ x,
                                              const long long* __restrict__ labels,
                                              T* __restrict__ loss, long long ignore,
@@ -104,9 +127,8 @@ __device__ __forceinline__ void ce_rows_warp(const T* __restrict__ x,
             continue;
         }
         const T* xr = x + r * cols;
-        T m = lowest_acc(T(0)), s = T(0);
-        for (long long c = lane; c < cols; c += 32) lse_merge(m, s, xr[c], T(1));
-        warp_lse(m, s);
+        T v[E], m, s;
+        warp_row_exp<T, E>(xr, cols, lane, v, m, s);
         if (lane == 0)
             loss[r] = (t < 0 || t >= cols) ? quiet_nan(T(0)) : (m - xr[t]) + T(log(s));
     }
@@ -184,22 +206,8 @@ __device__ __forceinline__ void ce_grad_warp(const T* __restrict__ x,
                 if (lane + 32 * k < cols) gr[lane + 32 * k] = T(0);
             continue;
         }
-        T v[E];
-        T m = lowest_acc(T(0));
-#pragma unroll
-        for (int k = 0; k < E; ++k) {
-            const long long c = lane + 32 * k;
-            v[k] = c < cols ? xr[c] : lowest_acc(T(0));
-            m = v[k] > m ? v[k] : m;
-        }
-        m = warp_max(m);
-        T s = T(0);
-#pragma unroll
-        for (int k = 0; k < E; ++k) {
-            v[k] = exp(v[k] - m);
-            s += v[k];
-        }
-        s = warp_sum(s);
+        T v[E], m, s;
+        warp_row_exp<T, E>(xr, cols, lane, v, m, s);
         const bool bad = t < 0 || t >= cols;
         const T gr_scale = g[r * g_stride], inv_s = T(1) / s;
 #pragma unroll
@@ -239,7 +247,13 @@ __device__ __forceinline__ void ce_grad_block(const T* __restrict__ x,
     }
 }
 
-#define CE_GRAD_WARP(E, T, SFX)                                                             \
+// Warp kernels E = 1 .. 16 for every dtype, 32 for float (gpuops/ops/_rows.py).
+#define CE_WARP(E, T, SFX)                                                                  \
+    extern "C" __global__ void softmax_cross_entropy_warp##E##_##SFX(                       \
+        const T* __restrict__ x, const long long* __restrict__ labels, T* __restrict__ loss, \
+        long long ignore, long long rows, long long cols) {                                \
+        ce_rows_warp<T, E>(x, labels, loss, ignore, rows, cols);                           \
+    }                                                                                      \
     extern "C" __global__ void softmax_cross_entropy_wrt_x1_warp##E##_##SFX(                \
         const T* __restrict__ x, const long long* __restrict__ labels,                     \
         const T* __restrict__ g, long long g_stride, T* __restrict__ gx, long long ignore, \
@@ -248,11 +262,6 @@ __device__ __forceinline__ void ce_grad_block(const T* __restrict__ x,
     }
 
 #define CROSS_ENTROPY(T, SFX)                                                               \
-    extern "C" __global__ void softmax_cross_entropy_warp_##SFX(                            \
-        const T* __restrict__ x, const long long* __restrict__ labels, T* __restrict__ loss, \
-        long long ignore, long long rows, long long cols) {                                \
-        ce_rows_warp<T>(x, labels, loss, ignore, rows, cols);                              \
-    }                                                                                      \
     extern "C" __global__ void softmax_cross_entropy_block_##SFX(                           \
         const T* __restrict__ x, const long long* __restrict__ labels, T* __restrict__ loss, \
         long long ignore, long long rows, long long cols) {                                \
@@ -274,12 +283,12 @@ __device__ __forceinline__ void ce_grad_block(const T* __restrict__ x,
         long long rows, long long cols) {                                                  \
         ce_grad_block<T>(x, labels, g, g_stride, gx, ignore, rows, cols);                  \
     }                                                                                      \
-    CE_GRAD_WARP(1, T, SFX)                                                                \
-    CE_GRAD_WARP(2, T, SFX)                                                                \
-    CE_GRAD_WARP(4, T, SFX)                                                                \
-    CE_GRAD_WARP(8, T, SFX)                                                                \
-    CE_GRAD_WARP(16, T, SFX)
+    CE_WARP(1, T, SFX)                                                                     \
+    CE_WARP(2, T, SFX)                                                                     \
+    CE_WARP(4, T, SFX)                                                                     \
+    CE_WARP(8, T, SFX)                                                                     \
+    CE_WARP(16, T, SFX)
 
 CROSS_ENTROPY(float, f32)
-CE_GRAD_WARP(32, float, f32)
+CE_WARP(32, float, f32)
 CROSS_ENTROPY(double, f64)

@@ -1,7 +1,7 @@
 // softmax and log_softmax over the last axis of a C-contiguous (rows, cols) array,
-// and their gradients. Launched by gpuops/softmax.py (which moves the softmax axis
+// and their gradients. Launched by gpuops/ops/softmax.py (which moves the softmax axis
 // last). One extern "C" kernel per dtype (f16 / f32 / f64; float16 is computed in
-// float32) and per row strategy:
+// float32) and per row strategy (chosen by gpuops/ops/_rows.py):
 //   *_warpE : one warp per row, cols <= 32*E (E = 1..32, 1..16 for double): the row
 //             is read once into E registers per lane (coalesced: lane l holds columns
 //             l, l+32, ...), max and sum by shuffles, then written. Rows are

@@ -9,14 +9,13 @@ inf/NaN inputs).
 """
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy
 
-from ..backend import check_shape, output, prepare
-from ..kernels import BLOCK, contiguous, finish, grid_1d, result_buffer, scalar, size, suffix
+from ..call import Call, Signature, check_shape
 from ..registry import register
+from . import _args
 
 __all__ = ["dropout", "dropout_wrt_x1"]
 
@@ -64,44 +63,50 @@ def _threshold(p: float) -> int:
     return min(round(p * 2.0**32), 2**32)
 
 
-def _check_params(op: str, p: Any, seed: Any, training: Any) -> float:
+def _check_params(op: str, p: Any, seed: Any, training: Any) -> tuple[float, int]:
+    """The drop probability (0 when not training: the identity) and the seed."""
     if isinstance(p, bool) or not isinstance(p, (int, float)):
         raise TypeError(f"{op}: p must be a Python float, got {p!r}")
     if not 0.0 <= p <= 1.0:  # also rejects NaN
         raise ValueError(f"{op}: p must be in [0, 1], got {p!r}")
-    if isinstance(seed, bool) or not isinstance(seed, (int, numpy.integer)):
-        raise TypeError(f"{op}: seed must be an int, got {seed!r}")
-    if not 0 <= int(seed) < 2**64:
+    key = _args.integer(op, "seed", seed)
+    if not 0 <= key < 2**64:
         raise ValueError(f"{op}: seed must be in [0, 2^64), got {seed!r}")
-    if not isinstance(training, (bool, numpy.bool_)):
-        raise TypeError(f"{op}: training must be a bool, got {training!r}")
-    return float(p)
+    return (float(p) if _args.boolean(op, "training", training) else 0.0), key
 
 
-def _apply(x: Array, out: Array, dtype: numpy.dtype, backend, p: float, seed: int,
-           training: bool) -> Array:
-    """out = x masked and scaled (the forward on x, the gradient on gy)."""
-    if not training or p == 0.0:
-        out[...] = x
-        return out
-    if p == 1.0:
-        out[...] = 0
-        return out
-    scale = 1.0 / (1.0 - p)
-    if not backend.uses_kernels:
-        keep = keep_mask(x.size, p, seed).reshape(x.shape)
-        numpy.multiply(x, dtype.type(scale), out=out)
-        out[~keep] = 0
-        return out
-    if out.size == 0:
-        return out
-    target = result_buffer(backend, out, dtype)
-    groups = (x.size + 3) // 4
-    backend.launcher.launch(FAMILY, f"dropout_{suffix(dtype)}", grid_1d(backend.launcher, groups),
-                            (BLOCK,), (contiguous(backend, x, dtype), target, size(x.size),
-                                       size(seed & 0xFFFFFFFF), size(seed >> 32),
-                                       size(_threshold(p)), scalar(dtype, scale)))
-    return finish(out, target)
+# ---- NumPy and the kernel dropout_<dtype>(x, y, n, key0, key1, threshold, scale): --------
+# y = x · scale where kept, 0 where dropped, the forward on x and the gradient on gy.
+# p = 0 (also training=False) is the identity, p = 1 drops every element.
+
+def _dropout_cpu(x: Array, y: Array, p: float, seed: int, scale: numpy.generic) -> None:
+    if p == 0.0:
+        y[...] = x
+    elif p == 1.0:
+        y[...] = 0
+    else:
+        numpy.multiply(x, scale, out=y)
+        y[~keep_mask(x.size, p, seed).reshape(x.shape)] = 0
+
+
+def _dropout_gpu(call: Call, x: Array, y: Array, p: float, seed: int,
+                 scale: numpy.generic) -> None:
+    if p == 0.0:
+        y[...] = x
+        return
+    n = x.size  # (p = 1: threshold 2^32, no element is kept)
+    call.launch_1d("dropout", (n + 3) // 4,
+                   (x, y, numpy.int64(n), numpy.int64(seed & 0xFFFFFFFF), numpy.int64(seed >> 32),
+                    numpy.int64(_threshold(p)), call.scalar(float(scale))))
+
+
+DROPOUT = Signature("dropout", FAMILY, ("x1",))
+DROPOUT_GRAD = Signature("dropout_wrt_x1", FAMILY, ("x1", "y", "gy"))
+
+
+def _keep_scale(call: Call, p: float) -> numpy.generic:
+    """1 / (1 - p), the scale of the kept elements, in the call's dtype (0 for p = 1)."""
+    return call.dtype.type(1.0 / (1.0 - p) if p < 1.0 else 0.0)
 
 
 def dropout(x1: Array, *, p: float = 0.5, seed: int, training: bool = True,
@@ -109,25 +114,25 @@ def dropout(x1: Array, *, p: float = 0.5, seed: int, training: bool = True,
     """Inverted dropout: each element is dropped (0) with probability p, kept and scaled
     by 1/(1 - p) otherwise; the mask is a function of (seed, element index).
     ``training=False`` or p = 0 is the identity, p = 1 gives zeros."""
-    prob = _check_params("dropout", p, seed, training)
-    pr = prepare("dropout", ("x1",), (x1,))
-    (x1,) = pr.arrays
-    out = output("dropout", pr.backend, out, x1.shape, pr.dtype)
-    return _apply(x1, out, pr.dtype, pr.backend, prob, int(seed), training)
+    prob, key = _check_params("dropout", p, seed, training)
+    call = DROPOUT.bind(x1)
+    (x,) = call.inputs
+    return call.run(out, x.shape, _dropout_cpu, _dropout_gpu, prob, key,
+                    _keep_scale(call, prob))
 
 
 def dropout_wrt_x1(x1: Array, y: Array, gy: Array, *, p: float = 0.5, seed: int,
                    training: bool = True, out: Array | None = None) -> Array:
     """gy where x1 was kept (scaled by 1/(1 - p)), 0 where dropped: the same mask,
     regenerated from ``seed``."""
-    name = "dropout_wrt_x1"
-    prob = _check_params(name, p, seed, training)
-    pr = prepare(name, ("x1", "y", "gy"), (x1, y, gy))
-    x1, y, gy = pr.arrays
-    check_shape(name, "y", y, x1.shape)
-    check_shape(name, "gy", gy, x1.shape)
-    out = output(name, pr.backend, out, x1.shape, x1.dtype)
-    return _apply(gy, out, pr.dtype, pr.backend, prob, int(seed), training)
+    prob, key = _check_params("dropout_wrt_x1", p, seed, training)
+    call = DROPOUT_GRAD.bind(x1, y, gy)
+    x, y, gy = call.inputs
+    check_shape(call.op, "y", y, x.shape)
+    check_shape(call.op, "gy", gy, x.shape)
+    # dropout is linear in x: its gradient is dropout applied to gy
+    return call.run(out, x.shape, _dropout_cpu, _dropout_gpu, prob, key,
+                    _keep_scale(call, prob), dtype=x.dtype, inputs=(gy,))
 
 
 register(FAMILY, dropout, dropout_wrt_x1)

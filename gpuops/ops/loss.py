@@ -14,16 +14,15 @@ stops the CUDA context with a device-side assert).
 """
 from __future__ import annotations
 
-import math
+import functools
 from typing import Any, Callable
 
 import numpy
 
-from ..backend import Backend, Prepared, check_shape, output, prepare
-from ..kernels import (BLOCK, contiguous, finish, grid_1d, result_buffer, scalar, size,
-                      suffix)
+from .. import kernels
+from ..call import Call, Signature, check_shape
 from ..registry import register
-from .softmax import WARP_ROWS_PER_BLOCK, ROW_BLOCK, warp_elems
+from . import _args, _math, _rows
 
 __all__ = ["softmax_cross_entropy", "softmax_cross_entropy_wrt_x1",
            "bce_with_logits", "bce_with_logits_wrt_x1", "bce_with_logits_wrt_x2",
@@ -41,105 +40,119 @@ def _check_reduction(op: str, reduction: Any) -> str:
     return reduction
 
 
-def _reduce_numpy(terms: Array, reduction: str, out: Array) -> Array:
+def _loss_shape(reduction: str, shape: tuple) -> tuple:
+    return tuple(shape) if reduction == "none" else ()
+
+
+def _reduce(terms: Array, reduction: str, y: Array, count: int) -> None:
+    """(NumPy) y = the terms, their sum, or their sum / count (NaN when count is 0)."""
     if reduction == "none":
-        out[...] = terms
+        y[...] = terms
     elif reduction == "sum":
-        out[...] = terms.sum()
+        y[...] = terms.sum()
     else:
-        out[...] = terms.sum() / terms.size if terms.size else numpy.nan
-    return out
+        y[...] = terms.sum() / count if count else numpy.nan
 
 
-# ---- elementwise losses -----------------------------------------------------
+# ---- elementwise losses: u = x1 (prediction / logit), v = x2 (target) ------------------
 
-# NumPy: the per-element term f(u, v), and its derivatives (times the upstream g).
 def _bce_terms(u: Array, v: Array) -> Array:
     """max(u, 0) - u v + log(1 + e^-|u|): the stable form of
     -[v log σ(u) + (1 - v) log(1 - σ(u))]."""
     return numpy.maximum(u, 0) - u * v + numpy.log1p(numpy.exp(-numpy.abs(u)))
 
 
-def _sigmoid(u: Array) -> Array:
-    e = numpy.exp(-numpy.abs(u))
-    return numpy.where(u >= 0, 1, e) / (1 + e)
+def _bce_grad(u: Array, v: Array, g: Array) -> Array:
+    # (sigmoid's out: NumPy's ufuncs make a 0-d u a scalar, which cannot be an out)
+    return (_math.sigmoid(u, out=numpy.empty_like(u)) - v) * g
 
 
-_ELEMENTWISE_NUMPY: dict[str, tuple[Callable, Callable, Callable]] = {
+# NumPy: the per-element term f(u, v), and its derivatives times the upstream g.
+_TERMS: dict[str, tuple[Callable, Callable, Callable]] = {
     "mse": (lambda u, v: numpy.square(u - v),
             lambda u, v, g: 2 * (u - v) * g, lambda u, v, g: -2 * (u - v) * g),
     "mae": (lambda u, v: numpy.abs(u - v),
             lambda u, v, g: numpy.sign(u - v) * g, lambda u, v, g: -numpy.sign(u - v) * g),
-    "bce_with_logits": (_bce_terms, lambda u, v, g: (_sigmoid(u) - v) * g,
-                        lambda u, v, g: -u * g),
+    "bce_with_logits": (_bce_terms, _bce_grad, lambda u, v, g: -u * g),
 }
 
 
-def _prepare_pair(op: str, names: tuple, values: tuple, reduction: Any) -> tuple[Prepared, str]:
-    reduction = _check_reduction(op, reduction)
-    p = prepare(op, names, values, scalars=("gy",))
-    x1, x2 = p.arrays[:2]
+def _elementwise_cpu(term: Callable, u: Array, v: Array, y: Array, reduction: str) -> None:
+    _reduce(term(u, v), reduction, y, u.size)
+
+
+def _elementwise_grad_cpu(grad: Callable, u: Array, v: Array, gy: Array, gx: Array,
+                          scale: numpy.generic) -> None:
+    gx[...] = grad(u, v, gy * scale)
+
+
+# op -> (forward, gradient wrt x1, gradient wrt x2) on NumPy arrays
+_CPU = {op: (functools.partial(_elementwise_cpu, term),
+             functools.partial(_elementwise_grad_cpu, d1),
+             functools.partial(_elementwise_grad_cpu, d2))
+        for op, (term, d1, d2) in _TERMS.items()}
+
+
+# Kernels: <op>_none_<dtype>(u, v, y, n) writes the terms; for "sum"/"mean",
+# <op>_partial_<dtype>(u, v, partial, n) one float64 sum per block, and
+# sum_partials_<dtype>(partial, blocks, y, scale) their total times scale (1/n for "mean").
+def _elementwise_gpu(call: Call, u: Array, v: Array, y: Array, reduction: str) -> None:
+    n = u.size
+    if reduction == "none":
+        call.launch_1d(f"{call.op}_none", n, (u, v, y, numpy.int64(n)))
+        return
+    grid = call.grid_1d(n)
+    partial = call.xp.empty(grid[0], numpy.float64)
+    call.launch(f"{call.op}_partial", grid, (kernels.BLOCK,), (u, v, partial, numpy.int64(n)))
+    scale = 1.0 if reduction == "sum" else (1.0 / n if n else numpy.nan)
+    call.launch("sum_partials", (1,), (kernels.BLOCK,),
+                (partial, numpy.int64(grid[0]), y, numpy.float64(scale)))
+
+
+# <op>_wrt_x<k>_<dtype>(u, v, gy, gy_stride, gx, scale, n): gy_stride 1 for the
+# per-element gy of "none", 0 for the one gy of "sum"/"mean".
+def _elementwise_grad_gpu(call: Call, u: Array, v: Array, gy: Array, gx: Array,
+                          scale: numpy.generic) -> None:
+    call.launch_1d(call.op, gx.size, (u, v, gy, numpy.int64(gy.size == gx.size), gx,
+                                      call.scalar(float(scale)), numpy.int64(gx.size)))
+
+
+_FORWARD = {op: Signature(op, FAMILY, ("x1", "x2")) for op in _TERMS}
+_GRADIENT = {(op, k): Signature(f"{op}_wrt_x{k}", FAMILY, ("x1", "x2", "y", "gy"),
+                                scalars=("gy",))
+             for op in _TERMS for k in (1, 2)}
+
+
+def _check_pair(call: Call, x1: Array, x2: Array) -> None:
     if tuple(x1.shape) != tuple(x2.shape):
-        raise ValueError(f"{op}: x1 and x2 must have the same shape, got {tuple(x1.shape)} "
-                         f"and {tuple(x2.shape)}")
-    return p, reduction
-
-
-def _loss_shape(reduction: str, shape: tuple) -> tuple:
-    return tuple(shape) if reduction == "none" else ()
+        raise ValueError(f"{call.op}: x1 and x2 must have the same shape, got "
+                         f"{tuple(x1.shape)} and {tuple(x2.shape)}")
 
 
 def _elementwise(op: str, x1: Array, x2: Array, reduction: Any, out: Array | None) -> Array:
-    p, reduction = _prepare_pair(op, ("x1", "x2"), (x1, x2), reduction)
-    x1, x2 = p.arrays
-    out = output(op, p.backend, out, _loss_shape(reduction, x1.shape), p.dtype)
-    backend = p.backend
-    if not backend.uses_kernels:
-        return _reduce_numpy(_ELEMENTWISE_NUMPY[op][0](x1, x2), reduction, out)
-    launcher = backend.launcher
-    n = x1.size
-    a, b = contiguous(backend, x1, p.dtype), contiguous(backend, x2, p.dtype)
-    target = result_buffer(backend, out, p.dtype)
-    if reduction == "none":
-        if n:
-            launcher.launch(FAMILY, f"{op}_none_{suffix(p.dtype)}", grid_1d(launcher, n),
-                            (BLOCK,), (a, b, target, size(n)))
-        return finish(out, target)
-    grid = grid_1d(launcher, n)
-    partial = backend.xp.empty(grid[0], numpy.float64)
-    launcher.launch(FAMILY, f"{op}_partial_{suffix(p.dtype)}", grid, (BLOCK,),
-                    (a, b, partial, size(n)))
-    scale = 1.0 if reduction == "sum" else (1.0 / n if n else math.nan)
-    launcher.launch(FAMILY, f"sum_partials_{suffix(p.dtype)}", (1,), (BLOCK,),
-                    (partial, size(grid[0]), target, numpy.float64(scale)))
-    return finish(out, target)
+    reduction = _check_reduction(op, reduction)
+    call = _FORWARD[op].bind(x1, x2)
+    u, v = call.inputs
+    _check_pair(call, u, v)
+    return call.run(out, _loss_shape(reduction, u.shape), _CPU[op][0], _elementwise_gpu,
+                    reduction)
 
 
 def _elementwise_grad(op: str, k: int, x1: Array, x2: Array, y: Array, gy: Array | float,
                       reduction: Any, out: Array | None) -> Array:
-    name = f"{op}_wrt_x{k}"
-    p, reduction = _prepare_pair(name, ("x1", "x2", "y", "gy"), (x1, x2, y, gy), reduction)
-    x1, x2, y, gy = p.arrays
-    shape = _loss_shape(reduction, x1.shape)
-    check_shape(name, "y", y, shape)
-    check_shape(name, "gy", gy, shape)
-    xk = (x1, x2)[k - 1]
-    out = output(name, p.backend, out, xk.shape, xk.dtype)
-    n = x1.size
-    scale = 1.0 / n if reduction == "mean" and n else 1.0
-    backend = p.backend
-    if not backend.uses_kernels:
-        out[...] = _ELEMENTWISE_NUMPY[op][k](x1, x2, gy * p.dtype.type(scale))
-        return out
-    if n == 0:
-        return out
-    target = result_buffer(backend, out, p.dtype)
-    backend.launcher.launch(
-        FAMILY, f"{name}_{suffix(p.dtype)}", grid_1d(backend.launcher, n), (BLOCK,),
-        (contiguous(backend, x1, p.dtype), contiguous(backend, x2, p.dtype),
-         contiguous(backend, gy, p.dtype), size(1 if reduction == "none" else 0), target,
-         scalar(p.dtype, scale), size(n)))
-    return finish(out, target)
+    reduction = _check_reduction(f"{op}_wrt_x{k}", reduction)
+    call = _GRADIENT[op, k].bind(x1, x2, y, gy)
+    u, v, y, gy = call.inputs
+    _check_pair(call, u, v)
+    shape = _loss_shape(reduction, u.shape)
+    check_shape(call.op, "y", y, shape)
+    check_shape(call.op, "gy", gy, shape)
+    n = u.size
+    scale = call.dtype.type(1.0 / n if reduction == "mean" and n else 1.0)
+    xk = (u, v)[k - 1]
+    # the gradients read u, v and gy (not y)
+    return call.run(out, xk.shape, _CPU[op][k], _elementwise_grad_gpu, scale, dtype=xk.dtype,
+                    inputs=(u, v, gy))
 
 
 def mse(x1: Array, x2: Array, *, reduction: str = "mean", out: Array | None = None) -> Array:
@@ -190,65 +203,99 @@ def bce_with_logits_wrt_x2(x1, x2, y, gy, *, reduction="mean", out=None):
     return _elementwise_grad("bce_with_logits", 2, x1, x2, y, gy, reduction, out)
 
 
-# ---- softmax cross-entropy --------------------------------------------------
+# ---- softmax cross-entropy: logits x (rows, cols), labels t (rows,) --------------------
 
-def _prepare_ce(op: str, names: tuple, values: tuple, reduction: Any,
-                ignore_index: Any) -> tuple[Prepared, str, int]:
-    reduction = _check_reduction(op, reduction)
-    if isinstance(ignore_index, bool) or not isinstance(ignore_index, (int, numpy.integer)):
-        raise TypeError(f"{op}: ignore_index must be an int, got {ignore_index!r}")
-    p = prepare(op, names, values, scalars=("gy",), ints=("x2",))
-    x1, x2 = p.arrays[:2]
-    if x1.ndim != 2:
-        raise ValueError(f"{op}: x1 must be 2-d logits (N, C), got shape {tuple(x1.shape)}")
-    if tuple(x2.shape) != (x1.shape[0],):
-        raise ValueError(f"{op}: x2 must be labels of shape ({x1.shape[0]},) for x1 of shape "
-                         f"{tuple(x1.shape)}, got {tuple(x2.shape)}")
-    return p, reduction, int(ignore_index)
-
-
-def _check_labels(op: str, labels: Array, classes: int, ignore_index: int) -> Array:
-    """(NumPy path) ``ValueError`` for labels outside [0, classes) other than ignore_index;
-    returns the mask of counted rows."""
-    counted = labels != ignore_index
+def _counted_rows(op: str, labels: Array, classes: int, ignore: int) -> Array:
+    """(NumPy) The mask of the rows whose label is not ``ignore``; ``ValueError`` for a
+    label outside [0, classes)."""
+    counted = labels != ignore
     bad = counted & ((labels < 0) | (labels >= classes))
     if bad.any():
         raise ValueError(f"{op}: labels must be in [0, {classes}) or ignore_index "
-                         f"({ignore_index}); got {numpy.unique(labels[bad])[:8].tolist()} "
+                         f"({ignore}); got {numpy.unique(labels[bad])[:8].tolist()} "
                          f"at rows {numpy.flatnonzero(bad)[:8].tolist()}")
     return counted
 
 
-def _softmax_numpy(x: Array) -> Array:
-    e = numpy.exp(x - x.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
+def _cross_entropy_cpu(x: Array, labels: Array, y: Array, reduction: str, ignore: int) -> None:
+    """Per row log Σ e^(x - m) - (x_t - m), 0 for the rows not counted; reduced."""
+    rows, classes = x.shape
+    counted = _counted_rows("softmax_cross_entropy", labels, classes, ignore)
+    if classes:
+        shifted, total = _math.log_sum_exp_parts(x, 1)
+        t = numpy.where(counted, labels, 0)
+        picked = numpy.take_along_axis(shifted, t[:, None], axis=1)[:, 0]
+        terms = numpy.where(counted, numpy.log(total[:, 0]) - picked, 0).astype(x.dtype,
+                                                                                copy=False)
+    else:  # no classes: every row is ignored
+        terms = numpy.zeros(rows, x.dtype)
+    _reduce(terms, reduction, y, int(counted.sum()))
 
 
-def _ce_rows_numpy(x: Array, labels: Array, counted: Array) -> Array:
-    """Per-row loss (m - x_t) + log Σ e^(x - m); 0 for the rows not counted."""
-    if x.shape[1] == 0:
-        return numpy.zeros(x.shape[0], x.dtype)
-    m = x.max(axis=1)
-    t = numpy.where(counted, labels, 0)
-    picked = numpy.take_along_axis(x, t[:, None], axis=1)[:, 0]
-    lse_minus_pick = (m - picked) + numpy.log(numpy.exp(x - m[:, None]).sum(axis=1))
-    return numpy.where(counted, lse_minus_pick, 0).astype(x.dtype, copy=False)
+def _cross_entropy_grad_cpu(x: Array, labels: Array, gy: Array, gx: Array, reduction: str,
+                            ignore: int) -> None:
+    """gx = g_n (softmax(x)[n] - onehot(t_n)), 0 for the rows not counted."""
+    counted = _counted_rows("softmax_cross_entropy_wrt_x1", labels, x.shape[1], ignore)
+    # (with no counted row the mean's scale is irrelevant: every row's gradient is 0)
+    g = gy / max(int(counted.sum()), 1) if reduction == "mean" else gy
+    shifted, total = _math.log_sum_exp_parts(x, 1)
+    numpy.divide(numpy.exp(shifted), total, out=gx)
+    rows_counted = numpy.flatnonzero(counted)
+    gx[rows_counted, labels[rows_counted]] -= 1
+    gx *= numpy.where(counted, numpy.broadcast_to(g, counted.shape), 0)[:, None]
 
 
-def _ce_kernel_args(backend: Backend, x1: Array, x2: Array, dtype: numpy.dtype):
-    return contiguous(backend, x1, dtype), contiguous(backend, x2, numpy.int64)
+# Kernels (labels as int64; row kernels through gpuops.ops._rows):
+# softmax_cross_entropy_{warp<E>,block}_<dtype>(x, t, losses, ignore, rows, cols),
+# softmax_cross_entropy_total_<dtype>(losses, t, y, ignore, rows, mean),
+# softmax_cross_entropy_grad_scale_<dtype>(t, gy, g, ignore, rows, mean): g = gy or
+# gy / (counted rows), and softmax_cross_entropy_wrt_x1_{warp<E>,block}_<dtype>(x, t, g,
+# g_stride, gx, ignore, rows, cols).
+def _cross_entropy_gpu(call: Call, x: Array, labels: Array, y: Array, reduction: str,
+                       ignore: int) -> None:
+    rows, cols = x.shape
+    labels = call.xp.ascontiguousarray(labels, dtype=numpy.int64)
+    losses = y if reduction == "none" else call.xp.empty(rows, call.dtype)
+    if rows:
+        _rows.launch(call, call.op, rows, cols, (x, labels, losses, numpy.int64(ignore)))
+    if reduction != "none":
+        call.launch(f"{call.op}_total", (1,), (kernels.BLOCK,),
+                    (losses, labels, y, numpy.int64(ignore), numpy.int64(rows),
+                     numpy.int32(reduction == "mean")))
 
 
-def _row_launch(x1: Array, dtype: numpy.dtype, launcher, kernel: str, per_row_elems: bool):
-    """Kernel name, grid and block for one warp per row (short rows) or one block per row."""
-    rows, cols = x1.shape
-    elems = warp_elems(dtype, cols)
-    if elems is not None:
-        name = f"{kernel}_warp{elems if per_row_elems else ''}_{suffix(dtype)}"
-        grid = min(math.ceil(rows / WARP_ROWS_PER_BLOCK), launcher.max_blocks)
-        return name, (max(1, grid),), (32 * WARP_ROWS_PER_BLOCK,)
-    return (f"{kernel}_block_{suffix(dtype)}", (max(1, min(rows, launcher.max_blocks)),),
-            (ROW_BLOCK,))
+def _cross_entropy_grad_gpu(call: Call, x: Array, labels: Array, gy: Array, gx: Array,
+                            reduction: str, ignore: int) -> None:
+    rows, cols = x.shape
+    labels = call.xp.ascontiguousarray(labels, dtype=numpy.int64)
+    if reduction != "none":
+        g = call.xp.empty((), call.dtype)
+        call.launch("softmax_cross_entropy_grad_scale", (1,), (kernels.BLOCK,),
+                    (labels, gy, g, numpy.int64(ignore), numpy.int64(rows),
+                     numpy.int32(reduction == "mean")))
+        gy = g
+    _rows.launch(call, call.op, rows, cols, (x, labels, gy, numpy.int64(reduction == "none"),
+                                             gx, numpy.int64(ignore)))
+
+
+CROSS_ENTROPY = Signature("softmax_cross_entropy", FAMILY, ("x1", "x2"), ints=("x2",))
+CROSS_ENTROPY_GRAD = Signature("softmax_cross_entropy_wrt_x1", FAMILY, ("x1", "x2", "y", "gy"),
+                               scalars=("gy",), ints=("x2",))
+
+
+def _bind_cross_entropy(signature: Signature, values: tuple, reduction: Any,
+                        ignore_index: Any) -> tuple[Call, str, int]:
+    op = signature.op
+    reduction = _check_reduction(op, reduction)
+    ignore = _args.integer(op, "ignore_index", ignore_index)
+    call = signature.bind(*values)
+    x, labels = call.inputs[:2]
+    if x.ndim != 2:
+        raise ValueError(f"{op}: x1 must be 2-d logits (N, C), got shape {tuple(x.shape)}")
+    if tuple(labels.shape) != (x.shape[0],):
+        raise ValueError(f"{op}: x2 must be labels of shape ({x.shape[0]},) for x1 of shape "
+                         f"{tuple(x.shape)}, got {tuple(labels.shape)}")
+    return call, reduction, ignore
 
 
 def softmax_cross_entropy(x1: Array, x2: Array, *, reduction: str = "mean",
@@ -256,33 +303,11 @@ def softmax_cross_entropy(x1: Array, x2: Array, *, reduction: str = "mean",
     """Cross-entropy of softmax(x1) (logits (N, C)) against class labels x2 ((N,), int):
     -log softmax(x1)[n, x2[n]] per row, reduced by ``reduction`` ("mean" over the rows
     whose label is not ``ignore_index``)."""
-    op = "softmax_cross_entropy"
-    p, reduction, ignore = _prepare_ce(op, ("x1", "x2"), (x1, x2), reduction, ignore_index)
-    x1, x2 = p.arrays
-    rows = x1.shape[0]
-    out = output(op, p.backend, out, (rows,) if reduction == "none" else (), p.dtype)
-    backend = p.backend
-    if not backend.uses_kernels:
-        counted = _check_labels(op, x2, x1.shape[1], ignore)
-        terms = _ce_rows_numpy(x1, x2, counted)
-        if reduction == "mean":
-            n = int(counted.sum())
-            out[...] = terms.sum() / n if n else numpy.nan
-            return out
-        return _reduce_numpy(terms, reduction, out)
-    launcher = backend.launcher
-    x, labels = _ce_kernel_args(backend, x1, x2, p.dtype)
-    target = result_buffer(backend, out, p.dtype)
-    losses = target if reduction == "none" else backend.xp.empty(rows, p.dtype)
-    if rows:
-        name, grid, block = _row_launch(x1, p.dtype, launcher, op, per_row_elems=False)
-        launcher.launch(FAMILY, name, grid, block,
-                        (x, labels, losses, size(ignore), size(rows), size(x1.shape[1])))
-    if reduction != "none":
-        launcher.launch(FAMILY, f"{op}_total_{suffix(p.dtype)}", (1,), (BLOCK,),
-                        (losses, labels, target, size(ignore), size(rows),
-                         numpy.int32(reduction == "mean")))
-    return finish(out, target)
+    call, reduction, ignore = _bind_cross_entropy(CROSS_ENTROPY, (x1, x2), reduction,
+                                                  ignore_index)
+    x, _ = call.inputs
+    return call.run(out, _loss_shape(reduction, x.shape[:1]), _cross_entropy_cpu,
+                    _cross_entropy_gpu, reduction, ignore)
 
 
 def softmax_cross_entropy_wrt_x1(x1: Array, x2: Array, y: Array, gy: Array | float, *,
@@ -290,46 +315,15 @@ def softmax_cross_entropy_wrt_x1(x1: Array, x2: Array, y: Array, gy: Array | flo
                                  out: Array | None = None) -> Array:
     """Fused gradient g_n (softmax(x1)[n] - onehot(x2[n])), g_n = gy[n] ("none"), gy
     ("sum") or gy / (number of counted rows) ("mean"); 0 for ignored rows."""
-    name = "softmax_cross_entropy_wrt_x1"
-    p, reduction, ignore = _prepare_ce(name, ("x1", "x2", "y", "gy"), (x1, x2, y, gy),
-                                       reduction, ignore_index)
-    x1, x2, y, gy = p.arrays
-    rows, cols = x1.shape
-    shape = (rows,) if reduction == "none" else ()
-    check_shape(name, "y", y, shape)
-    check_shape(name, "gy", gy, shape)
-    out = output(name, p.backend, out, x1.shape, x1.dtype)
-    backend = p.backend
-    if not backend.uses_kernels:
-        counted = _check_labels(name, x2, cols, ignore)
-        if out.size == 0:
-            return out
-        # (with no counted row the mean's scale is irrelevant: every row's gradient is 0)
-        g = gy / max(int(counted.sum()), 1) if reduction == "mean" else gy
-        g = numpy.broadcast_to(g, (rows,))
-        grad = _softmax_numpy(x1)
-        rows_counted = numpy.flatnonzero(counted)
-        grad[rows_counted, x2[rows_counted]] -= 1
-        grad *= numpy.where(counted, g, 0)[:, None]
-        out[...] = grad
-        return out
-    if out.size == 0:
-        return out
-    launcher = backend.launcher
-    x, labels = _ce_kernel_args(backend, x1, x2, p.dtype)
-    g = contiguous(backend, gy, p.dtype)
-    if reduction != "none":
-        scale = backend.xp.empty((), p.dtype)
-        launcher.launch(FAMILY, f"softmax_cross_entropy_grad_scale_{suffix(p.dtype)}", (1,),
-                        (BLOCK,), (labels, g, scale, size(ignore), size(rows),
-                                   numpy.int32(reduction == "mean")))
-        g = scale
-    target = result_buffer(backend, out, p.dtype)
-    kernel, grid, block = _row_launch(x1, p.dtype, launcher, name, per_row_elems=True)
-    launcher.launch(FAMILY, kernel, grid, block,
-                    (x, labels, g, size(1 if reduction == "none" else 0), target, size(ignore),
-                     size(rows), size(cols)))
-    return finish(out, target)
+    call, reduction, ignore = _bind_cross_entropy(CROSS_ENTROPY_GRAD, (x1, x2, y, gy),
+                                                  reduction, ignore_index)
+    x, labels, y, gy = call.inputs
+    shape = _loss_shape(reduction, x.shape[:1])
+    check_shape(call.op, "y", y, shape)
+    check_shape(call.op, "gy", gy, shape)
+    # the gradient reads x, the labels and gy (not y)
+    return call.run(out, x.shape, _cross_entropy_grad_cpu, _cross_entropy_grad_gpu,
+                    reduction, ignore, dtype=x.dtype, inputs=(x, labels, gy))
 
 
 register(FAMILY, softmax_cross_entropy, softmax_cross_entropy_wrt_x1)

@@ -1,0 +1,42 @@
+"""The launch geometry of the row kernels (softmax family, cross-entropy): one rule for
+C-contiguous ``(rows, cols)`` arrays, reduced along each row.
+
+Every row kernel ``<op>`` comes in two strategies (cuda/softmax.cu, cuda/loss.cu):
+
+- ``<op>_warp<E>``: one warp per row, the row held in E registers per lane
+  (cols <= 32 E; E = 1, 2, 4, ..., 32, at most 16 for float64), 4 warps (rows) per block;
+- ``<op>_block``: one block of 256 threads per row, for the longer rows.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import numpy
+
+from ..call import Call
+
+WARPS_PER_BLOCK = 4  # rows of a block of the warp-per-row kernels
+ROW_BLOCK = 256  # threads of a block-per-row kernel
+
+
+def warp_elems(dtype: Any, cols: int) -> int | None:
+    """E of the ``_warp<E>`` kernel for rows of ``cols`` (registers per lane and array),
+    or None when the row is too long for one warp (then a block takes the row)."""
+    limit = 16 if numpy.dtype(dtype) == numpy.float64 else 32
+    per_lane = max(1, math.ceil(cols / 32))
+    elems = 1 << (per_lane - 1).bit_length()
+    return elems if elems <= limit else None
+
+
+def launch(call: Call, op: str, rows: int, cols: int, args: Sequence[Any]) -> None:
+    """Launch ``<op>_warp<E>`` or ``<op>_block`` over ``rows`` rows of ``cols`` elements;
+    the kernel takes ``(*args, rows, cols)``."""
+    elems = warp_elems(call.dtype, cols)
+    if elems is not None:
+        kernel, blocks, threads = (f"{op}_warp{elems}", math.ceil(rows / WARPS_PER_BLOCK),
+                                   32 * WARPS_PER_BLOCK)
+    else:
+        kernel, blocks, threads = f"{op}_block", rows, ROW_BLOCK
+    call.launch(kernel, (max(1, min(blocks, call.max_blocks)),), (threads,),
+                (*args, numpy.int64(rows), numpy.int64(cols)))
