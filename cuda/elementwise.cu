@@ -1,5 +1,5 @@
 // Elementwise family: binary ops with broadcasting, per-axis ops, unary ops and
-// their gradients. Launched by gpuops/elementwise.py. One extern "C" kernel per
+// their gradients. Launched by gpuops/ops/elementwise.py. One extern "C" kernel per
 // dtype, stamped out by the macros below (suffix f32 / f64).
 #include "gpuops.cuh"
 

@@ -1,5 +1,5 @@
 // Reduction family: sum, mean (a sum scaled by 1/n) and max over any set of axes,
-// and the kernels of their gradients. Launched by gpuops/reduction.py.
+// and the kernels of their gradients. Launched by gpuops/ops/reduction.py.
 //
 // The wrapper reduces a C-contiguous input to one of two shapes and picks a kernel:
 //   reduce_rows_*  x viewed as (rows, row_len), reduced along the contiguous row:
@@ -17,11 +17,6 @@
 // deterministic. `init` is the identity of the operation (0 or -inf, passed by the
 // wrapper), `scale` multiplies each final result (1/n for mean, 1 otherwise).
 #include "gpuops.cuh"
-
-struct SumOp {
-    template <typename T>
-    __device__ __forceinline__ static T combine(T a, T b) { return a + b; }
-};
 
 // max that propagates NaN like NumPy: once either side is NaN the result is NaN.
 struct MaxOp {
@@ -48,32 +43,6 @@ __device__ __forceinline__ float fold(float acc, float4 v) {
 template <typename Op>
 __device__ __forceinline__ double fold(double acc, double2 v) {
     return Op::combine(acc, Op::combine(v.x, v.y));
-}
-
-template <typename Op, typename T>
-__device__ __forceinline__ T warp_reduce(T v) {
-    for (int offset = 16; offset > 0; offset >>= 1)
-        v = Op::combine(v, __shfl_xor_sync(0xffffffffu, v, offset));
-    return v;
-}
-
-// Reduction over a block (blockDim.x a multiple of 32); every thread must call it
-// and every thread gets the result. `init` fills the lanes of missing warps.
-template <typename Op, typename T>
-__device__ __forceinline__ T block_reduce(T v, T init) {
-    __shared__ T partial[32];
-    __shared__ T total;
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    v = warp_reduce<Op>(v);
-    if (lane == 0) partial[warp] = v;
-    __syncthreads();
-    if (warp == 0) {
-        T w = lane < (int)(blockDim.x >> 5) ? partial[lane] : init;
-        w = warp_reduce<Op>(w);
-        if (lane == 0) total = w;
-    }
-    __syncthreads();
-    return total;
 }
 
 // One warp reduces q[0, len): scalar head up to 16-byte alignment, vector body,

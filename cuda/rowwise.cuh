@@ -8,16 +8,15 @@
 __device__ __forceinline__ float lowest_acc(float) { return -3.402823466e+38f; }
 __device__ __forceinline__ double lowest_acc(double) { return -1.7976931348623157e+308; }
 
-// Max over a warp with shuffles; every lane gets the result (NaN is not propagated
-// here; a NaN input still makes its row NaN through exp(NaN - m)).
+// max that ignores NaN (a NaN input still makes its row NaN through exp(NaN - m)).
+struct RowMaxOp {
+    template <typename A>
+    __device__ __forceinline__ static A combine(A a, A b) { return b > a ? b : a; }
+};
+
+// Max over a warp with shuffles; every lane gets the result.
 template <typename A>
-__device__ __forceinline__ A warp_max(A v) {
-    for (int offset = 16; offset > 0; offset >>= 1) {
-        const A o = __shfl_xor_sync(0xffffffffu, v, offset);
-        v = o > v ? o : v;
-    }
-    return v;
-}
+__device__ __forceinline__ A warp_max(A v) { return warp_reduce<RowMaxOp>(v); }
 
 // Online log-sum-exp (Milakov & Gimelshein 2018): the pair (m, s) stands for
 // sum_j exp(x_j - m). Merging (m2, s2) rescales the side with the smaller max:
@@ -32,40 +31,40 @@ __device__ __forceinline__ void lse_merge(A& m, S& s, A m2, S s2) {
     }
 }
 
+// (m, s) as one value of the warp and block reductions (gpuops.cuh).
+template <typename A, typename S>
+struct LsePair {
+    A m;
+    S s;
+};
+
+template <typename A, typename S>
+__device__ __forceinline__ LsePair<A, S> shfl_xor(LsePair<A, S> v, int lane_mask) {
+    return {shfl_xor(v.m, lane_mask), shfl_xor(v.s, lane_mask)};
+}
+
+struct LseOp {
+    template <typename A, typename S>
+    __device__ __forceinline__ static LsePair<A, S> combine(LsePair<A, S> a, LsePair<A, S> b) {
+        lse_merge(a.m, a.s, b.m, b.s);
+        return a;
+    }
+};
+
+// (m, s) merged over the warp; every lane gets the result.
 template <typename A, typename S>
 __device__ __forceinline__ void warp_lse(A& m, S& s) {
-    for (int offset = 16; offset > 0; offset >>= 1) {
-        const A m2 = __shfl_xor_sync(0xffffffffu, m, offset);
-        const S s2 = __shfl_xor_sync(0xffffffffu, s, offset);
-        lse_merge(m, s, m2, s2);
-    }
+    const LsePair<A, S> r = warp_reduce<LseOp>(LsePair<A, S>{m, s});
+    m = r.m;
+    s = r.s;
 }
 
 // (m, s) merged over the block (blockDim.x a multiple of 32); every thread of the
 // block must call it and gets the result. Safe to call again for the next row.
 template <typename A, typename S>
 __device__ __forceinline__ void block_lse(A& m, S& s) {
-    __shared__ A part_m[32];
-    __shared__ S part_s[32];
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    warp_lse(m, s);
-    if (lane == 0) {
-        part_m[warp] = m;
-        part_s[warp] = s;
-    }
-    __syncthreads();
-    if (warp == 0) {
-        const bool live = lane < (int)(blockDim.x >> 5);
-        m = live ? part_m[lane] : lowest_acc(A(0));
-        s = live ? part_s[lane] : S(0);
-        warp_lse(m, s);
-        if (lane == 0) {
-            part_m[0] = m;
-            part_s[0] = s;
-        }
-    }
-    __syncthreads();
-    m = part_m[0];
-    s = part_s[0];
-    __syncthreads();  // everyone has read part_*[0] before a next call overwrites it
+    const LsePair<A, S> r =
+        block_reduce<LseOp>(LsePair<A, S>{m, s}, LsePair<A, S>{lowest_acc(A(0)), S(0)});
+    m = r.m;
+    s = r.s;
 }

@@ -54,6 +54,21 @@ def test_reductions_over_zero_elements(backend):
         gpuops.max(backend.asarray(x))
 
 
+@pytest.mark.parametrize("backend", BACKENDS, ids=lambda b: b.name)
+@pytest.mark.parametrize("name", ["sum", "mean", "max"])
+def test_keepdims_takes_a_numpy_bool(backend, name):
+    x = numpy.random.default_rng(1).standard_normal((3, 4, 5))
+    forward, grad = getattr(gpuops, name), getattr(gpuops, f"{name}_wrt_x1")
+    for keep in (True, False):
+        y = _run(backend, forward, x, axis=(0, 2), keepdims=keep)
+        numpy.testing.assert_array_equal(
+            _run(backend, forward, x, axis=(0, 2), keepdims=numpy.bool_(keep)), y)
+        gy = numpy.ones_like(y)
+        numpy.testing.assert_array_equal(
+            _run(backend, grad, x, y, gy, axis=(0, 2), keepdims=numpy.bool_(keep)),
+            _run(backend, grad, x, y, gy, axis=(0, 2), keepdims=keep))
+
+
 @pytest.fixture
 def small_chunks(monkeypatch):
     """Chunks so small that the tiny test inputs take the split (multi-stage) paths."""

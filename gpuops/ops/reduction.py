@@ -25,16 +25,17 @@ from typing import Any
 
 import numpy
 
-from . import _layout
-from ..backend import Backend, check_shape, output, prepare
-from ..kernels import (BLOCK, contiguous, finish, grid_1d, result_buffer, scalar, size,
-                      suffix)
+from ..backend import Backend
+from ..call import Call, Signature, check_shape
+from ..kernels import BLOCK
 from ..registry import register
+from . import _args, _layout
 
 __all__ = ["sum", "mean", "max", "sum_wrt_x1", "mean_wrt_x1", "max_wrt_x1"]
 
 FAMILY = "reduction"
 Array = Any
+_i64 = numpy.int64  # sizes as the kernels take them
 
 # Smallest piece of a reduced range worth a warp (rows), a thread (cols) or a block
 # (axes) of its own when the range is split; module constants so tests can shrink them.
@@ -45,7 +46,7 @@ _WARPS_PER_BLOCK = BLOCK // 32
 _SHORT_ROW = 16  # rows this short are reduced a thread per row, not a warp per row
 
 
-# ---- launching ---------------------------------------------------------------
+# ---- kernels: y = scale * (sum or max) of a C-contiguous x of the call's dtype ----------
 
 def _split(n_out: int, n_red: int, target: int, min_chunk: int, align: int = 1) -> tuple:
     """(chunk, splits): cut each output's ``n_red`` elements into chunks of at least
@@ -57,40 +58,36 @@ def _split(n_out: int, n_red: int, target: int, min_chunk: int, align: int = 1) 
     return chunk, math.ceil(n_red / chunk)
 
 
-def _launch_rows(backend: Backend, op: str, x: Array, rows: int, row_len: int, y: Array,
+def _launch_rows(call: Call, op: str, x: Array, rows: int, row_len: int, y: Array,
                  init: float, scale: float) -> None:
     """y[r] = scale * op over x[r, :] for x viewed as (rows, row_len) C-contiguous."""
-    launcher = backend.launcher
     # Enough (row, chunk) pairs for about two warps per resident warp slot
     # (max_blocks is 32 blocks per SM, an SM holds 64 warps). Chunks stay multiples
     # of 4 elements so an aligned row's chunks stay 16-byte aligned.
-    chunk, splits = _split(rows, row_len, 2 * launcher.max_blocks, _ROW_CHUNK, align=4)
-    dest = y if splits == 1 else backend.xp.empty(rows * splits, x.dtype)
+    chunk, splits = _split(rows, row_len, 2 * call.max_blocks, _ROW_CHUNK, align=4)
+    dest = y if splits == 1 else call.xp.empty(rows * splits, call.dtype)
     n = rows * splits
-    grid = (builtins.max(1, builtins.min(math.ceil(n / _WARPS_PER_BLOCK), launcher.max_blocks)),)
-    launcher.launch(FAMILY, f"reduce_rows_{op}_{suffix(x.dtype)}", grid, (BLOCK,),
-                    (x, dest, size(rows), size(row_len), size(chunk), size(splits),
-                     scalar(x.dtype, init), scalar(x.dtype, 1.0 if splits > 1 else scale)))
+    grid = (builtins.max(1, builtins.min(math.ceil(n / _WARPS_PER_BLOCK), call.max_blocks)),)
+    call.launch(f"reduce_rows_{op}", grid, (BLOCK,),
+                (x, dest, _i64(rows), _i64(row_len), _i64(chunk), _i64(splits),
+                 call.scalar(init), call.scalar(1.0 if splits > 1 else scale)))
     if splits > 1:
-        _launch_rows(backend, op, dest, rows, splits, y, init, scale)
+        _launch_rows(call, op, dest, rows, splits, y, init, scale)
 
 
-def _launch_cols(backend: Backend, op: str, x: Array, outer: int, n_red: int, inner: int,
+def _launch_cols(call: Call, op: str, x: Array, outer: int, n_red: int, inner: int,
                  y: Array, init: float, scale: float) -> None:
     """y[o, i] = scale * op over r of x[o, r, i] for x viewed as (outer, n_red, inner)."""
-    launcher = backend.launcher
-    chunk, splits = _split(outer * inner, n_red, 64 * launcher.max_blocks, _COL_CHUNK)
-    dest = y if splits == 1 else backend.xp.empty(outer * splits * inner, x.dtype)
-    n = outer * splits * inner
-    launcher.launch(FAMILY, f"reduce_cols_{op}_{suffix(x.dtype)}", grid_1d(launcher, n),
-                    (BLOCK,),
-                    (x, dest, size(outer), size(n_red), size(inner), size(chunk), size(splits),
-                     scalar(x.dtype, init), scalar(x.dtype, 1.0 if splits > 1 else scale)))
+    chunk, splits = _split(outer * inner, n_red, 64 * call.max_blocks, _COL_CHUNK)
+    dest = y if splits == 1 else call.xp.empty(outer * splits * inner, call.dtype)
+    call.launch_1d(f"reduce_cols_{op}", outer * splits * inner,
+                   (x, dest, _i64(outer), _i64(n_red), _i64(inner), _i64(chunk), _i64(splits),
+                    call.scalar(init), call.scalar(1.0 if splits > 1 else scale)))
     if splits > 1:  # partials laid out (outer, splits, inner)
-        _launch_cols(backend, op, dest, outer, splits, inner, y, init, scale)
+        _launch_cols(call, op, dest, outer, splits, inner, y, init, scale)
 
 
-def _launch_axes(backend: Backend, op: str, x: Array, axes: tuple, y: Array, init: float,
+def _launch_axes(call: Call, op: str, x: Array, axes: tuple, y: Array, init: float,
                  scale: float) -> bool:
     """The gather kernel (kept and reduced dims each addressed through at most 4
     coalesced dims of strides); False (nothing launched) past 4 dims on either side."""
@@ -104,20 +101,18 @@ def _launch_axes(backend: Backend, op: str, x: Array, axes: tuple, y: Array, ini
     reduced = _layout.pad4(red_dims, red_strides)
     if kept is None or reduced is None:
         return False
-    launcher = backend.launcher
     n_out, n_red = y.size, x.size // y.size
-    chunk, splits = _split(n_out, n_red, launcher.max_blocks, _AXES_CHUNK)
-    dest = y if splits == 1 else backend.xp.empty(n_out * splits, x.dtype)
+    chunk, splits = _split(n_out, n_red, call.max_blocks, _AXES_CHUNK)
+    dest = y if splits == 1 else call.xp.empty(n_out * splits, call.dtype)
     (k1, k2, k3), (ks,) = kept
     (r1, r2, r3), (rs,) = reduced
-    launcher.launch(FAMILY, f"reduce_axes_{op}_{suffix(x.dtype)}",
-                    (builtins.min(n_out * splits, launcher.max_blocks),), (BLOCK,),
-                    (x, dest, size(n_out), size(n_red), size(chunk), size(splits),
-                     size(k1), size(k2), size(k3), *map(size, ks),
-                     size(r1), size(r2), size(r3), *map(size, rs),
-                     scalar(x.dtype, init), scalar(x.dtype, 1.0 if splits > 1 else scale)))
+    call.launch(f"reduce_axes_{op}", (builtins.min(n_out * splits, call.max_blocks),), (BLOCK,),
+                (x, dest, _i64(n_out), _i64(n_red), _i64(chunk), _i64(splits),
+                 _i64(k1), _i64(k2), _i64(k3), *map(_i64, ks),
+                 _i64(r1), _i64(r2), _i64(r3), *map(_i64, rs),
+                 call.scalar(init), call.scalar(1.0 if splits > 1 else scale)))
     if splits > 1:
-        _launch_rows(backend, op, dest, n_out, splits, y, init, scale)
+        _launch_rows(call, op, dest, n_out, splits, y, init, scale)
     return True
 
 
@@ -135,44 +130,53 @@ def _blocks(shape: tuple, axes: tuple) -> list:
     return blocks
 
 
-def _reduce(backend: Backend, op: str, x: Array, axes: tuple, y: Array, scale: float = 1.0) -> None:
-    """``y`` (C-contiguous, ``x``'s dtype, any shape of the right size) = ``scale`` times
-    ``op`` ("sum" or "max") of ``x`` (any layout: a strided one is copied first, which
-    also opens the fast row/column kernels to it) over ``axes``. ``x`` is not empty."""
-    if y.size == 0:
-        return
+def _reduce(call: Call, op: str, x: Array, axes: tuple, y: Array, scale: float = 1.0) -> None:
+    """``y`` (C-contiguous, any shape of the right size) = ``scale`` times ``op`` ("sum"
+    or "max") of ``x`` (C-contiguous, not empty) over the sorted ``axes``; both of the
+    call's dtype."""
     init = -math.inf if op == "max" else 0.0
-    x = contiguous(backend, x, x.dtype)
     blocks = _blocks(x.shape, axes)
     kinds = tuple(r for r, _ in blocks)
     sizes = [d for _, d in blocks]
     if kinds in ((), (True,), (False, True)) and x.size // y.size > _SHORT_ROW:
-        _launch_rows(backend, op, x, y.size, x.size // y.size, y, init, scale)
+        _launch_rows(call, op, x, y.size, x.size // y.size, y, init, scale)
     elif kinds in ((), (True,), (False, True)):  # short rows: a thread per row
-        _launch_cols(backend, op, x, y.size, x.size // y.size, 1, y, init, scale)
+        _launch_cols(call, op, x, y.size, x.size // y.size, 1, y, init, scale)
     elif kinds in ((False,), (True, False), (False, True, False)):
         r = kinds.index(True) if True in kinds else 0
         outer = math.prod(sizes[:r])
         n_red = sizes[r] if True in kinds else 1
-        _launch_cols(backend, op, x, outer, n_red, x.size // (outer * n_red), y, init, scale)
-    elif not _launch_axes(backend, op, x, axes, y, init, scale):
+        _launch_cols(call, op, x, outer, n_red, x.size // (outer * n_red), y, init, scale)
+    elif not _launch_axes(call, op, x, axes, y, init, scale):
         # Past 4 dims on a side: one transposed copy makes it (kept, reduced) rows.
         keep = [i for i in range(x.ndim) if i not in axes]
-        moved = backend.xp.ascontiguousarray(x.transpose(keep + list(axes)))
-        _launch_rows(backend, op, moved, y.size, x.size // y.size, y, init, scale)
+        moved = call.xp.ascontiguousarray(x.transpose(keep + list(axes)))
+        _launch_rows(call, op, moved, y.size, x.size // y.size, y, init, scale)
 
 
-def _launch_sum(backend: Backend, x: Array, axes: tuple, y: Array) -> None:
-    """``y`` (C-contiguous) = ``x`` summed over ``axes`` (``x`` any layout)."""
-    if y.size == 0:
-        return
-    if x.size == 0:
+# ---- sum_to_shape: the reverse of broadcasting ----------------------------------------
+
+def _sum_to_shape_cpu(g: Array, y: Array, axes: tuple) -> None:
+    if axes:
+        y[...] = g.sum(axis=axes).reshape(y.shape)
+    else:
+        y[...] = g
+
+
+def _sum_to_shape_gpu(call: Call, g: Array, y: Array, axes: tuple) -> None:
+    if not axes:
+        y[...] = g
+    elif g.size == 0:  # a sum over zero elements
         y[...] = 0
-        return
-    _reduce(backend, "sum", x, tuple(sorted(axes)), y)
+    else:
+        _reduce(call, "sum", g, axes, y)
 
 
-def sum_to_shape(backend: Backend, g: Any, out: Any) -> Any:
+# An internal step of another operator's call (its inputs are checked there): no bind.
+_SUM_TO_SHAPE = Signature("sum_to_shape", FAMILY, ("g",))
+
+
+def sum_to_shape(backend: Backend, g: Array, out: Array) -> Array:
     """Sum ``g`` over the axes along which ``out.shape`` was broadcast to ``g.shape``.
 
     The reverse of broadcasting (the seeds' ``collapse``): used by every gradient
@@ -180,28 +184,21 @@ def sum_to_shape(backend: Backend, g: Any, out: Any) -> Any:
     dtype: the sum is taken in ``g``'s dtype and cast) and returns it.
     """
     shape = tuple(out.shape)
-    if tuple(g.shape) == shape:
-        out[...] = g
-        return out
     lead = g.ndim - len(shape)
-    reduced = tuple(range(lead)) + tuple(lead + i for i, s in enumerate(shape)
-                                         if s == 1 and g.shape[lead + i] != 1)
-    if not backend.uses_kernels:
-        out[...] = g.sum(axis=reduced).reshape(shape)
-        return out
-    target = result_buffer(backend, out, g.dtype)
-    _launch_sum(backend, g, reduced, target)
-    return finish(out, target)
+    axes = tuple(range(lead)) + tuple(lead + i for i, s in enumerate(shape)
+                                      if s == 1 and g.shape[lead + i] != 1)
+    call = Call(_SUM_TO_SHAPE, backend, numpy.dtype(g.dtype), (g,))
+    return call.run(out, shape, _sum_to_shape_cpu, _sum_to_shape_gpu, axes, dtype=out.dtype)
 
 
-# ---- validation ----------------------------------------------------------------
+# ---- parameters ------------------------------------------------------------------
 
 def _axes(op: str, axis: Any, ndim: int) -> tuple:
     """``axis`` (None, an int or a tuple of ints, negative allowed) as sorted axes."""
     if axis is None:
         return tuple(range(ndim))
     items = axis if isinstance(axis, tuple) else (axis,)
-    axes = [_layout.normalize_axis(op, a, ndim) for a in items]
+    axes = [_args.axis(op, a, ndim) for a in items]
     if len(set(axes)) != len(axes):
         raise ValueError(f"{op}: duplicate axes in axis={axis!r}")
     return tuple(sorted(axes))
@@ -213,11 +210,6 @@ def _result_shape(shape: tuple, axes: tuple, keepdims: bool) -> tuple:
     return tuple(d for i, d in enumerate(shape) if i not in axes)
 
 
-def _check_keepdims(op: str, keepdims: Any) -> None:
-    if not isinstance(keepdims, (bool, numpy.bool_)):
-        raise TypeError(f"{op}: keepdims must be a bool, got {keepdims!r}")
-
-
 def _check_nonempty(op: str, shape: tuple, axes: tuple) -> None:
     """max has no identity: reducing an empty axis to a non-empty result is an error."""
     n_red = math.prod(shape[a] for a in axes)
@@ -226,35 +218,46 @@ def _check_nonempty(op: str, shape: tuple, axes: tuple) -> None:
                          f"(input shape {shape}, axes {axes})")
 
 
-# ---- forward -------------------------------------------------------------------
+# ---- forward: NumPy f(x, y, axes, keepdims, n) and the kernels ---------------------------
+# (n: the number of elements reduced into each output)
 
-def _forward(op: str, x1: Array, axis: Any, keepdims: bool, out: Array | None) -> Array:
-    p = prepare(op, ("x1",), (x1,))
-    (x1,) = p.arrays
-    axes = _axes(op, axis, x1.ndim)
-    _check_keepdims(op, keepdims)
-    if op == "max":
-        _check_nonempty(op, tuple(x1.shape), axes)
-    n_red = math.prod(x1.shape[a] for a in axes)
-    out = output(op, p.backend, out, _result_shape(x1.shape, axes, keepdims), p.dtype)
-    backend = p.backend
-    if not backend.uses_kernels:
-        if op == "max":
-            return numpy.max(x1, axis=axes, keepdims=keepdims, out=out)
-        numpy.sum(x1, axis=axes, keepdims=keepdims, out=out)
-        if op == "mean":
-            with numpy.errstate(invalid="ignore"):  # 0/0 = NaN over zero elements
-                numpy.divide(out, n_red, out=out)
-        return out
-    if out.size == 0:
-        return out
-    target = result_buffer(backend, out, p.dtype)
-    if x1.size == 0:  # sum over zero elements is 0, their mean NaN
-        target[...] = 0 if op == "sum" else math.nan
+def _sum_cpu(x: Array, y: Array, axes: tuple, keepdims: bool, n: int) -> None:
+    numpy.sum(x, axis=axes, keepdims=keepdims, out=y)
+
+
+def _mean_cpu(x: Array, y: Array, axes: tuple, keepdims: bool, n: int) -> None:
+    numpy.sum(x, axis=axes, keepdims=keepdims, out=y)
+    with numpy.errstate(invalid="ignore"):  # 0/0 = NaN over zero elements
+        numpy.divide(y, n, out=y)
+
+
+def _max_cpu(x: Array, y: Array, axes: tuple, keepdims: bool, n: int) -> None:
+    numpy.max(x, axis=axes, keepdims=keepdims, out=y)
+
+
+def _forward_gpu(call: Call, x: Array, y: Array, axes: tuple, keepdims: bool, n: int) -> None:
+    if x.size == 0:  # sum over zero elements is 0, their mean NaN
+        y[...] = 0 if call.op == "sum" else math.nan
+    elif call.op == "max":
+        _reduce(call, "max", x, axes, y)
     else:
-        _reduce(backend, "max" if op == "max" else "sum", x1, axes, target,
-                1.0 / n_red if op == "mean" else 1.0)
-    return finish(out, target)
+        _reduce(call, "sum", x, axes, y, 1.0 / n if call.op == "mean" else 1.0)
+
+
+_FORWARD_CPU = {"sum": _sum_cpu, "mean": _mean_cpu, "max": _max_cpu}
+_FORWARD = {op: Signature(op, FAMILY, ("x1",)) for op in _FORWARD_CPU}
+
+
+def _forward(op: str, x1: Array, axis: Any, keepdims: Any, out: Array | None) -> Array:
+    call = _FORWARD[op].bind(x1)
+    (x,) = call.inputs
+    axes = _axes(op, axis, x.ndim)
+    keepdims = _args.boolean(op, "keepdims", keepdims)
+    if op == "max":
+        _check_nonempty(op, tuple(x.shape), axes)
+    n = math.prod(x.shape[a] for a in axes)
+    return call.run(out, _result_shape(x.shape, axes, keepdims), _FORWARD_CPU[op], _forward_gpu,
+                    axes, keepdims, n)
 
 
 def sum(x1: Array, *, axis: int | tuple[int, ...] | None = None, keepdims: bool = False,  # noqa: A001
@@ -278,7 +281,30 @@ def max(x1: Array, *, axis: int | tuple[int, ...] | None = None, keepdims: bool 
     return _forward("max", x1, axis, keepdims, out)
 
 
-# ---- gradients -----------------------------------------------------------------
+# ---- gradients: NumPy g(x, y, gy, gx, axes, keep, n) and the kernels ---------------------
+# (keep: the keepdims shape of y; n: the number of elements per output)
+
+def _sum_grad_cpu(x: Array, y: Array, gy: Array, gx: Array, axes: tuple, keep: tuple,
+                  n: int) -> None:
+    gx[...] = gy.reshape(keep)
+
+
+def _mean_grad_cpu(x: Array, y: Array, gy: Array, gx: Array, axes: tuple, keep: tuple,
+                   n: int) -> None:
+    gx[...] = gy.reshape(keep) / numpy.result_type(x, y, gy).type(n)  # in the call's dtype
+
+
+def _max_grad_cpu(x: Array, y: Array, gy: Array, gx: Array, axes: tuple, keep: tuple,
+                  n: int) -> None:
+    # split evenly among the elements equal to the maximum (NaN ties NaN)
+    y_keep = y.reshape(keep)
+    ties = x == y_keep
+    if numpy.isnan(y).any():
+        ties |= numpy.isnan(x) & numpy.isnan(y_keep)
+    count = ties.sum(axis=axes, keepdims=True)
+    with numpy.errstate(invalid="ignore", divide="ignore"):
+        gx[...] = numpy.where(ties, gy.reshape(keep) / count, 0)
+
 
 def _gather_args(shape: tuple, keep: tuple) -> tuple | None:
     """Kernel arguments (d1, d2, d3, s0..s3) that map the flat index of a C-contiguous
@@ -294,68 +320,53 @@ def _gather_args(shape: tuple, keep: tuple) -> tuple | None:
     return (d1, d2, d3, *s)
 
 
-def _grad(op: str, x1: Array, y: Array, gy: Array, axis: Any, keepdims: bool,
-          out: Array | None) -> Array:
-    name = f"{op}_wrt_x1"
-    p = prepare(name, ("x1", "y", "gy"), (x1, y, gy))
-    x1, y, gy = p.arrays
-    axes = _axes(name, axis, x1.ndim)
-    _check_keepdims(name, keepdims)
-    shape = tuple(x1.shape)
-    result_shape = _result_shape(shape, axes, keepdims)
-    check_shape(name, "y", y, result_shape)
-    check_shape(name, "gy", gy, result_shape)
-    out = output(name, p.backend, out, shape, x1.dtype)
-    if out.size == 0:
-        return out
-    keep = _result_shape(shape, axes, True)
-    n_red = math.prod(shape[a] for a in axes)
-    backend = p.backend
-    if not backend.uses_kernels:
-        gy_keep = gy.reshape(keep)
-        if op == "sum":
-            out[...] = gy_keep
-        elif op == "mean":
-            out[...] = gy_keep / p.dtype.type(n_red)
-        else:  # split evenly among the elements equal to the maximum (NaN ties NaN)
-            y_keep = y.reshape(keep)
-            ties = x1 == y_keep
-            if numpy.isnan(y).any():
-                ties |= numpy.isnan(x1) & numpy.isnan(y_keep)
-            count = ties.sum(axis=axes, keepdims=True)
-            with numpy.errstate(invalid="ignore", divide="ignore"):
-                out[...] = numpy.where(ties, gy_keep / count, 0)
-        return out
-    xp = backend.xp
-    target = result_buffer(backend, out, p.dtype)
-    gy_keep = contiguous(backend, gy, p.dtype).reshape(keep)
+def _grad_gpu(call: Call, x: Array, y: Array, gy: Array, gx: Array, axes: tuple, keep: tuple,
+              n: int) -> None:
+    """gx[i] = gy[j] · w[i], j the output of element i: w = 1 (sum), 1/n (mean), or
+    1/count where x[i] ties its group's maximum y[j] and 0 elsewhere (max)."""
+    xp = call.xp
+    shape = tuple(x.shape)
     mapping = _gather_args(shape, keep)
     if mapping is None:  # past 4 dims: read broadcast copies element for element
-        mapping = (1, 1, target.size, 0, 0, 0, 1)
+        mapping = (1, 1, gx.size, 0, 0, 0, 1)
 
         def expand(a: Array) -> Array:
             return xp.ascontiguousarray(xp.broadcast_to(a.reshape(keep), shape))
     else:
         def expand(a: Array) -> Array:
             return a
-    args = tuple(size(v) for v in mapping)
-    n = size(target.size)
-    grid = grid_1d(backend.launcher, target.size)
-    sfx = suffix(p.dtype)
-    if op in ("sum", "mean"):
-        backend.launcher.launch(FAMILY, f"reduce_broadcast_{sfx}", grid, (BLOCK,),
-                                (expand(gy_keep), target, n, *args,
-                                 scalar(p.dtype, 1.0 / n_red if op == "mean" else 1.0)))
-        return finish(out, target)
-    x = contiguous(backend, x1, p.dtype)
-    y_keep = contiguous(backend, y, p.dtype).reshape(keep)
-    backend.launcher.launch(FAMILY, f"max_tie_mask_{sfx}", grid, (BLOCK,),
-                            (x, expand(y_keep), target, n, *args))
-    count = xp.empty(keep, p.dtype)
-    _reduce(backend, "sum", target, axes, count)
-    backend.launcher.launch(FAMILY, f"max_tie_share_{sfx}", grid, (BLOCK,),
-                            (expand(gy_keep), expand(count), target, n, *args))
-    return finish(out, target)
+    to_output = tuple(_i64(v) for v in mapping)
+    size = _i64(gx.size)
+    gy_keep = gy.reshape(keep)
+    if call.op != "max_wrt_x1":
+        call.launch_1d("reduce_broadcast", gx.size,
+                       (expand(gy_keep), gx, size, *to_output,
+                        call.scalar(1.0 / n if call.op == "mean_wrt_x1" else 1.0)))
+        return
+    call.launch_1d("max_tie_mask", gx.size, (x, expand(y.reshape(keep)), gx, size, *to_output))
+    count = xp.empty(keep, call.dtype)
+    _reduce(call, "sum", gx, axes, count)
+    call.launch_1d("max_tie_share", gx.size, (expand(gy_keep), expand(count), gx, size,
+                                              *to_output))
+
+
+_GRAD_CPU = {"sum": _sum_grad_cpu, "mean": _mean_grad_cpu, "max": _max_grad_cpu}
+_GRADIENT = {op: Signature(f"{op}_wrt_x1", FAMILY, ("x1", "y", "gy")) for op in _GRAD_CPU}
+
+
+def _grad(op: str, x1: Array, y: Array, gy: Array, axis: Any, keepdims: Any,
+          out: Array | None) -> Array:
+    call = _GRADIENT[op].bind(x1, y, gy)
+    x, y, gy = call.inputs
+    axes = _axes(call.op, axis, x.ndim)
+    keepdims = _args.boolean(call.op, "keepdims", keepdims)
+    shape = tuple(x.shape)
+    result_shape = _result_shape(shape, axes, keepdims)
+    check_shape(call.op, "y", y, result_shape)
+    check_shape(call.op, "gy", gy, result_shape)
+    n = math.prod(shape[a] for a in axes)
+    return call.run(out, shape, _GRAD_CPU[op], _grad_gpu, axes,
+                    _result_shape(shape, axes, True), n, dtype=x.dtype)
 
 
 def sum_wrt_x1(x1: Array, y: Array, gy: Array, *, axis: int | tuple[int, ...] | None = None,

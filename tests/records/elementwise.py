@@ -46,6 +46,11 @@ def _binary_errors(rng):
     yield ErrorInput((a, b), {}, ValueError, r"\(3,\) and \(4,\)", fn=1)
     yield ErrorInput((a, b), {}, ValueError, r"\(3,\) and \(4,\)", fn=2)
     yield ErrorInput((2.0, a), {}, TypeError, "x1 must be a NumPy or CuPy array, got float")
+    # a Python int past the float range as the scalar operand
+    for fn in ("forward", 1, 2):
+        yield ErrorInput((a, 10 ** 400), {}, ValueError, "x2 = 1000.* is beyond the float range",
+                         fn=fn)
+    yield ErrorInput((a, -10 ** 400), {}, ValueError, "x2 = -1000.* is beyond the float range")
 
 
 def _shape_of(x):
@@ -142,6 +147,8 @@ def _pow_errors(rng):
     yield ErrorInput((x,), {"p": "2"}, TypeError, "p must be a Python int or float, got '2'")
     yield ErrorInput((x,), {"p": None}, TypeError, "None")
     yield ErrorInput((x,), {"p": [2.0]}, TypeError, r"\[2.0\]", fn=1)
+    yield ErrorInput((x,), {"p": 10 ** 400}, ValueError, "p is beyond the float range")
+    yield ErrorInput((x,), {"p": -10 ** 400}, ValueError, "p is beyond the float range", fn=1)
 
 
 def _pow_grad(x, y, gy, p):

@@ -124,6 +124,11 @@ def _errors(name):
         yield ErrorInput((x,), {"axis": (1, 1)}, ValueError, r"duplicate axes in axis=\(1, 1\)")
         yield ErrorInput((x,), {"axis": True}, TypeError, "axis must be an int, got True")
         yield ErrorInput((x,), {"keepdims": 1}, TypeError, "keepdims must be a bool, got 1")
+        yield ErrorInput((x,), {"keepdims": None}, TypeError, "keepdims must be a bool, got None")
+        yield ErrorInput((x,), {"keepdims": "yes"}, TypeError, "keepdims must be a bool, got 'yes'",
+                         fn=1)
+        yield ErrorInput((x,), {"keepdims": numpy.int64(1)}, TypeError,
+                         "keepdims must be a bool, got", fn=1)
         yield ErrorInput((numpy.ones(()),), {"axis": 0}, ValueError, "axis 0 .* 0 dims")
         yield ErrorInput((x,), {"axis": (0, 0)}, ValueError, r"duplicate axes", fn=1)
         if name == "max":
