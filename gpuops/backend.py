@@ -12,8 +12,8 @@ name      array module  computes with
                         selected with :func:`use_cpu_launcher`)
 ========  ===========  ==========================================================
 
-Every operator calls :func:`prepare` first; it validates the inputs, rejects
-mixed NumPy/CuPy calls and returns the :class:`Backend` to compute with.
+:meth:`gpuops.call.Signature.bind` picks the backend of every operator call
+(:func:`cpu_backend` for NumPy inputs, :func:`gpu_backend` for CuPy inputs).
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ import contextlib
 import threading
 from dataclasses import dataclass
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy
 
@@ -174,93 +174,3 @@ def describe(x: Any) -> str:
         return "cupy.ndarray"
     t = type(x)
     return t.__name__ if t.__module__ == "builtins" else f"{t.__module__}.{t.__name__}"
-
-
-@dataclass
-class Prepared:
-    """Validated inputs of one operator call."""
-
-    backend: Backend
-    arrays: list  # the inputs, Python scalars turned into 0-d arrays, None kept
-    dtype: numpy.dtype  # the result dtype (NumPy promotion of the array inputs)
-
-
-def prepare(
-    op: str,
-    names: Sequence[str],
-    values: Sequence[Any],
-    *,
-    scalars: Sequence[str] = (),
-    optional: Sequence[str] = (),
-    dtypes: Sequence[numpy.dtype] = FLOAT_DTYPES,
-    gpu_dtypes: Sequence[numpy.dtype] | None = None,
-    ints: Sequence[str] = (),
-) -> Prepared:
-    """Validate an operator's inputs and choose its backend.
-
-    ``names``/``values``: the inputs in order. ``scalars``: inputs that may be a
-    Python ``int``/``float`` (they take the array dtype). ``optional``: inputs
-    that may be None. ``dtypes``: accepted dtypes (``gpu_dtypes`` where the
-    kernels compute: CuPy, and the CPU emulator that runs the same kernels).
-    ``ints``: inputs that are integer data (class labels): int32/int64 arrays on
-    the same backend, left out of the dtype check and of the promotion.
-    Raises ``TypeError`` naming ``op`` for non-arrays, mixed backends and
-    unsupported dtypes.
-    """
-    kinds = set()
-    array_dtypes = []
-    for name, x in zip(names, values):
-        if x is None and name in optional:
-            continue
-        if isinstance(x, numpy.ndarray):
-            kinds.add("numpy")
-        elif is_cupy_array(x):
-            kinds.add("cupy")
-        elif name in scalars and isinstance(x, (int, float)) and not isinstance(x, bool):
-            continue
-        else:
-            raise TypeError(
-                f"{op}: {name} must be a NumPy or CuPy array, got {describe(x)}")
-        if name in ints:
-            if x.dtype not in INT_DTYPES:
-                raise TypeError(f"{op}: {name} has dtype {x.dtype}; expected int32 or int64")
-            continue
-        array_dtypes.append((name, x.dtype))
-    if len(kinds) > 1:
-        detail = ", ".join(f"{n}: {describe(x)}" for n, x in zip(names, values)
-                           if x is not None and not isinstance(x, (int, float)))
-        raise TypeError(f"{op}: mixed NumPy and CuPy inputs ({detail}); "
-                        "move them to one device with gpuops.to_gpu/to_cpu")
-    if not array_dtypes:
-        raise TypeError(f"{op}: at least one input must be an array")
-    backend = gpu_backend() if kinds == {"cupy"} else cpu_backend()
-    allowed = [numpy.dtype(d) for d in (gpu_dtypes if gpu_dtypes is not None
-                                        and backend.uses_kernels else dtypes)]
-    for name, dt in array_dtypes:
-        if dt not in allowed:
-            raise TypeError(f"{op}: {name} has dtype {dt}; expected one of "
-                            f"{', '.join(str(d) for d in allowed)}")
-    dtype = numpy.result_type(*[dt for _, dt in array_dtypes])
-    arrays = [backend.xp.asarray(x, dtype=dtype) if isinstance(x, (int, float))
-              and not isinstance(x, bool) else x for x in values]
-    return Prepared(backend, arrays, dtype)
-
-
-def output(op: str, backend: Backend, out: Any, shape: tuple, dtype: numpy.dtype) -> Any:
-    """Return ``out`` after checking it, or a new uninitialized result array."""
-    if out is None:
-        return backend.xp.empty(shape, dtype=dtype)
-    expected = "cupy.ndarray" if backend.name == "cupy" else "numpy.ndarray"
-    if describe(out) != expected:
-        raise TypeError(f"{op}: out must be a {expected} like the inputs, got {describe(out)}")
-    if tuple(out.shape) != tuple(shape):
-        raise ValueError(f"{op}: out has shape {tuple(out.shape)}; expected {tuple(shape)}")
-    if out.dtype != dtype:
-        raise TypeError(f"{op}: out has dtype {out.dtype}; expected {dtype}")
-    return out
-
-
-def check_shape(op: str, name: str, x: Any, shape: tuple) -> None:
-    """``ValueError`` naming ``op`` unless ``x`` (an input) has ``shape``."""
-    if x is not None and tuple(x.shape) != tuple(shape):
-        raise ValueError(f"{op}: {name} has shape {tuple(x.shape)}; expected {tuple(shape)}")

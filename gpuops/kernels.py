@@ -19,12 +19,9 @@ import functools
 import math
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, Sequence
+from typing import Any, Protocol, Sequence
 
 import numpy
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .backend import Backend
 
 # Options shared by the loader and the NVRTC compile check. IEEE subnormals and correctly
 # rounded division / square root are NVRTC's defaults, stated so that they stay
@@ -117,31 +114,6 @@ def scalar(dtype: Any, value: float) -> numpy.generic:
     """
     dt = numpy.dtype(dtype)
     return numpy.float32(value) if dt == numpy.float16 else dt.type(value)
-
-
-def size(n: int) -> numpy.int64:
-    return numpy.int64(n)
-
-
-def contiguous(backend: "Backend", x: Any, dtype: Any) -> Any:
-    """``x`` as a C-contiguous array of ``dtype`` (a copy only when needed)."""
-    return backend.xp.ascontiguousarray(x, dtype=dtype)
-
-
-def result_buffer(backend: "Backend", out: Any, dtype: Any) -> Any:
-    """Where a kernel computing in ``dtype`` may write: ``out`` itself, or a
-    C-contiguous stand-in that :func:`finish` copies (and casts) into ``out``."""
-    if out.flags.c_contiguous and out.dtype == dtype:
-        return out
-    return backend.xp.empty(out.shape, dtype)
-
-
-def finish(out: Any, target: Any) -> Any:
-    """Copy a stand-in from :func:`result_buffer` into ``out``; return ``out``."""
-    if target is not out:
-        out[...] = target
-    return out
-
 
 
 class Launcher(Protocol):

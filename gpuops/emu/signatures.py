@@ -162,8 +162,9 @@ def check_args(where: str, kernel: Kernel, args: Sequence[Any], sizes: Sequence[
             if not isinstance(arg, numpy.ndarray):
                 raise TypeError(f"{label}: expected a NumPy array, got {_what(arg)}")
             if not arg.flags.c_contiguous and param.name not in strided:
-                raise TypeError(f"{label}: array is not C-contiguous (kernels ignore strides; "
-                                f"use gpuops.kernels.contiguous)")
+                raise TypeError(f"{label}: array is not C-contiguous (kernels ignore strides: "
+                                f"use Call.contiguous, or declare the parameter in the source "
+                                f"with '// gpuops-strided: <kernel glob>: <param>')")
             if param.dtype is not None and arg.dtype != param.dtype:
                 raise TypeError(f"{label}: expected a {param.dtype} array, got {_what(arg)}")
             if arg.size and arg.ctypes.data % param.align:

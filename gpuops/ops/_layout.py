@@ -65,14 +65,5 @@ def pad4(dims: Sequence[int], *strides: Sequence[int]) -> tuple | None:
     return tuple(full[1:]), tuple(tuple([0] * pad + list(s)) for s in strides)
 
 
-def normalize_axis(op: str, axis: Any, ndim: int) -> int:
-    """``axis`` as a non-negative int, or ``ValueError``/``TypeError`` naming ``op``."""
-    if isinstance(axis, bool) or not isinstance(axis, int):
-        raise TypeError(f"{op}: axis must be an int, got {axis!r}")
-    if not -ndim <= axis < ndim:
-        raise ValueError(f"{op}: axis {axis} is out of range for an input with {ndim} dims")
-    return axis % ndim
-
-
 def prod(xs: Sequence[int]) -> int:
     return math.prod(xs)

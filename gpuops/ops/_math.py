@@ -11,7 +11,9 @@ Array = Any
 def sigmoid(x: Array, out: Array | None = None) -> Array:
     """σ(x) = e^min(x,0) / (1 + e^-|x|) (1/(1+e^-x) for x >= 0, e^x/(1+e^x) below):
     no overflow, full relative precision in both tails. ``out`` must not overlap ``x``."""
-    out = numpy.minimum(x, 0, out=out)
+    if out is None:
+        out = numpy.empty(numpy.shape(x), numpy.result_type(x))
+    numpy.minimum(x, 0, out=out)
     numpy.exp(out, out=out)
     denominator = numpy.exp(-numpy.abs(x))
     denominator += 1

@@ -64,7 +64,7 @@ def _bce_terms(u: Array, v: Array) -> Array:
 
 def _bce_grad(u: Array, v: Array, g: Array) -> Array:
     # (sigmoid's out: NumPy's ufuncs make a 0-d u a scalar, which cannot be an out)
-    return (_math.sigmoid(u, out=numpy.empty_like(u)) - v) * g
+    return (_math.sigmoid(u) - v) * g
 
 
 # NumPy: the per-element term f(u, v), and its derivatives times the upstream g.
