@@ -72,7 +72,9 @@ class Signature:
         self.kernel_dtypes = (self.dtypes if kernel_dtypes is None
                               else frozenset(numpy.dtype(d) for d in kernel_dtypes))
         self.strided = strided
-        self._arrays_only = all(role == _ARRAY for role in self.roles)
+        # Whether a call whose inputs are all NumPy arrays of one dtype may skip the per-input
+        # checks (no integer labels among the inputs).
+        self._arrays_only = _INTS not in self.roles
 
     def bind(self, *values: Any) -> "Call":
         """Check ``values`` (the inputs, in the order of ``names``); raise ``TypeError``

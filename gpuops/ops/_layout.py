@@ -9,6 +9,8 @@ MAX_DIMS = 4  # kernels address operands through at most 4 (coalesced) dims
 
 def broadcast_shape(op: str, *shapes: Sequence[int]) -> tuple:
     """NumPy's broadcast of ``shapes``, or ``ValueError`` naming ``op`` and the shapes."""
+    if len(shapes) == 2 and shapes[0] == shapes[1]:
+        return tuple(shapes[0])
     ndim = max((len(s) for s in shapes), default=0)
     result = []
     for i in range(ndim):
