@@ -30,7 +30,7 @@ cupy.cuda.runtime.runtimeGetVersion(), 'driver', cupy.cuda.runtime.driverGetVers
 print('numpy', numpy.__version__, 'torch', torch.__version__)"
       command -v compute-sanitizer g++ nvcc; } > "$OUT/check.log" 2>&1
     # one forward and gradient call of every operator on the GPU (compiles every family)
-    timeout 500 "${PYTEST[@]}" -m gpu tests/test_ops.py -k "parity and float32" -x \
+    timeout 500 "${PYTEST[@]}" -m gpu tests/ops/test_ops.py -k "parity and float32" -x \
         > "$OUT/check_pytest.log" 2>&1
     rc=$?
     tail -n 25 "$OUT/check.log"; tail -n 5 "$OUT/check_pytest.log"
@@ -48,15 +48,15 @@ slow)
     summary "pytest rc=$rc" ;;
 sanitize)
     # every operator's forward and gradients once (the float32 parity tests), under each tool;
-    # then the planted bugs each tool must flag (tests/test_gpu_sanitizer.py)
+    # then the planted bugs each tool must flag (tests/infrastructure/test_gpu_sanitizer.py)
     for tool in memcheck racecheck; do
         timeout 240 compute-sanitizer --tool "$tool" --error-exitcode 3 \
-            "${PYTEST[@]}" -m gpu tests/test_ops.py -k "parity and float32" -x \
+            "${PYTEST[@]}" -m gpu tests/ops/test_ops.py -k "parity and float32" -x \
             > "$OUT/sanitize_$tool.log" 2>&1
         echo "$tool rc=$?: $(grep -cE 'ERROR SUMMARY: [1-9]|Invalid|Race reported' \
             "$OUT/sanitize_$tool.log") report lines; $(tail -n 1 "$OUT/sanitize_$tool.log")"
     done
-    timeout 100 "${PYTEST[@]}" tests/test_gpu_sanitizer.py > "$OUT/sanitize_planted.log" 2>&1
+    timeout 100 "${PYTEST[@]}" tests/infrastructure/test_gpu_sanitizer.py > "$OUT/sanitize_planted.log" 2>&1
     echo "planted bugs rc=$?: $(tail -n 1 "$OUT/sanitize_planted.log")"
     summary "logs in sanitize_*.log (rc 3: the tool reported errors; 124: the time limit)" ;;
 bench)

@@ -25,7 +25,7 @@ import numpy
 
 # Options shared by the loader and the NVRTC compile check. IEEE subnormals and correctly
 # rounded division / square root are NVRTC's defaults, stated so that they stay
-# (the NumPy backend keeps subnormals; tests/test_numerics.py).
+# (the NumPy backend keeps subnormals; tests/ops/test_numerics.py).
 NVRTC_OPTIONS = ("--std=c++17", "--ftz=false", "--prec-div=true", "--prec-sqrt=true")
 
 # Numbers both sides depend on, declared once: :func:`source` prepends them to every

@@ -16,6 +16,7 @@ import numpy
 
 from .autograd import Tensor
 from .backend import get_array_module, to_cpu, to_gpu
+from .ops import _args
 
 __all__ = ["manual_seed", "Parameter", "Module", "Linear", "Conv2d", "MaxPool2d", "AvgPool2d",
            "LocalResponseNorm", "Dropout", "ReLU", "Sigmoid", "Tanh", "Flatten", "Sequential",
@@ -147,10 +148,6 @@ class Module:
         return f"{type(self).__name__}(\n" + "\n".join(children) + "\n)"
 
 
-def _pair(v: Any) -> tuple:
-    return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
-
-
 class Linear(Module):
     """y = x · Wᵀ + b, W (out_features, in_features); one fused ``gpuops.linear`` call."""
 
@@ -178,7 +175,7 @@ class Conv2d(Module):
                  padding: Any = 0, dilation: Any = 1, bias: bool = True,
                  dtype: Any = numpy.float32) -> None:
         super().__init__()
-        kh, kw = _pair(kernel_size)
+        kh, kw = _args.pair("Conv2d", "kernel_size", kernel_size, 1)
         self.stride, self.padding, self.dilation = stride, padding, dilation
         fan_in = in_channels * kh * kw
         bound = 1.0 / math.sqrt(fan_in) if fan_in else 0.0

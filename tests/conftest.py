@@ -3,6 +3,9 @@ import sys
 
 import pytest
 
+# The shared helpers (tests/support: backends, opinfo, ...) and the records package
+# (tests/records) import by plain name from every test folder.
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "support"))
 sys.path.insert(0, os.path.dirname(__file__))
 
 from backends import BACKENDS, skipped_backends  # noqa: E402
@@ -20,7 +23,7 @@ def pytest_report_header(config):
 
 
 def pytest_sessionfinish(session, exitstatus):
-    # Kernel coverage of the emulator (tests/emu_coverage.py): fails a full run that
+    # Kernel coverage of the emulator (tests/support/emu_coverage.py): fails a full run that
     # never launched some kernel of cuda/ under emu.
     if any(b.name == "emu" for b in BACKENDS) and exitstatus in (0, 1):
         import emu_coverage

@@ -9,7 +9,7 @@ libraries with ``-fsanitize=address`` / ``thread`` (cached apart from the plain
 ones)::
 
     python -m gpuops.emu sanitize address            # the emulated test suite (-m emu)
-    python -m gpuops.emu sanitize thread -- tests/test_ops.py -k softmax
+    python -m gpuops.emu sanitize thread -- tests/ops/test_ops.py -k softmax
 
 A report makes the run fail: ASan stops at the first error, TSan prints every race
 and exits with status 66.

@@ -9,7 +9,7 @@ through a table of device pointers; the NumPy implementation works in place
 with two scratch buffers per call instead of per-expression temporaries.
 
 They have no gradient, so they are not in ``gpuops.OPERATORS`` (whose generic
-tests differentiate every entry); tests/test_optim.py tests them.
+tests differentiate every entry); tests/layers/test_optim.py tests them.
 """
 from __future__ import annotations
 

@@ -164,7 +164,7 @@ def _ce_errors(rng):
                      r"2-d logits \(N, C\), got shape \(2, 3, 4\)")
     yield ErrorInput((x, t > 0), {}, TypeError, "bool")
     # labels outside [0, C) are rejected on the NumPy path only (kernels give NaN rows, no
-    # device sync): tested in tests/test_softmax_family.py, not here (run on every backend)
+    # device sync): tested in tests/ops/test_softmax_family.py, not here (run on every backend)
     yield ErrorInput((x, t, numpy.ones(()), numpy.ones(4)), {}, ValueError,
                      r"gy has shape \(4,\)", fn=1)
 

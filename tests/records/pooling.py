@@ -1,7 +1,7 @@
 """OpInfo records of max_pool2d and avg_pool2d (float64 references by explicit window loops).
 
 Max samples hold distinct values at least 0.05 apart, so finite differences never cross
-a tie; ties and NaN are tested in tests/test_pooling.py.
+a tie; ties and NaN are tested in tests/ops/test_pooling.py.
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """OpInfo records of sum, mean and max over axes (float64 references in plain NumPy).
 
 Max samples hold distinct values at least 0.05 apart, so finite differences never
-cross a tie; ties, NaN and the two-stage kernels are tested in tests/test_reduction.py.
+cross a tie; ties, NaN and the two-stage kernels are tested in tests/ops/test_reduction.py.
 """
 from __future__ import annotations
 

@@ -19,7 +19,7 @@ def _samples(rng):
     for shape, axis in CASES:
         yield Sample((rng.standard_normal(shape) * 3,), {"axis": axis},
                      f"{'x'.join(map(str, shape))}-axis{axis}")
-    # stability: equal logits, logits far from 0 (±1e4: tests/test_softmax_family.py,
+    # stability: equal logits, logits far from 0 (±1e4: tests/ops/test_softmax_family.py,
     # where finite differences are not needed; a 1e-6 step is below their resolution)
     yield Sample((numpy.array([[5.0, 5.0, 5.0], [-7.0, -7.0, -7.0]]),), {"axis": -1}, "equal")
     yield Sample((rng.standard_normal((3, 40)) * 30 + 100,), {"axis": 1}, "wide-offset")

@@ -19,7 +19,7 @@ import gpuops
 from gpuops import datasets, train
 from gpuops.cli import main
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 NEEDED = ("linear", "relu", "softmax_cross_entropy")
 
 pytestmark = pytest.mark.skipif(

@@ -114,3 +114,5 @@ def skipped_backends() -> list[tuple[str, str]]:
 
 
 BACKENDS = available_backends()
+# The backends that run the CUDA kernels (the emulator, CuPy): the one definition tests use.
+KERNEL_BACKENDS = [b for b in BACKENDS if b.name != "numpy"]

@@ -1,5 +1,5 @@
 // Kernels that exercise the CPU emulator's CUDA primitives against NumPy
-// (tests/test_emu.py): shuffles, votes, barrier counts, atomics, shared memory.
+// (tests/infrastructure/test_emu.py): shuffles, votes, barrier counts, atomics, shared memory.
 
 // Per warp: the sum (xor butterfly), the sum by shfl_down (lane 0), an inclusive
 // scan (shfl_up), lane 3's value broadcast within groups of 8 (shfl with width).

@@ -16,7 +16,7 @@ import pytest
 
 import gpuops
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not gpuops.gpu_available(),

@@ -12,7 +12,7 @@ import numpy
 import pytest
 
 import gpuops
-from backends import BACKENDS, TestBackend
+from backends import BACKENDS, KERNEL_BACKENDS, TestBackend
 from opinfo import F64, sample_id
 from records import RECORDS
 
@@ -139,7 +139,6 @@ def test_out_argument(record, backend, dtype, sample):
             numpy.testing.assert_array_equal(backend.to_numpy(gout), backend.to_numpy(g))
 
 
-KERNEL_BACKENDS = [b for b in BACKENDS if b.name != "numpy"]
 
 
 @pytest.mark.parametrize("record,backend,dtype,sample",

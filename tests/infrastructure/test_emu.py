@@ -1,6 +1,6 @@
 """The CPU emulator of the CUDA kernels (gpuops.emu): its primitives against NumPy, the
 errors it must raise instead of hanging or computing garbage, argument checking, and
-the planted-bug kernels of tests/emu_kernels/ that each detector must flag (the
+the planted-bug kernels of tests/infrastructure/emu_kernels/ that each detector must flag (the
 ASan and TSan ones in a subprocess with the sanitizer runtime preloaded).
 
 The operators' kernels themselves run under the emulator in test_ops.py (backend

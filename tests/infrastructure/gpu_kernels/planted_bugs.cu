@@ -1,5 +1,5 @@
 // Deliberately broken kernels: compute-sanitizer must flag each of them
-// (tests/test_gpu_sanitizer.py). Not part of gpuops.
+// (tests/infrastructure/test_gpu_sanitizer.py). Not part of gpuops.
 
 // memcheck: thread n writes one element past the end of y.
 extern "C" __global__ void out_of_bounds_write(float* y, long long n) {

@@ -1,4 +1,4 @@
-// Planted bug for the AddressSanitizer mode of the CPU emulator (tests/test_emu.py):
+// Planted bug for the AddressSanitizer mode of the CPU emulator (tests/infrastructure/test_emu.py):
 // oob_write's loop runs to i <= n, so one thread writes y[n], one past the end.
 // in_bounds_write is the same kernel without the bug (the control).
 extern "C" __global__ void oob_write(float* __restrict__ y, long long n) {

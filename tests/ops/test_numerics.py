@@ -10,11 +10,10 @@ import numpy
 import pytest
 
 import gpuops
-from backends import BACKENDS
+from backends import BACKENDS, KERNEL_BACKENDS
 from opinfo import F32, F64
 from records import RECORDS
 
-KERNEL_BACKENDS = [b for b in BACKENDS if b.name != "numpy"]
 F16 = numpy.dtype(numpy.float16)
 # 2^-K moves values of order 1 into the subnormal range of the dtype
 # (float32: below 2^-126; float64: below 2^-1022).

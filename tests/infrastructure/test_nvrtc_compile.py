@@ -6,7 +6,7 @@ checked as they land) is compiled as the loader compiles it — the inlined
 (a CUBIN, so ptxas runs) and ptxas' verbose report, and no include path: the kernels
 need no CUDA header. A test fails on a compile error,
 a register spill, local memory or a stack frame, except where :data:`STACK_ALLOWED`
-says why. ``pytest -s tests/test_nvrtc_compile.py`` prints the per-kernel table.
+says why. ``pytest -s tests/infrastructure/test_nvrtc_compile.py`` prints the per-kernel table.
 """
 from __future__ import annotations
 

@@ -13,11 +13,10 @@ import numpy
 import pytest
 
 import gpuops
-from backends import BACKENDS
+from backends import BACKENDS, KERNEL_BACKENDS
 from gpuops.ops import conv as conv_module
 from records import RECORDS
 
-KERNEL_BACKENDS = [b for b in BACKENDS if b.name != "numpy"]
 RNG = numpy.random.default_rng(7)
 
 # Views built on the backend from a float64 base: (base shape, view, description).

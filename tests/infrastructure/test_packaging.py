@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PROJECT_FILES = ("pyproject.toml", "README.md", "LICENSE")
 SKIPPED_PARTS = {"__pycache__"}
 SKIPPED_SUFFIXES = {".pyc", ".pyo", ".so", ".o"}
@@ -173,7 +173,7 @@ def test_installed_package_finds_its_kernels(wheel, tmp_path):
 
 def test_collect_only_passes():
     """``pytest --collect-only`` of the whole suite runs no test, so the emulator's kernel
-    coverage check (tests/emu_coverage.py) must not fail it (it did: exit 1, "FAILED: 274
+    coverage check (tests/support/emu_coverage.py) must not fail it (it did: exit 1, "FAILED: 274
     kernels of cuda/ never ran"). A few seconds: collection only."""
     env = {k: v for k, v in os.environ.items() if k != "PYTEST_ADDOPTS"}
     command = [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider"]
@@ -194,7 +194,7 @@ def test_collect_only_passes():
     ({"keyword": "relu"}, [], "-k relu"),
     ({"markexpr": "not slow"}, [], "-m not slow"),
     ({"markexpr": "emu"}, [], ""),
-    ({}, ["tests/test_cli.py"], "only "),
+    ({}, ["tests/infrastructure/test_cli.py"], "only "),
 ])
 def test_partial_runs_do_not_enforce_kernel_coverage(options, args, expected):
     """Only a run of the whole suite enforces the emulator's kernel coverage."""

@@ -2,7 +2,7 @@
 
 NVRTC ships on PyPI (``nvidia-cuda-nvrtc-cu12``) and needs no GPU, no driver and no
 nvcc: this module only loads ``libnvrtc.so.12`` and calls its C API. Used by
-``tests/test_nvrtc_compile.py``; ``python tests/nvrtc.py [family ...]`` prints the
+``tests/infrastructure/test_nvrtc_compile.py``; ``python tests/support/nvrtc.py [family ...]`` prints the
 per-kernel table for a quick look.
 """
 from __future__ import annotations
@@ -181,7 +181,7 @@ def table(usages: list[KernelUsage]) -> str:
 if __name__ == "__main__":  # pragma: no cover - a developer's shortcut
     import sys
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
     from gpuops import kernels as _kernels
 
     for family in sys.argv[1:] or _kernels.families():

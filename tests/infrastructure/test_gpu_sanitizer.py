@@ -1,4 +1,4 @@
-"""compute-sanitizer flags the planted bugs of tests/gpu_kernels/planted_bugs.cu.
+"""compute-sanitizer flags the planted bugs of tests/infrastructure/gpu_kernels/planted_bugs.cu.
 
 The same tool runs the GPU suite (README, "Checking kernels with compute-sanitizer"):
     compute-sanitizer --tool memcheck --error-exitcode 1 python -m pytest -m gpu -x -q

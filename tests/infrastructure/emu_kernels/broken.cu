@@ -1,4 +1,4 @@
-// Planted bugs the CPU emulator itself must report (tests/test_emu.py), each as a
+// Planted bugs the CPU emulator itself must report (tests/infrastructure/test_emu.py), each as a
 // clear error instead of a hang or a wrong answer.
 
 // Threads of one block at two different __syncthreads: undefined on a GPU (a hang
