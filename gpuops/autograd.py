@@ -32,21 +32,30 @@ __all__ = ["Tensor", "Function", "apply", "no_grad", "is_grad_enabled", "from_dl
 
 Array = Any
 _state = threading.local()
+# How many no_grad scopes are open in any thread: while none is, recording is on everywhere
+# and is_grad_enabled() needs no thread-local look-up (it runs on every operator call).
+_no_grad_scopes = 0
+_scopes_lock = threading.Lock()
 
 
 def is_grad_enabled() -> bool:
-    return getattr(_state, "grad_enabled", True)
+    return not _no_grad_scopes or getattr(_state, "grad_enabled", True)
 
 
 @contextlib.contextmanager
 def no_grad() -> Iterator[None]:
     """Run operators without recording the graph (evaluation, optimizer updates)."""
+    global _no_grad_scopes
     previous = is_grad_enabled()
     _state.grad_enabled = False
+    with _scopes_lock:
+        _no_grad_scopes += 1
     try:
         yield
     finally:
         _state.grad_enabled = previous
+        with _scopes_lock:
+            _no_grad_scopes -= 1
 
 
 def _operator(name: str):
@@ -125,17 +134,20 @@ def _data(x: Any) -> Any:
 def apply(name: str, *inputs: Any, **params: Any) -> "Tensor":
     """``gpuops.<name>(*inputs, **params)`` on Tensors (arrays, scalars and None pass through),
     recording the call for ``backward`` when an input requires a gradient."""
-    op = _operator(name)
-    arrays = tuple(_data(x) for x in inputs)
+    op = OPERATORS.get(name) or _operator(name)
+    arrays = tuple([x.data if isinstance(x, Tensor) else x for x in inputs])
     y = op.forward(*arrays, **params)
-    needs = [isinstance(x, Tensor) and x.requires_grad for x in inputs]
-    if not (any(needs) and is_grad_enabled()):
-        return Tensor(y)
-    for k, need in enumerate(needs, start=1):
-        if need and k not in op.grads:
-            raise TypeError(f"{name}: input x{k} requires a gradient but {name} has no "
-                            f"{name}_wrt_x{k}")
-    return Tensor._from_function(y, Function(name, op.grads, inputs, arrays, params, y))
+    needs = False
+    if is_grad_enabled():
+        for k, x in enumerate(inputs, start=1):
+            if isinstance(x, Tensor) and x.requires_grad:
+                if k not in op.grads:
+                    raise TypeError(f"{name}: input x{k} requires a gradient but {name} has "
+                                    f"no {name}_wrt_x{k}")
+                needs = True
+    if not needs:
+        return Tensor._wrap(y, None)
+    return Tensor._wrap(y, Function(name, op.grads, inputs, arrays, params, y))
 
 
 def _topological(root: Function) -> list[Function]:
@@ -206,9 +218,14 @@ class Tensor:
         self._grad: _Accumulator | None = None
 
     @classmethod
-    def _from_function(cls, y: Array, fn: Function) -> "Tensor":
-        t = cls(y, requires_grad=True)
+    def _wrap(cls, y: Array, fn: Function | None) -> "Tensor":
+        """A tensor of an operator's result ``y`` (a float array: no checks), recorded as
+        made by ``fn`` (None: a constant)."""
+        t = object.__new__(cls)
+        t.data = y
+        t.requires_grad = fn is not None
         t.creator = fn
+        t._grad = None
         return t
 
     # ---- array-like attributes ------------------------------------------
@@ -448,7 +465,7 @@ class Tensor:
         y = self.data.reshape(shape)
         if not (self.requires_grad and is_grad_enabled()):
             return Tensor(y)
-        return Tensor._from_function(y, _Reshape(self))
+        return Tensor._wrap(y, _Reshape(self))
 
     def flatten(self, start_dim: int = 0) -> "Tensor":
         """Merge the dims from ``start_dim`` on into one."""

@@ -31,8 +31,9 @@ Array = Any
 # (the call protocol hands over an out that overlaps no input)
 
 def _softmax_cpu(x: Array, y: Array, axis: int) -> None:
-    shifted, total = _math.log_sum_exp_parts(x, axis)
-    numpy.divide(numpy.exp(shifted), total, out=y)
+    numpy.subtract(x, x.max(axis=axis, keepdims=True), out=y)  # e^(x - m) / Σ e^(x - m)
+    numpy.exp(y, out=y)
+    y /= y.sum(axis=axis, keepdims=True)
 
 
 def _log_softmax_cpu(x: Array, y: Array, axis: int) -> None:
