@@ -31,14 +31,15 @@ NVRTC_OPTIONS = ("--std=c++17", "--ftz=false", "--prec-div=true", "--prec-sqrt=t
 # Numbers both sides depend on, declared once: :func:`source` prepends them to every
 # kernel source as ``#define NAME value``, and the launch code reads them from here.
 CONSTANTS: dict[str, int] = {
-    "GPUOPS_BLOCK": 256,  # threads per block of the 1-D grid-stride kernels
     "GEMM_THREADS": 256,  # threads per block of the GEMM kernels (cuda/matmul.cu)
     "TRANSPOSE_TILE": 32,  # cuda/transpose.cu: a block moves TILE x TILE elements...
     "TRANSPOSE_TILE_ROWS": 8,  # ...with (TILE, TILE_ROWS) threads
     # Fused epilogue activations of the GEMM (linear, conv2d): the ``act`` argument.
     "ACT_NONE": 0, "ACT_RELU": 1, "ACT_SIGMOID": 2, "ACT_TANH": 3,
 }
-BLOCK = CONSTANTS["GPUOPS_BLOCK"]
+# Threads per block of the 1-D grid-stride kernels: launch-side only (those kernels read
+# blockDim, so no source depends on the number).
+BLOCK = 256
 
 _HERE = Path(__file__).resolve().parent
 _DTYPE = type(numpy.dtype(numpy.float32))
