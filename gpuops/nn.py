@@ -10,7 +10,7 @@ NumPy generator seeded with :func:`manual_seed`, so a model built after
 from __future__ import annotations
 
 import math
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, Mapping, NamedTuple
 
 import numpy
 
@@ -44,8 +44,42 @@ class Parameter(Tensor):
         super().__init__(data, requires_grad=True)
 
 
+class _IncompatibleKeys(NamedTuple):
+    """What :meth:`Module.load_state_dict` returns (as ``torch.nn.Module``'s)."""
+
+    missing_keys: list
+    unexpected_keys: list
+
+
+def _check_int(layer: str, name: str, value: Any, minimum: int | None) -> int:
+    return _args.integer(layer, name, value, minimum)
+
+
+def _check_flag(layer: str, name: str, value: Any) -> None:
+    if not isinstance(value, (bool, numpy.bool_)):
+        raise TypeError(f"{layer}: {name} must be a bool, got {value!r}")
+
+
+def _check_reduction(layer: str, reduction: Any) -> None:
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(f"{layer}: reduction must be one of 'mean', 'sum', 'none', "
+                         f"got {reduction!r}")
+
+
+def _check_number(layer: str, name: str, value: Any, low: float | None = None,
+                  high: float | None = None, low_open: bool = False) -> float:
+    value = _args.finite_float(layer, name, value)
+    if (low is not None and (value <= low if low_open else value < low)) or (
+            high is not None and value > high):
+        bound = f"{'(' if low_open else '['}{'-inf' if low is None else low}, " \
+                f"{'inf' if high is None else high}]"
+        raise ValueError(f"{layer}: {name}={value!r} is outside {bound}")
+    return value
+
+
 class Module:
-    """Base layer: finds parameters, buffers and sub-modules among its attributes."""
+    """Base layer: finds parameters, buffers and sub-modules among its attributes
+    (directly, or inside a list or tuple attribute), in attribute order."""
 
     _buffers: tuple = ()  # names of integer/array state saved in state_dict
 
@@ -67,33 +101,87 @@ class Module:
                     if isinstance(item, (Parameter, Module)):
                         yield f"{name}.{i}", item
 
-    def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, Parameter]]:
+    def named_children(self) -> Iterator[tuple[str, "Module"]]:
+        """The direct sub-modules by name; one shared by two names is given once."""
+        seen: set[int] = set()
+        for name, value in self._children():
+            if isinstance(value, Module) and id(value) not in seen:
+                seen.add(id(value))
+                yield name, value
+
+    def children(self) -> Iterator["Module"]:
+        for _, module in self.named_children():
+            yield module
+
+    def named_modules(self, memo: set | None = None, prefix: str = "",
+                      remove_duplicate: bool = True) -> Iterator[tuple[str, "Module"]]:
+        """This module (name ``prefix``) and every sub-module, depth first, by dotted name;
+        a module reached twice is given once unless ``remove_duplicate=False``."""
+        if memo is None:
+            memo = set()
+        if remove_duplicate:
+            if id(self) in memo:
+                return
+            memo.add(id(self))
+        yield prefix, self
+        for name, value in self._children():
+            if isinstance(value, Module):
+                yield from value.named_modules(memo, f"{prefix}.{name}" if prefix else name,
+                                               remove_duplicate)
+
+    def modules(self) -> Iterator["Module"]:
+        for _, module in self.named_modules():
+            yield module
+
+    def named_parameters(self, prefix: str = "", recurse: bool = True,
+                         remove_duplicate: bool = True) -> Iterator[tuple[str, Parameter]]:
+        """Parameters by dotted name, in order. A parameter shared by several layers (or
+        reached twice) is given once, under its first name, unless ``remove_duplicate=False``
+        (as ``torch.nn.Module.named_parameters``); ``recurse=False``: this module's own."""
+        seen: set[int] = set()
+        for name, p in self._all_parameters(prefix, recurse):
+            if remove_duplicate:
+                if id(p) in seen:
+                    continue
+                seen.add(id(p))
+            yield name, p
+
+    def _all_parameters(self, prefix: str, recurse: bool) -> Iterator[tuple[str, Parameter]]:
         for name, value in self._children():
             if isinstance(value, Parameter):
                 yield prefix + name, value
-            else:
-                yield from value.named_parameters(f"{prefix}{name}.")
+            elif recurse:
+                yield from value._all_parameters(f"{prefix}{name}.", True)
 
-    def parameters(self) -> list[Parameter]:
-        return [p for _, p in self.named_parameters()]
+    def parameters(self, recurse: bool = True) -> list[Parameter]:
+        """The parameters, each once (by identity), in order."""
+        return [p for _, p in self.named_parameters(recurse=recurse)]
 
-    def modules(self) -> Iterator["Module"]:
-        yield self
-        for _, value in self._children():
-            if isinstance(value, Module):
-                yield from value.modules()
+    def apply(self, fn: Callable[["Module"], Any]) -> "Module":
+        """Call ``fn`` on every sub-module (children first, as torch) and on this module."""
+        for child in self.children():
+            child.apply(fn)
+        fn(self)
+        return self
 
     def train(self, mode: bool = True) -> "Module":
+        """Set the ``training`` flag of this module and its sub-modules (Dropout reads it)."""
+        if not isinstance(mode, (bool, numpy.bool_)):
+            raise ValueError(f"{type(self).__name__}.train: mode must be a bool, got {mode!r}")
         for m in self.modules():
-            m.training = mode
+            m.training = bool(mode)
         return self
 
     def eval(self) -> "Module":
         return self.train(False)
 
-    def zero_grad(self) -> None:
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Drop the gradients (``set_to_none=True``, the default) or zero them in place."""
         for p in self.parameters():
-            p.grad = None
+            if set_to_none:
+                p.grad = None
+            elif p.grad is not None:
+                p.grad[...] = 0
 
     def _named_buffers(self, prefix: str = "") -> Iterator[tuple[str, "Module", str]]:
         for name in self._buffers:
@@ -103,28 +191,63 @@ class Module:
                 yield from value._named_buffers(f"{prefix}{name}.")
 
     def state_dict(self) -> dict[str, numpy.ndarray]:
-        """Parameters and buffers by dotted name, as NumPy copies."""
-        state = {name: to_cpu(p.data).copy() for name, p in self.named_parameters()}
+        """Parameters and buffers by dotted name, as NumPy copies (a shared parameter under
+        each of its names, as torch)."""
+        state = {name: to_cpu(p.data).copy()
+                 for name, p in self.named_parameters(remove_duplicate=False)}
         for name, module, attr in self._named_buffers():
             state[name] = numpy.asarray(getattr(module, attr))
         return state
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Copy ``state`` into the parameters (in place, on their device) and buffers."""
-        expected = {name for name, _ in self.named_parameters()} | {
-            name for name, _, _ in self._named_buffers()}
-        missing, unexpected = expected - set(state), set(state) - expected
-        if missing or unexpected:
-            raise ValueError(f"load_state_dict: missing keys {sorted(missing)}, "
-                             f"unexpected keys {sorted(unexpected)}")
-        for name, p in self.named_parameters():
-            value = numpy.asarray(state[name])
-            if value.shape != p.shape:
-                raise ValueError(f"load_state_dict: {name} has shape {value.shape}; "
-                                 f"expected {p.shape}")
-            p.data[...] = get_array_module(p.data).asarray(value, dtype=p.dtype)
-        for name, module, attr in self._named_buffers():
-            setattr(module, attr, type(getattr(module, attr))(numpy.asarray(state[name])))
+    def load_state_dict(self, state: dict[str, Any], strict: bool = True) -> _IncompatibleKeys:
+        """Copy ``state`` into the parameters (in place, on their device) and buffers.
+
+        ``strict=True``: the keys must be exactly :meth:`state_dict`'s, else ValueError
+        listing the missing and unexpected keys; ``strict=False``: the keys present are
+        loaded and the others returned. Shapes must match either way. Everything is
+        checked before anything is written. Returns ``(missing_keys, unexpected_keys)``.
+        """
+        where = f"{type(self).__name__}.load_state_dict"
+        if not isinstance(state, Mapping):
+            raise TypeError(f"{where}: state must be a dict, got {type(state).__name__}")
+        params = list(self.named_parameters(remove_duplicate=False))
+        buffers = list(self._named_buffers())
+        expected = [name for name, _ in params] + [name for name, _, _ in buffers]
+        missing = [k for k in expected if k not in state]
+        unexpected = sorted(k for k in state if k not in set(expected))
+        if strict and (missing or unexpected):
+            raise ValueError(f"{where}: missing keys {missing}, unexpected keys {unexpected}")
+        values = {}
+        for name, p in params:
+            if name in state:
+                try:
+                    value = numpy.asarray(state[name])
+                except (TypeError, ValueError) as e:
+                    raise ValueError(f"{where}: {name} is not an array ({e})") from None
+                if value.shape != p.shape:
+                    raise ValueError(f"{where}: {name} has shape {value.shape}; "
+                                     f"expected {p.shape}")
+                if not (numpy.issubdtype(value.dtype, numpy.number)
+                        or value.dtype == numpy.bool_):
+                    raise ValueError(f"{where}: {name} has dtype {value.dtype}; expected "
+                                     f"numbers like {p.dtype}")
+                values[name] = value
+        buffer_values = {}
+        for name, module, attr in buffers:
+            if name in state:
+                value = numpy.asarray(state[name])
+                kind = type(getattr(module, attr))
+                if kind is int and (value.shape != () or not numpy.issubdtype(value.dtype,
+                                                                              numpy.integer)):
+                    raise ValueError(f"{where}: {name} must be an integer, got {value!r}")
+                buffer_values[name] = kind(value)
+        for name, p in params:
+            if name in values:
+                p.data[...] = get_array_module(p.data).asarray(values[name], dtype=p.dtype)
+        for name, module, attr in buffers:
+            if name in buffer_values:
+                setattr(module, attr, buffer_values[name])
+        return _IncompatibleKeys(missing, unexpected)
 
     def to_gpu(self) -> "Module":
         """Move every parameter to the GPU (in place; gradients are dropped)."""
@@ -154,6 +277,12 @@ class Linear(Module):
     def __init__(self, in_features: int, out_features: int, bias: bool = True,
                  activation: str | None = None, dtype: Any = numpy.float32) -> None:
         super().__init__()
+        in_features = _check_int("Linear", "in_features", in_features, 0)
+        out_features = _check_int("Linear", "out_features", out_features, 0)
+        _check_flag("Linear", "bias", bias)
+        if activation not in (None, "relu", "sigmoid", "tanh"):
+            raise ValueError("Linear: activation must be one of None, 'relu', 'sigmoid', "
+                             f"'tanh'; got {activation!r}")
         self.in_features, self.out_features, self.activation = in_features, out_features, activation
         bound = 1.0 / math.sqrt(in_features) if in_features else 0.0
         self.weight = Parameter(_uniform((out_features, in_features), bound, dtype))
@@ -175,7 +304,13 @@ class Conv2d(Module):
                  padding: Any = 0, dilation: Any = 1, bias: bool = True,
                  dtype: Any = numpy.float32) -> None:
         super().__init__()
+        in_channels = _check_int("Conv2d", "in_channels", in_channels, 0)
+        out_channels = _check_int("Conv2d", "out_channels", out_channels, 0)
         kh, kw = _args.pair("Conv2d", "kernel_size", kernel_size, 1)
+        _args.pair("Conv2d", "stride", stride, 1)
+        _args.pair("Conv2d", "padding", padding, 0)
+        _args.pair("Conv2d", "dilation", dilation, 1)
+        _check_flag("Conv2d", "bias", bias)
         self.stride, self.padding, self.dilation = stride, padding, dilation
         fan_in = in_channels * kh * kw
         bound = 1.0 / math.sqrt(fan_in) if fan_in else 0.0
@@ -194,6 +329,11 @@ class Conv2d(Module):
 class MaxPool2d(Module):
     def __init__(self, kernel_size: Any, stride: Any = None, padding: Any = 0) -> None:
         super().__init__()
+        layer = type(self).__name__
+        _args.pair(layer, "kernel_size", kernel_size, 1)
+        if stride is not None:
+            _args.pair(layer, "stride", stride, 1)
+        _args.pair(layer, "padding", padding, 0)
         self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
 
     def forward(self, x: Tensor) -> Tensor:
@@ -213,6 +353,9 @@ class LocalResponseNorm(Module):
 
     def __init__(self, size: int, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0) -> None:
         super().__init__()
+        size = _check_int("LocalResponseNorm", "size", size, 1)
+        for name, value in (("alpha", alpha), ("beta", beta), ("k", k)):
+            _check_number("LocalResponseNorm", name, value)
         self.size, self.alpha, self.beta, self.k = size, alpha, beta, k
 
     def forward(self, x: Tensor) -> Tensor:
@@ -235,8 +378,12 @@ class Dropout(Module):
 
     def __init__(self, p: float = 0.5) -> None:
         super().__init__()
-        if not 0.0 <= p <= 1.0:
+        if isinstance(p, (bool, numpy.bool_)) or not isinstance(p, (int, float, numpy.floating,
+                                                                      numpy.integer)):
+            raise TypeError(f"Dropout: p must be a number in [0, 1], got {p!r}")
+        if not 0.0 <= p <= 1.0:  # also rejects nan
             raise ValueError(f"Dropout: p={p} is outside [0, 1]")
+        p = float(p)
         self.p = p
         self.base_seed = int(_generator.integers(0, 2**62))
         self.calls = 0
@@ -288,6 +435,10 @@ class Flatten(Module):
 class Sequential(Module):
     def __init__(self, *layers: Module) -> None:
         super().__init__()
+        for i, layer in enumerate(layers):
+            if not isinstance(layer, Module):
+                raise TypeError(f"Sequential: layer {i} must be an nn.Module, "
+                                f"got {type(layer).__name__}")
         self.layers = list(layers)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -307,6 +458,8 @@ class CrossEntropyLoss(Module):
 
     def __init__(self, reduction: str = "mean", ignore_index: int = -100) -> None:
         super().__init__()
+        _check_reduction("CrossEntropyLoss", reduction)
+        ignore_index = _check_int("CrossEntropyLoss", "ignore_index", ignore_index, None)
         self.reduction, self.ignore_index = reduction, ignore_index
 
     def forward(self, logits: Tensor, labels: Any) -> Tensor:
@@ -317,6 +470,7 @@ class CrossEntropyLoss(Module):
 class MSELoss(Module):
     def __init__(self, reduction: str = "mean") -> None:
         super().__init__()
+        _check_reduction(type(self).__name__, reduction)
         self.reduction = reduction
 
     def forward(self, prediction: Tensor, target: Any) -> Tensor:

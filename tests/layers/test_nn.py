@@ -253,3 +253,155 @@ def test_eval_under_no_grad_builds_no_graph():
     with no_grad():
         y = layer(Tensor(numpy.ones((1, 3), numpy.float32)))
     assert y.creator is None and not y.requires_grad
+
+
+# ---- shared parameters, constructor checks ----------------------------------------------------
+
+def test_shared_layer_parameters_are_listed_once_and_stepped_once():
+    nn.manual_seed(8)
+    lin = nn.Linear(3, 3, dtype=numpy.float64)
+    model = nn.Sequential(lin, nn.ReLU(), lin)
+    assert [n for n, _ in model.named_parameters()] == ["layers.0.weight", "layers.0.bias"]
+    assert len(model.parameters()) == 2
+    assert [n for n, _ in model.named_parameters(remove_duplicate=False)] == [
+        "layers.0.weight", "layers.0.bias", "layers.2.weight", "layers.2.bias"]
+    assert [n for n, _ in model.named_modules()] == ["", "layers.0", "layers.1"]
+    # torch's state_dict keeps a shared parameter under every name
+    assert list(model.state_dict()) == ["layers.0.weight", "layers.0.bias",
+                                        "layers.2.weight", "layers.2.bias"]
+    model.load_state_dict(model.state_dict())
+    before = lin.weight.data.copy()
+    opt = gpuops.optim.SGD(model.parameters(), lr=0.5)
+    lin.weight.grad = numpy.ones((3, 3))
+    lin.bias.grad = numpy.zeros(3)
+    opt.step()
+    numpy.testing.assert_allclose(lin.weight.data, before - 0.5)  # moved once, not twice
+
+
+@pytest.mark.parametrize("make,error,match", [
+    (lambda: nn.Linear(-1, 2), ValueError, "Linear: in_features must be >= 0, got -1"),
+    (lambda: nn.Linear(2, 2.5), TypeError, "Linear: out_features must be an int"),
+    (lambda: nn.Linear(2, 2, bias="yes"), TypeError, "Linear: bias must be a bool"),
+    (lambda: nn.Linear(2, 2, activation="gelu"), ValueError, "Linear: activation"),
+    (lambda: nn.Conv2d(-3, 2, 3), ValueError, "Conv2d: in_channels must be >= 0"),
+    (lambda: nn.Conv2d(3, "2", 3), TypeError, "Conv2d: out_channels must be an int"),
+    (lambda: nn.Conv2d(3, 2, 0), ValueError, "Conv2d: kernel_size"),
+    (lambda: nn.Conv2d(3, 2, 3, stride=0), ValueError, "Conv2d: stride"),
+    (lambda: nn.Conv2d(3, 2, 3, padding=-1), ValueError, "Conv2d: padding"),
+    (lambda: nn.MaxPool2d(0), ValueError, "MaxPool2d: kernel_size"),
+    (lambda: nn.AvgPool2d(2, stride=0), ValueError, "AvgPool2d: stride"),
+    (lambda: nn.LocalResponseNorm(0), ValueError, "LocalResponseNorm: size must be >= 1"),
+    (lambda: nn.LocalResponseNorm(3, alpha=float("nan")), ValueError,
+     "LocalResponseNorm: alpha must be finite"),
+    (lambda: nn.Dropout(p="a"), TypeError, "Dropout: p must be a number in \\[0, 1\\], got 'a'"),
+    (lambda: nn.Dropout(p=True), TypeError, "Dropout: p must be a number"),
+    (lambda: nn.Dropout(p=float("nan")), ValueError, "Dropout: p=nan is outside"),
+    (lambda: nn.Dropout(p=-0.1), ValueError, "Dropout: p=-0.1 is outside"),
+    (lambda: nn.Sequential(nn.ReLU(), lambda x: x), TypeError,
+     "Sequential: layer 1 must be an nn.Module"),
+    (lambda: nn.CrossEntropyLoss(reduction="avg"), ValueError, "CrossEntropyLoss: reduction"),
+    (lambda: nn.CrossEntropyLoss(ignore_index=1.5), TypeError,
+     "CrossEntropyLoss: ignore_index must be an int"),
+    (lambda: nn.MSELoss(reduction=None), ValueError, "MSELoss: reduction"),
+    (lambda: nn.BCEWithLogitsLoss(reduction="Mean"), ValueError, "BCEWithLogitsLoss: reduction"),
+])
+def test_constructor_errors_name_the_layer_and_the_value(make, error, match):
+    with pytest.raises(error, match=match):
+        make()
+
+
+def test_constructors_accept_valid_edge_values():
+    assert nn.Linear(0, 2).weight.shape == (2, 0)
+    assert nn.Linear(numpy.int64(3), 2).in_features == 3
+    assert nn.Dropout(1).p == 1.0 and nn.Dropout(numpy.float32(0.5)).p == 0.5
+    assert nn.Conv2d(1, 1, (1, 2), stride=(1, 2), padding=(0, 1), dilation=2).weight.shape == (
+        1, 1, 1, 2)
+    nn.MaxPool2d((2, 3), stride=None)
+    nn.CrossEntropyLoss(reduction="none", ignore_index=numpy.int64(-1))
+
+
+# ---- the module API ------------------------------------------------------------------------------
+
+def test_named_modules_children_and_apply():
+    net = Net()
+    assert [n for n, _ in net.named_modules()] == [
+        "", "body", "body.layers.0", "body.layers.1", "body.layers.2", "head"]
+    assert [n for n, _ in net.named_modules(prefix="net")][:2] == ["net", "net.body"]
+    assert [type(m).__name__ for m in net.children()] == ["Sequential", "Linear"]
+    assert [n for n, _ in net.named_children()] == ["body", "head"]
+    assert [n for n, _ in net.named_parameters(recurse=False)] == ["scale"]
+    assert [n for n, _ in net.named_parameters(prefix="m.")][0] == "m.body.layers.0.weight"
+    visited = []
+    assert net.apply(lambda m: visited.append(type(m).__name__)) is net
+    # children before their parent, as torch.nn.Module.apply
+    assert visited == ["Linear", "ReLU", "Dropout", "Sequential", "Linear", "Net"]
+
+    def init(m):
+        if isinstance(m, nn.Linear):
+            m.weight.data[...] = 0.25
+    net.apply(init)
+    assert (net.head.weight.data == 0.25).all() and (net.body[0].weight.data == 0.25).all()
+
+
+def test_train_eval_flag_and_dropout():
+    _needs("dropout")
+    net = Net()
+    assert net.training and net.body[2].training
+    assert net.eval() is net
+    assert not any(m.training for m in net.modules())
+    x = Tensor(numpy.ones((2, 4), numpy.float32))
+    numpy.testing.assert_array_equal(net(x).data, net(x).data)  # eval: no dropout
+    calls = net.body[2].calls
+    assert calls == 0  # eval mode draws no masks
+    net.train(True)
+    assert all(m.training for m in net.modules())
+    net.body.train(False)
+    assert net.training and not net.body.training and not net.body[2].training
+    with pytest.raises(ValueError, match="Net.train: mode must be a bool"):
+        net.train("no")
+
+
+def test_zero_grad_set_to_none_false_zeroes_in_place():
+    net = Net()
+    grads = []
+    for p in net.parameters():
+        p.grad = numpy.ones(p.shape, numpy.float32)
+        grads.append(p.grad)
+    net.head.weight.grad = None
+    net.zero_grad(set_to_none=False)
+    assert net.head.weight.grad is None
+    for p, g in zip(net.parameters(), grads):
+        if p is not net.head.weight:
+            assert p.grad is g and not p.grad.any()
+
+
+def test_load_state_dict_strict_and_non_strict():
+    nn.manual_seed(9)
+    net, other = Net(), Net()
+    state = net.state_dict()
+    result = other.load_state_dict(state)
+    assert result.missing_keys == [] and result.unexpected_keys == []
+    assert tuple(result) == ([], [])
+    partial = {k: v for k, v in state.items() if k != "scale"}
+    partial["extra.weight"] = numpy.zeros(2)
+    before = other.scale.data.copy()
+    other.head.weight.data[...] = 0
+    with pytest.raises(ValueError, match=r"Net.load_state_dict: missing keys \['scale'\], "
+                                         r"unexpected keys \['extra.weight'\]"):
+        other.load_state_dict(partial)
+    assert not other.head.weight.data.any()  # nothing was loaded
+    missing, unexpected = other.load_state_dict(partial, strict=False)
+    assert missing == ["scale"] and unexpected == ["extra.weight"]
+    numpy.testing.assert_array_equal(other.head.weight.data, state["head.weight"])
+    numpy.testing.assert_array_equal(other.scale.data, before)
+    # a wrong shape is an error even when not strict, and changes nothing
+    bad = {**state, "head.weight": numpy.ones((2, 2)), "body.layers.0.bias": numpy.zeros(8)}
+    with pytest.raises(ValueError, match=r"head.weight has shape \(2, 2\); expected \(3, 8\)"):
+        other.load_state_dict(bad, strict=False)
+    numpy.testing.assert_array_equal(other.body[0].bias.data, state["body.layers.0.bias"])
+    with pytest.raises(ValueError, match="body.layers.2.calls must be an integer"):
+        other.load_state_dict({**state, "body.layers.2.calls": numpy.ones(3)})
+    with pytest.raises(ValueError, match="scale has dtype <U1"):
+        other.load_state_dict({**state, "scale": numpy.array(["a", "b", "c"])})
+    with pytest.raises(TypeError, match="state must be a dict"):
+        other.load_state_dict([1, 2])

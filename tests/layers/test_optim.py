@@ -296,3 +296,262 @@ def test_matches_torch(name, kwargs):
 def test_adamw_default_weight_decay_matches_torch():
     assert AdamW([Tensor(numpy.ones(1), requires_grad=True)]).weight_decay == 0.01
     assert math.isclose(Adam([Tensor(numpy.ones(1), requires_grad=True)]).weight_decay, 0.0)
+
+
+# ---- hyperparameter checks and failed steps ------------------------------------------------------
+
+def _one_param(value=1.0, n=3):
+    return Tensor(numpy.full(n, value), requires_grad=True)
+
+
+@pytest.mark.parametrize("make,error,match", [
+    (lambda p: Adam(p, lr=float("nan")), ValueError, r"Adam: lr=nan is outside \[0.0, inf\)"),
+    (lambda p: Adam(p, lr=-1), ValueError, r"Adam: lr=-1.0 is outside"),
+    (lambda p: Adam(p, lr="0.1"), TypeError, r"Adam: lr must be a number, got '0.1'"),
+    (lambda p: Adam(p, betas=(0.9, 1.0)), ValueError, r"Adam: betas\[1\]=1.0 is outside"),
+    (lambda p: Adam(p, betas=0.9), TypeError, r"Adam: betas must be a pair"),
+    (lambda p: AdamW(p, eps=-1e-8), ValueError, r"AdamW: eps=-1e-08 is outside"),
+    (lambda p: AdamW(p, weight_decay=float("inf")), ValueError, r"AdamW: weight_decay=inf"),
+    (lambda p: SGD(p, lr=0.1, momentum=-0.5), ValueError, r"SGD: momentum=-0.5 is outside"),
+    (lambda p: SGD(p, lr=0.1, nesterov=True), ValueError, r"SGD: nesterov=True needs momentum"),
+    (lambda p: SGD(p, lr=0.1, nesterov=1), TypeError, r"SGD: nesterov must be a bool"),
+    (lambda p: SGD([], lr=0.1), ValueError, r"SGD: got an empty parameter list"),
+    (lambda p: SGD(p[0], lr=0.1), TypeError, r"SGD: params must be an iterable"),
+    (lambda p: SGD([1.0], lr=0.1), TypeError, r"SGD: param_groups\[0\]: params must be Tensors"),
+    (lambda p: SGD([{"params": p, "lr": -1}], lr=0.1), ValueError,
+     r"SGD: param_groups\[0\]: lr=-1.0 is outside"),
+    (lambda p: SGD([{"params": p, "betas": (0.9, 0.9)}], lr=0.1), ValueError,
+     r"SGD: param_groups\[0\] has unknown option\(s\) \['betas'\]"),
+    (lambda p: SGD([{"lr": 0.1}], lr=0.1), ValueError, r"SGD: param_groups\[0\] has no 'params'"),
+    (lambda p: Adam([{"params": p}, {"params": p}]), ValueError,
+     r"Adam: param_groups\[1\]: a parameter is already in param_groups\[0\]"),
+    (lambda p: Adam([{"params": p}, p[0]]), TypeError, r"Adam: params mixes"),
+])
+def test_constructor_checks_hyperparameters(make, error, match):
+    with pytest.raises(error, match=match):
+        make([_one_param()])
+
+
+@pytest.mark.parametrize("cls", [SGD, Adam, AdamW])
+def test_failed_step_changes_nothing(cls):
+    p, q = _one_param(1.0), _one_param(2.0, 2)
+    opt = cls([{"params": [p]}, {"params": [q]}], lr=0.1, **(
+        {"momentum": 0.9} if cls is SGD else {}))
+    p.grad, q.grad = numpy.ones(3), numpy.ones(2)
+    opt.step()
+    state = opt.state_dict()
+    data = [p.data.copy(), q.data.copy()]
+    opt.param_groups[1]["lr"] = float("nan")  # e.g. a scheduler gone wrong
+    with pytest.raises(ValueError, match=rf"{cls.__name__}: param_groups\[1\]: lr=nan"):
+        opt.step()
+    opt.param_groups[1]["lr"] = 0.1
+    q.grad = numpy.ones(3)
+    with pytest.raises(ValueError, match=rf"{cls.__name__}.step: the gradient of parameter 1 "
+                                         r"has shape \(3,\)"):
+        opt.step()
+    numpy.testing.assert_array_equal(p.data, data[0])  # group 0 was not stepped either
+    numpy.testing.assert_array_equal(q.data, data[1])
+    for key, value in opt.state_dict().items():
+        numpy.testing.assert_array_equal(value, state[key])
+    if cls is not SGD:
+        assert opt.steps == [1, 1]
+
+
+def test_adam_lr_nan_set_later_does_not_count_the_step():
+    p = _one_param()
+    opt = Adam([p])
+    opt.lr = float("nan")
+    p.grad = numpy.ones(3)
+    with pytest.raises(ValueError, match="Adam: lr=nan"):
+        opt.step()
+    assert opt.steps == [0]
+    opt.lr = 0.1
+    opt.step()
+    assert opt.steps == [1]
+    numpy.testing.assert_allclose(p.data, 0.9)  # the first Adam step moves by lr
+
+
+def test_duplicate_parameters_in_one_list_are_stepped_once():
+    p = _one_param()
+    opt = SGD([p, p], lr=0.5)
+    assert opt.params == [p] and opt.param_groups[0]["params"] == [p]
+    p.grad = numpy.ones(3)
+    opt.step()
+    numpy.testing.assert_array_equal(p.data, 0.5)
+
+
+# ---- state dicts --------------------------------------------------------------------------------
+
+def _stepped(cls, shapes=((3,), (2,)), **kwargs):
+    params = [Tensor(numpy.ones(s), requires_grad=True) for s in shapes]
+    opt = cls(params, **kwargs)
+    for p in params:
+        p.grad = numpy.full(p.shape, 0.5)
+    opt.step()
+    return opt
+
+
+def test_load_state_dict_rejects_another_optimizer_or_model():
+    adam = _stepped(Adam, lr=0.1)
+    sgd = _stepped(SGD, lr=0.1, momentum=0.9)
+    fresh = _stepped(Adam, lr=0.2)
+    before = fresh.state_dict()
+    with pytest.raises(ValueError, match=r"Adam.load_state_dict: the state is of a SGD "
+                                         r"optimizer, not Adam \(key 'type'\)"):
+        fresh.load_state_dict(sgd.state_dict())
+    with pytest.raises(ValueError, match="state is of a Adam optimizer, not AdamW"):
+        _stepped(AdamW).load_state_dict(adam.state_dict())
+    bigger = _stepped(Adam, shapes=((3,), (2,), (4,)))
+    with pytest.raises(ValueError, match=r"Adam.load_state_dict: missing keys \['m.2', 'v.2'\]"):
+        bigger.load_state_dict(adam.state_dict())
+    x, y, z = (Tensor(numpy.ones(2), requires_grad=True) for _ in range(3))
+    grouped = Adam([{"params": [x]}, {"params": [y, z]}]).state_dict()
+    with pytest.raises(ValueError, match=r"groups.0.params is \[0\]; this optimizer's group 0 "
+                                         r"holds parameters \[0, 1\]"):
+        Adam([{"params": [x, y]}, {"params": [z]}]).load_state_dict(grouped)
+    with pytest.raises(ValueError, match=r"unexpected keys \['m.2', 'v.2'\]"):
+        fresh.load_state_dict(bigger.state_dict())
+    other_shapes = _stepped(Adam, shapes=((3,), (5,)))
+    with pytest.raises(ValueError, match=r"Adam.load_state_dict: m.1 has shape \(2,\); "
+                                         r"expected \(5,\)"):
+        other_shapes.load_state_dict(adam.state_dict())
+    bad = {**adam.state_dict(), "groups.0.lr": numpy.array(-1.0)}
+    with pytest.raises(ValueError, match=r"key 'groups.0.lr': lr=-1.0 is outside"):
+        fresh.load_state_dict(bad)
+    with pytest.raises(ValueError, match="steps must be 2 counts"):
+        fresh.load_state_dict({**adam.state_dict(), "steps": numpy.array([1, 2, 3])})
+    with pytest.raises(ValueError, match=r"missing keys \['groups.0.eps'\]"):
+        fresh.load_state_dict({k: v for k, v in adam.state_dict().items()
+                               if k != "groups.0.eps"})
+    for key, value in fresh.state_dict().items():  # every failed load left it as it was
+        numpy.testing.assert_array_equal(value, before[key])
+    # SGD with and without momentum: the velocities are keys of one and not the other
+    with pytest.raises(ValueError, match=r"unexpected keys \['velocities.0', 'velocities.1'\]"):
+        _stepped(SGD, lr=0.1).load_state_dict(sgd.state_dict())
+
+
+def test_state_dict_keys_groups_and_legacy_format():
+    p, b = _one_param(), _one_param(n=2)
+    opt = AdamW([{"params": [p]}, {"params": [b], "weight_decay": 0.0, "lr": 0.5}], lr=0.1,
+                betas=(0.8, 0.9))
+    state = opt.state_dict()
+    assert set(state) == {"type", "steps", "m.0", "m.1", "v.0", "v.1"} | {
+        f"groups.{g}.{k}" for g in (0, 1) for k in ("params", "lr", "betas", "eps",
+                                                     "weight_decay")}
+    assert str(state["type"]) == "AdamW"
+    assert state["groups.1.params"].tolist() == [1]
+    assert state["groups.0.betas"].tolist() == [0.8, 0.9]
+    assert float(state["groups.1.lr"]) == 0.5 and float(state["groups.0.weight_decay"]) == 0.01
+    opt2 = AdamW([{"params": [p]}, {"params": [b]}])
+    opt2.load_state_dict(state)
+    assert opt2.param_groups[1]["lr"] == 0.5 and opt2.param_groups[1]["weight_decay"] == 0.0
+    assert opt2.param_groups[0]["betas"] == (0.8, 0.9)
+    regrouped = AdamW([p, b])
+    with pytest.raises(ValueError, match=r"missing keys \[\].*unexpected keys \['groups.1"):
+        regrouped.load_state_dict(state)
+    # the format before parameter groups: lr and the arrays
+    legacy = {"lr": numpy.array(0.25), "steps": numpy.array([3, 3]), "m.0": numpy.ones(3),
+              "m.1": numpy.ones(2), "v.0": numpy.ones(3), "v.1": numpy.ones(2)}
+    opt3 = AdamW([p, b])
+    opt3.load_state_dict(legacy)
+    assert opt3.lr == 0.25 and opt3.steps == [3, 3]
+    sgd = SGD([p, b], lr=0.1)
+    sgd.load_state_dict({"lr": 0.3})
+    assert sgd.lr == 0.3
+
+
+def test_npz_round_trip_of_a_state_dict(tmp_path):
+    opt = _stepped(SGD, lr=0.1, momentum=0.9, nesterov=True)
+    numpy.savez(tmp_path / "s.npz", **opt.state_dict())
+    with numpy.load(tmp_path / "s.npz") as f:  # no pickles needed
+        state = {k: f[k] for k in f.files}
+    again = _stepped(SGD, lr=0.2, momentum=0.5)
+    again.load_state_dict(state)
+    assert again.lr == 0.1 and again.momentum == 0.9 and again.nesterov is True
+    for a, b in zip(again.velocities, opt.velocities):
+        numpy.testing.assert_array_equal(a, b)
+
+
+# ---- parameter groups ---------------------------------------------------------------------------
+
+def test_param_groups_per_group_lr_and_weight_decay():
+    rng = numpy.random.default_rng(7)
+    init = [rng.standard_normal(s) for s in [(3, 2), (2,), (4,)]]
+    params = [Tensor(x.copy(), requires_grad=True) for x in init]
+    opt = SGD([{"params": params[:1]}, {"params": params[1:], "weight_decay": 0.0, "lr": 0.3}],
+              lr=0.1, momentum=0.9, weight_decay=0.05)
+    assert [set(g) for g in opt.param_groups] == [
+        {"params", "lr", "momentum", "nesterov", "weight_decay"}] * 2
+    assert opt.param_groups[0]["weight_decay"] == 0.05 and opt.param_groups[1]["lr"] == 0.3
+    assert opt.params == params
+    ref = [x.copy() for x in init]
+    bufs = [numpy.zeros_like(x) for x in init]
+    for _ in range(3):
+        grads = [rng.standard_normal(x.shape) for x in init]
+        for p, g in zip(params, grads):
+            p.grad = g
+        opt.step()
+        _ref_sgd(ref[:1], grads[:1], bufs[:1], 0.1, 0.9, False, 0.05)
+        _ref_sgd(ref[1:], grads[1:], bufs[1:], 0.3, 0.9, False, 0.0)
+    for p, r in zip(params, ref):
+        numpy.testing.assert_allclose(p.data, r, rtol=1e-12, atol=1e-14)
+    opt.lr = 0.01  # sets every group, reads the first
+    assert [g["lr"] for g in opt.param_groups] == [0.01, 0.01] and opt.lr == 0.01
+
+
+def test_adam_param_groups_match_reference():
+    rng = numpy.random.default_rng(8)
+    init = [rng.standard_normal(s) for s in [(3, 2), (2,)]]
+    params = [Tensor(x.copy(), requires_grad=True) for x in init]
+    opt = AdamW([{"params": [params[0]], "betas": (0.8, 0.99)},
+                 {"params": [params[1]], "weight_decay": 0.0}], lr=0.05)
+    ref = [x.copy() for x in init]
+    ms = [numpy.zeros_like(x) for x in init]
+    vs = [numpy.zeros_like(x) for x in init]
+    for step in range(1, 4):
+        grads = [rng.standard_normal(x.shape) for x in init]
+        for p, g in zip(params, grads):
+            p.grad = g
+        opt.step()
+        _ref_adam(ref[:1], grads[:1], ms[:1], vs[:1], step, 0.05, 0.8, 0.99, 1e-8, 0.01, True)
+        _ref_adam(ref[1:], grads[1:], ms[1:], vs[1:], step, 0.05, 0.9, 0.999, 1e-8, 0.0, True)
+    for p, r in zip(params, ref):
+        numpy.testing.assert_allclose(p.data, r, rtol=1e-12, atol=1e-14)
+
+
+def test_no_decay_on_biases_from_a_module():
+    model = gpuops.nn.Sequential(gpuops.nn.Linear(3, 4), gpuops.nn.Linear(4, 2))
+    decay = [p for n, p in model.named_parameters() if not n.endswith("bias")]
+    no_decay = [p for n, p in model.named_parameters() if n.endswith("bias")]
+    opt = AdamW([{"params": decay}, {"params": no_decay, "weight_decay": 0.0}], lr=1e-3)
+    assert [len(g["params"]) for g in opt.param_groups] == [2, 2]
+    assert [g["weight_decay"] for g in opt.param_groups] == [0.01, 0.0]
+
+
+@pytest.mark.parametrize("name,defaults,groups", [
+    ("SGD", dict(lr=0.1, momentum=0.9), [{}, {"lr": 0.02, "weight_decay": 0.1, "nesterov": True}]),
+    ("Adam", dict(lr=0.01, weight_decay=0.02), [{"betas": (0.5, 0.9)}, {"weight_decay": 0.0}]),
+    ("AdamW", dict(lr=0.01), [{"eps": 1e-3}, {"lr": 0.1, "weight_decay": 0.0}]),
+])
+def test_param_groups_match_torch(name, defaults, groups):
+    torch = pytest.importorskip("torch")
+    rng = numpy.random.default_rng(9)
+    init = [rng.standard_normal(s) for s in [(3, 4), (5,), (2,)]]
+    ours = [Tensor(p.copy(), requires_grad=True) for p in init]
+    theirs = [torch.tensor(p.copy(), requires_grad=True) for p in init]
+    split = lambda ps: [{"params": ps[:1], **groups[0]}, {"params": ps[1:], **groups[1]}]
+    opt = getattr(gpuops.optim, name)(split(ours), **defaults)
+    topt = getattr(torch.optim, name)(split(theirs), **defaults)
+    for _ in range(5):
+        grads = [rng.standard_normal(p.shape) for p in init]
+        for p, q, g in zip(ours, theirs, grads):
+            p.grad = g.copy()
+            q.grad = torch.tensor(g)
+        opt.step()
+        topt.step()
+    for p, q in zip(ours, theirs):
+        numpy.testing.assert_allclose(p.data, q.detach().numpy(), rtol=1e-12, atol=1e-14)
+    for g, tg in zip(opt.param_groups, topt.param_groups):
+        for key, value in g.items():
+            if key != "params":
+                assert tg[key] == value, key
