@@ -8,17 +8,24 @@ inputs, its keyword parameters and its output. ``backward`` walks those nodes
 in reverse topological order (an explicit stack, no recursion) and calls the
 registered ``<name>_wrt_x<k>`` functions; the only arithmetic of this module
 is the accumulation of gradients of tensors used more than once, through
-``gpuops.add(..., out=...)``. ``reshape`` is a view and needs no operator.
+``gpuops.add(..., out=...)``. ``reshape`` is a view and needs no operator. A few Tensor
+methods that are no registered operator record a node with a closure gradient
+(:class:`_Closure`): ``clone``, ``astype``/``to``, indexing (``t[key]``: zeros with ``gy``
+scattered in, repeated indices summed deterministically, without atomics on CuPy) and
+``s ** t`` for a base ``s <= 0`` (``s > 0`` goes through the exp and mul operators).
 
 Decisions: ``Tensor.grad`` is a plain array (what the optimizer operators take);
 comparisons return boolean Tensors that never require a gradient; the graph is
 freed by ``backward`` unless ``retain_graph=True`` (a second backward through a
-freed node raises ``RuntimeError``).
+freed node raises ``RuntimeError``); in-place ``+= -= *= /=`` write into ``data`` under
+``no_grad`` or on tensors without a gradient, raise ``RuntimeError`` on a leaf that requires
+one, and rebind a non-leaf to a new recorded node (no version counters).
 """
 from __future__ import annotations
 
 import contextlib
 import inspect
+import math
 import threading
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
@@ -127,6 +134,130 @@ class _Reshape(Function):
         return [(x, gy.reshape(self.params["shape"]))]
 
 
+class _Closure(Function):
+    """A node whose gradient is ``backward_fn(gy)`` for its one input (clone, astype,
+    indexing, scalar ** tensor with a base <= 0): Tensor methods that are not registered
+    operators. The closure holds what it needs (index arrays, shapes, dtypes)."""
+
+    __slots__ = ("_backward_fn",)
+
+    def __init__(self, name: str, x: "Tensor", backward_fn: Callable[[Array], Array]) -> None:
+        super().__init__(name, {}, (x,), (), {}, None)
+        self._backward_fn = backward_fn
+
+    def backward(self, gy: Array) -> list[tuple["Tensor", Array]]:
+        if self.released:
+            raise RuntimeError(
+                f"backward through the graph of {self.name} a second time: the graph was "
+                "freed by the first backward; pass retain_graph=True to keep it")
+        (x,) = self.inputs
+        return [(x, self._backward_fn(gy))]
+
+    def release(self) -> None:
+        super().release()
+        self._backward_fn = None  # type: ignore[assignment]
+
+
+def _segment_sum(xp: Any, index: Array, values: Array, size: int) -> Array:
+    """``out[i] = Σ values[j] over j with index[j] == i`` (length ``size``) without atomics:
+    a stable sort of ``index`` and a segmented inclusive scan by doubling (Hillis-Steele,
+    ceil(log2 m) passes for the largest multiplicity m), so the sum order, and the result,
+    is fixed for fixed inputs. Array-module calls only: the same code runs on NumPy and CuPy."""
+    out = xp.zeros(size, dtype=values.dtype)
+    n = int(index.size)
+    if n == 0:
+        return out
+    # CuPy's argsort is always stable and takes no kind= but None
+    order = xp.argsort(index, kind="stable") if xp is numpy else xp.argsort(index)
+    keys = index[order]
+    v = values[order]
+    position = xp.arange(n)
+    start = xp.searchsorted(keys, keys, side="left")  # first position of each key's segment
+    longest = int((position - start).max()) + 1
+    d = 1
+    while d < longest:
+        shifted = xp.zeros_like(v)
+        shifted[d:] = v[:-d]
+        v = v + xp.where(position - d >= start, shifted, 0)
+        d *= 2
+    last = xp.ones(n, dtype=bool)
+    last[:-1] = keys[1:] != keys[:-1]
+    out[keys[last]] = v[last]
+    return out
+
+
+def _scatter_sum(xp: Any, shape: tuple, key: tuple, gy: Array) -> Array:
+    """Zeros of ``shape`` with ``gy`` added at ``[key]``, repeated places summed, without
+    atomics: the flat index of every element of ``x[key]`` (indexing an arange the same way)
+    and :func:`_segment_sum` (the gradient of advanced indexing on CuPy)."""
+    size = int(numpy.prod(shape))
+    flat = xp.arange(size).reshape(shape)[key]
+    return _segment_sum(xp, flat.ravel(), gy.ravel(), size).reshape(shape)
+
+
+def _is_basic_key(key: tuple) -> bool:
+    """Only ints, slices, None and Ellipsis: NumPy basic indexing (a view, no repeats)."""
+    for k in key:
+        if k is None or k is Ellipsis or isinstance(k, slice):
+            continue
+        if isinstance(k, (int, numpy.integer)) and not isinstance(k, (bool, numpy.bool_)):
+            continue
+        return False
+    return True
+
+
+def _index_key(key: Any, xp: Any) -> tuple:
+    """``key`` as a tuple with Tensors replaced by their data and lists by arrays of ``xp``."""
+    if not isinstance(key, tuple):
+        key = (key,)
+    out = []
+    for k in key:
+        if isinstance(k, Tensor):
+            k = k.data
+        if isinstance(k, list) or (xp is not numpy and isinstance(k, numpy.ndarray)):
+            k = xp.asarray(k)
+        out.append(k)
+    return tuple(out)
+
+
+def _foreign_operand(where: str, x: Any) -> TypeError | None:
+    """A clear TypeError for an array-like gpuops does not take as it is (a DLPack producer
+    such as a PyTorch tensor, a list or tuple), else None."""
+    kind = f"{type(x).__module__}.{type(x).__qualname__}".replace("builtins.", "")
+    if hasattr(x, "__dlpack__"):
+        return TypeError(f"{where}: got a {kind}; gpuops takes NumPy/CuPy arrays and Tensors: "
+                         "wrap a DLPack producer (a PyTorch/JAX tensor) with "
+                         "gpuops.from_dlpack(x) (no copy)")
+    if isinstance(x, (list, tuple)):
+        return TypeError(f"{where}: got a {kind}; gpuops takes NumPy/CuPy arrays and Tensors: "
+                         "pass gpuops.Tensor(numpy.asarray(x)) or numpy.asarray(x)")
+    return None
+
+
+# The out-of-place dunder of each in-place update (its array-module ufunc name as key).
+_OUT_OF_PLACE = {"add": "add", "subtract": "sub", "multiply": "mul", "true_divide": "truediv"}
+
+
+def _dim(method: str, dim: Any, n: int) -> int:
+    """``dim`` in [-n, n) as a non-negative axis; IndexError like PyTorch's otherwise."""
+    if not isinstance(dim, (int, numpy.integer)) or isinstance(dim, bool):
+        raise TypeError(f"Tensor.{method}: dim must be an int, got {type(dim).__name__}")
+    if not -n <= dim < n:
+        raise IndexError(f"Tensor.{method}: dimension out of range (expected to be in range "
+                         f"of [{-n}, {n - 1}], but got {dim})")
+    return int(dim) % n
+
+
+def _dtype(method: str, dtype: Any) -> numpy.dtype:
+    try:
+        return numpy.dtype(dtype)
+    except TypeError:
+        hint = (" (move between devices with to_gpu() / to_cpu())"
+                if isinstance(dtype, str) and dtype.split(":")[0] in ("cpu", "cuda") else "")
+        raise TypeError(f"Tensor.{method}: dtype must be a NumPy dtype (numpy.float32, "
+                        f"'float64', ...), got {dtype!r}{hint}") from None
+
+
 def _data(x: Any) -> Any:
     return x.data if isinstance(x, Tensor) else x
 
@@ -208,7 +339,10 @@ class Tensor:
         if isinstance(data, Tensor):
             data = data.data
         if not (isinstance(data, numpy.ndarray) or _backend.is_cupy_array(data)):
-            data = numpy.asarray(data)
+            if hasattr(data, "__dlpack_device__") and not isinstance(data, numpy.generic):
+                data = _dlpack_array(data, "Tensor")  # a PyTorch/JAX tensor: shared, no copy
+            else:
+                data = numpy.asarray(data)
         if requires_grad and data.dtype.kind != "f":
             raise TypeError(f"Tensor: only floating-point tensors can require a gradient, "
                             f"got dtype {data.dtype}")
@@ -247,6 +381,12 @@ class Tensor:
 
     def __len__(self) -> int:
         return len(self.data)
+
+    def __iter__(self) -> Iterator["Tensor"]:
+        """The sub-tensors along the first axis (``self[i]``, recorded for backward)."""
+        if self.ndim == 0:
+            raise TypeError("iteration over a 0-d tensor")
+        return (self[i] for i in range(len(self.data)))
 
     @property
     def xp(self):
@@ -302,6 +442,25 @@ class Tensor:
     def to_cpu(self) -> "Tensor":
         """A leaf copy in host memory (keeps ``requires_grad``)."""
         return Tensor(_backend.to_cpu(self.data), requires_grad=self.requires_grad)
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> Array:
+        """``numpy.asarray(t)``: the data of a NumPy-backed tensor (no copy unless asked).
+        Like CuPy, a tensor on the GPU refuses the implicit conversion (TypeError)."""
+        if _backend.is_cupy_array(self.data):
+            raise TypeError("Tensor.__array__: the data is a CuPy array on the GPU, and implicit "
+                            "conversion to a NumPy array is not allowed (as for cupy.ndarray); "
+                            "copy it explicitly with t.numpy(), t.to_cpu() or t.data.get()")
+        a = self.data
+        if dtype is not None and numpy.dtype(dtype) != a.dtype:
+            if copy is False:
+                raise ValueError(f"Tensor.__array__: dtype {numpy.dtype(dtype)} needs a copy of "
+                                 f"the {a.dtype} data, but copy=False")
+            return a.astype(dtype)
+        return a.copy() if copy else a
+
+    def tolist(self) -> Any:
+        """The data as nested Python lists (a Python scalar for a 0-d tensor)."""
+        return self.numpy().tolist()
 
     def __dlpack__(self, **kwargs: Any) -> Any:
         """Export the data without a copy (DLPack protocol)."""
@@ -361,7 +520,46 @@ class Tensor:
             return x
         if isinstance(x, numpy.ndarray) or _backend.is_cupy_array(x):
             return Tensor(x)
+        error = _foreign_operand("Tensor arithmetic", x)
+        if error is not None:
+            raise error
         return NotImplemented
+
+    def _inplace(self, name: str, other: Any, ufunc: str, symbol: str) -> "Tensor":
+        """``self <symbol>= other``: the data updated in place (under no_grad, or on a tensor
+        that does not require a gradient); an error on a leaf that requires one; out of place
+        (the name rebound to a new recorded tensor) for a non-leaf that requires one."""
+        if self.requires_grad and is_grad_enabled():
+            if self.creator is None:
+                raise RuntimeError(
+                    f"a leaf Variable that requires grad is being used in an in-place operation "
+                    f"(Tensor {symbol}=): update parameters under gpuops.no_grad(), or write "
+                    f"t = t {symbol} other")
+            return getattr(self, f"__{_OUT_OF_PLACE[ufunc]}__")(other)
+        o = other.data if isinstance(other, Tensor) else other
+        scalar = isinstance(o, (int, float)) and not isinstance(o, bool)
+        if not (scalar or isinstance(o, numpy.ndarray) or _backend.is_cupy_array(o)):
+            error = _foreign_operand(f"Tensor {symbol}=", o)
+            if error is not None:
+                raise error
+            return NotImplemented
+        if self.dtype.kind == "f" and (scalar or o.dtype == self.dtype):
+            OPERATORS[name].forward(self.data, o, out=self.data)
+        else:  # other dtypes: the array module's rules (same-kind casting, as NumPy's a += b)
+            getattr(self.xp, ufunc)(self.data, o, out=self.data, casting="same_kind")
+        return self
+
+    def __iadd__(self, other: Any) -> "Tensor":
+        return self._inplace("add", other, "add", "+")
+
+    def __isub__(self, other: Any) -> "Tensor":
+        return self._inplace("sub", other, "subtract", "-")
+
+    def __imul__(self, other: Any) -> "Tensor":
+        return self._inplace("mul", other, "multiply", "*")
+
+    def __itruediv__(self, other: Any) -> "Tensor":
+        return self._inplace("div", other, "true_divide", "/")
 
     def _scalar_tensor(self, s: float) -> "Tensor":
         return Tensor(self.xp.asarray(s, dtype=self.dtype))
@@ -432,6 +630,30 @@ class Tensor:
                             f"got {type(p).__name__}")
         return apply("pow", self, p=float(p))
 
+    def __rpow__(self, s: Any) -> "Tensor":
+        """``s ** self`` for a Python scalar ``s``: exp(self·log s) through the exp and mul
+        operators when s > 0 (gradient log(s)·s^x·gy); for s <= 0, ``xp.power`` with the
+        gradient of PyTorch (0 where s == 0 and x >= 0, else log(s)·s^x·gy: nan for s < 0)."""
+        if not isinstance(s, (int, float)) or isinstance(s, bool):
+            return NotImplemented
+        if self.dtype.kind != "f":
+            return Tensor(self.xp.power(s, self.data))
+        if s > 0:
+            return apply("exp", apply("mul", self, math.log(s)))
+        xp, x = self.xp, self.data
+        with numpy.errstate(all="ignore"):
+            y = xp.power(xp.asarray(s, dtype=self.dtype), x)
+        if not (self.requires_grad and is_grad_enabled()):
+            return Tensor(y)
+        log_s = -math.inf if s == 0 else math.nan
+
+        def backward(gy: Array) -> Array:
+            with numpy.errstate(all="ignore"):
+                g = gy * y * xp.asarray(log_s, dtype=y.dtype)
+            return xp.where(x >= 0, xp.zeros_like(g), g) if s == 0 else g
+
+        return Tensor._wrap(y, _Closure("rpow", self, backward))
+
     # Comparisons: no gradient; a boolean Tensor (data computed by the array module).
     def _compare(self, other: Any, ufunc: str) -> "Tensor":
         other = _data(other)
@@ -471,6 +693,92 @@ class Tensor:
         """Merge the dims from ``start_dim`` on into one."""
         start = start_dim % self.ndim if self.ndim else 0
         return self.reshape(self.shape[:start] + (-1,))
+
+    def view(self, *shape: Any) -> "Tensor":
+        """``reshape`` (PyTorch's name)."""
+        return self.reshape(*shape)
+
+    def unsqueeze(self, dim: int) -> "Tensor":
+        """A size-1 axis inserted at ``dim`` (in [-ndim-1, ndim]), as a reshape."""
+        n = self.ndim + 1
+        d = _dim("unsqueeze", dim, n)
+        return self.reshape(self.shape[:d] + (1,) + self.shape[d:])
+
+    def squeeze(self, dim: Any = None) -> "Tensor":
+        """Size-1 axes removed: all of them, or those of ``dim`` (an int or a tuple) that have
+        size 1 (a named axis of another size is kept, as in PyTorch), as a reshape."""
+        if dim is None:
+            dims = set(range(self.ndim))
+        else:
+            n = max(self.ndim, 1)
+            dims = {_dim("squeeze", d, n) for d in (dim if isinstance(dim, (tuple, list))
+                                                    else (dim,))}
+        return self.reshape(tuple(s for i, s in enumerate(self.shape)
+                                  if not (i in dims and s == 1)))
+
+    def permute(self, *dims: Any) -> "Tensor":
+        """The axes reordered (``y.shape[i] = x.shape[dims[i]]``), through ``gpuops.transpose``."""
+        if len(dims) == 1 and isinstance(dims[0], (tuple, list)):
+            dims = tuple(dims[0])
+        return apply("transpose", self, axes=tuple(dims))
+
+    def clone(self) -> "Tensor":
+        """A copy of the data, recorded for backward (the gradient passes through)."""
+        y = self.data.copy()
+        if not (self.requires_grad and is_grad_enabled()):
+            return Tensor(y)
+        return Tensor._wrap(y, _Closure("clone", self, lambda gy: gy))
+
+    def astype(self, dtype: Any) -> "Tensor":
+        """A copy cast to ``dtype``; differentiable to a floating dtype (the gradient is cast
+        back to this tensor's dtype); a non-float result does not require a gradient."""
+        target = _dtype("astype", dtype)
+        y = self.data.astype(target)
+        if not (self.requires_grad and is_grad_enabled()) or target.kind != "f":
+            return Tensor(y)
+        source = self.dtype
+        return Tensor._wrap(y, _Closure("astype", self, lambda gy: gy.astype(source)))
+
+    def to(self, dtype: Any) -> "Tensor":
+        """``astype(dtype)``, or this tensor itself when it already has that dtype (PyTorch's
+        ``Tensor.to(dtype)``). Devices: ``to_gpu()`` / ``to_cpu()``."""
+        target = _dtype("to", dtype)
+        return self if target == self.dtype else self.astype(target)
+
+    def argmax(self, axis: int | None = None, keepdims: bool = False) -> "Tensor":
+        """The index of the largest element (over the flattened tensor when ``axis`` is None)
+        as an int64 tensor without gradient; the first one on ties, as NumPy and PyTorch."""
+        xp = self.xp
+        return Tensor(xp.asarray(xp.argmax(self.data, axis=axis, keepdims=keepdims),
+                                 dtype=xp.int64))
+
+    def __getitem__(self, key: Any) -> "Tensor":
+        """NumPy indexing: basic (ints, slices, None, Ellipsis: a view) and advanced (integer
+        arrays, boolean masks, Tensors of either: a copy). The gradient is zeros of this shape
+        with gy written at the indexed places; repeated indices sum their contributions
+        deterministically (``numpy.add.at``; on CuPy a sort and segmented scan, no atomics)."""
+        xp = self.xp
+        key = _index_key(key, xp)
+        y = self.data[key]
+        if not isinstance(y, numpy.ndarray) and not _backend.is_cupy_array(y):
+            y = xp.asarray(y)  # NumPy gives a scalar for a single element
+        if not (self.requires_grad and is_grad_enabled()):
+            return Tensor(y)
+        shape, dtype = self.shape, self.dtype
+        if _is_basic_key(key):
+            def backward(gy: Array) -> Array:
+                g = xp.zeros(shape, dtype=dtype)
+                g[key] = gy
+                return g
+        elif xp is numpy:
+            def backward(gy: Array) -> Array:
+                g = numpy.zeros(shape, dtype=dtype)
+                numpy.add.at(g, key, gy)
+                return g
+        else:
+            def backward(gy: Array) -> Array:
+                return _scatter_sum(xp, shape, key, gy)
+        return Tensor._wrap(y, _Closure("getitem", self, backward))
 
     @property
     def T(self) -> "Tensor":
@@ -533,14 +841,17 @@ def from_dlpack(x: Any, requires_grad: bool = False) -> Tensor:
 
     Host memory becomes a NumPy array, CUDA memory a CuPy array; no copy.
     """
+    return Tensor(_dlpack_array(x, "from_dlpack"), requires_grad=requires_grad)
+
+
+def _dlpack_array(x: Any, where: str) -> Array:
+    """The NumPy (host memory) or CuPy (CUDA memory) array sharing the memory of ``x``."""
     device_type, _ = x.__dlpack_device__()
     if device_type == 1:  # kDLCPU
-        data = numpy.from_dlpack(x)
-    elif device_type in (2, 3):  # kDLCUDA, kDLCUDAHost
+        return numpy.from_dlpack(x)
+    if device_type in (2, 3):  # kDLCUDA, kDLCUDAHost
         cp = _backend._cupy()
         if cp is None:
-            raise TypeError("from_dlpack: a CUDA tensor needs CuPy, which is not installed")
-        data = cp.from_dlpack(x)
-    else:
-        raise TypeError(f"from_dlpack: unsupported DLPack device type {device_type}")
-    return Tensor(data, requires_grad=requires_grad)
+            raise TypeError(f"{where}: a CUDA tensor needs CuPy, which is not installed")
+        return cp.from_dlpack(x)
+    raise TypeError(f"{where}: unsupported DLPack device type {device_type}")
