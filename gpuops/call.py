@@ -283,4 +283,14 @@ def _not_an_array(op: str, name: str, x: Any) -> str:
         return (f"{op}: {name} is a {describe(x)}, a subclass of numpy.ndarray whose meaning "
                 f"gpuops does not honour (masks, matrix semantics); pass numpy.asarray({name}) "
                 "for its plain values")
-    return f"{op}: {name} must be a NumPy or CuPy array, got {describe(x)}"
+    message = f"{op}: {name} must be a NumPy or CuPy array, got {describe(x)}"
+    if type(x).__name__ == "Tensor" and type(x).__module__ == "gpuops.autograd":
+        return (f"{message}; pass {name}.data, or call the Tensor method to record the "
+                "gradient")
+    if hasattr(x, "__dlpack__"):
+        return (f"{message}; wrap a DLPack producer (a PyTorch or JAX tensor) without a copy: "
+                f"numpy.from_dlpack({name}), cupy.from_dlpack({name}) or "
+                f"gpuops.from_dlpack({name})")
+    if isinstance(x, (list, tuple)):
+        return f"{message}; pass numpy.asarray({name})"
+    return message

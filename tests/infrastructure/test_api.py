@@ -288,3 +288,23 @@ def test_results_live_on_the_inputs_backend(backend):
         y = gpuops.mul(dx, 3.0)
         assert type(y) is type(dx)
         numpy.testing.assert_allclose(backend.to_numpy(y), 3 * x)
+
+
+class _DLPackProducer:
+    """A foreign array (like a torch tensor): it offers __dlpack__ but is not an ndarray."""
+
+    def __dlpack__(self, stream=None):  # pragma: no cover - never called
+        raise AssertionError("gpuops must not import foreign arrays implicitly")
+
+    def __dlpack_device__(self):  # pragma: no cover
+        return (1, 0)
+
+
+@pytest.mark.parametrize("bad,hint", [([1.0, 2.0], r"numpy\.asarray\(x1\)"),
+                                      (gpuops.Tensor(numpy.ones(2)), r"x1\.data"),
+                                      (_DLPackProducer(), r"from_dlpack\(x1\)")],
+                         ids=["list", "Tensor", "dlpack"])
+def test_foreign_input_errors_say_how_to_pass_it(bad, hint):
+    with pytest.raises(TypeError, match=_named("add") + "x1 must be a NumPy or CuPy array.*"
+                       + hint):
+        gpuops.add(bad, numpy.ones(2))
