@@ -12,7 +12,7 @@ import pytest
 
 import gpuops
 from gpuops import Tensor
-from gpuops.optim import SGD, Adam, AdamW
+from gpuops.optim import SGD, Adam, AdamW, lr_scheduler
 from backends import BACKENDS
 
 SHAPES = [(3, 4), (5,), (0,), (1,), (7, 2, 3), (300,)]
@@ -555,3 +555,216 @@ def test_param_groups_match_torch(name, defaults, groups):
         for key, value in g.items():
             if key != "params":
                 assert tg[key] == value, key
+
+
+# ---- learning-rate schedulers -------------------------------------------------------------------
+
+def _sgd(lrs=(0.1,), momentum=0.0):
+    groups = [{"params": [Tensor(numpy.ones(2), requires_grad=True)], "lr": lr} for lr in lrs]
+    return SGD(groups, lr=lrs[0], momentum=momentum)
+
+
+def _run(opt, scheduler, n):
+    """The learning rates of epochs 0..n (one optimizer step per epoch)."""
+    out = [scheduler.get_last_lr()]
+    for _ in range(n):
+        for p in opt.params:
+            p.grad = numpy.zeros(p.shape)
+        opt.step()
+        scheduler.step()
+        out.append(scheduler.get_last_lr())
+        assert out[-1] == [g["lr"] for g in opt.param_groups]
+    return numpy.array(out)
+
+
+def test_step_lr_closed_form():
+    opt = _sgd((0.1, 0.5))
+    lrs = _run(opt, lr_scheduler.StepLR(opt, step_size=3, gamma=0.5), 10)
+    expected = [[b * 0.5 ** (e // 3) for b in (0.1, 0.5)] for e in range(11)]
+    numpy.testing.assert_allclose(lrs, expected, rtol=1e-14)
+    assert [g["initial_lr"] for g in opt.param_groups] == [0.1, 0.5]
+
+
+def test_linear_lr_closed_form():
+    opt = _sgd((0.2,))
+    lrs = _run(opt, lr_scheduler.LinearLR(opt, start_factor=0.25, end_factor=0.75,
+                                          total_iters=4), 8)
+    expected = [0.2 * (0.25 + 0.5 * min(e, 4) / 4) for e in range(9)]
+    numpy.testing.assert_allclose(lrs[:, 0], expected, rtol=1e-14)
+
+
+def test_cosine_annealing_closed_form():
+    opt = _sgd((0.3,))
+    lrs = _run(opt, lr_scheduler.CosineAnnealingLR(opt, T_max=7, eta_min=0.01), 14)
+    expected = [0.01 + (0.3 - 0.01) * (1 + math.cos(math.pi * e / 7)) / 2 for e in range(15)]
+    numpy.testing.assert_allclose(lrs[:, 0], expected, rtol=1e-12, atol=1e-15)
+
+
+def test_cosine_with_linear_warmup_closed_form():
+    opt = _sgd((0.1, 0.02))
+    warmup, total = 5, 20
+    scheduler = lr_scheduler.SequentialLR(
+        opt, [lr_scheduler.LinearLR(opt, start_factor=0.01, total_iters=warmup),
+              lr_scheduler.CosineAnnealingLR(opt, T_max=total - warmup, eta_min=1e-4)],
+        milestones=[warmup])
+    lrs = _run(opt, scheduler, total)
+
+    def closed(base, e):
+        if e < warmup:
+            return base * (0.01 + 0.99 * e / warmup)
+        return 1e-4 + (base - 1e-4) * (1 + math.cos(math.pi * (e - warmup) / (total - warmup))) / 2
+    expected = [[closed(b, e) for b in (0.1, 0.02)] for e in range(total + 1)]
+    numpy.testing.assert_allclose(lrs, expected, rtol=1e-12, atol=1e-16)
+
+
+@pytest.mark.parametrize("anneal", ["cos", "linear"])
+def test_one_cycle_closed_form_with_momentum(anneal):
+    opt = _sgd((0.1,), momentum=0.9)
+    total, pct = 20, 0.25
+    scheduler = lr_scheduler.OneCycleLR(opt, max_lr=0.5, total_steps=total, pct_start=pct,
+                                        anneal_strategy=anneal)
+    momenta = [opt.momentum]
+    lrs = [scheduler.get_last_lr()[0]]
+    for _ in range(total - 1):
+        opt.params[0].grad = numpy.ones(2)
+        opt.step()
+        scheduler.step()
+        lrs.append(scheduler.get_last_lr()[0])
+        momenta.append(opt.momentum)
+
+    def anneal_f(a, b, t):
+        return b + (a - b) / 2 * (math.cos(math.pi * t) + 1) if anneal == "cos" \
+            else a + (b - a) * t
+    start, peak, low = 0.5 / 25, 0.5, 0.5 / 25 / 1e4
+    end1 = pct * total - 1
+    exp_lr, exp_m = [], []
+    for e in range(total):
+        if e <= end1:
+            t = e / end1
+            exp_lr.append(anneal_f(start, peak, t))
+            exp_m.append(anneal_f(0.95, 0.85, t))
+        else:
+            t = (e - end1) / (total - 1 - end1)
+            exp_lr.append(anneal_f(peak, low, t))
+            exp_m.append(anneal_f(0.85, 0.95, t))
+    numpy.testing.assert_allclose(lrs, exp_lr, rtol=1e-13)
+    numpy.testing.assert_allclose(momenta, exp_m, rtol=1e-13)
+    assert lrs[int(end1)] == pytest.approx(peak) and lrs[-1] == pytest.approx(low)
+    with pytest.raises(ValueError, match="OneCycleLR: tried to step 21 times; total_steps is 20"):
+        scheduler.step()
+        scheduler.step()
+
+
+def test_one_cycle_cycles_adam_beta1_and_three_phase():
+    p = Tensor(numpy.ones(2), requires_grad=True)
+    opt = Adam([p], betas=(0.9, 0.99))
+    scheduler = lr_scheduler.OneCycleLR(opt, max_lr=[0.01], epochs=2, steps_per_epoch=5,
+                                        three_phase=True, pct_start=0.3)
+    assert opt.betas == (0.95, 0.99) and opt.lr == pytest.approx(0.01 / 25)
+    lrs = [opt.lr]
+    for _ in range(9):
+        scheduler.step()
+        lrs.append(opt.lr)
+    assert lrs[2] == pytest.approx(0.01)  # peak at pct·total - 1
+    assert lrs[4] == pytest.approx(0.01 / 25)  # back at the start at 2·pct·total - 2
+    assert lrs[9] == pytest.approx(0.01 / 25 / 1e4)
+    with pytest.raises(ValueError, match="cycle_momentum needs an optimizer with momentum"):
+        lr_scheduler.OneCycleLR(_FakeOptimizer(), max_lr=0.1, total_steps=5)
+
+
+class _FakeOptimizer(gpuops.optim.Optimizer):
+    def __init__(self):
+        super().__init__([Tensor(numpy.ones(1), requires_grad=True)], {"lr": 0.1})
+
+
+def test_scheduled_lr_is_what_the_optimizer_uses():
+    opt = _sgd((1.0,))
+    scheduler = lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
+    p = opt.params[0]
+    for k in range(3):
+        before = p.data.copy()
+        p.grad = numpy.ones(2)
+        opt.step()
+        numpy.testing.assert_allclose(before - p.data, 0.5 ** k)
+        scheduler.step()
+
+
+def test_scheduler_state_dict_and_errors():
+    opt = _sgd((0.1,))
+    scheduler = lr_scheduler.CosineAnnealingLR(opt, T_max=10)
+    for _ in range(4):
+        scheduler.step()
+    state = scheduler.state_dict()
+    assert state["last_epoch"] == 4 and "optimizer" not in state
+    opt2 = _sgd((0.1,))
+    opt2.load_state_dict(opt.state_dict())
+    opt2.param_groups[0]["initial_lr"] = 0.1
+    again = lr_scheduler.CosineAnnealingLR(opt2, T_max=10, last_epoch=3)
+    again.load_state_dict(state)
+    scheduler.step()
+    again.step()
+    assert again.get_last_lr() == scheduler.get_last_lr()
+    with pytest.raises(KeyError, match=r"'initial_lr' is not specified in param_groups\[0\]"):
+        lr_scheduler.StepLR(_sgd(), step_size=2, last_epoch=3)
+    with pytest.raises(TypeError, match="StepLR: list is not a gpuops.optim Optimizer"):
+        lr_scheduler.StepLR([], step_size=2)
+    with pytest.raises(ValueError, match="StepLR: step_size must be >= 1, got 0"):
+        lr_scheduler.StepLR(_sgd(), step_size=0)
+    with pytest.raises(ValueError, match=r"LinearLR: start_factor=0.0 is outside \(0, 1\]"):
+        lr_scheduler.LinearLR(_sgd(), start_factor=0.0)
+    with pytest.raises(ValueError, match="CosineAnnealingLR: T_max must be >= 1"):
+        lr_scheduler.CosineAnnealingLR(_sgd(), T_max=0)
+    with pytest.raises(ValueError, match="OneCycleLR: give total_steps"):
+        lr_scheduler.OneCycleLR(_sgd(momentum=0.9), max_lr=0.1)
+    with pytest.raises(ValueError, match="OneCycleLR: anneal_strategy"):
+        lr_scheduler.OneCycleLR(_sgd(momentum=0.9), max_lr=0.1, total_steps=5,
+                                anneal_strategy="exp")
+    with pytest.raises(ValueError, match="OneCycleLR: max_lr has 2 values for 1"):
+        lr_scheduler.OneCycleLR(_sgd(momentum=0.9), max_lr=[0.1, 0.2], total_steps=5)
+    o = _sgd()
+    with pytest.raises(ValueError, match="SequentialLR: 1 schedulers need 0 milestones"):
+        lr_scheduler.SequentialLR(o, [lr_scheduler.StepLR(o, 2)], milestones=[3])
+    with pytest.raises(ValueError, match=r"SequentialLR: schedulers\[0\] \(StepLR\) belongs "
+                                         "to another optimizer"):
+        lr_scheduler.SequentialLR(o, [lr_scheduler.StepLR(_sgd(), 2)], milestones=[])
+
+
+@pytest.mark.parametrize("name,kwargs,n", [
+    ("StepLR", dict(step_size=3, gamma=0.3), 12),
+    ("LinearLR", dict(start_factor=0.1, end_factor=0.9, total_iters=6), 10),
+    ("CosineAnnealingLR", dict(T_max=6, eta_min=0.001), 15),
+    ("OneCycleLR", dict(max_lr=0.4, total_steps=16), 15),
+    ("OneCycleLR", dict(max_lr=[0.4, 0.1], total_steps=16, three_phase=True,
+                        anneal_strategy="linear"), 15),
+    ("warmup_cosine", {}, 20),
+])
+def test_schedulers_match_torch(name, kwargs, n):
+    torch = pytest.importorskip("torch")
+
+    def build(optim_mod, sched_mod, params):
+        opt = optim_mod.SGD([{"params": params[:1]}, {"params": params[1:], "lr": 0.05}],
+                            lr=0.1, momentum=0.9)
+        if name == "warmup_cosine":
+            sched = sched_mod.SequentialLR(
+                opt, [sched_mod.LinearLR(opt, start_factor=0.1, total_iters=4),
+                      sched_mod.CosineAnnealingLR(opt, T_max=16)], milestones=[4])
+        else:
+            sched = getattr(sched_mod, name)(opt, **kwargs)
+        return opt, sched
+    ours = [Tensor(numpy.ones(3), requires_grad=True) for _ in range(2)]
+    theirs = [torch.ones(3, dtype=torch.float64, requires_grad=True) for _ in range(2)]
+    opt, sched = build(gpuops.optim, lr_scheduler, ours)
+    topt, tsched = build(torch.optim, torch.optim.lr_scheduler, theirs)
+    for _ in range(n):
+        for p, q in zip(ours, theirs):
+            p.grad = numpy.full(3, 0.5)
+            q.grad = torch.full((3,), 0.5, dtype=torch.float64)
+        opt.step()
+        topt.step()
+        sched.step()
+        tsched.step()
+        assert sched.get_last_lr() == tsched.get_last_lr()
+        assert [g["momentum"] for g in opt.param_groups] == [
+            g["momentum"] for g in topt.param_groups]
+    for p, q in zip(ours, theirs):
+        numpy.testing.assert_allclose(p.data, q.detach().numpy(), rtol=1e-13)
