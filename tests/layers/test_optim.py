@@ -768,3 +768,15 @@ def test_schedulers_match_torch(name, kwargs, n):
             g["momentum"] for g in topt.param_groups]
     for p, q in zip(ours, theirs):
         numpy.testing.assert_allclose(p.data, q.detach().numpy(), rtol=1e-13)
+
+
+def test_optimizer_zero_grad_set_to_none_false():
+    p, q = _one_param(), _one_param()
+    opt = SGD([p, q], lr=0.1)
+    p.grad = numpy.ones(3)
+    grad = p.grad
+    opt.zero_grad(set_to_none=False)
+    assert p.grad is grad and not grad.any() and q.grad is None
+    opt.zero_grad()
+    assert p.grad is None
+    assert opt.defaults == {"lr": 0.1, "momentum": 0.0, "nesterov": False, "weight_decay": 0.0}
