@@ -81,11 +81,75 @@ __device__ __forceinline__ T signed_grad(T d, T g) {
 ELEMENTWISE_LOSSES(float, f32)
 ELEMENTWISE_LOSSES(double, f64)
 
+// bce_with_logits with weight w and pos_weight p (PyTorch), both given per element (the
+// launcher broadcasts them, 1 where absent): with l = 1 + (p - 1) v and
+// softplus(-u) = -log sigma(u) = max(-u, 0) + log(1 + e^-|u|),
+// term = w [(1 - v) u + l softplus(-u)], d/du = w [(1 - v) - l sigma(-u)],
+// d/dv = w [(p - 1) softplus(-u) - u].
+template <typename T>
+__device__ __forceinline__ T softplus_neg(T u) {
+    return (u < T(0) ? -u : T(0)) + log1p(exp(-fabs(u)));
+}
+
+#define BCE_WEIGHTED(T, SFX)                                                                \
+    extern "C" __global__ void bce_with_logits_weighted_none_##SFX(                         \
+        const T* __restrict__ a, const T* __restrict__ b, const T* __restrict__ w,         \
+        const T* __restrict__ p, T* __restrict__ y, long long n) {                         \
+        GRID_STRIDE_LOOP(i, n) {                                                           \
+            const T u = a[i], v = b[i];                                                    \
+            y[i] = w[i] * ((T(1) - v) * u + (T(1) + (p[i] - T(1)) * v) * softplus_neg(u)); \
+        }                                                                                  \
+    }                                                                                      \
+    extern "C" __global__ void bce_with_logits_weighted_partial_##SFX(                      \
+        const T* __restrict__ a, const T* __restrict__ b, const T* __restrict__ w,         \
+        const T* __restrict__ p, double* __restrict__ partial, long long n) {              \
+        double acc = 0.0;                                                                  \
+        GRID_STRIDE_LOOP(i, n) {                                                           \
+            const T u = a[i], v = b[i];                                                    \
+            acc += w[i] * ((T(1) - v) * u + (T(1) + (p[i] - T(1)) * v) * softplus_neg(u)); \
+        }                                                                                  \
+        acc = block_sum(acc);                                                              \
+        if (threadIdx.x == 0) partial[blockIdx.x] = acc;                                   \
+    }                                                                                      \
+    extern "C" __global__ void bce_with_logits_weighted_wrt_x1_##SFX(                       \
+        const T* __restrict__ a, const T* __restrict__ b, const T* __restrict__ w,         \
+        const T* __restrict__ p, const T* __restrict__ gy, long long gy_stride,            \
+        T* __restrict__ gx, T scale, long long n) {                                        \
+        GRID_STRIDE_LOOP(i, n) {                                                           \
+            const T u = a[i], v = b[i], g = gy[i * gy_stride] * scale;                     \
+            gx[i] = (T(1) - v - (T(1) + (p[i] - T(1)) * v) * sigmoid_acc(-u)) * w[i] * g;  \
+        }                                                                                  \
+    }                                                                                      \
+    extern "C" __global__ void bce_with_logits_weighted_wrt_x2_##SFX(                       \
+        const T* __restrict__ a, const T* __restrict__ b, const T* __restrict__ w,         \
+        const T* __restrict__ p, const T* __restrict__ gy, long long gy_stride,            \
+        T* __restrict__ gx, T scale, long long n) {                                        \
+        GRID_STRIDE_LOOP(i, n) {                                                           \
+            const T u = a[i], g = gy[i * gy_stride] * scale;                               \
+            (void)b;                                                                       \
+            gx[i] = ((p[i] - T(1)) * softplus_neg(u) - u) * w[i] * g;                      \
+        }                                                                                  \
+    }
+
+BCE_WEIGHTED(float, f32)
+BCE_WEIGHTED(double, f64)
+
 // ---- softmax cross-entropy over rows of logits x (rows, cols), labels t (rows,) ----
 // loss_r = log sum_c e^(x_rc) - x_r,t = (m - x_r,t) + log sum_c e^(x_rc - m).
 // A row whose label is ignore_index gets loss 0 and gradient 0. A label outside
 // [0, cols) (possible only on the GPU path: the NumPy path raises) is never used as
-// an index: that row's loss and gradient are NaN.
+// an index: that row's loss and gradient are NaN. Class weights w (cols,) scale a row's
+// loss and gradient by w[t] when weighted is 1 (w is not read otherwise); "mean" then
+// divides by the sum of w[t] over the counted rows (PyTorch's weighted mean).
+
+// The weight of a row with label t: w[t] (1 when not weighted; 0 for a label outside
+// [0, cols), whose loss is NaN anyway).
+template <typename T>
+__device__ __forceinline__ T class_weight(const T* __restrict__ w, int weighted, long long t,
+                                          long long cols) {
+    if (!weighted) return T(1);
+    return (t < 0 || t >= cols) ? T(0) : w[t];
+}
 
 // Row r of a warp-per-row kernel in E registers per lane (lane l holds columns l, l+32,
 // ...; padding lanes hold lowest, whose exp is 0): on return v[k] = e^(x - m) and every
@@ -115,6 +179,7 @@ __device__ __forceinline__ void warp_row_exp(const T* __restrict__ xr, long long
 template <typename T, int E>
 __device__ __forceinline__ void ce_rows_warp(const T* __restrict__ x,
                                              const long long* __restrict__ labels,
+                                             const T* __restrict__ w, int weighted,
                                              T* __restrict__ loss, long long ignore,
                                              long long rows, long long cols) {
     const int lane = threadIdx.x & 31;
@@ -130,7 +195,9 @@ __device__ __forceinline__ void ce_rows_warp(const T* __restrict__ x,
         T v[E], m, s;
         warp_row_exp<T, E>(xr, cols, lane, v, m, s);
         if (lane == 0)
-            loss[r] = (t < 0 || t >= cols) ? quiet_nan(T(0)) : (m - xr[t]) + T(log(s));
+            loss[r] = (t < 0 || t >= cols)
+                          ? quiet_nan(T(0))
+                          : ((m - xr[t]) + T(log(s))) * class_weight(w, weighted, t, cols);
     }
 }
 
@@ -138,6 +205,7 @@ __device__ __forceinline__ void ce_rows_warp(const T* __restrict__ x,
 template <typename T>
 __device__ __forceinline__ void ce_rows_block(const T* __restrict__ x,
                                               const long long* __restrict__ labels,
+                                              const T* __restrict__ w, int weighted,
                                               T* __restrict__ loss, long long ignore,
                                               long long rows, long long cols) {
     for (long long r = blockIdx.x; r < rows; r += gridDim.x) {
@@ -152,35 +220,45 @@ __device__ __forceinline__ void ce_rows_block(const T* __restrict__ x,
         for (long long c = threadIdx.x; c < cols; c += blockDim.x) lse_merge(m, s, xr[c], 1.0);
         block_lse(m, s);
         if (threadIdx.x == 0)
-            loss[r] = (t < 0 || t >= cols) ? quiet_nan(T(0)) : (m - xr[t]) + T(log(s));
+            loss[r] = (t < 0 || t >= cols)
+                          ? quiet_nan(T(0))
+                          : ((m - xr[t]) + T(log(s))) * class_weight(w, weighted, t, cols);
     }
 }
 
 // "sum" / "mean" of the row losses: mean divides by the number of rows whose label
-// is not ignore_index (0/0 = NaN when there is none, as PyTorch). One block.
+// is not ignore_index, or the sum of their weights (0/0 = NaN when there is none, as
+// PyTorch). One block.
 template <typename T>
 __device__ __forceinline__ void ce_total(const T* __restrict__ loss,
                                          const long long* __restrict__ labels,
+                                         const T* __restrict__ w, int weighted,
                                          T* __restrict__ y, long long ignore, long long rows,
-                                         int mean) {
+                                         long long cols, int mean) {
     double acc = 0.0, count = 0.0;
     for (long long r = threadIdx.x; r < rows; r += blockDim.x) {
+        const long long t = labels[r];
         acc += loss[r];
-        count += labels[r] != ignore ? 1.0 : 0.0;
+        count += t != ignore ? double(class_weight(w, weighted, t, cols)) : 0.0;
     }
     acc = block_sum(acc);
     count = block_sum(count);
     if (threadIdx.x == 0) y[0] = T(mean ? acc / count : acc);
 }
 
-// The gradient's scale for "sum" (gy) and "mean" (gy / number of counted rows). One block.
+// The gradient's scale for "sum" (gy) and "mean" (gy / number of counted rows, or the
+// sum of their weights). One block.
 template <typename T>
 __device__ __forceinline__ void ce_grad_scale(const long long* __restrict__ labels,
+                                              const T* __restrict__ w, int weighted,
                                               const T* __restrict__ gy, T* __restrict__ scale,
-                                              long long ignore, long long rows, int mean) {
+                                              long long ignore, long long rows,
+                                              long long cols, int mean) {
     double count = 0.0;
-    for (long long r = threadIdx.x; r < rows; r += blockDim.x)
-        count += labels[r] != ignore ? 1.0 : 0.0;
+    for (long long r = threadIdx.x; r < rows; r += blockDim.x) {
+        const long long t = labels[r];
+        count += t != ignore ? double(class_weight(w, weighted, t, cols)) : 0.0;
+    }
     count = block_sum(count);
     if (threadIdx.x == 0) scale[0] = T(mean ? double(gy[0]) / count : double(gy[0]));
 }
@@ -190,6 +268,7 @@ __device__ __forceinline__ void ce_grad_scale(const long long* __restrict__ labe
 template <typename T, int E>
 __device__ __forceinline__ void ce_grad_warp(const T* __restrict__ x,
                                              const long long* __restrict__ labels,
+                                             const T* __restrict__ w, int weighted,
                                              const T* __restrict__ g, long long g_stride,
                                              T* __restrict__ gx, long long ignore,
                                              long long rows, long long cols) {
@@ -209,7 +288,8 @@ __device__ __forceinline__ void ce_grad_warp(const T* __restrict__ x,
         T v[E], m, s;
         warp_row_exp<T, E>(xr, cols, lane, v, m, s);
         const bool bad = t < 0 || t >= cols;
-        const T gr_scale = g[r * g_stride], inv_s = T(1) / s;
+        const T gr_scale = g[r * g_stride] * class_weight(w, weighted, t, cols),
+                inv_s = T(1) / s;
 #pragma unroll
         for (int k = 0; k < E; ++k) {
             const long long c = lane + 32 * k;
@@ -224,6 +304,7 @@ __device__ __forceinline__ void ce_grad_warp(const T* __restrict__ x,
 template <typename T>
 __device__ __forceinline__ void ce_grad_block(const T* __restrict__ x,
                                               const long long* __restrict__ labels,
+                                              const T* __restrict__ w, int weighted,
                                               const T* __restrict__ g, long long g_stride,
                                               T* __restrict__ gx, long long ignore,
                                               long long rows, long long cols) {
@@ -240,7 +321,8 @@ __device__ __forceinline__ void ce_grad_block(const T* __restrict__ x,
         for (long long c = threadIdx.x; c < cols; c += blockDim.x) lse_merge(m, s, xr[c], 1.0);
         block_lse(m, s);
         const bool bad = t < 0 || t >= cols;
-        const T gr_scale = g[r * g_stride], inv_s = T(1.0 / s);
+        const T gr_scale = g[r * g_stride] * class_weight(w, weighted, t, cols),
+                inv_s = T(1.0 / s);
         for (long long c = threadIdx.x; c < cols; c += blockDim.x)
             gr[c] = bad ? quiet_nan(T(0))
                         : (T(exp(xr[c] - m)) * inv_s - (c == t ? T(1) : T(0))) * gr_scale;
@@ -250,38 +332,42 @@ __device__ __forceinline__ void ce_grad_block(const T* __restrict__ x,
 // Warp kernels E = 1 .. 16 for every dtype, 32 for float (gpuops/ops/_rows.py).
 #define CE_WARP(E, T, SFX)                                                                  \
     extern "C" __global__ void softmax_cross_entropy_warp##E##_##SFX(                       \
-        const T* __restrict__ x, const long long* __restrict__ labels, T* __restrict__ loss, \
-        long long ignore, long long rows, long long cols) {                                \
-        ce_rows_warp<T, E>(x, labels, loss, ignore, rows, cols);                           \
+        const T* __restrict__ x, const long long* __restrict__ labels,                     \
+        const T* __restrict__ w, int weighted, T* __restrict__ loss, long long ignore,     \
+        long long rows, long long cols) {                                                  \
+        ce_rows_warp<T, E>(x, labels, w, weighted, loss, ignore, rows, cols);              \
     }                                                                                      \
     extern "C" __global__ void softmax_cross_entropy_wrt_x1_warp##E##_##SFX(                \
         const T* __restrict__ x, const long long* __restrict__ labels,                     \
-        const T* __restrict__ g, long long g_stride, T* __restrict__ gx, long long ignore, \
-        long long rows, long long cols) {                                                  \
-        ce_grad_warp<T, E>(x, labels, g, g_stride, gx, ignore, rows, cols);                \
+        const T* __restrict__ w, int weighted, const T* __restrict__ g, long long g_stride, \
+        T* __restrict__ gx, long long ignore, long long rows, long long cols) {            \
+        ce_grad_warp<T, E>(x, labels, w, weighted, g, g_stride, gx, ignore, rows, cols);   \
     }
 
 #define CROSS_ENTROPY(T, SFX)                                                               \
     extern "C" __global__ void softmax_cross_entropy_block_##SFX(                           \
-        const T* __restrict__ x, const long long* __restrict__ labels, T* __restrict__ loss, \
-        long long ignore, long long rows, long long cols) {                                \
-        ce_rows_block<T>(x, labels, loss, ignore, rows, cols);                             \
+        const T* __restrict__ x, const long long* __restrict__ labels,                     \
+        const T* __restrict__ w, int weighted, T* __restrict__ loss, long long ignore,     \
+        long long rows, long long cols) {                                                  \
+        ce_rows_block<T>(x, labels, w, weighted, loss, ignore, rows, cols);                \
     }                                                                                      \
     extern "C" __global__ void softmax_cross_entropy_total_##SFX(                           \
-        const T* __restrict__ loss, const long long* __restrict__ labels, T* __restrict__ y, \
-        long long ignore, long long rows, int mean) {                                      \
-        ce_total<T>(loss, labels, y, ignore, rows, mean);                                  \
+        const T* __restrict__ loss, const long long* __restrict__ labels,                  \
+        const T* __restrict__ w, int weighted, T* __restrict__ y, long long ignore,        \
+        long long rows, long long cols, int mean) {                                        \
+        ce_total<T>(loss, labels, w, weighted, y, ignore, rows, cols, mean);               \
     }                                                                                      \
     extern "C" __global__ void softmax_cross_entropy_grad_scale_##SFX(                      \
-        const long long* __restrict__ labels, const T* __restrict__ gy,                    \
-        T* __restrict__ scale, long long ignore, long long rows, int mean) {               \
-        ce_grad_scale<T>(labels, gy, scale, ignore, rows, mean);                           \
+        const long long* __restrict__ labels, const T* __restrict__ w, int weighted,       \
+        const T* __restrict__ gy, T* __restrict__ scale, long long ignore, long long rows, \
+        long long cols, int mean) {                                                        \
+        ce_grad_scale<T>(labels, w, weighted, gy, scale, ignore, rows, cols, mean);        \
     }                                                                                      \
     extern "C" __global__ void softmax_cross_entropy_wrt_x1_block_##SFX(                    \
         const T* __restrict__ x, const long long* __restrict__ labels,                     \
-        const T* __restrict__ g, long long g_stride, T* __restrict__ gx, long long ignore, \
-        long long rows, long long cols) {                                                  \
-        ce_grad_block<T>(x, labels, g, g_stride, gx, ignore, rows, cols);                  \
+        const T* __restrict__ w, int weighted, const T* __restrict__ g, long long g_stride, \
+        T* __restrict__ gx, long long ignore, long long rows, long long cols) {            \
+        ce_grad_block<T>(x, labels, w, weighted, g, g_stride, gx, ignore, rows, cols);     \
     }                                                                                      \
     CE_WARP(1, T, SFX)                                                                     \
     CE_WARP(2, T, SFX)                                                                     \

@@ -20,6 +20,7 @@ from typing import Any, Callable
 import numpy
 
 from .. import kernels
+from ..backend import FLOAT_DTYPES, describe, is_cupy_array
 from ..call import Call, Signature, check_shape
 from ..registry import register
 from . import _args, _math, _rows
@@ -52,6 +53,25 @@ def _reduce(terms: Array, reduction: str, y: Array, count: int) -> None:
         y[...] = terms.sum()
     else:
         y[...] = terms.sum() / count if count else numpy.nan
+
+
+def _param_array(call: Call, name: str, value: Any) -> Array | None:
+    """A keyword array parameter (class weights, pos_weight: not differentiable, as in
+    PyTorch): None, or a float32/float64 array of the call's backend (a NumPy array is also
+    accepted with CuPy inputs and copied to the device), in the call's dtype."""
+    if value is None:
+        return None
+    op = call.op
+    gpu = call.backend.name == "cupy"
+    if type(value) is not numpy.ndarray and not (gpu and is_cupy_array(value)):
+        if is_cupy_array(value):
+            raise TypeError(f"{op}: {name} is a CuPy array but the inputs are NumPy arrays; "
+                            "move it with gpuops.to_cpu")
+        raise TypeError(f"{op}: {name} must be None or a NumPy or CuPy array, got "
+                        f"{describe(value)}")
+    if value.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{op}: {name} has dtype {value.dtype}; expected float32 or float64")
+    return call.xp.asarray(value, dtype=call.dtype)
 
 
 # ---- elementwise losses: u = x1 (prediction / logit), v = x2 (target) ------------------
@@ -186,21 +206,150 @@ def mae_wrt_x2(x1, x2, y, gy, *, reduction="mean", out=None):
     return _elementwise_grad("mae", 2, x1, x2, y, gy, reduction, out)
 
 
+# bce_with_logits with weight w and pos_weight p (PyTorch): with l = 1 + (p - 1) v and
+# softplus(-u) = -log σ(u) = max(-u, 0) + log(1 + e^-|u|),
+# term = w [(1 - v) u + l softplus(-u)], d/du = w [(1 - v) - l σ(-u)],
+# d/dv = w [(p - 1) softplus(-u) - u]. (p = 1, w = 1: the unweighted forms above.)
+def _softplus_neg(u: Array) -> Array:
+    return numpy.maximum(-u, 0) + numpy.log1p(numpy.exp(-numpy.abs(u)))
+
+
+def _bce_weighted_terms(u: Array, v: Array, w: Array | None, p: Array | None) -> Array:
+    if p is None:
+        terms = _bce_terms(u, v)
+    else:
+        terms = (1 - v) * u + (1 + (p - 1) * v) * _softplus_neg(u)
+    return terms if w is None else terms * w
+
+
+def _bce_weighted_grad(k: int, u: Array, v: Array, w: Array | None, p: Array | None,
+                       g: Array) -> Array:
+    if k == 1:
+        d = _math.sigmoid(u) - v if p is None else (1 - v) - (1 + (p - 1) * v) * _math.sigmoid(-u)
+    else:
+        d = -u if p is None else (p - 1) * _softplus_neg(u) - u
+    return d * g if w is None else d * w * g
+
+
+def _bce_cpu(u: Array, v: Array, w: Array | None, p: Array | None, y: Array,
+             reduction: str) -> None:
+    _reduce(_bce_weighted_terms(u, v, w, p), reduction, y, u.size)
+
+
+def _bce_grad_cpu(k: int, u: Array, v: Array, w: Array | None, p: Array | None, gy: Array,
+                  gx: Array, scale: numpy.generic) -> None:
+    gx[...] = _bce_weighted_grad(k, u, v, w, p, gy * scale)
+
+
+# Weighted kernels (w and p broadcast to the shape of u, 1 where not given):
+# bce_with_logits_weighted_{none,partial}_<dtype>(u, v, w, p, y|partial, n) and
+# bce_with_logits_weighted_wrt_x<k>_<dtype>(u, v, w, p, gy, gy_stride, gx, scale, n).
+def _full(call: Call, a: Array | None, shape: tuple) -> Array:
+    if a is None:
+        return call.xp.ones(shape, call.dtype)
+    return call.xp.ascontiguousarray(call.xp.broadcast_to(a, shape))
+
+
+def _bce_gpu(call: Call, u: Array, v: Array, w: Array | None, p: Array | None, y: Array,
+             reduction: str) -> None:
+    if w is None and p is None:
+        _elementwise_gpu(call, u, v, y, reduction)
+        return
+    n = u.size
+    w, p = _full(call, w, u.shape), _full(call, p, u.shape)
+    if reduction == "none":
+        call.launch_1d("bce_with_logits_weighted_none", n, (u, v, w, p, y, numpy.int64(n)))
+        return
+    grid = call.grid_1d(n)
+    partial = call.xp.empty(grid[0], numpy.float64)
+    call.launch("bce_with_logits_weighted_partial", grid, (kernels.BLOCK,),
+                (u, v, w, p, partial, numpy.int64(n)))
+    scale = 1.0 if reduction == "sum" else (1.0 / n if n else numpy.nan)
+    call.launch("sum_partials", (1,), (kernels.BLOCK,),
+                (partial, numpy.int64(grid[0]), y, numpy.float64(scale)))
+
+
+def _bce_grad_gpu(k: int, call: Call, u: Array, v: Array, w: Array | None, p: Array | None,
+                  gy: Array, gx: Array, scale: numpy.generic) -> None:
+    if w is None and p is None:
+        _elementwise_grad_gpu(call, u, v, gy, gx, scale)
+        return
+    w, p = _full(call, w, u.shape), _full(call, p, u.shape)
+    call.launch_1d(f"bce_with_logits_weighted_wrt_x{k}", gx.size,
+                   (u, v, w, p, gy, numpy.int64(gy.size == gx.size), gx,
+                    call.scalar(float(scale)), numpy.int64(gx.size)))
+
+
+def _bce_weights(call: Call, shape: tuple, weight: Any, pos_weight: Any) -> tuple:
+    """weight and pos_weight checked: None or arrays that broadcast to ``shape`` (the
+    logits'; PyTorch applies them in place to a loss of that shape)."""
+    found = []
+    for name, value in (("weight", weight), ("pos_weight", pos_weight)):
+        a = _param_array(call, name, value)
+        if a is not None:
+            try:
+                ok = numpy.broadcast_shapes(tuple(a.shape), shape) == shape
+            except ValueError:
+                ok = False
+            if not ok:
+                raise ValueError(f"{call.op}: {name} of shape {tuple(a.shape)} does not "
+                                 f"broadcast to the shape of x1 {shape}")
+        found.append(a)
+    return tuple(found)
+
+
 def bce_with_logits(x1: Array, x2: Array, *, reduction: str = "mean",
+                    weight: Array | None = None, pos_weight: Array | None = None,
                     out: Array | None = None) -> Array:
     """Binary cross-entropy of logits x1 against targets x2 (in [0, 1]):
-    max(x1, 0) - x1 x2 + log(1 + e^-|x1|), reduced by ``reduction``."""
-    return _elementwise("bce_with_logits", x1, x2, reduction, out)
+    max(x1, 0) - x1 x2 + log(1 + e^-|x1|), reduced by ``reduction``. With PyTorch's
+    ``weight`` w and ``pos_weight`` p (arrays broadcast to x1's shape, not differentiable):
+    -w [p x2 log σ(x1) + (1 - x2) log(1 - σ(x1))]; "mean" divides by the number of
+    elements."""
+    if weight is None and pos_weight is None:
+        return _elementwise("bce_with_logits", x1, x2, reduction, out)
+    reduction = _check_reduction("bce_with_logits", reduction)
+    call = _FORWARD["bce_with_logits"].bind(x1, x2)
+    u, v = call.inputs
+    _check_pair(call, u, v)
+    w, p = _bce_weights(call, tuple(u.shape), weight, pos_weight)
+    return call.run(out, _loss_shape(reduction, u.shape), _bce_cpu, _bce_gpu, reduction,
+                    inputs=(u, v, w, p))
 
 
-def bce_with_logits_wrt_x1(x1, x2, y, gy, *, reduction="mean", out=None):
-    """(σ(x1) - x2) · gy, divided by n for "mean"."""
-    return _elementwise_grad("bce_with_logits", 1, x1, x2, y, gy, reduction, out)
+def _bce_gradient(k: int, x1: Array, x2: Array, y: Array, gy: Array | float, reduction: Any,
+              weight: Any, pos_weight: Any, out: Array | None) -> Array:
+    if weight is None and pos_weight is None:
+        return _elementwise_grad("bce_with_logits", k, x1, x2, y, gy, reduction, out)
+    op = f"bce_with_logits_wrt_x{k}"
+    reduction = _check_reduction(op, reduction)
+    call = _GRADIENT["bce_with_logits", k].bind(x1, x2, y, gy)
+    u, v, y, gy = call.inputs
+    _check_pair(call, u, v)
+    shape = _loss_shape(reduction, u.shape)
+    check_shape(op, "y", y, shape)
+    check_shape(op, "gy", gy, shape)
+    w, p = _bce_weights(call, tuple(u.shape), weight, pos_weight)
+    n = u.size
+    scale = call.dtype.type(1.0 / n if reduction == "mean" and n else 1.0)
+    xk = (u, v)[k - 1]
+    return call.run(out, xk.shape, functools.partial(_bce_grad_cpu, k),
+                    functools.partial(_bce_grad_gpu, k), scale, dtype=xk.dtype,
+                    inputs=(u, v, w, p, gy))
 
 
-def bce_with_logits_wrt_x2(x1, x2, y, gy, *, reduction="mean", out=None):
-    """-x1 · gy, divided by n for "mean"."""
-    return _elementwise_grad("bce_with_logits", 2, x1, x2, y, gy, reduction, out)
+def bce_with_logits_wrt_x1(x1, x2, y, gy, *, reduction="mean", weight=None, pos_weight=None,
+                           out=None):
+    """(σ(x1) - x2) · gy, divided by n for "mean"; with weight w and pos_weight p:
+    w [(1 - x2) - (1 + (p - 1) x2) σ(-x1)] · gy."""
+    return _bce_gradient(1, x1, x2, y, gy, reduction, weight, pos_weight, out)
+
+
+def bce_with_logits_wrt_x2(x1, x2, y, gy, *, reduction="mean", weight=None, pos_weight=None,
+                           out=None):
+    """-x1 · gy, divided by n for "mean"; with weight w and pos_weight p:
+    w [(p - 1) softplus(-x1) - x1] · gy."""
+    return _bce_gradient(2, x1, x2, y, gy, reduction, weight, pos_weight, out)
 
 
 # ---- softmax cross-entropy: logits x (rows, cols), labels t (rows,) --------------------
@@ -217,65 +366,94 @@ def _counted_rows(op: str, labels: Array, classes: int, ignore: int) -> Array:
     return counted
 
 
-def _cross_entropy_cpu(x: Array, labels: Array, y: Array, reduction: str, ignore: int) -> None:
-    """Per row log Σ e^(x - m) - (x_t - m), 0 for the rows not counted; reduced."""
+def _cross_entropy_cpu(x: Array, labels: Array, weight: Array | None, y: Array,
+                       reduction: str, ignore: int) -> None:
+    """Per row w[t] (log Σ e^(x - m) - (x_t - m)), 0 for the rows not counted; reduced
+    ("mean" divides by the number of counted rows, or by the sum of their weights)."""
     rows, classes = x.shape
     counted = _counted_rows("softmax_cross_entropy", labels, classes, ignore)
+    t = numpy.where(counted, labels, 0)
     if classes:
         shifted, total = _math.log_sum_exp_parts(x, 1)
-        t = numpy.where(counted, labels, 0)
         picked = numpy.take_along_axis(shifted, t[:, None], axis=1)[:, 0]
         terms = numpy.where(counted, numpy.log(total[:, 0]) - picked, 0).astype(x.dtype,
                                                                                 copy=False)
     else:  # no classes: every row is ignored
         terms = numpy.zeros(rows, x.dtype)
-    _reduce(terms, reduction, y, int(counted.sum()))
+    if weight is None:
+        _reduce(terms, reduction, y, int(counted.sum()))
+        return
+    w = numpy.where(counted, weight[t] if classes else 0, 0).astype(x.dtype, copy=False)
+    terms = terms * w
+    if reduction == "mean":
+        with numpy.errstate(divide="ignore", invalid="ignore"):
+            y[...] = terms.sum() / w.sum()  # 0/0 = NaN, as PyTorch
+    else:
+        _reduce(terms, reduction, y, 0)
 
 
-def _cross_entropy_grad_cpu(x: Array, labels: Array, gy: Array, gx: Array, reduction: str,
-                            ignore: int) -> None:
-    """gx = g_n (softmax(x)[n] - onehot(t_n)), 0 for the rows not counted."""
+def _cross_entropy_grad_cpu(x: Array, labels: Array, weight: Array | None, gy: Array,
+                            gx: Array, reduction: str, ignore: int) -> None:
+    """gx = g_n w[t_n] (softmax(x)[n] - onehot(t_n)), 0 for the rows not counted."""
     counted = _counted_rows("softmax_cross_entropy_wrt_x1", labels, x.shape[1], ignore)
-    # (with no counted row the mean's scale is irrelevant: every row's gradient is 0)
-    g = gy / max(int(counted.sum()), 1) if reduction == "mean" else gy
+    t = numpy.where(counted, labels, 0)
+    w = None if weight is None else numpy.where(counted, weight[t], 0).astype(x.dtype,
+                                                                            copy=False)
+    if reduction != "mean":
+        g = gy
+    elif w is None:
+        # (with no counted row the mean's scale is irrelevant: every row's gradient is 0)
+        g = gy / max(int(counted.sum()), 1)
+    else:
+        with numpy.errstate(divide="ignore", invalid="ignore"):
+            g = gy / w.sum()
     shifted, total = _math.log_sum_exp_parts(x, 1)
     numpy.divide(numpy.exp(shifted), total, out=gx)
     rows_counted = numpy.flatnonzero(counted)
     gx[rows_counted, labels[rows_counted]] -= 1
-    gx *= numpy.where(counted, numpy.broadcast_to(g, counted.shape), 0)[:, None]
+    scale = numpy.broadcast_to(g, counted.shape)
+    if w is not None:
+        with numpy.errstate(invalid="ignore"):
+            scale = scale * w
+    gx *= numpy.where(counted, scale, 0)[:, None]
 
 
-# Kernels (labels as int64; row kernels through gpuops.ops._rows):
-# softmax_cross_entropy_{warp<E>,block}_<dtype>(x, t, losses, ignore, rows, cols),
-# softmax_cross_entropy_total_<dtype>(losses, t, y, ignore, rows, mean),
-# softmax_cross_entropy_grad_scale_<dtype>(t, gy, g, ignore, rows, mean): g = gy or
-# gy / (counted rows), and softmax_cross_entropy_wrt_x1_{warp<E>,block}_<dtype>(x, t, g,
-# g_stride, gx, ignore, rows, cols).
-def _cross_entropy_gpu(call: Call, x: Array, labels: Array, y: Array, reduction: str,
-                       ignore: int) -> None:
+# Kernels (labels as int64; row kernels through gpuops.ops._rows; w the class weights,
+# read only when weighted is 1, else any array of the dtype):
+# softmax_cross_entropy_{warp<E>,block}_<dtype>(x, t, w, weighted, losses, ignore, rows, cols),
+# softmax_cross_entropy_total_<dtype>(losses, t, w, weighted, y, ignore, rows, cols, mean),
+# softmax_cross_entropy_grad_scale_<dtype>(t, w, weighted, gy, g, ignore, rows, cols, mean):
+# g = gy or gy / (counted rows, or the sum of their weights), and
+# softmax_cross_entropy_wrt_x1_{warp<E>,block}_<dtype>(x, t, w, weighted, g, g_stride, gx,
+# ignore, rows, cols).
+def _cross_entropy_gpu(call: Call, x: Array, labels: Array, weight: Array | None, y: Array,
+                       reduction: str, ignore: int) -> None:
     rows, cols = x.shape
     labels = call.xp.ascontiguousarray(labels, dtype=numpy.int64)
+    w = (x if weight is None else weight, numpy.int32(weight is not None))
     losses = y if reduction == "none" else call.xp.empty(rows, call.dtype)
     if rows:
-        _rows.launch(call, call.op, rows, cols, (x, labels, losses, numpy.int64(ignore)))
+        _rows.launch(call, call.op, rows, cols, (x, labels, *w, losses, numpy.int64(ignore)))
     if reduction != "none":
         call.launch(f"{call.op}_total", (1,), (kernels.BLOCK,),
-                    (losses, labels, y, numpy.int64(ignore), numpy.int64(rows),
-                     numpy.int32(reduction == "mean")))
+                    (losses, labels, *w, y, numpy.int64(ignore), numpy.int64(rows),
+                     numpy.int64(cols), numpy.int32(reduction == "mean")))
 
 
-def _cross_entropy_grad_gpu(call: Call, x: Array, labels: Array, gy: Array, gx: Array,
-                            reduction: str, ignore: int) -> None:
+def _cross_entropy_grad_gpu(call: Call, x: Array, labels: Array, weight: Array | None,
+                            gy: Array, gx: Array, reduction: str, ignore: int) -> None:
     rows, cols = x.shape
     labels = call.xp.ascontiguousarray(labels, dtype=numpy.int64)
+    w = (x if weight is None else weight, numpy.int32(weight is not None))
     if reduction != "none":
         g = call.xp.empty((), call.dtype)
         call.launch("softmax_cross_entropy_grad_scale", (1,), (kernels.BLOCK,),
-                    (labels, gy, g, numpy.int64(ignore), numpy.int64(rows),
-                     numpy.int32(reduction == "mean")))
+                    (labels, *w, gy, g, numpy.int64(ignore), numpy.int64(rows),
+                     numpy.int64(cols), numpy.int32(reduction == "mean")))
         gy = g
-    _rows.launch(call, call.op, rows, cols, (x, labels, gy, numpy.int64(reduction == "none"),
-                                             gx, numpy.int64(ignore)))
+    _rows.launch(call, call.op, rows, cols, (x, labels, *w, gy,
+                                             numpy.int64(reduction == "none"), gx,
+                                             numpy.int64(ignore)))
 
 
 CROSS_ENTROPY = Signature("softmax_cross_entropy", FAMILY, ("x1", "x2"), ints=("x2",))
@@ -284,7 +462,7 @@ CROSS_ENTROPY_GRAD = Signature("softmax_cross_entropy_wrt_x1", FAMILY, ("x1", "x
 
 
 def _bind_cross_entropy(signature: Signature, values: tuple, reduction: Any,
-                        ignore_index: Any) -> tuple[Call, str, int]:
+                        ignore_index: Any, weight: Any) -> tuple[Call, str, int, Array | None]:
     op = signature.op
     reduction = _check_reduction(op, reduction)
     ignore = _args.integer(op, "ignore_index", ignore_index)
@@ -295,35 +473,43 @@ def _bind_cross_entropy(signature: Signature, values: tuple, reduction: Any,
     if tuple(labels.shape) != (x.shape[0],):
         raise ValueError(f"{op}: x2 must be labels of shape ({x.shape[0]},) for x1 of shape "
                          f"{tuple(x.shape)}, got {tuple(labels.shape)}")
-    return call, reduction, ignore
+    w = _param_array(call, "weight", weight)
+    if w is not None and tuple(w.shape) != (x.shape[1],):
+        raise ValueError(f"{op}: weight must have shape ({x.shape[1]},) (one per class of x1 "
+                         f"of shape {tuple(x.shape)}), got {tuple(w.shape)}")
+    return call, reduction, ignore, w
 
 
 def softmax_cross_entropy(x1: Array, x2: Array, *, reduction: str = "mean",
-                          ignore_index: int = -100, out: Array | None = None) -> Array:
+                          ignore_index: int = -100, weight: Array | None = None,
+                          out: Array | None = None) -> Array:
     """Cross-entropy of softmax(x1) (logits (N, C)) against class labels x2 ((N,), int):
-    -log softmax(x1)[n, x2[n]] per row, reduced by ``reduction`` ("mean" over the rows
-    whose label is not ``ignore_index``)."""
-    call, reduction, ignore = _bind_cross_entropy(CROSS_ENTROPY, (x1, x2), reduction,
-                                                  ignore_index)
-    x, _ = call.inputs
+    -weight[x2[n]] log softmax(x1)[n, x2[n]] per row (weight (C,) or None: all 1), reduced
+    by ``reduction`` ("mean" divides by the sum of weight[x2[n]] over the rows whose label
+    is not ``ignore_index``: their number when weight is None)."""
+    call, reduction, ignore, w = _bind_cross_entropy(CROSS_ENTROPY, (x1, x2), reduction,
+                                                     ignore_index, weight)
+    x, labels = call.inputs
     return call.run(out, _loss_shape(reduction, x.shape[:1]), _cross_entropy_cpu,
-                    _cross_entropy_gpu, reduction, ignore)
+                    _cross_entropy_gpu, reduction, ignore, inputs=(x, labels, w))
 
 
 def softmax_cross_entropy_wrt_x1(x1: Array, x2: Array, y: Array, gy: Array | float, *,
                                  reduction: str = "mean", ignore_index: int = -100,
+                                 weight: Array | None = None,
                                  out: Array | None = None) -> Array:
-    """Fused gradient g_n (softmax(x1)[n] - onehot(x2[n])), g_n = gy[n] ("none"), gy
-    ("sum") or gy / (number of counted rows) ("mean"); 0 for ignored rows."""
-    call, reduction, ignore = _bind_cross_entropy(CROSS_ENTROPY_GRAD, (x1, x2, y, gy),
-                                                  reduction, ignore_index)
+    """Fused gradient g_n w_n (softmax(x1)[n] - onehot(x2[n])), w_n = weight[x2[n]] (1 when
+    weight is None), g_n = gy[n] ("none"), gy ("sum") or gy / (Σ w_n over the counted
+    rows) ("mean"); 0 for ignored rows."""
+    call, reduction, ignore, w = _bind_cross_entropy(CROSS_ENTROPY_GRAD, (x1, x2, y, gy),
+                                                     reduction, ignore_index, weight)
     x, labels, y, gy = call.inputs
     shape = _loss_shape(reduction, x.shape[:1])
     check_shape(call.op, "y", y, shape)
     check_shape(call.op, "gy", gy, shape)
-    # the gradient reads x, the labels and gy (not y)
+    # the gradient reads x, the labels, the weights and gy (not y)
     return call.run(out, x.shape, _cross_entropy_grad_cpu, _cross_entropy_grad_gpu,
-                    reduction, ignore, dtype=x.dtype, inputs=(x, labels, gy))
+                    reduction, ignore, dtype=x.dtype, inputs=(x, labels, w, gy))
 
 
 register(FAMILY, softmax_cross_entropy, softmax_cross_entropy_wrt_x1)

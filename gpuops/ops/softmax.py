@@ -9,6 +9,10 @@ kernels compute (CuPy, the emulator) and computed in float32.
 Numerics: m = max of the row is subtracted before exponentiating, so no finite
 logits overflow (±1e4 included); log_softmax is (x - m) - log Σ e^(x - m), never
 log of a softmax that underflowed to 0.
+
+``dtype`` (PyTorch's option): x1 is cast to ``dtype`` first, and the result is computed
+and returned in it (float32 from float16 logits, say); the gradients take the y and gy
+of that dtype and return gx in x1's dtype (the cast's own gradient casts back).
 """
 from __future__ import annotations
 
@@ -72,6 +76,28 @@ def _rows_gpu(call: Call, *arrays: Array) -> None:
 _FORWARD = {op: Signature(op, FAMILY, ("x1",), kernel_dtypes=HALF_DTYPES) for op in _CPU}
 _GRADIENT = {op: Signature(f"{op}_wrt_x1", FAMILY, ("x1", "y", "gy"), kernel_dtypes=HALF_DTYPES)
              for op in _CPU}
+# x1 before its cast to ``dtype``: any float dtype on any backend
+_CAST_INPUT = {name: Signature(name, FAMILY, ("x1",), dtypes=HALF_DTYPES)
+               for op in _CPU for name in (op, f"{op}_wrt_x1")}
+
+
+def _cast_dtype(op: str, x1: Array, dtype: Any, signature: Signature) -> tuple[Call, Any]:
+    """x1 checked (any float dtype, any backend: it is cast first), and ``dtype`` checked:
+    float16, float32 or float64, where ``signature`` computes it on x1's backend."""
+    try:
+        dt = numpy.dtype(dtype)
+    except (TypeError, ValueError):
+        dt = None
+    if dt is None or dt not in HALF_DTYPES:
+        raise TypeError(f"{op}: dtype must be None, float16, float32 or float64, "
+                        f"got {dtype!r}")
+    call = _CAST_INPUT[op].bind(x1)
+    allowed = signature.kernel_dtypes if call.uses_kernels else signature.dtypes
+    if dt not in allowed:
+        raise TypeError(f"{op}: dtype {dt} is not computed on the {call.backend.name} "
+                        f"backend; expected one of "
+                        f"{', '.join(str(d) for d in sorted(allowed, key=str))}")
+    return call, dt
 
 
 def _softmax_axis(call: Call, x: Array, axis: Any) -> int:
@@ -80,44 +106,57 @@ def _softmax_axis(call: Call, x: Array, axis: Any) -> int:
     return _args.axis(call.op, axis, x.ndim)
 
 
-def _forward(op: str, x1: Array, axis: Any, out: Array | None) -> Array:
+def _forward(op: str, x1: Array, axis: Any, dtype: Any, out: Array | None) -> Array:
+    if dtype is not None:  # PyTorch: x1 cast to dtype first
+        cast, dt = _cast_dtype(op, x1, dtype, _FORWARD[op])
+        x1 = cast.inputs[0].astype(dt, copy=False)
     call = _FORWARD[op].bind(x1)
     (x,) = call.inputs
     ax = _softmax_axis(call, x, axis)
     return call.run(out, x.shape, _CPU[op][0], _rows_gpu, ax)
 
 
-def _gradient(op: str, x1: Array, y: Array, gy: Array, axis: Any, out: Array | None) -> Array:
+def _gradient(op: str, x1: Array, y: Array, gy: Array, axis: Any, dtype: Any,
+              out: Array | None) -> Array:
+    x_dtype = None
+    if dtype is not None:
+        # only x1's shape is read: a stand-in of the cast dtype (no memory, no copy)
+        cast, dt = _cast_dtype(f"{op}_wrt_x1", x1, dtype, _GRADIENT[op])
+        x_dtype = x1.dtype
+        x1 = cast.xp.broadcast_to(cast.xp.zeros((), dt), x1.shape)
     call = _GRADIENT[op].bind(x1, y, gy)
     x, y, gy = call.inputs
     ax = _softmax_axis(call, x, axis)
     check_shape(call.op, "y", y, x.shape)
     check_shape(call.op, "gy", gy, x.shape)
     # the gradients read y and gy only
-    return call.run(out, x.shape, _CPU[op][1], _rows_gpu, ax, dtype=x.dtype, inputs=(y, gy))
+    return call.run(out, x.shape, _CPU[op][1], _rows_gpu, ax,
+                    dtype=x.dtype if x_dtype is None else x_dtype, inputs=(y, gy))
 
 
-def softmax(x1: Array, *, axis: int = -1, out: Array | None = None) -> Array:
+def softmax(x1: Array, *, axis: int = -1, dtype: Any = None,
+            out: Array | None = None) -> Array:
     """y = e^x1 / Σ e^x1 along ``axis``, computed as e^(x - m) / Σ e^(x - m), m the max."""
-    return _forward("softmax", x1, axis, out)
+    return _forward("softmax", x1, axis, dtype, out)
 
 
-def log_softmax(x1: Array, *, axis: int = -1, out: Array | None = None) -> Array:
+def log_softmax(x1: Array, *, axis: int = -1, dtype: Any = None,
+                out: Array | None = None) -> Array:
     """y = x1 - log Σ e^x1 along ``axis``, computed as (x - m) - log Σ e^(x - m)."""
-    return _forward("log_softmax", x1, axis, out)
+    return _forward("log_softmax", x1, axis, dtype, out)
 
 
-def softmax_wrt_x1(x1: Array, y: Array, gy: Array, *, axis: int = -1,
+def softmax_wrt_x1(x1: Array, y: Array, gy: Array, *, axis: int = -1, dtype: Any = None,
                    out: Array | None = None) -> Array:
     """gx = y · (gy - Σ y·gy) along ``axis`` (the Jacobian dy_i/dx_j = y_i (δ_ij - y_j)
     applied to gy, without forming it)."""
-    return _gradient("softmax", x1, y, gy, axis, out)
+    return _gradient("softmax", x1, y, gy, axis, dtype, out)
 
 
-def log_softmax_wrt_x1(x1: Array, y: Array, gy: Array, *, axis: int = -1,
+def log_softmax_wrt_x1(x1: Array, y: Array, gy: Array, *, axis: int = -1, dtype: Any = None,
                        out: Array | None = None) -> Array:
     """gx = gy - e^y · Σ gy along ``axis`` (e^y is the softmax)."""
-    return _gradient("log_softmax", x1, y, gy, axis, out)
+    return _gradient("log_softmax", x1, y, gy, axis, dtype, out)
 
 
 register(FAMILY, softmax, softmax_wrt_x1)

@@ -99,3 +99,87 @@ def test_mse_gradient_has_the_one_over_n_the_seed_drops():
     e[3] = 1e-6
     numeric = (float(gpuops.mse(p + e, t)) - float(gpuops.mse(p - e, t))) / 2e-6
     assert numeric == pytest.approx(g[3], rel=1e-6)
+
+
+# ---- bce_with_logits weight / pos_weight (PyTorch's options) --------------------------
+
+@pytest.mark.parametrize("backend", BACKENDS, ids=lambda b: b.name)
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("w_shape,p_shape", [((6,), (6,)), ((4, 1), None), (None, (6,)),
+                                             ((3, 4, 6), (1, 6))])
+def test_bce_weight_and_pos_weight_match_torch(backend, reduction, w_shape, p_shape):
+    torch = pytest.importorskip("torch")
+    rng = numpy.random.default_rng(8)
+    x = rng.uniform(-20, 20, (3, 4, 6))
+    t = rng.uniform(0, 1, (3, 4, 6))
+    w = None if w_shape is None else rng.uniform(0.1, 3.0, w_shape)
+    p = None if p_shape is None else rng.uniform(0.1, 5.0, p_shape)
+    tx, tt = torch.tensor(x, requires_grad=True), torch.tensor(t, requires_grad=True)
+    ty = torch.nn.functional.binary_cross_entropy_with_logits(
+        tx, tt, weight=None if w is None else torch.tensor(w),
+        pos_weight=None if p is None else torch.tensor(p), reduction=reduction)
+    gy = rng.standard_normal(tuple(ty.shape))
+    ty.backward(torch.tensor(gy))
+    params = {"reduction": reduction, "weight": w, "pos_weight": p}
+    with backend.active():
+        dx, dt, dgy = backend.asarray(x), backend.asarray(t), backend.asarray(gy)
+        y = gpuops.bce_with_logits(dx, dt, **params)
+        g1 = gpuops.bce_with_logits_wrt_x1(dx, dt, y, dgy, **params)
+        g2 = gpuops.bce_with_logits_wrt_x2(dx, dt, y, dgy, **params)
+    numpy.testing.assert_allclose(backend.to_numpy(y), ty.detach().numpy(), rtol=1e-12)
+    numpy.testing.assert_allclose(backend.to_numpy(g1), tx.grad.numpy(), rtol=1e-10,
+                                  atol=1e-15)
+    numpy.testing.assert_allclose(backend.to_numpy(g2), tt.grad.numpy(), rtol=1e-10,
+                                  atol=1e-15)
+
+
+@pytest.mark.parametrize("backend", BACKENDS, ids=lambda b: b.name)
+def test_bce_unit_weights_give_the_unweighted_loss(backend):
+    rng = numpy.random.default_rng(9)
+    x, t = rng.uniform(-30, 30, (5, 7)), rng.uniform(0, 1, (5, 7))
+    with backend.active():
+        dx, dt = backend.asarray(x), backend.asarray(t)
+        ones = backend.asarray(numpy.ones(7))
+        for reduction in ("none", "sum"):
+            plain = gpuops.bce_with_logits(dx, dt, reduction=reduction)
+            unit = gpuops.bce_with_logits(dx, dt, reduction=reduction, weight=ones,
+                                          pos_weight=ones)
+            numpy.testing.assert_allclose(backend.to_numpy(unit), backend.to_numpy(plain),
+                                          rtol=1e-12)
+            gy = backend.asarray(numpy.ones(numpy.shape(plain)))
+            for k in (1, 2):
+                grad = getattr(gpuops, f"bce_with_logits_wrt_x{k}")
+                numpy.testing.assert_allclose(
+                    backend.to_numpy(grad(dx, dt, plain, gy, reduction=reduction, weight=ones,
+                                          pos_weight=ones)),
+                    backend.to_numpy(grad(dx, dt, plain, gy, reduction=reduction)),
+                    rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("backend", BACKENDS, ids=lambda b: b.name)
+def test_bce_weights_untouched_dtype_and_out_aliasing_them(backend):
+    rng = numpy.random.default_rng(10)
+    x = rng.uniform(-5, 5, (4, 4)).astype(numpy.float32)
+    t = rng.uniform(0, 1, (4, 4)).astype(numpy.float32)
+    w64, p64 = rng.uniform(0.5, 2, (4, 4)), rng.uniform(0.5, 4, 4)
+    copies = [a.copy() for a in (x, t, w64, p64)]
+    with backend.active():
+        dx, dt = backend.asarray(x), backend.asarray(t)
+        y = gpuops.bce_with_logits(dx, dt, reduction="none", weight=backend.asarray(w64),
+                                   pos_weight=backend.asarray(p64))
+        assert y.dtype == numpy.float32  # the weights take x1's dtype
+        w, p = (backend.asarray(a.astype(numpy.float32)) for a in (w64, p64))
+        expected = backend.to_numpy(gpuops.bce_with_logits(dx, dt, reduction="none",
+                                                           weight=w.copy(), pos_weight=p))
+        assert gpuops.bce_with_logits(dx, dt, reduction="none", weight=w, pos_weight=p,
+                                      out=w) is w
+        numpy.testing.assert_array_equal(backend.to_numpy(w), expected)
+        w = backend.asarray(w64.astype(numpy.float32))
+        gy = backend.asarray(numpy.ones((4, 4), numpy.float32))
+        expected = backend.to_numpy(gpuops.bce_with_logits_wrt_x2(
+            dx, dt, y, gy, reduction="none", weight=w.copy(), pos_weight=p))
+        assert gpuops.bce_with_logits_wrt_x2(dx, dt, y, gy, reduction="none", weight=w,
+                                             pos_weight=p, out=w) is w
+        numpy.testing.assert_array_equal(backend.to_numpy(w), expected)
+    for a, b in zip((x, t, w64, p64), copies):
+        numpy.testing.assert_array_equal(a, b)

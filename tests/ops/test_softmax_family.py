@@ -161,3 +161,148 @@ def test_cross_entropy_extreme_logits(backend):
     loss, g = _ce_call(backend, x, t, reduction="none")
     assert numpy.isfinite(loss).all() and numpy.isfinite(g).all()
     numpy.testing.assert_allclose(loss, [2e4, 2e4 + numpy.log(2), numpy.log(3)], rtol=1e-6)
+
+
+# ---- class weights (PyTorch's cross_entropy(weight=)) -------------------------------
+
+def _torch_ce(x, t, weight, **params):
+    torch = pytest.importorskip("torch")
+    tx = torch.tensor(x, requires_grad=True)
+    tw = None if weight is None else torch.tensor(weight)
+    y = torch.nn.functional.cross_entropy(tx, torch.tensor(t), weight=tw, **params)
+    y.backward(torch.ones_like(y))
+    return y.detach().numpy(), tx.grad.numpy()
+
+
+@pytest.mark.parametrize("backend", BACKENDS, ids=lambda b: b.name)
+@pytest.mark.parametrize("cols", [5, 300, 1200])  # warp E=1, warp E=16 (f64), block
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_class_weights_match_torch(backend, cols, reduction):
+    rng = numpy.random.default_rng(4)
+    x = rng.standard_normal((7, cols)) * 3
+    t = rng.integers(0, cols, 7)
+    t[[2, 5]] = -100
+    weight = rng.uniform(0.1, 3.0, cols)
+    y, g = _ce_call(backend, x, t, reduction=reduction, weight=weight)
+    ty, tg = _torch_ce(x, t, weight, reduction=reduction)
+    numpy.testing.assert_allclose(y, ty, rtol=1e-12)
+    numpy.testing.assert_allclose(g, tg, rtol=1e-10, atol=1e-15)
+    # all ones: the unweighted values
+    y1, g1 = _ce_call(backend, x, t, reduction=reduction, weight=numpy.ones(cols))
+    y0, g0 = _ce_call(backend, x, t, reduction=reduction)
+    numpy.testing.assert_allclose(y1, y0, rtol=1e-14)
+    numpy.testing.assert_allclose(g1, g0, rtol=1e-14, atol=1e-300)
+
+
+@pytest.mark.parametrize("backend", BACKENDS, ids=lambda b: b.name)
+def test_class_weights_mean_divides_by_the_weight_of_counted_rows(backend):
+    x = numpy.zeros((4, 3))  # every row's unweighted loss is log 3
+    t = numpy.array([0, 2, -100, 2])
+    w = numpy.array([2.0, 10.0, 0.5])
+    none, _ = _ce_call(backend, x, t, reduction="none", weight=w)
+    mean, g = _ce_call(backend, x, t, weight=w)
+    numpy.testing.assert_allclose(none, numpy.log(3) * numpy.array([2.0, 0.5, 0.0, 0.5]))
+    numpy.testing.assert_allclose(mean, numpy.log(3) * 3.0 / 3.0)  # (2+.5+.5) / (2+.5+.5)
+    numpy.testing.assert_array_equal(g[2], 0.0)
+    numpy.testing.assert_allclose(g[0], 2.0 / 3.0 * (numpy.full(3, 1 / 3) - [1, 0, 0]))
+    # zero total weight: 0/0 = NaN, as PyTorch
+    zero, _ = _ce_call(backend, x, t, weight=numpy.zeros(3))
+    assert numpy.isnan(zero)
+
+
+@pytest.mark.parametrize("backend", BACKENDS, ids=lambda b: b.name)
+def test_class_weights_dtype_inputs_untouched_and_out_aliasing_weight(backend):
+    rng = numpy.random.default_rng(5)
+    x = rng.standard_normal((4, 4)).astype(numpy.float32)
+    t = numpy.array([0, 3, 1, 1])
+    w64 = rng.uniform(0.5, 2.0, 4)
+    copies = (x.copy(), t.copy(), w64.copy())
+    y, g = _ce_call(backend, x, t, reduction="none", weight=w64)
+    assert y.dtype == numpy.float32 and g.dtype == numpy.float32  # weight takes x1's dtype
+    for a, b in zip((x, t, w64), copies):
+        numpy.testing.assert_array_equal(a, b)
+    w32 = w64.astype(numpy.float32)
+    expected, _ = _ce_call(backend, x, t, reduction="none", weight=w32)
+    with backend.active():
+        dw = backend.asarray(w32)
+        result = gpuops.softmax_cross_entropy(backend.asarray(x), backend.asarray(t),
+                                              reduction="none", weight=dw, out=dw)
+        assert result is dw
+        numpy.testing.assert_array_equal(backend.to_numpy(dw), expected)
+        # the gradient's out aliasing the weights: x1 (4, 4) and a weight of 16 classes
+        w16 = backend.asarray(rng.uniform(0.5, 2.0, 16).astype(numpy.float32))
+        x16 = backend.asarray(rng.standard_normal((1, 16)).astype(numpy.float32))
+        t16 = backend.asarray(numpy.array([7]))
+        y16 = gpuops.softmax_cross_entropy(x16, t16, weight=w16)
+        ref = gpuops.softmax_cross_entropy_wrt_x1(x16, t16, y16, 1.0, weight=w16.copy())
+        out = w16.reshape(1, 16)
+        assert gpuops.softmax_cross_entropy_wrt_x1(x16, t16, y16, 1.0, weight=w16,
+                                                   out=out) is out
+        numpy.testing.assert_array_equal(backend.to_numpy(out), backend.to_numpy(ref))
+
+
+# ---- softmax / log_softmax dtype= (PyTorch: x1 cast to dtype first) -------------------
+
+@pytest.mark.parametrize("backend", BACKENDS, ids=lambda b: b.name)
+@pytest.mark.parametrize("name", ["softmax", "log_softmax"])
+@pytest.mark.parametrize("cols", [7, 1500])  # warp and block kernels
+def test_dtype_casts_first_and_gradient_casts_back(backend, name, cols):
+    rng = numpy.random.default_rng(6)
+    forward, grad = getattr(gpuops, name), getattr(gpuops, f"{name}_wrt_x1")
+    pairs = [(numpy.float32, numpy.float64), (numpy.float64, numpy.float32)]
+    if backend.name != "numpy":
+        pairs += [(numpy.float16, numpy.float32), (numpy.float32, numpy.float16)]
+    else:
+        pairs += [(numpy.float16, numpy.float64)]  # float16 logits cast to a NumPy dtype
+    for src, dst in pairs:
+        x = (rng.standard_normal((3, cols)) * 4).astype(src)
+        gy = rng.standard_normal((3, cols)).astype(dst)
+        with backend.active():
+            dx, dgy = backend.asarray(x), backend.asarray(gy)
+            y = forward(dx, dtype=dst, axis=-1)
+            ref_y = forward(dx.astype(dst), axis=-1)
+            g = grad(dx, y, dgy, dtype=dst)
+            ref_g = grad(dx.astype(dst), y, dgy)
+            y0 = forward(backend.asarray(x.T), axis=0, dtype=numpy.dtype(dst))  # axis moved
+            out = backend.xp().full(x.shape, 7, dtype=src)
+            assert grad(dx, y, dgy, dtype=dst, out=out) is out
+            assert grad(dx, y, dgy, dtype=dst, out=dx) is dx  # x1 is not read
+        assert y.dtype == dst and g.dtype == src, (src, dst)
+        numpy.testing.assert_array_equal(backend.to_numpy(y), backend.to_numpy(ref_y))
+        numpy.testing.assert_array_equal(backend.to_numpy(g),
+                                         backend.to_numpy(ref_g).astype(src))
+        numpy.testing.assert_allclose(backend.to_numpy(y0).T.astype(numpy.float64),
+                                      backend.to_numpy(y).astype(numpy.float64),
+                                      rtol=1e-2 if dst == numpy.float16 else 1e-5, atol=1e-6)
+        numpy.testing.assert_array_equal(backend.to_numpy(out), backend.to_numpy(g))
+        numpy.testing.assert_array_equal(backend.to_numpy(dx), backend.to_numpy(g))
+
+
+@pytest.mark.parametrize("backend", BACKENDS, ids=lambda b: b.name)
+@pytest.mark.parametrize("name", ["softmax", "log_softmax"])
+def test_dtype_matches_torch(backend, name):
+    torch = pytest.importorskip("torch")
+    rng = numpy.random.default_rng(7)
+    src = numpy.float16 if backend.name != "numpy" else numpy.float32
+    x = (rng.standard_normal((5, 40)) * 4).astype(src)
+    gy = rng.standard_normal((5, 40)).astype(numpy.float64)
+    tx = torch.tensor(x, requires_grad=True)
+    ty = getattr(torch.nn.functional, name)(tx, dim=-1, dtype=torch.float64)
+    ty.backward(torch.tensor(gy))
+    with backend.active():
+        dx = backend.asarray(x)
+        y = getattr(gpuops, name)(dx, dtype=numpy.float64)
+        g = getattr(gpuops, f"{name}_wrt_x1")(dx, y, backend.asarray(gy), dtype="float64")
+    numpy.testing.assert_allclose(backend.to_numpy(y), ty.detach().numpy(), rtol=1e-13)
+    assert g.dtype == src
+    numpy.testing.assert_array_equal(backend.to_numpy(g), tx.grad.numpy())
+
+
+def test_dtype_errors():
+    x = numpy.ones((2, 3), numpy.float32)
+    with pytest.raises(TypeError, match="softmax: dtype float16 is not computed on the numpy"):
+        gpuops.softmax(x, dtype=numpy.float16)
+    with pytest.raises(TypeError, match="log_softmax_wrt_x1: x1 must be a NumPy or CuPy"):
+        gpuops.log_softmax_wrt_x1([1.0], x, x, dtype=numpy.float64)
+    with pytest.raises(TypeError, match="softmax_wrt_x1: x1 has dtype int64"):
+        gpuops.softmax_wrt_x1(numpy.ones((2, 3), numpy.int64), x, x, dtype=numpy.float32)

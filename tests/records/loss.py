@@ -76,16 +76,67 @@ def _pair(name, term, d1, d2, make_x1=_normal, make_x2=_normal):
         error_inputs=_pair_errors)
 
 
-def _bce_ref(x, t):
-    """-[t log σ(x) + (1 - t) log(1 - σ(x))] with log σ(x) = -log(1 + e^-x) written
-    through logaddexp (no overflow)."""
-    log_sig = -numpy.logaddexp(0.0, -x)
-    log_one_minus_sig = -numpy.logaddexp(0.0, x)
-    return -(t * log_sig + (1 - t) * log_one_minus_sig)
-
-
 def _sigma(x):
     return numpy.exp(-numpy.logaddexp(0.0, -x))
+
+
+# bce_with_logits with weight / pos_weight (PyTorch's broadcasting to the logits' shape):
+# (shape, weight shape or None, pos_weight shape or None, reduction)
+BCE_WEIGHTED_CASES = [((8, 5), (5,), None, "mean"), ((8, 5), None, (5,), "sum"),
+                      ((3, 4, 5), (4, 1), (5,), "none"), ((257,), (257,), (1,), "mean"),
+                      ((), (), (), "sum"), ((16, 65), (16, 65), (65,), "none"),
+                      ((0, 3), (3,), (3,), "sum"), ((2, 3), None, (2, 3), "none")]
+
+
+def _bce_samples(rng):
+    yield from _pair_samples(_logits, _targets)(rng)
+    for shape, w_shape, p_shape, reduction in BCE_WEIGHTED_CASES:
+        params = {"reduction": reduction}
+        if w_shape is not None:
+            params["weight"] = numpy.asarray(rng.uniform(0.1, 3.0, w_shape))
+        if p_shape is not None:
+            params["pos_weight"] = numpy.asarray(rng.uniform(0.1, 5.0, p_shape))
+        yield Sample((numpy.asarray(_logits(rng, shape)), numpy.asarray(_targets(rng, shape))),
+                     params,
+                     f"{'x'.join(map(str, shape)) or 'scalar'}-{reduction}-w"
+                     f"{'x'.join(map(str, w_shape or ())) if w_shape is not None else 'none'}"
+                     f"-pw{'x'.join(map(str, p_shape)) if p_shape is not None else 'none'}")
+
+
+def _bce_weighted_ref(x, t, reduction, weight=None, pos_weight=None):
+    """-w [p t log σ(x) + (1 - t) log(1 - σ(x))], PyTorch's documented formula."""
+    w = 1.0 if weight is None else weight
+    p = 1.0 if pos_weight is None else pos_weight
+    log_sig = -numpy.logaddexp(0.0, -x)
+    log_one_minus_sig = -numpy.logaddexp(0.0, x)
+    return _reduce(-w * (p * t * log_sig + (1 - t) * log_one_minus_sig), reduction)
+
+
+def _bce_weighted_grad_ref(k):
+    def grad(x, t, y, g, reduction, weight=None, pos_weight=None):
+        w = 1.0 if weight is None else weight
+        p = 1.0 if pos_weight is None else pos_weight
+        # d/dx: -w [p t (1 - σ) - (1 - t) σ]; d/dt: -w [p log σ(x) - log(1 - σ(x))]
+        if k == 1:
+            d = -w * (p * t * (1 - _sigma(x)) - (1 - t) * _sigma(x))
+        else:
+            d = -w * (p * -numpy.logaddexp(0.0, -x) + numpy.logaddexp(0.0, x))
+        return d * _grad_scale(g, reduction, x.size)
+    return grad
+
+
+def _bce_errors(rng):
+    yield from _pair_errors(rng)
+    x, t = rng.standard_normal((4, 3)), rng.uniform(0, 1, (4, 3))
+    yield ErrorInput((x, t), {"weight": numpy.ones(4)}, ValueError,
+                     r"weight of shape \(4,\) does not broadcast to the shape of x1 \(4, 3\)")
+    yield ErrorInput((x, t), {"pos_weight": numpy.ones((2, 4, 3))}, ValueError,
+                     r"pos_weight of shape \(2, 4, 3\)", fn=1)
+    yield ErrorInput((x, t), {"pos_weight": numpy.ones((4, 1, 1))}, ValueError,
+                     r"pos_weight of shape \(4, 1, 1\)", fn=2)
+    yield ErrorInput((x, t), {"weight": 2.0}, TypeError, "weight must be None or")
+    yield ErrorInput((x, t), {"pos_weight": numpy.ones(3, numpy.int32)}, TypeError,
+                     "pos_weight has dtype int32", fn=1)
 
 
 # ---- softmax cross-entropy ------------------------------------------------------
@@ -101,6 +152,12 @@ CE_CASES = [(8, 5, "mean", numpy.int64, -100, 0.0), (8, 5, "sum", numpy.int32, -
             (3, 1100, "none", numpy.int64, -100, 0.3),  # one block per row
             (0, 4, "sum", numpy.int64, -100, 0.0), (0, 4, "none", numpy.int32, -100, 0.0),
             (37, 3, "sum", numpy.int64, -100, 0.1)]
+# class weights (C,): (rows, classes, reduction, ignore_index, fraction of ignored rows)
+CE_WEIGHTED_CASES = [(8, 5, "mean", -100, 0.0), (16, 40, "mean", -1, 0.3),
+                     (6, 7, "sum", 2, 0.3), (10, 7, "none", -100, 0.2),
+                     (3, 200, "mean", -100, 0.0),  # warp E=8
+                     (3, 1100, "mean", -100, 0.3),  # one block per row
+                     (4, 1000, "none", -100, 0.0), (0, 4, "sum", -100, 0.0)]
 
 
 def _ce_samples(rng):
@@ -114,25 +171,45 @@ def _ce_samples(rng):
                      {"reduction": reduction, "ignore_index": ignore},
                      f"{rows}x{classes}-{reduction}-{numpy.dtype(label_dtype).name}-"
                      f"ignore{ignore}")
+    for rows, classes, reduction, ignore, ignored in CE_WEIGHTED_CASES:
+        x = rng.standard_normal((rows, classes)) * 3
+        labels = rng.integers(0, classes, rows)
+        if ignored:
+            labels[rng.uniform(size=rows) < ignored] = ignore
+            labels[0] = 0 if ignore != 0 else 1
+        weight = rng.uniform(0.1, 3.0, classes)
+        yield Sample((x, labels), {"reduction": reduction, "ignore_index": ignore,
+                                   "weight": weight},
+                     f"{rows}x{classes}-{reduction}-weighted-ignore{ignore}")
 
 
-def _ce_ref(x, t, reduction, ignore_index):
+def _row_weights(t, ignore_index, weight):
+    """w[t_n] per row (1 without weights), 0 for the ignored rows (float64)."""
+    w = numpy.zeros(len(t))
+    for n in range(len(t)):
+        if t[n] != ignore_index:
+            w[n] = 1.0 if weight is None else float(weight[t[n]])
+    return w
+
+
+def _ce_ref(x, t, reduction, ignore_index, weight=None):
     losses = numpy.zeros(x.shape[0])
+    w = _row_weights(t, ignore_index, weight)
     for n in range(x.shape[0]):
         if t[n] == ignore_index:
             continue
         row = x[n] - x[n].max()
-        losses[n] = numpy.log(numpy.exp(row).sum()) - row[t[n]]
+        losses[n] = (numpy.log(numpy.exp(row).sum()) - row[t[n]]) * w[n]
     if reduction == "none":
         return losses
     if reduction == "sum":
         return numpy.asarray(losses.sum())
-    return numpy.asarray(losses.sum() / numpy.count_nonzero(t != ignore_index))
+    return numpy.asarray(losses.sum() / w.sum())
 
 
-def _ce_grad_ref(x, t, y, g, reduction, ignore_index):
+def _ce_grad_ref(x, t, y, g, reduction, ignore_index, weight=None):
     grad = numpy.zeros_like(x)
-    counted = numpy.count_nonzero(t != ignore_index)
+    w = _row_weights(t, ignore_index, weight)
     for n in range(x.shape[0]):
         if t[n] == ignore_index:
             continue
@@ -140,8 +217,8 @@ def _ce_grad_ref(x, t, y, g, reduction, ignore_index):
         p /= p.sum()
         onehot = numpy.zeros(x.shape[1])
         onehot[t[n]] = 1.0
-        scale = g[n] if reduction == "none" else (g if reduction == "sum" else g / counted)
-        grad[n] = (p - onehot) * scale
+        scale = g[n] if reduction == "none" else (g if reduction == "sum" else g / w.sum())
+        grad[n] = (p - onehot) * scale * w[n]
     return grad
 
 
@@ -167,18 +244,22 @@ def _ce_errors(rng):
     # device sync): tested in tests/ops/test_softmax_family.py, not here (run on every backend)
     yield ErrorInput((x, t, numpy.ones(()), numpy.ones(4)), {}, ValueError,
                      r"gy has shape \(4,\)", fn=1)
+    # class weights: one per class, a float array of the inputs' backend
+    yield ErrorInput((x, t), {"weight": numpy.ones(4)}, ValueError,
+                     r"weight must have shape \(3,\).*got \(4,\)")
+    yield ErrorInput((x, t), {"weight": numpy.ones((1, 3))}, ValueError, r"got \(1, 3\)",
+                     fn=1)
+    yield ErrorInput((x, t), {"weight": [1.0, 2.0, 3.0]}, TypeError, "weight must be None or")
+    yield ErrorInput((x, t), {"weight": numpy.ones(3, numpy.int64)}, TypeError,
+                     "weight has dtype int64")
 
 
 RECORDS = [
     OpInfo(name="softmax_cross_entropy", ref=_ce_ref, samples=_ce_samples,
            grad_refs={1: _ce_grad_ref}, int_inputs=(2,), error_inputs=_ce_errors),
-    OpInfo(name="bce_with_logits",
-           ref=lambda x, t, reduction: _reduce(_bce_ref(x, t), reduction),
-           samples=_pair_samples(_logits, _targets),
-           grad_refs={1: lambda x, t, y, g, reduction:
-                      (_sigma(x) - t) * _grad_scale(g, reduction, x.size),
-                      2: lambda x, t, y, g, reduction: -x * _grad_scale(g, reduction, x.size)},
-           error_inputs=_pair_errors),
+    OpInfo(name="bce_with_logits", ref=_bce_weighted_ref, samples=_bce_samples,
+           grad_refs={1: _bce_weighted_grad_ref(1), 2: _bce_weighted_grad_ref(2)},
+           error_inputs=_bce_errors),
     _pair("mse", lambda u, v: (u - v) ** 2, lambda u, v: 2 * (u - v), lambda u, v: 2 * (v - u)),
     _pair("mae", lambda u, v: numpy.abs(u - v), lambda u, v: numpy.sign(u - v),
           lambda u, v: numpy.sign(v - u)),

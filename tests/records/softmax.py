@@ -66,6 +66,11 @@ def _errors(rng):
     yield ErrorInput((x,), {"axis": (0, 1)}, TypeError, r"got \(0, 1\)", fn=1)
     yield ErrorInput((x, numpy.ones((2, 3)), numpy.ones((3, 2))), {}, ValueError,
                      r"gy has shape \(3, 2\)", fn=1)
+    # dtype= (PyTorch's cast before the softmax): a float dtype
+    yield ErrorInput((x,), {"dtype": "int32"}, TypeError,
+                     "dtype must be None, float16, float32 or float64, got 'int32'")
+    yield ErrorInput((x,), {"dtype": numpy.complex128}, TypeError, "complex128", fn=1)
+    yield ErrorInput((x,), {"dtype": "nope"}, TypeError, "got 'nope'")
 
 
 KERNEL_DTYPES = (F16, F32, F64)
