@@ -1,14 +1,18 @@
-// Pooling family: 2-d max and average pooling over NCHW and their gradients.
-// Launched by gpuops/ops/pooling.py. Window (oh, ow) covers input rows
-// [oh*sh - ph, oh*sh - ph + kh) and columns [ow*sw - pw, ow*sw - pw + kw); positions
-// outside the input are padding: -inf for max (never chosen), 0 for average, whose
-// divisor is always kh*kw (PyTorch's count_include_pad=True; with padding <= k/2 and
-// floor-mode output sizes no window reaches past the padding, so kh*kw is exact).
+// Pooling family: 2-d max and average pooling over NCHW (or unbatched CHW: one plane per
+// channel all the same) and their gradients. Launched by gpuops/ops/pooling.py.
+// Window (oh, ow) reads input rows oh*sh - ph + i*dh (0 <= i < kh) and columns
+// ow*sw - pw + j*dw (0 <= j < kw); the dilation (dh, dw) is 1 for the average. Positions
+// outside the input are padding: -inf for max (never chosen; a dilated window holding no
+// input element gives -inf, as PyTorch), 0 for average. The average's divisor is
+// `divisor` when nonzero (divisor_override, or the one size every window has), else per
+// window PyTorch's: with count_include_pad the window clipped to the padded input
+// (ceil_mode windows may reach past it), else its count of input elements.
 //
 // Both gradients gather: one thread per input element sums over the windows that
 // contain it, so no atomics are needed and the result is deterministic.
-// Window (oh, .) contains row h iff oh*sh - ph <= h < oh*sh - ph + kh, i.e.
-//   oh in [first_window(h + ph, kh, sh), min((h + ph) / sh, OH - 1)].
+// A window of extent e = (k - 1)*d + 1 starting at oh*sh - ph contains row h iff
+//   oh in [first_window(h + ph, e, sh), min((h + ph) / sh, OH - 1)]
+// and (h + ph - oh*sh) is a multiple of d.
 #include "gpuops.cuh"
 
 __device__ __forceinline__ long long first_window(long long hp, long long k, long long s) {
@@ -16,29 +20,37 @@ __device__ __forceinline__ long long first_window(long long hp, long long k, lon
 }
 
 struct PoolGeometry {
-    long long H, W, OH, OW, kh, kw, sh, sw, ph, pw;
+    long long H, W, OH, OW, kh, kw, sh, sw, ph, pw, dh, dw, count_include_pad, divisor;
 };
 
 // Index of the first maximal element (row-major within the window, padding skipped) of
-// window (oh, ow) of plane p; a NaN counts as maximal (it propagates, as in PyTorch).
+// window (oh, ow) of plane p, -1 when the window holds no input element; a NaN counts as
+// maximal (it propagates, as in PyTorch).
 template <typename T>
 __device__ __forceinline__ long long window_argmax(const T* __restrict__ p, long long oh,
                                                    long long ow, const PoolGeometry& g) {
     const long long h0 = oh * g.sh - g.ph, w0 = ow * g.sw - g.pw;
     long long best_at = -1;
     T best = T(0);
-    for (long long h = h0 > 0 ? h0 : 0; h < h0 + g.kh && h < g.H; ++h)
-        for (long long w = w0 > 0 ? w0 : 0; w < w0 + g.kw && w < g.W; ++w) {
+    for (long long i = 0; i < g.kh; ++i) {
+        const long long h = h0 + i * g.dh;
+        if (h < 0) continue;
+        if (h >= g.H) break;
+        for (long long j = 0; j < g.kw; ++j) {
+            const long long w = w0 + j * g.dw;
+            if (w < 0) continue;
+            if (w >= g.W) break;
             const T v = p[h * g.W + w];
             if (best_at < 0 || (best == best && (v > best || v != v))) {
                 best = v;
                 best_at = h * g.W + w;
             }
         }
+    }
     return best_at;
 }
 
-// Sum of window (oh, ow) of plane p, padding (0) skipped.
+// Sum of window (oh, ow) of plane p (dilation 1), padding (0) skipped.
 template <typename T>
 __device__ __forceinline__ T window_sum(const T* __restrict__ p, long long oh, long long ow,
                                         const PoolGeometry& g) {
@@ -49,50 +61,78 @@ __device__ __forceinline__ T window_sum(const T* __restrict__ p, long long oh, l
     return acc;
 }
 
-// y[n, c, oh, ow] = max (MAX) or Σ / (kh*kw) over window (oh, ow); i over N*C*OH*OW outputs.
+// The average's divisor of window (oh, ow) when it varies per window (g.divisor == 0).
+__device__ __forceinline__ long long window_divisor(long long oh, long long ow,
+                                                    const PoolGeometry& g) {
+    long long h0 = oh * g.sh - g.ph, w0 = ow * g.sw - g.pw;
+    long long h1 = h0 + g.kh < g.H + g.ph ? h0 + g.kh : g.H + g.ph;
+    long long w1 = w0 + g.kw < g.W + g.pw ? w0 + g.kw : g.W + g.pw;
+    if (!g.count_include_pad) {
+        h0 = h0 > 0 ? h0 : 0;
+        w0 = w0 > 0 ? w0 : 0;
+        h1 = h1 < g.H ? h1 : g.H;
+        w1 = w1 < g.W ? w1 : g.W;
+    }
+    return (h1 - h0) * (w1 - w0);
+}
+
+// y[..., oh, ow] = max (MAX) or Σ / divisor over window (oh, ow); i over all outputs.
 template <typename T, bool MAX>
 __device__ __forceinline__ void pool2d(const T* __restrict__ x, T* __restrict__ y, long long n,
                                        const PoolGeometry& g) {
-    const T inv = T(1) / T(g.kh * g.kw);
+    const T inv = g.divisor != 0 ? T(1) / T(g.divisor) : T(0);
+    const T zero = T(0);
     GRID_STRIDE_LOOP(i, n) {
         const long long ow = i % g.OW, oh = (i / g.OW) % g.OH;
         const T* __restrict__ p = x + (i / (g.OH * g.OW)) * g.H * g.W;
-        if constexpr (MAX)
-            y[i] = p[window_argmax(p, oh, ow, g)];
-        else
-            y[i] = window_sum(p, oh, ow, g) * inv;
+        if constexpr (MAX) {
+            const long long at = window_argmax(p, oh, ow, g);
+            y[i] = at >= 0 ? p[at] : -T(1) / zero;
+        } else {
+            y[i] = window_sum(p, oh, ow, g) *
+                   (g.divisor != 0 ? inv : T(1) / T(window_divisor(oh, ow, g)));
+        }
     }
 }
 
-// gx[n, c, h, w] = Σ gy[n, c, oh, ow] over the windows (oh, ow) containing (h, w) that pass
+// gx[..., h, w] = Σ gy[..., oh, ow] over the windows (oh, ow) containing (h, w) that pass
 // it their gradient: for MAX the windows whose first maximum is (h, w) (a window is only
 // scanned when x[h, w] equals its maximum y, or both are NaN); for the average all of them,
-// divided by kh*kw (x and y are not read). i over N*C*H*W inputs.
+// each divided by its divisor (x and y are not read). i over all inputs.
 template <typename T, bool MAX>
 __device__ __forceinline__ void pool2d_wrt_x1(const T* __restrict__ x, const T* __restrict__ y,
                                               const T* __restrict__ gy, T* __restrict__ gx,
                                               long long n, const PoolGeometry& g) {
-    const T inv = T(1) / T(g.kh * g.kw);
+    const T inv = g.divisor != 0 ? T(1) / T(g.divisor) : T(0);
+    const long long eh = (g.kh - 1) * g.dh + 1, ew = (g.kw - 1) * g.dw + 1;
     GRID_STRIDE_LOOP(i, n) {
         const long long w = i % g.W, h = (i / g.W) % g.H, plane = i / (g.H * g.W);
         const T* __restrict__ p = x + plane * g.H * g.W;
         const T* __restrict__ py = y + plane * g.OH * g.OW;
         const T* __restrict__ pg = gy + plane * g.OH * g.OW;
         const T v = MAX ? x[i] : T(0);
-        const long long oh_end = (h + g.ph) / g.sh < g.OH - 1 ? (h + g.ph) / g.sh : g.OH - 1;
-        const long long ow_end = (w + g.pw) / g.sw < g.OW - 1 ? (w + g.pw) / g.sw : g.OW - 1;
+        const long long hp = h + g.ph, wp = w + g.pw;
+        const long long oh_end = hp / g.sh < g.OH - 1 ? hp / g.sh : g.OH - 1;
+        const long long ow_end = wp / g.sw < g.OW - 1 ? wp / g.sw : g.OW - 1;
         T acc = T(0);
-        for (long long oh = first_window(h + g.ph, g.kh, g.sh); oh <= oh_end; ++oh)
-            for (long long ow = first_window(w + g.pw, g.kw, g.sw); ow <= ow_end; ++ow) {
+        for (long long oh = first_window(hp, eh, g.sh); oh <= oh_end; ++oh) {
+            if ((hp - oh * g.sh) % g.dh != 0) continue;
+            for (long long ow = first_window(wp, ew, g.sw); ow <= ow_end; ++ow) {
+                if ((wp - ow * g.sw) % g.dw != 0) continue;
                 if constexpr (MAX) {
                     const T m = py[oh * g.OW + ow];
                     if (!((v == m || (v != v && m != m)) &&
                           window_argmax(p, oh, ow, g) == h * g.W + w))
                         continue;
+                    acc += pg[oh * g.OW + ow];
+                } else {
+                    acc += g.divisor != 0
+                               ? pg[oh * g.OW + ow]
+                               : pg[oh * g.OW + ow] * (T(1) / T(window_divisor(oh, ow, g)));
                 }
-                acc += pg[oh * g.OW + ow];
             }
-        gx[i] = MAX ? acc : acc * inv;
+        }
+        gx[i] = MAX || g.divisor == 0 ? acc : acc * inv;
     }
 }
 
@@ -101,15 +141,19 @@ __device__ __forceinline__ void pool2d_wrt_x1(const T* __restrict__ x, const T* 
     extern "C" __global__ void OP##_##SFX(                                                      \
         const T* __restrict__ x, T* __restrict__ y, long long n, long long H, long long W,       \
         long long OH, long long OW, long long kh, long long kw, long long sh, long long sw,      \
-        long long ph, long long pw) {                                                           \
-        const PoolGeometry g = {H, W, OH, OW, kh, kw, sh, sw, ph, pw};                          \
+        long long ph, long long pw, long long dh, long long dw, long long count_include_pad,    \
+        long long divisor) {                                                                    \
+        const PoolGeometry g = {H,  W,  OH, OW, kh, kw, sh, sw,                                 \
+                                ph, pw, dh, dw, count_include_pad, divisor};                    \
         pool2d<T, MAX>(x, y, n, g);                                                             \
     }                                                                                           \
     extern "C" __global__ void OP##_wrt_x1_##SFX(                                               \
         const T* __restrict__ x, const T* __restrict__ y, const T* __restrict__ gy,             \
         T* __restrict__ gx, long long n, long long H, long long W, long long OH, long long OW,  \
-        long long kh, long long kw, long long sh, long long sw, long long ph, long long pw) {   \
-        const PoolGeometry g = {H, W, OH, OW, kh, kw, sh, sw, ph, pw};                          \
+        long long kh, long long kw, long long sh, long long sw, long long ph, long long pw,     \
+        long long dh, long long dw, long long count_include_pad, long long divisor) {           \
+        const PoolGeometry g = {H,  W,  OH, OW, kh, kw, sh, sw,                                 \
+                                ph, pw, dh, dw, count_include_pad, divisor};                    \
         pool2d_wrt_x1<T, MAX>(x, y, gy, gx, n, g);                                              \
     }
 
