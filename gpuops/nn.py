@@ -326,26 +326,57 @@ class Conv2d(Module):
         return f"{c}, {o}, kernel_size=({kh}, {kw}), stride={self.stride}, padding={self.padding}"
 
 
-class MaxPool2d(Module):
-    def __init__(self, kernel_size: Any, stride: Any = None, padding: Any = 0) -> None:
+class _Pool2d(Module):
+    """What both pooling layers share: the window, its stride and padding, and ceil_mode; the
+    operator checks every option again when it runs (``gpuops.max_pool2d``/``avg_pool2d``)."""
+
+    def __init__(self, kernel_size: Any, stride: Any = None, padding: Any = 0,
+                 ceil_mode: bool = False) -> None:
         super().__init__()
         layer = type(self).__name__
         _args.pair(layer, "kernel_size", kernel_size, 1)
         if stride is not None:
             _args.pair(layer, "stride", stride, 1)
         _args.pair(layer, "padding", padding, 0)
+        _args.boolean(layer, "ceil_mode", ceil_mode)
         self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
-
-    def forward(self, x: Tensor) -> Tensor:
-        return x.max_pool2d(self.kernel_size, stride=self.stride, padding=self.padding)
+        self.ceil_mode = bool(ceil_mode)
 
     def extra_repr(self) -> str:
-        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+        return (f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+                + (", ceil_mode=True" if self.ceil_mode else ""))
 
 
-class AvgPool2d(MaxPool2d):
+class MaxPool2d(_Pool2d):
+    """``torch.nn.MaxPool2d`` (no ``return_indices``)."""
+
+    def __init__(self, kernel_size: Any, stride: Any = None, padding: Any = 0,
+                 dilation: Any = 1, ceil_mode: bool = False) -> None:
+        super().__init__(kernel_size, stride, padding, ceil_mode)
+        _args.pair(type(self).__name__, "dilation", dilation, 1)
+        self.dilation = dilation
+
     def forward(self, x: Tensor) -> Tensor:
-        return x.avg_pool2d(self.kernel_size, stride=self.stride, padding=self.padding)
+        return x.max_pool2d(self.kernel_size, stride=self.stride, padding=self.padding,
+                            dilation=self.dilation, ceil_mode=self.ceil_mode)
+
+
+class AvgPool2d(_Pool2d):
+    """``torch.nn.AvgPool2d``."""
+
+    def __init__(self, kernel_size: Any, stride: Any = None, padding: Any = 0,
+                 ceil_mode: bool = False, count_include_pad: bool = True,
+                 divisor_override: int | None = None) -> None:
+        super().__init__(kernel_size, stride, padding, ceil_mode)
+        _args.boolean(type(self).__name__, "count_include_pad", count_include_pad)
+        if divisor_override is not None:
+            _args.integer(type(self).__name__, "divisor_override", divisor_override)
+        self.count_include_pad, self.divisor_override = count_include_pad, divisor_override
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x.avg_pool2d(self.kernel_size, stride=self.stride, padding=self.padding,
+                            ceil_mode=self.ceil_mode, count_include_pad=self.count_include_pad,
+                            divisor_override=self.divisor_override)
 
 
 class LocalResponseNorm(Module):

@@ -405,3 +405,25 @@ def test_load_state_dict_strict_and_non_strict():
         other.load_state_dict({**state, "scale": numpy.array(["a", "b", "c"])})
     with pytest.raises(TypeError, match="state must be a dict"):
         other.load_state_dict([1, 2])
+
+
+@pytest.mark.parametrize("layer,op,options", [
+    (nn.MaxPool2d, "max_pool2d", {"dilation": 2, "ceil_mode": True}),
+    (nn.AvgPool2d, "avg_pool2d", {"ceil_mode": True, "count_include_pad": False}),
+    (nn.AvgPool2d, "avg_pool2d", {"divisor_override": 3}),
+], ids=["max-dilation-ceil", "avg-ceil-no-pad-count", "avg-divisor"])
+def test_pooling_layers_pass_their_options_to_the_operator(layer, op, options):
+    x = numpy.random.default_rng(0).standard_normal((2, 3, 7, 7))
+    padding = 1 if "divisor_override" not in options else 0
+    y = layer(3, 2, padding, **options)(gpuops.Tensor(x))
+    expected = getattr(gpuops, op)(x, kernel_size=3, stride=2, padding=padding, **options)
+    numpy.testing.assert_array_equal(y.data, expected)
+
+
+def test_pooling_layers_check_their_options():
+    with pytest.raises(TypeError, match="MaxPool2d: ceil_mode"):
+        nn.MaxPool2d(2, ceil_mode="yes")
+    with pytest.raises(ValueError, match="MaxPool2d: dilation must be >= 1"):
+        nn.MaxPool2d(2, dilation=0)
+    with pytest.raises(TypeError, match="AvgPool2d: count_include_pad"):
+        nn.AvgPool2d(2, count_include_pad=None)
