@@ -15,6 +15,7 @@ stops the CUDA context with a device-side assert).
 from __future__ import annotations
 
 import functools
+import math
 from typing import Any, Callable
 
 import numpy
@@ -468,10 +469,12 @@ def _bind_cross_entropy(signature: Signature, values: tuple, reduction: Any,
     ignore = _args.integer(op, "ignore_index", ignore_index)
     call = signature.bind(*values)
     x, labels = call.inputs[:2]
-    if x.ndim != 2:
-        raise ValueError(f"{op}: x1 must be 2-d logits (N, C), got shape {tuple(x.shape)}")
-    if tuple(labels.shape) != (x.shape[0],):
-        raise ValueError(f"{op}: x2 must be labels of shape ({x.shape[0]},) for x1 of shape "
+    if x.ndim < 2:
+        raise ValueError(f"{op}: x1 must be logits (N, C) or (N, C, d1, ...), got shape "
+                         f"{tuple(x.shape)}")
+    expected = (x.shape[0], *x.shape[2:])
+    if tuple(labels.shape) != expected:
+        raise ValueError(f"{op}: x2 must be labels of shape {expected} for x1 of shape "
                          f"{tuple(x.shape)}, got {tuple(labels.shape)}")
     w = _param_array(call, "weight", weight)
     if w is not None and tuple(w.shape) != (x.shape[1],):
@@ -480,18 +483,67 @@ def _bind_cross_entropy(signature: Signature, values: tuple, reduction: Any,
     return call, reduction, ignore, w
 
 
+# Logits (N, C, d1, ...) with labels (N, d1, ...): the class axis moved last, rows
+# (N d1 ..., C) (one transposed copy, as softmax along an inner axis), the row functions
+# above, and the per-row losses / the gradient's rows put back in place.
+def _as_rows(xp: Any, x: Array, labels: Array) -> tuple[Array, Array]:
+    return xp.moveaxis(x, 1, -1).reshape(labels.size, x.shape[1]), labels.reshape(-1)
+
+
+def _losses_in_place(xp: Any, fn: Callable, head: tuple, y: Array, params: tuple) -> None:
+    """fn(*head, flat y, *params) for a per-row "none" loss of the labels' shape."""
+    if y.ndim <= 1:
+        fn(*head, y, *params)
+        return
+    flat = xp.empty(y.size, y.dtype)
+    fn(*head, flat, *params)
+    y[...] = flat.reshape(y.shape)
+
+
+def _grad_in_place(xp: Any, fn: Callable, head: tuple, gx: Array, params: tuple) -> None:
+    """fn(*head, gx rows, *params) for the gradient of logits (N, C, d1, ...)."""
+    if gx.ndim == 2:
+        fn(*head, gx, *params)
+        return
+    classes = gx.shape[1]
+    rows = xp.empty((gx.shape[0] * math.prod(gx.shape[2:]), classes), gx.dtype)
+    fn(*head, rows, *params)
+    gx[...] = xp.moveaxis(rows.reshape(gx.shape[0], *gx.shape[2:], classes), -1, 1)
+
+
+def _ce_cpu(x, labels, w, y, *params):
+    _losses_in_place(numpy, _cross_entropy_cpu, (x, labels, w), y, params)
+
+
+def _ce_gpu(call, x, labels, w, y, *params):
+    _losses_in_place(call.xp, _cross_entropy_gpu, (call, x, labels, w), y, params)
+
+
+def _ce_grad_cpu(x, labels, w, gy, gx, *params):
+    _grad_in_place(numpy, _cross_entropy_grad_cpu, (x, labels, w, gy), gx, params)
+
+
+def _ce_grad_gpu(call, x, labels, w, gy, gx, *params):
+    _grad_in_place(call.xp, _cross_entropy_grad_gpu, (call, x, labels, w, gy), gx, params)
+
+
 def softmax_cross_entropy(x1: Array, x2: Array, *, reduction: str = "mean",
                           ignore_index: int = -100, weight: Array | None = None,
                           out: Array | None = None) -> Array:
-    """Cross-entropy of softmax(x1) (logits (N, C)) against class labels x2 ((N,), int):
+    """Cross-entropy of softmax(x1) (logits (N, C), or (N, C, d1, ...) with the classes
+    along axis 1) against class labels x2 ((N,) or (N, d1, ...), int):
     -weight[x2[n]] log softmax(x1)[n, x2[n]] per row (weight (C,) or None: all 1), reduced
     by ``reduction`` ("mean" divides by the sum of weight[x2[n]] over the rows whose label
-    is not ``ignore_index``: their number when weight is None)."""
+    is not ``ignore_index``: their number when weight is None; "none" has x2's shape)."""
     call, reduction, ignore, w = _bind_cross_entropy(CROSS_ENTROPY, (x1, x2), reduction,
                                                      ignore_index, weight)
     x, labels = call.inputs
-    return call.run(out, _loss_shape(reduction, x.shape[:1]), _cross_entropy_cpu,
-                    _cross_entropy_gpu, reduction, ignore, inputs=(x, labels, w))
+    shape = _loss_shape(reduction, labels.shape)
+    if x.ndim == 2:
+        return call.run(out, shape, _cross_entropy_cpu, _cross_entropy_gpu, reduction, ignore,
+                        inputs=(x, labels, w))
+    return call.run(out, shape, _ce_cpu, _ce_gpu, reduction, ignore,
+                    inputs=(*_as_rows(call.xp, x, labels), w))
 
 
 def softmax_cross_entropy_wrt_x1(x1: Array, x2: Array, y: Array, gy: Array | float, *,
@@ -500,16 +552,20 @@ def softmax_cross_entropy_wrt_x1(x1: Array, x2: Array, y: Array, gy: Array | flo
                                  out: Array | None = None) -> Array:
     """Fused gradient g_n w_n (softmax(x1)[n] - onehot(x2[n])), w_n = weight[x2[n]] (1 when
     weight is None), g_n = gy[n] ("none"), gy ("sum") or gy / (Σ w_n over the counted
-    rows) ("mean"); 0 for ignored rows."""
+    rows) ("mean"); 0 for ignored rows. Rows n along the class axis 1 of x1."""
     call, reduction, ignore, w = _bind_cross_entropy(CROSS_ENTROPY_GRAD, (x1, x2, y, gy),
                                                      reduction, ignore_index, weight)
     x, labels, y, gy = call.inputs
-    shape = _loss_shape(reduction, x.shape[:1])
+    shape = _loss_shape(reduction, labels.shape)
     check_shape(call.op, "y", y, shape)
     check_shape(call.op, "gy", gy, shape)
     # the gradient reads x, the labels, the weights and gy (not y)
-    return call.run(out, x.shape, _cross_entropy_grad_cpu, _cross_entropy_grad_gpu,
-                    reduction, ignore, dtype=x.dtype, inputs=(x, labels, w, gy))
+    if x.ndim == 2:
+        return call.run(out, x.shape, _cross_entropy_grad_cpu, _cross_entropy_grad_gpu,
+                        reduction, ignore, dtype=x.dtype, inputs=(x, labels, w, gy))
+    return call.run(out, x.shape, _ce_grad_cpu, _ce_grad_gpu, reduction, ignore,
+                    dtype=x.dtype, inputs=(*_as_rows(call.xp, x, labels), w, gy.reshape(-1)
+                                           if reduction == "none" else gy))
 
 
 register(FAMILY, softmax_cross_entropy, softmax_cross_entropy_wrt_x1)

@@ -66,7 +66,7 @@ def _ce_call(backend, x, t, **params):
         dx, dt = backend.asarray(x), backend.asarray(t)
         y = gpuops.softmax_cross_entropy(dx, dt, **params)
         gy = 1.0 if params.get("reduction", "mean") != "none" else backend.asarray(
-            numpy.ones(x.shape[0], x.dtype))
+            numpy.ones(tuple(y.shape), x.dtype))
         g = gpuops.softmax_cross_entropy_wrt_x1(dx, dt, y, gy, **params)
     return backend.to_numpy(y), backend.to_numpy(g)
 
@@ -306,3 +306,45 @@ def test_dtype_errors():
         gpuops.log_softmax_wrt_x1([1.0], x, x, dtype=numpy.float64)
     with pytest.raises(TypeError, match="softmax_wrt_x1: x1 has dtype int64"):
         gpuops.softmax_wrt_x1(numpy.ones((2, 3), numpy.int64), x, x, dtype=numpy.float32)
+
+
+# ---- logits (N, C, d1, ...) with labels (N, d1, ...) (PyTorch's K-dimensional case) ----
+
+@pytest.mark.parametrize("backend", BACKENDS, ids=lambda b: b.name)
+@pytest.mark.parametrize("shape", [(3, 5, 4), (2, 7, 3, 2), (2, 1100, 3)])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_extra_axes_match_torch(backend, shape, reduction):
+    rng = numpy.random.default_rng(11)
+    x = rng.standard_normal(shape) * 3
+    t = rng.integers(0, shape[1], (shape[0], *shape[2:]))
+    t.flat[1] = -100
+    weight = rng.uniform(0.1, 3.0, shape[1])
+    for w in (None, weight):
+        y, g = _ce_call(backend, x, t, reduction=reduction, weight=w)
+        ty, tg = _torch_ce(x, t, w, reduction=reduction)
+        assert y.shape == ty.shape
+        numpy.testing.assert_allclose(y, ty, rtol=1e-12)
+        numpy.testing.assert_allclose(g, tg, rtol=1e-10, atol=1e-15)
+
+
+@pytest.mark.parametrize("backend", BACKENDS, ids=lambda b: b.name)
+def test_extra_axes_equal_the_rows_and_any_out_layout(backend):
+    """(N, C, d) is the (N d, C) rows of the class axis moved last; "none" and the gradient
+    are written through non-contiguous out views."""
+    rng = numpy.random.default_rng(12)
+    x = rng.standard_normal((3, 6, 4))
+    t = rng.integers(0, 6, (3, 4))
+    rows = numpy.moveaxis(x, 1, -1).reshape(12, 6)
+    y_rows, g_rows = _ce_call(backend, rows, t.reshape(-1), reduction="none")
+    with backend.active():
+        dx, dt = backend.asarray(x), backend.asarray(t)
+        out = backend.xp().zeros((4, 3)).T  # a transposed (3, 4) view
+        y = gpuops.softmax_cross_entropy(dx, dt, reduction="none", out=out)
+        assert y is out
+        gy = backend.asarray(numpy.ones((3, 4)))
+        gout = backend.xp().zeros((6, 3, 4)).transpose(1, 0, 2)
+        g = gpuops.softmax_cross_entropy_wrt_x1(dx, dt, y, gy, reduction="none", out=gout)
+        assert g is gout
+    numpy.testing.assert_allclose(backend.to_numpy(y), y_rows.reshape(3, 4), rtol=1e-14)
+    numpy.testing.assert_allclose(backend.to_numpy(g),
+                                  numpy.moveaxis(g_rows.reshape(3, 4, 6), -1, 1), rtol=1e-14)

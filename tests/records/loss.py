@@ -158,6 +158,12 @@ CE_WEIGHTED_CASES = [(8, 5, "mean", -100, 0.0), (16, 40, "mean", -1, 0.3),
                      (3, 200, "mean", -100, 0.0),  # warp E=8
                      (3, 1100, "mean", -100, 0.3),  # one block per row
                      (4, 1000, "none", -100, 0.0), (0, 4, "sum", -100, 0.0)]
+# logits (N, C, d1, ...) with labels (N, d1, ...), the classes along axis 1:
+# (shape, reduction, ignore_index, fraction of ignored positions, weighted)
+CE_ND_CASES = [((3, 5, 4), "mean", -100, 0.2, False), ((2, 7, 3, 2), "none", -100, 0.2, True),
+               ((2, 40, 3), "sum", 1, 0.3, True), ((2, 1100, 2), "none", -100, 0.0, False),
+               ((4, 3, 1), "mean", -100, 0.0, True), ((0, 3, 2), "sum", -100, 0.0, False),
+               ((2, 6, 5), "mean", -1, 0.3, True)]
 
 
 def _ce_samples(rng):
@@ -181,6 +187,18 @@ def _ce_samples(rng):
         yield Sample((x, labels), {"reduction": reduction, "ignore_index": ignore,
                                    "weight": weight},
                      f"{rows}x{classes}-{reduction}-weighted-ignore{ignore}")
+    for shape, reduction, ignore, ignored, weighted in CE_ND_CASES:
+        x = rng.standard_normal(shape) * 3
+        labels = rng.integers(0, shape[1], (shape[0], *shape[2:]))
+        if ignored:
+            labels[rng.uniform(size=labels.shape) < ignored] = ignore
+            labels.flat[0] = 0 if ignore != 0 else 1
+        params = {"reduction": reduction, "ignore_index": ignore}
+        if weighted:
+            params["weight"] = rng.uniform(0.1, 3.0, shape[1])
+        yield Sample((x, labels), params,
+                     f"{'x'.join(map(str, shape))}-{reduction}-"
+                     f"{'weighted-' if weighted else ''}ignore{ignore}")
 
 
 def _row_weights(t, ignore_index, weight):
@@ -192,7 +210,15 @@ def _row_weights(t, ignore_index, weight):
     return w
 
 
+def _rows(x, t):
+    """Logits (N, C, d1, ...) and labels (N, d1, ...) as rows (N d1 ..., C) and (N d1 ...,)."""
+    return numpy.moveaxis(x, 1, -1).reshape(t.size, x.shape[1]), t.reshape(-1)
+
+
 def _ce_ref(x, t, reduction, ignore_index, weight=None):
+    if x.ndim > 2:
+        y = _ce_ref(*_rows(x, t), reduction, ignore_index, weight)
+        return y.reshape(t.shape) if reduction == "none" else y
     losses = numpy.zeros(x.shape[0])
     w = _row_weights(t, ignore_index, weight)
     for n in range(x.shape[0]):
@@ -208,6 +234,10 @@ def _ce_ref(x, t, reduction, ignore_index, weight=None):
 
 
 def _ce_grad_ref(x, t, y, g, reduction, ignore_index, weight=None):
+    if x.ndim > 2:
+        rows = _ce_grad_ref(*_rows(x, t), None, g.reshape(-1) if reduction == "none" else g,
+                            reduction, ignore_index, weight)
+        return numpy.moveaxis(rows.reshape(x.shape[0], *x.shape[2:], x.shape[1]), -1, 1)
     grad = numpy.zeros_like(x)
     w = _row_weights(t, ignore_index, weight)
     for n in range(x.shape[0]):
@@ -238,7 +268,11 @@ def _ce_errors(rng):
                      r"labels of shape \(4,\) for x1 of shape \(4, 3\), got \(4, 1\)")
     yield ErrorInput((x, t[:, None]), {}, ValueError, r"got \(4, 1\)", fn=1)
     yield ErrorInput((rng.standard_normal((2, 3, 4)), t[:2]), {}, ValueError,
-                     r"2-d logits \(N, C\), got shape \(2, 3, 4\)")
+                     r"labels of shape \(2, 4\) for x1 of shape \(2, 3, 4\), got \(2,\)")
+    yield ErrorInput((rng.standard_normal((2, 3, 4)), t[:2, None].repeat(3, 1)), {},
+                     ValueError, r"got \(2, 3\)", fn=1)
+    yield ErrorInput((x[0], t[:3]), {}, ValueError,
+                     r"logits \(N, C\) or \(N, C, d1, ...\), got shape \(3,\)")
     yield ErrorInput((x, t > 0), {}, TypeError, "bool")
     # labels outside [0, C) are rejected on the NumPy path only (kernels give NaN rows, no
     # device sync): tested in tests/ops/test_softmax_family.py, not here (run on every backend)
