@@ -28,13 +28,48 @@
         }                                                                               \
     }
 
+// NAME_alpha_SFX / NAME_alpha_bcast_SFX: the same with a scalar alpha after y (add and
+// sub with PyTorch's alpha: one pass, alpha·v formed in registers).
+#define BINARY_ALPHA(NAME, EXPR, T, SFX)                                                 \
+    extern "C" __global__ void NAME##_alpha_##SFX(const T* __restrict__ a,              \
+                                                  const T* __restrict__ b,              \
+                                                  T* __restrict__ y, T alpha,           \
+                                                  long long n) {                        \
+        GRID_STRIDE_LOOP(i, n) {                                                        \
+            const T u = a[i], v = b[i];                                                 \
+            y[i] = (EXPR);                                                              \
+        }                                                                               \
+    }                                                                                   \
+    extern "C" __global__ void NAME##_alpha_bcast_##SFX(                                \
+        const T* __restrict__ a, const T* __restrict__ b, T* __restrict__ y, T alpha,   \
+        long long n, long long d1, long long d2, long long d3, long long a0, long long a1, \
+        long long a2, long long a3, long long b0, long long b1, long long b2, long long b3) { \
+        GRID_STRIDE_LOOP(i, n) {                                                        \
+            const Index4 ix = unravel4(i, d1, d2, d3);                                  \
+            const T u = a[offset4(ix, a0, a1, a2, a3)], v = b[offset4(ix, b0, b1, b2, b3)]; \
+            y[i] = (EXPR);                                                              \
+        }                                                                               \
+    }
+
+// y = alpha * x (the gradient of add / sub with alpha wrt x2: ±alpha·gy).
+#define SCALE(T, SFX)                                                                      \
+    extern "C" __global__ void scale_##SFX(const T* __restrict__ xs, T* __restrict__ ys,   \
+                                           T alpha, long long n) {                         \
+        GRID_STRIDE_LOOP(i, n) ys[i] = alpha * xs[i];                                      \
+    }
+
 #define BINARY_ALL(T, SFX)                \
     BINARY(add, u + v, T, SFX)            \
     BINARY(sub, u - v, T, SFX)            \
     BINARY(mul, u * v, T, SFX)            \
     BINARY(div, u / v, T, SFX)            \
+    BINARY(pow_array, pow(u, v), T, SFX)  \
+    BINARY_ALPHA(add, u + alpha * v, T, SFX) \
+    BINARY_ALPHA(sub, u - alpha * v, T, SFX) \
+    SCALE(T, SFX)                         \
     /* d(a/b)/db = -a / b^2, times the upstream gradient: operands (gy, a, b) */ \
-    DIV_WRT_X2(T, SFX)
+    DIV_WRT_X2(T, SFX)                    \
+    POW_ARRAY_GRADS(T, SFX)
 
 // gx2 = -gy * a / b^2 over the output's shape (reduced to b's shape afterwards).
 #define DIV_WRT_X2(T, SFX)                                                                \
@@ -47,6 +82,32 @@
             const Index4 ix = unravel4(i, d1, d2, d3);                                    \
             const T u = a[offset4(ix, a0, a1, a2, a3)], v = b[offset4(ix, b0, b1, b2, b3)]; \
             g[i] = -gy[i] * u / (v * v);                                                  \
+        }                                                                                 \
+    }
+
+// y = a^b: gx1 = gy * b a^(b-1), 0 where b == 0 (operands gy, a, b);
+// gx2 = gy * y log a, 0 where a == 0 and b >= 0 (PyTorch's conventions; operands gy, y, a, b).
+#define POW_ARRAY_GRADS(T, SFX)                                                           \
+    extern "C" __global__ void pow_array_wrt_x1_bcast_##SFX(                              \
+        const T* __restrict__ gy, const T* __restrict__ a, const T* __restrict__ b,       \
+        T* __restrict__ g, long long n, long long d1, long long d2, long long d3,           \
+        long long a0, long long a1, long long a2, long long a3, long long b0, long long b1, \
+        long long b2, long long b3) {                                                     \
+        GRID_STRIDE_LOOP(i, n) {                                                          \
+            const Index4 ix = unravel4(i, d1, d2, d3);                                    \
+            const T u = a[offset4(ix, a0, a1, a2, a3)], v = b[offset4(ix, b0, b1, b2, b3)]; \
+            g[i] = v == T(0) ? T(0) : pow(u, v - T(1)) * v * gy[i];                       \
+        }                                                                                 \
+    }                                                                                     \
+    extern "C" __global__ void pow_array_wrt_x2_bcast_##SFX(                              \
+        const T* __restrict__ gy, const T* __restrict__ y, const T* __restrict__ a,       \
+        const T* __restrict__ b, T* __restrict__ g, long long n, long long d1, long long d2, \
+        long long d3, long long a0, long long a1, long long a2, long long a3, long long b0, \
+        long long b1, long long b2, long long b3) {                                       \
+        GRID_STRIDE_LOOP(i, n) {                                                          \
+            const Index4 ix = unravel4(i, d1, d2, d3);                                    \
+            const T u = a[offset4(ix, a0, a1, a2, a3)], v = b[offset4(ix, b0, b1, b2, b3)]; \
+            g[i] = (u == T(0) && v >= T(0)) ? T(0) : y[i] * log(u) * gy[i];               \
         }                                                                                 \
     }
 

@@ -25,7 +25,7 @@ __all__ = ["add", "sub", "mul", "div", "add_wrt_x1", "add_wrt_x2", "sub_wrt_x1",
            "axis_mul_wrt_x1", "axis_mul_wrt_x2", "axis_div_wrt_x1", "axis_div_wrt_x2",
            "neg", "exp", "log", "sqrt", "square", "abs", "sin", "cos", "pow",
            "neg_wrt_x1", "exp_wrt_x1", "log_wrt_x1", "sqrt_wrt_x1", "square_wrt_x1",
-           "abs_wrt_x1", "sin_wrt_x1", "cos_wrt_x1", "pow_wrt_x1"]
+           "abs_wrt_x1", "sin_wrt_x1", "cos_wrt_x1", "pow_wrt_x1", "pow_wrt_x2"]
 
 FAMILY = "elementwise"
 Array = Any
@@ -41,14 +41,15 @@ _NUMPY_BINARY = {"add": numpy.add, "sub": numpy.subtract, "mul": numpy.multiply,
 # over y's (coalesced, at most 4-d) shape.
 
 def _launch_binary(call: Call, kernel: str, a: Array, b: Array, y: Array,
-                   *leading: Array) -> None:
+                   *leading: Array, scalars: tuple = ()) -> None:
     """y = a <kernel> b, ``a`` and ``b`` (any layout) broadcast to y's shape; ``leading``:
-    C-contiguous operands of y's shape that the kernel takes first (``<kernel>_bcast`` only)."""
+    C-contiguous operands of y's shape that the kernel takes first (``<kernel>_bcast`` only);
+    ``scalars``: kernel scalars (``call.scalar``) that follow y."""
     a, b = (v.astype(call.dtype, copy=False) for v in (a, b))
     shape = y.shape
     if not leading and a.shape == shape == b.shape and a.flags.c_contiguous \
             and b.flags.c_contiguous:
-        call.launch_1d(kernel, y.size, (a, b, y, _i64(y.size)))
+        call.launch_1d(kernel, y.size, (a, b, y, *scalars, _i64(y.size)))
         return
     dims, strides = _layout.coalesce(shape, _layout.element_strides(y),
                                      _layout.broadcast_strides(a, shape),
@@ -60,7 +61,7 @@ def _launch_binary(call: Call, kernel: str, a: Array, b: Array, y: Array,
         packed = (1, 1, y.size), ((0, 0, 0, 1), (0, 0, 0, 1))  # flat: index = i3
     (d1, d2, d3), (sa, sb) = packed
     call.launch_1d(f"{kernel}_bcast", y.size,
-                   (*leading, a, b, y, _i64(y.size), _i64(d1), _i64(d2), _i64(d3),
+                   (*leading, a, b, y, *scalars, _i64(y.size), _i64(d1), _i64(d2), _i64(d3),
                     *map(_i64, sa), *map(_i64, sb)))
 
 
@@ -68,25 +69,60 @@ def _binary_gpu(call: Call, x1: Array, x2: Array, y: Array) -> None:
     _launch_binary(call, call.op, x1, x2, y)
 
 
-_BINARY = {op: Signature(op, FAMILY, ("x1", "x2"), scalars=("x2",), strided=True)
+# add and sub with alpha != 1: y = x1 ± alpha·x2 in one pass. NumPy writes alpha·x2 into y,
+# then x1 ± y (no temporary); the kernels <op>_alpha take alpha as a scalar after y.
+def _alpha_cpu(x1: Array, x2: Array, y: Array, op: str, alpha: Any) -> None:
+    numpy.multiply(x2, alpha, out=y)
+    _NUMPY_BINARY[op](x1, y, out=y)
+
+
+def _alpha_gpu(call: Call, x1: Array, x2: Array, y: Array, op: str, alpha: Any) -> None:
+    _launch_binary(call, f"{op}_alpha", x1, x2, y, scalars=(call.scalar(alpha),))
+
+
+# Operands that may be a Python scalar: x2 of every binary op, x1 too for the
+# non-commutative sub and div (sub(2.0, x), div(1.0, x)).
+_SCALAR_OPERANDS = {"add": ("x2",), "sub": ("x1", "x2"), "mul": ("x2",), "div": ("x1", "x2")}
+_BINARY = {op: Signature(op, FAMILY, ("x1", "x2"), scalars=_SCALAR_OPERANDS[op], strided=True)
            for op in _NUMPY_BINARY}
 
 
-def _binary(op: str, x1: Array, x2: Array | float, out: Array | None) -> Array:
+def _alpha(op: str, alpha: Any) -> float:
+    """alpha: a finite Python int or float (PyTorch's add/sub alpha)."""
+    return _args.finite_float(op, "alpha", alpha)
+
+
+def _is_scalar(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _not_both_scalars(op: str, x1: Any, x2: Any) -> None:
+    if _is_scalar(x1) and _is_scalar(x2):
+        raise TypeError(f"{op}: x1 = {x1!r} and x2 = {x2!r} are both Python scalars; at least "
+                        "one must be an array")
+
+
+def _binary(op: str, x1: Array | float, x2: Array | float, out: Array | None,
+            alpha: Any = 1) -> Array:
+    scale = _alpha(op, alpha) if op in ("add", "sub") else 1.0
+    _not_both_scalars(op, x1, x2)
     call = _BINARY[op].bind(x1, x2)
     x1, x2 = call.inputs
     shape = _layout.broadcast_shape(op, x1.shape, x2.shape)
-    return call.run(out, shape, _NUMPY_BINARY[op], _binary_gpu)
+    if scale == 1:
+        return call.run(out, shape, _NUMPY_BINARY[op], _binary_gpu)
+    return call.run(out, shape, _alpha_cpu, _alpha_gpu, op, call.dtype.type(scale))
 
 
-def add(x1: Array, x2: Array | float, *, out: Array | None = None) -> Array:
-    """y = x1 + x2 with NumPy broadcasting."""
-    return _binary("add", x1, x2, out)
+def add(x1: Array, x2: Array | float, *, alpha: float = 1, out: Array | None = None) -> Array:
+    """y = x1 + alpha·x2 with NumPy broadcasting (alpha: a finite Python int or float)."""
+    return _binary("add", x1, x2, out, alpha)
 
 
-def sub(x1: Array, x2: Array | float, *, out: Array | None = None) -> Array:
-    """y = x1 - x2 with NumPy broadcasting."""
-    return _binary("sub", x1, x2, out)
+def sub(x1: Array | float, x2: Array | float, *, alpha: float = 1,
+        out: Array | None = None) -> Array:
+    """y = x1 - alpha·x2 with NumPy broadcasting; x1 or x2 may be a Python scalar."""
+    return _binary("sub", x1, x2, out, alpha)
 
 
 def mul(x1: Array, x2: Array | float, *, out: Array | None = None) -> Array:
@@ -94,8 +130,8 @@ def mul(x1: Array, x2: Array | float, *, out: Array | None = None) -> Array:
     return _binary("mul", x1, x2, out)
 
 
-def div(x1: Array, x2: Array | float, *, out: Array | None = None) -> Array:
-    """y = x1 / x2 with NumPy broadcasting."""
+def div(x1: Array | float, x2: Array | float, *, out: Array | None = None) -> Array:
+    """y = x1 / x2 with NumPy broadcasting; x1 or x2 may be a Python scalar."""
     return _binary("div", x1, x2, out)
 
 
@@ -133,20 +169,36 @@ _TERM_GPU: dict[tuple[str, int], Callable] = {
 }
 
 
+# add and sub with alpha != 1: d/dx2 is ±alpha·gy (NumPy: one multiply; kernels: scale).
+_ALPHA_SIGN = {"add": 1, "sub": -1}
+
+
+def _launch_scale(call: Call, x: Array, y: Array, factor: Any) -> None:
+    call.launch_1d("scale", y.size, (call.contiguous(x), y, call.scalar(factor), _i64(y.size)))
+
+
 def _binary_grad_cpu(x1: Array, x2: Array, y: Array, gy: Array, gx: Array, term: tuple,
-                     dtype: numpy.dtype) -> None:
+                     dtype: numpy.dtype, alpha: Any) -> None:
     # The term goes straight into gx when no sum is needed and gx has the compute dtype.
     direct = gx.shape == gy.shape and gx.dtype == dtype
-    g = _TERM_CPU[term](x1, x2, gy, gx if direct else None)
+    if alpha != 1 and term[1] == 2:
+        g = numpy.multiply(gy, _ALPHA_SIGN[term[0]] * alpha, out=gx if direct else None,
+                           dtype=dtype)
+    else:
+        g = _TERM_CPU[term](x1, x2, gy, gx if direct else None)
     if g is not gx:
         sum_to_shape(NUMPY, g, gx)
 
 
 def _binary_grad_gpu(call: Call, x1: Array, x2: Array, y: Array, gy: Array, gx: Array,
-                     term: tuple, dtype: numpy.dtype) -> None:
-    if term in _TERM_GPU:
+                     term: tuple, dtype: numpy.dtype, alpha: Any) -> None:
+    scaled = alpha != 1 and term[1] == 2
+    if scaled or term in _TERM_GPU:
         g = gx if gx.shape == gy.shape else call.xp.empty(gy.shape, call.dtype)
-        _TERM_GPU[term](call, x1, x2, gy, g)
+        if scaled:
+            _launch_scale(call, gy, g, _ALPHA_SIGN[term[0]] * alpha)
+        else:
+            _TERM_GPU[term](call, x1, x2, gy, g)
     else:
         g = gy.astype(call.dtype, copy=False)
     if g is not gx:
@@ -154,12 +206,18 @@ def _binary_grad_gpu(call: Call, x1: Array, x2: Array, y: Array, gy: Array, gx: 
 
 
 _BINARY_GRAD = {(op, k): Signature(f"{op}_wrt_x{k}", FAMILY, ("x1", "x2", "y", "gy"),
-                                   scalars=("x2",), strided=True)
+                                   scalars=_SCALAR_OPERANDS[op], strided=True)
                 for op in _NUMPY_BINARY for k in (1, 2)}
 
 
-def _binary_grad(op: str, k: int, x1: Array, x2: Array | float, y: Array, gy: Array,
-                 out: Array | None) -> Array:
+def _binary_grad(op: str, k: int, x1: Array | float, x2: Array | float, y: Array, gy: Array,
+                 out: Array | None, alpha: Any = 1) -> Array:
+    name = f"{op}_wrt_x{k}"
+    scale = _alpha(name, alpha) if op in ("add", "sub") else 1.0
+    _not_both_scalars(name, x1, x2)
+    if k == 1 and _is_scalar(x1):
+        raise TypeError(f"{name}: x1 = {x1!r} is a Python scalar, which has no gradient; "
+                        f"pass it as an array to differentiate with respect to it")
     call = _BINARY_GRAD[(op, k)].bind(x1, x2, y, gy)
     x1, x2, y, gy = call.inputs
     shape = _layout.broadcast_shape(call.op, x1.shape, x2.shape)
@@ -167,31 +225,32 @@ def _binary_grad(op: str, k: int, x1: Array, x2: Array | float, y: Array, gy: Ar
     check_shape(call.op, "gy", gy, shape)
     xk = (x1, x2)[k - 1]
     return call.run(out, xk.shape, _binary_grad_cpu, _binary_grad_gpu, (op, k), call.dtype,
-                    dtype=xk.dtype)
+                    call.dtype.type(scale), dtype=xk.dtype)
 
 
-def add_wrt_x1(x1: Array, x2: Array | float, y: Array, gy: Array, *,
+def add_wrt_x1(x1: Array, x2: Array | float, y: Array, gy: Array, *, alpha: float = 1,
                out: Array | None = None) -> Array:
-    """d(x1 + x2)/dx1 · gy = gy, summed over x1's broadcast axes."""
-    return _binary_grad("add", 1, x1, x2, y, gy, out)
+    """d(x1 + alpha·x2)/dx1 · gy = gy, summed over x1's broadcast axes."""
+    return _binary_grad("add", 1, x1, x2, y, gy, out, alpha)
 
 
-def add_wrt_x2(x1: Array, x2: Array | float, y: Array, gy: Array, *,
+def add_wrt_x2(x1: Array, x2: Array | float, y: Array, gy: Array, *, alpha: float = 1,
                out: Array | None = None) -> Array:
-    """d(x1 + x2)/dx2 · gy = gy, summed over x2's broadcast axes."""
-    return _binary_grad("add", 2, x1, x2, y, gy, out)
+    """d(x1 + alpha·x2)/dx2 · gy = alpha·gy, summed over x2's broadcast axes."""
+    return _binary_grad("add", 2, x1, x2, y, gy, out, alpha)
 
 
-def sub_wrt_x1(x1: Array, x2: Array | float, y: Array, gy: Array, *,
+def sub_wrt_x1(x1: Array, x2: Array | float, y: Array, gy: Array, *, alpha: float = 1,
                out: Array | None = None) -> Array:
-    """d(x1 - x2)/dx1 · gy = gy, summed over x1's broadcast axes."""
-    return _binary_grad("sub", 1, x1, x2, y, gy, out)
+    """d(x1 - alpha·x2)/dx1 · gy = gy, summed over x1's broadcast axes (x1 an array: a
+    Python scalar x1 has no gradient, TypeError)."""
+    return _binary_grad("sub", 1, x1, x2, y, gy, out, alpha)
 
 
-def sub_wrt_x2(x1: Array, x2: Array | float, y: Array, gy: Array, *,
-               out: Array | None = None) -> Array:
-    """d(x1 - x2)/dx2 · gy = -gy, summed over x2's broadcast axes."""
-    return _binary_grad("sub", 2, x1, x2, y, gy, out)
+def sub_wrt_x2(x1: Array | float, x2: Array | float, y: Array, gy: Array, *,
+               alpha: float = 1, out: Array | None = None) -> Array:
+    """d(x1 - alpha·x2)/dx2 · gy = -alpha·gy, summed over x2's broadcast axes."""
+    return _binary_grad("sub", 2, x1, x2, y, gy, out, alpha)
 
 
 def mul_wrt_x1(x1: Array, x2: Array | float, y: Array, gy: Array, *,
@@ -208,11 +267,12 @@ def mul_wrt_x2(x1: Array, x2: Array | float, y: Array, gy: Array, *,
 
 def div_wrt_x1(x1: Array, x2: Array | float, y: Array, gy: Array, *,
                out: Array | None = None) -> Array:
-    """d(x1 / x2)/dx1 · gy = gy / x2, summed over x1's broadcast axes."""
+    """d(x1 / x2)/dx1 · gy = gy / x2, summed over x1's broadcast axes (x1 an array: a
+    Python scalar x1 has no gradient, TypeError)."""
     return _binary_grad("div", 1, x1, x2, y, gy, out)
 
 
-def div_wrt_x2(x1: Array, x2: Array | float, y: Array, gy: Array, *,
+def div_wrt_x2(x1: Array | float, x2: Array | float, y: Array, gy: Array, *,
                out: Array | None = None) -> Array:
     """d(x1 / x2)/dx2 · gy = -gy x1 / x2², summed over x2's broadcast axes."""
     return _binary_grad("div", 2, x1, x2, y, gy, out)
@@ -523,8 +583,13 @@ def cos_wrt_x1(x1: Array, y: Array, gy: Array, *, out: Array | None = None) -> A
     return _unary_grad("cos", x1, y, gy, out)
 
 
-# ---- pow: y = x^p for a scalar p; gx = gy · p x^(p-1), 0 when p = 0 ----------------------
-# Kernels: pow(x, y, p, n) and pow_wrt_x1(x, gy, gx, p, n).
+# ---- pow: y = x1^p for a scalar keyword p, or y = x1^x2 for an exponent operand x2 ---------
+# Scalar p: gx1 = gy · p x1^(p-1), 0 when p = 0. Kernels: pow(x, y, p, n) and
+# pow_wrt_x1(x, gy, gx, p, n).
+# Operand x2 (an array broadcast against x1, or a Python scalar), PyTorch's conventions:
+# gx1 = gy · x2 x1^(x2-1), 0 where x2 = 0; gx2 = gy · y log x1, 0 where x1 = 0 and x2 >= 0.
+# Kernels: pow_array(_bcast) like the binary ops, pow_array_wrt_x1_bcast(gy, a, b, g, ...)
+# and pow_array_wrt_x2_bcast(gy, y, a, b, g, ...) over the broadcast shape.
 
 def _exponent(op: str, p: Any) -> float:
     """p as a float: a Python int or float (any, inf and NaN too, as x ** p takes them)."""
@@ -558,20 +623,101 @@ def _pow_grad_gpu(call: Call, x: Array, y: Array, gy: Array, gx: Array, p: Any,
     call.launch_1d("pow_wrt_x1", gx.size, (x, gy, gx, call.scalar(p), _i64(gx.size)))
 
 
+def _pow_array_gpu(call: Call, x1: Array, x2: Array, y: Array) -> None:
+    _launch_binary(call, "pow_array", x1, x2, y)
+
+
+def _pow_array_term_cpu(k: int, x1: Array, x2: Array, y: Array, gy: Array, g: Array) -> None:
+    """The gradient term wrt x<k> over the broadcast shape, into g (gy's shape)."""
+    with numpy.errstate(divide="ignore", invalid="ignore"):
+        if k == 1:
+            numpy.power(x1, x2 - 1, out=g)
+            g *= x2
+            g *= gy
+            numpy.copyto(g, 0, where=numpy.broadcast_to(x2 == 0, g.shape))
+        else:
+            numpy.log(x1, out=g)
+            g *= y
+            g *= gy
+            numpy.copyto(g, 0, where=numpy.broadcast_to((x1 == 0) & (x2 >= 0), g.shape))
+
+
+def _pow_array_grad_cpu(x1: Array, x2: Array, y: Array, gy: Array, gx: Array, k: int,
+                        dtype: numpy.dtype) -> None:
+    direct = gx.shape == gy.shape and gx.dtype == dtype
+    g = gx if direct else numpy.empty(gy.shape, dtype)
+    _pow_array_term_cpu(k, x1, x2, y, gy, g)
+    if g is not gx:
+        sum_to_shape(NUMPY, g, gx)
+
+
+def _pow_array_grad_gpu(call: Call, x1: Array, x2: Array, y: Array, gy: Array, gx: Array,
+                        k: int, dtype: numpy.dtype) -> None:
+    g = gx if gx.shape == gy.shape else call.xp.empty(gy.shape, call.dtype)
+    leading = (call.contiguous(gy),) if k == 1 else (call.contiguous(gy), call.contiguous(y))
+    _launch_binary(call, f"pow_array_wrt_x{k}", x1, x2, g, *leading)
+    if g is not gx:
+        sum_to_shape(call.backend, g, gx)
+
+
 _POW = Signature("pow", FAMILY, ("x1",))
 _POW_GRAD = Signature("pow_wrt_x1", FAMILY, ("x1", "y", "gy"))
+_POW_ARRAY = Signature("pow", FAMILY, ("x1", "x2"), scalars=("x2",), strided=True)
+_POW_ARRAY_GRAD = {k: Signature(f"pow_wrt_x{k}", FAMILY, ("x1", "x2", "y", "gy"),
+                                scalars=("x2",), strided=True) for k in (1, 2)}
 
 
-def pow(x1: Array, *, p: float, out: Array | None = None) -> Array:  # noqa: A001
-    """y = x1^p for a scalar exponent p."""
-    exponent = _exponent("pow", p)
-    call = _POW.bind(x1)
-    (x,) = call.inputs
-    return call.run(out, x.shape, _pow_cpu, _pow_gpu, call.dtype.type(exponent))
+def _one_exponent(op: str, x2: Any, p: Any) -> None:
+    """TypeError naming ``op`` unless exactly one of x2 and p is given."""
+    if x2 is None and p is None:
+        raise TypeError(f"{op}: p must be a Python int or float, got None (or give the "
+                        "exponent as the operand x2)")
+    if x2 is not None and p is not None:
+        raise TypeError(f"{op}: give the exponent as the operand x2 or as the keyword p, "
+                        "not both")
 
 
-def pow_wrt_x1(x1: Array, y: Array, gy: Array, *, p: float, out: Array | None = None) -> Array:
-    """gy · p x^(p-1); 0 when p = 0."""
+def pow(x1: Array, x2: Array | float | None = None, *, p: float | None = None,  # noqa: A001
+        out: Array | None = None) -> Array:
+    """y = x1^x2 (x2 an array broadcast against x1, or a Python scalar) or y = x1^p for a
+    scalar keyword exponent p; exactly one of x2 and p."""
+    _one_exponent("pow", x2, p)
+    if p is not None:
+        exponent = _exponent("pow", p)
+        call = _POW.bind(x1)
+        (x,) = call.inputs
+        return call.run(out, x.shape, _pow_cpu, _pow_gpu, call.dtype.type(exponent))
+    call = _POW_ARRAY.bind(x1, x2)
+    base, exponent_array = call.inputs
+    shape = _layout.broadcast_shape("pow", base.shape, exponent_array.shape)
+    return call.run(out, shape, numpy.power, _pow_array_gpu)
+
+
+def _pow_array_grad(k: int, x1: Array, x2: Array | float, y: Array, gy: Array,
+                    out: Array | None) -> Array:
+    call = _POW_ARRAY_GRAD[k].bind(x1, x2, y, gy)
+    x1, x2, y, gy = call.inputs
+    shape = _layout.broadcast_shape(call.op, x1.shape, x2.shape)
+    check_shape(call.op, "y", y, shape)
+    check_shape(call.op, "gy", gy, shape)
+    xk = (x1, x2)[k - 1]
+    return call.run(out, xk.shape, _pow_array_grad_cpu, _pow_array_grad_gpu, k, call.dtype,
+                    dtype=xk.dtype)
+
+
+def pow_wrt_x1(x1: Array, x2: Array | float | None = None, y: Array | None = None,
+               gy: Array | None = None, *, p: float | None = None,
+               out: Array | None = None) -> Array:
+    """The exponent operand x2: pow_wrt_x1(x1, x2, y, gy) = gy · x2 x1^(x2-1), 0 where
+    x2 = 0, summed over x1's broadcast axes. The keyword p: pow_wrt_x1(x1, y, gy, p=p) =
+    gy · p x1^(p-1); 0 when p = 0."""
+    if p is None:
+        # pow_wrt_x1(x1, y, gy) without p: no exponent given
+        _one_exponent("pow_wrt_x1", None if gy is None else x2, p)
+        return _pow_array_grad(1, x1, x2, y, gy, out)
+    if gy is None:  # pow_wrt_x1(x1, y, gy, p=p): the arrays after x1 are y and gy
+        x2, y, gy = None, x2, y
+    _one_exponent("pow_wrt_x1", x2, p)
     exponent = _exponent("pow_wrt_x1", p)
     call = _POW_GRAD.bind(x1, y, gy)
     x, y, gy = call.inputs
@@ -582,10 +728,21 @@ def pow_wrt_x1(x1: Array, y: Array, gy: Array, *, p: float, out: Array | None = 
                     dtype=x.dtype)
 
 
+def pow_wrt_x2(x1: Array, x2: Array | float, y: Array, gy: Array, *, p: float | None = None,
+               out: Array | None = None) -> Array:
+    """gy · y log x1 (y = x1^x2), 0 where x1 = 0 and x2 >= 0, summed over x2's broadcast
+    axes. Only for the exponent operand x2: the keyword p has no gradient (TypeError)."""
+    if p is not None:
+        raise TypeError(f"pow_wrt_x2: p = {p!r} is a keyword exponent, which has no gradient; "
+                        "pass the exponent as the operand x2 to differentiate with respect to it")
+    return _pow_array_grad(2, x1, x2, y, gy, out)
+
+
 for _op in ("add", "sub", "mul", "div"):
     register(FAMILY, globals()[_op], globals()[f"{_op}_wrt_x1"], globals()[f"{_op}_wrt_x2"])
     register(FAMILY, globals()[f"axis_{_op}"], globals()[f"axis_{_op}_wrt_x1"],
              globals()[f"axis_{_op}_wrt_x2"])
-for _op in ("neg", "exp", "log", "sqrt", "square", "abs", "sin", "cos", "pow"):
+for _op in ("neg", "exp", "log", "sqrt", "square", "abs", "sin", "cos"):
     register(FAMILY, globals()[_op], globals()[f"{_op}_wrt_x1"])
+register(FAMILY, pow, pow_wrt_x1, pow_wrt_x2)
 del _op

@@ -8,8 +8,10 @@ runs on the tensor cores (mma.sync, float32 accumulation) when the launcher has 
 (sm_80+), else on the SIMT kernel (half loads, float accumulation).
 The NumPy backend computes in float32/float64 only.
 
-Decisions (see docs/operators.md): ``matmul`` needs inputs of at least 2 dims (1-d
-operands raise ``ValueError``; reshape them to (1, n) or (n, 1)); ``linear`` takes
+Decisions (see docs/operators.md): ``matmul`` follows NumPy for 1-d operands (a 1-d x1
+is a row (1, n), a 1-d x2 a column (n, 1), the unit axis removed from the result; two
+vectors give a 0-d result; gradients have the operands' shapes), 0-d operands raise
+``ValueError``; ``linear`` takes
 x1 of shape (..., in_features), any number of leading dims (a 1-d x1 is one row);
 ``linear_wrt_x3`` raises ``ValueError`` when the forward had no bias (x3 None).
 """
@@ -154,53 +156,83 @@ def _check_activation(op: str, activation: Any) -> None:
 # operands through strides, and sum a gradient's broadcast batches inside the GEMM.
 
 def _matmul_shapes(op: str, x1: Array, x2: Array) -> tuple:
-    """(batch shape, M, K, N) of x1 @ x2, or ValueError naming ``op`` and the shapes."""
-    if x1.ndim < 2 or x2.ndim < 2:
-        raise ValueError(f"{op}: x1 and x2 need at least 2 dims, got shapes {tuple(x1.shape)} "
-                         f"and {tuple(x2.shape)} (reshape a vector to (1, n) or (n, 1))")
-    if x1.shape[-1] != x2.shape[-2]:
+    """(batch shape, M, K, N) of x1 @ x2 (a 1-d x1 as (1, K), a 1-d x2 as (K, 1)), or
+    ValueError naming ``op`` and the shapes."""
+    if x1.ndim < 1 or x2.ndim < 1:
+        raise ValueError(f"{op}: x1 and x2 need at least 1 dim, got shapes {tuple(x1.shape)} "
+                         f"and {tuple(x2.shape)}")
+    s1 = tuple(x1.shape) if x1.ndim > 1 else (1,) + tuple(x1.shape)
+    s2 = tuple(x2.shape) if x2.ndim > 1 else tuple(x2.shape) + (1,)
+    if s1[-1] != s2[-2]:
         raise ValueError(f"{op}: shapes {tuple(x1.shape)} and {tuple(x2.shape)} do not match "
                          f"for a matrix product (x1.shape[-1] = {x1.shape[-1]} != "
-                         f"x2.shape[-2] = {x2.shape[-2]})")
+                         f"x2.shape[{-2 if x2.ndim > 1 else 0}] = {s2[-2]})")
     try:
-        batch = _layout.broadcast_shape(op, x1.shape[:-2], x2.shape[:-2])
+        batch = _layout.broadcast_shape(op, s1[:-2], s2[:-2])
     except ValueError:
         raise ValueError(f"{op}: batch dims of {tuple(x1.shape)} and {tuple(x2.shape)} "
                          "do not broadcast") from None
-    return batch, x1.shape[-2], x1.shape[-1], x2.shape[-1]
+    return batch, s1[-2], s1[-1], s2[-1]
+
+
+def _result_shape(x1: Array, x2: Array, batch: tuple, m: int, n: int) -> tuple:
+    """batch + (m, n) without the unit axes of a 1-d x1 (m) or x2 (n), as NumPy's matmul."""
+    return batch + ((m,) if x1.ndim > 1 else ()) + ((n,) if x2.ndim > 1 else ())
+
+
+def _as_matrices(xp: Any, x1: Array, x2: Array, *results: Array) -> tuple:
+    """x1 and x2 as matrices (a 1-d x1 a row, a 1-d x2 a column) and ``results`` (of the
+    product's shape: y, gy) with those unit axes back: views, no copies."""
+    if x2.ndim == 1:
+        x2 = x2[:, None]
+        results = tuple(xp.expand_dims(r, -1) for r in results)
+    if x1.ndim == 1:
+        x1 = x1[None, :]
+        results = tuple(xp.expand_dims(r, -2) for r in results)
+    return (x1, x2, *results)
 
 
 def _matmul_cpu(x1: Array, x2: Array, y: Array) -> None:
-    numpy.matmul(x1, x2, out=y)
+    numpy.matmul(x1, x2, out=y)  # NumPy's own 1-d rules
 
 
 def _matmul_gpu(call: Call, x1: Array, x2: Array, y: Array) -> None:
+    x1, x2, y = _as_matrices(call.xp, x1, x2, y)
     batch, (m, k), n = y.shape[:-2], x1.shape[-2:], x2.shape[-1]
     a = call.xp.broadcast_to(x1.astype(call.dtype, copy=False), batch + (m, k))
     b = call.xp.broadcast_to(x2.astype(call.dtype, copy=False), batch + (k, n))
     gemm(call.backend, a, b, y)
 
 
-def _matmul_wrt_x1_cpu(x1: Array, x2: Array, y: Array, gy: Array, gx1: Array) -> None:
+# The gradients get x1, x2, y, gy as matrices (_as_matrices) and write gx through a view with
+# the unit axis of a 1-d operand back (``unit``: -2 for a 1-d x1, -1 for a 1-d x2, else None).
+
+def _matmul_wrt_x1_cpu(x1: Array, x2: Array, y: Array, gy: Array, gx1: Array,
+                       unit: int | None) -> None:
+    gx1 = gx1 if unit is None else numpy.expand_dims(gx1, unit)
     sum_to_shape(NUMPY, numpy.matmul(gy, numpy.swapaxes(x2, -1, -2)), gx1)
 
 
 def _matmul_wrt_x1_gpu(call: Call, x1: Array, x2: Array, y: Array, gy: Array,
-                       gx1: Array) -> None:
+                       gx1: Array, unit: int | None) -> None:
     xp = call.xp
+    gx1 = gx1 if unit is None else xp.expand_dims(gx1, unit)
     k, n = x2.shape[-2:]
     x2t = xp.broadcast_to(xp.swapaxes(x2.astype(call.dtype, copy=False), -1, -2),
                           gy.shape[:-2] + (n, k))
     gemm(call.backend, gy.astype(call.dtype, copy=False), x2t, gx1)
 
 
-def _matmul_wrt_x2_cpu(x1: Array, x2: Array, y: Array, gy: Array, gx2: Array) -> None:
+def _matmul_wrt_x2_cpu(x1: Array, x2: Array, y: Array, gy: Array, gx2: Array,
+                       unit: int | None) -> None:
+    gx2 = gx2 if unit is None else numpy.expand_dims(gx2, unit)
     sum_to_shape(NUMPY, numpy.matmul(numpy.swapaxes(x1, -1, -2), gy), gx2)
 
 
 def _matmul_wrt_x2_gpu(call: Call, x1: Array, x2: Array, y: Array, gy: Array,
-                       gx2: Array) -> None:
+                       gx2: Array, unit: int | None) -> None:
     xp = call.xp
+    gx2 = gx2 if unit is None else xp.expand_dims(gx2, unit)
     m, k = x1.shape[-2:]
     x1t = xp.broadcast_to(xp.swapaxes(x1.astype(call.dtype, copy=False), -1, -2),
                           gy.shape[:-2] + (k, m))
@@ -215,11 +247,12 @@ _MATMUL_GRADIENT = {k: (Signature(f"matmul_wrt_x{k}", FAMILY, ("x1", "x2", "y", 
 
 
 def matmul(x1: Array, x2: Array, *, out: Array | None = None) -> Array:
-    """y = x1 @ x2 with NumPy semantics for inputs of >= 2 dims (batch dims broadcast)."""
+    """y = x1 @ x2 with NumPy semantics (batch dims broadcast; a 1-d x1 is a row, a 1-d x2
+    a column, their unit axis removed from y; two 1-d operands give a 0-d y)."""
     call = MATMUL.bind(x1, x2)
     x1, x2 = call.inputs
     batch, m, _, n = _matmul_shapes(call.op, x1, x2)
-    return call.run(out, batch + (m, n), _matmul_cpu, _matmul_gpu)
+    return call.run(out, _result_shape(x1, x2, batch, m, n), _matmul_cpu, _matmul_gpu)
 
 
 def _matmul_gradient(k: int, x1: Array, x2: Array, y: Array, gy: Array,
@@ -228,21 +261,26 @@ def _matmul_gradient(k: int, x1: Array, x2: Array, y: Array, gy: Array,
     call = signature.bind(x1, x2, y, gy)
     x1, x2, y, gy = call.inputs
     batch, m, _, n = _matmul_shapes(call.op, x1, x2)
-    check_shape(call.op, "y", y, batch + (m, n))
-    check_shape(call.op, "gy", gy, batch + (m, n))
+    shape = _result_shape(x1, x2, batch, m, n)
+    check_shape(call.op, "y", y, shape)
+    check_shape(call.op, "gy", gy, shape)
     xk = (x1, x2)[k - 1]
-    return call.run(out, xk.shape, cpu, gpu, dtype=xk.dtype)
+    unit = None if xk.ndim > 1 else (-2, -1)[k - 1]
+    return call.run(out, xk.shape, cpu, gpu, unit, dtype=xk.dtype,
+                    inputs=_as_matrices(call.xp, x1, x2, y, gy))
 
 
 def matmul_wrt_x1(x1: Array, x2: Array, y: Array, gy: Array, *,
                   out: Array | None = None) -> Array:
-    """gy @ x2ᵀ, summed over the batch dims along which x1 was broadcast."""
+    """gy @ x2ᵀ, summed over the batch dims along which x1 was broadcast (x1's shape,
+    1-d for a 1-d x1)."""
     return _matmul_gradient(1, x1, x2, y, gy, out)
 
 
 def matmul_wrt_x2(x1: Array, x2: Array, y: Array, gy: Array, *,
                   out: Array | None = None) -> Array:
-    """x1ᵀ @ gy, summed over the batch dims along which x2 was broadcast."""
+    """x1ᵀ @ gy, summed over the batch dims along which x2 was broadcast (x2's shape,
+    1-d for a 1-d x2)."""
     return _matmul_gradient(2, x1, x2, y, gy, out)
 
 

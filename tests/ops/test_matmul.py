@@ -144,9 +144,62 @@ def test_conv2d_chunks_images(backend, monkeypatch):
         numpy.testing.assert_allclose(c, a, rtol=1e-12, atol=1e-12)
 
 
-def test_matmul_rejects_vectors_with_a_clear_message():
-    with pytest.raises(ValueError, match=r"matmul: x1 and x2 need at least 2 dims.*\(3,\)"):
-        gpuops.matmul(numpy.ones((2, 3)), numpy.ones(3))
+VECTOR_CASES = [((5,), (5,)), ((3,), (3, 4)), ((2, 3), (3,)), ((4,), (2, 4, 3)),
+                ((2, 3, 4), (4,)), ((0,), (0,))]
+
+
+@pytest.mark.parametrize("backend", BACKENDS, ids=lambda b: b.name)
+@pytest.mark.parametrize("s1,s2", VECTOR_CASES, ids=lambda s: "x".join(map(str, s)))
+def test_matmul_of_vectors_follows_numpy(backend, s1, s2):
+    """A 1-d x1 is a row, a 1-d x2 a column, the unit axes removed (NumPy's matmul): the
+    result's shape and values are numpy.matmul's, gradients have the operands' shapes."""
+    x1, x2 = RNG.standard_normal(s1), RNG.standard_normal(s2)
+    expected = numpy.matmul(x1, x2)
+    with backend.active():
+        a, b = backend.asarray(x1), backend.asarray(x2)
+        y = gpuops.matmul(a, b)
+        gy = backend.asarray(numpy.ones(expected.shape))
+        g1, g2 = gpuops.matmul_wrt_x1(a, b, y, gy), gpuops.matmul_wrt_x2(a, b, y, gy)
+        out = backend.xp().zeros(expected.shape)
+        assert gpuops.matmul(a, b, out=out) is out
+    assert tuple(y.shape) == expected.shape and tuple(g1.shape) == s1 and tuple(g2.shape) == s2
+    numpy.testing.assert_allclose(backend.to_numpy(y), expected, rtol=1e-12, atol=1e-12)
+    numpy.testing.assert_allclose(backend.to_numpy(out), expected, rtol=1e-12, atol=1e-12)
+    # gradients of <matmul(x1, x2), 1> by hand: the total of the products that use each element
+    a = x1[None, :] if x1.ndim == 1 else x1
+    b = x2[:, None] if x2.ndim == 1 else x2
+    batch = numpy.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    ref1 = numpy.broadcast_to(b.sum(axis=-1), batch + b.shape[-2:-1])
+    ref1 = numpy.broadcast_to(ref1[..., None, :], batch + a.shape[-2:])
+    ref2 = numpy.broadcast_to(a.sum(axis=-2), batch + a.shape[-1:])
+    ref2 = numpy.broadcast_to(ref2[..., :, None], batch + b.shape[-2:])
+    ref1 = ref1.reshape((-1,) + a.shape).sum(axis=0) if a.ndim < len(batch) + 2 else ref1
+    ref2 = ref2.reshape((-1,) + b.shape).sum(axis=0) if b.ndim < len(batch) + 2 else ref2
+    numpy.testing.assert_allclose(backend.to_numpy(g1), ref1.reshape(s1), rtol=1e-12, atol=1e-12)
+    numpy.testing.assert_allclose(backend.to_numpy(g2), ref2.reshape(s2), rtol=1e-12, atol=1e-12)
+
+
+def test_matmul_of_vectors_matches_pytorch():
+    torch = pytest.importorskip("torch")
+    for s1, s2 in VECTOR_CASES:
+        x1, x2 = RNG.standard_normal(s1), RNG.standard_normal(s2)
+        t1 = torch.tensor(x1, requires_grad=True)
+        t2 = torch.tensor(x2, requires_grad=True)
+        ty = torch.matmul(t1, t2)
+        gy = RNG.standard_normal(tuple(ty.shape))
+        ty.backward(torch.tensor(gy))
+        y = gpuops.matmul(x1, x2)
+        assert y.shape == tuple(ty.shape)
+        numpy.testing.assert_allclose(y, ty.detach().numpy(), rtol=1e-12, atol=1e-12)
+        numpy.testing.assert_allclose(gpuops.matmul_wrt_x1(x1, x2, y, gy), t1.grad.numpy(),
+                                      rtol=1e-12, atol=1e-12)
+        numpy.testing.assert_allclose(gpuops.matmul_wrt_x2(x1, x2, y, gy), t2.grad.numpy(),
+                                      rtol=1e-12, atol=1e-12)
+
+
+def test_matmul_rejects_0d_operands_with_a_clear_message():
+    with pytest.raises(ValueError, match=r"matmul: x1 and x2 need at least 1 dim.*\(\)"):
+        gpuops.matmul(numpy.ones((2, 3)), numpy.ones(()))
 
 
 def test_linear_accepts_a_single_row_and_leading_dims():

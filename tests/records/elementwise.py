@@ -1,9 +1,26 @@
 """OpInfo records of the elementwise family (float64 references in plain NumPy)."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy
 
 from opinfo import ErrorInput, OpInfo, Sample
+
+
+class _Gradients(OpInfo):
+    """A record of some of an operator's calls whose other inputs are no variables (a Python
+    scalar x1, a keyword exponent): the generic tests differentiate only wrt ``wrt``."""
+
+    def __init__(self, *args, wrt: tuple, **kw):
+        super().__init__(*args, **kw)
+        self.wrt = wrt
+
+    @property
+    def op(self):
+        import gpuops
+        full = gpuops.OPERATORS[self.name]
+        return dataclasses.replace(full, grads={k: full.grads[k] for k in self.wrt})
 
 
 def _unbroadcast(g, shape):
@@ -40,12 +57,31 @@ def _binary_samples(positive_x2: bool):
     return samples
 
 
-def _binary_errors(rng):
+def _binary_errors(rng, scalar_x1=False, alpha=False):
     a, b = rng.standard_normal((3,)), rng.standard_normal((4,))
     yield ErrorInput((a, b), {}, ValueError, r"\(3,\) and \(4,\)")
     yield ErrorInput((a, b), {}, ValueError, r"\(3,\) and \(4,\)", fn=1)
     yield ErrorInput((a, b), {}, ValueError, r"\(3,\) and \(4,\)", fn=2)
-    yield ErrorInput((2.0, a), {}, TypeError, "x1 must be a NumPy or CuPy array, got float")
+    if scalar_x1:
+        # a Python scalar x1 has no gradient; two scalars make no call
+        yield ErrorInput((2.0, a), {}, TypeError, "x1 = 2.0 is a Python scalar.*no gradient",
+                         fn=1)
+        for fn in ("forward", 1, 2):
+            yield ErrorInput((2.0, 3.0), {}, TypeError,
+                             "x1 = 2.0 and x2 = 3.0 are both Python scalars", fn=fn)
+        yield ErrorInput((10 ** 400, a), {}, ValueError, "x1 = 1000.* is beyond the float range")
+    else:
+        yield ErrorInput((2.0, a), {}, TypeError, "x1 must be a NumPy or CuPy array, got float")
+    if alpha:
+        for fn in ("forward", 1, 2):
+            yield ErrorInput((a, a), {"alpha": float("nan")}, ValueError,
+                             "alpha must be finite, got nan", fn=fn)
+        yield ErrorInput((a, a), {"alpha": float("inf")}, ValueError, "alpha must be finite")
+        yield ErrorInput((a, a), {"alpha": "2"}, TypeError,
+                         "alpha must be a Python int or float, got '2'")
+        yield ErrorInput((a, a), {"alpha": True}, TypeError, "got True", fn=2)
+        yield ErrorInput((a, a), {"alpha": a}, TypeError, "alpha must be a Python int", fn=1)
+        yield ErrorInput((a, a), {"alpha": 10 ** 400}, ValueError, "alpha is beyond the float")
     # a Python int past the float range as the scalar operand
     for fn in ("forward", 1, 2):
         yield ErrorInput((a, 10 ** 400), {}, ValueError, "x2 = 1000.* is beyond the float range",
@@ -57,14 +93,69 @@ def _shape_of(x):
     return numpy.shape(x)
 
 
-def _binary(name, ref, g1, g2, positive_x2=False):
+def _binary(name, ref, g1, g2, positive_x2=False, scalar_x1=False):
     return OpInfo(
-        name=name, ref=ref, samples=_binary_samples(positive_x2), error_inputs=_binary_errors,
+        name=name, ref=ref, samples=_binary_samples(positive_x2),
+        error_inputs=lambda rng: _binary_errors(rng, scalar_x1=scalar_x1),
         grad_refs={
             1: lambda x1, x2, y, gy: _unbroadcast(g1(x1, x2, gy), _shape_of(x1)),
             2: lambda x1, x2, y, gy: _unbroadcast(g2(x1, x2, gy) * numpy.ones_like(y),
                                                   _shape_of(x2)),
         })
+
+
+# add / sub with PyTorch's alpha: y = x1 ± alpha·x2, d/dx2 = ±alpha·gy. The default
+# alpha = 1 on every binary shape, then other values (int, negative, 0, fractional) on
+# same shapes (the contiguous kernel), broadcasting both ways, a scalar x2 and 0-size.
+ALPHA_CASES = [(2.5, (257,), (257,)), (-3, (3, 5, 7), (7,)), (0.5, (7,), (3, 5, 7)),
+               (0, (1, 4), (3, 1)), (-0.75, (4, 5), "scalar"), (2, (0, 3), (3,)),
+               (1e-3, (2, 3, 2, 3, 2), (1, 3, 1, 3, 1))]
+
+
+def _alpha_samples(rng):
+    yield from _binary_samples(False)(rng)
+    for alpha, s1, s2 in ALPHA_CASES:
+        x2 = -1.25 if s2 == "scalar" else rng.standard_normal(s2)
+        shape2 = "scalar" if s2 == "scalar" else "x".join(map(str, s2))
+        yield Sample((rng.standard_normal(s1), x2), {"alpha": alpha},
+                     f"alpha{alpha}-{'x'.join(map(str, s1))}-{shape2}")
+
+
+def _alpha_binary(name, sign):
+    return OpInfo(
+        name=name, ref=lambda a, b, alpha=1: a + sign * alpha * b, samples=_alpha_samples,
+        error_inputs=lambda rng: _binary_errors(rng, scalar_x1=name == "sub", alpha=True),
+        grad_refs={
+            1: lambda x1, x2, y, gy, alpha=1: _unbroadcast(gy, _shape_of(x1)),
+            2: lambda x1, x2, y, gy, alpha=1: _unbroadcast(sign * alpha * gy, _shape_of(x2)),
+        })
+
+
+# A Python scalar x1 (sub(2.0, x), div(1.0, x)): forward and the gradient wrt x2 (a scalar
+# x1 has no gradient: TypeError, in the errors above). The first sample is all arrays
+# (the generic error tests start from one).
+SCALAR_X1_SHAPES = [(257,), (3, 5, 7), (0, 3), (), (1,)]
+
+
+def _scalar_x1_samples(rng):
+    yield Sample((rng.standard_normal(6), rng.uniform(0.5, 2.0, 6)), name="arrays-6-6")
+    for x1 in (2.0, -3):
+        for shape in SCALAR_X1_SHAPES:
+            x2 = numpy.asarray(rng.uniform(0.5, 2.0, shape) * rng.choice([-1, 1], shape))
+            yield Sample((x1, x2), name=f"x1={x1}-{'x'.join(map(str, shape)) or '0d'}")
+    yield Sample((1.5, rng.uniform(0.5, 2.0, (4, 5))), {"alpha": -2.5}, "x1=1.5-alpha-2.5")
+
+
+def _scalar_x1(name, ref, g2):
+    samples = _scalar_x1_samples
+    if name == "div":  # no alpha
+        samples = lambda rng: (s for s in _scalar_x1_samples(rng) if "alpha" not in s.params)
+    return _Gradients(
+        name=name, ref=ref, samples=samples, wrt=(2,),
+        error_inputs=lambda rng: (e for e in _binary_errors(rng, scalar_x1=True)
+                                  if e.fn != 1),
+        grad_refs={2: lambda x1, x2, y, gy, **kw: _unbroadcast(g2(x1, x2, gy, **kw),
+                                                               _shape_of(x2))})
 
 
 AXIS_CASES = [((2, 3, 4, 5), 1), ((4, 6), -1), ((3,), 0), ((5, 7), 0), ((2, 0, 3), 1),
@@ -145,22 +236,95 @@ def _pow_samples(rng):
 def _pow_errors(rng):
     x = rng.uniform(0.5, 2.0, (3, 4))
     yield ErrorInput((x,), {"p": "2"}, TypeError, "p must be a Python int or float, got '2'")
-    yield ErrorInput((x,), {"p": None}, TypeError, "None")
     yield ErrorInput((x,), {"p": [2.0]}, TypeError, r"\[2.0\]", fn=1)
     yield ErrorInput((x,), {"p": 10 ** 400}, ValueError, "p is beyond the float range")
     yield ErrorInput((x,), {"p": -10 ** 400}, ValueError, "p is beyond the float range", fn=1)
+    # exactly one exponent: x2 or p
+    yield ErrorInput((x,), {}, TypeError, r"p must be a Python int or float, got None \(or give")
+    yield ErrorInput((x,), {}, TypeError, "got None", fn=1)
+    yield ErrorInput((x,), {"p": None}, TypeError, "got None")
+    yield ErrorInput((x, x), {"p": 2.0}, TypeError, "x2 or as the keyword p, not both")
 
 
 def _pow_grad(x, y, gy, p):
     return numpy.zeros_like(x) if p == 0 else gy * p * x ** (p - 1)
 
 
+def _pow_ref(x1, x2=None, p=None):
+    return x1 ** (p if x2 is None else x2)
+
+
+# pow(x1, x2) with an exponent operand: x1 > 0 with any exponents, x1 = 0 (and negative)
+# with integer exponents >= 0 (PyTorch's conventions at 0: gx1 = 0 where x2 = 0, gx2 = 0
+# where x1 = 0 and x2 >= 0); broadcasting both ways, a Python scalar x2, 0-size, 0-d.
+def _pow_array_samples(rng):
+    def exponent(shape):
+        return rng.uniform(-2.0, 3.0, shape)
+
+    for s1, s2 in [((257,), (257,)), ((3, 5, 7), (7,)), ((7,), (3, 5, 7)), ((1, 4), (3, 1)),
+                   ((2, 3, 2, 3, 2), (1, 3, 1, 3, 1)), ((0, 3), (3,)), ((), (3,)),
+                   ((4, 5), ())]:
+        yield Sample((rng.uniform(0.3, 2.5, s1), exponent(s2)))
+    yield Sample((rng.uniform(0.3, 2.5, (4, 5)), 1.75), name="4x5-scalar1.75")
+    yield Sample((rng.uniform(0.3, 2.5, (4, 5)), -2), name="4x5-scalar-2")
+    # x1 = 0 with x2 > 0: gx2 = 0 (not 0 · log 0 = NaN), as finite differences see it
+    x1 = rng.choice([0.0, 0.5, 1.5], (6, 5))
+    x1[0, :2] = 0.0
+    yield Sample((x1, rng.choice([1.0, 2.0, 3.0], (6, 5))), name="zeros-positive-exponents")
+    yield Sample((numpy.array([0.0, 0.0, 1.5]), numpy.array([[1.0], [2.0]])),
+                 name="zeros-broadcast")
+
+
+# Where x1^x2 is differentiable in x1 only (finite differences in x2 step off its domain):
+# negative x1 with integer exponents, and 0^0 = 1 with gx1 = 0 (PyTorch: 0 where x2 = 0).
+def _pow_integer_samples(rng):
+    yield Sample((rng.uniform(0.5, 2.0, (3, 4)), rng.uniform(-1.0, 2.0, (3, 4))),
+                 name="arrays-3x4")
+    x1 = rng.choice([0.0, -1.25, 0.5, -2.0], (6, 5))
+    x2 = rng.choice([0.0, 1.0, 2.0, 3.0], (6, 5))
+    x1[0] = 0.0
+    x2[0, :3] = 0.0  # 0^0
+    yield Sample((x1, x2), name="negative-and-zero-integer-exponents")
+    yield Sample((numpy.array([[0.0], [-1.5]]), numpy.array([0.0, 1.0, 2.0])),
+                 name="zero-to-zero-broadcast")
+    yield Sample((numpy.array([0.0, -3.0, 2.0]), 0), name="scalar-exponent-0")
+
+
+def _pow_array_grad1(x1, x2, y, gy):
+    with numpy.errstate(divide="ignore", invalid="ignore"):
+        g = numpy.where(x2 == 0, 0.0, gy * x2 * x1 ** (x2 - 1))
+    return _unbroadcast(g, _shape_of(x1))
+
+
+def _pow_array_grad2(x1, x2, y, gy):
+    with numpy.errstate(divide="ignore", invalid="ignore"):
+        g = numpy.where((x1 == 0) & (x2 >= 0), 0.0, gy * x1 ** x2 * numpy.log(x1))
+    return _unbroadcast(g, _shape_of(x2))
+
+
+def _pow_array_errors(rng):
+    a, b = rng.uniform(0.5, 2.0, (3,)), rng.uniform(0.5, 2.0, (4,))
+    yield ErrorInput((a, b), {}, ValueError, r"\(3,\) and \(4,\)")
+    yield ErrorInput((a, b), {}, ValueError, r"\(3,\) and \(4,\)", fn=1)
+    yield ErrorInput((a, b), {}, ValueError, r"\(3,\) and \(4,\)", fn=2)
+    yield ErrorInput((2.0, a), {}, TypeError, "x1 must be a NumPy or CuPy array, got float")
+    yield ErrorInput((a, "2"), {}, TypeError, "x2 must be a NumPy or CuPy array, got str")
+    yield ErrorInput((a, 10 ** 400), {}, ValueError, "x2 = 1000.* is beyond the float range",
+                     fn=2)
+    yield ErrorInput((a, a, a, numpy.ones(4)), {}, ValueError, r"gy has shape \(4,\)", fn=2)
+    yield ErrorInput((a, a, a, a), {"p": 2.0}, TypeError, "not both", fn=1)
+    yield ErrorInput((a, a, a, a), {"p": 2.0}, TypeError, "p = 2.0 .* no gradient", fn=2)
+
+
 RECORDS = [
-    _binary("add", lambda a, b: a + b, lambda a, b, g: g, lambda a, b, g: g),
-    _binary("sub", lambda a, b: a - b, lambda a, b, g: g, lambda a, b, g: -g),
+    _alpha_binary("add", 1),
+    _alpha_binary("sub", -1),
     _binary("mul", lambda a, b: a * b, lambda a, b, g: g * b, lambda a, b, g: g * a),
     _binary("div", lambda a, b: a / b, lambda a, b, g: g / b,
-            lambda a, b, g: -g * a / b ** 2, positive_x2=True),
+            lambda a, b, g: -g * a / b ** 2, positive_x2=True, scalar_x1=True),
+    _scalar_x1("sub", lambda a, b, alpha=1: a - alpha * b,
+               lambda a, b, g, alpha=1: -alpha * g * numpy.ones_like(b)),
+    _scalar_x1("div", lambda a, b: a / b, lambda a, b, g: -g * a / b ** 2),
     _axis("axis_add", lambda a, c: a + c, lambda a, c, g: g, lambda a, c, g: g),
     _axis("axis_sub", lambda a, c: a - c, lambda a, c, g: g, lambda a, c, g: -g),
     _axis("axis_mul", lambda a, c: a * c, lambda a, c, g: g * c, lambda a, c, g: g * a),
@@ -174,6 +338,14 @@ RECORDS = [
     _unary("abs", numpy.abs, lambda x, y, g: g * numpy.sign(x)),
     _unary("sin", numpy.sin, lambda x, y, g: g * numpy.cos(x)),
     _unary("cos", numpy.cos, lambda x, y, g: -g * numpy.sin(x)),
-    OpInfo(name="pow", ref=lambda x, p: x ** p, samples=_pow_samples,
-           grad_refs={1: _pow_grad}, error_inputs=_pow_errors),
+    # the keyword exponent p first (test_numerics reads the first "pow" record): only x1
+    # is differentiable there
+    _Gradients(name="pow", ref=_pow_ref, samples=_pow_samples, wrt=(1,),
+               grad_refs={1: _pow_grad}, error_inputs=_pow_errors),
+    OpInfo(name="pow", ref=_pow_ref, samples=_pow_array_samples,
+           grad_refs={1: _pow_array_grad1, 2: _pow_array_grad2},
+           error_inputs=_pow_array_errors),
+    _Gradients(name="pow", ref=_pow_ref, samples=_pow_integer_samples, wrt=(1,),
+               grad_refs={1: _pow_array_grad1},
+               error_inputs=lambda rng: (e for e in _pow_array_errors(rng) if e.fn != 2)),
 ]

@@ -26,16 +26,35 @@ def _unbroadcast(g, shape):
     return g
 
 
+def _matrices(x1, x2, *results):
+    """NumPy's 1-d rule, written out: a 1-d x1 is the row (1, n), a 1-d x2 the column
+    (n, 1), and the product's arrays (y, gy) get those unit axes back."""
+    if x2.ndim == 1:
+        x2 = x2[:, None]
+        results = tuple(r[..., None] for r in results)
+    if x1.ndim == 1:
+        x1 = x1[None, :]
+        results = tuple(r[..., None, :] for r in results)
+    return (x1, x2, *results)
+
+
 def _matmul_ref(x1, x2):
-    return numpy.einsum("...mk,...kn->...mn", x1, x2)
+    ys = numpy.einsum("...mk,...kn->...mn", *_matrices(x1, x2))
+    if x2.ndim == 1:
+        ys = ys[..., 0]
+    if x1.ndim == 1:
+        ys = ys[..., 0, :] if x2.ndim > 1 else ys[..., 0]
+    return ys
 
 
 def _matmul_grad1(x1, x2, y, gy):
-    return _unbroadcast(numpy.einsum("...mn,...kn->...mk", gy, x2), x1.shape)
+    a, b, g = _matrices(x1, x2, gy)
+    return _unbroadcast(numpy.einsum("...mn,...kn->...mk", g, b), a.shape).reshape(x1.shape)
 
 
 def _matmul_grad2(x1, x2, y, gy):
-    return _unbroadcast(numpy.einsum("...mk,...mn->...kn", x1, gy), x2.shape)
+    a, b, g = _matrices(x1, x2, gy)
+    return _unbroadcast(numpy.einsum("...mk,...mn->...kn", a, g), b.shape).reshape(x2.shape)
 
 
 # (x1 shape, x2 shape): 1 and primes for M, N, K; sizes past one 128 tile; K = 0;
@@ -46,6 +65,10 @@ MATMUL_SHAPES = [
     ((131, 7), (7, 129)), ((67, 130), (130, 3)), ((3, 0), (0, 4)), ((0, 3), (3, 4)),
     ((2, 0, 3, 3), (3, 2)), ((2, 3, 4), (4, 5)), ((4, 3), (2, 3, 5)),
     ((2, 1, 3, 4), (1, 3, 4, 5)), ((2, 1, 2, 1, 2, 3), (1, 2, 1, 2, 3, 2)),
+    # 1-d operands (NumPy's rules): vector·vector (0-d), vector @ matrix, matrix @ vector,
+    # a vector against a batch, K = 0, a 0-size batch, past one 128 tile
+    ((5,), (5,)), ((1,), (1,)), ((7,), (7, 3)), ((4, 6), (6,)), ((3,), (2, 3, 4)),
+    ((2, 3, 4), (4,)), ((0,), (0,)), ((0,), (0, 3)), ((2, 0, 3), (3,)), ((130,), (130, 129)),
 ]
 
 
@@ -60,11 +83,25 @@ def _matmul_errors(rng):
     a, b = rng.standard_normal((3, 4)), rng.standard_normal((5, 6))
     yield ErrorInput((a, b), {}, ValueError, r"\(3, 4\) and \(5, 6\) do not match")
     yield ErrorInput((a, b), {}, ValueError, r"\(3, 4\) and \(5, 6\) do not match", fn=1)
-    yield ErrorInput((rng.standard_normal(4), rng.standard_normal((4, 2))), {}, ValueError,
-                     r"at least 2 dims, got shapes \(4,\)")
+    yield ErrorInput((rng.standard_normal(4), rng.standard_normal((5, 2))), {}, ValueError,
+                     r"\(4,\) and \(5, 2\) do not match.*x1.shape\[-1\] = 4 != "
+                     r"x2.shape\[-2\] = 5")
+    yield ErrorInput((a, rng.standard_normal(5)), {}, ValueError,
+                     r"\(3, 4\) and \(5,\) do not match.*x2.shape\[0\] = 5", fn=2)
+    yield ErrorInput((rng.standard_normal(4), rng.standard_normal(3)), {}, ValueError,
+                     r"\(4,\) and \(3,\) do not match", fn=1)
+    yield ErrorInput((rng.standard_normal(4), a), {}, ValueError,
+                     r"\(4,\) and \(3, 4\) do not match")
     yield ErrorInput((rng.standard_normal((2, 3, 4)), rng.standard_normal((3, 4, 5))), {},
                      ValueError, r"batch dims of \(2, 3, 4\) and \(3, 4, 5\) do not broadcast")
-    yield ErrorInput((numpy.ones(()), a), {}, ValueError, r"at least 2 dims, got shapes \(\)")
+    yield ErrorInput((numpy.ones(()), a), {}, ValueError, r"at least 1 dim, got shapes \(\)")
+    yield ErrorInput((a, numpy.ones(())), {}, ValueError,
+                     r"at least 1 dim, got shapes \(3, 4\) and \(\)", fn=2)
+    v = rng.standard_normal(4)
+    yield ErrorInput((v, v, numpy.ones(1), numpy.ones(())), {}, ValueError,
+                     r"y has shape \(1,\); expected \(\)", fn=1)
+    yield ErrorInput((v, v[:, None], numpy.ones(()), numpy.ones(())), {}, ValueError,
+                     r"y has shape \(\); expected \(1,\)", fn=2)
     yield ErrorInput((a, b), {}, ValueError, r"\(3, 4\) and \(5, 6\) do not match", fn=2)
     yield ErrorInput((a, a.T, numpy.ones((3, 4)), numpy.ones((3, 3))), {}, ValueError,
                      r"y has shape \(3, 4\)", fn=1)
