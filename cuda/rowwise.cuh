@@ -21,10 +21,13 @@ __device__ __forceinline__ A warp_max(A v) { return warp_reduce<RowMaxOp>(v); }
 // Online log-sum-exp (Milakov & Gimelshein 2018): the pair (m, s) stands for
 // sum_j exp(x_j - m). Merging (m2, s2) rescales the side with the smaller max:
 // s * e^(m - m') + s2 * e^(m2 - m') with m' = max(m, m2); never exp of a positive value.
+// A new max of +inf makes s NaN, as the two-pass form gives: its e^(x - m) is e^(inf - inf)
+// (NumPy's softmax and cross-entropy of such a row are NaN); (m2 - m2) + 1 is that factor,
+// 1 for any finite m2, without a second exp.
 template <typename A, typename S>
 __device__ __forceinline__ void lse_merge(A& m, S& s, A m2, S s2) {
     if (m2 > m) {
-        s = s * S(exp(m - m2)) + s2;
+        s = s * S(exp(m - m2)) + s2 * S((m2 - m2) + A(1));
         m = m2;
     } else {
         s += s2 * S(exp(m2 - m));

@@ -348,3 +348,22 @@ def test_extra_axes_equal_the_rows_and_any_out_layout(backend):
     numpy.testing.assert_allclose(backend.to_numpy(y), y_rows.reshape(3, 4), rtol=1e-14)
     numpy.testing.assert_allclose(backend.to_numpy(g),
                                   numpy.moveaxis(g_rows.reshape(3, 4, 6), -1, 1), rtol=1e-14)
+
+
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS, ids=lambda b: b.name)
+@pytest.mark.parametrize("op", ["softmax", "log_softmax", "softmax_cross_entropy"])
+def test_plus_inf_in_a_long_row_gives_nan_as_in_numpy(backend, op):
+    """A +inf logit in a row long enough for the block-per-row kernels (online max and sum):
+    NumPy's e^(x - m) is e^(inf - inf) = NaN there, so the row is NaN; the kernels agree."""
+    x = numpy.random.default_rng(0).standard_normal((3, 1100))
+    x[0, 5] = numpy.inf
+    x[1, 7] = x[1, 9] = numpy.inf
+    args = (x, numpy.array([1, 2, 3])) if op == "softmax_cross_entropy" else (x,)
+    params = {"reduction": "none"} if op == "softmax_cross_entropy" else {}
+    with numpy.errstate(all="ignore"):
+        expected = getattr(gpuops, op)(*args, **params)
+        with backend.active():
+            got = backend.to_numpy(getattr(gpuops, op)(*backend.asarrays(args), **params))
+    numpy.testing.assert_array_equal(numpy.isnan(got), numpy.isnan(expected))
+    finite = ~numpy.isnan(expected)
+    numpy.testing.assert_allclose(got[finite], expected[finite], rtol=1e-12, atol=1e-300)
