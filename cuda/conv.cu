@@ -3,7 +3,10 @@
 //
 // im2col: x (N, C, H, W) -> cols (N, C*KH*KW, OH*OW), row (c, ki, kj), column (oh, ow):
 //   cols[n][(c*KH + ki)*KW + kj][oh*OW + ow] = x[n][c][oh*SH - PH + ki*DH][ow*SW - PW + kj*DW]
-// (0 where the index falls in the padding).
+// (0 where the index falls in the padding). PH, PW: the top and left padding; the bottom and
+// right padding (different for PyTorch's padding="same" with an even span) only set OH, OW.
+// Groups need nothing here: group k's channels are a contiguous slice of the cols rows.
+// An unbatched (C, H, W) input comes as N = 1.
 // col2im: the adjoint, gx[n][c][h][w] = sum of the cols entries that read x[n][c][h][w].
 // Written as a gather (one thread per input element sums its at most KH*KW window
 // entries), so overlapping windows need no atomics and the result is deterministic.
