@@ -298,32 +298,47 @@ class Linear(Module):
 
 
 class Conv2d(Module):
-    """2-d convolution of NCHW input with weight (out, in, kh, kw) and bias (out,)."""
+    """``torch.nn.Conv2d``: 2-d convolution of NCHW (or unbatched CHW) input with weight
+    (out, in / groups, kh, kw) and bias (out,); ``padding`` an int, a pair, "same" or "valid"."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, stride: Any = 1,
-                 padding: Any = 0, dilation: Any = 1, bias: bool = True,
+                 padding: Any = 0, dilation: Any = 1, groups: int = 1, bias: bool = True,
                  dtype: Any = numpy.float32) -> None:
         super().__init__()
         in_channels = _check_int("Conv2d", "in_channels", in_channels, 0)
         out_channels = _check_int("Conv2d", "out_channels", out_channels, 0)
         kh, kw = _args.pair("Conv2d", "kernel_size", kernel_size, 1)
-        _args.pair("Conv2d", "stride", stride, 1)
-        _args.pair("Conv2d", "padding", padding, 0)
+        stride_pair = _args.pair("Conv2d", "stride", stride, 1)
+        if isinstance(padding, str):
+            if padding not in ("same", "valid"):
+                raise ValueError(f"Conv2d: padding must be an int, a pair, 'same' or 'valid', "
+                                 f"got {padding!r}")
+            if padding == "same" and stride_pair != (1, 1):
+                raise ValueError(f"Conv2d: padding='same' needs stride 1, got stride={stride!r}")
+        else:
+            _args.pair("Conv2d", "padding", padding, 0)
         _args.pair("Conv2d", "dilation", dilation, 1)
+        groups = _check_int("Conv2d", "groups", groups, 1)
+        if in_channels % groups or out_channels % groups:
+            raise ValueError(f"Conv2d: in_channels ({in_channels}) and out_channels "
+                             f"({out_channels}) must be divisible by groups ({groups})")
         _check_flag("Conv2d", "bias", bias)
-        self.stride, self.padding, self.dilation = stride, padding, dilation
-        fan_in = in_channels * kh * kw
+        self.stride, self.padding, self.dilation, self.groups = stride, padding, dilation, groups
+        fan_in = in_channels // groups * kh * kw
         bound = 1.0 / math.sqrt(fan_in) if fan_in else 0.0
-        self.weight = Parameter(_uniform((out_channels, in_channels, kh, kw), bound, dtype))
+        self.weight = Parameter(_uniform((out_channels, in_channels // groups, kh, kw), bound,
+                                         dtype))
         self.bias = Parameter(_uniform((out_channels,), bound, dtype)) if bias else None
 
     def forward(self, x: Tensor) -> Tensor:
         return x.conv2d(self.weight, self.bias, stride=self.stride, padding=self.padding,
-                        dilation=self.dilation)
+                        dilation=self.dilation, groups=self.groups)
 
     def extra_repr(self) -> str:
         o, c, kh, kw = self.weight.shape
-        return f"{c}, {o}, kernel_size=({kh}, {kw}), stride={self.stride}, padding={self.padding}"
+        groups = f", groups={self.groups}" if self.groups != 1 else ""
+        return (f"{c * self.groups}, {o}, kernel_size=({kh}, {kw}), stride={self.stride}, "
+                f"padding={self.padding}{groups}")
 
 
 class _Pool2d(Module):

@@ -427,3 +427,20 @@ def test_pooling_layers_check_their_options():
         nn.MaxPool2d(2, dilation=0)
     with pytest.raises(TypeError, match="AvgPool2d: count_include_pad"):
         nn.AvgPool2d(2, count_include_pad=None)
+
+
+def test_conv2d_layer_groups_and_padding_strings():
+    layer = nn.Conv2d(4, 6, 3, padding="same", groups=2)
+    assert layer.weight.shape == (6, 2, 3, 3)
+    x = numpy.random.default_rng(0).standard_normal((2, 4, 5, 5)).astype(numpy.float32)
+    y = layer(gpuops.Tensor(x))
+    expected = gpuops.conv2d(x, layer.weight.data, layer.bias.data, padding="same", groups=2)
+    numpy.testing.assert_array_equal(y.data, expected)
+    assert y.shape == (2, 6, 5, 5)
+    assert "groups=2" in repr(layer)
+    with pytest.raises(ValueError, match="Conv2d: in_channels .* divisible by groups"):
+        nn.Conv2d(4, 6, 3, groups=4)
+    with pytest.raises(ValueError, match="Conv2d: padding='same' needs stride 1"):
+        nn.Conv2d(4, 6, 3, stride=2, padding="same")
+    with pytest.raises(ValueError, match="Conv2d: padding must be"):
+        nn.Conv2d(4, 6, 3, padding="full")
