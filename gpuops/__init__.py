@@ -18,6 +18,7 @@ from .ops.pooling import *  # noqa: F401,F403
 from .ops.lrn import *  # noqa: F401,F403
 from .ops.matmul import *  # noqa: F401,F403
 from .ops.conv import *  # noqa: F401,F403
+from .ops.normalization import *  # noqa: F401,F403
 from . import ops
 
 _operators_all = [name for family in ops.FAMILIES for name in family.__all__]

@@ -17,10 +17,11 @@ import numpy
 from .autograd import Tensor
 from .backend import get_array_module, to_cpu, to_gpu
 from .ops import _args
+from .ops.normalization import update_running_stats
 
 __all__ = ["manual_seed", "Parameter", "Module", "Linear", "Conv2d", "MaxPool2d", "AvgPool2d",
-           "LocalResponseNorm", "Dropout", "ReLU", "Sigmoid", "Tanh", "Flatten", "Sequential",
-           "CrossEntropyLoss", "MSELoss", "BCEWithLogitsLoss"]
+           "LocalResponseNorm", "BatchNorm1d", "BatchNorm2d", "Dropout", "ReLU", "Sigmoid",
+           "Tanh", "Flatten", "Sequential", "CrossEntropyLoss", "MSELoss", "BCEWithLogitsLoss"]
 
 _generator = numpy.random.default_rng(0)
 
@@ -196,7 +197,9 @@ class Module:
         state = {name: to_cpu(p.data).copy()
                  for name, p in self.named_parameters(remove_duplicate=False)}
         for name, module, attr in self._named_buffers():
-            state[name] = numpy.asarray(getattr(module, attr))
+            value = getattr(module, attr)
+            # array buffers (BatchNorm's running statistics) as NumPy copies too
+            state[name] = to_cpu(value).copy() if hasattr(value, "shape") else numpy.asarray(value)
         return state
 
     def load_state_dict(self, state: dict[str, Any], strict: bool = True) -> _IncompatibleKeys:
@@ -236,7 +239,16 @@ class Module:
         for name, module, attr in buffers:
             if name in state:
                 value = numpy.asarray(state[name])
-                kind = type(getattr(module, attr))
+                current = getattr(module, attr)
+                if hasattr(current, "shape"):  # an array buffer: same shape, numbers
+                    if value.shape != tuple(current.shape) or not numpy.issubdtype(
+                            value.dtype, numpy.number):
+                        raise ValueError(f"{where}: {name} has shape {value.shape} and dtype "
+                                         f"{value.dtype}; expected {tuple(current.shape)} "
+                                         f"numbers")
+                    buffer_values[name] = value
+                    continue
+                kind = type(current)
                 if kind is int and (value.shape != () or not numpy.issubdtype(value.dtype,
                                                                               numpy.integer)):
                     raise ValueError(f"{where}: {name} must be an integer, got {value!r}")
@@ -246,18 +258,31 @@ class Module:
                 p.data[...] = get_array_module(p.data).asarray(values[name], dtype=p.dtype)
         for name, module, attr in buffers:
             if name in buffer_values:
-                setattr(module, attr, buffer_values[name])
+                current = getattr(module, attr)
+                if hasattr(current, "shape"):  # in place, on its device
+                    current[...] = get_array_module(current).asarray(buffer_values[name],
+                                                                     dtype=current.dtype)
+                else:
+                    setattr(module, attr, buffer_values[name])
         return _IncompatibleKeys(missing, unexpected)
 
     def to_gpu(self) -> "Module":
         """Move every parameter to the GPU (in place; gradients are dropped)."""
         for p in self.parameters():
             p.data, p.grad = to_gpu(p.data), None
+        self._move_buffers(to_gpu)
         return self
+
+    def _move_buffers(self, move: Callable) -> None:
+        """Array buffers (BatchNorm's running statistics) follow the parameters."""
+        for _, module, attr in self._named_buffers():
+            if hasattr(getattr(module, attr), "shape"):
+                setattr(module, attr, move(getattr(module, attr)))
 
     def to_cpu(self) -> "Module":
         for p in self.parameters():
             p.data, p.grad = to_cpu(p.data), None
+        self._move_buffers(to_cpu)
         return self
 
     def extra_repr(self) -> str:
@@ -409,6 +434,99 @@ class LocalResponseNorm(Module):
 
     def extra_repr(self) -> str:
         return f"{self.size}, alpha={self.alpha}, beta={self.beta}, k={self.k}"
+
+
+class _BatchNorm(Module):
+    """Batch normalization over axis 1 (``gpuops.batch_norm``), as ``torch.nn.BatchNorm*d``.
+
+    Training mode: the batch statistics (biased variance) normalize; with
+    ``track_running_stats`` the buffers ``running_mean`` and ``running_var`` become
+    (1 - momentum) · running + momentum · batch statistic, the variance unbiased
+    (M/(M-1), M values per channel), and ``num_batches_tracked`` counts the batches
+    (``momentum=None``: the cumulative average, momentum 1/num_batches_tracked).
+    Evaluation mode: the running statistics normalize (batch statistics when not
+    tracked). The buffers are in ``state_dict`` and follow the input's device.
+    """
+
+    _ndims: tuple = ()
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
+                 affine: bool = True, track_running_stats: bool = True,
+                 dtype: Any = numpy.float32) -> None:
+        super().__init__()
+        layer = type(self).__name__
+        self.num_features = _check_int(layer, "num_features", num_features, 1)
+        self.eps = _check_number(layer, "eps", eps, low=0.0, low_open=True)
+        self.momentum = None if momentum is None else _check_number(layer, "momentum", momentum)
+        _check_flag(layer, "affine", affine)
+        _check_flag(layer, "track_running_stats", track_running_stats)
+        self.affine, self.track_running_stats = bool(affine), bool(track_running_stats)
+        C = self.num_features
+        self.running_mean: Any = None  # (C,) arrays while tracked
+        self.running_var: Any = None
+        self.weight = Parameter(numpy.ones(C, dtype)) if self.affine else None
+        self.bias = Parameter(numpy.zeros(C, dtype)) if self.affine else None
+        if self.track_running_stats:
+            self._buffers = ("running_mean", "running_var", "num_batches_tracked")
+            self.running_mean = numpy.zeros(C, dtype)
+            self.running_var = numpy.ones(C, dtype)
+            self.num_batches_tracked = 0
+        else:
+            self._buffers = ()
+
+    def reset_running_stats(self) -> None:
+        if self.track_running_stats:
+            self.running_mean[...] = 0
+            self.running_var[...] = 1
+            self.num_batches_tracked = 0
+
+    def forward(self, x: Tensor) -> Tensor:
+        layer = type(self).__name__
+        shape = tuple(x.shape)
+        if len(shape) not in self._ndims:
+            expected = " or ".join(f"{n}D" for n in self._ndims)
+            raise ValueError(f"{layer}: expected {expected} input (got {len(shape)}D input)")
+        if shape[1] != self.num_features:
+            raise ValueError(f"{layer}: input has {shape[1]} channels (shape {shape}); "
+                             f"expected num_features={self.num_features}")
+        xp = get_array_module(x.data)
+        if self.affine:
+            weight, bias = self.weight, self.bias
+        else:
+            weight, bias = xp.ones(shape[1], x.dtype), xp.zeros(shape[1], x.dtype)
+        if self.training and math.prod(shape) // shape[1] <= 1:
+            raise ValueError(f"{layer}: expected more than 1 value per channel when training, "
+                             f"got input size {shape}")
+        if not self.track_running_stats:
+            return x.batch_norm(weight, bias, axis=1, eps=self.eps)
+        if get_array_module(self.running_mean) is not xp:  # follow the input's device
+            move = to_cpu if xp is numpy else to_gpu
+            self.running_mean, self.running_var = move(self.running_mean), move(self.running_var)
+        if self.training:
+            self.num_batches_tracked += 1
+            momentum = (1.0 / self.num_batches_tracked if self.momentum is None
+                        else self.momentum)
+            update_running_stats(x.data, self.running_mean, self.running_var, axis=1,
+                                 momentum=momentum)
+            return x.batch_norm(weight, bias, axis=1, eps=self.eps)
+        return x.batch_norm(weight, bias, axis=1, eps=self.eps, running_mean=self.running_mean,
+                            running_var=self.running_var)
+
+    def extra_repr(self) -> str:
+        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
+                f"affine={self.affine}, track_running_stats={self.track_running_stats}")
+
+
+class BatchNorm1d(_BatchNorm):
+    """Batch normalization of (N, C) or (N, C, L) inputs."""
+
+    _ndims = (2, 3)
+
+
+class BatchNorm2d(_BatchNorm):
+    """Batch normalization of (N, C, H, W) inputs."""
+
+    _ndims = (4,)
 
 
 class Dropout(Module):
