@@ -1,4 +1,5 @@
-// Losses: softmax_cross_entropy (rows of logits, integer labels), bce_with_logits,
+// Losses: softmax_cross_entropy (rows of logits; integer labels, label smoothing or
+// probability targets), bce_with_logits,
 // mse, mae, and their gradients. Launched by gpuops/ops/loss.py. float32 / float64.
 //
 // Reductions are deterministic (no atomics): "none" writes one term per element
@@ -378,3 +379,152 @@ __device__ __forceinline__ void ce_grad_block(const T* __restrict__ x,
 CROSS_ENTROPY(float, f32)
 CE_WARP(32, float, f32)
 CROSS_ENTROPY(double, f64)
+
+// ---- label smoothing and probability targets (PyTorch), one block per row ----------
+// Per row r the weighted target a_c = w_c ((1 - eps) tg_c + eps / cols), tg the row of
+// the probabilities q (dense = 1) or the one-hot of the label t (dense = 0; labels is
+// not read when dense, q is not read when not dense). loss_r = sum_c a_c (lse_r - x_rc),
+// d/dx_rc = g_r (S_r softmax_rc - a_c) with S_r = sum_c a_c, d/dq_rc = g_r (1 - eps) w_c
+// (lse_r - x_rc), g_r = g[r * g_stride] * scale. A label equal to ignore gives a 0 row;
+// a label outside [0, cols) is never used as an index: that row's loss and gradient are NaN.
+template <typename T>
+__device__ __forceinline__ T soft_target(const T* __restrict__ qr, int dense, long long t,
+                                         long long c, const T* __restrict__ w, int weighted,
+                                         T eps, T uniform) {
+    const T wc = weighted ? w[c] : T(1);
+    const T tg = dense ? qr[c] : (c == t ? T(1) : T(0));
+    return wc * ((T(1) - eps) * tg + uniform);
+}
+
+// (m, s) of the row over the block: lse = m + log(s), s kept in double.
+template <typename T>
+__device__ __forceinline__ void soft_row_lse(const T* __restrict__ xr, long long cols, T& m,
+                                             double& s) {
+    m = lowest_acc(T(0));
+    s = 0.0;
+    for (long long c = threadIdx.x; c < cols; c += blockDim.x) lse_merge(m, s, xr[c], 1.0);
+    block_lse(m, s);
+}
+
+template <typename T>
+__device__ __forceinline__ void ce_soft_rows(const T* __restrict__ x,
+                                             const long long* __restrict__ labels,
+                                             const T* __restrict__ q, int dense,
+                                             const T* __restrict__ w, int weighted, T eps,
+                                             T* __restrict__ loss, long long ignore,
+                                             long long rows, long long cols) {
+    const T uniform = eps / T(cols);
+    for (long long r = blockIdx.x; r < rows; r += gridDim.x) {
+        const long long t = dense ? 0 : labels[r];
+        if (!dense && t == ignore) {  // uniform over the block
+            if (threadIdx.x == 0) loss[r] = T(0);
+            continue;
+        }
+        const T* xr = x + r * cols;
+        const T* qr = q + r * cols;
+        T m;
+        double s;
+        soft_row_lse(xr, cols, m, s);
+        const T log_s = T(log(s));
+        double acc = 0.0;
+        for (long long c = threadIdx.x; c < cols; c += blockDim.x)
+            acc += double(soft_target(qr, dense, t, c, w, weighted, eps, uniform) *
+                          ((m - xr[c]) + log_s));
+        acc = block_sum(acc);
+        if (threadIdx.x == 0)
+            loss[r] = (!dense && (t < 0 || t >= cols)) ? quiet_nan(T(0)) : T(acc);
+    }
+}
+
+template <typename T>
+__device__ __forceinline__ void ce_soft_grad_x1(const T* __restrict__ x,
+                                                const long long* __restrict__ labels,
+                                                const T* __restrict__ q, int dense,
+                                                const T* __restrict__ w, int weighted, T eps,
+                                                const T* __restrict__ g, long long g_stride,
+                                                T scale, T* __restrict__ gx, long long ignore,
+                                                long long rows, long long cols) {
+    const T uniform = eps / T(cols);
+    for (long long r = blockIdx.x; r < rows; r += gridDim.x) {
+        const long long t = dense ? 0 : labels[r];
+        T* gr = gx + r * cols;
+        if (!dense && t == ignore) {
+            for (long long c = threadIdx.x; c < cols; c += blockDim.x) gr[c] = T(0);
+            continue;
+        }
+        const T* xr = x + r * cols;
+        const T* qr = q + r * cols;
+        T m;
+        double s;
+        soft_row_lse(xr, cols, m, s);
+        double sa = 0.0;
+        for (long long c = threadIdx.x; c < cols; c += blockDim.x)
+            sa += double(soft_target(qr, dense, t, c, w, weighted, eps, uniform));
+        const T total = T(block_sum(sa));
+        const bool bad = !dense && (t < 0 || t >= cols);
+        const T g_r = g[r * g_stride] * scale, inv_s = T(1.0 / s);
+        for (long long c = threadIdx.x; c < cols; c += blockDim.x)
+            gr[c] = bad ? quiet_nan(T(0))
+                        : (total * (T(exp(xr[c] - m)) * inv_s) -
+                           soft_target(qr, dense, t, c, w, weighted, eps, uniform)) * g_r;
+    }
+}
+
+template <typename T>
+__device__ __forceinline__ void ce_soft_grad_x2(const T* __restrict__ x,
+                                                const T* __restrict__ w, int weighted, T eps,
+                                                const T* __restrict__ g, long long g_stride,
+                                                T scale, T* __restrict__ gq, long long rows,
+                                                long long cols) {
+    for (long long r = blockIdx.x; r < rows; r += gridDim.x) {
+        const T* xr = x + r * cols;
+        T* gr = gq + r * cols;
+        T m;
+        double s;
+        soft_row_lse(xr, cols, m, s);
+        const T log_s = T(log(s));
+        const T g_r = g[r * g_stride] * scale * (T(1) - eps);
+        for (long long c = threadIdx.x; c < cols; c += blockDim.x)
+            gr[c] = (weighted ? w[c] : T(1)) * ((m - xr[c]) + log_s) * g_r;
+    }
+}
+
+// "sum" / "mean" of the row losses of probability targets: mean divides by the number of
+// rows (0/0 = NaN for none, as PyTorch). One block.
+template <typename T>
+__device__ __forceinline__ void ce_soft_total(const T* __restrict__ loss, T* __restrict__ y,
+                                              long long rows, int mean) {
+    double acc = 0.0;
+    for (long long r = threadIdx.x; r < rows; r += blockDim.x) acc += loss[r];
+    acc = block_sum(acc);
+    if (threadIdx.x == 0) y[0] = T(mean ? acc / double(rows) : acc);
+}
+
+#define CROSS_ENTROPY_SOFT(T, SFX)                                                          \
+    extern "C" __global__ void softmax_cross_entropy_soft_block_##SFX(                      \
+        const T* __restrict__ x, const long long* __restrict__ labels,                     \
+        const T* __restrict__ q, int dense, const T* __restrict__ w, int weighted, T eps,  \
+        T* __restrict__ loss, long long ignore, long long rows, long long cols) {          \
+        ce_soft_rows<T>(x, labels, q, dense, w, weighted, eps, loss, ignore, rows, cols);  \
+    }                                                                                      \
+    extern "C" __global__ void softmax_cross_entropy_soft_total_##SFX(                      \
+        const T* __restrict__ loss, T* __restrict__ y, long long rows, int mean) {         \
+        ce_soft_total<T>(loss, y, rows, mean);                                             \
+    }                                                                                      \
+    extern "C" __global__ void softmax_cross_entropy_soft_wrt_x1_block_##SFX(               \
+        const T* __restrict__ x, const long long* __restrict__ labels,                     \
+        const T* __restrict__ q, int dense, const T* __restrict__ w, int weighted, T eps,  \
+        const T* __restrict__ g, long long g_stride, T scale, T* __restrict__ gx,          \
+        long long ignore, long long rows, long long cols) {                                \
+        ce_soft_grad_x1<T>(x, labels, q, dense, w, weighted, eps, g, g_stride, scale, gx,  \
+                           ignore, rows, cols);                                            \
+    }                                                                                      \
+    extern "C" __global__ void softmax_cross_entropy_soft_wrt_x2_block_##SFX(               \
+        const T* __restrict__ x, const T* __restrict__ w, int weighted, T eps,             \
+        const T* __restrict__ g, long long g_stride, T scale, T* __restrict__ gq,          \
+        long long rows, long long cols) {                                                  \
+        ce_soft_grad_x2<T>(x, w, weighted, eps, g, g_stride, scale, gq, rows, cols);       \
+    }
+
+CROSS_ENTROPY_SOFT(float, f32)
+CROSS_ENTROPY_SOFT(double, f64)

@@ -10,7 +10,9 @@ Cross-entropy labels (x2) are int32 or int64 class indices. A row whose label is
 ``ignore_index`` contributes 0 and is left out of the mean's count. A label outside
 [0, C) raises ``ValueError`` on the NumPy path; the kernels (GPU) never index with
 it and make that row's loss and gradient NaN instead (PyTorch raises on the CPU and
-stops the CUDA context with a device-side assert).
+stops the CUDA context with a device-side assert). ``label_smoothing`` and probability
+targets (a float x2 of x1's shape, differentiable: softmax_cross_entropy_wrt_x2) follow
+PyTorch's cross_entropy; see the section "label smoothing and probability targets" below.
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ from ..registry import register
 from . import _args, _math, _rows
 
 __all__ = ["softmax_cross_entropy", "softmax_cross_entropy_wrt_x1",
+           "softmax_cross_entropy_wrt_x2",
            "bce_with_logits", "bce_with_logits_wrt_x1", "bce_with_logits_wrt_x2",
            "mse", "mse_wrt_x1", "mse_wrt_x2", "mae", "mae_wrt_x1", "mae_wrt_x2"]
 
@@ -457,30 +460,222 @@ def _cross_entropy_grad_gpu(call: Call, x: Array, labels: Array, weight: Array |
                                              numpy.int64(ignore)))
 
 
+# ---- label smoothing and probability targets (PyTorch's cross_entropy) ---------------
+# Per row r a target a_rc over the C classes, with ε = label_smoothing and w_c the class
+# weights (1 when None):
+#   labels t:        a_rc = w_c ((1 - ε) [c == t_r] + ε / C), 0 for an ignored row;
+#   probabilities q: a_rc = w_c ((1 - ε) q_rc + ε / C).
+# loss_r = Σ_c a_rc (lse_r - x_rc), lse_r = log Σ_c e^x_rc (= -Σ_c a_rc log softmax(x_r)_c);
+# d/dx_rc = g_r (S_r softmax(x_r)_c - a_rc), S_r = Σ_c a_rc;
+# d/dq_rc = g_r (1 - ε) w_c (lse_r - x_rc).
+# "mean": labels divide by Σ w_t over the counted rows (their number without weights, as
+# without smoothing); probabilities by the number of rows (not the weights), as PyTorch.
+
+def _soft_targets(op: str, x: Array, labels: Array | None, q: Array | None,
+                  w: Array | None, eps: float, ignore: int) -> tuple[Array, Array | None]:
+    """(NumPy) a (rows, C) in x's dtype, and the mask of the counted rows (labels only)."""
+    rows, classes = x.shape
+    dtype = x.dtype
+    wc = numpy.ones(classes, dtype) if w is None else w.astype(dtype, copy=False)
+    uniform = dtype.type(eps / classes) if classes else dtype.type(0)
+    if q is not None:
+        return (wc * (dtype.type(1 - eps) * q.astype(dtype, copy=False) + uniform)), None
+    counted = _counted_rows(op, labels, classes, ignore)
+    a = numpy.empty(x.shape, dtype)
+    a[...] = wc * uniform
+    at = numpy.flatnonzero(counted)
+    t = labels[at]
+    a[at, t] += dtype.type(1 - eps) * wc[t]
+    a[~counted] = 0
+    return a, counted
+
+
+def _neg_log_softmax(x: Array) -> Array:
+    """lse_r - x_rc = -log softmax(x)_rc."""
+    shifted, total = _math.log_sum_exp_parts(x, 1)
+    return numpy.log(total) - shifted
+
+
+def _soft_mean_count(x: Array, labels: Array | None, w: Array | None,
+                     counted: Array | None) -> Any:
+    if labels is None:
+        return x.shape[0]
+    if w is None:
+        return int(counted.sum())
+    t = numpy.where(counted, labels, 0)
+    return numpy.where(counted, w.astype(x.dtype, copy=False)[t], 0).sum()
+
+
+def _soft_cpu(x: Array, labels: Array | None, q: Array | None, w: Array | None, y: Array,
+              reduction: str, ignore: int, eps: float) -> None:
+    x = x.astype(y.dtype, copy=False)
+    a, counted = _soft_targets("softmax_cross_entropy", x, labels, q, w, eps, ignore)
+    if x.shape[1]:
+        with numpy.errstate(invalid="ignore"):
+            terms = (a * _neg_log_softmax(x)).sum(axis=1)
+    else:
+        terms = numpy.zeros(x.shape[0], x.dtype)
+    if counted is not None:
+        terms = numpy.where(counted, terms, 0).astype(x.dtype, copy=False)
+    if reduction == "mean":
+        with numpy.errstate(divide="ignore", invalid="ignore"):
+            y[...] = terms.sum() / numpy.asarray(_soft_mean_count(x, labels, w, counted),
+                                                 numpy.float64)
+    else:
+        _reduce(terms, reduction, y, 0)
+
+
+def _soft_grad_cpu(k: int, x: Array, labels: Array | None, q: Array | None,
+                   w: Array | None, gy: Array, gx: Array, reduction: str, ignore: int,
+                   eps: float) -> None:
+    dtype = numpy.result_type(x, gx) if q is None else numpy.result_type(x, q)
+    x = x.astype(dtype, copy=False)
+    op = f"softmax_cross_entropy_wrt_x{k}"
+    a, counted = _soft_targets(op, x, labels, q, w, eps, ignore)
+    g = numpy.asarray(gy, dtype)
+    if reduction == "mean":
+        with numpy.errstate(divide="ignore", invalid="ignore"):
+            g = g / dtype.type(_soft_mean_count(x, labels, w, counted))
+    g = numpy.broadcast_to(g, (x.shape[0],))[:, None]
+    with numpy.errstate(invalid="ignore"):
+        if k == 1:
+            shifted, total = _math.log_sum_exp_parts(x, 1)
+            p = numpy.exp(shifted) / total
+            d = (a.sum(axis=1, keepdims=True) * p - a) * g
+        else:
+            wc = numpy.ones(x.shape[1], dtype) if w is None else w.astype(dtype, copy=False)
+            d = dtype.type(1 - eps) * wc * _neg_log_softmax(x) * g
+    if counted is not None:
+        d = numpy.where(counted[:, None], d, 0)
+    gx[...] = d
+
+
+# Kernels, one block of _rows.ROW_BLOCK threads per row (labels as int64, or a dummy when
+# dense = 1: q the probabilities, else any array of the dtype; w read when weighted = 1):
+# softmax_cross_entropy_soft_block_<dtype>(x, t, q, dense, w, weighted, eps, losses,
+#     ignore, rows, cols),
+# softmax_cross_entropy_soft_total_<dtype>(losses, y, rows, mean) (probabilities; labels
+#     use softmax_cross_entropy_total and _grad_scale above),
+# softmax_cross_entropy_soft_wrt_x1_block_<dtype>(x, t, q, dense, w, weighted, eps, g,
+#     g_stride, scale, gx, ignore, rows, cols),
+# softmax_cross_entropy_soft_wrt_x2_block_<dtype>(x, w, weighted, eps, g, g_stride, scale,
+#     gq, rows, cols).
+def _launch_row_blocks(call: Call, kernel: str, rows: int, cols: int, args: tuple) -> None:
+    call.launch(kernel, (max(1, min(rows, call.max_blocks)),), (_rows.ROW_BLOCK,),
+                (*args, numpy.int64(rows), numpy.int64(cols)))
+
+
+def _soft_gpu_args(call: Call, x: Array, labels: Array | None, q: Array | None,
+                   w: Array | None, eps: float) -> tuple:
+    dense = q is not None
+    t = (call.xp.zeros(1, numpy.int64) if dense
+         else call.xp.ascontiguousarray(labels, dtype=numpy.int64))
+    return (t, q if dense else x, numpy.int32(dense), x if w is None else w,
+            numpy.int32(w is not None), call.scalar(eps))
+
+
+def _soft_gpu(call: Call, x: Array, labels: Array | None, q: Array | None, w: Array | None,
+              y: Array, reduction: str, ignore: int, eps: float) -> None:
+    rows, cols = x.shape
+    t, qa, dense, wa, weighted, e = _soft_gpu_args(call, x, labels, q, w, eps)
+    losses = y if reduction == "none" else call.xp.empty(rows, call.dtype)
+    if rows:
+        _launch_row_blocks(call, "softmax_cross_entropy_soft_block", rows, cols,
+                           (x, t, qa, dense, wa, weighted, e, losses, numpy.int64(ignore)))
+    if reduction == "none":
+        return
+    mean = numpy.int32(reduction == "mean")
+    if q is not None:
+        call.launch("softmax_cross_entropy_soft_total", (1,), (kernels.BLOCK,),
+                    (losses, y, numpy.int64(rows), mean))
+    else:
+        call.launch("softmax_cross_entropy_total", (1,), (kernels.BLOCK,),
+                    (losses, t, wa, weighted, y, numpy.int64(ignore), numpy.int64(rows),
+                     numpy.int64(cols), mean))
+
+
+def _soft_grad_gpu(k: int, call: Call, x: Array, labels: Array | None, q: Array | None,
+                   w: Array | None, gy: Array, gx: Array, reduction: str, ignore: int,
+                   eps: float) -> None:
+    rows, cols = x.shape
+    t, qa, dense, wa, weighted, e = _soft_gpu_args(call, x, labels, q, w, eps)
+    scale = 1.0
+    if reduction == "mean" and q is not None:
+        scale = 1.0 / rows
+    elif reduction == "mean":
+        g = call.xp.empty((), call.dtype)
+        call.launch("softmax_cross_entropy_grad_scale", (1,), (kernels.BLOCK,),
+                    (t, wa, weighted, gy, g, numpy.int64(ignore), numpy.int64(rows),
+                     numpy.int64(cols), numpy.int32(1)))
+        gy = g
+    g_args = (gy, numpy.int64(reduction == "none"), call.scalar(scale), gx)
+    if k == 1:
+        _launch_row_blocks(call, "softmax_cross_entropy_soft_wrt_x1_block", rows, cols,
+                           (x, t, qa, dense, wa, weighted, e, *g_args, numpy.int64(ignore)))
+    else:
+        _launch_row_blocks(call, "softmax_cross_entropy_soft_wrt_x2_block", rows, cols,
+                           (x, wa, weighted, e, *g_args))
+
+
 CROSS_ENTROPY = Signature("softmax_cross_entropy", FAMILY, ("x1", "x2"), ints=("x2",))
 CROSS_ENTROPY_GRAD = Signature("softmax_cross_entropy_wrt_x1", FAMILY, ("x1", "x2", "y", "gy"),
                                scalars=("gy",), ints=("x2",))
+# probability targets: x2 a float array of x1's shape
+CROSS_ENTROPY_PROBS = Signature("softmax_cross_entropy", FAMILY, ("x1", "x2"))
+CROSS_ENTROPY_PROBS_GRAD = {k: Signature(f"softmax_cross_entropy_wrt_x{k}", FAMILY,
+                                         ("x1", "x2", "y", "gy"), scalars=("gy",))
+                            for k in (1, 2)}
+
+
+def _is_probabilities(x2: Any) -> bool:
+    """Whether x2 is a float array (class probabilities) rather than class labels."""
+    dtype = getattr(x2, "dtype", None)
+    return isinstance(dtype, numpy.dtype) and dtype.kind == "f"
+
+
+def _label_smoothing(op: str, value: Any) -> float:
+    if isinstance(value, (bool, numpy.bool_)) or not isinstance(
+            value, (int, float, numpy.integer, numpy.floating)):
+        raise TypeError(f"{op}: label_smoothing must be a float in [0, 1], got {value!r}")
+    eps = float(value)
+    if not 0.0 <= eps <= 1.0:
+        raise ValueError(f"{op}: label_smoothing must be in [0, 1], got {value!r}")
+    return eps
 
 
 def _bind_cross_entropy(signature: Signature, values: tuple, reduction: Any,
-                        ignore_index: Any, weight: Any) -> tuple[Call, str, int, Array | None]:
+                        ignore_index: Any, weight: Any, label_smoothing: Any = 0.0
+                        ) -> tuple[Call, str, int, Array | None, float]:
     op = signature.op
     reduction = _check_reduction(op, reduction)
     ignore = _args.integer(op, "ignore_index", ignore_index)
+    eps = _label_smoothing(op, label_smoothing)
     call = signature.bind(*values)
-    x, labels = call.inputs[:2]
+    x, target = call.inputs[:2]
     if x.ndim < 2:
         raise ValueError(f"{op}: x1 must be logits (N, C) or (N, C, d1, ...), got shape "
                          f"{tuple(x.shape)}")
     expected = (x.shape[0], *x.shape[2:])
-    if tuple(labels.shape) != expected:
+    if target.dtype.kind == "f":
+        if tuple(target.shape) != tuple(x.shape):
+            raise ValueError(f"{op}: a float x2 holds class probabilities and must have the "
+                             f"shape of x1 {tuple(x.shape)}, got {tuple(target.shape)} "
+                             f"(class labels of shape {expected} must be int32 or int64)")
+        if ignore != -100:
+            raise ValueError(f"{op}: ignore_index is not supported with probability targets "
+                             f"(a float x2), got ignore_index={ignore}")
+    elif tuple(target.shape) == tuple(x.shape):
+        raise TypeError(f"{op}: x2 has the shape of x1 {tuple(x.shape)} (class "
+                        f"probabilities) but dtype {target.dtype}; probability targets must "
+                        f"be float32 or float64 (class labels have shape {expected})")
+    elif tuple(target.shape) != expected:
         raise ValueError(f"{op}: x2 must be labels of shape {expected} for x1 of shape "
-                         f"{tuple(x.shape)}, got {tuple(labels.shape)}")
+                         f"{tuple(x.shape)}, got {tuple(target.shape)}")
     w = _param_array(call, "weight", weight)
     if w is not None and tuple(w.shape) != (x.shape[1],):
         raise ValueError(f"{op}: weight must have shape ({x.shape[1]},) (one per class of x1 "
                          f"of shape {tuple(x.shape)}), got {tuple(w.shape)}")
-    return call, reduction, ignore, w
+    return call, reduction, ignore, w, eps
 
 
 # Logits (N, C, d1, ...) with labels (N, d1, ...): the class axis moved last, rows
@@ -488,6 +683,11 @@ def _bind_cross_entropy(signature: Signature, values: tuple, reduction: Any,
 # above, and the per-row losses / the gradient's rows put back in place.
 def _as_rows(xp: Any, x: Array, labels: Array) -> tuple[Array, Array]:
     return xp.moveaxis(x, 1, -1).reshape(labels.size, x.shape[1]), labels.reshape(-1)
+
+
+def _class_rows(xp: Any, a: Array) -> Array:
+    """(N, C, d1, ...) as rows (N d1 ..., C)."""
+    return xp.moveaxis(a, 1, -1).reshape(a.shape[0] * math.prod(a.shape[2:]), a.shape[1])
 
 
 def _losses_in_place(xp: Any, fn: Callable, head: tuple, y: Array, params: tuple) -> None:
@@ -527,48 +727,126 @@ def _ce_grad_gpu(call, x, labels, w, gy, gx, *params):
     _grad_in_place(call.xp, _cross_entropy_grad_gpu, (call, x, labels, w, gy), gx, params)
 
 
+def _soft_nd_cpu(x, labels, q, w, y, *params):
+    _losses_in_place(numpy, _soft_cpu, (x, labels, q, w), y, params)
+
+
+def _soft_nd_gpu(call, x, labels, q, w, y, *params):
+    _losses_in_place(call.xp, _soft_gpu, (call, x, labels, q, w), y, params)
+
+
+def _soft_inputs(call: Call, x: Array, target: Array, w: Array | None) -> tuple:
+    """(x rows, labels or None, probabilities or None, w) for the row functions."""
+    probs = target.dtype.kind == "f"
+    if x.ndim == 2:
+        return (x, None, target, w) if probs else (x, target, None, w)
+    rows = _class_rows(call.xp, x)
+    if probs:
+        return rows, None, _class_rows(call.xp, target), w
+    return rows, target.reshape(-1), None, w
+
+
 def softmax_cross_entropy(x1: Array, x2: Array, *, reduction: str = "mean",
                           ignore_index: int = -100, weight: Array | None = None,
-                          out: Array | None = None) -> Array:
+                          label_smoothing: float = 0.0, out: Array | None = None) -> Array:
     """Cross-entropy of softmax(x1) (logits (N, C), or (N, C, d1, ...) with the classes
     along axis 1) against class labels x2 ((N,) or (N, d1, ...), int):
     -weight[x2[n]] log softmax(x1)[n, x2[n]] per row (weight (C,) or None: all 1), reduced
     by ``reduction`` ("mean" divides by the sum of weight[x2[n]] over the rows whose label
-    is not ``ignore_index``: their number when weight is None; "none" has x2's shape)."""
-    call, reduction, ignore, w = _bind_cross_entropy(CROSS_ENTROPY, (x1, x2), reduction,
-                                                     ignore_index, weight)
-    x, labels = call.inputs
-    shape = _loss_shape(reduction, labels.shape)
+    is not ``ignore_index``: their number when weight is None; "none" has x2's shape).
+
+    ``label_smoothing`` ε in [0, 1] (PyTorch): the target mixes the label with the uniform
+    distribution, (1 - ε) loss + ε/C Σ_c -weight[c] log softmax(x1)[n, c].
+    A float x2 of x1's shape holds class probabilities (PyTorch): -Σ_c weight[c] q_c
+    log softmax(x1)[n, c] per row, q = (1 - ε) x2 + ε/C; "mean" divides by the number of
+    rows; ``ignore_index`` is not supported (left at -100); differentiable wrt x2."""
+    probs = _is_probabilities(x2)
+    call, reduction, ignore, w, eps = _bind_cross_entropy(
+        CROSS_ENTROPY_PROBS if probs else CROSS_ENTROPY, (x1, x2), reduction, ignore_index,
+        weight, label_smoothing)
+    x, target = call.inputs
+    shape = _loss_shape(reduction, (x.shape[0], *x.shape[2:]))
+    if not probs and eps == 0.0:
+        if x.ndim == 2:
+            return call.run(out, shape, _cross_entropy_cpu, _cross_entropy_gpu, reduction,
+                            ignore, inputs=(x, target, w))
+        return call.run(out, shape, _ce_cpu, _ce_gpu, reduction, ignore,
+                        inputs=(*_as_rows(call.xp, x, target), w))
+    cpu, gpu = (_soft_cpu, _soft_gpu) if x.ndim == 2 else (_soft_nd_cpu, _soft_nd_gpu)
+    return call.run(out, shape, cpu, gpu, reduction, ignore, eps,
+                    inputs=_soft_inputs(call, x, target, w))
+
+
+def _soft_gradient(call: Call, k: int, x: Array, target: Array, w: Array | None, gy: Array,
+                   reduction: str, ignore: int, eps: float, out: Array | None) -> Array:
+    cpu = functools.partial(_soft_grad_cpu, k)
+    gpu = functools.partial(_soft_grad_gpu, k)
+    if x.ndim > 2:
+        cpu2, gpu2 = cpu, gpu
+        cpu = lambda x, t, q, w, gy, gx, *p: _grad_in_place(numpy, cpu2, (x, t, q, w, gy),
+                                                            gx, p)
+        gpu = lambda call, x, t, q, w, gy, gx, *p: _grad_in_place(
+            call.xp, gpu2, (call, x, t, q, w, gy), gx, p)
+        if reduction == "none":
+            gy = gy.reshape(-1)
+    xk = (x, target)[k - 1]
+    # the gradients read x, the targets, the weights and gy (not y)
+    return call.run(out, x.shape, cpu, gpu, reduction, ignore, eps, dtype=xk.dtype,
+                    inputs=(*_soft_inputs(call, x, target, w), gy))
+
+
+def _cross_entropy_gradient(k: int, x1: Array, x2: Array, y: Array, gy: Array | float,
+                            reduction: Any, ignore_index: Any, weight: Any,
+                            label_smoothing: Any, out: Array | None) -> Array:
+    probs = _is_probabilities(x2)
+    signature = CROSS_ENTROPY_PROBS_GRAD[k] if probs or k == 2 else CROSS_ENTROPY_GRAD
+    call, reduction, ignore, w, eps = _bind_cross_entropy(
+        signature, (x1, x2, y, gy), reduction, ignore_index, weight, label_smoothing)
+    x, target, y, gy = call.inputs
+    shape = _loss_shape(reduction, (x.shape[0], *x.shape[2:]))
+    check_shape(call.op, "y", y, shape)
+    check_shape(call.op, "gy", gy, shape)
+    if probs or eps != 0.0:
+        return _soft_gradient(call, k, x, target, w, gy, reduction, ignore, eps, out)
+    # the gradient reads x, the labels, the weights and gy (not y)
     if x.ndim == 2:
-        return call.run(out, shape, _cross_entropy_cpu, _cross_entropy_gpu, reduction, ignore,
-                        inputs=(x, labels, w))
-    return call.run(out, shape, _ce_cpu, _ce_gpu, reduction, ignore,
-                    inputs=(*_as_rows(call.xp, x, labels), w))
+        return call.run(out, x.shape, _cross_entropy_grad_cpu, _cross_entropy_grad_gpu,
+                        reduction, ignore, dtype=x.dtype, inputs=(x, target, w, gy))
+    return call.run(out, x.shape, _ce_grad_cpu, _ce_grad_gpu, reduction, ignore,
+                    dtype=x.dtype, inputs=(*_as_rows(call.xp, x, target), w, gy.reshape(-1)
+                                           if reduction == "none" else gy))
 
 
 def softmax_cross_entropy_wrt_x1(x1: Array, x2: Array, y: Array, gy: Array | float, *,
                                  reduction: str = "mean", ignore_index: int = -100,
-                                 weight: Array | None = None,
+                                 weight: Array | None = None, label_smoothing: float = 0.0,
                                  out: Array | None = None) -> Array:
     """Fused gradient g_n w_n (softmax(x1)[n] - onehot(x2[n])), w_n = weight[x2[n]] (1 when
     weight is None), g_n = gy[n] ("none"), gy ("sum") or gy / (Σ w_n over the counted
-    rows) ("mean"); 0 for ignored rows. Rows n along the class axis 1 of x1."""
-    call, reduction, ignore, w = _bind_cross_entropy(CROSS_ENTROPY_GRAD, (x1, x2, y, gy),
-                                                     reduction, ignore_index, weight)
-    x, labels, y, gy = call.inputs
-    shape = _loss_shape(reduction, labels.shape)
-    check_shape(call.op, "y", y, shape)
-    check_shape(call.op, "gy", gy, shape)
-    # the gradient reads x, the labels, the weights and gy (not y)
-    if x.ndim == 2:
-        return call.run(out, x.shape, _cross_entropy_grad_cpu, _cross_entropy_grad_gpu,
-                        reduction, ignore, dtype=x.dtype, inputs=(x, labels, w, gy))
-    return call.run(out, x.shape, _ce_grad_cpu, _ce_grad_gpu, reduction, ignore,
-                    dtype=x.dtype, inputs=(*_as_rows(call.xp, x, labels), w, gy.reshape(-1)
-                                           if reduction == "none" else gy))
+    rows) ("mean"); 0 for ignored rows. Rows n along the class axis 1 of x1. With label
+    smoothing or probability targets: g_n (S_n softmax(x1)[n] - a_n), a_n the row's
+    weighted target (w_c ((1 - ε) target_c + ε/C)) and S_n = Σ_c a_nc."""
+    return _cross_entropy_gradient(1, x1, x2, y, gy, reduction, ignore_index, weight,
+                                   label_smoothing, out)
 
 
-register(FAMILY, softmax_cross_entropy, softmax_cross_entropy_wrt_x1)
+def softmax_cross_entropy_wrt_x2(x1: Array, x2: Array, y: Array, gy: Array | float, *,
+                                 reduction: str = "mean", ignore_index: int = -100,
+                                 weight: Array | None = None, label_smoothing: float = 0.0,
+                                 out: Array | None = None) -> Array:
+    """Gradient wrt probability targets x2 (a float x2 of x1's shape):
+    -g_n (1 - ε) weight[c] log softmax(x1)[n, c], g_n as for x1 ("mean": gy / N).
+    Integer class labels have no gradient: ``TypeError``."""
+    if not _is_probabilities(x2) and isinstance(getattr(x2, "dtype", None), numpy.dtype):
+        raise TypeError(f"softmax_cross_entropy_wrt_x2: x2 has dtype {x2.dtype}: integer class "
+                        "labels have no gradient; the gradient wrt x2 exists for probability "
+                        "targets (a float32 or float64 x2 of x1's shape)")
+    return _cross_entropy_gradient(2, x1, x2, y, gy, reduction, ignore_index, weight,
+                                   label_smoothing, out)
+
+
+register(FAMILY, softmax_cross_entropy, softmax_cross_entropy_wrt_x1,
+         softmax_cross_entropy_wrt_x2)
 for _op in ("bce_with_logits", "mse", "mae"):
     register(FAMILY, globals()[_op], globals()[f"{_op}_wrt_x1"], globals()[f"{_op}_wrt_x2"])
 del _op

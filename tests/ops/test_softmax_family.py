@@ -367,3 +367,185 @@ def test_plus_inf_in_a_long_row_gives_nan_as_in_numpy(backend, op):
     numpy.testing.assert_array_equal(numpy.isnan(got), numpy.isnan(expected))
     finite = ~numpy.isnan(expected)
     numpy.testing.assert_allclose(got[finite], expected[finite], rtol=1e-12, atol=1e-300)
+
+
+# ---- label_smoothing and probability targets (PyTorch's cross_entropy) -----------------
+
+def _torch_ce_full(x, t, **kw):
+    """torch's loss and its gradients wrt the logits and (probability) targets, float64."""
+    torch = pytest.importorskip("torch")
+    import torch.nn.functional as F
+    xt = torch.tensor(x, requires_grad=True)
+    probs = t.dtype.kind == "f"
+    tt = torch.tensor(t, requires_grad=probs)
+    if kw.get("weight") is not None:
+        kw = dict(kw, weight=torch.tensor(kw["weight"]))
+    y = F.cross_entropy(xt, tt, **kw)
+    gy = numpy.random.default_rng(5).standard_normal(tuple(y.shape))
+    y.backward(torch.tensor(gy))
+    return (y.detach().numpy(), gy, xt.grad.numpy(),
+            tt.grad.numpy() if probs else None)
+
+
+def _ce_all(backend, x, t, gy, **kw):
+    with backend.active():
+        dx, dt, dgy = backend.asarray(x), backend.asarray(t), backend.asarray(gy)
+        y = gpuops.softmax_cross_entropy(dx, dt, **kw)
+        g1 = gpuops.softmax_cross_entropy_wrt_x1(dx, dt, y, dgy, **kw)
+        g2 = (gpuops.softmax_cross_entropy_wrt_x2(dx, dt, y, dgy, **kw)
+              if t.dtype.kind == "f" else None)
+        return tuple(None if a is None else backend.to_numpy(a) for a in (y, g1, g2))
+
+
+@pytest.mark.parametrize("backend", BACKENDS, ids=lambda b: b.name)
+@pytest.mark.parametrize("shape", [(6, 5), (2, 7, 3, 2), (3, 1100)])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("targets", ["labels", "probabilities"])
+def test_label_smoothing_and_probabilities_match_torch(backend, shape, reduction, targets):
+    rng = numpy.random.default_rng(21)
+    x = rng.standard_normal(shape) * 3
+    if targets == "labels":
+        t = rng.integers(0, shape[1], (shape[0], *shape[2:]))
+        t.flat[1] = -100
+    else:
+        t = rng.uniform(0, 1, shape)
+    weight = rng.uniform(0.1, 3.0, shape[1])
+    for w in (None, weight):
+        for eps in (0.0, 0.2, 1.0):
+            kw = {"reduction": reduction, "weight": w, "label_smoothing": eps}
+            ty, gy, tg1, tg2 = _torch_ce_full(x, t, **kw)
+            y, g1, g2 = _ce_all(backend, x, t, gy, **kw)
+            assert y.shape == ty.shape
+            numpy.testing.assert_allclose(y, ty, rtol=1e-11)
+            numpy.testing.assert_allclose(g1, tg1, rtol=1e-10, atol=1e-14)
+            if targets == "probabilities":
+                numpy.testing.assert_allclose(g2, tg2, rtol=1e-10, atol=1e-14)
+
+
+@pytest.mark.parametrize("backend", BACKENDS, ids=lambda b: b.name)
+def test_one_hot_probabilities_equal_labels(backend):
+    """One-hot float targets give the labels' loss and gradient (no ignored rows; "mean"
+    over the rows equals the labels' mean when unweighted), smoothing included."""
+    rng = numpy.random.default_rng(22)
+    x = rng.standard_normal((7, 5))
+    t = rng.integers(0, 5, 7)
+    onehot = numpy.eye(5)[t]
+    gy = numpy.ones(())
+    for eps in (0.0, 0.3):
+        y_l, g_l, _ = _ce_all(backend, x, t, gy, label_smoothing=eps)
+        y_p, g_p, _ = _ce_all(backend, x, onehot, gy, label_smoothing=eps)
+        numpy.testing.assert_allclose(y_p, y_l, rtol=1e-13)
+        numpy.testing.assert_allclose(g_p, g_l, rtol=1e-12, atol=1e-16)
+
+
+@pytest.mark.parametrize("backend", BACKENDS, ids=lambda b: b.name)
+def test_probabilities_mean_divides_by_rows_not_weights(backend):
+    rng = numpy.random.default_rng(23)
+    x = rng.standard_normal((4, 3))
+    q = rng.uniform(0, 1, (4, 3))
+    w = numpy.array([0.5, 2.0, 4.0])
+    with backend.active():
+        args = backend.asarrays((x, q))
+        total = gpuops.softmax_cross_entropy(*args, weight=backend.asarray(w), reduction="sum")
+        mean = gpuops.softmax_cross_entropy(*args, weight=backend.asarray(w))
+        empty = gpuops.softmax_cross_entropy(*backend.asarrays((x[:0], q[:0])))
+        empty_sum = gpuops.softmax_cross_entropy(*backend.asarrays((x[:0], q[:0])),
+                                                 reduction="sum")
+    assert float(backend.to_numpy(mean)) == pytest.approx(float(backend.to_numpy(total)) / 4,
+                                                          rel=1e-14)
+    assert numpy.isnan(backend.to_numpy(empty))  # 0/0, as PyTorch
+    assert float(backend.to_numpy(empty_sum)) == 0.0
+
+
+@pytest.mark.parametrize("backend", BACKENDS, ids=lambda b: b.name)
+def test_label_smoothing_every_row_ignored_and_labels_out_of_range(backend):
+    x = numpy.random.default_rng(24).standard_normal((3, 4))
+    ignored = numpy.full(3, -100)
+    with backend.active():
+        dx = backend.asarray(x)
+        y = gpuops.softmax_cross_entropy(dx, backend.asarray(ignored), label_smoothing=0.2)
+        s = gpuops.softmax_cross_entropy(dx, backend.asarray(ignored), label_smoothing=0.2,
+                                         reduction="sum")
+        g = gpuops.softmax_cross_entropy_wrt_x1(dx, backend.asarray(ignored), y, 1.0,
+                                                label_smoothing=0.2)
+    assert numpy.isnan(backend.to_numpy(y))  # 0/0, as PyTorch
+    assert float(backend.to_numpy(s)) == 0.0
+    numpy.testing.assert_array_equal(backend.to_numpy(g), numpy.zeros((3, 4)))
+    bad = numpy.array([0, 4, 1])
+    if backend.name == "numpy":
+        with pytest.raises(ValueError, match=r"\[4\] at rows \[1\]"):
+            gpuops.softmax_cross_entropy(x, bad, label_smoothing=0.1)
+    else:
+        with backend.active():
+            y = backend.to_numpy(gpuops.softmax_cross_entropy(
+                backend.asarray(x), backend.asarray(bad), label_smoothing=0.1, reduction="none"))
+        assert numpy.isnan(y[1]) and numpy.isfinite(y[[0, 2]]).all()
+
+
+@pytest.mark.parametrize("backend", BACKENDS, ids=lambda b: b.name)
+def test_probabilities_dtypes_inputs_untouched_and_out_aliasing(backend):
+    rng = numpy.random.default_rng(25)
+    x = rng.standard_normal((5, 4)).astype(numpy.float32)
+    q = rng.uniform(0, 1, (5, 4))  # float64 targets: NumPy promotion
+    w = rng.uniform(0.5, 2, 4).astype(numpy.float32)
+    before = [a.copy() for a in (x, q, w)]
+    expected = _ce_all(backend, x.astype(numpy.float64), q, numpy.ones(5),
+                       reduction="none", weight=w.astype(numpy.float64))
+    with backend.active():
+        dx, dq, dw = backend.asarrays((x, q, w))
+        y = gpuops.softmax_cross_entropy(dx, dq, weight=dw, reduction="none")
+        assert y.dtype == numpy.float64
+        gy = backend.asarray(numpy.ones(5))
+        g1 = gpuops.softmax_cross_entropy_wrt_x1(dx, dq, y, gy, weight=dw, reduction="none")
+        g2 = gpuops.softmax_cross_entropy_wrt_x2(dx, dq, y, gy, weight=dw, reduction="none")
+        assert g1.dtype == numpy.float32 and g2.dtype == numpy.float64
+        out = backend.asarray(q.copy())  # out= the targets themselves
+        g2_alias = gpuops.softmax_cross_entropy_wrt_x2(dx, out, y, gy, weight=dw,
+                                                       reduction="none", out=out)
+        assert g2_alias is out
+        for a, b in zip((dx, dq, dw), before):
+            numpy.testing.assert_array_equal(backend.to_numpy(a), b)
+    numpy.testing.assert_allclose(backend.to_numpy(y), expected[0], rtol=1e-6)
+    numpy.testing.assert_allclose(backend.to_numpy(g1), expected[1], rtol=1e-5, atol=1e-6)
+    numpy.testing.assert_allclose(backend.to_numpy(g2), expected[2], rtol=1e-6)
+    numpy.testing.assert_allclose(backend.to_numpy(g2_alias), expected[2], rtol=1e-6)
+
+
+def test_cross_entropy_targets_errors():
+    x = numpy.zeros((4, 3))
+    t = numpy.array([0, 1, 2, 0])
+    y = gpuops.softmax_cross_entropy(x, t)
+    with pytest.raises(TypeError, match="wrt_x2: x2 has dtype int64: integer class labels "
+                                        "have no gradient"):
+        gpuops.softmax_cross_entropy_wrt_x2(x, t, y, 1.0)
+    with pytest.raises(ValueError, match="ignore_index is not supported with probability"):
+        gpuops.softmax_cross_entropy(x, numpy.ones((4, 3)), ignore_index=0)
+    with pytest.raises(TypeError, match=r"shape of x1 \(4, 3\) \(class probabilities\) but "
+                                        "dtype int32"):
+        gpuops.softmax_cross_entropy(x, numpy.zeros((4, 3), numpy.int32))
+    for bad in (1.01, -1e-9, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="label_smoothing must be in"):
+            gpuops.softmax_cross_entropy(x, t, label_smoothing=bad)
+    with pytest.raises(TypeError, match="label_smoothing must be a float"):
+        gpuops.softmax_cross_entropy(x, t, label_smoothing=None)
+    # 0 and 1 are accepted, ints too
+    for eps in (0, 1, numpy.float32(0.5)):
+        assert numpy.isfinite(gpuops.softmax_cross_entropy(x, t, label_smoothing=eps))
+
+
+def test_tensor_cross_entropy_backward_reaches_probability_targets():
+    from gpuops.autograd import Tensor
+    rng = numpy.random.default_rng(26)
+    x, q = rng.standard_normal((4, 3)), rng.uniform(0, 1, (4, 3))
+    tx, tq = Tensor(x, requires_grad=True), Tensor(q, requires_grad=True)
+    loss = tx.cross_entropy(tq, label_smoothing=0.1)
+    loss.backward()
+    y = gpuops.softmax_cross_entropy(x, q, label_smoothing=0.1)
+    numpy.testing.assert_allclose(
+        tx.grad, gpuops.softmax_cross_entropy_wrt_x1(x, q, y, 1.0, label_smoothing=0.1))
+    numpy.testing.assert_allclose(
+        tq.grad, gpuops.softmax_cross_entropy_wrt_x2(x, q, y, 1.0, label_smoothing=0.1))
+    # integer labels: only the logits get a gradient; smoothing reaches it
+    tx2 = Tensor(x, requires_grad=True)
+    tx2.cross_entropy(numpy.array([0, 2, 1, 0]), label_smoothing=0.1).backward()
+    assert tx2.grad.shape == (4, 3)

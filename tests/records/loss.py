@@ -1,9 +1,26 @@
 """OpInfo records of the losses (float64 references in plain NumPy)."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy
 
 from opinfo import ErrorInput, OpInfo, Sample
+
+
+class _Gradients(OpInfo):
+    """A record of some of an operator's calls whose other inputs are no variables (integer
+    class labels): the generic tests differentiate only wrt ``wrt``."""
+
+    def __init__(self, *args, wrt: tuple, **kw):
+        super().__init__(*args, **kw)
+        self.wrt = wrt
+
+    @property
+    def op(self):
+        import gpuops
+        full = gpuops.OPERATORS[self.name]
+        return dataclasses.replace(full, grads={k: full.grads[k] for k in self.wrt})
 
 
 def _reduce(terms, reduction):
@@ -164,6 +181,24 @@ CE_ND_CASES = [((3, 5, 4), "mean", -100, 0.2, False), ((2, 7, 3, 2), "none", -10
                ((2, 40, 3), "sum", 1, 0.3, True), ((2, 1100, 2), "none", -100, 0.0, False),
                ((4, 3, 1), "mean", -100, 0.0, True), ((0, 3, 2), "sum", -100, 0.0, False),
                ((2, 6, 5), "mean", -1, 0.3, True)]
+# label_smoothing with integer labels: (shape, reduction, label_smoothing, ignore_index,
+# fraction of ignored positions, weighted)
+CE_SMOOTH_CASES = [((8, 5), "mean", 0.1, -100, 0.3, False), ((6, 7), "sum", 0.5, 2, 0.2, True),
+                   ((10, 7), "none", 1.0, -100, 0.2, False),
+                   ((3, 1100), "mean", 0.2, -100, 0.3, True),  # long rows
+                   ((2, 4, 3), "none", 0.3, -1, 0.2, True),
+                   ((0, 4), "sum", 0.1, -100, 0.0, False),
+                   ((4, 40, 3), "mean", 0.05, -100, 0.0, True),
+                   ((1, 1), "mean", 0.4, -100, 0.0, False),
+                   ((5, 33), "mean", 0.7, -1, 0.4, False)]
+# probability targets x2 of x1's shape: (shape, reduction, label_smoothing, weighted,
+# normalized rows (else any values in [0, 1], as PyTorch accepts))
+CE_PROB_CASES = [((8, 5), "mean", 0.0, False, True), ((6, 7), "sum", 0.2, True, True),
+                 ((10, 7), "none", 0.0, True, False), ((3, 1100), "mean", 0.1, False, True),
+                 ((2, 5, 3, 2), "none", 0.3, True, True), ((3, 4, 5), "mean", 0.0, False, False),
+                 ((0, 4), "sum", 0.0, False, True), ((1, 1), "mean", 0.5, False, True),
+                 ((37, 3), "sum", 0.0, True, True), ((4, 300), "mean", 1.0, True, True),
+                 ((2, 40, 3), "mean", 0.05, True, False)]
 
 
 def _ce_samples(rng):
@@ -199,6 +234,35 @@ def _ce_samples(rng):
         yield Sample((x, labels), params,
                      f"{'x'.join(map(str, shape))}-{reduction}-"
                      f"{'weighted-' if weighted else ''}ignore{ignore}")
+    for shape, reduction, eps, ignore, ignored, weighted in CE_SMOOTH_CASES:
+        x = rng.standard_normal(shape) * 3
+        labels = rng.integers(0, shape[1], (shape[0], *shape[2:]))
+        if ignored:
+            labels[rng.uniform(size=labels.shape) < ignored] = ignore
+            labels.flat[0] = 0 if ignore != 0 else 1
+        params = {"reduction": reduction, "ignore_index": ignore, "label_smoothing": eps}
+        if weighted:
+            params["weight"] = rng.uniform(0.1, 3.0, shape[1])
+        yield Sample((x, labels), params,
+                     f"{'x'.join(map(str, shape))}-{reduction}-smoothing{eps}-"
+                     f"{'weighted-' if weighted else ''}ignore{ignore}")
+
+
+def _ce_prob_samples(rng):
+    for shape, reduction, eps, weighted, normalized in CE_PROB_CASES:
+        x = rng.standard_normal(shape) * 3
+        q = rng.uniform(0, 1, shape)
+        if normalized and q.size:
+            q /= q.sum(axis=1, keepdims=True)
+        params = {"reduction": reduction}
+        if eps:
+            params["label_smoothing"] = eps
+        if weighted:
+            params["weight"] = rng.uniform(0.1, 3.0, shape[1])
+        yield Sample((x, q), params,
+                     f"{'x'.join(map(str, shape))}-{reduction}-probabilities-smoothing{eps}-"
+                     f"{'weighted' if weighted else 'unweighted'}"
+                     f"{'' if normalized else '-unnormalized'}")
 
 
 def _row_weights(t, ignore_index, weight):
@@ -215,40 +279,73 @@ def _rows(x, t):
     return numpy.moveaxis(x, 1, -1).reshape(t.size, x.shape[1]), t.reshape(-1)
 
 
-def _ce_ref(x, t, reduction, ignore_index, weight=None):
+def _log_softmax_row(row):
+    row = row - row.max()
+    return row - numpy.log(numpy.exp(row).sum())
+
+
+def _ce_ref(x, t, reduction, ignore_index=-100, weight=None, label_smoothing=0.0):
+    """PyTorch's cross_entropy: integer labels t ((1 - ε) nll + ε/C Σ_c -w_c log p_c per
+    counted row; "mean" over Σ w_t of the counted rows), or probabilities t of x's shape
+    (-Σ_c w_c ((1 - ε) t_c + ε/C) log p_c per row; "mean" over the rows)."""
+    probs = t.dtype.kind == "f"
     if x.ndim > 2:
-        y = _ce_ref(*_rows(x, t), reduction, ignore_index, weight)
-        return y.reshape(t.shape) if reduction == "none" else y
-    losses = numpy.zeros(x.shape[0])
-    w = _row_weights(t, ignore_index, weight)
-    for n in range(x.shape[0]):
-        if t[n] == ignore_index:
-            continue
-        row = x[n] - x[n].max()
-        losses[n] = (numpy.log(numpy.exp(row).sum()) - row[t[n]]) * w[n]
+        rows_t = _rows(t, t[:, 0])[0] if probs else t.reshape(-1)
+        y = _ce_ref(_rows(x, x[:, 0])[0], rows_t, reduction, ignore_index, weight,
+                    label_smoothing)
+        return y.reshape(x.shape[:1] + x.shape[2:]) if reduction == "none" else y
+    rows, classes = x.shape
+    eps = label_smoothing
+    wc = numpy.ones(classes) if weight is None else weight
+    losses = numpy.zeros(rows)
+    for n in range(rows):
+        logp = _log_softmax_row(x[n])
+        if probs:
+            target = (1 - eps) * t[n] + eps / classes
+            losses[n] = -(wc * target * logp).sum()
+        elif t[n] != ignore_index:
+            losses[n] = ((1 - eps) * -wc[t[n]] * logp[t[n]]
+                         + eps / classes * -(wc * logp).sum())
     if reduction == "none":
         return losses
     if reduction == "sum":
         return numpy.asarray(losses.sum())
-    return numpy.asarray(losses.sum() / w.sum())
+    if probs:
+        return numpy.asarray(losses.sum() / rows)
+    return numpy.asarray(losses.sum() / _row_weights(t, ignore_index, weight).sum())
 
 
-def _ce_grad_ref(x, t, y, g, reduction, ignore_index, weight=None):
+def _ce_grad_ref(x, t, y, g, reduction, ignore_index=-100, weight=None, label_smoothing=0.0,
+                 wrt=1):
+    probs = t.dtype.kind == "f"
     if x.ndim > 2:
-        rows = _ce_grad_ref(*_rows(x, t), None, g.reshape(-1) if reduction == "none" else g,
-                            reduction, ignore_index, weight)
+        rows_t = _rows(t, t[:, 0])[0] if probs else t.reshape(-1)
+        rows = _ce_grad_ref(_rows(x, x[:, 0])[0], rows_t, None,
+                            g.reshape(-1) if reduction == "none" else g, reduction,
+                            ignore_index, weight, label_smoothing, wrt)
         return numpy.moveaxis(rows.reshape(x.shape[0], *x.shape[2:], x.shape[1]), -1, 1)
+    rows, classes = x.shape
+    eps = label_smoothing
+    wc = numpy.ones(classes) if weight is None else weight
     grad = numpy.zeros_like(x)
-    w = _row_weights(t, ignore_index, weight)
-    for n in range(x.shape[0]):
-        if t[n] == ignore_index:
+    if reduction == "mean":
+        g = g / (rows if probs else _row_weights(t, ignore_index, weight).sum())
+    for n in range(rows):
+        if not probs and t[n] == ignore_index:
             continue
-        p = numpy.exp(x[n] - x[n].max())
-        p /= p.sum()
-        onehot = numpy.zeros(x.shape[1])
-        onehot[t[n]] = 1.0
-        scale = g[n] if reduction == "none" else (g if reduction == "sum" else g / w.sum())
-        grad[n] = (p - onehot) * scale * w[n]
+        g_n = g[n] if reduction == "none" else g
+        logp = _log_softmax_row(x[n])
+        p = numpy.exp(logp)
+        if wrt == 2:  # d/dt_c of -Σ_c w_c ((1 - ε) t_c + ε/C) log p_c
+            grad[n] = -(1 - eps) * wc * logp * g_n
+        elif probs:  # Σ_c a_c (p - e_c), a = w ((1 - ε) t + ε/C)
+            a = wc * ((1 - eps) * t[n] + eps / classes)
+            grad[n] = (a.sum() * p - a) * g_n
+        else:
+            onehot = numpy.zeros(classes)
+            onehot[t[n]] = 1.0
+            grad[n] = ((1 - eps) * wc[t[n]] * (p - onehot)
+                       + eps / classes * (wc.sum() * p - wc)) * g_n
     return grad
 
 
@@ -257,7 +354,9 @@ def _ce_errors(rng):
     t = numpy.array([0, 1, 2, 0])
     yield ErrorInput((x[0], t), {}, ValueError, r"shape \(3,\)")
     yield ErrorInput((x, t[:3]), {}, ValueError, r"\(3,\)")
-    yield ErrorInput((x, t.astype(numpy.float64)), {}, TypeError, "float64")
+    yield ErrorInput((x, t.astype(numpy.float64)), {}, ValueError,
+                     r"float x2 holds class probabilities and must have the shape of x1 "
+                     r"\(4, 3\), got \(4,\)")
     yield ErrorInput((x, t.astype(numpy.int16)), {}, TypeError, "int16", fn=1)
     yield ErrorInput((x, t), {"ignore_index": 1.5}, TypeError, "1.5")
     yield ErrorInput((x, t), {"reduction": "mean "}, ValueError, "'mean '")
@@ -286,11 +385,52 @@ def _ce_errors(rng):
     yield ErrorInput((x, t), {"weight": [1.0, 2.0, 3.0]}, TypeError, "weight must be None or")
     yield ErrorInput((x, t), {"weight": numpy.ones(3, numpy.int64)}, TypeError,
                      "weight has dtype int64")
+    # label_smoothing: a float in [0, 1]
+    yield ErrorInput((x, t), {"label_smoothing": 1.5}, ValueError,
+                     r"label_smoothing must be in \[0, 1\], got 1.5")
+    yield ErrorInput((x, t), {"label_smoothing": -0.1}, ValueError, "got -0.1", fn=1)
+    yield ErrorInput((x, t), {"label_smoothing": float("nan")}, ValueError, "got nan")
+    yield ErrorInput((x, t), {"label_smoothing": "0.1"}, TypeError,
+                     "label_smoothing must be a float in .*got '0.1'")
+    yield ErrorInput((x, t), {"label_smoothing": True}, TypeError, "got True", fn=1)
+    # integer x2 of the logits' shape: probabilities must be float (PyTorch's dtype error)
+    yield ErrorInput((x, numpy.zeros((4, 3), numpy.int64)), {}, TypeError,
+                     r"x2 has the shape of x1 \(4, 3\) \(class probabilities\) but dtype int64")
+
+
+def _ce_prob_errors(rng):
+    x = rng.standard_normal((4, 3))
+    q = rng.uniform(0, 1, (4, 3))
+    t = numpy.array([0, 1, 2, 0])
+    yield ErrorInput((x, q[:, :2]), {}, ValueError,
+                     r"must have the shape of x1 \(4, 3\), got \(4, 2\)")
+    yield ErrorInput((x, q.T), {}, ValueError, r"got \(3, 4\)", fn=1)
+    yield ErrorInput((x, q[:2]), {}, ValueError, r"got \(2, 3\)", fn=2)
+    yield ErrorInput((x, q), {"ignore_index": 1}, ValueError,
+                     "ignore_index is not supported with probability targets.*ignore_index=1")
+    yield ErrorInput((x, q), {"ignore_index": 0}, ValueError, "ignore_index=0", fn=2)
+    yield ErrorInput((x, q), {"label_smoothing": 2}, ValueError, "got 2", fn=2)
+    yield ErrorInput((x, q), {"weight": numpy.ones(4)}, ValueError,
+                     r"weight must have shape \(3,\)", fn=2)
+    yield ErrorInput((x, q), {"reduction": "avg"}, ValueError, "'avg'", fn=2)
+    yield ErrorInput((x, q, numpy.ones(()), numpy.ones(4)), {}, ValueError,
+                     r"gy has shape \(4,\)", fn=2)
+    # integer labels have no gradient
+    for labels in (t, t.astype(numpy.int32)):
+        yield ErrorInput((x, labels, numpy.ones(()), numpy.ones(())), {}, TypeError,
+                         f"x2 has dtype {labels.dtype}: integer class labels have no gradient",
+                         fn=2)
 
 
 RECORDS = [
-    OpInfo(name="softmax_cross_entropy", ref=_ce_ref, samples=_ce_samples,
-           grad_refs={1: _ce_grad_ref}, int_inputs=(2,), error_inputs=_ce_errors),
+    # integer labels: no gradient wrt x2 (softmax_cross_entropy_wrt_x2 raises TypeError)
+    _Gradients(name="softmax_cross_entropy", ref=_ce_ref, samples=_ce_samples, wrt=(1,),
+               grad_refs={1: _ce_grad_ref}, int_inputs=(2,), error_inputs=_ce_errors),
+    # probability targets: differentiable wrt both
+    OpInfo(name="softmax_cross_entropy", ref=_ce_ref, samples=_ce_prob_samples,
+           grad_refs={1: _ce_grad_ref,
+                      2: lambda *a, **kw: _ce_grad_ref(*a, **kw, wrt=2)},
+           error_inputs=_ce_prob_errors),
     OpInfo(name="bce_with_logits", ref=_bce_weighted_ref, samples=_bce_samples,
            grad_refs={1: _bce_weighted_grad_ref(1), 2: _bce_weighted_grad_ref(2)},
            error_inputs=_bce_errors),
