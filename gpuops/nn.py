@@ -617,18 +617,28 @@ class Sequential(Module):
         return len(self.layers)
 
 
-class CrossEntropyLoss(Module):
-    """Softmax cross-entropy of logits (N, C) and integer labels (N,): the fused operator."""
+def _data_of(x: Any) -> Any:
+    """A loss option given as a Tensor or an array: the array (None stays None)."""
+    return x.data if isinstance(x, Tensor) else x
 
-    def __init__(self, reduction: str = "mean", ignore_index: int = -100) -> None:
+
+class CrossEntropyLoss(Module):
+    """Softmax cross-entropy of logits (N, C) or (N, C, d1, ...) and integer labels or class
+    probabilities: the fused operator, with torch's ``weight=`` and ``label_smoothing=``."""
+
+    def __init__(self, reduction: str = "mean", ignore_index: int = -100, *,
+                 weight: Any = None, label_smoothing: float = 0.0) -> None:
         super().__init__()
         _check_reduction("CrossEntropyLoss", reduction)
         ignore_index = _check_int("CrossEntropyLoss", "ignore_index", ignore_index, None)
+        _check_number("CrossEntropyLoss", "label_smoothing", label_smoothing, 0.0, 1.0)
         self.reduction, self.ignore_index = reduction, ignore_index
+        self.weight, self.label_smoothing = _data_of(weight), label_smoothing
 
     def forward(self, logits: Tensor, labels: Any) -> Tensor:
         return logits.cross_entropy(labels, reduction=self.reduction,
-                                    ignore_index=self.ignore_index)
+                                    ignore_index=self.ignore_index, weight=self.weight,
+                                    label_smoothing=self.label_smoothing)
 
 
 class MSELoss(Module):
@@ -641,6 +651,17 @@ class MSELoss(Module):
         return prediction.mse(target, reduction=self.reduction)
 
 
-class BCEWithLogitsLoss(MSELoss):
+class BCEWithLogitsLoss(Module):
+    """Binary cross-entropy of logits and targets, with torch's ``weight=`` and
+    ``pos_weight=`` (broadcast against the logits)."""
+
+    def __init__(self, reduction: str = "mean", *, weight: Any = None,
+                 pos_weight: Any = None) -> None:
+        super().__init__()
+        _check_reduction(type(self).__name__, reduction)
+        self.reduction = reduction
+        self.weight, self.pos_weight = _data_of(weight), _data_of(pos_weight)
+
     def forward(self, logits: Tensor, target: Any) -> Tensor:
-        return logits.bce_with_logits(target, reduction=self.reduction)
+        return logits.bce_with_logits(target, reduction=self.reduction, weight=self.weight,
+                                      pos_weight=self.pos_weight)

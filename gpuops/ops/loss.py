@@ -480,6 +480,7 @@ def _soft_targets(op: str, x: Array, labels: Array | None, q: Array | None,
     uniform = dtype.type(eps / classes) if classes else dtype.type(0)
     if q is not None:
         return (wc * (dtype.type(1 - eps) * q.astype(dtype, copy=False) + uniform)), None
+    assert labels is not None  # without probability targets the call has labels
     counted = _counted_rows(op, labels, classes, ignore)
     a = numpy.empty(x.shape, dtype)
     a[...] = wc * uniform
@@ -498,7 +499,7 @@ def _neg_log_softmax(x: Array) -> Array:
 
 def _soft_mean_count(x: Array, labels: Array | None, w: Array | None,
                      counted: Array | None) -> Any:
-    if labels is None:
+    if labels is None or counted is None:  # probability targets: the mean is over rows
         return x.shape[0]
     if w is None:
         return int(counted.sum())
@@ -779,8 +780,8 @@ def softmax_cross_entropy(x1: Array, x2: Array, *, reduction: str = "mean",
 
 def _soft_gradient(call: Call, k: int, x: Array, target: Array, w: Array | None, gy: Array,
                    reduction: str, ignore: int, eps: float, out: Array | None) -> Array:
-    cpu = functools.partial(_soft_grad_cpu, k)
-    gpu = functools.partial(_soft_grad_gpu, k)
+    cpu: Callable[..., None] = functools.partial(_soft_grad_cpu, k)
+    gpu: Callable[..., None] = functools.partial(_soft_grad_gpu, k)
     if x.ndim > 2:
         cpu2, gpu2 = cpu, gpu
         cpu = lambda x, t, q, w, gy, gx, *p: _grad_in_place(numpy, cpu2, (x, t, q, w, gy),

@@ -444,3 +444,20 @@ def test_conv2d_layer_groups_and_padding_strings():
         nn.Conv2d(4, 6, 3, stride=2, padding="same")
     with pytest.raises(ValueError, match="Conv2d: padding must be"):
         nn.Conv2d(4, 6, 3, padding="full")
+
+
+def test_loss_layers_take_weights_and_label_smoothing():
+    rng = numpy.random.default_rng(0)
+    logits, labels = rng.standard_normal((4, 5)), numpy.array([0, 3, 1, 4])
+    weight = rng.uniform(0.5, 2.0, 5)
+    loss = nn.CrossEntropyLoss(weight=weight, label_smoothing=0.1)(Tensor(logits), labels)
+    expected = gpuops.softmax_cross_entropy(logits, labels, weight=weight, label_smoothing=0.1)
+    numpy.testing.assert_array_equal(loss.data, expected)
+    target = rng.uniform(0, 1, (4, 5))
+    pos_weight = rng.uniform(0.5, 2.0, 5)
+    loss = nn.BCEWithLogitsLoss(weight=Tensor(weight), pos_weight=pos_weight)(Tensor(logits),
+                                                                              target)
+    expected = gpuops.bce_with_logits(logits, target, weight=weight, pos_weight=pos_weight)
+    numpy.testing.assert_array_equal(loss.data, expected)
+    with pytest.raises(ValueError, match="CrossEntropyLoss: label_smoothing"):
+        nn.CrossEntropyLoss(label_smoothing=1.5)
