@@ -4,52 +4,48 @@
 #include "gpuops.cuh"
 
 // ---- binary: y = a OP b ---------------------------------------------------
+// Two kernel shapes, stamped out below; LEAD and EXTRA are parenthesized parameter lists
+// (possibly empty) spliced in with UNPAREN: LEAD arrays of the output's shape come first
+// (read at i: gy, the forward output), EXTRA scalars after the output (alpha).
 // NAME_SFX: contiguous operands of the output's shape.
 // NAME_bcast_SFX: operands addressed through element strides over the output's
 // (coalesced, at most 4-d) shape; a stride of 0 broadcasts that dim.
 // gpuops-strided: *_bcast_*: a, b
-#define BINARY(NAME, EXPR, T, SFX)                                                       \
+#define UNPAREN(...) __VA_ARGS__
+
+#define CONTIGUOUS(NAME, EXTRA, EXPR, T, SFX)                                             \
     extern "C" __global__ void NAME##_##SFX(const T* __restrict__ a,                    \
-                                            const T* __restrict__ b, T* __restrict__ y, \
+                                            const T* __restrict__ b,                    \
+                                            T* __restrict__ out UNPAREN EXTRA,          \
                                             long long n) {                              \
         GRID_STRIDE_LOOP(i, n) {                                                        \
             const T u = a[i], v = b[i];                                                 \
-            y[i] = (EXPR);                                                              \
-        }                                                                               \
-    }                                                                                   \
-    extern "C" __global__ void NAME##_bcast_##SFX(                                      \
-        const T* __restrict__ a, const T* __restrict__ b, T* __restrict__ y, long long n, \
-        long long d1, long long d2, long long d3, long long a0, long long a1, long long a2, \
-        long long a3, long long b0, long long b1, long long b2, long long b3) {          \
-        GRID_STRIDE_LOOP(i, n) {                                                        \
-            const Index4 ix = unravel4(i, d1, d2, d3);                                  \
-            const T u = a[offset4(ix, a0, a1, a2, a3)], v = b[offset4(ix, b0, b1, b2, b3)]; \
-            y[i] = (EXPR);                                                              \
+            out[i] = (EXPR);                                                            \
         }                                                                               \
     }
 
-// NAME_alpha_SFX / NAME_alpha_bcast_SFX: the same with a scalar alpha after y (add and
-// sub with PyTorch's alpha: one pass, alpha·v formed in registers).
-#define BINARY_ALPHA(NAME, EXPR, T, SFX)                                                 \
-    extern "C" __global__ void NAME##_alpha_##SFX(const T* __restrict__ a,              \
-                                                  const T* __restrict__ b,              \
-                                                  T* __restrict__ y, T alpha,           \
-                                                  long long n) {                        \
-        GRID_STRIDE_LOOP(i, n) {                                                        \
-            const T u = a[i], v = b[i];                                                 \
-            y[i] = (EXPR);                                                              \
-        }                                                                               \
-    }                                                                                   \
-    extern "C" __global__ void NAME##_alpha_bcast_##SFX(                                \
-        const T* __restrict__ a, const T* __restrict__ b, T* __restrict__ y, T alpha,   \
-        long long n, long long d1, long long d2, long long d3, long long a0, long long a1, \
-        long long a2, long long a3, long long b0, long long b1, long long b2, long long b3) { \
+#define BROADCAST(NAME, LEAD, EXTRA, EXPR, T, SFX)                                       \
+    extern "C" __global__ void NAME##_bcast_##SFX(                                      \
+        UNPAREN LEAD const T* __restrict__ a, const T* __restrict__ b,                  \
+        T* __restrict__ out UNPAREN EXTRA, long long n, long long d1, long long d2,     \
+        long long d3, long long a0, long long a1, long long a2, long long a3, long long b0, \
+        long long b1, long long b2, long long b3) {                                     \
         GRID_STRIDE_LOOP(i, n) {                                                        \
             const Index4 ix = unravel4(i, d1, d2, d3);                                  \
             const T u = a[offset4(ix, a0, a1, a2, a3)], v = b[offset4(ix, b0, b1, b2, b3)]; \
-            y[i] = (EXPR);                                                              \
+            out[i] = (EXPR);                                                            \
         }                                                                               \
     }
+
+#define BINARY(NAME, EXPR, T, SFX)                                                       \
+    CONTIGUOUS(NAME, (), EXPR, T, SFX)                                                   \
+    BROADCAST(NAME, (), (), EXPR, T, SFX)
+
+// NAME_alpha_SFX / NAME_alpha_bcast_SFX: add and sub with PyTorch's alpha, a scalar after
+// the output (one pass, alpha·v formed in registers).
+#define BINARY_ALPHA(NAME, EXPR, T, SFX)                                                 \
+    CONTIGUOUS(NAME##_alpha, (, T alpha), EXPR, T, SFX)                                  \
+    BROADCAST(NAME##_alpha, (), (, T alpha), EXPR, T, SFX)
 
 // y = alpha * x (the gradient of add / sub with alpha wrt x2: ±alpha·gy).
 #define SCALE(T, SFX)                                                                      \
@@ -58,58 +54,27 @@
         GRID_STRIDE_LOOP(i, n) ys[i] = alpha * xs[i];                                      \
     }
 
-#define BINARY_ALL(T, SFX)                \
-    BINARY(add, u + v, T, SFX)            \
-    BINARY(sub, u - v, T, SFX)            \
-    BINARY(mul, u * v, T, SFX)            \
-    BINARY(div, u / v, T, SFX)            \
-    BINARY(pow_array, pow(u, v), T, SFX)  \
+// Gradient terms over the output's shape (summed to the operand's shape afterwards):
+// div: gx2 = -gy * a / b^2 (LEAD gy);
+// pow (y = a^b): gx1 = gy * b a^(b-1), 0 where b == 0 (LEAD gy); gx2 = gy * y log a, 0 where
+// a == 0 and b >= 0 (PyTorch's conventions; LEAD gy, y).
+#define BINARY_GRADS(T, SFX)                                                              \
+    BROADCAST(div_wrt_x2, (const T* __restrict__ gy,), (), -gy[i] * u / (v * v), T, SFX) \
+    BROADCAST(pow_array_wrt_x1, (const T* __restrict__ gy,), (),                          \
+              v == T(0) ? T(0) : pow(u, v - T(1)) * v * gy[i], T, SFX)                    \
+    BROADCAST(pow_array_wrt_x2, (const T* __restrict__ gy, const T* __restrict__ y,), (), \
+              (u == T(0) && v >= T(0)) ? T(0) : y[i] * log(u) * gy[i], T, SFX)
+
+#define BINARY_ALL(T, SFX)                   \
+    BINARY(add, u + v, T, SFX)               \
+    BINARY(sub, u - v, T, SFX)               \
+    BINARY(mul, u * v, T, SFX)               \
+    BINARY(div, u / v, T, SFX)               \
+    BINARY(pow_array, pow(u, v), T, SFX)     \
     BINARY_ALPHA(add, u + alpha * v, T, SFX) \
     BINARY_ALPHA(sub, u - alpha * v, T, SFX) \
-    SCALE(T, SFX)                         \
-    /* d(a/b)/db = -a / b^2, times the upstream gradient: operands (gy, a, b) */ \
-    DIV_WRT_X2(T, SFX)                    \
-    POW_ARRAY_GRADS(T, SFX)
-
-// gx2 = -gy * a / b^2 over the output's shape (reduced to b's shape afterwards).
-#define DIV_WRT_X2(T, SFX)                                                                \
-    extern "C" __global__ void div_wrt_x2_bcast_##SFX(                                    \
-        const T* __restrict__ gy, const T* __restrict__ a, const T* __restrict__ b,       \
-        T* __restrict__ g, long long n, long long d1, long long d2, long long d3,           \
-        long long a0, long long a1, long long a2, long long a3, long long b0, long long b1, \
-        long long b2, long long b3) {                                                     \
-        GRID_STRIDE_LOOP(i, n) {                                                          \
-            const Index4 ix = unravel4(i, d1, d2, d3);                                    \
-            const T u = a[offset4(ix, a0, a1, a2, a3)], v = b[offset4(ix, b0, b1, b2, b3)]; \
-            g[i] = -gy[i] * u / (v * v);                                                  \
-        }                                                                                 \
-    }
-
-// y = a^b: gx1 = gy * b a^(b-1), 0 where b == 0 (operands gy, a, b);
-// gx2 = gy * y log a, 0 where a == 0 and b >= 0 (PyTorch's conventions; operands gy, y, a, b).
-#define POW_ARRAY_GRADS(T, SFX)                                                           \
-    extern "C" __global__ void pow_array_wrt_x1_bcast_##SFX(                              \
-        const T* __restrict__ gy, const T* __restrict__ a, const T* __restrict__ b,       \
-        T* __restrict__ g, long long n, long long d1, long long d2, long long d3,           \
-        long long a0, long long a1, long long a2, long long a3, long long b0, long long b1, \
-        long long b2, long long b3) {                                                     \
-        GRID_STRIDE_LOOP(i, n) {                                                          \
-            const Index4 ix = unravel4(i, d1, d2, d3);                                    \
-            const T u = a[offset4(ix, a0, a1, a2, a3)], v = b[offset4(ix, b0, b1, b2, b3)]; \
-            g[i] = v == T(0) ? T(0) : pow(u, v - T(1)) * v * gy[i];                       \
-        }                                                                                 \
-    }                                                                                     \
-    extern "C" __global__ void pow_array_wrt_x2_bcast_##SFX(                              \
-        const T* __restrict__ gy, const T* __restrict__ y, const T* __restrict__ a,       \
-        const T* __restrict__ b, T* __restrict__ g, long long n, long long d1, long long d2, \
-        long long d3, long long a0, long long a1, long long a2, long long a3, long long b0, \
-        long long b1, long long b2, long long b3) {                                       \
-        GRID_STRIDE_LOOP(i, n) {                                                          \
-            const Index4 ix = unravel4(i, d1, d2, d3);                                    \
-            const T u = a[offset4(ix, a0, a1, a2, a3)], v = b[offset4(ix, b0, b1, b2, b3)]; \
-            g[i] = (u == T(0) && v >= T(0)) ? T(0) : y[i] * log(u) * gy[i];               \
-        }                                                                                 \
-    }
+    SCALE(T, SFX)                            \
+    BINARY_GRADS(T, SFX)
 
 BINARY_ALL(float, f32)
 BINARY_ALL(double, f64)

@@ -12,7 +12,7 @@ import numpy
 import pytest
 
 import gpuops
-from backends import BACKENDS
+from backends import BACKENDS, KERNEL_BACKENDS
 from opinfo import F32
 from records import RECORDS
 
@@ -215,8 +215,7 @@ def _same_nonfinite(a, b) -> bool:
             and numpy.array_equal(numpy.isneginf(a), numpy.isneginf(b)))
 
 
-@pytest.mark.parametrize("backend", [b for b in BACKENDS if b.name != "numpy"],
-                         ids=lambda b: b.name)
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS, ids=lambda b: b.name)
 @pytest.mark.parametrize("record", RECORDS, ids=lambda r: r.name)
 def test_nan_and_inf_propagate_as_in_numpy(record, backend):
     """Kernels put NaN, +inf and -inf where the NumPy implementation does (forward and

@@ -7,6 +7,7 @@ as a module-level ``RECORDS`` list.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
@@ -61,6 +62,10 @@ class OpInfo:
     # operator-specific wrong calls (mismatched shapes, bad axes and parameters);
     # the generic ones (dtypes, non-arrays, out=, gy shape) are derived from samples
     error_inputs: Callable[[numpy.random.Generator], Iterable[ErrorInput]] | None = None
+    # the gradients (k of name_wrt_xk) the generic tests take for these samples; None: all.
+    # A record of calls whose other inputs are no variables (a Python scalar x1, a keyword
+    # exponent, integer labels) names the differentiable ones.
+    wrt: tuple | None = None
 
     def tolerance(self, dtype: numpy.dtype) -> tuple:
         return self.tol.get(numpy.dtype(dtype), DEFAULT_TOL[numpy.dtype(dtype)])
@@ -85,7 +90,10 @@ class OpInfo:
     @property
     def op(self):
         import gpuops
-        return gpuops.OPERATORS[self.name]
+        operator = gpuops.OPERATORS[self.name]
+        if self.wrt is None:
+            return operator
+        return dataclasses.replace(operator, grads={k: operator.grads[k] for k in self.wrt})
 
 
 def sample_id(sample: Sample) -> str:
