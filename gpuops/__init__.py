@@ -19,6 +19,8 @@ from .ops.lrn import *  # noqa: F401,F403
 from .ops.matmul import *  # noqa: F401,F403
 from .ops.conv import *  # noqa: F401,F403
 from .ops.normalization import *  # noqa: F401,F403
+from .ops.embedding import *  # noqa: F401,F403
+from .ops.attention import *  # noqa: F401,F403
 from . import ops
 
 _operators_all = [name for family in ops.FAMILIES for name in family.__all__]

@@ -4,9 +4,9 @@ Every module states its family's math: the NumPy computation and the kernel
 launch side by side, behind the call protocol of :mod:`gpuops.call`. Importing
 this package registers every operator in :data:`gpuops.registry.OPERATORS`.
 """
-from . import (activation, conv, dropout, elementwise, loss, lrn, matmul, normalization, optim,
-               pooling, reduction, softmax, transpose)
+from . import (activation, attention, conv, dropout, elementwise, embedding, loss, lrn, matmul,
+               normalization, optim, pooling, reduction, softmax, transpose)
 
 FAMILIES = (elementwise, activation, softmax, loss, dropout, reduction, transpose, pooling, lrn,
-            matmul, conv, normalization)
+            matmul, conv, normalization, embedding, attention)
 __all__ = ["FAMILIES"]
