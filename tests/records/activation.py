@@ -1,5 +1,8 @@
-"""OpInfo records of the activations (float64 references in plain NumPy)."""
+"""OpInfo records of the activations (float64 references in plain NumPy; gelu's erf from
+the math module)."""
 from __future__ import annotations
+
+import math
 
 import numpy
 
@@ -53,6 +56,46 @@ def _leaky_errors(rng):
     yield ErrorInput((x,), {"slope": -float("inf")}, ValueError, "got -inf", fn=1)
 
 
+def _gelu_samples(rng):
+    # |x| up to 12: gelu's negative tail (x Φ(x) ~ 1e-32 at -12) keeps its relative precision
+    for approximate, low, high in (("none", -12, 12), ("tanh", -6, 6)):
+        for shape in ((257,), (3, 4, 5), (0,), (), (16, 65)):
+            x = rng.uniform(low, high, shape)
+            yield Sample((x,), {"approximate": approximate},
+                         f"{approximate}-{'x'.join(map(str, shape))}")
+
+
+def _gelu_errors(rng):
+    x = rng.uniform(-3, 3, (3, 4))
+    yield from _errors(rng)
+    yield ErrorInput((x,), {"approximate": "exact"}, ValueError,
+                     "approximate must be 'none' or 'tanh', got 'exact'")
+    yield ErrorInput((x,), {"approximate": "Tanh"}, ValueError, "got 'Tanh'", fn=1)
+    yield ErrorInput((x,), {"approximate": None}, TypeError, "got None")
+    yield ErrorInput((x,), {"approximate": True}, TypeError, "got True", fn=1)
+
+
+_erfc = numpy.vectorize(math.erfc, otypes=[float])
+
+
+def _normal_cdf(x):
+    return 0.5 * _erfc(-x / math.sqrt(2))
+
+
+def _gelu_ref(x, approximate):
+    if approximate == "tanh":  # PyTorch's formula
+        return 0.5 * x * (1 + numpy.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x ** 3)))
+    return x * _normal_cdf(x)
+
+
+def _gelu_grad_ref(x, y, g, approximate):
+    if approximate == "tanh":
+        u = math.sqrt(2 / math.pi) * (x + 0.044715 * x ** 3)
+        du = math.sqrt(2 / math.pi) * (1 + 3 * 0.044715 * x ** 2)
+        return g * (0.5 * (1 + numpy.tanh(u)) + 0.5 * x * du / numpy.cosh(u) ** 2)
+    return g * (_normal_cdf(x) + x * numpy.exp(-x * x / 2) / math.sqrt(2 * math.pi))
+
+
 def _sigmoid_ref(x):
     return 1.0 / (1.0 + numpy.exp(-x))
 
@@ -73,5 +116,11 @@ RECORDS = [
            gpu_dtypes=KERNEL_DTYPES, error_inputs=_errors),
     OpInfo(name="tanh", ref=numpy.tanh, samples=_samples(-5, 5),
            grad_refs={1: lambda x, y, g: g / numpy.cosh(x) ** 2},
+           gpu_dtypes=KERNEL_DTYPES, error_inputs=_errors),
+    OpInfo(name="gelu", ref=_gelu_ref, samples=_gelu_samples, grad_refs={1: _gelu_grad_ref},
+           gpu_dtypes=KERNEL_DTYPES, error_inputs=_gelu_errors),
+    # |x| up to 30: x σ(x) in the negative tail (-2.8e-12 at -30)
+    OpInfo(name="silu", ref=lambda x: x * _sigmoid_ref(x), samples=_samples(-30, 30),
+           grad_refs={1: lambda x, y, g: g * _sigmoid_ref(x) * (1 + x * (1 - _sigmoid_ref(x)))},
            gpu_dtypes=KERNEL_DTYPES, error_inputs=_errors),
 ]
