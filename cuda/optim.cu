@@ -13,7 +13,18 @@
 // chunk's elements. All tensors of one launch share the kernel's dtype and are
 // C-contiguous. The update rules are those of torch.optim.SGD/Adam/AdamW
 // (see docs/operators.md, "Autograd, nn and optimizers").
+//
+// Gradient clipping (clip_grad_norm) uses the same table with the gradients in row 0
+// (rows 1-3 unused) and three launches, none waiting for the host:
+//   grad_sumsq        per chunk c, the sum of squares of its elements in double, written to
+//                     partial[c] (the host passes each dtype's slice of one table);
+//   grad_norm_finish  one block adds partial[0..n) in a fixed order (thread t takes t,
+//                     t + blockDim.x, ...; then the block tree): norm_coef[0] = sqrt(sum),
+//                     norm_coef[1] = min(max_norm / (norm + eps), 1) (NaN stays NaN);
+//   grad_scale        g *= norm_coef[1] in the accumulation type, unless it is 1.
+// No atomics: the sum depends only on the sizes, so it is bitwise repeatable.
 #include "gpuops.cuh"
+#include "half.cuh"
 
 template <typename T>
 __device__ __forceinline__ T* table_ptr(const long long* table, long long row, long long n_tensors,
@@ -91,3 +102,61 @@ SGD_STEP(float, f32)
 SGD_STEP(double, f64)
 ADAM_STEP(float, f32)
 ADAM_STEP(double, f64)
+
+// T: storage type, ACC: what one element's arithmetic uses (float for __half and float).
+#define GRAD_CLIP(T, ACC, SFX)                                                             \
+    extern "C" __global__ void grad_sumsq_##SFX(const long long* __restrict__ table,      \
+                                                long long n_tensors, long long n_chunks,  \
+                                                long long chunk,                          \
+                                                double* __restrict__ partial) {           \
+        for (long long c = blockIdx.x; c < n_chunks; c += gridDim.x) {                    \
+            const long long t = table[5 * n_tensors + c];                                 \
+            const long long start = table[5 * n_tensors + n_chunks + c];                  \
+            const long long n = table[4 * n_tensors + t];                                 \
+            const long long end = start + chunk < n ? start + chunk : n;                  \
+            const T* g = table_ptr<T>(table, 0, n_tensors, t);                            \
+            double s = 0.0;                                                               \
+            for (long long i = start + threadIdx.x; i < end; i += blockDim.x) {           \
+                const double v = (double)load_acc(g + i);                                 \
+                s += v * v;                                                               \
+            }                                                                             \
+            s = block_sum(s);                                                             \
+            if (threadIdx.x == 0) partial[c] = s;                                         \
+        }                                                                                 \
+    }                                                                                     \
+    extern "C" __global__ void grad_scale_##SFX(const long long* __restrict__ table,      \
+                                                long long n_tensors, long long n_chunks,  \
+                                                long long chunk,                          \
+                                                const double* __restrict__ norm_coef) {   \
+        const double coef = norm_coef[1];                                                 \
+        if (coef == 1.0) return; /* at most max_norm: the gradients stay as they are */   \
+        const ACC k = (ACC)coef;                                                          \
+        for (long long c = blockIdx.x; c < n_chunks; c += gridDim.x) {                    \
+            const long long t = table[5 * n_tensors + c];                                 \
+            const long long start = table[5 * n_tensors + n_chunks + c];                  \
+            const long long n = table[4 * n_tensors + t];                                 \
+            const long long end = start + chunk < n ? start + chunk : n;                  \
+            T* g = table_ptr<T>(table, 0, n_tensors, t);                                  \
+            for (long long i = start + threadIdx.x; i < end; i += blockDim.x)             \
+                store_acc(g + i, load_acc(g + i) * k);                                    \
+        }                                                                                 \
+    }
+
+GRAD_CLIP(__half, float, f16)
+GRAD_CLIP(float, float, f32)
+GRAD_CLIP(double, double, f64)
+
+extern "C" __global__ void grad_norm_finish_f64(const double* __restrict__ partial,
+                                                long long n, double max_norm, double eps,
+                                                double* __restrict__ norm_coef) {
+    double s = 0.0;
+    for (long long i = threadIdx.x; i < n; i += blockDim.x) s += partial[i];
+    s = block_sum(s);
+    if (threadIdx.x == 0) {
+        const double norm = sqrt(s);
+        double coef = max_norm / (norm + eps);
+        if (coef > 1.0) coef = 1.0;
+        norm_coef[0] = norm;
+        norm_coef[1] = coef;
+    }
+}

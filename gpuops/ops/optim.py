@@ -14,14 +14,15 @@ tests differentiate every entry); tests/layers/test_optim.py tests them.
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy
 
+from ..backend import HALF_DTYPES
 from ..call import Call, Signature
 from ..kernels import BLOCK, scalar
 
-__all__ = ["sgd_step", "adam_step"]
+__all__ = ["sgd_step", "adam_step", "clip_grad_norm"]
 
 FAMILY = "optim"
 CHUNK = 4096  # elements per block-chunk of the fused kernels
@@ -77,8 +78,11 @@ def _pointer(x: Array) -> int:
     return int(x.data.ptr) if hasattr(x.data, "ptr") else int(x.ctypes.data)
 
 
-def _launch(call: Call, kernel: str, rows: list[list], scalars: tuple) -> None:
-    """One fused launch per dtype over the tensors of ``rows`` (params, grads, state1, state2)."""
+def _chunk_tables(call: Call, kernel: str,
+                  rows: list[list]) -> Iterator[tuple[numpy.dtype, Array, int, int]]:
+    """Per dtype of the non-empty tensors of ``rows`` (params, grads, state1, state2; rows
+    that a kernel does not use may be left out): ``(dtype, table, n_tensors, n_chunks)``,
+    the device table of cuda/optim.cu (pointers, sizes, each chunk's tensor and start)."""
     xp = call.xp
     by_dtype: dict[numpy.dtype, list[int]] = {}
     for i, p in enumerate(rows[0]):
@@ -102,8 +106,12 @@ def _launch(call: Call, kernel: str, rows: list[list], scalars: tuple) -> None:
             pointers.append([0] * n_tensors)
         table = numpy.concatenate([numpy.array(pointers, dtype=numpy.uint64).view(numpy.int64)
                                    .reshape(-1), sizes, chunk_tensor, chunk_start])
-        table = xp.asarray(table)
-        n_chunks = int(chunk_tensor.size)
+        yield dtype, xp.asarray(table), n_tensors, int(chunk_tensor.size)
+
+
+def _launch(call: Call, kernel: str, rows: list[list], scalars: tuple) -> None:
+    """One fused launch per dtype over the tensors of ``rows`` (params, grads, state1, state2)."""
+    for dtype, table, n_tensors, n_chunks in _chunk_tables(call, kernel, rows):
         grid = (max(1, min(n_chunks, call.max_blocks)),)
         args = (table, numpy.int64(n_tensors), numpy.int64(n_chunks), numpy.int64(CHUNK),
                 *[scalar(dtype, s) if isinstance(s, float) else s for s in scalars])
@@ -234,3 +242,101 @@ def adam_step(params: list, grads: list, m: list, v: list, *, step: int, lr: flo
         t2 *= step_size
         p -= t2
     return params
+
+
+# ---- gradient clipping -------------------------------------------------------------
+
+CLIP_EPS = 1e-6  # torch.nn.utils.clip_grad_norm_: clip_coef = max_norm / (total_norm + 1e-6)
+
+
+def clip_grad_norm(grads: Any, max_norm: float, *, norm_type: float = 2.0,
+                   error_if_nonfinite: bool = False) -> Array:
+    """``torch.nn.utils.clip_grad_norm_`` on arrays: the L2 norm of all of ``grads`` taken
+    together, and every gradient scaled in place when it exceeds ``max_norm``.
+
+    ``norm = sqrt(sum_k sum_i g_k[i]^2)``; ``coef = min(max_norm / (norm + 1e-6), 1)``;
+    ``g_k *= coef`` (nothing is written when ``coef`` is 1). Returns ``norm`` as a 0-d array
+    on the gradients' backend, of their promoted dtype (torch returns a 0-d tensor; a
+    Python float would wait for the device). ``grads``: a list or tuple of float16/32/64
+    arrays of one backend (dtypes may differ; empty arrays count 0), or one array.
+
+    Squares are summed in float64 for every dtype (no overflow of a float32 square; float16
+    loads widen exactly), and ``coef`` comes from that float64 norm, so it is right even
+    when the returned float16 norm rounds to inf. A NaN or inf gradient makes ``norm`` NaN
+    or inf and, as in torch, the gradients are scaled by NaN or 0 (inf · 0 = NaN);
+    ``error_if_nonfinite=True`` raises ``RuntimeError`` first (a device sync) and writes
+    nothing. Kernel backends: one fused launch per dtype writes each chunk's sum of squares
+    to a float64 table, one block adds the table in a fixed order (no atomics: bitwise
+    repeatable), one fused launch per dtype scales; the host never waits. Only
+    ``norm_type=2`` is supported.
+    """
+    op = "clip_grad_norm"
+    if hasattr(grads, "shape") and hasattr(grads, "dtype"):
+        grads = [grads]
+    if not isinstance(grads, (list, tuple)):
+        raise TypeError(f"{op}: grads must be a list of arrays, got {type(grads).__name__}")
+    if not grads:
+        raise ValueError(f"{op}: grads is empty; expected at least one gradient array")
+    if isinstance(max_norm, bool) or not isinstance(max_norm, (int, float, numpy.integer,
+                                                                 numpy.floating)):
+        raise TypeError(f"{op}: max_norm must be a number, got {type(max_norm).__name__}")
+    if not math.isfinite(max_norm) or max_norm < 0:
+        raise ValueError(f"{op}: max_norm={max_norm} must be finite and >= 0")
+    if isinstance(norm_type, bool) or not isinstance(norm_type, (int, float)) \
+            or norm_type != 2:
+        raise ValueError(f"{op}: norm_type={norm_type!r} is not supported (only 2, the L2 norm)")
+    if not isinstance(error_if_nonfinite, (bool, numpy.bool_)):
+        raise TypeError(f"{op}: error_if_nonfinite must be a bool, got {error_if_nonfinite!r}")
+    call = Signature(op, FAMILY, [f"grads[{i}]" for i in range(len(grads))],
+                     dtypes=HALF_DTYPES).bind(*grads)
+    grads = list(grads)
+    max_norm = float(max_norm)
+    if call.uses_kernels:
+        norm_coef = _clip_norm_kernels(call, grads, max_norm)
+        with numpy.errstate(over="ignore"):  # float16 past 65504: inf, as the docstring says
+            norm = norm_coef[:1].reshape(()).astype(call.dtype)  # 0-d, on the device
+        if error_if_nonfinite:
+            _check_finite(op, float(norm_coef[0]))
+        _launch(call, "grad_scale", [grads], (norm_coef,))
+        return norm
+    total = 0.0
+    for g in grads:
+        flat = g.astype(numpy.float64).reshape(-1)
+        total += float(numpy.dot(flat, flat))
+    norm64 = math.sqrt(total)
+    if error_if_nonfinite:
+        _check_finite(op, norm64)
+    coef = min(max_norm / (norm64 + CLIP_EPS), 1.0) if not math.isnan(norm64) else math.nan
+    if coef != 1.0:
+        with numpy.errstate(invalid="ignore", over="ignore"):
+            for g in grads:  # float16 times a float32 factor, rounded once (as the kernels)
+                factor = (numpy.float64 if g.dtype == numpy.float64 else numpy.float32)(coef)
+                numpy.multiply(g, factor, out=g)
+    with numpy.errstate(over="ignore"):
+        return numpy.asarray(norm64, dtype=call.dtype)
+
+
+def _clip_norm_kernels(call: Call, grads: list, max_norm: float) -> Array:
+    """``[norm, coef]`` in a float64 device array: per dtype one ``grad_sumsq`` launch
+    (a chunk's sum of squares per table entry), then one block adds the table in order."""
+    tables = list(_chunk_tables(call, "clip_grad_norm", [grads]))
+    n_chunks = sum(t[3] for t in tables)
+    partial = call.xp.zeros(max(n_chunks, 1), dtype=numpy.float64)
+    offset = 0
+    for dtype, table, n_tensors, chunks in tables:
+        grid = (max(1, min(chunks, call.max_blocks)),)
+        call.launch("grad_sumsq", grid, (BLOCK,),
+                    (table, numpy.int64(n_tensors), numpy.int64(chunks), numpy.int64(CHUNK),
+                     partial[offset:offset + chunks]), dtype=dtype)
+        offset += chunks
+    norm_coef = call.xp.empty(2, dtype=numpy.float64)
+    call.launch("grad_norm_finish", (1,), (BLOCK,),
+                (partial, numpy.int64(n_chunks), numpy.float64(max_norm),
+                 numpy.float64(CLIP_EPS), norm_coef), dtype=numpy.float64)
+    return norm_coef
+
+
+def _check_finite(op: str, norm: float) -> None:
+    if not math.isfinite(norm):
+        raise RuntimeError(f"{op}: the total norm of the gradients is {norm}, so they cannot "
+                           "be clipped (error_if_nonfinite=True); nothing was changed")

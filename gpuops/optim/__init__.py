@@ -1,6 +1,7 @@
 """Optimizers: ``SGD``, ``Adam`` and ``AdamW`` hold parameters (Tensors) and their state and
 step through the fused operators :func:`gpuops.sgd_step` and :func:`gpuops.adam_step`
-(:mod:`gpuops.ops.optim`), with the exact rules of ``torch.optim``.
+(:mod:`gpuops.ops.optim`), with the exact rules of ``torch.optim``;
+:func:`gpuops.clip_grad_norm` clips gradients by their global norm before a step.
 
 Parameters come as an iterable of Tensors or, as in torch, an iterable of dicts
 (``{"params": [...], "lr": ..., ...}``), each a *parameter group* with its own
@@ -18,9 +19,9 @@ import numpy
 
 from ..autograd import Tensor
 from ..backend import get_array_module, to_cpu
-from ..ops.optim import adam_step, sgd_step
+from ..ops.optim import adam_step, clip_grad_norm, sgd_step
 
-__all__ = ["sgd_step", "adam_step", "Optimizer", "SGD", "Adam", "AdamW", "lr_scheduler"]
+__all__ = ["sgd_step", "adam_step", "clip_grad_norm", "Optimizer", "SGD", "Adam", "AdamW", "lr_scheduler"]
 
 Array = Any
 
