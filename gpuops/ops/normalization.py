@@ -1,6 +1,7 @@
-"""Batch normalization: ``batch_norm`` and its gradients. Kernels in cuda/normalization.cu.
+"""The normalization family: ``batch_norm``, ``layer_norm``, ``rms_norm`` and their gradients.
+Kernels in cuda/normalization.cu.
 
-``x1`` is normalized per channel, the channels along ``axis`` (default 1: (N, C),
+**batch_norm.** ``x1`` is normalized per channel, the channels along ``axis`` (default 1: (N, C),
 (N, C, L), (N, C, H, W), ...), over every other axis; ``x2`` (weight γ) and ``x3``
 (bias β) have shape (C,) and are required (pass ones and zeros for PyTorch's
 ``affine=False``). With M the number of values per channel:
@@ -23,6 +24,26 @@ atomics): partial sums per (channel, chunk), then one thread per channel adds it
 chunks in order; the variance is the corrected two-pass one (moments about the mean
 of a first pass), so a large common offset does not lose digits. An empty batch
 (M = 0) gives an empty y and gγ = gβ = 0.
+
+**layer_norm, rms_norm.** Each row along the last axis of ``x1`` (any leading axes; a 1-d
+x1 is one row) of C values is normalized; ``x2`` (weight w) and ``x3`` (bias b, layer_norm
+only) have shape (C,). PyTorch's ``layer_norm(x, (C,), w, b, eps)`` and
+``rms_norm(x, (C,), w, eps)``:
+
+    layer_norm:  μ = mean x,  r = 1 / sqrt(mean (x - μ)² + eps)   (biased variance)
+    rms_norm:    μ = 0,       r = 1 / sqrt(mean x² + eps)
+    x̂ = (x - μ) · r,  y = x̂ · w (+ b)
+
+    gx = r · (w·gy - mean(w·gy) - x̂ · mean(w·gy·x̂))   (rms_norm: without mean(w·gy)),
+    gw = Σ_rows gy · x̂,  gb = Σ_rows gy
+
+(rms_norm: ∂r/∂x_j = -r³ x_j / C, so gx_i = r w_i gy_i - r³ x_i mean(w·gy·x); layer_norm adds
+the mean's term). Means over a row, sums over the rows. float16 too where kernels compute
+(float32 inside). Kernels: one warp per row (the row in registers, the exact two-pass mean
+and variance) or one block per row (Welford moments merged over the block), the launch
+geometry of :mod:`gpuops.ops._rows`; gw and gb are column sums in two deterministic stages
+(partial sums per (column, chunk of rows), then each column adds its chunks in order). No
+rows: gw = gb = 0; rows of C = 0 values: empty results.
 """
 from __future__ import annotations
 
@@ -32,11 +53,14 @@ from typing import Any
 import numpy
 
 from .. import kernels
+from ..backend import HALF_DTYPES
 from ..call import Call, Signature, check_shape
 from ..registry import register
-from . import _args
+from . import _args, _rows
 
-__all__ = ["batch_norm", "batch_norm_wrt_x1", "batch_norm_wrt_x2", "batch_norm_wrt_x3"]
+__all__ = ["batch_norm", "batch_norm_wrt_x1", "batch_norm_wrt_x2", "batch_norm_wrt_x3",
+           "layer_norm", "layer_norm_wrt_x1", "layer_norm_wrt_x2", "layer_norm_wrt_x3",
+           "rms_norm", "rms_norm_wrt_x1", "rms_norm_wrt_x2"]
 
 FAMILY = "normalization"
 Array = Any
@@ -55,10 +79,14 @@ def _check(op: str, x: Array, w: Array, b: Array, rm: Array | None, rv: Array | 
     check_shape(op, "x3 (bias)", b, (C,))
     check_shape(op, "running_mean", rm, (C,))
     check_shape(op, "running_var", rv, (C,))
+    return ax, _eps(op, eps)
+
+
+def _eps(op: str, eps: Any) -> float:
     value = _args.finite_float(op, "eps", eps)
     if value <= 0:
         raise ValueError(f"{op}: eps must be > 0, got {eps!r}")
-    return ax, value
+    return value
 
 
 def _running_pair(op: str, running_mean: Any, running_var: Any) -> None:
@@ -136,13 +164,14 @@ def _i64(v: int) -> numpy.int64:
     return numpy.int64(v)
 
 
-def _split(call: Call, C: int, M: int) -> tuple[int, int]:
-    """(chunk, splits): each channel's M values in ``splits`` chunks of ``chunk`` values,
-    at least _MIN_CHUNK each, until C · splits fills the GPU a few times over."""
+def _split(call: Call, C: int, M: int, min_chunk: int = _MIN_CHUNK) -> tuple[int, int]:
+    """(chunk, splits): each of C reductions (a channel; a tile of columns) over M values in
+    ``splits`` chunks of ``chunk`` values, at least ``min_chunk`` each, until C · splits
+    fills the GPU a few times over."""
     target = 4 * call.max_blocks
-    if C >= target or M <= _MIN_CHUNK:
+    if C >= target or M <= min_chunk:
         return max(M, 1), 1
-    splits = min(math.ceil(M / _MIN_CHUNK), math.ceil(target / C))
+    splits = min(math.ceil(M / min_chunk), math.ceil(target / C))
     chunk = math.ceil(M / splits)
     return chunk, math.ceil(M / chunk)
 
@@ -315,3 +344,195 @@ def update_running_stats(x1: Array, running_mean: Array, running_var: Array, *, 
     m = float(momentum)
     running_mean[...] = (1 - m) * running_mean + m * mean
     running_var[...] = (1 - m) * running_var + m * var * (M / (M - 1))
+
+
+# ---- layer_norm and rms_norm: rows of the last axis -----------------------------------------
+
+_COL_TILE = 32  # columns of a block of row_norm_col_partial (a warp's width)...
+_COL_LANES = 8  # ...and its threads per column, each summing every 8th row of the chunk
+_MIN_CHUNK_ROWS = 8 * _COL_LANES  # rows per chunk, at least, before the rows are split
+
+
+def _check_rows(op: str, x: Array, w: Array, b: Array | None, eps: Any) -> float:
+    """eps normalized; ValueError naming ``op`` for a 0-d x1 or a w/b not of shape (C,)."""
+    if x.ndim == 0:
+        raise ValueError(f"{op}: x1 must have at least 1 dim (the normalized last axis), "
+                         f"got shape {tuple(x.shape)}")
+    C = x.shape[-1]
+    check_shape(op, "x2 (weight)", w, (C,))
+    check_shape(op, "x3 (bias)", b, (C,))
+    return _eps(op, eps)
+
+
+def _row_stats_cpu(x: Array, rms: bool, eps: float, dt: Any) -> tuple:
+    """(μ, r) per row, shape (..., 1), in the compute dtype ``dt`` (the kernels' two-pass
+    mean and variance)."""
+    x = x.astype(dt, copy=False)
+    if rms:
+        return dt(0), 1 / numpy.sqrt((x * x).mean(axis=-1, keepdims=True) + dt(eps))
+    mean = x.mean(axis=-1, keepdims=True)
+    d = x - mean
+    return mean, 1 / numpy.sqrt((d * d).mean(axis=-1, keepdims=True) + dt(eps))
+
+
+def _row_norm_cpu(rms: bool):
+    def forward(x, w, *rest):
+        *b, y, eps = rest
+        mean, rstd = _row_stats_cpu(x, rms, eps, y.dtype.type)
+        y[...] = (x - mean) * rstd * w
+        if b:
+            y += b[0]
+    return forward
+
+
+def _row_norm_grad_cpu(k: int, rms: bool):
+    def grad(x, w, *rest):
+        *_, gy, g, eps = rest  # rest: (b,) y, gy, g, eps
+        dt = numpy.result_type(x, w, gy).type
+        C = x.shape[-1]
+        gy = gy.astype(dt, copy=False)
+        if k == 3:  # Σ gy over the rows (0 for no rows)
+            g[...] = gy.reshape(-1, C).sum(axis=0)
+            return
+        mean, rstd = _row_stats_cpu(x, rms, eps, dt)
+        xhat = (x - mean) * rstd
+        if k == 2:
+            g[...] = (gy * xhat).reshape(-1, C).sum(axis=0)
+            return
+        wg = w * gy
+        centered = wg if rms else wg - wg.mean(axis=-1, keepdims=True)
+        g[...] = (centered - xhat * (wg * xhat).mean(axis=-1, keepdims=True)) * rstd
+    return grad
+
+
+def _acc_dtype(call: Call) -> numpy.dtype:
+    """The kernels' accumulation dtype: float32 for float16 data."""
+    return numpy.dtype(numpy.float32) if call.dtype == numpy.float16 else call.dtype
+
+
+def _row_norm_gpu(call, x, w, *rest):
+    *b, y, eps = rest
+    C = x.shape[-1]
+    _rows.launch(call, call.op, y.size // C, C, (x, w, *b, y, call.scalar(eps)))
+
+
+def _col_sums(call: Call, x: Array, gy: Array, mean: Array, rstd: Array, g: Array,
+              with_x: bool) -> None:
+    """g = Σ_rows gy (x - μ) r (with_x) or Σ_rows gy, per column, rows > 0."""
+    C = x.shape[-1]
+    rows = x.size // C
+    tiles = math.ceil(C / _COL_TILE)
+    chunk, splits = _split(call, tiles, rows, _MIN_CHUNK_ROWS)
+    partial = call.xp.empty(splits * C, _acc_dtype(call))
+    call.launch("row_norm_col_partial", (min(tiles * splits, call.max_blocks),),
+                (_COL_TILE, _COL_LANES),
+                (x, gy, mean, rstd, partial, _i64(rows), _i64(C), _i64(chunk), _i64(splits),
+                 _i64(int(with_x))))
+    call.launch_1d("row_norm_col_finish", C, (partial, g, _i64(C), _i64(splits)))
+
+
+def _row_norm_grad_gpu(k: int, base: str):
+    def grad(call, x, w, *rest):
+        *_, gy, g, eps = rest
+        C = x.shape[-1]
+        rows = x.size // C
+        if k == 1:
+            _rows.launch(call, f"{base}_wrt_x1", rows, C, (x, w, gy, g, call.scalar(eps)))
+            return
+        if rows == 0:  # sums over no rows
+            g[...] = 0
+            return
+        xp, acc = call.xp, _acc_dtype(call)
+        if k == 3:  # Σ gy: no statistics (μ and r are not read)
+            unused = xp.empty(1, acc)
+            _col_sums(call, x, gy, unused, unused, g, with_x=False)
+            return
+        mean, rstd = xp.empty(rows, acc), xp.empty(rows, acc)
+        call.launch(f"{base}_stats", (max(1, min(math.ceil(rows / _rows.WARPS_PER_BLOCK),
+                                                  call.max_blocks)),),
+                    (32 * _rows.WARPS_PER_BLOCK,),
+                    (x, mean, rstd, call.scalar(eps), _i64(rows), _i64(C)))
+        _col_sums(call, x, gy, mean, rstd, g, with_x=True)
+    return grad
+
+
+def _row_norm_signatures(op: str, params: tuple[str, ...]) -> dict[int, Signature]:
+    """0: the forward's signature, k: that of op_wrt_x<k>."""
+    table = {0: Signature(op, FAMILY, ("x1", *params), kernel_dtypes=HALF_DTYPES)}
+    for k in range(1, len(params) + 2):
+        table[k] = Signature(f"{op}_wrt_x{k}", FAMILY, ("x1", *params, "y", "gy"),
+                             kernel_dtypes=HALF_DTYPES)
+    return table
+
+
+_LAYER_NORM = _row_norm_signatures("layer_norm", ("x2", "x3"))
+_RMS_NORM = _row_norm_signatures("rms_norm", ("x2",))
+_ROW_CPU = {"layer_norm": _row_norm_cpu(rms=False), "rms_norm": _row_norm_cpu(rms=True)}
+_ROW_GRAD_CPU = {(op, k): _row_norm_grad_cpu(k, rms=op == "rms_norm")
+                 for op, n in (("layer_norm", 3), ("rms_norm", 2)) for k in range(1, n + 1)}
+_ROW_GRAD_GPU = {(op, k): _row_norm_grad_gpu(k, op) for op, k in _ROW_GRAD_CPU}
+
+
+def _row_norm(signature: Signature, inputs: tuple, eps: Any, out: Array | None) -> Array:
+    call = signature.bind(*inputs)
+    x, w, *b = call.inputs
+    eps_f = _check_rows(call.op, x, w, b[0] if b else None, eps)
+    return call.run(out, tuple(x.shape), _ROW_CPU[call.op], _row_norm_gpu, eps_f)
+
+
+def _row_norm_grad(op: str, k: int, signature: Signature, inputs: tuple, eps: Any,
+                   out: Array | None) -> Array:
+    call = signature.bind(*inputs)
+    x, w, *b, y, gy = call.inputs
+    eps_f = _check_rows(call.op, x, w, b[0] if b else None, eps)
+    check_shape(call.op, "y", y, tuple(x.shape))
+    check_shape(call.op, "gy", gy, tuple(x.shape))
+    target = (x, w, *b)[k - 1]
+    return call.run(out, tuple(target.shape), _ROW_GRAD_CPU[op, k], _ROW_GRAD_GPU[op, k],
+                    eps_f, dtype=target.dtype)
+
+
+def layer_norm(x1: Array, x2: Array, x3: Array, *, eps: float = 1e-5,
+               out: Array | None = None) -> Array:
+    """y = (x1 - μ) / sqrt(v + eps) · x2 + x3 along the last axis of x1 (μ, v: each row's
+    mean and biased variance; x2 the weight, x3 the bias, both (C,))."""
+    return _row_norm(_LAYER_NORM[0], (x1, x2, x3), eps, out)
+
+
+def layer_norm_wrt_x1(x1: Array, x2: Array, x3: Array, y: Array, gy: Array, *,
+                      eps: float = 1e-5, out: Array | None = None) -> Array:
+    """gx = r (x2·gy - mean(x2·gy) - x̂ mean(x2·gy·x̂)) per row, r = 1/sqrt(v + eps)."""
+    return _row_norm_grad("layer_norm", 1, _LAYER_NORM[1], (x1, x2, x3, y, gy), eps, out)
+
+
+def layer_norm_wrt_x2(x1: Array, x2: Array, x3: Array, y: Array, gy: Array, *,
+                      eps: float = 1e-5, out: Array | None = None) -> Array:
+    """g_weight = Σ gy · x̂ over the rows."""
+    return _row_norm_grad("layer_norm", 2, _LAYER_NORM[2], (x1, x2, x3, y, gy), eps, out)
+
+
+def layer_norm_wrt_x3(x1: Array, x2: Array, x3: Array, y: Array, gy: Array, *,
+                      eps: float = 1e-5, out: Array | None = None) -> Array:
+    """g_bias = Σ gy over the rows."""
+    return _row_norm_grad("layer_norm", 3, _LAYER_NORM[3], (x1, x2, x3, y, gy), eps, out)
+
+
+def rms_norm(x1: Array, x2: Array, *, eps: float = 1e-6, out: Array | None = None) -> Array:
+    """y = x1 / sqrt(mean(x1²) + eps) · x2 along the last axis of x1 (x2 the weight, (C,))."""
+    return _row_norm(_RMS_NORM[0], (x1, x2), eps, out)
+
+
+def rms_norm_wrt_x1(x1: Array, x2: Array, y: Array, gy: Array, *, eps: float = 1e-6,
+                    out: Array | None = None) -> Array:
+    """gx = r (x2·gy - x̂ mean(x2·gy·x̂)) per row, r = 1/sqrt(mean(x1²) + eps), x̂ = x1·r."""
+    return _row_norm_grad("rms_norm", 1, _RMS_NORM[1], (x1, x2, y, gy), eps, out)
+
+
+def rms_norm_wrt_x2(x1: Array, x2: Array, y: Array, gy: Array, *, eps: float = 1e-6,
+                    out: Array | None = None) -> Array:
+    """g_weight = Σ gy · x̂ over the rows."""
+    return _row_norm_grad("rms_norm", 2, _RMS_NORM[2], (x1, x2, y, gy), eps, out)
+
+
+register(FAMILY, layer_norm, layer_norm_wrt_x1, layer_norm_wrt_x2, layer_norm_wrt_x3)
+register(FAMILY, rms_norm, rms_norm_wrt_x1, rms_norm_wrt_x2)
