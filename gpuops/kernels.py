@@ -36,6 +36,9 @@ CONSTANTS: dict[str, int] = {
     "TRANSPOSE_TILE_ROWS": 8,  # ...with (TILE, TILE_ROWS) threads
     # Fused epilogue activations of the GEMM (linear, conv2d): the ``act`` argument.
     "ACT_NONE": 0, "ACT_RELU": 1, "ACT_SIGMOID": 2, "ACT_TANH": 3,
+    # cuda/attention.cu: query/key rows per tile (float16, float32; float64), and threads
+    # per row (a block is TILE x THREADS_PER_ROW threads)
+    "ATTENTION_TILE": 16, "ATTENTION_TILE_F64": 8, "ATTENTION_THREADS_PER_ROW": 8,
 }
 # Threads per block of the 1-D grid-stride kernels: launch-side only (those kernels read
 # blockDim, so no source depends on the number).
