@@ -13,7 +13,7 @@ import numpy
 from . import Optimizer, _number
 
 __all__ = ["LRScheduler", "StepLR", "LinearLR", "CosineAnnealingLR", "SequentialLR",
-           "OneCycleLR"]
+           "OneCycleLR", "WarmupCosineLR"]
 
 
 def _positive_int(where: str, name: str, value: Any) -> int:
@@ -367,3 +367,49 @@ class OneCycleLR(LRScheduler):
                 else:
                     group["momentum"] = momentum
         return lrs
+
+
+class WarmupCosineLR(LRScheduler):
+    """Linear warmup, then cosine decay: the GPT-2 schedule of llm.c and build-nanogpt
+    (``get_lr`` of train_gpt2.py), stepped once per optimizer step. With ``W`` =
+    ``warmup_steps``, ``T`` = ``total_steps``:
+
+    - ``epoch < W``: ``lr = base_lr · (epoch + 1) / W`` (never 0; ``base_lr`` at ``W - 1``);
+    - ``W <= epoch <= T``: ``lr = min_lr + (base_lr - min_lr) · (1 + cos(π (epoch - W) /
+      (T - W))) / 2`` (``base_lr`` at ``W``, ``min_lr`` at ``T``);
+    - ``epoch > T``: ``lr = min_lr``.
+
+    ``min_lr`` is absolute, for every group (like ``CosineAnnealingLR``'s ``eta_min``).
+    The same as ``torch.optim.lr_scheduler.LambdaLR`` with that factor divided by
+    ``base_lr``; every step uses the closed form (no drift over long runs).
+    """
+
+    def __init__(self, optimizer: Optimizer, warmup_steps: int, total_steps: int,
+                 min_lr: float = 0.0, last_epoch: int = -1) -> None:
+        where = "WarmupCosineLR"
+        if isinstance(warmup_steps, (bool, numpy.bool_)) or not isinstance(
+                warmup_steps, (int, numpy.integer)):
+            raise TypeError(f"{where}: warmup_steps must be an int, got {warmup_steps!r}")
+        if warmup_steps < 0:
+            raise ValueError(f"{where}: warmup_steps must be >= 0, got {warmup_steps!r}")
+        self.warmup_steps = int(warmup_steps)
+        self.total_steps = _positive_int(where, "total_steps", total_steps)
+        if self.total_steps <= self.warmup_steps:
+            raise ValueError(f"{where}: total_steps={self.total_steps} must exceed "
+                             f"warmup_steps={self.warmup_steps}")
+        self.min_lr = _number(where, "min_lr", min_lr)
+        super().__init__(optimizer, last_epoch)
+
+    def _lr(self, base_lr: float) -> float:
+        epoch, warmup, total = self.last_epoch, self.warmup_steps, self.total_steps
+        if epoch < warmup:
+            return base_lr * (epoch + 1) / warmup
+        if epoch > total:
+            return self.min_lr
+        decay = (epoch - warmup) / (total - warmup)
+        return self.min_lr + (base_lr - self.min_lr) * (1 + math.cos(math.pi * decay)) / 2
+
+    def get_lr(self) -> list[float]:
+        return [self._lr(base_lr) for base_lr in self.base_lrs]
+
+    _get_closed_form_lr = get_lr

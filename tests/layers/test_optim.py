@@ -780,3 +780,88 @@ def test_optimizer_zero_grad_set_to_none_false():
     opt.zero_grad()
     assert p.grad is None
     assert opt.defaults == {"lr": 0.1, "momentum": 0.0, "nesterov": False, "weight_decay": 0.0}
+
+
+# ---- WarmupCosineLR (llm.c's GPT-2 schedule) ----------------------------------------------------
+
+def _warmup_cosine(base, e, warmup, total, min_lr):
+    """llm.c / build-nanogpt get_lr, written out."""
+    if e < warmup:
+        return base * (e + 1) / warmup
+    if e > total:
+        return min_lr
+    return min_lr + (base - min_lr) * 0.5 * (1 + math.cos(math.pi * (e - warmup)
+                                                         / (total - warmup)))
+
+
+@pytest.mark.parametrize("warmup,total,min_lr", [(5, 20, 1e-3), (0, 7, 0.0), (1, 2, 0.01),
+                                                 (3, 4, 0.0)])
+def test_warmup_cosine_closed_form(warmup, total, min_lr):
+    opt = _sgd((0.1, 0.02))
+    scheduler = lr_scheduler.WarmupCosineLR(opt, warmup, total, min_lr=min_lr)
+    lrs = _run(opt, scheduler, total + 5)
+    expected = [[_warmup_cosine(b, e, warmup, total, min_lr) for b in (0.1, 0.02)]
+                for e in range(total + 6)]
+    numpy.testing.assert_allclose(lrs, expected, rtol=1e-14, atol=1e-17)
+    if warmup:
+        assert lrs[0, 0] == pytest.approx(0.1 / warmup)
+        assert lrs[warmup - 1, 0] == pytest.approx(0.1, rel=1e-15)
+    assert lrs[warmup, 0] == 0.1  # the peak twice (end of warmup, start of the decay)
+    assert lrs[total, 0] == pytest.approx(min_lr, abs=1e-17)
+    assert (lrs[total:, 0] == lrs[total, 0]).all()
+
+
+def test_warmup_cosine_resume_jump_and_state_dict():
+    opt = _sgd((0.3,))
+    scheduler = lr_scheduler.WarmupCosineLR(opt, warmup_steps=4, total_steps=12, min_lr=0.01)
+    for _ in range(6):
+        scheduler.step()
+    state = scheduler.state_dict()
+    assert state["last_epoch"] == 6 and state["warmup_steps"] == 4 and "optimizer" not in state
+    resumed = lr_scheduler.WarmupCosineLR(opt, 4, 12, min_lr=0.01, last_epoch=5)
+    assert resumed.get_last_lr() == scheduler.get_last_lr()  # 5 + the constructor's step
+    fresh = lr_scheduler.WarmupCosineLR(_sgd((0.3,)), 1, 2)
+    fresh.load_state_dict(state)
+    fresh.step()
+    scheduler.step()
+    assert fresh.get_last_lr() == pytest.approx(scheduler.get_last_lr(), rel=1e-15)
+    scheduler.step(2)  # a jump: the closed form
+    assert scheduler.get_last_lr() == [pytest.approx(0.3 * 3 / 4)]
+
+
+def test_warmup_cosine_errors():
+    with pytest.raises(ValueError, match="WarmupCosineLR: total_steps=5 must exceed "
+                                         "warmup_steps=5"):
+        lr_scheduler.WarmupCosineLR(_sgd(), 5, 5)
+    with pytest.raises(ValueError, match="WarmupCosineLR: warmup_steps must be >= 0, got -1"):
+        lr_scheduler.WarmupCosineLR(_sgd(), -1, 5)
+    with pytest.raises(TypeError, match="WarmupCosineLR: warmup_steps must be an int, got 1.5"):
+        lr_scheduler.WarmupCosineLR(_sgd(), 1.5, 5)
+    with pytest.raises(ValueError, match="WarmupCosineLR: total_steps must be >= 1, got 0"):
+        lr_scheduler.WarmupCosineLR(_sgd(), 0, 0)
+    with pytest.raises(ValueError, match=r"WarmupCosineLR: min_lr=-0.1 is outside"):
+        lr_scheduler.WarmupCosineLR(_sgd(), 1, 5, min_lr=-0.1)
+    with pytest.raises(TypeError, match="WarmupCosineLR: list is not a gpuops.optim Optimizer"):
+        lr_scheduler.WarmupCosineLR([], 1, 5)
+
+
+def test_warmup_cosine_matches_torch_lambda_lr():
+    torch = pytest.importorskip("torch")
+    warmup, total, min_lr, n = 3, 10, 0.004, 14
+    ours = [Tensor(numpy.ones(3), requires_grad=True)]
+    theirs = [torch.ones(3, dtype=torch.float64, requires_grad=True)]
+    opt = SGD(ours, lr=0.1)
+    scheduler = lr_scheduler.WarmupCosineLR(opt, warmup, total, min_lr=min_lr)
+    topt = torch.optim.SGD(theirs, lr=0.1)
+    tsched = torch.optim.lr_scheduler.LambdaLR(
+        topt, lambda e: _warmup_cosine(0.1, e, warmup, total, min_lr) / 0.1)
+    assert scheduler.get_last_lr() == pytest.approx(tsched.get_last_lr(), rel=1e-15)
+    for _ in range(n):
+        ours[0].grad = numpy.full(3, 0.5)
+        theirs[0].grad = torch.full((3,), 0.5, dtype=torch.float64)
+        opt.step()
+        topt.step()
+        scheduler.step()
+        tsched.step()
+        assert scheduler.get_last_lr() == pytest.approx(tsched.get_last_lr(), rel=1e-15)
+    numpy.testing.assert_allclose(ours[0].data, theirs[0].detach().numpy(), rtol=1e-14)
