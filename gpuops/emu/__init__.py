@@ -12,6 +12,15 @@ Not imported by ``import gpuops``. See ``cuda_emu.h`` (what device code may use)
 and ``runtime.cpp`` (execution model, error detection); :mod:`.build` compiles,
 :mod:`.signatures` checks arguments, :mod:`.sanitize` runs under ASan/TSan.
 
+Memory counters (:mod:`.counters`): a launch in the counting build mode returns a
+:class:`LaunchReport` (requests, sectors, shared-memory bank conflicts under Nsight
+Compute's metric names, the worst source line)::
+
+    with emu.profile() as reports:   # the operators' kernels, through the emu backend
+        gpuops.exp(x)
+    print(reports[0])
+    report = emu.load("k.cu", counters=True).launch("k", grid, block, args)  # any source
+
 Errors a GPU would hang on or silently get wrong raise instead: ``TypeError`` for
 arguments that do not match the kernel's C signature, ``ValueError`` for an
 impossible launch configuration, :class:`EmuKernelError` for a divergent barrier,
@@ -20,26 +29,30 @@ a failed ``assert``, a deadlock or a kernel without progress (watchdog).
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import fnmatch
 import os
 import threading
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy
 
 from .. import kernels as _kernels
-from . import build, signatures
+from . import build, counters, signatures
 from .build import EmuBuildError, cache_dir, compiler
+from .counters import CounterOverflow, LaunchReport
 
 __all__ = ["EmuKernelError", "EmuBuildError", "EmuLauncher", "Module", "launcher", "load",
            "kernel_names", "gpu_only_kernel_names", "launched", "cache_dir", "compiler",
-           "sanitize_mode"]
+           "sanitize_mode", "profile", "LaunchReport", "CounterOverflow"]
 
 MAX_BLOCKS = 4  # small, so that grid-stride loops take several turns
 MAX_DYNAMIC_SHARED = 227 * 1024  # per block, opt-in maximum of sm_80/sm_90
 WATCHDOG_SECONDS = float(os.environ.get("GPUOPS_EMU_WATCHDOG", "10"))
+# Counting mode: records kept per launch at most (32 bytes each), split among the threads.
+MAX_RECORDS = int(os.environ.get("GPUOPS_EMU_COUNT_MAX_RECORDS", str(2**24)))
 _SANITIZER_RUNTIME = {"address": "libasan", "thread": "libtsan"}
 
 class EmuKernelError(RuntimeError):
@@ -97,7 +110,8 @@ class Module:
     def __init__(self, label: str, source: str, mode: str | None = None) -> None:
         self.label = label
         self.mode = sanitize_mode() if mode is None else mode
-        _runtime(self.mode)
+        self.counting = self.mode == build.COUNT  # launches return a LaunchReport
+        _runtime("" if self.counting else self.mode)
         path, self.kernels = build.kernel_library(label, source, self.mode)
         self.path = path
         self.strided = _kernels.strided_params(source)  # kernel glob -> strided parameters
@@ -116,10 +130,19 @@ class Module:
                 raise EmuBuildError(f"{label}.{name}: the compiled library's entry point "
                                     f"gpuops_emu_k_{name} is a null pointer")
             self._entries[name] = (stub, tuple(sizes[:arity]))
+        if self.counting:
+            self._lib.gpuops_emu_count_begin.argtypes = [
+                ctypes.POINTER(ctypes.c_ulonglong), ctypes.c_int, ctypes.c_ulonglong,
+                ctypes.c_ulonglong]
+            self._lib.gpuops_emu_count_end.restype = ctypes.c_longlong
+            self._lib.gpuops_emu_count_copy.argtypes = [ctypes.c_void_p]
+            self._count_lock = threading.Lock()
+            self._sites: dict[int, counters.Site] = {}
 
     def launch(self, kernel: str, grid: Sequence[int], block: Sequence[int],
                args: Sequence[Any], shared_mem: int = 0, *,
-               watchdog: float | None = None) -> None:
+               watchdog: float | None = None) -> LaunchReport | None:
+        """Run ``kernel``; in the counting mode, return its :class:`LaunchReport`."""
         where = f"emu: {self.label}.{kernel}"
         if kernel not in self._entries:
             raise ValueError(f"{where}: no such extern \"C\" __global__ kernel in {self.label} "
@@ -155,6 +178,34 @@ class Module:
                      shared_mem=int(shared_mem),
                      watchdog_seconds=WATCHDOG_SECONDS if watchdog is None else watchdog,
                      error=ctypes.cast(error, ctypes.c_char_p), error_size=len(error))
+        if not self.counting:
+            self._run(spec, where, grid, block, args, holders, argv, error)
+            return None
+        with self._count_lock:
+            ranges = counters.global_ranges(args)
+            flat = (ctypes.c_ulonglong * max(1, 2 * len(ranges)))(
+                *[bound for span in ranges for bound in span])
+            threads = block3[0] * block3[1] * block3[2]
+            if self._lib.gpuops_emu_count_begin(flat, len(ranges), int(shared_mem),
+                                                max(1, MAX_RECORDS // threads)):
+                raise ValueError(f"{where}: more than 256 distinct array arguments to count")
+            try:
+                self._run(spec, where, grid, block, args, holders, argv, error)
+            finally:
+                total = self._lib.gpuops_emu_count_end()
+            if total < 0:
+                raise CounterOverflow(f"{where}: more than {MAX_RECORDS} accesses to count "
+                                      f"(GPUOPS_EMU_COUNT_MAX_RECORDS); launch a smaller case")
+            records = numpy.empty(total, counters.RECORD)
+            if total:
+                self._lib.gpuops_emu_count_copy(records.ctypes.data)
+        new = sorted({int(pc) for pc in numpy.unique(records["pc"])} - set(self._sites))
+        self._sites.update(counters.symbolize(self.path, new))
+        return counters.analyse(records, self._sites, label=self.label, kernel=kernel,
+                                grid=grid3, block=block3, shared_mem=int(shared_mem))
+
+    def _run(self, spec: _Spec, where: str, grid: Sequence[int], block: Sequence[int],
+             args: Sequence[Any], holders: list, argv: Any, error: Any) -> None:
         status = self._lib.gpuops_emu_launch(ctypes.byref(spec))
         if status == 2:
             _runaway_args.append((args, holders, argv))
@@ -177,10 +228,12 @@ _modules_lock = threading.Lock()
 _family_locks: dict[tuple[str, str], threading.Lock] = {}
 
 
-def load(source: str | os.PathLike, *, label: str | None = None) -> Module:
+def load(source: str | os.PathLike, *, label: str | None = None,
+         counters: bool = False) -> Module:
     """Compile a CUDA source (a path to a ``.cu`` file, or its text) for the emulator.
 
-    Memoized per process on the text; g++ output is cached on disk.
+    ``counters``: the counting build (its launches return a :class:`LaunchReport`);
+    not under a sanitizer. Memoized per process on the text; g++ output is cached on disk.
     """
     if isinstance(source, os.PathLike) or (isinstance(source, str) and "\n" not in source
                                            and source.endswith((".cu", ".cuh"))):
@@ -189,6 +242,10 @@ def load(source: str | os.PathLike, *, label: str | None = None) -> Module:
     else:
         text, label = str(source), label or "source"
     mode = sanitize_mode()
+    if counters:
+        if mode:
+            raise ValueError(f"emu: the counting mode cannot run under GPUOPS_EMU_SANITIZE={mode}")
+        mode = build.COUNT
     key = (label, mode, text)
     with _modules_lock:
         lock = _family_locks.setdefault((label, mode), threading.Lock())
@@ -228,25 +285,31 @@ class EmuLauncher:
 
     ``record``: add launched kernels to :func:`launched` (the coverage the test suite
     checks). ``max_blocks`` is small so that grid-stride loops run several rounds.
+    ``counters``: run the counting build; each launch appends its :class:`LaunchReport`
+    (labelled with the family) to ``reports``.
     """
 
     name = "emu"
 
     def __init__(self, max_blocks: int = MAX_BLOCKS, record: bool = True,
-                 tensor_cores: bool = False) -> None:
+                 tensor_cores: bool = False, counters: bool = False) -> None:
         self.max_blocks = max_blocks
         self.record = record
+        self.counters = counters
+        self.reports: list[LaunchReport] = []
         # The emulator runs the tensor-core kernel too (mma.sync modelled in cuda_emu.h),
         # but slowly: the shared launcher takes the SIMT float16 path, as a pre-sm_80 GPU.
         self.tensor_cores = tensor_cores
 
     def module(self, family: str) -> Module:
-        return load(_kernels.source(family), label=family)
+        return load(_kernels.source(family), label=family, counters=self.counters)
 
     def launch(self, family: str, kernel: str, grid: Sequence[int], block: Sequence[int],
                args: Sequence[Any], shared_mem: int = 0) -> None:
         module = self.module(family)
-        module.launch(kernel, grid, block, args, shared_mem)
+        report = module.launch(kernel, grid, block, args, shared_mem)
+        if report is not None:
+            self.reports.append(report)
         if self.record:
             with _launched_lock:
                 _launched.add((family, kernel))
@@ -261,3 +324,22 @@ def launcher() -> EmuLauncher:
     if _default is None:
         _default = EmuLauncher()
     return _default
+
+
+@contextlib.contextmanager
+def profile(max_blocks: int = MAX_BLOCKS, tensor_cores: bool = False
+            ) -> Iterator[list[LaunchReport]]:
+    """Run the operators called inside on the counting emulator (this thread, NumPy
+    inputs); yields the list that each kernel launch appends its report to::
+
+        with emu.profile() as reports:
+            gpuops.softmax(x)
+        for report in reports:
+            print(report)
+    """
+    from .. import backend
+
+    counting = EmuLauncher(max_blocks=max_blocks, record=False, tensor_cores=tensor_cores,
+                           counters=True)
+    with backend.use_cpu_launcher(counting):
+        yield counting.reports

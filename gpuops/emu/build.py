@@ -6,9 +6,12 @@ prepended (``g++ -include``), ``GPUOPS_EMU`` defined, no fused multiply-adds
 by the emulator as errors). It links against the runtime library
 (``runtime.cpp``: worker pool, barriers, watchdog). Under a sanitizer mode
 (``GPUOPS_EMU_SANITIZE=address`` or ``thread``) both are built with that sanitizer
-too. Files live in :func:`cache_dir` under names that contain a hash of
-everything that goes into them, so a changed source, header, flag or compiler
-gives a new file and a second process reuses the first one's build.
+too. The counting mode (``count``, :mod:`.counters`) builds the kernel library with
+ThreadSanitizer's instrumentation (every memory access a call) and ``counters.h``
+(those calls, recording), against the plain runtime. Files live in
+:func:`cache_dir` under names that contain a hash of everything that goes into
+them, so a changed source, header, flag or compiler gives a new file and a second
+process reuses the first one's build.
 """
 from __future__ import annotations
 
@@ -28,15 +31,24 @@ HERE = Path(__file__).resolve().parent
 HEADER = HERE / "cuda_emu.h"
 RUNTIME = HERE / "runtime.cpp"
 LAUNCH_SPEC = HERE / "launch_spec.h"  # included by both
+COUNTERS = HERE / "counters.h"  # included after HEADER in the counting mode
 
-MODES = ("", "address", "thread")
+MODES = ("", "address", "thread")  # GPUOPS_EMU_SANITIZE values
+COUNT = "count"  # the counting build mode (counters.py); its runtime is the plain one
 _COMMON = ("-std=c++20", "-fPIC", "-pthread", "-ffp-contract=off", "-fno-fast-math",
            "-fvisibility=hidden", "-w")
 # -O1: compile time matters as much as run time (each family is built once per cache).
 _KERNEL_FLAGS = ("-O1", "-fsanitize=bounds", "-fno-sanitize-recover=bounds")
 _RUNTIME_FLAGS = ("-O2",)
 _SANITIZE_FLAGS = {"": ("-g0",), "address": ("-g", "-fsanitize=address", "-fno-omit-frame-pointer"),
-                   "thread": ("-g", "-fsanitize=thread")}
+                   "thread": ("-g", "-fsanitize=thread"),
+                   # ThreadSanitizer's instrumentation without its runtime (compiled
+                   # apart, linked without it: counters.h defines every hook): each load
+                   # and store becomes a call __tsan_read4(addr) & co., each atomic
+                   # __tsan_atomic*.
+                   COUNT: ("-g", "-fsanitize=thread",
+                           "--param=tsan-instrument-func-entry-exit=0",
+                           "-DGPUOPS_EMU_COUNT")}
 # What the emulated source sees: what NVRTC defines, and GPUOPS_EMU (GPU-only code off).
 _DEFINES = ("-D__CUDACC__", "-D__CUDACC_RTC__")
 _EXTERN_SHARED = re.compile(r"\bextern(\s+)__shared__\b")
@@ -116,6 +128,8 @@ def _build(target: Path, command_for, what: str) -> Path:
 
 def runtime_library(mode: str) -> Path:
     """The runtime shared library for a sanitizer ``mode`` ('' for none), built if needed."""
+    if mode == COUNT:
+        mode = ""
     cxx = compiler()
     if cxx is None:
         raise EmuBuildError("no C++ compiler (g++) for the emulator")
@@ -142,7 +156,8 @@ def emulated_text(source: str, preprocessed: str, kernels: list[str]) -> str:
 def kernel_library(label: str, source: str, mode: str) -> tuple[Path, dict[str, signatures.Kernel]]:
     """Build (or find) the library of ``source``; returns it and its kernels' signatures.
 
-    ``label`` names the files (a family name, or a file stem for test kernels).
+    ``label`` names the files (a family name, or a file stem for test kernels); ``mode``
+    is one of :data:`MODES` or :data:`COUNT`.
     """
     cxx = compiler()
     if cxx is None:
@@ -152,8 +167,9 @@ def kernel_library(label: str, source: str, mode: str) -> tuple[Path, dict[str, 
     runtime = runtime_library(mode)
     text = emulated_text(source, preprocessed, list(kernels))
     flags = [*_COMMON, *_KERNEL_FLAGS, *_SANITIZE_FLAGS[mode], *_DEFINES, "-DGPUOPS_EMU"]
-    key = _digest(text, HEADER.read_text(), LAUNCH_SPEC.read_text(), " ".join(flags),
-                  runtime.name, _compiler_version(cxx))
+    headers = [HEADER] + ([COUNTERS] if mode == COUNT else [])
+    key = _digest(text, *[h.read_text() for h in headers], LAUNCH_SPEC.read_text(),
+                  " ".join(flags), runtime.name, _compiler_version(cxx))
     safe = re.sub(r"[^A-Za-z0-9_.-]", "_", label)
     folder = cache_dir()
     target = folder / f"{safe}-{mode or 'plain'}-{key}.so"
@@ -164,7 +180,17 @@ def kernel_library(label: str, source: str, mode: str) -> tuple[Path, dict[str, 
             tmp = listing.with_suffix(f".{os.getpid()}.tmp")
             tmp.write_text(text)
             os.replace(tmp, listing)
-    _build(target, lambda tmp: [cxx, *flags, "-include", str(HEADER), "-x", "c++", str(listing),
+    includes = [arg for h in headers for arg in ("-include", str(h))]
+    if mode == COUNT and not target.exists():
+        # g++ -fsanitize=thread would link libtsan, which must not load: compile, then link.
+        obj = _build(target.with_suffix(".o"), lambda tmp: [
+            cxx, *flags, *includes, "-x", "c++", str(listing), "-c", "-o", tmp],
+            f"compiling {label} for the emulator's counting mode")
+        link = [flag for flag in flags if flag != "-fsanitize=thread"]
+        _build(target, lambda tmp: [cxx, *link, str(obj), "-shared", "-Wl,-z,defs",
+                                    str(runtime), "-o", tmp], f"linking {label} (counting mode)")
+        return target, kernels
+    _build(target, lambda tmp: [cxx, *flags, *includes, "-x", "c++", str(listing),
                                 "-x", "none", "-shared", "-Wl,-z,defs", str(runtime), "-o", tmp],
            f"compiling {label} for the emulator")
     return target, kernels
