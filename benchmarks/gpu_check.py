@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 import traceback
@@ -38,6 +39,15 @@ import gpuops  # noqa: E402
 from gpuops import kernels  # noqa: E402
 
 F64 = numpy.dtype(numpy.float64)
+_SHARED = re.compile(r"__shared__|\bblock_(reduce|sum|max|min)\b")
+
+
+def uses_shared_memory(family: str) -> bool:
+    """Whether the family's kernels declare shared memory or call the block reductions of
+    ``cuda/gpuops.cuh`` (which do): the header's own definitions, inlined into every
+    source, do not count."""
+    header = (kernels.cuda_dir() / "gpuops.cuh").read_text()
+    return bool(_SHARED.search(kernels.source(family).replace(header, "")))
 
 
 def records(families: list[str] | None = None, ops: list[str] | None = None,
@@ -53,7 +63,7 @@ def records(families: list[str] | None = None, ops: list[str] | None = None,
             continue
         if ops and record.name not in ops:
             continue
-        if shared_memory_only and "__shared__" not in kernels.source(family):
+        if shared_memory_only and not uses_shared_memory(family):
             continue
         chosen.append(record)
     if breadth_first:

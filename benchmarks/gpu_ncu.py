@@ -179,6 +179,9 @@ def main(argv: list[str]) -> int:
                                             indent=1) + "\n")
         print(f"gpu_ncu: {len(CASES)} cases, {len(launches)} launches on {args.backend}")
         return 0
+    if not args.manifest.is_file():
+        print(f"gpu_ncu: no manifest {args.manifest} (the profiled run failed: see its log)")
+        return 1
     launches = json.loads(args.manifest.read_text())["launches"]
     rows: list[dict[str, str]] = []
     for path in args.csv:

@@ -92,7 +92,12 @@ def start(report: dict[str, Any]) -> None:
     families = report["families"] = {}
     for family in kernels.families():
         t = time.perf_counter()
-        launcher.module(family)  # the CuPy launcher's compile-or-load of one family
+        try:
+            launcher.module(family)  # the CuPy launcher's compile-or-load of one family
+        except Exception as error:  # a family that does not compile: noted, the rest go on
+            families[family] = {"module_s": round(time.perf_counter() - t, 3),
+                                "error": f"{type(error).__name__}: {error}"[:2000]}
+            continue
         row = families[family] = {"module_s": round(time.perf_counter() - t, 3)}
         record = first_record.get(family)
         if record is not None:
@@ -103,8 +108,11 @@ def start(report: dict[str, Any]) -> None:
             inputs = tuple(cupy.asarray(x) if isinstance(x, numpy.ndarray) else x
                            for x in record.cast(sample.inputs, dtype))
             t = time.perf_counter()
-            record.op.forward(*inputs, **sample.params)
-            cupy.cuda.Device().synchronize()
+            try:
+                record.op.forward(*inputs, **sample.params)
+                cupy.cuda.Device().synchronize()
+            except Exception as error:
+                row["error"] = f"{record.name}: {type(error).__name__}: {error}"[:2000]
             row.update(first_call=record.name, first_call_s=round(time.perf_counter() - t, 3))
         report["to_last_result_s"] = round(time.perf_counter() - T0, 3)
 
@@ -137,10 +145,12 @@ def main(argv: list[str]) -> int:
     elif args.what == "start" and "families" in report:
         modules = sum(r["module_s"] for r in report["families"].values())
         slowest = max(report["families"].items(), key=lambda kv: kv[1]["module_s"])
+        failed = [f for f, r in report["families"].items() if "error" in r]
         print(f"import {report['import_s']} s; modules {modules:.2f} s over "
               f"{len(report['families'])} families (slowest {slowest[0]} "
               f"{slowest[1]['module_s']} s); first result of every family "
               f"{report.get('to_last_result_s')} s after start"
+              + (f"; FAILED: {', '.join(failed)}" if failed else "")
               + (" (interrupted)" if report["interrupted"] else ""))
     return code
 

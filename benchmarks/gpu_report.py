@@ -95,6 +95,8 @@ def summary(work: Path) -> list[str]:
                          f"of {len(families)} families (import {start.get('import_s')} s, "
                          f"modules {modules:.2f} s)"
                          + (" INTERRUPTED" if start.get("interrupted") else ""))
+            lines += [f"  FAILED {family}: {row['error'][:160]}"
+                      for family, row in families.items() if "error" in row]
     check = _load(work / "check.json")
     if check:
         session["check"] = check

@@ -17,14 +17,15 @@
 #   2 start    150 s  every family compiled with an empty kernel cache and its first call
 #                     (cold), then the same in a fresh process with that cache (warm: the
 #                     warm-start figure) (benchmarks/gpu_probe.py start)
-#   3 check     90 s  every operator's forward and gradients on the CuPy backend against the
+#   3 check     70 s  every operator's forward and gradients on the CuPy backend against the
 #                     float64 references, every dtype of its record, two samples each
 #                     (benchmarks/gpu_check.py), with the list of failures
-#   4 sanitize 110 s  compute-sanitizer memcheck over every operator's forward and gradients
+#   4 sanitize 130 s  compute-sanitizer memcheck over every operator's forward and gradients
 #                     (float32, one sample), then racecheck over the families whose kernels
 #                     use shared memory; error counts attributed to the case
 #   5 bench     80 s  python -m benchmarks over elementwise, activation, softmax, loss (fused
-#                     softmax-cross-entropy), matmul (against cuBLAS) and training (MLP step)
+#                     softmax-cross-entropy), matmul (against cuBLAS), training (MLP step) and
+#                     overhead (per-call time of tiny calls against PyTorch's CUDA eager calls)
 #   6 ncu       40 s  Nsight Compute (--clock-control none) memory counters of six kernels,
 #                     keyed by case/launch/kernel (benchmarks/gpu_ncu.py)
 # It leaves at most 6 files in $OUT: summary.txt, session.json (every stage's figures),
@@ -63,10 +64,10 @@ bounded() {
 }
 
 stage_versions() {
-    { date -u; timeout 30 nvidia-smi
-      timeout 30 nvidia-smi --format=csv --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem,clocks.max.sm,temperature.gpu,power.draw,power.limit
+    { date -u; timeout 10 nvidia-smi
+      timeout 10 nvidia-smi --format=csv --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem,clocks.max.sm,temperature.gpu,power.draw,power.limit
       for tool in nvcc compute-sanitizer ncu; do
-          command -v "$tool" && timeout 30 "$tool" --version | tail -n 2
+          command -v "$tool" && timeout 10 "$tool" --version | tail -n 2
       done; } > "$WORK/versions.log" 2>&1
     bounded "$1" "$PY" benchmarks/gpu_probe.py versions --json "$WORK/versions.json" \
         >> "$WORK/versions.log" 2>&1
@@ -129,7 +130,7 @@ stage_sanitize() {
 
 stage_bench() {
     bounded "$1" "$PY" -m benchmarks --family elementwise --family activation --family softmax \
-        --family loss --family matmul --family training --out "$WORK/bench" \
+        --family loss --family matmul --family training --family overhead --out "$WORK/bench" \
         > "$WORK/bench.log" 2>&1
     local rc=$?
     NOTE="$(grep -c " ms " "$WORK/bench.log") cases timed; $(tail -n 1 "$WORK/bench.log")"
@@ -194,8 +195,8 @@ programme() {
     NOGPU=$(no_gpu_reason)
     run_stage 1 versions 40 stage_versions
     run_stage 2 start 150 stage_start
-    run_stage 3 check 90 stage_check
-    run_stage 4 sanitize 110 stage_sanitize compute-sanitizer
+    run_stage 3 check 70 stage_check
+    run_stage 4 sanitize 130 stage_sanitize compute-sanitizer
     run_stage 5 bench 80 stage_bench
     run_stage 6 ncu 40 stage_ncu ncu
     if ! "$PY" benchmarks/gpu_report.py summary "$WORK" > "$WORK/summary.log" 2>&1; then
