@@ -11,7 +11,8 @@
 # With no argument, six stages run in this order, each in its own time box: the Python
 # drivers get SIGINT at the box (timeout --signal=INT), write what they have and stop, and
 # the next stage still runs. The boxes are clipped to a budget of GPU_SESSION_BUDGET seconds
-# (default 510) for all six, so the whole stays under 9 minutes:
+# (default 510) for all six, so the whole stays under 9 minutes (GPU_SESSION_BOXES="40 150 70
+# 130 80 40" sets the six boxes):
 #   1 versions  40 s  nvidia-smi, driver, CUDA runtime, CuPy, NumPy, PyTorch, the device, and
 #                     the device-to-device copy of 1 GiB (benchmarks/gpu_probe.py versions)
 #   2 start    150 s  every family compiled with an empty kernel cache and its first call
@@ -193,12 +194,14 @@ programme() {
     mkdir -p "$CUPY_CACHE_DIR"
     : > "$WORK/stages.tsv"
     NOGPU=$(no_gpu_reason)
-    run_stage 1 versions 40 stage_versions
-    run_stage 2 start 150 stage_start
-    run_stage 3 check 70 stage_check
-    run_stage 4 sanitize 130 stage_sanitize compute-sanitizer
-    run_stage 5 bench 80 stage_bench
-    run_stage 6 ncu 40 stage_ncu ncu
+    local boxes
+    read -r -a boxes <<< "${GPU_SESSION_BOXES:-40 150 70 130 80 40}"
+    run_stage 1 versions "${boxes[0]}" stage_versions
+    run_stage 2 start "${boxes[1]}" stage_start
+    run_stage 3 check "${boxes[2]}" stage_check
+    run_stage 4 sanitize "${boxes[3]}" stage_sanitize compute-sanitizer
+    run_stage 5 bench "${boxes[4]}" stage_bench
+    run_stage 6 ncu "${boxes[5]}" stage_ncu ncu
     if ! "$PY" benchmarks/gpu_report.py summary "$WORK" > "$WORK/summary.log" 2>&1; then
         { echo "== gpu_session summary (gpu_report.py failed: see summary.log)"
           cat "$WORK/stages.tsv"; } > "$WORK/summary.txt"

@@ -46,6 +46,64 @@ def test_whole_programme_without_a_gpu_skips_every_stage(tmp_path):
     assert not list(tmp_path.glob("gpu_session.*")), "the work folder is removed"
 
 
+# A machine that looks like it has a GPU: nvidia-smi, compute-sanitizer and ncu stand-ins that
+# run the command they wrap, and a ``cupy`` that finds one device whose Device() never
+# answers (stage 1 hangs until its box) and that has no arrays (the later stages fail fast).
+_STUBS = {
+    "nvidia-smi": 'echo "GPU 0: stand-in"',
+    "compute-sanitizer": 'while [ $# -gt 0 ] && [ "$1" != timeout ]; do shift; done\n'
+                         '[ $# -gt 0 ] || exit 0\n"$@"; rc=$?\n'
+                         'echo "========= ERROR SUMMARY: 0 errors"\nexit $rc',
+    "ncu": 'while [ $# -gt 0 ] && [[ "$1" != *python* ]]; do shift; done\n'
+           '[ $# -gt 0 ] || exit 0\nexec "$@"',
+}
+_FAKE_CUPY = """
+import time
+class _Runtime:
+    @staticmethod
+    def getDeviceCount():
+        return 1
+class _Device:
+    def __init__(self, *args):
+        time.sleep(120)
+class cuda:
+    runtime = _Runtime
+    Device = _Device
+"""
+
+
+@pytest.mark.skipif(shutil.which("bash") is None or shutil.which("timeout") is None,
+                    reason="needs bash and coreutils' timeout")
+def test_a_stage_stops_at_its_box_and_the_next_still_runs(tmp_path):
+    """The GPU path's plumbing on stand-ins: stage 1 hangs and is cut at its 3-second box
+    (its driver writes what it has), stages 2-6 still run (and fail: no real CuPy), and
+    the summary and at most 8 files come out."""
+    bin_dir, py_dir, out = tmp_path / "bin", tmp_path / "py" / "cupy", tmp_path / "out"
+    bin_dir.mkdir()
+    py_dir.mkdir(parents=True)
+    for name, body in _STUBS.items():
+        (bin_dir / name).write_text("#!/bin/bash\n" + body + "\n")
+        (bin_dir / name).chmod(0o755)
+    (py_dir / "__init__.py").write_text(_FAKE_CUPY)
+    env = {**os.environ, "OUT": str(out), "PYTHON": sys.executable, "TMPDIR": str(tmp_path),
+           "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+           "PYTHONPATH": str(tmp_path / "py"), "GPU_SESSION_BOXES": "3 20 20 30 20 20"}
+    done = subprocess.run(["bash", "benchmarks/gpu_session.sh"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr
+    session = json.loads((out / "session.json").read_text())
+    status = {s["stage"]: s for s in session["stages"]}
+    assert status["1 versions"]["status"] == "cut off at its box"
+    assert int(status["1 versions"]["seconds"]) < 15
+    assert session["versions"]["interrupted"] is True
+    for stage in STAGES[1:]:
+        assert status[stage]["status"] != "skipped", status[stage]
+    assert session["check"]["cases"] > 0 and not session["check"]["passed"]
+    assert "memcheck: 0 errors" in status["4 sanitize"]["note"]
+    assert "== gpu_session summary" in done.stdout
+    assert len(list(out.iterdir())) <= 8
+
+
 def test_gpu_session_script_parses():
     subprocess.run(["bash", "-n", "benchmarks/gpu_session.sh"], cwd=ROOT, check=True)
 
@@ -58,6 +116,25 @@ def test_check_driver_passes_the_numpy_backend(tmp_path):
     assert code == 0
     assert report["cases"] > 0 and report["passed"] == report["cases"]
     assert set(report["per_family"]) == {"softmax", "transpose"}
+
+
+def test_check_driver_interrupted_keeps_what_it_checked(tmp_path, monkeypatch):
+    """SIGINT (the session's time box) in the middle: the cases done are reported, exit 130."""
+    calls = []
+    original = gpu_check.check_case
+
+    def check_then_interrupt(*args):
+        calls.append(args)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return original(*args)
+
+    monkeypatch.setattr(gpu_check, "check_case", check_then_interrupt)
+    report_path = tmp_path / "check.json"
+    code = gpu_check.main(["--backend", "numpy", "--json", str(report_path)])
+    report = json.loads(report_path.read_text())
+    assert code == 130
+    assert report["interrupted"] and report["cases"] == report["passed"] == 3
 
 
 def test_check_driver_reports_a_wrong_forward_and_gradient():
