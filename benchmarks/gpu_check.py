@@ -2,7 +2,7 @@
 
     python benchmarks/gpu_check.py [--backend cupy|emu|numpy] [--family F ...] [--op NAME ...]
         [--dtype float32 ...] [--samples 2] [--shared-memory-only] [--breadth-first]
-        [--json PATH]
+        [--no-memory-pool] [--json PATH]
 
 For every record of ``tests/records`` (one :class:`OpInfo` per operator), every dtype it
 lists for the backend (``gpu_dtypes`` on the kernel backends) and its first ``--samples``
@@ -163,6 +163,11 @@ def check_case(record: Any, test_backend: Any, dtype: numpy.dtype, sample: Any) 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from opinfo import sample_id
     test_backend = backend(args.backend)
+    if args.no_memory_pool and args.backend == "cupy":
+        import cupy
+        # every array its own cudaMalloc: memcheck sees an access past an array's end
+        # (inside a pool's larger block it would be a valid address)
+        cupy.cuda.set_allocator(None)
     dtype_filter = {numpy.dtype(d) for d in args.dtype} if args.dtype else None
     report: dict[str, Any] = {"backend": args.backend, "samples": args.samples,
                               "dtypes": sorted(str(d) for d in dtype_filter or ()),
@@ -213,6 +218,8 @@ def main(argv: list[str]) -> int:
                         help="only families whose kernels declare __shared__ memory")
     parser.add_argument("--breadth-first", action="store_true",
                         help="every family's first operator, then every family's second, ...")
+    parser.add_argument("--no-memory-pool", action="store_true",
+                        help="cupy: allocate every array with its own cudaMalloc (for memcheck)")
     parser.add_argument("--json", type=Path, help="write the report here")
     args = parser.parse_args(argv)
     report = run(args)

@@ -22,8 +22,9 @@
 #                     float64 references, every dtype of its record, two samples each
 #                     (benchmarks/gpu_check.py), with the list of failures
 #   4 sanitize 130 s  compute-sanitizer memcheck over every operator's forward and gradients
-#                     (float32, one sample), then racecheck over the families whose kernels
-#                     use shared memory; error counts attributed to the case
+#                     (float32, one sample, CuPy's memory pool off so that every array is its
+#                     own allocation), then racecheck over the families whose kernels use
+#                     shared memory; error counts attributed to the case
 #   5 bench     80 s  python -m benchmarks over elementwise, activation, softmax, loss (fused
 #                     softmax-cross-entropy), matmul (against cuBLAS), training (MLP step) and
 #                     overhead (per-call time of tiny calls against PyTorch's CUDA eager calls)
@@ -109,7 +110,7 @@ sanitize() {
     timeout --kill-after=10 "$secs" compute-sanitizer --tool "$tool" --target-processes all \
         timeout --signal=INT --kill-after=5 $(( secs > 20 ? secs - 10 : secs / 2 + 1 )) \
         "$PY" benchmarks/gpu_check.py --backend cupy --samples 1 --dtype float32 \
-        --breadth-first --json "$WORK/sanitize_${tool}_check.json" "$@" \
+        --breadth-first --no-memory-pool --json "$WORK/sanitize_${tool}_check.json" "$@" \
         > "$WORK/sanitize_$tool.log" 2>&1
     rc=$?
     NOTE+="$tool: $("$PY" benchmarks/gpu_report.py sanitizer "$WORK/sanitize_$tool.log" \
