@@ -292,13 +292,7 @@ def clip_grad_norm(grads: Any, max_norm: float, *, norm_type: float = 2.0,
     grads = list(grads)
     max_norm = float(max_norm)
     if call.uses_kernels:
-        norm_coef = _clip_norm_kernels(call, grads, max_norm)
-        with numpy.errstate(over="ignore"):  # float16 past 65504: inf, as the docstring says
-            norm = norm_coef[:1].reshape(()).astype(call.dtype)  # 0-d, on the device
-        if error_if_nonfinite:
-            _check_finite(op, float(norm_coef[0]))
-        _launch(call, "grad_scale", [grads], (norm_coef,))
-        return norm
+        return _clip_kernels(call, grads, max_norm, bool(error_if_nonfinite))
     total = 0.0
     for g in grads:
         flat = g.astype(numpy.float64).reshape(-1)
@@ -316,10 +310,11 @@ def clip_grad_norm(grads: Any, max_norm: float, *, norm_type: float = 2.0,
         return numpy.asarray(norm64, dtype=call.dtype)
 
 
-def _clip_norm_kernels(call: Call, grads: list, max_norm: float) -> Array:
-    """``[norm, coef]`` in a float64 device array: per dtype one ``grad_sumsq`` launch
-    (a chunk's sum of squares per table entry), then one block adds the table in order."""
-    tables = list(_chunk_tables(call, "clip_grad_norm", [grads]))
+def _clip_kernels(call: Call, grads: list, max_norm: float, error_if_nonfinite: bool) -> Array:
+    """Per dtype one ``grad_sumsq`` launch (each chunk's sum of squares into one float64
+    table), one block adding the table in order into ``[norm, coef]`` on the device, then
+    per dtype one ``grad_scale`` launch; the same chunk tables serve both passes."""
+    tables = list(_chunk_tables(call, call.op, [grads]))
     n_chunks = sum(t[3] for t in tables)
     partial = call.xp.zeros(max(n_chunks, 1), dtype=numpy.float64)
     offset = 0
@@ -333,7 +328,16 @@ def _clip_norm_kernels(call: Call, grads: list, max_norm: float) -> Array:
     call.launch("grad_norm_finish", (1,), (BLOCK,),
                 (partial, numpy.int64(n_chunks), numpy.float64(max_norm),
                  numpy.float64(CLIP_EPS), norm_coef), dtype=numpy.float64)
-    return norm_coef
+    with numpy.errstate(over="ignore"):  # float16 past 65504: inf, as the docstring says
+        norm = norm_coef[:1].reshape(()).astype(call.dtype)  # 0-d, on the device
+    if error_if_nonfinite:
+        _check_finite(call.op, float(norm_coef[0]))
+    for dtype, table, n_tensors, chunks in tables:
+        grid = (max(1, min(chunks, call.max_blocks)),)
+        call.launch("grad_scale", grid, (BLOCK,),
+                    (table, numpy.int64(n_tensors), numpy.int64(chunks), numpy.int64(CHUNK),
+                     norm_coef), dtype=dtype)
+    return norm
 
 
 def _check_finite(op: str, norm: float) -> None:
