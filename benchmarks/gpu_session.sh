@@ -99,6 +99,7 @@ stage_check() {
         --json "$WORK/check.json" > "$WORK/check.log" 2>&1
     local rc=$?
     NOTE=$(grep "^gpu_check " "$WORK/check.log" | tail -n 1)
+    [ -n "$NOTE" ] || NOTE=$(tail -n 1 "$WORK/check.log")
     return $(( rc == 1 ? 0 : rc ))  # 1: failures, listed in the summary
 }
 
@@ -207,8 +208,9 @@ programme() {
         { echo "== gpu_session summary (gpu_report.py failed: see summary.log)"
           cat "$WORK/stages.tsv"; } > "$WORK/summary.txt"
     fi
-    for file in summary.txt session.json ncu.json bench/*.json bench/*.md; do
-        [ -f "$WORK/$file" ] && cp "$WORK/$file" "$OUT/"
+    for path in "$WORK"/summary.txt "$WORK"/session.json "$WORK"/ncu.json "$WORK"/bench/*.json \
+                "$WORK"/bench/*.md; do
+        [ -f "$path" ] && cp "$path" "$OUT/"
     done
     tar -czf "$OUT/gpu_session_logs.tar.gz" -C "$WORK" --exclude=./kernels .
     cat "$WORK/summary.txt"
