@@ -162,7 +162,7 @@ def test_kernels_are_bitwise_repeatable_and_match_numpy(backend):
     host = _grads(rng, shapes, [F32, F64, F32, F16], scale=3.0)
     runs = [_clip(backend, host, 1.0) for _ in range(3)]
     if backend.name == "emu":
-        for max_blocks in (1, 7):
+        for max_blocks in (1, 2):  # the default emulator launcher: 4
             with _backend.use_cpu_launcher(_emu.EmuLauncher(max_blocks=max_blocks)):
                 grads = [g.copy() for g in host]
                 runs.append((gpuops.clip_grad_norm(grads, 1.0), grads))
