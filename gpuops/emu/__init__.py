@@ -132,8 +132,13 @@ class Module:
             self._entries[name] = (stub, tuple(sizes[:arity]))
         if self.counting:
             self._lib.gpuops_emu_count_begin.argtypes = [
+                ctypes.POINTER(ctypes.c_ulonglong), ctypes.c_int,
                 ctypes.POINTER(ctypes.c_ulonglong), ctypes.c_int, ctypes.c_ulonglong,
                 ctypes.c_ulonglong]
+            statics = counters.static_shared(path)
+            self._statics = (ctypes.c_ulonglong * max(1, 2 * len(statics)))(
+                *[bound for span in statics for bound in span])
+            self._nstatics = len(statics)
             self._lib.gpuops_emu_count_end.restype = ctypes.c_longlong
             self._lib.gpuops_emu_count_copy.argtypes = [ctypes.c_void_p]
             self._count_lock = threading.Lock()
@@ -186,9 +191,11 @@ class Module:
             flat = (ctypes.c_ulonglong * max(1, 2 * len(ranges)))(
                 *[bound for span in ranges for bound in span])
             threads = block3[0] * block3[1] * block3[2]
-            if self._lib.gpuops_emu_count_begin(flat, len(ranges), int(shared_mem),
+            if self._lib.gpuops_emu_count_begin(flat, len(ranges), self._statics,
+                                                self._nstatics, int(shared_mem),
                                                 max(1, MAX_RECORDS // threads)):
-                raise ValueError(f"{where}: more than 256 distinct array arguments to count")
+                raise ValueError(f"{where}: more than 256 distinct array arguments or "
+                                 f"__shared__ variables to count")
             try:
                 self._run(spec, where, grid, block, args, holders, argv, error)
             finally:

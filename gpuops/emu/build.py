@@ -46,7 +46,7 @@ _SANITIZE_FLAGS = {"": ("-g0",), "address": ("-g", "-fsanitize=address", "-fno-o
                    # apart, linked without it: counters.h defines every hook): each load
                    # and store becomes a call __tsan_read4(addr) & co., each atomic
                    # __tsan_atomic*.
-                   COUNT: ("-g", "-fsanitize=thread",
+                   COUNT: ("-g", "-fsanitize=thread", "-fno-tree-sra",
                            "--param=tsan-instrument-func-entry-exit=0",
                            "-DGPUOPS_EMU_COUNT")}
 # What the emulated source sees: what NVRTC defines, and GPUOPS_EMU (GPU-only code off).

@@ -49,6 +49,31 @@ static int nranges = 0;
 static unsigned long long range_begin[GPUOPS_EMU_COUNT_MAX_RANGES];
 static unsigned long long range_end[GPUOPS_EMU_COUNT_MAX_RANGES];
 static unsigned long long static_begin = 0, static_end = 0, dynamic_begin = 0, dynamic_end = 0;
+// More static shared memory: function-local statics that g++ did not put in the section
+// gpuops_shared (those of template functions), sorted, disjoint (from Python's symbol scan).
+static int nshared = 0;
+static unsigned long long shared_begin[GPUOPS_EMU_COUNT_MAX_RANGES];
+static unsigned long long shared_end[GPUOPS_EMU_COUNT_MAX_RANGES];
+
+__attribute__((no_sanitize_thread)) static bool in_shared(unsigned long long addr) {
+    if ((addr >= static_begin && addr < static_end) ||
+        (addr >= dynamic_begin && addr < dynamic_end))
+        return true;
+    int lo = 0, hi = nshared;  // the first range ending after addr
+    while (lo < hi) {
+        const int mid = (lo + hi) / 2;
+        if (shared_end[mid] <= addr) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo < nshared && addr >= shared_begin[lo];
+}
+
+__attribute__((no_sanitize_thread)) static unsigned long long library_base() {
+    Dl_info info;
+    if (dladdr((void*)&in_shared, &info) && info.dli_fbase)
+        return (unsigned long long)info.dli_fbase;
+    return 0;
+}
 static unsigned long long limit = 0;  // records per worker at most (memory bound)
 
 __attribute__((no_sanitize_thread)) static Buffer* buffer() {
@@ -67,8 +92,7 @@ __attribute__((no_sanitize_thread)) static void record(unsigned long long addr,
                                                         void* pc) {
     if (!__atomic_load_n(&enabled, __ATOMIC_RELAXED)) return;
     unsigned flags = store;
-    if ((addr >= static_begin && addr < static_end) ||
-        (addr >= dynamic_begin && addr < dynamic_end)) {
+    if (in_shared(addr)) {
         flags |= 2u;
     } else {
         int r = 0;
@@ -191,15 +215,22 @@ GPUOPS_EMU_COUNT_ATOMICS(16, unsigned short)
 GPUOPS_EMU_COUNT_ATOMICS(32, unsigned int)
 GPUOPS_EMU_COUNT_ATOMICS(64, unsigned long long)
 
-// Before a launch: the global ranges [begin, end) (pairs), the dynamic shared bytes and
-// the most records a worker may keep; clears every worker's records.
+// Before a launch: the global ranges [begin, end) (pairs of addresses), more static shared
+// ranges (pairs of offsets into this library, sorted, disjoint), the dynamic shared bytes
+// and the most records a worker may keep; clears every worker's records.
 GPUOPS_EMU_COUNT_API int gpuops_emu_count_begin(const unsigned long long* ranges, int n,
+                                                const unsigned long long* statics, int ns,
                                                 unsigned long long shared_mem,
                                                 unsigned long long max_records) {
     using namespace gpuops_emu_count;
-    if (n < 0 || n > GPUOPS_EMU_COUNT_MAX_RANGES) return 1;
+    if (n < 0 || n > GPUOPS_EMU_COUNT_MAX_RANGES || ns < 0 || ns > GPUOPS_EMU_COUNT_MAX_RANGES)
+        return 1;
     nranges = n;
     for (int r = 0; r < n; ++r) range_begin[r] = ranges[2 * r], range_end[r] = ranges[2 * r + 1];
+    const unsigned long long base = library_base();
+    nshared = ns;
+    for (int r = 0; r < ns; ++r)
+        shared_begin[r] = base + statics[2 * r], shared_end[r] = base + statics[2 * r + 1];
     static_begin = (unsigned long long)__start_gpuops_shared;
     static_end = (unsigned long long)__stop_gpuops_shared;
     dynamic_begin = (unsigned long long)gpuops_emu_dynamic_shared;
@@ -225,10 +256,7 @@ GPUOPS_EMU_COUNT_API long long gpuops_emu_count_end(void) {
 // Copies the records (each worker's in program order) with pc relative to this library.
 GPUOPS_EMU_COUNT_API void gpuops_emu_count_copy(gpuops_emu_count_record* out) {
     using namespace gpuops_emu_count;
-    Dl_info info;
-    unsigned long long base = 0;
-    if (dladdr((void*)&gpuops_emu_count_copy, &info) && info.dli_fbase)
-        base = (unsigned long long)info.dli_fbase;
+    const unsigned long long base = library_base();
     for (Buffer* b = buffers; b; b = b->next)
         for (unsigned long long i = 0; i < b->len; ++i) {
             *out = b->data[i];

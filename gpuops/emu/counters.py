@@ -88,6 +88,32 @@ def global_ranges(args: Sequence[Any]) -> list[tuple[int, int]]:
     return merged
 
 
+def static_shared(library: str | Path) -> list[tuple[int, int]]:
+    """Offsets [begin, end) into ``library`` of its function-local statics (``__shared__``
+    variables: device code has no other static locals), merged. g++ puts those of
+    template functions in .bss instead of the section ``gpuops_shared``."""
+    tool = shutil.which("nm")
+    if tool is None:
+        raise RuntimeError("the emulator's counting mode needs nm (binutils)")
+    listing = subprocess.run([tool, "-C", "-S", "--defined-only", str(library)],
+                             capture_output=True, text=True, check=True).stdout
+    spans = []
+    for line in listing.splitlines():
+        parts = line.split(maxsplit=3)
+        if len(parts) < 4 or parts[2] not in "bBdD" or ")::" not in parts[3] \
+                or parts[3].startswith(("guard variable", "gpuops_emu")):
+            continue
+        begin = int(parts[0], 16)
+        spans.append((begin, begin + int(parts[1], 16)))
+    merged: list[tuple[int, int]] = []
+    for begin, end in sorted(spans):
+        if merged and begin <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+        else:
+            merged.append((begin, end))
+    return merged
+
+
 @dataclasses.dataclass(frozen=True)
 class Site:
     """Where an instruction comes from: the innermost frame in the kernel's source

@@ -174,6 +174,20 @@ def test_shared_scalar_broadcast(patterns):
     assert (m[LD_REQ], m[LD_SEC], m[ST_REQ], m[ST_SEC]) == (1, 1, 2, 8)
 
 
+def test_shared_variables_of_a_template_function(patterns):
+    # Block of 64 = 2 warps. Stores: posted[warp] by each warp's lane 0 (2 requests),
+    # total by thread 0 (1). Loads: posted[0], posted[1] by thread 0 (the same
+    # instruction twice: 2 requests), total by each warp (2). One wavefront each.
+    x, y = numpy.arange(64, dtype=F32), numpy.zeros(64, F32)
+    report = patterns.launch("template_shared", (1,), (64,), (x, y))
+    assert (y == x[0] + x[32]).all()
+    m = report.metrics
+    assert (m[SH_ST], m[SH_ST_WAVES], m[SH_LD], m[SH_LD_WAVES]) == (3, 3, 4, 4)
+    # x[threadIdx.x] is only used by the lanes 0 (g++ sinks the load into their branch,
+    # as nvcc may): 1 sector per warp.
+    assert (m[LD_REQ], m[LD_SEC], m[ST_REQ], m[ST_SEC]) == (2, 2, 2, 8)
+
+
 def test_locals_do_not_count(patterns):
     # A stack array written and read by every thread: only x[i] and y[i] are counted.
     x, y = numpy.arange(64, dtype=F32), numpy.zeros(64, F32)

@@ -101,3 +101,25 @@ extern "C" __global__ void shared_scalar(const float* __restrict__ x, float* __r
     __syncthreads();
     y[threadIdx.x] = total;
 }
+
+// __shared__ variables of a template function (g++ does not put those in the emulator's
+// shared section; the counting mode finds them by symbol). Lane 0 of each warp posts its
+// value, thread 0 adds the posts up into `total`, every thread reads `total`.
+template <typename T>
+__device__ __forceinline__ T sum_of_warp_leaders(T v) {
+    __shared__ T posted[32];
+    __shared__ T total;
+    if ((threadIdx.x & 31) == 0) posted[threadIdx.x >> 5] = v;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        T s = 0;
+        for (unsigned w = 0; w < blockDim.x / 32; ++w) s += posted[w];
+        total = s;
+    }
+    __syncthreads();
+    return total;
+}
+
+extern "C" __global__ void template_shared(const float* __restrict__ x, float* __restrict__ y) {
+    y[threadIdx.x] = sum_of_warp_leaders(x[threadIdx.x]);
+}
