@@ -79,8 +79,8 @@ template <typename T, typename A, int TILE, int DMAX, bool STATS>
 __device__ __forceinline__ void attention_rows(
     const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
     T* __restrict__ y, const T* __restrict__ y_in, const T* __restrict__ gy,
-    A* __restrict__ lse, A* __restrict__ delta, long long batch, long long tq, long long tk, long long d, long long dv, A scale,
-    long long causal) {
+    A* __restrict__ lse, A* __restrict__ delta, long long batch, long long tq, long long tk,
+    long long d, long long dv, A scale, long long causal) {
     constexpr int G = ATTENTION_G, PER = DMAX / G, KPER = TILE / G;
     extern __shared__ __align__(16) unsigned char attention_shared[];
     A* ps = reinterpret_cast<A*>(attention_shared);
@@ -319,7 +319,8 @@ __device__ __forceinline__ void attention_grad_kv(
         const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,           \
         T* __restrict__ y, ATTENTION_SIZES, A scale, long long causal) {                     \
         attention_rows<T, A, TILE, DMAX, false>(q, k, v, y, nullptr, nullptr, nullptr,      \
-                                                nullptr, batch, tq, tk, d, dv, scale, causal);        \
+                                                nullptr, batch, tq, tk, d, dv, scale,        \
+                                                causal);                                     \
     }                                                                                        \
     extern "C" __global__ void attention_wrt_x1_d##DMAX##_##SFX(ATTENTION_GRAD_ARGS(T, A)) { \
         attention_grad_q<T, A, TILE, DMAX>(q, k, v, gy, lse, delta, gx, batch, tq, tk, d, dv, \
@@ -340,7 +341,8 @@ __device__ __forceinline__ void attention_grad_kv(
         const T* __restrict__ gy, A* __restrict__ lse, A* __restrict__ delta,               \
         ATTENTION_SIZES, A scale, long long causal) {                                        \
         attention_rows<T, A, TILE, ATTENTION_G, true>(q, k, nullptr, nullptr, y, gy, lse,  \
-                                                      delta, batch, tq, tk, d, dv, scale, causal);  \
+                                                      delta, batch, tq, tk, d, dv, scale,    \
+                                                      causal);                               \
     }
 
 ATTENTION_STATS(__half, float, ATTENTION_TILE, f16)
