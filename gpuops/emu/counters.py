@@ -123,10 +123,37 @@ class Site:
     line: int
     text: str
     functions: tuple[str, ...]
+    origin: str = ""  # "gpuops.cuh:62": the same line in cuda/ (a family's listing inlines them)
 
     @property
     def where(self) -> str:
-        return f"{Path(self.file).name}:{self.line}"
+        return self.origin or f"{Path(self.file).name}:{self.line}"
+
+
+@functools.lru_cache(maxsize=1)
+def _cuda_lines() -> dict[str, str]:
+    """Stripped line -> its first "file:line" in cuda/ (the family sources first)."""
+    from .. import kernels
+
+    found: dict[str, str] = {}
+    folder = kernels.cuda_dir()
+    for path in sorted(folder.glob("*.cu")) + sorted(folder.glob("*.cuh")):
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            found.setdefault(line.strip(), f"{path.name}:{number}")
+    return found
+
+
+def _origin(listing: str, text: str) -> str:
+    """Where a family listing's line comes from in cuda/ (a test's own source: itself)."""
+    name = Path(listing).name
+    if "-count-" not in name or not text:
+        return ""
+    label = name.split("-count-")[0]
+    from .. import kernels
+
+    if not (kernels.cuda_dir() / f"{label}.cu").is_file():
+        return ""
+    return _cuda_lines().get(text, "")
 
 
 _EMULATOR_FILES = ("cuda_emu.h", "counters.h")
@@ -176,8 +203,8 @@ def symbolize(library: str | Path, pcs: Sequence[int]) -> dict[int, Site]:
             continue
         path, row = source
         text = _lines(path)
-        sites[pc] = Site(path, row, text[row - 1].strip() if 0 < row <= len(text) else "",
-                         tuple(fn for fn, _, _ in chain))
+        line = text[row - 1].strip() if 0 < row <= len(text) else ""
+        sites[pc] = Site(path, row, line, tuple(fn for fn, _, _ in chain), _origin(path, line))
     return sites
 
 
