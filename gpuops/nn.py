@@ -10,18 +10,20 @@ NumPy generator seeded with :func:`manual_seed`, so a model built after
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Iterator, Mapping, NamedTuple
+import types
+from typing import Any, Callable, Iterable, Iterator, Mapping, NamedTuple
 
 import numpy
 
-from .autograd import Tensor
+from .autograd import Tensor, apply
 from .backend import get_array_module, to_cpu, to_gpu
 from .ops import _args
 from .ops.normalization import update_running_stats
 
 __all__ = ["manual_seed", "Parameter", "Module", "Linear", "Conv2d", "MaxPool2d", "AvgPool2d",
            "LocalResponseNorm", "BatchNorm1d", "BatchNorm2d", "Dropout", "ReLU", "Sigmoid",
-           "Tanh", "Flatten", "Sequential", "CrossEntropyLoss", "MSELoss", "BCEWithLogitsLoss"]
+           "Tanh", "GELU", "SiLU", "Flatten", "Sequential", "Embedding", "LayerNorm", "RMSNorm",
+           "MultiheadAttention", "CrossEntropyLoss", "MSELoss", "BCEWithLogitsLoss", "utils"]
 
 _generator = numpy.random.default_rng(0)
 
@@ -34,6 +36,14 @@ def manual_seed(seed: int) -> None:
 
 def _uniform(shape: tuple, bound: float, dtype: Any) -> numpy.ndarray:
     return _generator.uniform(-bound, bound, size=shape).astype(dtype)
+
+
+def normal_(p: Tensor, std: float = 1.0) -> Tensor:
+    """Fill ``p`` in place with N(0, std²) from the global generator (``torch.nn.init.normal_``
+    with mean 0); returns ``p``."""
+    values = _generator.normal(0.0, std, size=p.shape)
+    p.data[...] = get_array_module(p.data).asarray(values, dtype=p.dtype)
+    return p
 
 
 class Parameter(Tensor):
@@ -87,11 +97,11 @@ class Module:
     def __init__(self) -> None:
         self.training = True
 
-    def forward(self, *args: Any) -> Any:
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
         raise NotImplementedError
 
-    def __call__(self, *args: Any) -> Any:
-        return self.forward(*args)
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.forward(*args, **kwargs)
 
     def _children(self) -> Iterator[tuple[str, Any]]:
         for name, value in vars(self).items():
@@ -589,6 +599,29 @@ class Tanh(_Activation):
     method = "tanh"
 
 
+class GELU(_Activation):
+    """``torch.nn.GELU``: x·Φ(x) (``approximate="none"``) or GPT-2's tanh approximation
+    0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))) (``approximate="tanh"``)."""
+
+    def __init__(self, approximate: str = "none") -> None:
+        super().__init__()
+        if approximate not in ("none", "tanh"):
+            raise ValueError(f"GELU: approximate must be 'none' or 'tanh', got {approximate!r}")
+        self.approximate = approximate
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x.gelu(approximate=self.approximate)
+
+    def extra_repr(self) -> str:
+        return f"approximate={self.approximate!r}"
+
+
+class SiLU(_Activation):
+    """x·σ(x) (also called swish)."""
+
+    method = "silu"
+
+
 class Flatten(Module):
     """(N, d1, d2, ...) → (N, d1·d2·...): a view."""
 
@@ -615,6 +648,197 @@ class Sequential(Module):
 
     def __len__(self) -> int:
         return len(self.layers)
+
+
+def _last_axis(layer: str, normalized_shape: Any) -> int:
+    """``normalized_shape`` as the size of the last axis: an int or a 1-tuple (the
+    normalization operators work over the last axis only)."""
+    if isinstance(normalized_shape, (tuple, list)):
+        if len(normalized_shape) != 1:
+            raise ValueError(f"{layer}: normalized_shape must be an int or a 1-tuple (the last "
+                             f"axis only), got {tuple(normalized_shape)!r}")
+        normalized_shape = normalized_shape[0]
+    return _check_int(layer, "normalized_shape", normalized_shape, 1)
+
+
+def _check_last_axis(layer: str, x: Tensor, size: int) -> None:
+    if x.ndim < 1 or x.shape[-1] != size:
+        raise ValueError(f"{layer}: input of shape {x.shape} does not end in the "
+                         f"normalized_shape ({size},)")
+
+
+class Embedding(Module):
+    """``torch.nn.Embedding``: a table ``weight`` (num_embeddings, embedding_dim), N(0, 1) as
+    torch; ``forward(ids)`` with integer ids of any shape gives ids.shape + (embedding_dim,)
+    (``gpuops.embedding``; the gradient goes to the rows used, repeated ids summed)."""
+
+    def __init__(self, num_embeddings: int, embedding_dim: int,
+                 dtype: Any = numpy.float32) -> None:
+        super().__init__()
+        self.num_embeddings = _check_int("Embedding", "num_embeddings", num_embeddings, 1)
+        self.embedding_dim = _check_int("Embedding", "embedding_dim", embedding_dim, 1)
+        self.weight = normal_(Parameter(numpy.zeros((num_embeddings, embedding_dim), dtype)))
+
+    def forward(self, ids: Any) -> Tensor:
+        return apply("embedding", ids, self.weight)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_embeddings}, {self.embedding_dim}"
+
+
+class LayerNorm(Module):
+    """``torch.nn.LayerNorm`` over the last axis: (x - mean) / √(var + eps) · weight + bias,
+    the biased variance of each row (``gpuops.layer_norm``); weight ones and bias zeros,
+    learned unless ``elementwise_affine=False`` (``bias=False``: no bias, as torch)."""
+
+    def __init__(self, normalized_shape: Any, eps: float = 1e-5, elementwise_affine: bool = True,
+                 bias: bool = True, dtype: Any = numpy.float32) -> None:
+        super().__init__()
+        size = _last_axis("LayerNorm", normalized_shape)
+        self.normalized_shape = (size,)
+        self.eps = _check_number("LayerNorm", "eps", eps, low=0.0, low_open=True)
+        _check_flag("LayerNorm", "elementwise_affine", elementwise_affine)
+        _check_flag("LayerNorm", "bias", bias)
+        self.elementwise_affine = bool(elementwise_affine)
+        self.weight = Parameter(numpy.ones(size, dtype)) if elementwise_affine else None
+        self.bias = Parameter(numpy.zeros(size, dtype)) if elementwise_affine and bias else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        size = self.normalized_shape[0]
+        _check_last_axis("LayerNorm", x, size)
+        xp = get_array_module(x.data)
+        weight = self.weight if self.weight is not None else xp.ones(size, x.dtype)
+        bias = self.bias if self.bias is not None else xp.zeros(size, x.dtype)
+        return x.layer_norm(weight, bias, eps=self.eps)
+
+    def extra_repr(self) -> str:
+        return (f"{self.normalized_shape}, eps={self.eps}, "
+                f"elementwise_affine={self.elementwise_affine}")
+
+
+class RMSNorm(Module):
+    """``torch.nn.RMSNorm`` over the last axis: x / √(mean(x²) + eps) · weight
+    (``gpuops.rms_norm``); weight ones, learned unless ``elementwise_affine=False``."""
+
+    def __init__(self, normalized_shape: Any, eps: float = 1e-6, elementwise_affine: bool = True,
+                 dtype: Any = numpy.float32) -> None:
+        super().__init__()
+        size = _last_axis("RMSNorm", normalized_shape)
+        self.normalized_shape = (size,)
+        self.eps = _check_number("RMSNorm", "eps", eps, low=0.0, low_open=True)
+        _check_flag("RMSNorm", "elementwise_affine", elementwise_affine)
+        self.elementwise_affine = bool(elementwise_affine)
+        self.weight = Parameter(numpy.ones(size, dtype)) if elementwise_affine else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        size = self.normalized_shape[0]
+        _check_last_axis("RMSNorm", x, size)
+        weight = self.weight if self.weight is not None else get_array_module(x.data).ones(
+            size, x.dtype)
+        return x.rms_norm(weight, eps=self.eps)
+
+    def extra_repr(self) -> str:
+        return (f"{self.normalized_shape}, eps={self.eps}, "
+                f"elementwise_affine={self.elementwise_affine}")
+
+
+class MultiheadAttention(Module):
+    """``torch.nn.MultiheadAttention`` with the parameters of torch's (so state dicts map):
+    ``in_proj_weight`` (3E, E) holding W_q, W_k, W_v stacked, ``in_proj_bias`` (3E,) and
+    ``out_proj`` (a Linear E → E). Inputs are (B, T, E) (``batch_first=True``, the default
+    here; torch's default is False, (T, B, E), which is also accepted).
+
+    ``forward(query, key=None, value=None, is_causal=None)``: key and value default to the
+    query (self-attention: one product with ``in_proj_weight``); heads are split by reshape
+    and transpose to (B, H, T, E/H) and attended by the fused ``gpuops.attention`` (scale
+    1/√(E/H)), causally when ``is_causal`` (default: the constructor's ``causal``). Returns
+    ``(output, None)`` as torch's ``need_weights=False``: the fused operator never forms
+    the attention weights. torch's ``attn_mask``/``key_padding_mask`` are not supported, and
+    neither is dropout on the attention weights (``dropout`` must be 0). Initialisation as
+    torch: xavier-uniform ``in_proj_weight``, zero biases, ``out_proj.weight`` U(±1/√E).
+    """
+
+    def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.0, bias: bool = True,
+                 batch_first: bool = True, causal: bool = False,
+                 dtype: Any = numpy.float32) -> None:
+        super().__init__()
+        layer = "MultiheadAttention"
+        self.embed_dim = _check_int(layer, "embed_dim", embed_dim, 1)
+        self.num_heads = _check_int(layer, "num_heads", num_heads, 1)
+        if embed_dim % num_heads:
+            raise ValueError(f"{layer}: embed_dim ({embed_dim}) must be divisible by "
+                             f"num_heads ({num_heads})")
+        if _check_number(layer, "dropout", dropout, 0.0, 1.0) != 0.0:
+            raise ValueError(f"{layer}: dropout={dropout} on the attention weights is not "
+                             "supported (the fused attention operator has none); use 0.0")
+        for name, flag in (("bias", bias), ("batch_first", batch_first), ("causal", causal)):
+            _check_flag(layer, name, flag)
+        self.batch_first, self.causal = bool(batch_first), bool(causal)
+        bound = math.sqrt(6.0 / (embed_dim + 3 * embed_dim))  # xavier_uniform_ of (3E, E)
+        self.in_proj_weight = Parameter(_uniform((3 * embed_dim, embed_dim), bound, dtype))
+        self.in_proj_bias = Parameter(numpy.zeros(3 * embed_dim, dtype)) if bias else None
+        self.out_proj = Linear(embed_dim, embed_dim, bias=bias, dtype=dtype)
+        if self.out_proj.bias is not None:
+            self.out_proj.bias.data[...] = 0
+
+    def _project(self, x: Tensor, part: int) -> Tensor:
+        """x · W_partᵀ + b_part (part 0: query, 1: key, 2: value)."""
+        E = self.embed_dim
+        rows = slice(part * E, (part + 1) * E)
+        bias = None if self.in_proj_bias is None else self.in_proj_bias[rows]
+        return x.linear(self.in_proj_weight[rows], bias)
+
+    def _heads(self, x: Tensor) -> Tensor:
+        """(B, T, E) → (B, H, T, E/H)."""
+        B, T, _ = x.shape
+        return x.reshape(B, T, self.num_heads, -1).permute(0, 2, 1, 3)
+
+    def forward(self, query: Tensor, key: Tensor | None = None, value: Tensor | None = None,
+                is_causal: bool | None = None) -> tuple[Tensor, None]:
+        layer = "MultiheadAttention"
+        key = query if key is None else key
+        value = key if value is None else value
+        for name, x in (("query", query), ("key", key), ("value", value)):
+            if x.ndim != 3 or x.shape[-1] != self.embed_dim:
+                raise ValueError(f"{layer}: {name} must be 3-d with last axis embed_dim="
+                                 f"{self.embed_dim}, got shape {x.shape}")
+        causal = self.causal if is_causal is None else is_causal
+        _check_flag(layer, "is_causal", causal)
+        if not self.batch_first:
+            query, key, value = (x.permute(1, 0, 2) for x in (query, key, value))
+        B, T, E = query.shape
+        if key is query and value is query:  # self-attention: one product, then split
+            qkv = query.linear(self.in_proj_weight, self.in_proj_bias)
+            qkv = qkv.reshape(B, T, 3, self.num_heads, E // self.num_heads).permute(2, 0, 3, 1, 4)
+            q, k, v = qkv[0], qkv[1], qkv[2]
+        else:
+            q, k, v = (self._heads(self._project(x, i)) for i, x in
+                       enumerate((query, key, value)))
+        y = q.attention(k, v, causal=bool(causal))  # (B, H, T, E/H)
+        y = self.out_proj(y.permute(0, 2, 1, 3).reshape(B, T, E))
+        return (y if self.batch_first else y.permute(1, 0, 2)), None
+
+    def extra_repr(self) -> str:
+        return (f"embed_dim={self.embed_dim}, num_heads={self.num_heads}, "
+                f"batch_first={self.batch_first}, causal={self.causal}")
+
+
+def clip_grad_norm_(parameters: Any, max_norm: float, norm_type: float = 2.0,
+                    error_if_nonfinite: bool = False) -> Tensor:
+    """``torch.nn.utils.clip_grad_norm_``: scale the gradients of ``parameters`` (a Tensor or
+    an iterable of them; those without a gradient are skipped) in place so that their joint
+    2-norm is at most ``max_norm`` (``gpuops.clip_grad_norm``: coefficient
+    min(max_norm / (norm + 1e-6), 1)). Returns the norm before clipping as a 0-d Tensor."""
+    from .ops.optim import clip_grad_norm
+    items: Iterable = [parameters] if isinstance(parameters, Tensor) else parameters
+    grads = [p.grad for p in items if p.grad is not None]
+    if not grads:
+        return Tensor(numpy.zeros((), numpy.float32))
+    return Tensor(clip_grad_norm(grads, max_norm, norm_type=norm_type,
+                                 error_if_nonfinite=error_if_nonfinite))
+
+
+utils = types.SimpleNamespace(clip_grad_norm_=clip_grad_norm_)  # torch.nn.utils.clip_grad_norm_
 
 
 def _data_of(x: Any) -> Any:
