@@ -103,7 +103,9 @@ def _embedding_grad_gpu(call: Call, ids: Array, gy: Array, gx: Array) -> None:
     xp = call.xp
     rows, cols = gx.shape
     flat = ids.reshape(-1)
-    order = xp.argsort(flat, kind="stable").astype(numpy.int64, copy=False)
+    # CuPy's argsort is always stable (a radix sort; older versions take no kind=)
+    order = xp.argsort(flat, kind="stable") if xp is numpy else xp.argsort(flat)
+    order = order.astype(numpy.int64, copy=False)
     # segment of table row v: order[starts[v]:starts[v + 1]]; ids < 0 sort before
     # starts[0] and ids >= rows after starts[rows], so no segment holds them
     starts = xp.searchsorted(flat[order], xp.arange(rows + 1, dtype=flat.dtype))
