@@ -15,7 +15,8 @@ inputs, without pytest's collection and with one or two samples instead of all.
 
 Each case prints ``== <op>/<dtype>/<sample>`` before it runs (so a tool wrapping the
 process, compute-sanitizer, can attribute its reports) and ``ok`` or ``FAIL ...`` after.
-Interrupted (SIGINT, e.g. ``timeout --signal=INT``), it writes what it has and exits 130.
+Exit status 0 when every case passed, 3 when some failed; interrupted (SIGINT, e.g.
+``timeout --signal=INT``), it writes what it has and exits 130.
 """
 from __future__ import annotations
 
@@ -39,6 +40,7 @@ import gpuops  # noqa: E402
 from gpuops import kernels  # noqa: E402
 
 F64 = numpy.dtype(numpy.float64)
+FAILED = 3  # the exit status when cases failed (1 is Python's for an uncaught exception)
 _SHARED = re.compile(r"__shared__|\bblock_(reduce|sum|max|min)\b")
 
 
@@ -232,7 +234,7 @@ def main(argv: list[str]) -> int:
         print(f"  FAIL {failure['case']}: {failure['problems'][0]}")
     if report["interrupted"]:
         return 130
-    return 1 if report["failures"] else 0
+    return FAILED if report["failures"] else 0
 
 
 if __name__ == "__main__":

@@ -12,10 +12,16 @@ only kernels are gpuops') and writes the manifest: every launch in order, with i
 pairs the n-th kernel ncu profiled with the n-th launch of the manifest (ncu was told to
 profile only kernels named ``*_f16|_f32|_f64``, which are gpuops' alone) and writes, per
 key, the launch and its metrics, plus sectors per request and bank conflicts per shared
-load. The cases are small enough for the CPU emulator: ``run --backend emu`` makes the
-same calls there and writes the same keys (the grid can differ: the emulator's
-``max_blocks`` is smaller), which is where the emulator's own counters for these
-launches join (``--backend recording`` runs nothing, for tests without a GPU).
+load.
+
+The emulator's figures for the same launches: ``run --backend emu-counters`` makes the
+same calls on the counting emulator (``gpuops.emu``, counters=True) with an H200's launch
+geometry (``max_blocks`` = 132 SMs x 32, the tensor-core GEMM), so its launches are the
+GPU's, and stores each launch's counters under the same Nsight Compute metric names;
+``join --emu <that manifest>`` puts them beside ncu's, key by key (``grid_matches`` says
+whether the two launches had the same grid). The emulator side needs g++ and no GPU: it
+can run beside the GPU session or afterwards on any machine, from the same commit, and be
+joined with the session's ``ncu.csv`` (``--backend recording`` runs nothing, for tests).
 """
 from __future__ import annotations
 
@@ -47,7 +53,7 @@ METRICS = (
     "smsp__sass_inst_executed_op_shared_ld.sum",
     "gpu__time_duration.sum",
 )
-KERNEL_FILTER = "regex:_f(16|32|64)$"  # gpuops' kernel names end in their dtype suffix
+H200_MAX_BLOCKS = 132 * 32  # the CuPy launcher's max_blocks on an H200 (SMs x 32)
 
 
 def _inputs(shape: tuple, dtype: Any = numpy.float32, seed: int = 0) -> numpy.ndarray:
@@ -80,6 +86,10 @@ def _backend(name: str) -> Iterator[tuple[Any, Callable[[Any], Any], Callable[[]
     if name == "emu":
         from gpuops import emu
         launcher: Any = emu.launcher()
+    elif name == "emu-counters":
+        from gpuops import emu
+        launcher = emu.EmuLauncher(max_blocks=H200_MAX_BLOCKS, record=False,
+                                   tensor_cores=True, counters=True)
     else:
         from launch_fakes import RecordingLauncher
         launcher = RecordingLauncher(record=False)
@@ -97,11 +107,20 @@ def run_cases(backend_name: str) -> list[dict[str, Any]]:
         def recording(family: str, kernel: str, grid: Any, block: Any, args: Any,
                       shared_mem: int = 0) -> None:
             ordinal = sum(1 for launch in launches if launch["case"] == case)
-            launches.append({"key": f"{case}/{ordinal}/{kernel}", "case": case,
-                             "ordinal": ordinal, "kernel": kernel, "family": family,
-                             "grid": list(grid), "block": list(block),
-                             "shared_mem": shared_mem})
+            launch = {"key": f"{case}/{ordinal}/{kernel}", "case": case, "ordinal": ordinal,
+                      "kernel": kernel, "family": family, "grid": list(grid),
+                      "block": list(block), "shared_mem": shared_mem}
+            launches.append(launch)
             original(family, kernel, grid, block, args, shared_mem)
+            if getattr(launcher, "counters", False):  # the counting emulator's report
+                report = launcher.reports[-1]
+                launch["metrics"] = {m: report.metrics[m] for m in METRICS
+                                     if m in report.metrics}
+                worst = report.worst
+                launch["emu"] = {"footprint_bytes": report.footprint_bytes,
+                                 "bytes_moved": report.bytes_moved(),
+                                 "worst_line": None if worst is None else
+                                 f"{worst.site.where}: {worst.site.text.strip()}"}
 
         launcher.launch = recording  # this instance only; removed below
         try:
@@ -128,10 +147,27 @@ def _number(value: str) -> float | None:
         return None
 
 
-def join(launches: list[dict[str, Any]], rows: list[dict[str, str]]) -> dict[str, Any]:
-    """Per launch key: the launch, ncu's metrics of the kernel profiled in that position,
-    and the ratios that compare with the emulator's (sectors per request, conflicts per
-    shared load)."""
+def ratios(metrics: dict[str, Any]) -> dict[str, float | None]:
+    """Sectors per global request (ld, st) and bank conflicts per shared load instruction."""
+    def per(numerator: str, denominator: str) -> float | None:
+        top, bottom = metrics.get(numerator), metrics.get(denominator)
+        return round(top / bottom, 3) if bottom and top is not None else None
+
+    out = {f"sectors_per_request_{op}": per(
+        f"l1tex__t_sectors_pipe_lsu_mem_global_op_{op}.sum",
+        f"l1tex__t_requests_pipe_lsu_mem_global_op_{op}.sum") for op in ("ld", "st")}
+    out["bank_conflicts_per_shared_ld"] = per(
+        "l1tex__data_bank_conflicts_pipe_lsu_mem_shared_op_ld.sum",
+        "smsp__sass_inst_executed_op_shared_ld.sum")
+    return out
+
+
+def join(launches: list[dict[str, Any]], rows: list[dict[str, str]],
+         emu_launches: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Per launch key: the launch, ncu's metrics of the kernel profiled in that position
+    and their ratios; with ``emu_launches`` (a manifest of ``run --backend emu-counters``),
+    the emulator's metrics and ratios for the same key beside them."""
+    emu_by_key = {launch["key"]: launch for launch in emu_launches or []}
     joined: dict[str, Any] = {}
     for launch, row in zip(launches, rows):
         name = row.get("Kernel Name", "")
@@ -139,20 +175,18 @@ def join(launches: list[dict[str, Any]], rows: list[dict[str, str]]) -> dict[str
         entry = {**launch, "ncu_kernel": name, "ncu_id": int(row["ID"]),
                  "name_matches": name.split("(")[0].strip() == launch["kernel"],
                  "ncu_grid": row.get("Grid Size"), "ncu_block": row.get("Block Size"),
-                 "metrics": metrics}
-        for op in ("ld", "st"):
-            requests = metrics.get(f"l1tex__t_requests_pipe_lsu_mem_global_op_{op}.sum")
-            sectors = metrics.get(f"l1tex__t_sectors_pipe_lsu_mem_global_op_{op}.sum")
-            entry[f"sectors_per_request_{op}"] = (round(sectors / requests, 3)
-                                                  if requests and sectors is not None else None)
-        shared_ld = metrics.get("smsp__sass_inst_executed_op_shared_ld.sum")
-        conflicts = metrics.get("l1tex__data_bank_conflicts_pipe_lsu_mem_shared_op_ld.sum")
-        entry["bank_conflicts_per_shared_ld"] = (round(conflicts / shared_ld, 3)
-                                                 if shared_ld and conflicts is not None else None)
+                 "metrics": metrics, **ratios(metrics)}
+        emu_launch = emu_by_key.get(launch["key"])
+        if emu_launch is not None and "metrics" in emu_launch:
+            entry["emu"] = {"grid_matches": emu_launch["grid"] == launch["grid"],
+                            "metrics": emu_launch["metrics"], **ratios(emu_launch["metrics"]),
+                            **emu_launch.get("emu", {})}
         joined[launch["key"]] = entry
     return {"metrics": list(METRICS), "launches": joined,
             "unmatched_launches": [launch["key"] for launch in launches[len(rows):]],
-            "extra_profiled_kernels": [row.get("Kernel Name") for row in rows[len(launches):]]}
+            "extra_profiled_kernels": [row.get("Kernel Name") for row in rows[len(launches):]],
+            "emu_keys_missing": [launch["key"] for launch in launches
+                                 if emu_launches is not None and launch["key"] not in emu_by_key]}
 
 
 def main(argv: list[str]) -> int:
@@ -160,12 +194,15 @@ def main(argv: list[str]) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="what", required=True)
     run = sub.add_parser("run", help="make each case's call once; write the launch manifest")
-    run.add_argument("--backend", default="cupy", choices=("cupy", "emu", "recording"))
+    run.add_argument("--backend", default="cupy",
+                     choices=("cupy", "emu", "emu-counters", "recording"))
     run.add_argument("--manifest", type=Path, required=True)
     joining = sub.add_parser("join", help="ncu's CSV + the manifest -> JSON keyed by launch")
     joining.add_argument("--manifest", type=Path, required=True)
     joining.add_argument("--csv", type=Path, nargs="+", required=True,
                          help="ncu's output (the first file holding its table is used)")
+    joining.add_argument("--emu", type=Path,
+                         help="a manifest of run --backend emu-counters, joined key by key")
     joining.add_argument("--json", type=Path, required=True)
     sub.add_parser("metrics", help="print the metrics, comma-separated (for ncu --metrics)")
     args = parser.parse_args(argv)
@@ -189,13 +226,20 @@ def main(argv: list[str]) -> int:
             rows = parse_csv(path.read_text(errors="replace"))
             if rows:
                 break
-    result = join(launches, rows)
+    emu_launches = None
+    if args.emu is not None and args.emu.is_file():
+        emu_launches = json.loads(args.emu.read_text())["launches"]
+    result = join(launches, rows, emu_launches)
     args.json.write_text(json.dumps(result, indent=1) + "\n")
-    print(f"gpu_ncu: {len(rows)} profiled kernels joined to {len(launches)} launches")
+    print(f"gpu_ncu: {len(rows)} profiled kernels joined to {len(launches)} launches"
+          + ("" if emu_launches is None else ", with the emulator's counters"))
     for key, entry in result["launches"].items():
-        print(f"  {key:<44} ld {entry['sectors_per_request_ld']} st "
-              f"{entry['sectors_per_request_st']} sectors/request, shared-ld conflicts "
-              f"{entry['bank_conflicts_per_shared_ld']}/instr"
+        emu = entry.get("emu")
+        print(f"  {key:<44} sectors/request ld {entry['sectors_per_request_ld']} st "
+              f"{entry['sectors_per_request_st']}, shared-ld conflicts/instr "
+              f"{entry['bank_conflicts_per_shared_ld']}"
+              + ("" if emu is None else f"; emu {emu['sectors_per_request_ld']} "
+                 f"{emu['sectors_per_request_st']}, {emu['bank_conflicts_per_shared_ld']}")
               + ("" if entry["name_matches"] else f"  (ncu: {entry['ncu_kernel']})"))
     return 0
 

@@ -29,7 +29,8 @@
 #                     softmax-cross-entropy), matmul (against cuBLAS), training (MLP step) and
 #                     overhead (per-call time of tiny calls against PyTorch's CUDA eager calls)
 #   6 ncu       40 s  Nsight Compute (--clock-control none) memory counters of six kernels,
-#                     keyed by case/launch/kernel (benchmarks/gpu_ncu.py)
+#                     keyed by case/launch/kernel, beside the emulator's counters for the
+#                     same launches (computed on the CPU during stages 3-4; benchmarks/gpu_ncu.py)
 # It leaves at most 6 files in $OUT: summary.txt, session.json (every stage's figures),
 # ncu.json, the benchmark's .json and .md, and gpu_session_logs.tar.gz (every log and raw
 # file); the summary is printed last. Without a GPU every stage is skipped with its reason
@@ -100,7 +101,7 @@ stage_check() {
     local rc=$?
     NOTE=$(grep "^gpu_check " "$WORK/check.log" | tail -n 1)
     [ -n "$NOTE" ] || NOTE=$(tail -n 1 "$WORK/check.log")
-    return $(( rc == 1 ? 0 : rc ))  # 1: failures, listed in the summary
+    return $(( rc == 3 ? 0 : rc ))  # 3: cases failed, listed in the summary
 }
 
 # sanitize TOOL SECONDS [gpu_check options]: gpu_check.py under compute-sanitizer's TOOL.
@@ -128,7 +129,7 @@ stage_sanitize() {
     sanitize racecheck "$race" --shared-memory-only
     race_rc=$?
     (( rc == 0 )) && rc=$race_rc
-    return $(( rc == 1 ? 0 : rc ))  # 1: gpu_check's failures (the check stage lists them)
+    return $(( rc == 3 ? 0 : rc ))  # 3: gpu_check's failed cases (the check stage lists them)
 }
 
 stage_bench() {
@@ -150,9 +151,37 @@ stage_ncu() {
         > "$WORK/ncu.log" 2>&1
     rc=$?
     "$PY" benchmarks/gpu_ncu.py join --manifest "$WORK/ncu_launches.json" \
-        --csv "$WORK/ncu.csv" "$WORK/ncu.log" --json "$WORK/ncu.json" > "$WORK/ncu_join.log" 2>&1
-    NOTE=$(head -n 1 "$WORK/ncu_join.log")
+        --csv "$WORK/ncu.csv" "$WORK/ncu.log" --emu "$WORK/ncu_emu.json" --json "$WORK/ncu.json" \
+        > "$WORK/ncu_join.log" 2>&1
+    NOTE="$(head -n 1 "$WORK/ncu_join.log"); emulator's counters: $EMU_STATUS"
     return $rc
+}
+
+# The emulator's counters for stage 6's launches (gpu_ncu.py run --backend emu-counters), on
+# the CPU at the lowest priority beside stages 3 and 4 (correctness checks, not timings);
+# stopped before the benchmarks if not done. GPU_SESSION_EMU=0: not run.
+start_emu() {
+    EMU_PID=""
+    EMU_STATUS="not run (GPU_SESSION_EMU=0)"
+    [ "${GPU_SESSION_EMU:-1}" = 0 ] && return
+    EMU_STATUS="not run (no g++)"
+    command -v g++ > /dev/null 2>&1 || return
+    nice -n 19 "$PY" benchmarks/gpu_ncu.py run --backend emu-counters \
+        --manifest "$WORK/ncu_emu.json" > "$WORK/ncu_emu.log" 2>&1 &
+    EMU_PID=$!
+    EMU_STATUS="running"
+}
+
+stop_emu() {
+    [ -n "$EMU_PID" ] || return
+    if kill -0 "$EMU_PID" 2> /dev/null; then
+        kill "$EMU_PID"
+        EMU_STATUS="cut off before the benchmarks (ncu_emu.log)"
+    else
+        EMU_STATUS="done"
+    fi
+    wait "$EMU_PID" 2> /dev/null
+    [ "$EMU_STATUS" = done ] && [ ! -f "$WORK/ncu_emu.json" ] && EMU_STATUS="failed (ncu_emu.log)"
 }
 
 # run_stage NUMBER NAME BOX FUNCTION [TOOL]: the stage in its box (clipped to what is left of
@@ -200,8 +229,12 @@ programme() {
     read -r -a boxes <<< "${GPU_SESSION_BOXES:-40 150 70 130 80 40}"
     run_stage 1 versions "${boxes[0]}" stage_versions
     run_stage 2 start "${boxes[1]}" stage_start
+    EMU_PID=""
+    EMU_STATUS="not run (no GPU)"
+    [ -n "$NOGPU" ] || start_emu
     run_stage 3 check "${boxes[2]}" stage_check
     run_stage 4 sanitize "${boxes[3]}" stage_sanitize compute-sanitizer
+    stop_emu
     run_stage 5 bench "${boxes[4]}" stage_bench
     run_stage 6 ncu "${boxes[5]}" stage_ncu ncu
     if ! "$PY" benchmarks/gpu_report.py summary "$WORK" > "$WORK/summary.log" 2>&1; then

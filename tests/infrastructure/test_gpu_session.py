@@ -87,7 +87,8 @@ def test_a_stage_stops_at_its_box_and_the_next_still_runs(tmp_path):
     (py_dir / "__init__.py").write_text(_FAKE_CUPY)
     env = {**os.environ, "OUT": str(out), "PYTHON": sys.executable, "TMPDIR": str(tmp_path),
            "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
-           "PYTHONPATH": str(tmp_path / "py"), "GPU_SESSION_BOXES": "3 20 20 30 20 20"}
+           "PYTHONPATH": str(tmp_path / "py"), "GPU_SESSION_BOXES": "3 20 20 30 20 20",
+           "GPU_SESSION_EMU": "0"}
     done = subprocess.run(["bash", "benchmarks/gpu_session.sh"], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr
@@ -100,6 +101,7 @@ def test_a_stage_stops_at_its_box_and_the_next_still_runs(tmp_path):
         assert status[stage]["status"] != "skipped", status[stage]
     assert session["check"]["cases"] > 0 and not session["check"]["passed"]
     assert "memcheck: 0 errors" in status["4 sanitize"]["note"]
+    assert "emulator's counters: not run (GPU_SESSION_EMU=0)" in status["6 ncu"]["note"]
     assert "== gpu_session summary" in done.stdout
     assert len(list(out.iterdir())) <= 8
 
@@ -190,6 +192,23 @@ def test_ncu_driver_keys_launches_and_joins_counters(tmp_path):
     assert first["sectors_per_request_ld"] == 4.0
     assert first["bank_conflicts_per_shared_ld"] == 2.0
     assert joined["unmatched_launches"] == [launches[-1]["key"]]
+    assert "emu" not in first
+
+    # the emulator's manifest (as run --backend emu-counters writes it) joins key by key
+    emu_launches = [dict(launch, metrics={**{m: 0 for m in gpu_ncu.METRICS},
+                                          "l1tex__t_requests_pipe_lsu_mem_global_op_ld.sum": 8,
+                                          "l1tex__t_sectors_pipe_lsu_mem_global_op_ld.sum": 256})
+                    for launch in launches[1:]]
+    emu_path = tmp_path / "emu.json"
+    emu_path.write_text(json.dumps({"backend": "emu-counters", "launches": emu_launches}))
+    assert gpu_ncu.main(["join", "--manifest", str(manifest), "--csv", str(csv_path),
+                         "--emu", str(emu_path), "--json", str(out)]) == 0
+    joined = json.loads(out.read_text())
+    assert "emu" not in joined["launches"][launches[0]["key"]]
+    second = joined["launches"][launches[1]["key"]]
+    assert second["emu"]["grid_matches"] and second["emu"]["sectors_per_request_ld"] == 32.0
+    assert second["sectors_per_request_ld"] == 4.0
+    assert joined["emu_keys_missing"] == [launches[0]["key"]]
 
 
 def test_sanitizer_log_counts_and_attributes_errors():
