@@ -1,9 +1,9 @@
 """Stage 6 of ``benchmarks/gpu_session.sh``: Nsight Compute's memory counters for six
 representative kernels, keyed so that other figures for the same launches can be joined.
 
-    ncu --clock-control none --kernel-name regex:'_f(16|32|64)$' --metrics <METRICS> \\
-        --csv --page raw --log-file ncu.csv \\
-        python benchmarks/gpu_ncu.py run --backend cupy --manifest launches.json
+    ncu --clock-control none --kernel-name 'regex:.*_f(16|32|64)$' --metrics <METRICS> \\
+        --export ncu python benchmarks/gpu_ncu.py run --backend cupy --manifest launches.json
+    ncu --import ncu.ncu-rep --csv --page raw > ncu.csv
     python benchmarks/gpu_ncu.py join --manifest launches.json --csv ncu.csv --json ncu.json
 
 ``run`` makes each case's call once (inputs built on the host and copied over, so the

@@ -144,12 +144,14 @@ stage_bench() {
 stage_ncu() {
     local metrics rc
     metrics=$("$PY" benchmarks/gpu_ncu.py metrics) || return 1
-    timeout --kill-after=10 "$(( $1 > 10 ? $1 - 5 : $1 ))" ncu --clock-control none --target-processes all \
-        --kernel-name 'regex:.*_f(16|32|64)$' --metrics "$metrics" --csv --page raw \
-        --log-file "$WORK/ncu.csv" \
+    # the report file first, then its raw page as CSV (ncu --import): the documented route
+    timeout --kill-after=10 "$(( $1 > 20 ? $1 - 10 : $1 ))" ncu --clock-control none \
+        --target-processes all --kernel-name 'regex:.*_f(16|32|64)$' --metrics "$metrics" \
+        --export "$WORK/ncu" --force-overwrite \
         "$PY" benchmarks/gpu_ncu.py run --backend cupy --manifest "$WORK/ncu_launches.json" \
         > "$WORK/ncu.log" 2>&1
     rc=$?
+    timeout 10 ncu --import "$WORK/ncu.ncu-rep" --csv --page raw > "$WORK/ncu.csv" 2>> "$WORK/ncu.log"
     "$PY" benchmarks/gpu_ncu.py join --manifest "$WORK/ncu_launches.json" \
         --csv "$WORK/ncu.csv" "$WORK/ncu.log" --emu "$WORK/ncu_emu.json" --json "$WORK/ncu.json" \
         > "$WORK/ncu_join.log" 2>&1
