@@ -66,8 +66,9 @@ def _rows_gpu(call: Call, *arrays: Array) -> None:
     *inputs, result, axis = arrays
     xp = call.xp
     cols = result.shape[axis]
-    rows = [xp.ascontiguousarray(xp.moveaxis(x, axis, -1)) for x in inputs]
-    target = result if axis == result.ndim - 1 else xp.empty(rows[0].shape, result.dtype)
+    last = axis == result.ndim - 1  # the inputs are C-contiguous already (call protocol)
+    rows = inputs if last else [xp.ascontiguousarray(xp.moveaxis(x, axis, -1)) for x in inputs]
+    target = result if last else xp.empty(rows[0].shape, result.dtype)
     _rows.launch(call, call.op, result.size // cols, cols, (*rows, target))
     if target is not result:
         xp.moveaxis(result, axis, -1)[...] = target
