@@ -63,7 +63,8 @@ def main(argv: list[str]) -> int:
     sub.add_parser("info", help="versions, GPU, test backends, kernel cache").set_defaults(run=info)
     sub.add_parser("demo", help="a few operators on the best backend").set_defaults(run=demo)
     from . import train
-    train_parser = sub.add_parser("train", help="train a classifier (default: MLP on digits)",
+    train_parser = sub.add_parser("train", help="train a model (default: MLP on digits; "
+                                  "--model gpt: a byte-level GPT)",
                                   description=train.__doc__)
     train.add_arguments(train_parser)
     train_parser.set_defaults(run=train.main)

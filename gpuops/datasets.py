@@ -1,7 +1,9 @@
-"""Data sets for ``python -m gpuops train``: the embedded digits, and MNIST from IDX files.
+"""Data sets for ``python -m gpuops train``: the embedded digits, MNIST from IDX files, and
+a byte-level text corpus made of the Python standard library's own source files.
 
-Every loader returns a :class:`Dataset` with float32 images in [0, 1], shape
-(N, 1, H, W), and int64 labels. Bad files raise :class:`DataError` with a
+The image loaders return a :class:`Dataset` with float32 images in [0, 1], shape
+(N, 1, H, W), and int64 labels; the text loader a :class:`TextCorpus` of bytes (vocabulary
+256) split into training and validation text. Bad files raise :class:`DataError` with a
 one-line message (the command prints it and exits non-zero).
 """
 from __future__ import annotations
@@ -9,13 +11,15 @@ from __future__ import annotations
 import gzip
 import math
 import os
+import sysconfig
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy
 
-__all__ = ["DataError", "Dataset", "load_digits", "load_mnist", "read_idx"]
+__all__ = ["DataError", "Dataset", "load_digits", "load_mnist", "read_idx", "STDLIB_FILES",
+           "TextCorpus", "load_stdlib_text", "random_windows", "unigram_bits"]
 
 _DATA = Path(__file__).resolve().parent / "data"
 
@@ -131,3 +135,61 @@ def load_mnist(folder: str | os.PathLike, image_size: tuple = (28, 28)) -> Datas
                    parts["train_y"].astype(numpy.int64),
                    parts["test_x"].astype(numpy.float32)[:, None] / 255.0,
                    parts["test_y"].astype(numpy.int64), "mnist")
+
+
+# Long-stable pure-Python modules present as single files in every CPython 3.10-3.13, sorted:
+# about 560 KB of text (the exact bytes vary a little between Python versions).
+STDLIB_FILES = ("argparse.py", "calendar.py", "difflib.py", "fractions.py", "functools.py",
+                "heapq.py", "inspect.py", "pprint.py", "random.py", "shutil.py", "string.py",
+                "textwrap.py")
+
+
+@dataclass
+class TextCorpus:
+    train: numpy.ndarray  # uint8 (N,): the bytes are the tokens (vocabulary 256)
+    val: numpy.ndarray  # uint8 (M,)
+    name: str
+
+    @property
+    def vocab_size(self) -> int:
+        return 256
+
+
+def load_stdlib_text(val_fraction: float = 0.1, limit: int | None = None,
+                     folder: str | os.PathLike | None = None) -> TextCorpus:
+    """:data:`STDLIB_FILES` from the running interpreter's standard library (``folder``:
+    another copy of it) concatenated in that order; the first ``limit`` bytes when given;
+    the last ``val_fraction`` of the bytes is the validation text, the rest training text."""
+    root = Path(folder if folder is not None else sysconfig.get_paths()["stdlib"])
+    parts = []
+    for name in STDLIB_FILES:
+        try:
+            parts.append((root / name).read_bytes())
+        except OSError as e:
+            raise DataError(f"cannot read the standard-library file {root / name}: "
+                            f"{e.strerror or e}") from None
+    text = numpy.frombuffer(b"".join(parts), numpy.uint8)
+    if limit is not None:
+        text = text[:limit]
+    n_val = int(len(text) * val_fraction)
+    return TextCorpus(text[:len(text) - n_val], text[len(text) - n_val:], "stdlib")
+
+
+def random_windows(text: numpy.ndarray, batch: int, block: int,
+                   rng: numpy.random.Generator) -> tuple[numpy.ndarray, numpy.ndarray]:
+    """``batch`` contiguous windows of ``text`` at uniformly random starts: inputs (batch,
+    block) and targets, the same windows shifted by one byte, both int64."""
+    if len(text) < block + 1:
+        raise DataError(f"the text has {len(text)} bytes; windows of {block} need at least "
+                        f"{block + 1}")
+    starts = rng.integers(0, len(text) - block, size=batch)
+    index = starts[:, None] + numpy.arange(block)
+    return text[index].astype(numpy.int64), text[index + 1].astype(numpy.int64)
+
+
+def unigram_bits(text: numpy.ndarray) -> float:
+    """The entropy of the byte histogram of ``text`` in bits per byte: the loss of the best
+    model that ignores context (the baseline a language model must beat)."""
+    counts = numpy.bincount(text, minlength=256).astype(numpy.float64)
+    p = counts[counts > 0] / counts.sum()
+    return float(-(p * numpy.log2(p)).sum())

@@ -1,25 +1,33 @@
-"""``python -m gpuops train``: train a classifier with gpuops' autograd, layers and optimizers.
+"""``python -m gpuops train``: train a model with gpuops' autograd, layers and optimizers.
 
 Default: an MLP on the embedded handwritten digits (8x8), Adam, on the GPU when one
-is usable, else on the CPU. Writes ``metrics.json``, ``training.png`` (training loss
-and test accuracy per epoch) and ``checkpoint.npz`` (model, optimizer, history) to
-``--out``; ``--resume`` continues from that checkpoint up to ``--epochs``. A checkpoint
+is usable, else on the CPU. ``--model cnn``: a small conv/pool/LRN network. ``--model gpt``:
+a byte-level GPT-2 (``gpuops.gpt``) on the Python standard library's own source files
+(read from the running interpreter; no download), AdamW with linear warmup and cosine
+decay, gradient clipping at 1.0; it reports training and validation loss in bits per byte
+next to the unigram baseline (the entropy of the training bytes) and prints a sampled
+continuation (``--sample N`` bytes).
+Writes ``metrics.json``, ``training.png`` (the loss curves; test accuracy per epoch for the
+classifiers) and ``checkpoint.npz`` (model, optimizer, history) to ``--out``; ``--resume``
+continues from that checkpoint up to ``--epochs`` (``--steps`` for the GPT). A checkpoint
 in ``--out`` from a run with other settings is never overwritten: that is an error
 unless ``--resume`` is given. Ctrl-C stops with exit status 130 and prints the command
 that resumes from the last checkpoint.
 Same seed on the CPU → the same numbers: parameters come from ``nn.manual_seed``,
-the batch order of epoch e from a generator seeded with (seed, e).
+the batch order of epoch e from a generator seeded with (seed, e), the GPT's windows of
+step s from one seeded with (seed, s).
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
 import json
+import math
 import shlex
 import sys
 import time
 import zipfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -27,16 +35,19 @@ import numpy
 
 from . import nn
 from .autograd import Tensor, no_grad
-from .backend import gpu_available, to_gpu
-from .datasets import DataError, Dataset, load_digits, load_mnist
+from .backend import gpu_available, to_cpu, to_gpu
+from .datasets import (DataError, Dataset, TextCorpus, load_digits, load_mnist,
+                       load_stdlib_text, random_windows, unigram_bits)
+from .gpt import GPT
 from .optim import SGD, Adam, AdamW, Optimizer
+from .optim.lr_scheduler import CosineAnnealingLR, LinearLR, SequentialLR
 
 __all__ = ["TrainError", "add_arguments", "build_model", "run", "main"]
 
 COMMAND = "python -m gpuops train"
 CHECKPOINT = "checkpoint.npz"
-# The settings a checkpoint must share with a run that resumes it (--epochs and --lr may differ).
-RESUME_KEYS = ("data", "model", "optimizer", "batch_size", "seed", "limit")
+# The settings a resumed run may change; it must share every other one with the checkpoint.
+LENGTH_KEYS = ("epochs", "steps", "lr")
 
 
 class TrainError(ValueError):
@@ -47,22 +58,45 @@ class TrainError(ValueError):
 DEFAULTS = {"digits": {"epochs": 30, "batch_size": 32}, "mnist": {"epochs": 5, "batch_size": 128}}
 CNN_DIGITS_EPOCHS = 15  # the CNN is ~20x the MLP's work per step; 97-98% by epoch 13-18
 DEFAULT_LR = {"sgd": 0.05, "adam": 1e-3, "adamw": 1e-3}
+# The GPT's defaults: trains in about 3 minutes on 2 CPU cores (see docs).
+GPT_DEFAULTS = {"steps": 1500, "batch_size": 16, "lr": 3e-3, "block_size": 64, "n_layer": 2,
+                "n_head": 4, "n_embd": 64, "eval_interval": 100}
+GPT_OPTIONS = ("steps", "block_size", "n_layer", "n_head", "n_embd", "eval_interval")
+GPT_WEIGHT_DECAY = 0.1  # on the matrices and embeddings only (nanoGPT)
+GPT_CLIP = 1.0  # the gradients' joint 2-norm is clipped to this
+GPT_EVAL_WINDOWS = 64  # validation windows, evenly spaced over the validation text
+SAMPLE_PROMPT = 32  # bytes of validation text that start the sample
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", choices=["digits", "mnist"], default="digits",
-                        help="digits (embedded, 8x8) or mnist (IDX files in --data-dir)")
+    parser.add_argument("--data", choices=["digits", "mnist", "stdlib"], default=None,
+                        help="digits (embedded, 8x8; the default for mlp and cnn), mnist (IDX "
+                        "files in --data-dir), or stdlib (bytes of Python's own standard "
+                        "library sources; the gpt's data)")
     parser.add_argument("--data-dir", default=None,
                         help="folder with the MNIST IDX files (gzipped or not); an empty "
                         "training or test set is an error")
-    parser.add_argument("--model", choices=["mlp", "cnn"], default="mlp")
+    parser.add_argument("--model", choices=["mlp", "cnn", "gpt"], default="mlp")
     parser.add_argument("--epochs", type=int, default=None,
                         help="total epochs (default: digits 30, or 15 for the cnn; mnist 5)")
     parser.add_argument("--batch-size", type=int, default=None,
-                        help="default: 32 digits, 128 mnist")
-    parser.add_argument("--optimizer", choices=["sgd", "adam", "adamw"], default="adam")
+                        help=f"default: 32 digits, 128 mnist, {GPT_DEFAULTS['batch_size']} gpt")
+    parser.add_argument("--optimizer", choices=["sgd", "adam", "adamw"], default=None,
+                        help="default: adam; adamw for the gpt")
     parser.add_argument("--lr", type=float, default=None,
-                        help="learning rate (default: 0.05 sgd with momentum 0.9, 1e-3 adam/adamw)")
+                        help="learning rate (default: 0.05 sgd with momentum 0.9, 1e-3 adam/adamw; "
+                        f"gpt {GPT_DEFAULTS['lr']}, the peak of warmup and cosine decay)")
+    gpt = parser.add_argument_group("gpt (--model gpt)")
+    gpt.add_argument("--steps", type=int, default=None,
+                     help=f"total optimizer steps (default {GPT_DEFAULTS['steps']})")
+    for option, meaning in (("block-size", "context length in bytes"),
+                            ("n-layer", "transformer blocks"), ("n-head", "attention heads"),
+                            ("n-embd", "width"),
+                            ("eval-interval", "steps between validation and checkpoints")):
+        gpt.add_argument(f"--{option}", type=int, default=None,
+                         help=f"{meaning} (default {GPT_DEFAULTS[option.replace('-', '_')]})")
+    gpt.add_argument("--sample", type=int, default=200,
+                     help="bytes sampled after training (default 200; 0: none)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--backend", choices=["auto", "numpy", "cupy"], default="auto",
                         help="auto: cupy when a GPU is usable, else numpy")
@@ -73,7 +107,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", action="store_true",
                         help="continue from --out/checkpoint.npz up to --epochs")
     parser.add_argument("--limit", type=int, default=None,
-                        help="use only the first N training and N//4 test images (quick runs)")
+                        help="use only the first N training and N//4 test images, or the first "
+                        "N bytes of the gpt's text (quick runs)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
     def one_line_error(message: str) -> NoReturn:
@@ -104,35 +139,79 @@ def build_model(name: str, image_shape: tuple, classes: int) -> nn.Module:
 
 
 def _optimizer(name: str, params: list, lr: float) -> Optimizer:
+    """``params``: Tensors, or parameter groups (dicts) with their own weight decay."""
     if name == "sgd":
         return SGD(params, lr=lr, momentum=0.9, nesterov=True)
     return (Adam if name == "adam" else AdamW)(params, lr=lr)
 
 
 def _config(args: argparse.Namespace) -> dict:
-    defaults = DEFAULTS[args.data]
-    config = {"data": args.data, "model": args.model,
+    """The run's settings from the options (defaults filled in), checked."""
+    if args.model == "gpt":
+        return _gpt_config(args)
+    data = args.data or "digits"
+    if data == "stdlib":
+        raise TrainError("--data stdlib is the gpt's text: pass --model gpt")
+    for key in GPT_OPTIONS:
+        if getattr(args, key) is not None:
+            raise TrainError(f"--{key.replace('_', '-')} is only for --model gpt")
+    defaults = DEFAULTS[data]
+    optimizer = args.optimizer or "adam"
+    config = {"data": data, "model": args.model,
               "epochs": args.epochs if args.epochs is not None else (
-                  CNN_DIGITS_EPOCHS if (args.data, args.model) == ("digits", "cnn")
+                  CNN_DIGITS_EPOCHS if (data, args.model) == ("digits", "cnn")
                   else defaults["epochs"]),
               "batch_size": args.batch_size if args.batch_size is not None
               else defaults["batch_size"],
-              "optimizer": args.optimizer,
-              "lr": args.lr if args.lr is not None else DEFAULT_LR[args.optimizer],
+              "optimizer": optimizer,
+              "lr": args.lr if args.lr is not None else DEFAULT_LR[optimizer],
               "seed": args.seed, "limit": args.limit}
     if config["epochs"] < 1:
         raise TrainError(f"--epochs must be >= 1, got {config['epochs']}")
+    _check_common(config)
+    if args.limit is not None and args.limit < 4:
+        raise TrainError(f"--limit must be >= 4, got {args.limit}")
+    if data == "mnist" and not args.data_dir:
+        raise TrainError("--data mnist needs --data-dir DIR (the folder of the IDX files)")
+    if data == "digits" and args.data_dir:
+        raise TrainError("--data-dir is only for --data mnist")
+    return config
+
+
+def _gpt_config(args: argparse.Namespace) -> dict:
+    if args.data not in (None, "stdlib"):
+        raise TrainError(f"--model gpt trains on --data stdlib, not {args.data}")
+    if args.data_dir:
+        raise TrainError("--data-dir is only for --data mnist")
+    if args.epochs is not None:
+        raise TrainError("--epochs is for mlp and cnn; --model gpt trains for --steps")
+    optimizer = args.optimizer or "adamw"
+    config = {"data": "stdlib", "model": "gpt", "optimizer": optimizer, "seed": args.seed,
+              "limit": args.limit}
+    for key in ("steps", "batch_size", "lr", *GPT_OPTIONS[1:]):
+        value = getattr(args, key)
+        config[key] = GPT_DEFAULTS[key] if value is None else value
+    for key in ("steps", "block_size", "n_layer", "n_head", "n_embd", "eval_interval"):
+        if config[key] < 1:
+            raise TrainError(f"--{key.replace('_', '-')} must be >= 1, got {config[key]}")
+    if config["n_embd"] % config["n_head"]:
+        raise TrainError(f"--n-embd ({config['n_embd']}) must be divisible by --n-head "
+                         f"({config['n_head']})")
+    _check_common(config)
+    if args.sample < 0:
+        raise TrainError(f"--sample must be >= 0, got {args.sample}")
+    if args.limit is not None and args.limit < 20 * (config["block_size"] + 1):
+        raise TrainError(f"--limit must be >= {20 * (config['block_size'] + 1)} bytes (the "
+                         f"validation tenth must hold a window of --block-size + 1), "
+                         f"got {args.limit}")
+    return config
+
+
+def _check_common(config: dict) -> None:
     if config["batch_size"] < 1:
         raise TrainError(f"--batch-size must be >= 1, got {config['batch_size']}")
     if not config["lr"] > 0:
         raise TrainError(f"--lr must be > 0, got {config['lr']}")
-    if args.limit is not None and args.limit < 4:
-        raise TrainError(f"--limit must be >= 4, got {args.limit}")
-    if args.data == "mnist" and not args.data_dir:
-        raise TrainError("--data mnist needs --data-dir DIR (the folder of the IDX files)")
-    if args.data == "digits" and args.data_dir:
-        raise TrainError("--data-dir is only for --data mnist")
-    return config
 
 
 def _backend(name: str) -> str:
@@ -144,7 +223,7 @@ def _backend(name: str) -> str:
 
 
 def _load(args: argparse.Namespace, config: dict) -> Dataset:
-    data = load_digits() if args.data == "digits" else load_mnist(args.data_dir)
+    data = load_digits() if config["data"] == "digits" else load_mnist(args.data_dir)
     if config["limit"] is not None:
         data = data.subset(config["limit"], max(1, config["limit"] // 4))
     return data
@@ -213,6 +292,12 @@ def _difference(saved: dict, config: dict, keys: Iterable[str]) -> str | None:
     return None
 
 
+def _resume_keys(config: dict) -> list:
+    """The settings a checkpoint must share with a run that resumes it (all but the run's
+    length and learning rate)."""
+    return [key for key in config if key not in LENGTH_KEYS]
+
+
 def _refuse_to_overwrite(out: Path, config: dict) -> None:
     """Without --resume, only a checkpoint of the very same settings (a rerun, which
     writes the same numbers again) may be overwritten."""
@@ -223,7 +308,7 @@ def _refuse_to_overwrite(out: Path, config: dict) -> None:
         saved, _history = _saved_run(path)
     except TrainError as e:
         raise TrainError(f"--out {out}: {e}; not overwriting it: pass another --out") from None
-    other_run = _difference(saved, config, RESUME_KEYS)
+    other_run = _difference(saved, config, _resume_keys(config))
     if other_run:
         raise TrainError(f"--out {out} holds the checkpoint of another run ({other_run}); "
                          f"not overwriting it: pass another --out, or delete {path}")
@@ -246,7 +331,7 @@ def _load_checkpoint(path: Path, model: nn.Module, optimizer: Optimizer,
             optim_state = {k[6:]: f[k] for k in f.files if k.startswith("optim/")}
     except _NOT_A_CHECKPOINT as e:
         raise TrainError(f"--resume: {path} is not a gpuops checkpoint ({e})") from None
-    difference = _difference(saved, config, RESUME_KEYS)
+    difference = _difference(saved, config, _resume_keys(config))
     if difference:
         raise TrainError(f"--resume: {difference}")
     try:
@@ -258,21 +343,24 @@ def _load_checkpoint(path: Path, model: nn.Module, optimizer: Optimizer,
     return history
 
 
-def _plot(path: Path, history: list, title: str) -> bool:
+def _plot(path: Path, title: str, x: list, xlabel: str, panels: list) -> bool:
+    """Side-by-side panels ``(title, ylabel, {label: values over x})``; False without
+    matplotlib."""
     try:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
         return False
-    epochs = [h["epoch"] for h in history]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.5))
-    left.plot(epochs, [h["train_loss"] for h in history], marker="o")
-    left.set(xlabel="epoch", ylabel="training loss", title="training loss")
-    right.plot(epochs, [100 * h["test_accuracy"] for h in history], marker="o", color="C1")
-    right.set(xlabel="epoch", ylabel="test accuracy (%)", title="test accuracy")
-    for ax in (left, right):
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.5), squeeze=False)
+    for ax, (panel, ylabel, curves) in zip(axes[0], panels):
+        for i, (label, values) in enumerate(curves.items()):
+            ax.plot(x, values, marker="o" if len(x) < 40 else None, color=f"C{i}", label=label,
+                    linestyle="--" if label.startswith("unigram") else "-")
+        ax.set(xlabel=xlabel, ylabel=ylabel, title=panel)
         ax.grid(alpha=0.3)
+        if len(curves) > 1:
+            ax.legend()
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -281,10 +369,11 @@ def _plot(path: Path, history: list, title: str) -> bool:
 
 
 def _small_matmuls(data: str) -> Any:
-    """One BLAS thread for the 8x8 digits: their matrix products are so small that
-    OpenBLAS's threads only spin (measured on 2 busy cores: 76 s of CPU time for the
-    default run with its threads, 7 s with one). Needs threadpoolctl (the train extra)."""
-    if data != "digits":
+    """One BLAS thread for the 8x8 digits and the GPT's text: their matrix products are so
+    small that OpenBLAS's threads only spin (measured on 2 busy cores: 76 s of CPU time for
+    the default digits run with its threads, 7 s with one; 0.73 s against 0.073 s per step
+    of the default GPT). Needs threadpoolctl (the train extra)."""
+    if data not in ("digits", "stdlib"):
         return contextlib.nullcontext()
     try:
         from threadpoolctl import threadpool_limits
@@ -297,22 +386,31 @@ def run(args: argparse.Namespace) -> dict:
     """Train as ``args`` say; return the metrics written to ``metrics.json``."""
     config = _config(args)
     with _small_matmuls(config["data"]):
+        if config["model"] == "gpt":
+            return _run_gpt(args, config)
         return _run(args, config)
 
 
-def _run(args: argparse.Namespace, config: dict) -> dict:
+def _prepare(args: argparse.Namespace, config: dict, load: Callable[[], Any]) -> tuple:
+    """The backend, the --out folder (checked, made) and the data (``load()``), in the
+    order that reports a bad option or bad data before anything is written."""
     where = _backend(args.backend)
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise TrainError(f"--out {out} is a file, not a folder")
     if not args.resume:
         _refuse_to_overwrite(out, config)
-    data = _load(args, config)
+    data = load()
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise TrainError(f"--out {out}: {e.strerror or e}") from None
+    return where, out, data
 
+
+def _run(args: argparse.Namespace, config: dict) -> dict:
+    """The classifiers (mlp, cnn): epochs over the training images."""
+    where, out, data = _prepare(args, config, lambda: _load(args, config))
     nn.manual_seed(config["seed"])
     model = build_model(config["model"], data.image_shape, max(10, data.classes))
     if where == "cupy":
@@ -373,8 +471,12 @@ def _run(args: argparse.Namespace, config: dict) -> dict:
                "test_images": len(data.test_y), "seconds": seconds,
                "final_test_accuracy": final, "history": history}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    plotted = history and _plot(out / "training.png", history,
-                                f"{config['model']} on {config['data']} ({where})")
+    plotted = history and _plot(
+        out / "training.png", f"{config['model']} on {config['data']} ({where})",
+        [h["epoch"] for h in history], "epoch",
+        [("training loss", "training loss", {"train": [h["train_loss"] for h in history]}),
+         ("test accuracy", "test accuracy (%)",
+          {"test": [100 * h["test_accuracy"] for h in history]})])
     if not args.quiet:
         accuracy = "n/a" if final is None else f"{100 * final:.2f}%"
         print(f"{config['model']} on {config['data']} ({where}): test accuracy "
@@ -382,6 +484,141 @@ def _run(args: argparse.Namespace, config: dict) -> dict:
               f"{seconds:.1f} s; "
               f"wrote {out / 'metrics.json'}, {out / CHECKPOINT}"
               + (f", {out / 'training.png'}" if plotted else " (no plot: matplotlib missing)"))
+    return metrics
+
+
+def _gpt_parameter_groups(model: nn.Module) -> list:
+    """Weight decay on the matrices and embedding tables, none on biases and norms."""
+    params = model.parameters()
+    return [{"params": [p for p in params if p.ndim >= 2], "weight_decay": GPT_WEIGHT_DECAY},
+            {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
+
+
+def _warmup_cosine(optimizer: Optimizer, steps: int) -> SequentialLR:
+    """Linear warmup over the first tenth of the steps (at most 100), then cosine decay to
+    a tenth of the peak learning rate at the last step; ``step()`` after each update."""
+    warmup = max(1, min(100, steps // 10))
+    peak = optimizer.lr
+    return SequentialLR(optimizer, [LinearLR(optimizer, 1.0 / warmup, 1.0, warmup),
+                                    CosineAnnealingLR(optimizer, max(1, steps - warmup),
+                                                      peak / 10)], [warmup])
+
+
+def _bits(nats: float) -> float:
+    return nats / math.log(2)
+
+
+def _validation_windows(text: numpy.ndarray, block: int) -> tuple:
+    """:data:`GPT_EVAL_WINDOWS` windows evenly spaced over ``text`` (the same ones at every
+    evaluation): inputs and targets (n, block), int64."""
+    n = min(GPT_EVAL_WINDOWS, len(text) - block)
+    starts = numpy.linspace(0, len(text) - block - 1, n).astype(numpy.int64)
+    index = starts[:, None] + numpy.arange(block)
+    return text[index].astype(numpy.int64), text[index + 1].astype(numpy.int64)
+
+
+def _evaluate(model: GPT, x: Any, y: Any, batch: int) -> float:
+    """The mean loss (nats per byte) over the windows ``x`` → ``y``, in evaluation mode."""
+    model.eval()
+    total = 0.0
+    with no_grad():
+        for i in range(0, len(x), batch):
+            total += float(model.loss(x[i:i + batch], y[i:i + batch]).item()) * len(x[i:i + batch])
+    model.train()
+    return total / len(x)
+
+
+def _sample(model: GPT, corpus: TextCorpus, n: int, seed: int) -> str:
+    """``n`` bytes sampled (temperature 1) after the first bytes of the validation text."""
+    prompt = corpus.val[:SAMPLE_PROMPT].astype(numpy.int64)[None]
+    tokens = model.generate(prompt, n, seed=seed)[0]
+    return bytes(tokens.astype(numpy.uint8).tolist()).decode("utf-8", errors="replace")
+
+
+def _run_gpt(args: argparse.Namespace, config: dict) -> dict:
+    """The byte-level GPT: ``steps`` AdamW updates on random windows of the training text,
+    evaluated (and checkpointed) every ``eval_interval`` steps."""
+    where, out, corpus = _prepare(args, config, lambda: load_stdlib_text(limit=config["limit"]))
+    nn.manual_seed(config["seed"])
+    block, batch = config["block_size"], config["batch_size"]
+    model = GPT(corpus.vocab_size, block, config["n_layer"], config["n_head"], config["n_embd"])
+    if where == "cupy":
+        model.to_gpu()
+    optimizer = _optimizer(config["optimizer"], _gpt_parameter_groups(model), config["lr"])
+    history: list = []
+    if args.resume:
+        history = _load_checkpoint(out / CHECKPOINT, model, optimizer, config)
+    scheduler = _warmup_cosine(optimizer, config["steps"])
+    done = history[-1]["step"] if history else 0
+    for _ in range(done):  # the schedule is a function of the step: replay it
+        scheduler.step()
+    val_x, val_y = _validation_windows(corpus.val, block)
+    if where == "cupy":
+        val_x, val_y = to_gpu(val_x), to_gpu(val_y)
+
+    start = time.perf_counter()
+    loss_sum, seen, interval_start = 0.0, 0, time.perf_counter()
+    with _progress(config["steps"] - done, "gpt", args.quiet) as bar:
+        for step in range(done + 1, config["steps"] + 1):
+            x, y = random_windows(corpus.train, batch, block,
+                                  numpy.random.default_rng([config["seed"], step]))
+            if where == "cupy":
+                x, y = to_gpu(x), to_gpu(y)
+            loss = model.loss(x, y)
+            optimizer.zero_grad()
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), GPT_CLIP)
+            lr = optimizer.lr
+            optimizer.step()
+            scheduler.step()
+            loss_sum += float(loss.item())
+            seen += 1
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(bpb=f"{_bits(loss_sum / seen):.3f}")
+            if step % config["eval_interval"] and step != config["steps"]:
+                continue
+            record = {"step": step, "train_bpb": _bits(loss_sum / seen),
+                      "val_bpb": _bits(_evaluate(model, val_x, val_y, batch)), "lr": lr,
+                      "seconds": round(time.perf_counter() - interval_start, 3)}
+            history.append(record)
+            if bar is not None:
+                bar.set_postfix(bpb=f"{record['train_bpb']:.3f}", val=f"{record['val_bpb']:.3f}")
+            elif not args.quiet:
+                print(f"step {step}/{config['steps']}: train {record['train_bpb']:.3f} "
+                      f"val {record['val_bpb']:.3f} bits/byte")
+            _save_checkpoint(out / CHECKPOINT, model, optimizer, config, history)
+            loss_sum, seen, interval_start = 0.0, 0, time.perf_counter()
+    if not history:
+        _save_checkpoint(out / CHECKPOINT, model, optimizer, config, history)
+
+    seconds = round(time.perf_counter() - start, 3)
+    baseline = unigram_bits(corpus.train)
+    last = history[-1] if history else {}
+    sample = _sample(model, corpus, args.sample, config["seed"]) if args.sample else ""
+    metrics = {"config": config, "backend": where, "train_bytes": len(corpus.train),
+               "val_bytes": len(corpus.val), "val_windows": len(val_x),
+               "parameters": sum(p.size for p in model.parameters()), "seconds": seconds,
+               "unigram_bpb": baseline, "final_train_bpb": last.get("train_bpb"),
+               "final_val_bpb": last.get("val_bpb"), "sample": sample, "history": history}
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    steps = [h["step"] for h in history]
+    plotted = history and _plot(
+        out / "training.png", f"gpt on {config['data']} ({where})", steps, "step",
+        [("loss", "bits per byte", {"train": [h["train_bpb"] for h in history],
+                                    "validation": [h["val_bpb"] for h in history],
+                                    "unigram baseline": [baseline] * len(history)})])
+    if not args.quiet:
+        val = "n/a" if not history else f"{last['val_bpb']:.3f}"
+        train = "n/a" if not history else f"{last['train_bpb']:.3f}"
+        print(f"gpt on {config['data']} ({where}): validation {val} bits/byte (training "
+              f"{train}; unigram baseline {baseline:.3f}) after "
+              f"{_count(done if not history else history[-1]['step'], 'step')}, "
+              f"{seconds:.1f} s; wrote {out / 'metrics.json'}, {out / CHECKPOINT}"
+              + (f", {out / 'training.png'}" if plotted else " (no plot: matplotlib missing)"))
+        if sample:
+            print(f"sample ({args.sample} bytes after {SAMPLE_PROMPT} of validation text):\n"
+                  f"{sample}")
     return metrics
 
 
@@ -410,13 +647,14 @@ def _interrupted(args: argparse.Namespace) -> str:
     config = _config(args)
     try:
         saved, history = _saved_run(path)
-        resumable = not _difference(saved, config, RESUME_KEYS)  # else another run's
+        resumable = not _difference(saved, config, _resume_keys(config))  # else another run's
     except TrainError:  # no checkpoint yet
         resumable = False
     if not resumable:
         return f"{COMMAND}: interrupted before the first checkpoint was written"
-    return (f"{COMMAND}: interrupted; the last checkpoint is {path} "
-            f"(epoch {len(history)} of {config['epochs']})\n"
+    where = (f"step {history[-1]['step'] if history else 0} of {config['steps']}"
+             if config["model"] == "gpt" else f"epoch {len(history)} of {config['epochs']}")
+    return (f"{COMMAND}: interrupted; the last checkpoint is {path} ({where})\n"
             f"continue with: {_resume_command(args)}")
 
 

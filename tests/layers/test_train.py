@@ -365,3 +365,114 @@ def test_memory_holds_steady_over_20_epochs(tmp_path, monkeypatch):
     assert len(seen) == 20
     growth = seen[-1] - seen[2]
     assert growth < 512 * 1024, f"traced memory grew {growth} bytes from epoch 3 to 20: {seen}"
+
+
+# ---- --model gpt ----------------------------------------------------------------------------
+
+GPT_TINY = ("--model", "gpt", "--n-layer", "1", "--n-head", "2", "--n-embd", "16",
+            "--block-size", "16", "--batch-size", "4", "--limit", "6000", "--sample", "0")
+GPT_NEEDED = ("embedding", "layer_norm", "attention", "gelu")
+
+
+def _gpt_losses(metrics: dict) -> list:
+    return [(h["step"], h["train_bpb"], h["val_bpb"], h["lr"]) for h in metrics["history"]]
+
+
+@pytest.mark.skipif(any(op not in gpuops.OPERATORS for op in GPT_NEEDED),
+                    reason=f"the gpt needs {', '.join(GPT_NEEDED)}")
+def test_gpt_short_run_resumes_exactly(tmp_path, capsys, monkeypatch):
+    straight = _train(tmp_path / "straight", *GPT_TINY, "--steps", "8", "--eval-interval", "4")
+    assert [h["step"] for h in straight["history"]] == [4, 8]
+    assert straight["config"]["optimizer"] == "adamw" and straight["train_bytes"] == 5400
+    assert straight["val_bytes"] == 600 and straight["parameters"] == 256 * 16 + 16 * 16 + (
+        4 * 16 + 3 * 16 * 16 + 3 * 16 + 16 * 16 + 16 + 4 * 16 * 16 + 4 * 16 + 4 * 16 * 16 + 16
+    ) + 2 * 16
+    baseline = datasets.unigram_bits(datasets.load_stdlib_text(limit=6000).train)
+    assert straight["unigram_bpb"] == pytest.approx(baseline)
+    assert 3 < baseline < 6 and straight["final_val_bpb"] < 8.5  # 8 bits: a uniform guess
+    lrs = [h["lr"] for h in straight["history"]]
+    assert 3e-4 < lrs[1] < lrs[0] < 3e-3  # cosine decay after a one-step warmup
+    # Ctrl-C during the second evaluation: the checkpoint of step 4 stays; resume from it
+    evaluate, calls = train._evaluate, []
+
+    def interrupt_at_step_8(*args):
+        calls.append(args)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return evaluate(*args)
+
+    monkeypatch.setattr(train, "_evaluate", interrupt_at_step_8)
+    out = tmp_path / "resumed"
+    assert main(["train", "--out", str(out), "--quiet", "--backend", "numpy", *GPT_TINY,
+                 "--steps", "8", "--eval-interval", "4"]) == 130
+    first, command = capsys.readouterr().err.strip().splitlines()
+    assert first.endswith(f"{out / 'checkpoint.npz'} (step 4 of 8)")
+    monkeypatch.undo()
+    assert main(shlex.split(command.removeprefix("continue with: "))[3:]) == 0
+    resumed = json.loads((out / "metrics.json").read_text())
+    assert _gpt_losses(resumed) == _gpt_losses(straight)
+    with numpy.load(tmp_path / "straight" / "checkpoint.npz") as a, \
+            numpy.load(tmp_path / "resumed" / "checkpoint.npz") as b:
+        for key in a.files:
+            if key.startswith(("model/", "optim/")):
+                numpy.testing.assert_array_equal(a[key], b[key])
+    # the summary and the sample
+    assert main(["train", "--out", str(tmp_path / "s"), "--backend", "numpy", *GPT_TINY[:-2],
+                 "--steps", "2", "--sample", "30"]) == 0
+    out = capsys.readouterr().out
+    assert "bits/byte (training" in out and "unigram baseline" in out and "after 2 steps" in out
+    metrics = json.loads((tmp_path / "s" / "metrics.json").read_text())
+    prompt = datasets.load_stdlib_text(limit=6000).val[:32].tobytes().decode()
+    assert metrics["sample"].startswith(prompt) and len(metrics["sample"]) > len(prompt)
+    assert metrics["sample"] in out
+
+
+def test_gpt_warmup_and_cosine_schedule():
+    from gpuops.optim import AdamW
+    optimizer = AdamW([gpuops.Tensor(numpy.zeros(1), requires_grad=True)], lr=1.0)
+    scheduler = train._warmup_cosine(optimizer, 1000)
+    used = []  # the learning rate of steps 1..1000
+    for _ in range(1000):
+        used.append(optimizer.lr)
+        scheduler.step()
+    assert used[0] == pytest.approx(0.01) and used[100] == pytest.approx(1.0)  # 100 warmup steps
+    assert used[49] == pytest.approx(0.01 + 0.99 * 0.49)
+    assert used[550] == pytest.approx(0.1 + 0.9 * 0.5)  # half way through the cosine
+    assert used[-1] == pytest.approx(0.1, rel=1e-3) and min(used[100:]) > 0.0999
+
+
+def test_stdlib_corpus_and_windows():
+    corpus = datasets.load_stdlib_text()
+    assert len(corpus.train) > 400_000 and len(corpus.val) == int(
+        (len(corpus.train) + len(corpus.val)) * 0.1)
+    assert corpus.train[:3].tobytes().isascii()
+    rng = numpy.random.default_rng(0)
+    x, y = datasets.random_windows(corpus.train, 5, 32, rng)
+    assert x.shape == y.shape == (5, 32) and x.dtype == numpy.int64
+    numpy.testing.assert_array_equal(x[:, 1:], y[:, :-1])  # targets: the next bytes
+    again = datasets.random_windows(corpus.train, 5, 32, numpy.random.default_rng(0))
+    numpy.testing.assert_array_equal(x, again[0])
+    assert datasets.unigram_bits(numpy.array([0, 1, 0, 1], numpy.uint8)) == 1.0
+    assert datasets.unigram_bits(numpy.zeros(10, numpy.uint8)) == 0.0
+
+
+def test_stdlib_corpus_missing_file_is_a_data_error(tmp_path):
+    with pytest.raises(datasets.DataError, match="cannot read the standard-library file"):
+        datasets.load_stdlib_text(folder=tmp_path)
+
+
+@pytest.mark.parametrize("args,message", [
+    (("--model", "gpt", "--epochs", "2"), "--model gpt trains for --steps"),
+    (("--model", "gpt", "--data", "digits"), "--model gpt trains on --data stdlib"),
+    (("--data", "stdlib"), "pass --model gpt"),
+    (("--n-layer", "2"), "--n-layer is only for --model gpt"),
+    (("--model", "gpt", "--n-embd", "30", "--n-head", "4"), "must be divisible by --n-head"),
+    (("--model", "gpt", "--steps", "0"), "--steps must be >= 1"),
+    (("--model", "gpt", "--sample", "-1"), "--sample must be >= 0"),
+    (("--model", "gpt", "--limit", "100"), "--limit must be >= 1300 bytes"),
+])
+def test_gpt_bad_options_are_one_line_errors(tmp_path, args, message):
+    result = _cli("--out", str(tmp_path / "o"), *args, cwd=tmp_path)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], result.stderr
