@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 import shutil
 import subprocess
 from pathlib import Path
@@ -44,8 +43,8 @@ RECORD = numpy.dtype([("addr", "<u8"), ("pc", "<u8"), ("block", "<u4"), ("thread
 STORE, SHARED, ATOMIC = 1, 2, 4
 SECTOR = 32
 BANKS, BANK_BYTES = 32, 4
-ALLOCATION_ALIGN = 256  # cudaMalloc's alignment (at least)
-_RANGE_STRIDE = 1 << 40  # virtual distance between two arrays' bases
+# Virtual distance between two arrays' bases (a multiple of cudaMalloc's 256-byte alignment).
+_RANGE_STRIDE = 1 << 40
 
 METRICS = (
     "l1tex__t_requests_pipe_lsu_mem_global_op_ld.sum",
@@ -443,7 +442,3 @@ def analyse(records: numpy.ndarray, sites: dict[int, Site], *, label: str, kerne
     return LaunchReport(label, kernel, grid, block, int(shared_mem), metrics, instructions,
                         footprint, requested, atomics, n)
 
-
-def minimum_sectors(nbytes: int) -> int:
-    """Sectors that ``nbytes`` contiguous, aligned bytes occupy."""
-    return math.ceil(nbytes / SECTOR)
