@@ -33,14 +33,16 @@ __device__ __forceinline__ float normal_cdf_acc(float x) { return 0.5f * erfcf(-
 __device__ __forceinline__ double normal_cdf_acc(double x) {
     return 0.5 * erfc(-0.70710678118654752 * x);
 }
-__device__ __forceinline__ float normal_pdf_acc(float x) { return 0.39894228f * expf(-0.5f * x * x); }
+__device__ __forceinline__ float normal_pdf_acc(float x) {
+    return 0.39894228f * expf(-0.5f * x * x);
+}
 __device__ __forceinline__ double normal_pdf_acc(double x) {
     return 0.39894228040143268 * exp(-0.5 * x * x);
 }
 
 // density * factor, 0 where the density underflowed to 0: the factor may then overflow
-// (x^3 in 2u' below) or be +-inf (x itself), and 0 * inf would be NaN. So the gradients of
-// gelu and silu are 1 at +inf and 0 at -inf; NaN stays NaN.
+// (x * 2u' below grows like x^3) or be +-inf (x itself), and 0 * inf would be NaN. So the
+// gradients of gelu and silu are 1 at +inf and 0 at -inf; NaN stays NaN.
 template <typename A>
 __device__ __forceinline__ A density_term(A density, A factor) {
     return density == A(0) ? A(0) : density * factor;
