@@ -82,23 +82,23 @@ def _peak(fn) -> int:
 
 @pytest.mark.parametrize("backend", BACKENDS, ids=lambda b: b.name)
 def test_kernels_never_hold_the_score_matrix(backend):
-    """Tq = Tk = 512: the kernels' peak Python-side allocation during a forward and a
-    backward call stays far below one Tq x Tk float32 matrix (1 MiB); the NumPy path,
-    which does hold the scores of a chunk, is above it (the measurement can tell)."""
+    """Tq = Tk = 256 in float64: the kernels' peak Python-side allocation during a forward
+    and a backward call (the result, L and Δ, the launches' argument buffers) stays below a
+    quarter of one Tq x Tk matrix (512 KiB); the NumPy path, which does hold the scores of a
+    chunk, is above it (the measurement can tell)."""
     rng = numpy.random.default_rng(0)
-    t, d = 512, 16
-    scores = t * t * 4
+    t, d = 256, 16
+    scores = t * t * 8
     with backend.active():
-        q, k, v = (backend.asarray(rng.standard_normal((1, t, d)), dtype=numpy.float32)
-                   for _ in range(3))
+        q, k, v = (backend.asarray(rng.standard_normal((1, t, d))) for _ in range(3))
         y = gpuops.attention(q, k, v, causal=True)
-        gy = backend.asarray(numpy.ones((1, t, d)), dtype=numpy.float32)
+        gy = backend.asarray(numpy.ones((1, t, d)))
         forward = _peak(lambda: gpuops.attention(q, k, v, causal=True))
         backward = _peak(lambda: gpuops.attention_wrt_x2(q, k, v, y, gy, causal=True))
     if backend.name == "numpy":
         assert forward > scores and backward > scores, (forward, backward)
     else:
-        assert max(forward, backward) < scores // 8, (forward, backward)
+        assert max(forward, backward) < scores // 4, (forward, backward)
 
 
 @pytest.mark.parametrize("backend", KERNEL_BACKENDS, ids=lambda b: b.name)
