@@ -746,7 +746,8 @@ class MultiheadAttention(Module):
     """``torch.nn.MultiheadAttention`` with the parameters of torch's (so state dicts map):
     ``in_proj_weight`` (3E, E) holding W_q, W_k, W_v stacked, ``in_proj_bias`` (3E,) and
     ``out_proj`` (a Linear E → E). Inputs are (B, T, E) (``batch_first=True``, the default
-    here; torch's default is False, (T, B, E), which is also accepted).
+    here; torch's default is False, (T, B, E), which is also accepted). The options after
+    ``bias`` are keywords (torch has others at those positions).
 
     ``forward(query, key=None, value=None, is_causal=None)``: key and value default to the
     query (self-attention: one product with ``in_proj_weight``); heads are split by reshape
@@ -759,7 +760,7 @@ class MultiheadAttention(Module):
     """
 
     def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.0, bias: bool = True,
-                 batch_first: bool = True, causal: bool = False,
+                 *, batch_first: bool = True, causal: bool = False,
                  dtype: Any = numpy.float32) -> None:
         super().__init__()
         layer = "MultiheadAttention"

@@ -105,7 +105,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "(default: ./gpuops-train); refuses to overwrite a checkpoint there from a "
                         "run with other settings (use --resume, or another --out)")
     parser.add_argument("--resume", action="store_true",
-                        help="continue from --out/checkpoint.npz up to --epochs")
+                        help="continue from --out/checkpoint.npz up to --epochs (--steps "
+                        "for the gpt)")
     parser.add_argument("--limit", type=int, default=None,
                         help="use only the first N training and N//4 test images, or the first "
                         "N bytes of the gpt's text (quick runs)")
