@@ -66,6 +66,7 @@ GPT_WEIGHT_DECAY = 0.1  # on the matrices and embeddings only (nanoGPT)
 GPT_CLIP = 1.0  # the gradients' joint 2-norm is clipped to this
 GPT_EVAL_WINDOWS = 64  # validation windows, evenly spaced over the validation text
 SAMPLE_PROMPT = 32  # bytes of validation text that start the sample
+BASELINE = "unigram baseline"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -345,8 +346,8 @@ def _load_checkpoint(path: Path, model: nn.Module, optimizer: Optimizer,
 
 
 def _plot(path: Path, title: str, x: list, xlabel: str, panels: list) -> bool:
-    """Side-by-side panels ``(title, ylabel, {label: values over x})``; False without
-    matplotlib."""
+    """Side-by-side panels ``(title, ylabel, {label: values over x})`` (a curve labelled
+    :data:`BASELINE` dashed); False without matplotlib."""
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -356,8 +357,11 @@ def _plot(path: Path, title: str, x: list, xlabel: str, panels: list) -> bool:
     fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.5), squeeze=False)
     for ax, (panel, ylabel, curves) in zip(axes[0], panels):
         for i, (label, values) in enumerate(curves.items()):
-            ax.plot(x, values, marker="o" if len(x) < 40 else None, color=f"C{i}", label=label,
-                    linestyle="--" if label.startswith("unigram") else "-")
+            if label == BASELINE:  # a constant: a dashed line without markers
+                ax.plot(x, values, color=f"C{i}", label=label, linestyle="--")
+            else:
+                ax.plot(x, values, marker="o" if len(x) < 40 else None, color=f"C{i}",
+                        label=label)
         ax.set(xlabel=xlabel, ylabel=ylabel, title=panel)
         ax.grid(alpha=0.3)
         if len(curves) > 1:
@@ -608,7 +612,7 @@ def _run_gpt(args: argparse.Namespace, config: dict) -> dict:
         out / "training.png", f"gpt on {config['data']} ({where})", steps, "step",
         [("loss", "bits per byte", {"train": [h["train_bpb"] for h in history],
                                     "validation": [h["val_bpb"] for h in history],
-                                    "unigram baseline": [baseline] * len(history)})])
+                                    BASELINE: [baseline] * len(history)})])
     if not args.quiet:
         val = "n/a" if not history else f"{last['val_bpb']:.3f}"
         train = "n/a" if not history else f"{last['train_bpb']:.3f}"
