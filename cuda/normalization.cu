@@ -1,5 +1,6 @@
-// Batch normalization (training mode: batch statistics; evaluation mode: given running
-// statistics) and its gradients. Launched by gpuops/ops/normalization.py.
+// The normalization family, launched by gpuops/ops/normalization.py: batch normalization
+// (training mode: batch statistics; evaluation mode: given running statistics) and its
+// gradients here; layer_norm and rms_norm (rows of the last axis) below.
 //
 // x is viewed as (outer, C, inner): C channels (the normalized axis), M = outer * inner
 // values per channel; the element (o, c, p) sits at o * C * inner + c * inner + p and the
@@ -76,7 +77,7 @@ __device__ __forceinline__ A ordered_sum(const A* __restrict__ p, long long coun
             }                                                                                  \
         }                                                                                      \
     }                                                                                          \
-    /* mean_c = shift_c + S1/M, var_c = S2/M - (S1/M)^2 clamped at 0 (M > 0) */                      \
+    /* mean_c = shift_c + S1/M, var_c = S2/M - (S1/M)^2 clamped at 0 (M > 0) */                \
     extern "C" __global__ void batch_norm_finish_##SFX(                                        \
         const T* __restrict__ partial, const T* __restrict__ shift, T* __restrict__ mean,      \
         T* __restrict__ var, long long C, long long splits, long long M) {                     \
@@ -240,6 +241,8 @@ __device__ __forceinline__ void group_row_stats(const T* __restrict__ xr, long l
     }
 }
 
+// The rows of a warp-per-row kernel: declares `lane` (of the warp) and loops `r` over the
+// rows, grid-strided by warps.
 #define WARP_ROWS(r)                                                                           \
     const int lane = threadIdx.x & 31;                                                         \
     const long long warps = (long long)gridDim.x * (blockDim.x >> 5);                          \

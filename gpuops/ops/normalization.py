@@ -350,7 +350,7 @@ def update_running_stats(x1: Array, running_mean: Array, running_var: Array, *, 
 
 _COL_TILE = 32  # columns of a block of row_norm_col_partial (a warp's width)...
 _COL_LANES = 8  # ...and its threads per column, each summing every 8th row of the chunk
-_MIN_CHUNK_ROWS = 8 * _COL_LANES  # rows per chunk, at least, before the rows are split
+_MIN_CHUNK_ROWS = 8 * _COL_LANES  # rows per chunk (8 per thread), at least, before a split
 
 
 def _check_rows(op: str, x: Array, w: Array, b: Array | None, eps: Any) -> float:
@@ -387,8 +387,8 @@ def _row_norm_cpu(rms: bool):
 
 def _row_norm_grad_cpu(k: int, rms: bool):
     def grad(x, w, *rest):
-        *_, gy, g, eps = rest  # rest: (b,) y, gy, g, eps
-        dt = numpy.result_type(x, w, gy).type
+        *others, gy, g, eps = rest  # others: (b,) y
+        dt = numpy.result_type(x, w, *others, gy).type
         C = x.shape[-1]
         gy = gy.astype(dt, copy=False)
         if k == 3:  # Σ gy over the rows (0 for no rows)

@@ -186,8 +186,9 @@ def _norm_ref(rms, eps_default):
 
 
 def _norm_grad_x(rms, eps_default):
-    """Σ_j gy_j ∂y_j/∂x_i per row with the full Jacobian: layer_norm
-    ∂y_j/∂x_i = w_j r (δ_ij - 1/C - x̂_i x̂_j / C), rms_norm ∂y_j/∂x_i = w_j r (δ_ij - x̂_i x̂_j / C)."""
+    """Σ_j gy_j ∂y_j/∂x_i per row with the full Jacobian:
+    layer_norm ∂y_j/∂x_i = w_j r (δ_ij - 1/C - x̂_i x̂_j / C),
+    rms_norm   ∂y_j/∂x_i = w_j r (δ_ij - x̂_i x̂_j / C)."""
     def grad(x, w, *rest, eps=eps_default):
         gy = rest[-1]
         rows, g = _rows2d(x), _rows2d(gy)
