@@ -64,7 +64,7 @@ GPT_DEFAULTS = {"steps": 1500, "batch_size": 16, "lr": 3e-3, "block_size": 64, "
 GPT_OPTIONS = ("steps", "block_size", "n_layer", "n_head", "n_embd", "eval_interval")
 GPT_WEIGHT_DECAY = 0.1  # on the matrices and embeddings only (nanoGPT)
 GPT_CLIP = 1.0  # the gradients' joint 2-norm is clipped to this
-GPT_EVAL_WINDOWS = 64  # validation windows, evenly spaced over the validation text
+GPT_EVAL_WINDOWS = 64  # validation windows per evaluation, evenly spaced over the text
 SAMPLE_PROMPT = 32  # bytes of validation text that start the sample
 BASELINE = "unigram baseline"
 
@@ -513,13 +513,24 @@ def _bits(nats: float) -> float:
     return nats / math.log(2)
 
 
-def _validation_windows(text: numpy.ndarray, block: int) -> tuple:
-    """:data:`GPT_EVAL_WINDOWS` windows evenly spaced over ``text`` (the same ones at every
-    evaluation): inputs and targets (n, block), int64."""
-    n = min(GPT_EVAL_WINDOWS, len(text) - block)
-    starts = numpy.linspace(0, len(text) - block - 1, n).astype(numpy.int64)
+def _windows(text: numpy.ndarray, block: int, starts: numpy.ndarray, where: str) -> tuple:
+    """The windows of ``text`` at ``starts``: inputs and targets (n, block), int64, on the
+    run's backend."""
     index = starts[:, None] + numpy.arange(block)
-    return text[index].astype(numpy.int64), text[index + 1].astype(numpy.int64)
+    x, y = text[index].astype(numpy.int64), text[index + 1].astype(numpy.int64)
+    return (to_gpu(x), to_gpu(y)) if where == "cupy" else (x, y)
+
+
+def _evenly_spaced(text: numpy.ndarray, block: int) -> numpy.ndarray:
+    """:data:`GPT_EVAL_WINDOWS` starts evenly spaced over ``text``: the windows of every
+    evaluation during training (an estimate that costs little)."""
+    n = min(GPT_EVAL_WINDOWS, len(text) - block)
+    return numpy.linspace(0, len(text) - block - 1, n).astype(numpy.int64)
+
+
+def _tiling(text: numpy.ndarray, block: int) -> numpy.ndarray:
+    """Starts of non-overlapping windows over all of ``text``: the final evaluation."""
+    return numpy.arange(0, len(text) - block, block)
 
 
 def _evaluate(model: GPT, x: Any, y: Any, batch: int) -> float:
@@ -557,9 +568,7 @@ def _run_gpt(args: argparse.Namespace, config: dict) -> dict:
     done = history[-1]["step"] if history else 0
     for _ in range(done):  # the schedule is a function of the step: replay it
         scheduler.step()
-    val_x, val_y = _validation_windows(corpus.val, block)
-    if where == "cupy":
-        val_x, val_y = to_gpu(val_x), to_gpu(val_y)
+    val_x, val_y = _windows(corpus.val, block, _evenly_spaced(corpus.val, block), where)
 
     start = time.perf_counter()
     loss_sum, seen, interval_start = 0.0, 0, time.perf_counter()
@@ -600,12 +609,16 @@ def _run_gpt(args: argparse.Namespace, config: dict) -> dict:
     seconds = round(time.perf_counter() - start, 3)
     baseline = unigram_bits(corpus.train)
     last = history[-1] if history else {}
+    tiles = _tiling(corpus.val, block)
+    full_x, full_y = _windows(corpus.val, block, tiles, where)
+    final_val = _bits(_evaluate(model, full_x, full_y, batch))
     sample = _sample(model, corpus, args.sample, config["seed"]) if args.sample else ""
     metrics = {"config": config, "backend": where, "train_bytes": len(corpus.train),
                "val_bytes": len(corpus.val), "val_windows": len(val_x),
                "parameters": sum(p.size for p in model.parameters()), "seconds": seconds,
                "unigram_bpb": baseline, "final_train_bpb": last.get("train_bpb"),
-               "final_val_bpb": last.get("val_bpb"), "sample": sample, "history": history}
+               "final_val_bpb": final_val, "final_val_bytes": len(tiles) * block,
+               "sample": sample, "history": history}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     steps = [h["step"] for h in history]
     plotted = history and _plot(
@@ -614,10 +627,9 @@ def _run_gpt(args: argparse.Namespace, config: dict) -> dict:
                                     "validation": [h["val_bpb"] for h in history],
                                     BASELINE: [baseline] * len(history)})])
     if not args.quiet:
-        val = "n/a" if not history else f"{last['val_bpb']:.3f}"
         train = "n/a" if not history else f"{last['train_bpb']:.3f}"
-        print(f"gpt on {config['data']} ({where}): validation {val} bits/byte (training "
-              f"{train}; unigram baseline {baseline:.3f}) after "
+        print(f"gpt on {config['data']} ({where}): validation {final_val:.3f} bits/byte "
+              f"(training {train}; unigram baseline {baseline:.3f}) after "
               f"{_count(done if not history else history[-1]['step'], 'step')}, "
               f"{seconds:.1f} s; wrote {out / 'metrics.json'}, {out / CHECKPOINT}"
               + (f", {out / 'training.png'}" if plotted else " (no plot: matplotlib missing)"))

@@ -411,6 +411,8 @@ def test_gpt_short_run_resumes_exactly(tmp_path, capsys, monkeypatch):
     assert main(shlex.split(command.removeprefix("continue with: "))[3:]) == 0
     resumed = json.loads((out / "metrics.json").read_text())
     assert _gpt_losses(resumed) == _gpt_losses(straight)
+    assert resumed["final_val_bpb"] == straight["final_val_bpb"]  # the whole validation text
+    assert straight["final_val_bytes"] == 592  # 37 windows of 16 of its 600 bytes
     with numpy.load(tmp_path / "straight" / "checkpoint.npz") as a, \
             numpy.load(tmp_path / "resumed" / "checkpoint.npz") as b:
         for key in a.files:
