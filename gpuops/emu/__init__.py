@@ -53,6 +53,7 @@ MAX_DYNAMIC_SHARED = 227 * 1024  # per block, opt-in maximum of sm_80/sm_90
 WATCHDOG_SECONDS = float(os.environ.get("GPUOPS_EMU_WATCHDOG", "10"))
 # Counting mode: records kept per launch at most (32 bytes each), split among the threads.
 MAX_RECORDS = int(os.environ.get("GPUOPS_EMU_COUNT_MAX_RECORDS", str(2**24)))
+COUNT_SLOWDOWN = 10  # the counting mode's watchdog waits this much longer
 _SANITIZER_RUNTIME = {"address": "libasan", "thread": "libtsan"}
 
 class EmuKernelError(RuntimeError):
@@ -181,7 +182,8 @@ class Module:
         spec = _Spec(kernel=stub, args=ctypes.cast(argv, ctypes.c_void_p),
                      grid=(ctypes.c_uint * 3)(*grid3), block=(ctypes.c_uint * 3)(*block3),
                      shared_mem=int(shared_mem),
-                     watchdog_seconds=WATCHDOG_SECONDS if watchdog is None else watchdog,
+                     watchdog_seconds=(WATCHDOG_SECONDS * (COUNT_SLOWDOWN if self.counting else 1)
+                                       if watchdog is None else watchdog),
                      error=ctypes.cast(error, ctypes.c_char_p), error_size=len(error))
         if not self.counting:
             self._run(spec, where, grid, block, args, holders, argv, error)
