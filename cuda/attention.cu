@@ -308,6 +308,189 @@ __device__ __forceinline__ void attention_grad_kv(
 }
 
 #define ATTENTION_SIZES long long batch, long long tq, long long tk, long long d, long long dv
+
+// ---- float16 forward on tensor cores (mma.sync m16n8k16, sm_80+), non-causal ----------
+// The PTX instruction mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 as in
+// cuda/matmul.cu (no <mma.h>; the emulator models it): D(16x8) = A(16x16) B(16x8) + C over
+// a warp; lane l, g = l / 4, t = l % 4, holds
+//   a[i] = A[g + 8 (i % 2)][2t + 8 (i / 2) + {0, 1}], b[i] = B[2t + 8 i + {0, 1}][g],
+//   c[i] = C[g + 8 (i / 2)][2t + i % 2]   (two halves per register, lower index low).
+__device__ __forceinline__ void attention_mma(float (&c)[4], const unsigned (&a)[4],
+                                              const unsigned (&b)[2]) {
+#if defined(GPUOPS_EMU)
+    gpuops_emu_mma_m16n8k16_f32_f16(c, a, b);
+#elif __CUDA_ARCH__ >= 800
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
+        "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+#else
+    __trap();  // the launcher reports tensor_cores False below sm_80: never launched
+#endif
+}
+
+// Two consecutive halves of shared memory (p 4-byte aligned) as one register, and two
+// floats rounded to halves into one (lo in the low 16 bits).
+__device__ __forceinline__ unsigned attention_pair(const __half* p) {
+    unsigned bits;
+#ifdef GPUOPS_EMU
+    memcpy(&bits, p, sizeof(bits));
+#else
+    bits = *reinterpret_cast<const unsigned*>(p);
+#endif
+    return bits;
+}
+
+__device__ __forceinline__ unsigned attention_pack(float lo, float hi) {
+#ifdef GPUOPS_EMU
+    const __half h[2] = {__float2half(lo), __float2half(hi)};
+    return attention_pair(h);
+#else
+    return (unsigned)__float2half(lo).bits | ((unsigned)__float2half(hi).bits << 16);
+#endif
+}
+
+// A block of 4 warps takes ATTENTION_TC_ROWS = 64 query rows (16 per warp, its Q held as
+// A fragments in registers) and streams K / V in tiles of ATTENTION_TC_KEYS = 32 keys:
+// S = Q K^T by mma (K tile k-contiguous, rows padded by 8 halves), the online softmax on
+// the S fragments (a row's values sit in the 4 lanes of a quad: xor shuffles 1 and 2),
+// P rounded to half straight from the S fragments into A fragments, O += P V by mma
+// (V tile stored transposed, (col, key), so B fragments are aligned 32-bit loads). D and
+// Dv are zero-padded to multiples of 16 in shared memory; keys past Tk are masked (p = 0)
+// and their V rows are zeros. Non-causal only: with a causal mask a key hidden from one
+// row of a tile but seen by another would enter the hidden row's mma as 0 * v, so a NaN
+// there would leak; causal calls take the SIMT kernel. Shared: Q (64 x (Dp+8)),
+// K (32 x (Dp+8)), V^T (Dvp x 40), halves.
+extern "C" __global__ void attention_tc_f16(const __half* __restrict__ q,
+                                            const __half* __restrict__ k,
+                                            const __half* __restrict__ v, __half* __restrict__ y,
+                                            ATTENTION_SIZES, float scale) {
+    constexpr int BQ = ATTENTION_TC_ROWS, BK = ATTENTION_TC_KEYS, DMAX = 128;
+    constexpr int KF = DMAX / 16, NF = DMAX / 8, SF = BK / 8, LDV = BK + 8;
+    extern __shared__ __align__(16) unsigned char attention_shared[];
+    const int dp = (int)((d + 15) / 16 * 16), dvp = (int)((dv + 15) / 16 * 16), ld = dp + 8;
+    __half* qs = reinterpret_cast<__half*>(attention_shared);
+    __half* ks = qs + BQ * ld;
+    __half* vt = ks + BK * ld;
+    const __half zero = __float2half(0.0f);
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+    const long long q_tiles = (tq + BQ - 1) / BQ;
+    for (long long w = blockIdx.x; w < batch * q_tiles; w += gridDim.x) {
+        const long long b = w / q_tiles, q0 = (w % q_tiles) * BQ;
+        const __half* qb = q + b * tq * d;
+        const __half* kb = k + b * tk * d;
+        const __half* vb = v + b * tk * dv;
+        __syncthreads();
+        for (int e = threadIdx.x; e < BQ * dp; e += blockDim.x) {
+            const int r = e / dp, c = e % dp;
+            qs[r * ld + c] = q0 + r < tq && c < d ? qb[(q0 + r) * d + c] : zero;
+        }
+        __syncthreads();
+        unsigned qa[KF][4];  // this warp's 16 rows of Q as A fragments
+#pragma unroll
+        for (int kf = 0; kf < KF; ++kf)
+#pragma unroll
+            for (int i = 0; i < 4; ++i)
+                qa[kf][i] = 16 * kf < dp ? attention_pair(qs + (16 * warp + g + 8 * (i % 2)) * ld
+                                                          + 16 * kf + 2 * t + 8 * (i / 2))
+                                         : 0u;
+        float o[NF][4];
+#pragma unroll
+        for (int nf = 0; nf < NF; ++nf)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) o[nf][e] = 0.0f;
+        float m[2] = {lowest_acc(0.0f), lowest_acc(0.0f)}, l[2] = {0.0f, 0.0f};  // rows g, g+8
+        for (long long k0 = 0; k0 < tk; k0 += BK) {
+            __syncthreads();
+            for (int e = threadIdx.x; e < BK * dp; e += blockDim.x) {
+                const int r = e / dp, c = e % dp;
+                ks[r * ld + c] = k0 + r < tk && c < d ? kb[(k0 + r) * d + c] : zero;
+            }
+            for (int e = threadIdx.x; e < BK * dvp; e += blockDim.x) {
+                const int r = e / dvp, c = e % dvp;
+                vt[c * LDV + r] = k0 + r < tk && c < dv ? vb[(k0 + r) * dv + c] : zero;
+            }
+            __syncthreads();
+            float s[SF][4];
+#pragma unroll
+            for (int sf = 0; sf < SF; ++sf) {
+#pragma unroll
+                for (int e = 0; e < 4; ++e) s[sf][e] = 0.0f;
+#pragma unroll
+                for (int kf = 0; kf < KF; ++kf) {
+                    if (16 * kf < dp) {
+                        const __half* kr = ks + (8 * sf + g) * ld + 16 * kf + 2 * t;
+                        const unsigned kbf[2] = {attention_pair(kr), attention_pair(kr + 8)};
+                        attention_mma(s[sf], qa[kf], kbf);
+                    }
+                }
+            }
+            // online softmax per row (e / 2 picks row g or g + 8)
+            float tile_max[2] = {lowest_acc(0.0f), lowest_acc(0.0f)};
+#pragma unroll
+            for (int sf = 0; sf < SF; ++sf)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) {
+                    s[sf][e] *= scale;
+                    if (k0 + 8 * sf + 2 * t + e % 2 < tk)
+                        tile_max[e / 2] = RowMaxOp::combine(tile_max[e / 2], s[sf][e]);
+                }
+            float alpha[2], sum[2] = {0.0f, 0.0f};
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {
+                tile_max[h] = RowMaxOp::combine(tile_max[h], shfl_xor(tile_max[h], 1));
+                tile_max[h] = RowMaxOp::combine(tile_max[h], shfl_xor(tile_max[h], 2));
+                const float m_new = RowMaxOp::combine(m[h], tile_max[h]);
+                alpha[h] = exp(m[h] - m_new);
+                m[h] = m_new;
+            }
+#pragma unroll
+            for (int sf = 0; sf < SF; ++sf)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) {
+                    const bool seen = k0 + 8 * sf + 2 * t + e % 2 < tk;
+                    s[sf][e] = seen ? exp(s[sf][e] - m[e / 2]) : 0.0f;
+                    sum[e / 2] += s[sf][e];
+                }
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {
+                sum[h] += shfl_xor(sum[h], 1);
+                sum[h] += shfl_xor(sum[h], 2);
+                l[h] = l[h] * alpha[h] + sum[h];
+            }
+#pragma unroll
+            for (int nf = 0; nf < NF; ++nf)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) o[nf][e] *= alpha[e / 2];
+#pragma unroll
+            for (int kf = 0; kf < BK / 16; ++kf) {  // keys 16 kf .. 16 kf + 15
+                const unsigned pa[4] = {attention_pack(s[2 * kf][0], s[2 * kf][1]),
+                                        attention_pack(s[2 * kf][2], s[2 * kf][3]),
+                                        attention_pack(s[2 * kf + 1][0], s[2 * kf + 1][1]),
+                                        attention_pack(s[2 * kf + 1][2], s[2 * kf + 1][3])};
+#pragma unroll
+                for (int nf = 0; nf < NF; ++nf) {
+                    if (8 * nf < dvp) {
+                        const __half* vr = vt + (8 * nf + g) * LDV + 16 * kf + 2 * t;
+                        const unsigned vbf[2] = {attention_pair(vr), attention_pair(vr + 8)};
+                        attention_mma(o[nf], pa, vbf);
+                    }
+                }
+            }
+        }
+#pragma unroll
+        for (int nf = 0; nf < NF; ++nf)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                const long long row = q0 + 16 * warp + g + 8 * (e / 2);
+                const long long col = 8 * nf + 2 * t + e % 2;
+                if (row < tq && col < dv) store_acc(y + (b * tq + row) * dv + col,
+                                                    o[nf][e] / l[e / 2]);
+            }
+    }
+}
+
 #define ATTENTION_GRAD_ARGS(T, A)                                                            \
     const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,               \
         const T* __restrict__ gy, const A* __restrict__ lse, const A* __restrict__ delta,     \

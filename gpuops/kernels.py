@@ -39,6 +39,8 @@ CONSTANTS: dict[str, int] = {
     # cuda/attention.cu: query/key rows per tile (float16, float32; float64), and threads
     # per row (a block is TILE x THREADS_PER_ROW threads)
     "ATTENTION_TILE": 16, "ATTENTION_TILE_F64": 8, "ATTENTION_THREADS_PER_ROW": 8,
+    # its float16 tensor-core forward: query rows (4 warps of 16) and keys per tile
+    "ATTENTION_TC_ROWS": 64, "ATTENTION_TC_KEYS": 32,
 }
 # Threads per block of the 1-D grid-stride kernels: launch-side only (those kernels read
 # blockDim, so no source depends on the number).

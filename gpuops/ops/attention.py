@@ -132,6 +132,8 @@ def _gradient_cpu(wrt: int):
 
 # ---- kernels -------------------------------------------------------------------------
 
+_TC_THREADS = 128  # attention_tc_f16: 4 warps of 16 query rows (ATTENTION_TC_ROWS = 64)
+
 def _tile(dtype: numpy.dtype) -> int:
     return kernels.CONSTANTS["ATTENTION_TILE_F64" if dtype == numpy.float64
                              else "ATTENTION_TILE"]
@@ -171,12 +173,20 @@ def _attention_gpu(call: Call, q: Array, k: Array, v: Array, y: Array, causal: b
     if tk == 0:
         y.fill(0)
         return
+    sizes = tuple(map(numpy.int64, (batch, tq, tk, d, dv)))
+    if (call.dtype == numpy.float16 and not causal and width == 128
+            and call.backend.kernel_launcher.tensor_cores):
+        rows, keys = kernels.CONSTANTS["ATTENTION_TC_ROWS"], kernels.CONSTANTS["ATTENTION_TC_KEYS"]
+        padded_d, padded_dv = -(-d // 16) * 16, -(-dv // 16) * 16
+        shared = 2 * ((rows + keys) * (padded_d + 8) + padded_dv * (keys + 8))
+        call.launch("attention_tc", (max(1, min(batch * -(-tq // rows), call.max_blocks)),),
+                    (_TC_THREADS,), (q, k, v, y, *sizes, call.scalar(scale)), shared)
+        return
     tile = _tile(call.dtype)
     shared = _shared_bytes(call.dtype, tile, tile * (tile + 1),
                            tile * (2 * (d + 1) + dv + 1))
     _launch(call, f"attention_d{width}", batch * -(-tq // tile),
-            (q, k, v, y, *map(numpy.int64, (batch, tq, tk, d, dv)), call.scalar(scale),
-             numpy.int64(causal)), shared)
+            (q, k, v, y, *sizes, call.scalar(scale), numpy.int64(causal)), shared)
 
 
 def _row_statistics(call: Call, q: Array, k: Array, y: Array, gy: Array, causal: bool,

@@ -239,3 +239,59 @@ def test_numpy_chunks_give_the_same_result(monkeypatch, chunk, causal):
     chunked = _run(BACKENDS[0], numpy.float64, inputs, gy, causal=causal)
     for a, b in zip(whole, chunked):
         numpy.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-14)
+
+
+@pytest.fixture
+def tensor_core_launches(request):
+    """Run inside: (the kernel names launched), through an emulator launcher that says it has
+    tensor cores (the shared one takes the SIMT path, as a pre-sm_80 GPU)."""
+    emu = pytest.importorskip("gpuops.emu")
+    if not any(b.name == "emu" for b in KERNEL_BACKENDS):
+        pytest.skip("the emulator cannot build here")
+    launcher = emu.EmuLauncher(tensor_cores=True)
+    names: list[str] = []
+    launch = launcher.launch
+
+    def recording(family, kernel, *args, **kwargs):
+        names.append(kernel)
+        return launch(family, kernel, *args, **kwargs)
+
+    launcher.launch = recording
+    with gpuops.backend.use_cpu_launcher(launcher):
+        yield names
+
+
+@pytest.mark.parametrize("qs,ks,vs", [((2, 70, 24), (2, 45, 24), (2, 45, 20)),
+                                      ((1, 5, 128), (1, 9, 128), (1, 9, 128)),
+                                      ((3, 1, 1), (3, 2, 1), (3, 2, 3))])
+def test_float16_tensor_core_forward(tensor_core_launches, qs, ks, vs):
+    """attention_tc_f16 (mma.sync, non-causal float16): several 64-row query tiles and
+    32-key tiles with ragged ends, D and Dv padded to 16, D = 128 and D = 1, scores of a
+    few units and of ~1e2 (the online max across key tiles): the float64 result within
+    float16 rounding, like the SIMT kernel."""
+    rng = numpy.random.default_rng(7)
+    for magnitude in (1.0, 6.0):
+        inputs = [(magnitude * rng.standard_normal(s)).astype(numpy.float16) for s in (qs, ks)]
+        inputs.append(rng.standard_normal(vs).astype(numpy.float16))
+        expected = _attention(*[x.astype(numpy.float64) for x in inputs])
+        y = gpuops.attention(*inputs)
+        assert tensor_core_launches[-1] == "attention_tc_f16"
+        numpy.testing.assert_allclose(y.astype(numpy.float64), expected, rtol=1e-2, atol=4e-3)
+    with gpuops.backend.use_cpu_launcher(gpuops.emu.launcher()):
+        simt = gpuops.attention(*inputs)
+    numpy.testing.assert_allclose(y.astype(numpy.float64), simt.astype(numpy.float64),
+                                  rtol=1e-2, atol=4e-3)
+
+
+def test_tensor_cores_take_only_non_causal_float16_up_to_128(tensor_core_launches):
+    """Causal calls (a key hidden from one row of a tile but seen by another would enter the
+    hidden row's mma as 0 · v), float32 and D > 128 take the SIMT kernels."""
+    rng = numpy.random.default_rng(8)
+    for shape, dtype, causal, kernel in [((1, 3, 8), numpy.float16, True, "attention_d128_f16"),
+                                         ((1, 3, 8), numpy.float32, False, "attention_d128_f32"),
+                                         ((1, 3, 130), numpy.float16, False,
+                                          "attention_d256_f16"),
+                                         ((1, 3, 8), numpy.float16, False, "attention_tc_f16")]:
+        x = rng.standard_normal(shape).astype(dtype)
+        gpuops.attention(x, x, x, causal=causal)
+        assert tensor_core_launches[-1] == kernel
