@@ -22,6 +22,8 @@
 //   attention_wrt_x2_d<DMAX>,  dK, dV: per K tile, over Q tiles (causal: from the tile of
 //   attention_wrt_x3_d<DMAX>   its first key on): dk_j = scale sum_i dS_ij q_i,
 //                              dv_j = sum_i P_ij gy_i.
+//   attention_tc_f16           float16 forward on tensor cores (sm_80+, non-causal, D and
+//                              Dv <= 128): see its comment below.
 // Every sum runs in a fixed order (no atomics): bitwise repeatable. A key a row does not
 // see (masked, or past Tk) is never read for that row, so NaN or inf there changes nothing.
 // DMAX (128, and 256 for float16) bounds D and Dv: DMAX / G accumulators per thread.

@@ -26,7 +26,9 @@ subtracted. Kernels (float16 too, computed in float32): tiles of Q, K, V in shar
 memory, the online softmax (running max and sum, accumulators rescaled), the Tq x Tk
 scores never in global memory; the backward is deterministic (no atomics): one kernel
 over query tiles for gq, one over key tiles for gk or gv, after a kernel that computes L
-and Δ per row. D and Dv at most 128 on the kernels (256 for float16).
+and Δ per row. D and Dv at most 128 on the kernels (256 for float16). A non-causal
+float16 forward with D, Dv <= 128 runs on tensor cores where the launcher has them
+(mma.sync, sm_80+; P rounded to float16 for the P·V product, as FlashAttention does).
 """
 from __future__ import annotations
 
