@@ -366,3 +366,14 @@ def test_multihead_attention_matches_torch_state_dict():
                          need_weights=False)
     numpy.testing.assert_allclose(ours(x, k, k)[0].data, expected.detach().numpy(),
                                   rtol=1e-10, atol=1e-12)
+
+
+def test_gpt_dropout_only_in_training():
+    model = _tiny(dropout=0.2)
+    ids = numpy.random.default_rng(0).integers(0, 13, (2, 8))
+    first, second = model(ids).data, model(ids).data
+    assert not numpy.array_equal(first, second)  # a fresh mask per call
+    model.eval()
+    numpy.testing.assert_array_equal(model(ids).data, model(ids).data)
+    state = model.state_dict()
+    assert state["h.0.drop.calls"] == 4 and state["drop.calls"] == 2  # masks continue on resume
