@@ -60,8 +60,8 @@ def _chunks(batch: int, tq: int, tk: int, exact: bool):
     then each row reads only its visible keys)."""
     if tq == 0 or tk == 0:
         return
-    rows = 1 if exact else max(1, min(tq, CHUNK_SCORES // max(tk, 1)))
-    heads = max(1, CHUNK_SCORES // (tq * max(tk, 1))) if rows == tq else 1
+    rows = 1 if exact else max(1, min(tq, CHUNK_SCORES // tk))
+    heads = max(1, CHUNK_SCORES // (tq * tk)) if rows == tq else 1
     for b0 in range(0, batch, heads):
         for i0 in range(0, tq, rows):
             yield slice(b0, b0 + heads), i0, min(i0 + rows, tq)
@@ -135,6 +135,7 @@ def _gradient_cpu(wrt: int):
 # ---- kernels -------------------------------------------------------------------------
 
 _TC_THREADS = 128  # attention_tc_f16: 4 warps of 16 query rows (ATTENTION_TC_ROWS = 64)
+
 
 def _tile(dtype: numpy.dtype) -> int:
     return kernels.CONSTANTS["ATTENTION_TILE_F64" if dtype == numpy.float64
