@@ -29,6 +29,7 @@
 // DMAX (128, and 256 for float16) bounds D and Dv: DMAX / G accumulators per thread.
 // float16: tiles stored as half, float32 arithmetic, one rounding on store.
 #include "rowwise.cuh"
+#include "mma.cuh"
 
 #define ATTENTION_G ATTENTION_THREADS_PER_ROW
 
@@ -312,46 +313,7 @@ __device__ __forceinline__ void attention_grad_kv(
 #define ATTENTION_SIZES long long batch, long long tq, long long tk, long long d, long long dv
 
 // ---- float16 forward on tensor cores (mma.sync m16n8k16, sm_80+), non-causal ----------
-// The PTX instruction mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 as in
-// cuda/matmul.cu (no <mma.h>; the emulator models it): D(16x8) = A(16x16) B(16x8) + C over
-// a warp; lane l, g = l / 4, t = l % 4, holds
-//   a[i] = A[g + 8 (i % 2)][2t + 8 (i / 2) + {0, 1}], b[i] = B[2t + 8 i + {0, 1}][g],
-//   c[i] = C[g + 8 (i / 2)][2t + i % 2]   (two halves per register, lower index low).
-__device__ __forceinline__ void attention_mma(float (&c)[4], const unsigned (&a)[4],
-                                              const unsigned (&b)[2]) {
-#if defined(GPUOPS_EMU)
-    gpuops_emu_mma_m16n8k16_f32_f16(c, a, b);
-#elif __CUDA_ARCH__ >= 800
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
-        "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-#else
-    __trap();  // the launcher reports tensor_cores False below sm_80: never launched
-#endif
-}
-
-// Two consecutive halves of shared memory (p 4-byte aligned) as one register, and two
-// floats rounded to halves into one (lo in the low 16 bits).
-__device__ __forceinline__ unsigned attention_pair(const __half* p) {
-    unsigned bits;
-#ifdef GPUOPS_EMU
-    memcpy(&bits, p, sizeof(bits));
-#else
-    bits = *reinterpret_cast<const unsigned*>(p);
-#endif
-    return bits;
-}
-
-__device__ __forceinline__ unsigned attention_pack(float lo, float hi) {
-#ifdef GPUOPS_EMU
-    const __half h[2] = {__float2half(lo), __float2half(hi)};
-    return attention_pair(h);
-#else
-    return (unsigned)__float2half(lo).bits | ((unsigned)__float2half(hi).bits << 16);
-#endif
-}
+// mma_m16n8k16, half_pair and half_pack: cuda/mma.cuh.
 
 // A block of 4 warps takes ATTENTION_TC_ROWS = 64 query rows (16 per warp, its Q held as
 // A fragments in registers) and streams K / V in tiles of ATTENTION_TC_KEYS = 32 keys:
@@ -394,7 +356,7 @@ extern "C" __global__ void attention_tc_f16(const __half* __restrict__ q,
         for (int kf = 0; kf < KF; ++kf)
 #pragma unroll
             for (int i = 0; i < 4; ++i)
-                qa[kf][i] = 16 * kf < dp ? attention_pair(qs + (16 * warp + g + 8 * (i % 2)) * ld
+                qa[kf][i] = 16 * kf < dp ? half_pair(qs + (16 * warp + g + 8 * (i % 2)) * ld
                                                           + 16 * kf + 2 * t + 8 * (i / 2))
                                          : 0u;
         float o[NF][4];
@@ -423,8 +385,8 @@ extern "C" __global__ void attention_tc_f16(const __half* __restrict__ q,
                 for (int kf = 0; kf < KF; ++kf) {
                     if (16 * kf < dp) {
                         const __half* kr = ks + (8 * sf + g) * ld + 16 * kf + 2 * t;
-                        const unsigned kbf[2] = {attention_pair(kr), attention_pair(kr + 8)};
-                        attention_mma(s[sf], qa[kf], kbf);
+                        const unsigned kbf[2] = {half_pair(kr), half_pair(kr + 8)};
+                        mma_m16n8k16(s[sf], qa[kf], kbf);
                     }
                 }
             }
@@ -467,16 +429,16 @@ extern "C" __global__ void attention_tc_f16(const __half* __restrict__ q,
                 for (int e = 0; e < 4; ++e) o[nf][e] *= alpha[e / 2];
 #pragma unroll
             for (int kf = 0; kf < BK / 16; ++kf) {  // keys 16 kf .. 16 kf + 15
-                const unsigned pa[4] = {attention_pack(s[2 * kf][0], s[2 * kf][1]),
-                                        attention_pack(s[2 * kf][2], s[2 * kf][3]),
-                                        attention_pack(s[2 * kf + 1][0], s[2 * kf + 1][1]),
-                                        attention_pack(s[2 * kf + 1][2], s[2 * kf + 1][3])};
+                const unsigned pa[4] = {half_pack(s[2 * kf][0], s[2 * kf][1]),
+                                        half_pack(s[2 * kf][2], s[2 * kf][3]),
+                                        half_pack(s[2 * kf + 1][0], s[2 * kf + 1][1]),
+                                        half_pack(s[2 * kf + 1][2], s[2 * kf + 1][3])};
 #pragma unroll
                 for (int nf = 0; nf < NF; ++nf) {
                     if (8 * nf < dvp) {
                         const __half* vr = vt + (8 * nf + g) * LDV + 16 * kf + 2 * t;
-                        const unsigned vbf[2] = {attention_pair(vr), attention_pair(vr + 8)};
-                        attention_mma(o[nf], pa, vbf);
+                        const unsigned vbf[2] = {half_pair(vr), half_pair(vr + 8)};
+                        mma_m16n8k16(o[nf], pa, vbf);
                     }
                 }
             }

@@ -25,6 +25,7 @@
 // gemm_tc_f16 (mma.sync, float accumulation) is launched instead.
 #include "gpuops.cuh"
 #include "half.cuh"
+#include "mma.cuh"
 
 // GEMM_THREADS and the ACT_* codes come from gpuops.kernels.CONSTANTS (prepended by the loader).
 #ifndef GPUOPS_EMU
@@ -250,41 +251,6 @@ extern "C" __global__ void gemm_f16(GEMM_PARAMS(__half)) {
 }
 
 // ---- tensor cores: float16 inputs, float32 accumulation (mma.sync m16n8k16) -------
-// The PTX instruction mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 (sm_80+), used
-// without <mma.h> so that NVRTC needs no CUDA headers. One warp computes
-// D(16x8) = A(16x16) B(16x8) + C; lane l, with g = l / 4 and t = l % 4, holds (PTX ISA,
-// "Matrix fragments for mma.m16n8k16 with floating point type"; two halves per 32-bit
-// register, the lower index in the low 16 bits):
-//   a[i] = A[g + 8 (i % 2)][2t + 8 (i / 2) + {0, 1}]   i < 4
-//   b[i] = B[2t + 8 i + {0, 1}][g]                      i < 2
-//   c[i] = C[g + 8 (i / 2)][2t + i % 2]                 i < 4
-// The CPU emulator models the instruction (gpuops/emu/cuda_emu.h).
-__device__ __forceinline__ void mma_m16n8k16(float (&c)[4], const unsigned (&a)[4],
-                                             const unsigned (&b)[2]) {
-#if defined(GPUOPS_EMU)
-    gpuops_emu_mma_m16n8k16_f32_f16(c, a, b);
-#elif __CUDA_ARCH__ >= 800
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
-        "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-#else
-    __trap();  // the launcher reports tensor_cores False below sm_80: never launched
-#endif
-}
-
-// Two consecutive halves of shared memory (p 4-byte aligned) as one 32-bit register.
-__device__ __forceinline__ unsigned half_pair(const __half* p) {
-#ifdef GPUOPS_EMU
-    unsigned bits;
-    memcpy(&bits, p, sizeof(bits));
-    return bits;
-#else
-    return *reinterpret_cast<const unsigned*>(p);
-#endif
-}
-
 // A block computes a 128x128 tile of C with 8 warps (2 (m) x 4 (n)), each warp a
 // 64x32 tile as 4 x 4 m16n8 accumulators; K advances 32 per step. Both operand tiles
 // are staged k-contiguous, A as (m, k) and B as (n, k), rows padded by 8 halves
