@@ -48,7 +48,8 @@ def _check_gradients(f, tensors: list, seed: int = 0, eps: float = 1e-6, rtol: f
 
 
 def _x(*shape, seed=1, requires_grad=True):
-    return Tensor(numpy.random.default_rng(seed).standard_normal(shape), requires_grad=requires_grad)
+    data = numpy.random.default_rng(seed).standard_normal(shape)
+    return Tensor(data, requires_grad=requires_grad)
 
 
 # ---- layers: shapes and gradients ------------------------------------------------------------
@@ -233,7 +234,8 @@ def test_tied_embedding_is_one_parameter_with_both_gradients():
     assert names.count("wte.weight") == 1
     n_params = sum(p.size for p in model.parameters())
     C, V, L = 8, 13, 2
-    per_block = 2 * 2 * C + (3 * C * C + 3 * C) + (C * C + C) + (4 * C * C + 4 * C) + (4 * C * C + C)
+    norms, attention = 2 * 2 * C, (3 * C * C + 3 * C) + (C * C + C)
+    per_block = norms + attention + (4 * C * C + 4 * C) + (4 * C * C + C)
     assert n_params == V * C + 8 * C + L * per_block + 2 * C  # one V x C table
     ids = numpy.array([[1, 2, 3, 1, 2, 3]])  # rows 1-3 are looked up, all rows are output
     model.loss(ids[:, :-1], ids[:, 1:]).backward()
