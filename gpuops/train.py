@@ -40,7 +40,7 @@ from .datasets import (DataError, Dataset, TextCorpus, load_digits, load_mnist,
                        load_stdlib_text, random_windows, unigram_bits)
 from .gpt import GPT
 from .optim import SGD, Adam, AdamW, Optimizer
-from .optim.lr_scheduler import CosineAnnealingLR, LinearLR, SequentialLR
+from .optim.lr_scheduler import WarmupCosineLR
 
 __all__ = ["TrainError", "add_arguments", "build_model", "run", "main"]
 
@@ -499,14 +499,12 @@ def _gpt_parameter_groups(model: nn.Module) -> list:
             {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
 
 
-def _warmup_cosine(optimizer: Optimizer, steps: int) -> SequentialLR:
+def _warmup_cosine(optimizer: Optimizer, steps: int) -> WarmupCosineLR:
     """Linear warmup over the first tenth of the steps (at most 100), then cosine decay to
-    a tenth of the peak learning rate at the last step; ``step()`` after each update."""
+    a tenth of the peak learning rate at the last step (llm.c's GPT-2 schedule);
+    ``step()`` after each update."""
     warmup = max(1, min(100, steps // 10))
-    peak = optimizer.lr
-    return SequentialLR(optimizer, [LinearLR(optimizer, 1.0 / warmup, 1.0, warmup),
-                                    CosineAnnealingLR(optimizer, max(1, steps - warmup),
-                                                      peak / 10)], [warmup])
+    return WarmupCosineLR(optimizer, warmup, max(steps, warmup + 1), optimizer.lr / 10)
 
 
 def _bits(nats: float) -> float:
