@@ -25,7 +25,7 @@ from typing import Any
 import numpy
 
 from gpuops import emu, kernels
-from gpuops.emu import occupancy
+from gpuops.emu import counters, occupancy
 
 from . import harness
 from .__main__ import family_modules
@@ -37,6 +37,7 @@ SIZE = 1 << 17  # elements of a "large" operand: NCHW cases need 128 x 1024
 # arrays addressed through a pointer table (the fused optimizer steps), not passed as
 # arguments, are not attributed to global memory.
 INCOMPLETE = 0.9
+NOT_PROFILED = ("overhead",)  # Python time per call of tiny operators, 1000s of launches
 
 
 def _ptxas_usage() -> Any:
@@ -65,8 +66,10 @@ def usage(nvrtc: Any, family: str) -> dict[str, Any]:
     return _usage_cache[family]
 
 
-def row(family: str, case: str, report: emu.LaunchReport, nvrtc: Any) -> dict[str, Any]:
-    out = {"family": family, "case": case, **report.as_dict()}
+def row(family: str, case: str, launches: list[emu.LaunchReport], nvrtc: Any) -> dict[str, Any]:
+    """The launches of one kernel (same block and shared memory) in a case, summed."""
+    report = counters.merge(launches)
+    out = {"family": family, "case": case, "launches": len(launches), **report.as_dict()}
     kernel_usage = usage(nvrtc, report.label).get(report.kernel)
     if kernel_usage is not None:
         threads = report.block[0] * report.block[1] * report.block[2]
@@ -92,7 +95,15 @@ def profile_case(family: str, case: harness.Case, nvrtc: Any) -> dict[str, Any]:
             "h200_min_us": 1e6 * case.bytes / H200_COPY_BYTES_PER_S,
             "h200_modelled_us": 1e6 * moved / H200_COPY_BYTES_PER_S,
             "emulator_s": time.perf_counter() - started,
-            "launches": [row(family, case.name, r, nvrtc) for r in reports]}
+            "kernels": [row(family, case.name, group, nvrtc) for group in _by_kernel(reports)]}
+
+
+def _by_kernel(reports: list[emu.LaunchReport]) -> list[list[emu.LaunchReport]]:
+    groups: dict[tuple, list[emu.LaunchReport]] = {}
+    for report in reports:
+        groups.setdefault((report.label, report.kernel, report.block, report.shared_mem),
+                          []).append(report)
+    return list(groups.values())
 
 
 def _git(args: list[str]) -> str:
@@ -122,7 +133,7 @@ def markdown(cases: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         if case["incomplete"]:
             ratio += " (incomplete: pointer-table arrays not counted)"
         roof = f"{case['h200_min_us']:.2f} / {case['h200_modelled_us']:.2f}"
-        for i, launch in enumerate(case["launches"]):
+        for i, launch in enumerate(case["kernels"]):
             def ways(op: str) -> str:
                 value = launch[f"bank_conflict_ways_{op}"]
                 return f"{value:.2f}" if value else "-"
@@ -131,7 +142,8 @@ def markdown(cases: list[dict[str, Any]], meta: dict[str, Any]) -> str:
             worst = (launch["worst"] or "").split(" ", 1)[0]
             block = "x".join(str(d) for d in launch["block"] if d > 1) or "1"
             lines.append(
-                f"| {case['family']} | {case['case'] if i == 0 else ''} | {launch['kernel']} | "
+                f"| {case['family']} | {case['case'] if i == 0 else ''} | {launch['kernel']}"
+                f"{' x' + str(launch['launches']) if launch['launches'] > 1 else ''} | "
                 f"{block} | {launch['sectors_per_request_ld']:.2f} | "
                 f"{launch['sectors_per_request_st']:.2f} | {ways('ld')} | {ways('st')} | "
                 f"{ratio if i == 0 else ''} | {occ} | {roof if i == 0 else ''} | {worst} |")
@@ -142,7 +154,8 @@ def main(argv: list[str]) -> int:
     available = family_modules()
     parser = argparse.ArgumentParser(prog="python -m benchmarks.emu_profile", description=__doc__)
     parser.add_argument("--family", action="append", choices=sorted(available),
-                        help="only this family (repeatable); default: all")
+                        help="only this family (repeatable); default: all but "
+                             f"{', '.join(NOT_PROFILED)}")
     parser.add_argument("--size", type=int, default=SIZE,
                         help=f"elements per large operand (default {SIZE})")
     parser.add_argument("--out", type=Path, default=harness.RESULTS)
@@ -150,7 +163,8 @@ def main(argv: list[str]) -> int:
     env = harness.Env(numpy, False, True, args.size)
     nvrtc = _ptxas_usage()
     cases = []
-    for family in args.family or sorted(available):
+    families = args.family or sorted(set(available) - set(NOT_PROFILED))
+    for family in families:
         module = importlib.import_module(available[family])
         if not hasattr(module, "cases"):
             continue
@@ -160,13 +174,14 @@ def main(argv: list[str]) -> int:
             if "skipped" in result:
                 print(f"{family:<12} {case.name:<40} skipped: {result['skipped']}", flush=True)
                 continue
-            print(f"{family:<12} {case.name:<40} {len(result['launches'])} launches, moved/min "
+            launches = sum(k["launches"] for k in result["kernels"])
+            print(f"{family:<12} {case.name:<40} {launches} launches, moved/min "
                   f"{result['moved_over_min'] or 0:.2f}, {result['emulator_s']:.1f} s", flush=True)
     meta = {"date": time.strftime("%Y-%m-%d"), "size": args.size, "nvrtc": nvrtc is not None,
             "git": _git(["rev-parse", "--short", "HEAD"]),
             "uncommitted_changes": bool(_git(["status", "--porcelain", "--", "cuda", "gpuops"])),
             "python": platform.python_version(), "numpy": numpy.__version__,
-            "families": args.family or sorted(available)}
+            "families": families}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "emu-profile.json").write_text(json.dumps({"meta": meta, "cases": cases},
                                                           indent=1) + "\n")

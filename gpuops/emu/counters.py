@@ -442,3 +442,27 @@ def analyse(records: numpy.ndarray, sites: dict[int, Site], *, label: str, kerne
     return LaunchReport(label, kernel, grid, block, int(shared_mem), metrics, instructions,
                         footprint, requested, atomics, n)
 
+
+
+def merge(reports: Sequence[LaunchReport]) -> LaunchReport:
+    """One report for several launches of one kernel (the first's label, kernel, grid,
+    block and shared memory): counters, instructions and footprints summed (the footprint
+    then counts a sector once per launch that touches it)."""
+    first = reports[0]
+    lines: dict[tuple[str, int, str, str], Instruction] = {}
+    for report in reports:
+        for inst in report.instructions:
+            key = (inst.site.file, inst.site.line, inst.space, inst.op)
+            entry = lines.setdefault(key, Instruction(inst.site, inst.space, inst.op))
+            entry.requests += inst.requests
+            entry.sectors += inst.sectors
+            entry.ideal_sectors += inst.ideal_sectors
+            entry.wavefronts += inst.wavefronts
+            entry.ideal_wavefronts += inst.ideal_wavefronts
+            entry.bytes += inst.bytes
+    return dataclasses.replace(
+        first, metrics={name: sum(r.metrics[name] for r in reports) for name in METRICS},
+        instructions=sorted(lines.values(), key=lambda e: (-e.excess, -e.sectors - e.wavefronts)),
+        footprint_sectors=sum(r.footprint_sectors for r in reports),
+        requested_bytes={op: sum(r.requested_bytes[op] for r in reports) for op in ("ld", "st")},
+        atomics=sum(r.atomics for r in reports), accesses=sum(r.accesses for r in reports))

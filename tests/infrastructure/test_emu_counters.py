@@ -224,6 +224,15 @@ def test_atomics_counted_apart():
     assert report.atomics >= 2 * 1000
 
 
+def test_merge_sums_launches(patterns):
+    x, y = numpy.arange(64 * 32, dtype=F32), numpy.zeros(64, F32)
+    one = patterns.launch("load_strided32", (2,), (32,), (x, y))
+    merged = emu.counters.merge([one, patterns.launch("load_strided32", (2,), (32,), (x, y))])
+    assert merged.metrics == {name: 2 * value for name, value in one.metrics.items()}
+    assert merged.worst is not None and merged.worst.excess == 2 * one.worst.excess
+    assert merged.accesses == 2 * one.accesses and merged.sectors_per_request("ld") == 32.0
+
+
 def test_too_many_accesses_raise(patterns, monkeypatch):
     monkeypatch.setattr(emu, "MAX_RECORDS", 32)  # one record per thread of the block
     x, y = numpy.arange(32, dtype=F32), numpy.zeros(32, F32)
