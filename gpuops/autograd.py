@@ -23,6 +23,7 @@ one, and rebind a non-leaf to a new recorded node (no version counters).
 """
 from __future__ import annotations
 
+import collections
 import contextlib
 import inspect
 import math
@@ -43,6 +44,10 @@ _state = threading.local()
 # and is_grad_enabled() needs no thread-local look-up (it runs on every operator call).
 _no_grad_scopes = 0
 _scopes_lock = threading.Lock()
+# Called with each leaf once its gradient of the running backward is complete (every use
+# of it accumulated): gpuops.distributed all-reduces gradients while backward still runs.
+# While the list is empty, backward does no bookkeeping for it.
+grad_ready_hooks: list[Callable[["Tensor"], None]] = []
 
 
 def is_grad_enabled() -> bool:
@@ -492,14 +497,24 @@ class Tensor:
             gy = gy.astype(self.dtype, copy=False)
         if self.creator is None:
             self._accumulate(gy)
+            for hook in grad_ready_hooks:
+                hook(self)
             return
         order = _topological(self.creator)
+        # uses of each leaf still to come, when someone waits for complete gradients
+        uses = collections.Counter(id(t) for fn in order for t in fn.parents()
+                                   if t.creator is None) if grad_ready_hooks else None
         arriving: dict[int, _Accumulator] = {id(self.creator): _Accumulator(gy)}
         for fn in order:
             gy_fn = arriving.pop(id(fn)).value
             for t, g in fn.backward(gy_fn):
                 if t.creator is None:
                     t._accumulate(g)
+                    if uses is not None:
+                        uses[id(t)] -= 1
+                        if not uses[id(t)]:
+                            for hook in grad_ready_hooks:
+                                hook(t)
                 elif id(t.creator) in arriving:
                     arriving[id(t.creator)].add(g)
                 else:
