@@ -120,7 +120,10 @@ def markdown(cases: list[dict[str, Any]], meta: dict[str, Any]) -> str:
              "",
              "sec/req: global sectors per request (ideal: 4 for 4-byte, 8 for 8-byte, 16 for "
              "16-byte lanes, coalesced); ways: shared wavefronts per phase (1 = no conflict, "
-             "'-' = no shared access).", "",
+             "'-' = no shared access). moved / min: global sectors x 32 over the case's "
+             "minimum bytes; sectors are requests to L1, re-reads included, which a cache may "
+             "serve, so this bounds the DRAM traffic from above (the JSON also has each "
+             "kernel's distinct footprint).", "",
              "| family | case | kernel | block | sec/req ld | sec/req st | ways ld | ways st | "
              "moved / min | occupancy | H200 min / modelled us | worst line |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
