@@ -28,6 +28,8 @@ _operators_all = [name for family in ops.FAMILIES for name in family.__all__]
 from .autograd import Tensor, from_dlpack, no_grad
 from .optim import adam_step, clip_grad_norm, sgd_step
 from . import autograd, nn, optim
+from . import amp
+from .amp import autocast
 from .serialization import load, save
 
 __version__ = "0.1.0"
@@ -35,3 +37,4 @@ __all__ = ["get_array_module", "gpu_available", "to_cpu", "to_gpu", "OPERATORS",
 __all__ += ["Tensor", "no_grad", "from_dlpack", "sgd_step", "adam_step", "clip_grad_norm", "nn",
             "optim"]
 __all__ += ["save", "load"]
+__all__ += ["autocast", "amp"]

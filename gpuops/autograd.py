@@ -30,6 +30,7 @@ import math
 import threading
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
+import ml_dtypes
 import numpy
 
 from . import backend as _backend
@@ -44,6 +45,9 @@ _state = threading.local()
 # and is_grad_enabled() needs no thread-local look-up (it runs on every operator call).
 _no_grad_scopes = 0
 _scopes_lock = threading.Lock()
+# How many autocast regions (gpuops.amp.autocast) are open in any thread: while none is,
+# apply() does not look at the autocast policy.
+_autocast_scopes = 0
 # Called with each leaf once its gradient of the running backward is complete (every use
 # of it accumulated): gpuops.distributed all-reduces gradients while backward still runs.
 # While the list is empty, backward does no bookkeeping for it.
@@ -263,14 +267,25 @@ def _dtype(method: str, dtype: Any) -> numpy.dtype:
                         f"'float64', ...), got {dtype!r}{hint}") from None
 
 
+_BFLOAT16 = numpy.dtype(ml_dtypes.bfloat16)
+
+
+def _is_float(dtype: Any) -> bool:
+    """A floating dtype: NumPy's (kind 'f') or bfloat16 (an ml_dtypes extension, kind 'V')."""
+    return dtype.kind == "f" or dtype == _BFLOAT16
+
+
 def _data(x: Any) -> Any:
     return x.data if isinstance(x, Tensor) else x
 
 
 def apply(name: str, *inputs: Any, **params: Any) -> "Tensor":
     """``gpuops.<name>(*inputs, **params)`` on Tensors (arrays, scalars and None pass through),
-    recording the call for ``backward`` when an input requires a gradient."""
+    recording the call for ``backward`` when an input requires a gradient. Inside a
+    ``gpuops.autocast`` region the inputs are first cast by its policy (:mod:`gpuops.amp`)."""
     op = OPERATORS.get(name) or _operator(name)
+    if _autocast_scopes:
+        inputs = _amp.cast_inputs(name, inputs)
     arrays = tuple([x.data if isinstance(x, Tensor) else x for x in inputs])
     y = op.forward(*arrays, **params)
     needs = False
@@ -348,7 +363,7 @@ class Tensor:
                 data = _dlpack_array(data, "Tensor")  # a PyTorch/JAX tensor: shared, no copy
             else:
                 data = numpy.asarray(data)
-        if requires_grad and data.dtype.kind != "f":
+        if requires_grad and not _is_float(data.dtype):
             raise TypeError(f"Tensor: only floating-point tensors can require a gradient, "
                             f"got dtype {data.dtype}")
         self.data = data
@@ -558,7 +573,7 @@ class Tensor:
             if error is not None:
                 raise error
             return NotImplemented
-        if self.dtype.kind == "f" and (scalar or o.dtype == self.dtype):
+        if _is_float(self.dtype) and (scalar or o.dtype == self.dtype):
             OPERATORS[name].forward(self.data, o, out=self.data)
         else:  # other dtypes: the array module's rules (same-kind casting, as NumPy's a += b)
             getattr(self.xp, ufunc)(self.data, o, out=self.data, casting="same_kind")
@@ -651,7 +666,7 @@ class Tensor:
         gradient of PyTorch (0 where s == 0 and x >= 0, else log(s)·s^x·gy: nan for s < 0)."""
         if not isinstance(s, (int, float)) or isinstance(s, bool):
             return NotImplemented
-        if self.dtype.kind != "f":
+        if not _is_float(self.dtype):
             return Tensor(self.xp.power(s, self.data))
         if s > 0:
             return apply("exp", apply("mul", self, math.log(s)))
@@ -749,7 +764,7 @@ class Tensor:
         back to this tensor's dtype); a non-float result does not require a gradient."""
         target = _dtype("astype", dtype)
         y = self.data.astype(target)
-        if not (self.requires_grad and is_grad_enabled()) or target.kind != "f":
+        if not (self.requires_grad and is_grad_enabled()) or not _is_float(target):
             return Tensor(y)
         source = self.dtype
         return Tensor._wrap(y, _Closure("astype", self, lambda gy: gy.astype(source)))
@@ -870,3 +885,6 @@ def _dlpack_array(x: Any, where: str) -> Array:
             raise TypeError(f"{where}: a CUDA tensor needs CuPy, which is not installed")
         return cp.from_dlpack(x)
     raise TypeError(f"{where}: unsupported DLPack device type {device_type}")
+
+
+from . import amp as _amp  # noqa: E402  (amp builds on Tensor; apply() calls its policy)

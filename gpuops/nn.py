@@ -13,6 +13,7 @@ import math
 import types
 from typing import Any, Callable, Iterable, Iterator, Mapping, NamedTuple
 
+import ml_dtypes
 import numpy
 
 from .autograd import Tensor, apply
@@ -26,12 +27,18 @@ __all__ = ["manual_seed", "Parameter", "Module", "Linear", "Conv2d", "MaxPool2d"
            "MultiheadAttention", "CrossEntropyLoss", "MSELoss", "BCEWithLogitsLoss", "utils"]
 
 _generator = numpy.random.default_rng(0)
+_BFLOAT16 = numpy.dtype(ml_dtypes.bfloat16)
 
 
 def manual_seed(seed: int) -> None:
     """Seed the generator that initializes parameters and seeds Dropout layers."""
     global _generator
     _generator = numpy.random.default_rng(seed)
+
+
+def _is_number(dtype: numpy.dtype) -> bool:
+    """NumPy's numeric dtypes and bfloat16 (an ml_dtypes extension dtype, kind 'V')."""
+    return numpy.issubdtype(dtype, numpy.number) or dtype == _BFLOAT16
 
 
 def _uniform(shape: tuple, bound: float, dtype: Any) -> numpy.ndarray:
@@ -240,8 +247,7 @@ class Module:
                 if value.shape != p.shape:
                     raise ValueError(f"{where}: {name} has shape {value.shape}; "
                                      f"expected {p.shape}")
-                if not (numpy.issubdtype(value.dtype, numpy.number)
-                        or value.dtype == numpy.bool_):
+                if not (_is_number(value.dtype) or value.dtype == numpy.bool_):
                     raise ValueError(f"{where}: {name} has dtype {value.dtype}; expected "
                                      f"numbers like {p.dtype}")
                 values[name] = value
@@ -251,8 +257,7 @@ class Module:
                 value = numpy.asarray(state[name])
                 current = getattr(module, attr)
                 if hasattr(current, "shape"):  # an array buffer: same shape, numbers
-                    if value.shape != tuple(current.shape) or not numpy.issubdtype(
-                            value.dtype, numpy.number):
+                    if value.shape != tuple(current.shape) or not _is_number(value.dtype):
                         raise ValueError(f"{where}: {name} has shape {value.shape} and dtype "
                                          f"{value.dtype}; expected {tuple(current.shape)} "
                                          f"numbers")

@@ -14,15 +14,16 @@ tests differentiate every entry); tests/layers/test_optim.py tests them.
 from __future__ import annotations
 
 import math
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
+import ml_dtypes
 import numpy
 
-from ..backend import HALF_DTYPES
+from ..backend import FLOAT_DTYPES, HALF_DTYPES
 from ..call import Call, Signature
 from ..kernels import BLOCK, scalar
 
-__all__ = ["sgd_step", "adam_step", "clip_grad_norm"]
+__all__ = ["sgd_step", "adam_step", "clip_grad_norm", "unscale_grads"]
 
 FAMILY = "optim"
 CHUNK = 4096  # elements per block-chunk of the fused kernels
@@ -75,43 +76,50 @@ def _check_param(op: str, name: str, value: Any, low: float, high: float = math.
 def _pointer(x: Array) -> int:
     """The address of an array's first element (CuPy device pointer, or NumPy host address:
     the emulator runs kernels in this process, so host addresses work the same way)."""
-    return int(x.data.ptr) if hasattr(x.data, "ptr") else int(x.ctypes.data)
+    return int(x.ctypes.data) if isinstance(x, numpy.ndarray) else int(x.data.ptr)
 
 
-def _chunk_tables(call: Call, kernel: str,
-                  rows: list[list]) -> Iterator[tuple[numpy.dtype, Array, int, int]]:
-    """Per dtype of the non-empty tensors of ``rows`` (params, grads, state1, state2; rows
-    that a kernel does not use may be left out): ``(dtype, table, n_tensors, n_chunks)``,
-    the device table of cuda/optim.cu (pointers, sizes, each chunk's tensor and start)."""
+POINTER_ROWS = 5  # pointer rows of the chunk table (cuda/optim.cu)
+
+
+def _chunk_tables(call: Call, kernel: str, rows: list,
+                  key: int = 0) -> Iterator[tuple[numpy.dtype, Array, int, int]]:
+    """Per dtype of the non-empty tensors of ``rows[key]`` (rows: params, grads, state1,
+    state2, 16-bit params; a row a kernel does not use may be None or left out):
+    ``(dtype, table, n_tensors, n_chunks)``, the device table of cuda/optim.cu (pointers,
+    sizes, each chunk's tensor and start)."""
     xp = call.xp
     by_dtype: dict[numpy.dtype, list[int]] = {}
-    for i, p in enumerate(rows[0]):
+    for i, p in enumerate(rows[key]):
         if p.size:
             by_dtype.setdefault(numpy.dtype(p.dtype), []).append(i)
+    present = [group for group in rows if group is not None]
     for dtype, index in by_dtype.items():
-        for group in rows:
+        for group in present:
             for i in index:
                 if not group[i].flags.c_contiguous:
                     raise ValueError(f"{kernel}: arrays must be C-contiguous on the "
                                      f"{call.backend.name} backend (tensor {i} is not)")
         n_tensors = len(index)
-        sizes = numpy.array([rows[0][i].size for i in index], dtype=numpy.int64)
+        sizes = numpy.array([rows[key][i].size for i in index], dtype=numpy.int64)
         chunks_per = -(-sizes // CHUNK)
         chunk_tensor = numpy.repeat(numpy.arange(n_tensors, dtype=numpy.int64), chunks_per)
         first = numpy.cumsum(chunks_per) - chunks_per
         chunk_start = (numpy.arange(chunk_tensor.size, dtype=numpy.int64)
                        - numpy.repeat(first, chunks_per)) * CHUNK
-        pointers = [[_pointer(group[i]) for i in index] for group in rows]
-        while len(pointers) < 4:
+        pointers = [[_pointer(group[i]) for i in index] if group is not None
+                    else [0] * n_tensors for group in rows]
+        while len(pointers) < POINTER_ROWS:
             pointers.append([0] * n_tensors)
         table = numpy.concatenate([numpy.array(pointers, dtype=numpy.uint64).view(numpy.int64)
                                    .reshape(-1), sizes, chunk_tensor, chunk_start])
         yield dtype, xp.asarray(table), n_tensors, int(chunk_tensor.size)
 
 
-def _launch(call: Call, kernel: str, rows: list[list], scalars: tuple) -> None:
-    """One fused launch per dtype over the tensors of ``rows`` (params, grads, state1, state2)."""
-    for dtype, table, n_tensors, n_chunks in _chunk_tables(call, kernel, rows):
+def _launch(call: Call, kernel: str, rows: list, scalars: tuple, key: int = 0) -> None:
+    """One fused launch per dtype of ``rows[key]`` over the tensors of ``rows`` (params,
+    grads, state1, state2, 16-bit params); float scalars in float32 for 16-bit kernels."""
+    for dtype, table, n_tensors, n_chunks in _chunk_tables(call, kernel, rows, key):
         grid = (max(1, min(n_chunks, call.max_blocks)),)
         args = (table, numpy.int64(n_tensors), numpy.int64(n_chunks), numpy.int64(CHUNK),
                 *[scalar(dtype, s) if isinstance(s, float) else s for s in scalars])
@@ -133,16 +141,79 @@ class _Scratch:
         return a[:like.size].reshape(like.shape), b[:like.size].reshape(like.shape)
 
 
+# ---- 16-bit parameters with float32 master weights -----------------------------------
+
+SIXTEEN_BIT = (numpy.dtype(numpy.float16), numpy.dtype(ml_dtypes.bfloat16))
+F32 = numpy.dtype(numpy.float32)
+_ANY_FLOAT = FLOAT_DTYPES + SIXTEEN_BIT
+# The 16-bit dtypes cuda/optim.cu has kernels for (master-weight steps, unscaling).
+KERNEL_SIXTEEN_BIT = SIXTEEN_BIT
+
+
+def _check_master(op: str, params: Sequence, grads: Sequence, master_params: Sequence,
+                  states: Mapping[str, Sequence | None]) -> tuple[Call | None, list]:
+    """Validate a master-weight step: 16-bit ``params`` and ``grads`` of one dtype per
+    tensor, float32 ``master_params`` and states of the same shapes. Returns the call and
+    the rows ``[master, grads, state1, state2, params]`` (None for an unused state)."""
+    lists = {"params": params, "grads": grads, "master_params": master_params, **states}
+    names, values, length = [], [], None
+    for label, arrays in lists.items():
+        if arrays is None:
+            continue
+        if not isinstance(arrays, (list, tuple)):
+            raise TypeError(f"{op}: {label} must be a list of arrays, got {type(arrays).__name__}")
+        if length is None:
+            length = len(arrays)
+        elif len(arrays) != length:
+            raise ValueError(f"{op}: {label} has {len(arrays)} arrays; expected {length} "
+                             "(one per parameter)")
+        names += [f"{label}[{i}]" for i in range(len(arrays))]
+        values += list(arrays)
+    if not values:
+        return None, []
+    call = Signature(op, FAMILY, names, dtypes=_ANY_FLOAT,
+                     kernel_dtypes=FLOAT_DTYPES + KERNEL_SIXTEEN_BIT).bind(*values)
+    for i, p in enumerate(params):
+        if p.dtype not in SIXTEEN_BIT:
+            raise ValueError(f"{op}: params[{i}] has dtype {p.dtype}; master_params are for "
+                             "float16 or bfloat16 parameters")
+        for label, arrays in lists.items():
+            if arrays is None:
+                continue
+            x = arrays[i]
+            want = p.dtype if label in ("params", "grads") else F32
+            if tuple(x.shape) != tuple(p.shape) or x.dtype != want:
+                raise ValueError(f"{op}: {label}[{i}] has shape {tuple(x.shape)} and dtype "
+                                 f"{x.dtype}; expected {tuple(p.shape)} and {want}")
+    state_rows: list[list | None] = [list(a) if a is not None else None
+                                     for a in states.values()]
+    while len(state_rows) < 2:
+        state_rows.append(None)
+    return call, [list(master_params), list(grads), *state_rows, list(params)]
+
+
+def _round_into(params: list, master: list) -> None:
+    """Each 16-bit parameter set to its float32 master rounded to nearest even."""
+    for p, w in zip(params, master):
+        p[...] = w.astype(p.dtype)
+
+
 # ---- SGD ---------------------------------------------------------------------
 
 def sgd_step(params: list, grads: list, velocities: list | None, *, lr: float,
-             momentum: float = 0.0, nesterov: bool = False, weight_decay: float = 0.0) -> list:
+             momentum: float = 0.0, nesterov: bool = False, weight_decay: float = 0.0,
+             master_params: list | None = None) -> list:
     """One step of ``torch.optim.SGD`` (dampening 0), in place on ``params`` and ``velocities``.
 
     Per tensor: ``g = grad + wd·p``; with momentum ``b = momentum·b + g`` and
     ``g = g + momentum·b`` (Nesterov) or ``g = b``; then ``p -= lr·g``. Velocities start at
     zero (then the first step gives ``b = g``, as torch's first step does); they may be
     None when ``momentum == 0``. Returns ``params``.
+
+    ``master_params`` (float32 arrays like the float16/bfloat16 ``params``): the step is
+    taken on the masters in float32 (``grads`` of the params' dtype widened exactly,
+    float32 velocities) and each parameter is set to its master rounded once to 16 bits;
+    on the kernel backends one launch per 16-bit dtype does both.
     """
     op = "sgd_step"
     lr = _check_param(op, "lr", lr, 0.0)
@@ -153,14 +224,22 @@ def sgd_step(params: list, grads: list, velocities: list | None, *, lr: float,
     if velocities is None and momentum != 0:
         raise ValueError(f"{op}: momentum={momentum} needs velocities (a zero-initialized "
                          "array per parameter)")
-    call, rows = _check_lists(op, {"params": params, "grads": grads,
-                                   "velocities": velocities if momentum else None})
+    states = {"velocities": velocities if momentum else None}
+    if master_params is not None:
+        call, rows = _check_master(op, params, grads, master_params, states)
+    else:
+        call, rows = _check_lists(op, {"params": params, "grads": grads, **states})
     if call is None:
         return params
+    scalars = (lr, momentum, weight_decay, numpy.int32(bool(nesterov)))
     if call.uses_kernels:
-        _launch(call, "sgd_step", rows, (lr, momentum, weight_decay,
-                                            numpy.int32(bool(nesterov))))
+        if master_params is not None:
+            _launch(call, "sgd_step_master", rows, scalars, key=4)
+        else:
+            _launch(call, "sgd_step", rows, scalars)
         return params
+    if master_params is not None:
+        rows = [rows[0], [g.astype(F32) for g in rows[1]], rows[2]]
     scratch = _Scratch(rows)
     for i, (p, g) in enumerate(zip(rows[0], rows[1])):
         if p.size == 0:
@@ -182,6 +261,8 @@ def sgd_step(params: list, grads: list, velocities: list | None, *, lr: float,
                 g = b
         numpy.multiply(g, lr, out=t2)
         p -= t2
+    if master_params is not None:
+        _round_into(params, rows[0])
     return params
 
 
@@ -189,13 +270,18 @@ def sgd_step(params: list, grads: list, velocities: list | None, *, lr: float,
 
 def adam_step(params: list, grads: list, m: list, v: list, *, step: int, lr: float = 1e-3,
               beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
-              weight_decay: float = 0.0, decoupled: bool = False) -> list:
+              weight_decay: float = 0.0, decoupled: bool = False,
+              master_params: list | None = None) -> list:
     """One step of ``torch.optim.Adam`` (``decoupled=False``) or ``AdamW`` (``True``), in place.
 
     ``step`` is the 1-based number of this step (bias correction). Per tensor:
     AdamW ``p *= 1 - lr·wd`` / Adam ``g += wd·p``; ``m += (1-β1)(g - m)``;
     ``v = β2·v + (1-β2)·g²``; ``p -= lr/(1-β1^step) · m / (√v/√(1-β2^step) + eps)``.
     ``m`` and ``v`` start at zero. Returns ``params``.
+
+    ``master_params`` (float32 arrays like the float16/bfloat16 ``params``): as in
+    :func:`sgd_step`, the update runs on the float32 masters with float32 ``m`` and ``v``,
+    and each parameter gets its master rounded once (one launch per 16-bit dtype).
     """
     op = "adam_step"
     if isinstance(step, bool) or not isinstance(step, (int, numpy.integer)) or step < 1:
@@ -206,16 +292,24 @@ def adam_step(params: list, grads: list, m: list, v: list, *, step: int, lr: flo
     beta2 = _check_param(op, "beta2", beta2, 0.0, 1.0, high_open=True)
     eps = _check_param(op, "eps", eps, 0.0)
     weight_decay = _check_param(op, "weight_decay", weight_decay, 0.0)
-    call, rows = _check_lists(op, {"params": params, "grads": grads, "m": m, "v": v})
+    if master_params is not None:
+        call, rows = _check_master(op, params, grads, master_params, {"m": m, "v": v})
+    else:
+        call, rows = _check_lists(op, {"params": params, "grads": grads, "m": m, "v": v})
     if call is None:
         return params
     step_size = lr / (1.0 - beta1 ** int(step))
     bc2_sqrt = math.sqrt(1.0 - beta2 ** int(step))
     if call.uses_kernels:
-        _launch(call, "adam_step", rows, (beta2, 1.0 - beta1, 1.0 - beta2, eps, weight_decay,
-                                             1.0 - lr * weight_decay, step_size, bc2_sqrt,
-                                             numpy.int32(bool(decoupled))))
+        scalars = (beta2, 1.0 - beta1, 1.0 - beta2, eps, weight_decay, 1.0 - lr * weight_decay,
+                   step_size, bc2_sqrt, numpy.int32(bool(decoupled)))
+        if master_params is not None:
+            _launch(call, "adam_step_master", rows, scalars, key=4)
+        else:
+            _launch(call, "adam_step", rows, scalars)
         return params
+    if master_params is not None:
+        rows = [rows[0], [g.astype(F32) for g in rows[1]], rows[2], rows[3]]
     scratch = _Scratch(rows)
     for p, g, mi, vi in zip(*rows):
         if p.size == 0:
@@ -241,7 +335,68 @@ def adam_step(params: list, grads: list, m: list, v: list, *, step: int, lr: flo
         numpy.divide(mi, t2, out=t2)
         t2 *= step_size
         p -= t2
+    if master_params is not None:
+        _round_into(params, rows[0])
     return params
+
+
+# ---- loss scaling --------------------------------------------------------------------
+
+def unscale_grads(grads: Any, inv_scale: float) -> Array:
+    """``g *= inv_scale`` in place for every gradient (``GradScaler.unscale_``), and whether
+    any value was inf or NaN before: a float32 array ``[1.0]`` or ``[0.0]`` on the
+    gradients' backend (torch's ``found_inf``; reading it waits for the device).
+
+    Each value is multiplied in the accumulation type (float32 for 16-bit, float64 for
+    float64) and rounded once; non-finite values are multiplied too (as torch does). Kernel
+    backends: per dtype one fused launch of ``grad_unscale`` over the chunk table writes
+    each chunk's flag (a block-wide OR), then one block ORs the flags in a fixed order into
+    the result (``grad_found_inf``): no atomics, no host wait.
+    """
+    op = "unscale_grads"
+    if hasattr(grads, "shape") and hasattr(grads, "dtype"):
+        grads = [grads]
+    if not isinstance(grads, (list, tuple)):
+        raise TypeError(f"{op}: grads must be a list of arrays, got {type(grads).__name__}")
+    if not grads:
+        raise ValueError(f"{op}: grads is empty; expected at least one gradient array")
+    if isinstance(inv_scale, bool) or not isinstance(inv_scale, (int, float, numpy.floating)) \
+            or not (math.isfinite(inv_scale) and inv_scale > 0):
+        raise ValueError(f"{op}: inv_scale={inv_scale!r} must be a finite number > 0")
+    call = Signature(op, FAMILY, [f"grads[{i}]" for i in range(len(grads))],
+                     dtypes=_ANY_FLOAT,
+                     kernel_dtypes=FLOAT_DTYPES + KERNEL_SIXTEEN_BIT).bind(*grads)
+    grads = list(grads)
+    xp = call.xp
+    if call.uses_kernels:
+        tables = list(_chunk_tables(call, op, [grads]))
+        n_chunks = sum(t[3] for t in tables)
+        flags = xp.zeros(max(n_chunks, 1), dtype=numpy.int32)
+        offset = 0
+        for dtype, table, n_tensors, chunks in tables:
+            grid = (max(1, min(chunks, call.max_blocks)),)
+            call.launch("grad_unscale", grid, (BLOCK,),
+                        (table, numpy.int64(n_tensors), numpy.int64(chunks), numpy.int64(CHUNK),
+                         scalar(dtype, float(inv_scale)), flags[offset:offset + chunks]),
+                        dtype=dtype)
+            offset += chunks
+        found = xp.empty(1, dtype=numpy.float32)
+        call.launch("grad_found_inf", (1,), (BLOCK,), (flags, numpy.int64(n_chunks), found),
+                    dtype=numpy.float32)
+        return found
+    found_inf = False
+    with numpy.errstate(invalid="ignore", over="ignore"):
+        for g in grads:
+            if g.size == 0:
+                continue
+            acc = numpy.float64 if g.dtype == numpy.float64 else numpy.float32
+            wide = g if g.dtype == acc else g.astype(acc)
+            found_inf = found_inf or not bool(numpy.isfinite(wide).all())
+            if g.dtype == acc:
+                g *= acc(inv_scale)
+            else:
+                g[...] = (wide * acc(inv_scale)).astype(g.dtype)
+    return numpy.array([1.0 if found_inf else 0.0], dtype=numpy.float32)
 
 
 # ---- gradient clipping -------------------------------------------------------------

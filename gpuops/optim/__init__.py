@@ -9,6 +9,16 @@ hyperparameters (the constructor's arguments fill in those a group leaves out). 
 in ``optimizer.param_groups``, a list of such dicts, which may be edited between steps
 (e.g. by a learning-rate scheduler); ``optimizer.lr`` (and the other hyperparameter
 attributes) read the first group and set every group.
+
+Float32 master weights: for a float16 or bfloat16 parameter the optimizer keeps a float32
+copy (made from the parameter at its first step, or loaded with the state dict, key
+``master.<i>``) and float32 state; each step updates the master from the 16-bit gradient
+(widened exactly) and rounds it once into the parameter, in one fused launch per 16-bit
+dtype (``master_params=`` of :func:`gpuops.sgd_step` / :func:`gpuops.adam_step`). Updates
+smaller than half a 16-bit unit so accumulate in the master instead of being rounded away.
+The master is the truth: writing into such a parameter's data by hand between steps is
+overwritten by the next step (load a model before building its optimizer, or load the
+optimizer's state dict too).
 """
 from __future__ import annotations
 
@@ -19,7 +29,7 @@ import numpy
 
 from ..autograd import Tensor
 from ..backend import get_array_module, to_cpu
-from ..ops.optim import adam_step, clip_grad_norm, sgd_step
+from ..ops.optim import SIXTEEN_BIT, adam_step, clip_grad_norm, sgd_step
 
 __all__ = ["sgd_step", "adam_step", "clip_grad_norm", "Optimizer", "SGD", "Adam", "AdamW", "lr_scheduler"]
 
@@ -116,6 +126,7 @@ class Optimizer:
                 full[key] = self._check_hyper(where, key, group.get(key, default))
             self.param_groups.append(full)
             self.params.extend(unique)
+        self._masters: dict[int, Array] = {}
 
     # ---- hyperparameters -----------------------------------------------------------------
 
@@ -164,6 +175,34 @@ class Optimizer:
     def _with_grads(self, index: list[int]) -> list[int]:
         return [i for i in index if self.params[i].grad is not None]
 
+    # ---- float32 master weights of 16-bit parameters -------------------------------------
+
+    def _is_16bit(self, i: int) -> bool:
+        return self.params[i].dtype in SIXTEEN_BIT
+
+    def _state_zeros(self, p: Any) -> Array:
+        """A zero state array for parameter ``p``: float32 for a 16-bit parameter."""
+        dtype = numpy.float32 if p.dtype in SIXTEEN_BIT else p.dtype
+        return p.xp.zeros(p.shape, dtype=dtype)
+
+    def _master(self, i: int) -> Array:
+        """The float32 master of 16-bit parameter ``i`` (made from its data on first use)."""
+        master = self._masters.get(i)
+        if master is None:
+            master = self._masters[i] = self.params[i].data.astype(numpy.float32)
+        return master
+
+    def _batches(self, index: list[int]) -> list[tuple[list[int], list | None]]:
+        """The parameters of ``index`` as (positions, masters) per launch: the float32/64
+        ones together (masters None), the 16-bit ones per dtype with their masters."""
+        plain = [i for i in index if not self._is_16bit(i)]
+        out: list[tuple[list[int], list | None]] = [(plain, None)] if plain else []
+        for dtype in SIXTEEN_BIT:
+            half = [i for i in index if self.params[i].dtype == dtype]
+            if half:
+                out.append((half, [self._master(i) for i in half]))
+        return out
+
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Drop the gradients (the next backward stores fresh ones), or zero them in place."""
         for p in self.params:
@@ -183,6 +222,11 @@ class Optimizer:
     def _state_lists(self) -> dict[str, list]:
         return {name: getattr(self, name) for name in self.state_names}
 
+    def _master_state(self) -> dict[str, Array]:
+        """``master.<i>`` for each 16-bit parameter i."""
+        return {f"master.{i}": self._master(i) for i in range(len(self.params))
+                if self._is_16bit(i)}
+
     def _extra_state(self) -> dict[str, Any]:
         return {}
 
@@ -199,6 +243,8 @@ class Optimizer:
         for name, arrays in self._state_lists().items():
             for i, a in enumerate(arrays):
                 out[f"{name}.{i}"] = to_cpu(a).copy()
+        for key, a in self._master_state().items():
+            out[key] = to_cpu(a).copy()
         return out
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -252,6 +298,13 @@ class Optimizer:
                 if not numpy.issubdtype(value.dtype, numpy.number):
                     raise ValueError(f"{where}: {key} has dtype {value.dtype}; expected numbers")
                 arrays[name].append(value)
+        masters = {}
+        for key, a in self._master_state().items():
+            value = numpy.asarray(state[key])
+            if value.shape != tuple(a.shape) or not numpy.issubdtype(value.dtype, numpy.floating):
+                raise ValueError(f"{where}: {key} has shape {value.shape} and dtype "
+                                 f"{value.dtype}; expected {tuple(a.shape)} float32")
+            masters[int(key.split(".")[1])] = value
         extra = self._check_extra_state(where, state)
         # commit
         for group, values in zip(self.param_groups, hypers):
@@ -259,6 +312,9 @@ class Optimizer:
         for name, current in self._state_lists().items():
             for a, value in zip(current, arrays[name]):
                 a[...] = _to_like(value, a)
+        for i, value in masters.items():
+            self._masters[i][...] = _to_like(value, self._masters[i])
+            self.params[i].data[...] = self._masters[i].astype(self.params[i].dtype)
         self._load_extra_state(extra)
 
     def _expected_keys(self, legacy: bool) -> list[str]:
@@ -269,6 +325,7 @@ class Optimizer:
         keys += list(self._extra_state())
         for name, arrays in self._state_lists().items():
             keys += [f"{name}.{i}" for i in range(len(arrays))]
+        keys += list(self._master_state())
         return keys
 
     def _check_extra_state(self, where: str, state: dict[str, Any]) -> Any:
@@ -309,7 +366,7 @@ class SGD(Optimizer):
             self._check_group(where, group)
         self.velocities: list = []
         if any(group["momentum"] for group in self.param_groups):
-            self.velocities = [p.xp.zeros_like(p.data) for p in self.params]
+            self.velocities = [self._state_zeros(p) for p in self.params]
 
     def _check_group(self, where: str, values: dict[str, Any]) -> None:
         if values["nesterov"] and values["momentum"] == 0:
@@ -319,15 +376,14 @@ class SGD(Optimizer):
     def step(self) -> None:
         checked = self._checked_groups()
         if any(values["momentum"] for values in checked) and not self.velocities:
-            self.velocities = [p.xp.zeros_like(p.data) for p in self.params]
+            self.velocities = [self._state_zeros(p) for p in self.params]
         for values, index in zip(checked, self._group_indices()):
-            idx = self._with_grads(index)
-            if not idx:
-                continue
-            sgd_step([self.params[i].data for i in idx], [self.params[i].grad for i in idx],
-                     [self.velocities[i] for i in idx] if values["momentum"] else None,
-                     lr=values["lr"], momentum=values["momentum"],
-                     nesterov=values["nesterov"], weight_decay=values["weight_decay"])
+            for idx, masters in self._batches(self._with_grads(index)):
+                sgd_step([self.params[i].data for i in idx], [self.params[i].grad for i in idx],
+                         [self.velocities[i] for i in idx] if values["momentum"] else None,
+                         lr=values["lr"], momentum=values["momentum"],
+                         nesterov=values["nesterov"], weight_decay=values["weight_decay"],
+                         master_params=masters)
 
     state_names = ("velocities",)
 
@@ -345,8 +401,8 @@ class Adam(Optimizer):
     def __init__(self, params: Iterable, lr: float = 1e-3, betas: tuple = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 0.0) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
-        self.m = [p.xp.zeros_like(p.data) for p in self.params]
-        self.v = [p.xp.zeros_like(p.data) for p in self.params]
+        self.m = [self._state_zeros(p) for p in self.params]
+        self.v = [self._state_zeros(p) for p in self.params]
         # One step counter per parameter, like torch (a parameter without a gradient
         # is skipped and does not advance).
         self.steps = [0] * len(self.params)
@@ -358,15 +414,17 @@ class Adam(Optimizer):
             batches: dict[int, list[int]] = {}
             for i in self._with_grads(index):
                 batches.setdefault(self.steps[i] + 1, []).append(i)
-            for step, batch in batches.items():
-                adam_step([self.params[i].data for i in batch],
-                          [self.params[i].grad for i in batch],
-                          [self.m[i] for i in batch], [self.v[i] for i in batch], step=step,
-                          lr=values["lr"], beta1=values["betas"][0], beta2=values["betas"][1],
-                          eps=values["eps"], weight_decay=values["weight_decay"],
-                          decoupled=self.decoupled)
-                for i in batch:  # counted once the update is done
-                    self.steps[i] = step
+            for step, same_step in batches.items():
+                for batch, masters in self._batches(same_step):
+                    adam_step([self.params[i].data for i in batch],
+                              [self.params[i].grad for i in batch],
+                              [self.m[i] for i in batch], [self.v[i] for i in batch], step=step,
+                              lr=values["lr"], beta1=values["betas"][0],
+                              beta2=values["betas"][1], eps=values["eps"],
+                              weight_decay=values["weight_decay"], decoupled=self.decoupled,
+                              master_params=masters)
+                    for i in batch:  # counted once the update is done
+                        self.steps[i] = step
 
     def _extra_state(self) -> dict[str, Any]:
         return {"steps": numpy.array(self.steps, dtype=numpy.int64)}

@@ -154,7 +154,8 @@ def test_many_tensors_and_chunks_numpy():
 
 
 def test_pointer_table_layout():
-    """The table the kernels read: pointers, sizes, then (tensor, start) per chunk."""
+    """The table the kernels read: five rows of pointers (params, grads, two states, the
+    16-bit copy), sizes, then (tensor, start) per chunk."""
     calls = []
 
     class Recorder:
@@ -175,8 +176,10 @@ def test_pointer_table_layout():
     assert (int(n_tensors), int(n_chunks), int(chunk_arg)) == (2, 3, chunk)
     assert list(table[:2]) == [p.ctypes.data for p in params]
     assert list(table[2:4]) == [g.ctypes.data for g in grads]
-    assert list(table[8:10]) == [chunk + 1, 5]
-    assert list(table[10:13]) == [0, 0, 1] and list(table[13:16]) == [0, chunk, 0]
+    assert list(table[4:10]) == [0] * 6  # no velocities, second state or 16-bit copy
+    assert list(table[10:12]) == [chunk + 1, 5]
+    assert list(table[12:15]) == [0, 0, 1] and list(table[15:18]) == [0, chunk, 0]
+    assert len(table) == 18
     assert args[4].dtype == numpy.float32 and args[-1].dtype == numpy.int32
 
 
