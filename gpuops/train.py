@@ -41,6 +41,7 @@ from .datasets import (DataError, Dataset, TextCorpus, load_digits, load_mnist,
 from .gpt import GPT
 from .optim import SGD, Adam, AdamW, Optimizer
 from .optim.lr_scheduler import WarmupCosineLR
+from .amp import GradScaler, autocast, bfloat16
 
 __all__ = ["TrainError", "add_arguments", "build_model", "run", "main"]
 
@@ -48,6 +49,8 @@ COMMAND = "python -m gpuops train"
 CHECKPOINT = "checkpoint.npz"
 # The settings a resumed run may change; it must share every other one with the checkpoint.
 LENGTH_KEYS = ("epochs", "steps", "lr")
+# --dtype: the autocast dtype of the mixed-precision runs (None: float32 throughout).
+DTYPES = {"float32": None, "bfloat16": bfloat16, "float16": numpy.dtype(numpy.float16)}
 
 
 class TrainError(ValueError):
@@ -99,6 +102,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     gpt.add_argument("--sample", type=int, default=200,
                      help="bytes sampled after training (default 200; 0: none)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--dtype", choices=list(DTYPES), default="float32",
+                        help="float32, or mixed precision: float32 weights with the "
+                             "matrix products in bfloat16 or float16 (gpuops.autocast; "
+                             "float16 with a GradScaler)")
     parser.add_argument("--backend", choices=["auto", "numpy", "cupy"], default="auto",
                         help="auto: cupy when a GPU is usable, else numpy")
     parser.add_argument("--out", default="gpuops-train",
@@ -167,7 +174,7 @@ def _config(args: argparse.Namespace) -> dict:
               else defaults["batch_size"],
               "optimizer": optimizer,
               "lr": args.lr if args.lr is not None else DEFAULT_LR[optimizer],
-              "seed": args.seed, "limit": args.limit}
+              "seed": args.seed, "limit": args.limit, "dtype": args.dtype}
     if config["epochs"] < 1:
         raise TrainError(f"--epochs must be >= 1, got {config['epochs']}")
     _check_common(config)
@@ -189,7 +196,7 @@ def _gpt_config(args: argparse.Namespace) -> dict:
         raise TrainError("--epochs is for mlp and cnn; --model gpt trains for --steps")
     optimizer = args.optimizer or "adamw"
     config = {"data": "stdlib", "model": "gpt", "optimizer": optimizer, "seed": args.seed,
-              "limit": args.limit}
+              "limit": args.limit, "dtype": args.dtype}
     for key in ("steps", "batch_size", "lr", *GPT_OPTIONS[1:]):
         value = getattr(args, key)
         config[key] = GPT_DEFAULTS[key] if value is None else value
@@ -214,6 +221,13 @@ def _check_common(config: dict) -> None:
         raise TrainError(f"--batch-size must be >= 1, got {config['batch_size']}")
     if not config["lr"] > 0:
         raise TrainError(f"--lr must be > 0, got {config['lr']}")
+
+
+def _mixed(config: dict) -> Any:
+    """The autocast region of the run's --dtype: float32 weights, matrix products in 16 bits
+    (a disabled region for float32)."""
+    dtype = DTYPES[config["dtype"]]
+    return autocast(dtype or DTYPES["bfloat16"], enabled=dtype is not None)
 
 
 def _backend(name: str) -> str:
@@ -426,6 +440,7 @@ def _run(args: argparse.Namespace, config: dict) -> dict:
         train_x, train_y, test_x, test_y = data.train_x, data.train_y, data.test_x, data.test_y
     optimizer = _optimizer(config["optimizer"], model.parameters(), config["lr"])
     criterion = nn.CrossEntropyLoss()
+    scaler = GradScaler(enabled=config["dtype"] == "float16")  # float16's narrow range
     history: list = []
     if args.resume:
         history = _load_checkpoint(out / CHECKPOINT, model, optimizer, config)
@@ -444,18 +459,21 @@ def _run(args: argparse.Namespace, config: dict) -> dict:
             for s in range(steps):
                 idx = order[s * batch:(s + 1) * batch]
                 labels = train_y[idx]
-                logits = model(Tensor(train_x[idx]))
-                loss = criterion(logits, labels)
+                with _mixed(config):
+                    logits = model(Tensor(train_x[idx]))
+                    loss = criterion(logits, labels)
                 optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
                 loss_sum += float(loss.item()) * len(idx)
                 correct += int((logits.data.argmax(axis=1) == labels).sum())
                 seen += len(idx)
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}")
-            test_accuracy = _accuracy(model, test_x, test_y)
+            with _mixed(config):
+                test_accuracy = _accuracy(model, test_x, test_y)
             record = {"epoch": epoch, "train_loss": loss_sum / seen,
                       "train_accuracy": correct / seen, "test_accuracy": test_accuracy,
                       "seconds": round(time.perf_counter() - epoch_start, 3)}
@@ -559,6 +577,7 @@ def _run_gpt(args: argparse.Namespace, config: dict) -> dict:
     if where == "cupy":
         model.to_gpu()
     optimizer = _optimizer(config["optimizer"], _gpt_parameter_groups(model), config["lr"])
+    scaler = GradScaler(enabled=config["dtype"] == "float16")  # float16's narrow range
     history: list = []
     if args.resume:
         history = _load_checkpoint(out / CHECKPOINT, model, optimizer, config)
@@ -576,12 +595,15 @@ def _run_gpt(args: argparse.Namespace, config: dict) -> dict:
                                   numpy.random.default_rng([config["seed"], step]))
             if where == "cupy":
                 x, y = to_gpu(x), to_gpu(y)
-            loss = model.loss(x, y)
+            with _mixed(config):
+                loss = model.loss(x, y)
             optimizer.zero_grad()
-            loss.backward()
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)  # clip the true gradients
             nn.utils.clip_grad_norm_(model.parameters(), GPT_CLIP)
             lr = optimizer.lr
-            optimizer.step()
+            scaler.step(optimizer)
+            scaler.update()
             scheduler.step()
             loss_sum += float(loss.item())
             seen += 1
