@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import shutil
 import subprocess
 from pathlib import Path
@@ -323,6 +324,24 @@ def _distinct_per_group(group: numpy.ndarray, value: numpy.ndarray, ngroups: int
     return numpy.bincount(g[new], minlength=ngroups)
 
 
+def _group(columns: list[numpy.ndarray]) -> tuple[numpy.ndarray, numpy.ndarray]:
+    """Group rows by equal values in every column: (group id of each row, the first row of
+    each group). One int64 key when the columns' ranges fit in it, else a lexsort."""
+    n = columns[0].size
+    if n == 0:
+        return numpy.zeros(0, numpy.int64), numpy.zeros(0, numpy.int64)
+    spans = [int(c.max()) + 1 for c in columns]
+    if all(c.min() >= 0 for c in columns) and math.prod(spans) < 2**62:
+        key = numpy.zeros(n, numpy.int64)
+        for column, span in zip(columns, spans):
+            key = key * span + column
+        _, first_of, group = numpy.unique(key, return_index=True, return_inverse=True)
+        return group.reshape(-1), first_of
+    _, first_of, group = numpy.unique(numpy.stack(columns, 1), axis=0, return_index=True,
+                                      return_inverse=True)
+    return group.reshape(-1), first_of
+
+
 def _expand(start: numpy.ndarray, count: numpy.ndarray) -> tuple[numpy.ndarray, numpy.ndarray]:
     """(index of the record, start + k) for k in range(count) of every record."""
     owner = numpy.repeat(numpy.arange(start.size), count)
@@ -364,13 +383,11 @@ def analyse(records: numpy.ndarray, sites: dict[int, Site], *, label: str, kerne
     occurrence = numpy.empty(n, numpy.int64)
     occurrence[order] = numpy.arange(n) - group_start
     # A request: (block, warp, instruction, occurrence, space), one direction per instruction.
-    columns = numpy.stack([blk, thread // 32, pc_index, occurrence, shared.astype(numpy.int64)], 1)
-    keys, request = numpy.unique(columns, axis=0, return_inverse=True) if n \
-        else (numpy.zeros((0, 5), numpy.int64), numpy.zeros(0, numpy.int64))
-    request = request.reshape(-1)
-    nreq = keys.shape[0]
-    req_pc = keys[:, 2]
-    req_shared = keys[:, 4] != 0
+    columns = [blk, thread // 32, pc_index, occurrence, shared.astype(numpy.int64)]
+    request, first_of = _group(columns)
+    nreq = first_of.size
+    req_pc = pc_index[first_of]
+    req_shared = shared[first_of]
     req_store = numpy.zeros(nreq, bool)
     req_store[request] = store
     req_size = numpy.zeros(nreq, numpy.int64)
