@@ -24,6 +24,7 @@ import contextlib
 import json
 import math
 import shlex
+import subprocess
 import sys
 import time
 import zipfile
@@ -33,11 +34,11 @@ from typing import Any, NoReturn
 
 import numpy
 
-from . import nn
+from . import distributed, nn
 from .autograd import Tensor, no_grad
 from .backend import gpu_available, to_cpu, to_gpu
 from .datasets import (DataError, Dataset, TextCorpus, load_digits, load_mnist,
-                       load_stdlib_text, random_windows, unigram_bits)
+                       load_stdlib_text, random_windows, shard, unigram_bits)
 from .gpt import GPT
 from .optim import SGD, Adam, AdamW, Optimizer
 from .optim.lr_scheduler import WarmupCosineLR
@@ -119,6 +120,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="use only the first N training and N//4 test images, or the first "
                         "N bytes of the gpt's text (quick runs)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--nproc", type=int, default=None,
+                        help="train data-parallel in N processes started with mpiexec (the "
+                        "distributed extra; or start the command with mpiexec -n N); "
+                        "--batch-size is per process; rank 0 prints and writes")
 
     def one_line_error(message: str) -> NoReturn:
         print(f"{parser.prog}: error: {message}", file=sys.stderr)
@@ -258,6 +263,9 @@ def _progress(total: int, desc: str, quiet: bool) -> Any:
 
 
 def _accuracy(model: nn.Module, x: Any, y: Any, batch: int = 1024) -> float:
+    """The accuracy on ``x``, ``y``: each process counts its shard, the counts are summed."""
+    part = shard(len(y), distributed.rank(), distributed.world_size())
+    x, y = x[part], y[part]
     model.eval()
     correct = 0
     with no_grad():
@@ -265,11 +273,14 @@ def _accuracy(model: nn.Module, x: Any, y: Any, batch: int = 1024) -> float:
             logits = model(Tensor(x[i:i + batch])).data
             correct += int((logits.argmax(axis=1) == y[i:i + batch]).sum())
     model.train()
-    return correct / max(1, len(y))
+    correct, total = distributed.all_reduce(numpy.array([correct, len(y)], numpy.float64))
+    return correct / max(1, total)
 
 
 def _save_checkpoint(path: Path, model: nn.Module, optimizer: Optimizer, config: dict,
                      history: list) -> None:
+    if distributed.rank() != 0:  # one writer: rank 0 (the weights are the same on every rank)
+        return
     arrays = {f"model/{k}": v for k, v in model.state_dict().items()}
     arrays.update({f"optim/{k}": numpy.asarray(v) for k, v in optimizer.state_dict().items()})
     arrays["config"] = numpy.array(json.dumps(config))
@@ -404,6 +415,9 @@ def _small_matmuls(data: str) -> Any:
 def run(args: argparse.Namespace) -> dict:
     """Train as ``args`` say; return the metrics written to ``metrics.json``."""
     config = _config(args)
+    distributed.init()
+    if distributed.rank() != 0:  # one process prints: rank 0
+        args = argparse.Namespace(**{**vars(args), "quiet": True})
     with _small_matmuls(config["data"]):
         if config["model"] == "gpt":
             return _run_gpt(args, config)
@@ -427,6 +441,15 @@ def _prepare(args: argparse.Namespace, config: dict, load: Callable[[], Any]) ->
     return where, out, data
 
 
+def _data_parallel(model: nn.Module) -> Callable[[], None]:
+    """With several processes: ``model`` wrapped in DistributedDataParallel (rank 0's
+    weights; gradients averaged over the ranks during backward), whose ``finish`` (to call
+    before the optimizer step) is returned. Alone: nothing to do."""
+    if distributed.world_size() == 1:
+        return lambda: None
+    return distributed.DistributedDataParallel(model).finish
+
+
 def _run(args: argparse.Namespace, config: dict) -> dict:
     """The classifiers (mlp, cnn): epochs over the training images."""
     where, out, data = _prepare(args, config, lambda: _load(args, config))
@@ -444,9 +467,14 @@ def _run(args: argparse.Namespace, config: dict) -> dict:
     history: list = []
     if args.resume:
         history = _load_checkpoint(out / CHECKPOINT, model, optimizer, config)
+    finish = _data_parallel(model)
 
-    n, batch = len(data.train_y), config["batch_size"]
-    steps = -(-n // batch)
+    # Each step reads a global batch of world * batch images of the epoch's order, split
+    # among the ranks in equal parts (a last global batch too small to split is left out).
+    rank, world = distributed.rank(), distributed.world_size()
+    n, batch = len(data.train_y), config["batch_size"] * world
+    usable = n - n % batch % world
+    steps = -(-usable // batch)
     start = time.perf_counter()
     for epoch in range(len(history) + 1, config["epochs"] + 1):
         order = numpy.random.default_rng([config["seed"], epoch]).permutation(n)
@@ -457,13 +485,15 @@ def _run(args: argparse.Namespace, config: dict) -> dict:
             loss_sum = 0.0
             correct = seen = 0
             for s in range(steps):
-                idx = order[s * batch:(s + 1) * batch]
+                idx = order[s * batch:min((s + 1) * batch, usable)]
+                idx = idx[shard(len(idx), rank, world, drop_remainder=True)]
                 labels = train_y[idx]
                 with _mixed(config):
                     logits = model(Tensor(train_x[idx]))
                     loss = criterion(logits, labels)
                 optimizer.zero_grad()
                 scaler.scale(loss).backward()
+                finish()
                 scaler.step(optimizer)
                 scaler.update()
                 loss_sum += float(loss.item()) * len(idx)
@@ -474,6 +504,8 @@ def _run(args: argparse.Namespace, config: dict) -> dict:
                     bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}")
             with _mixed(config):
                 test_accuracy = _accuracy(model, test_x, test_y)
+            loss_sum, correct, seen = distributed.all_reduce(
+                numpy.array([loss_sum, correct, seen], numpy.float64))
             record = {"epoch": epoch, "train_loss": loss_sum / seen,
                       "train_accuracy": correct / seen, "test_accuracy": test_accuracy,
                       "seconds": round(time.perf_counter() - epoch_start, 3)}
@@ -490,11 +522,12 @@ def _run(args: argparse.Namespace, config: dict) -> dict:
 
     final: float | None = history[-1]["test_accuracy"] if history else None
     seconds = round(time.perf_counter() - start, 3)
-    metrics = {"config": config, "backend": where, "train_images": n,
+    metrics = {"config": config, "backend": where, "processes": world, "train_images": n,
                "test_images": len(data.test_y), "seconds": seconds,
                "final_test_accuracy": final, "history": history}
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    plotted = history and _plot(
+    if rank == 0:
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    plotted = rank == 0 and history and _plot(
         out / "training.png", f"{config['model']} on {config['data']} ({where})",
         [h["epoch"] for h in history], "epoch",
         [("training loss", "training loss", {"train": [h["train_loss"] for h in history]}),
@@ -550,14 +583,18 @@ def _tiling(text: numpy.ndarray, block: int) -> numpy.ndarray:
 
 
 def _evaluate(model: GPT, x: Any, y: Any, batch: int) -> float:
-    """The mean loss (nats per byte) over the windows ``x`` → ``y``, in evaluation mode."""
+    """The mean loss (nats per byte) over the windows ``x`` → ``y``, in evaluation mode
+    (each process evaluates its shard of the windows; the sums are added up)."""
+    part = shard(len(x), distributed.rank(), distributed.world_size())
+    x, y = x[part], y[part]
     model.eval()
     total = 0.0
     with no_grad():
         for i in range(0, len(x), batch):
             total += float(model.loss(x[i:i + batch], y[i:i + batch]).item()) * len(x[i:i + batch])
     model.train()
-    return total / len(x)
+    total, count = distributed.all_reduce(numpy.array([total, len(x)], numpy.float64))
+    return total / count
 
 
 def _sample(model: GPT, corpus: TextCorpus, n: int, seed: int) -> str:
@@ -581,6 +618,8 @@ def _run_gpt(args: argparse.Namespace, config: dict) -> dict:
     history: list = []
     if args.resume:
         history = _load_checkpoint(out / CHECKPOINT, model, optimizer, config)
+    finish = _data_parallel(model)
+    rank, world = distributed.rank(), distributed.world_size()
     scheduler = _warmup_cosine(optimizer, config["steps"])
     done = history[-1]["step"] if history else 0
     for _ in range(done):  # the schedule is a function of the step: replay it
@@ -591,14 +630,18 @@ def _run_gpt(args: argparse.Namespace, config: dict) -> dict:
     loss_sum, seen, interval_start = 0.0, 0, time.perf_counter()
     with _progress(config["steps"] - done, "gpt", args.quiet) as bar:
         for step in range(done + 1, config["steps"] + 1):
-            x, y = random_windows(corpus.train, batch, block,
+            # the windows of one process with batch world * batch, split among the ranks
+            x, y = random_windows(corpus.train, world * batch, block,
                                   numpy.random.default_rng([config["seed"], step]))
+            part = shard(world * batch, rank, world, drop_remainder=True)
+            x, y = x[part], y[part]
             if where == "cupy":
                 x, y = to_gpu(x), to_gpu(y)
             with _mixed(config):
                 loss = model.loss(x, y)
             optimizer.zero_grad()
             scaler.scale(loss).backward()
+            finish()
             scaler.unscale_(optimizer)  # clip the true gradients
             nn.utils.clip_grad_norm_(model.parameters(), GPT_CLIP)
             lr = optimizer.lr
@@ -612,6 +655,7 @@ def _run_gpt(args: argparse.Namespace, config: dict) -> dict:
                 bar.set_postfix(bpb=f"{_bits(loss_sum / seen):.3f}")
             if step % config["eval_interval"] and step != config["steps"]:
                 continue
+            loss_sum = float(distributed.all_reduce(numpy.array([loss_sum]), "mean")[0])
             record = {"step": step, "train_bpb": _bits(loss_sum / seen),
                       "val_bpb": _bits(_evaluate(model, val_x, val_y, batch)), "lr": lr,
                       "seconds": round(time.perf_counter() - interval_start, 3)}
@@ -632,16 +676,19 @@ def _run_gpt(args: argparse.Namespace, config: dict) -> dict:
     tiles = _tiling(corpus.val, block)
     full_x, full_y = _windows(corpus.val, block, tiles, where)
     final_val = _bits(_evaluate(model, full_x, full_y, batch))
-    sample = _sample(model, corpus, args.sample, config["seed"]) if args.sample else ""
-    metrics = {"config": config, "backend": where, "train_bytes": len(corpus.train),
+    sample = _sample(model, corpus, args.sample, config["seed"]) if args.sample and rank == 0 \
+        else ""
+    metrics = {"config": config, "backend": where, "processes": world,
+               "train_bytes": len(corpus.train),
                "val_bytes": len(corpus.val), "val_windows": len(val_x),
                "parameters": sum(p.size for p in model.parameters()), "seconds": seconds,
                "unigram_bpb": baseline, "final_train_bpb": last.get("train_bpb"),
                "final_val_bpb": final_val, "final_val_bytes": len(tiles) * block,
                "sample": sample, "history": history}
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    if rank == 0:
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     steps = [h["step"] for h in history]
-    plotted = history and _plot(
+    plotted = rank == 0 and history and _plot(
         out / "training.png", f"gpt on {config['data']} ({where})", steps, "step",
         [("loss", "bits per byte", {"train": [h["train_bpb"] for h in history],
                                     "validation": [h["val_bpb"] for h in history],
@@ -664,18 +711,49 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
-def _resume_command(args: argparse.Namespace) -> str:
-    """The command line that resumes the run of ``args``: its options that differ from
-    the defaults, and --resume."""
+def _options(args: argparse.Namespace, leave_out: tuple) -> list[str]:
+    """The options of ``args`` that differ from the defaults, but those in ``leave_out``."""
     parser = argparse.ArgumentParser()
     add_arguments(parser)
     defaults = vars(parser.parse_args([]))
     options = []
     for key, value in vars(args).items():
-        if key in defaults and key != "resume" and value != defaults[key]:
+        if key in defaults and key not in leave_out and value != defaults[key]:
             option = "--" + key.replace("_", "-")
             options += [option] if isinstance(value, bool) else [option, str(value)]
-    return shlex.join([*COMMAND.split(), *options, "--resume"])
+    return options
+
+
+def _resume_command(args: argparse.Namespace) -> str:
+    """The command line that resumes the run of ``args``: its options that differ from
+    the defaults, and --resume."""
+    return shlex.join([*COMMAND.split(), *_options(args, ("resume",)), "--resume"])
+
+
+def _launch(args: argparse.Namespace) -> int | None:
+    """``--nproc N`` outside a job: this command again under ``mpiexec -n N`` (its exit
+    status). None when this process trains (alone, or in a job of N processes)."""
+    launched = distributed._launcher_size()
+    if args.nproc is not None and args.nproc < 1:
+        raise TrainError(f"--nproc must be >= 1, got {args.nproc}")
+    if launched is not None:
+        if args.nproc not in (None, launched):
+            raise TrainError(f"--nproc {args.nproc}, but mpiexec started {launched} processes")
+        return None
+    if args.nproc in (None, 1):
+        return None
+    _config(args)  # a bad option is reported once, before any process starts
+    try:
+        command = distributed.mpiexec_command(args.nproc)
+    except RuntimeError as e:
+        raise TrainError(f"--nproc {args.nproc}: {e}") from None
+    command += [sys.executable, "-m", "gpuops", "train", *_options(args, ("nproc",))]
+    process = subprocess.Popen(command)
+    try:
+        return process.wait()
+    except KeyboardInterrupt:  # mpiexec passes Ctrl-C on to the processes; rank 0 reports
+        process.wait()
+        return 130
 
 
 def _interrupted(args: argparse.Namespace) -> str:
@@ -699,11 +777,16 @@ def main(args: argparse.Namespace) -> int:
     """The ``train`` subcommand: one-line errors for bad options and data, exit status 1;
     Ctrl-C prints how to resume and exits with status 130, as for SIGINT."""
     try:
+        status = _launch(args)
+        if status is not None:
+            return status
         run(args)
     except (TrainError, DataError) as e:
-        print(f"{COMMAND}: error: {e}", file=sys.stderr)
+        if distributed._launcher_size() is None or distributed.rank() == 0:
+            print(f"{COMMAND}: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(_interrupted(args), file=sys.stderr)
+        if distributed.rank() == 0:
+            print(_interrupted(args), file=sys.stderr)
         return 130
     return 0
