@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import shutil
 import signal
@@ -211,6 +212,54 @@ def test_a_killed_rank_ends_the_job(tmp_path):
                               timeout=60)
     assert result.returncode != 0, result.stdout + result.stderr
     assert seconds < 40
+
+
+def _train_command(tmp_path: Path, *options: str, launcher: list | None = None,
+                   out: str = "out") -> tuple:
+    command = [*(launcher or []), sys.executable, "-m", "gpuops", "train", "--out",
+               str(tmp_path / out), *options]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=180, cwd=tmp_path,
+                            env={**os.environ, "PYTHONPATH": str(ROOT),
+                                 "GPUOPS_DIST_TIMEOUT": "60"})
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result, json.loads((tmp_path / out / "metrics.json").read_text())
+
+
+def test_train_nproc_2_then_resume_alone(tmp_path):
+    """--nproc 2 runs mpiexec; rank 0 alone prints and writes; it trains as one process
+    with twice the batch (float32: to rounding); one process resumes it."""
+    _mpiexec()
+    result, metrics = _train_command(tmp_path, "--nproc", "2", "--epochs", "1", "--limit", "300")
+    assert metrics["processes"] == 2 and len(metrics["history"]) == 1
+    assert result.stdout.count("test accuracy") == 1, result.stdout
+    _, alone = _train_command(tmp_path, "--batch-size", "64", "--epochs", "1", "--limit", "300",
+                              out="alone")
+    for key in ("train_loss", "train_accuracy", "test_accuracy"):
+        assert metrics["history"][0][key] == pytest.approx(alone["history"][0][key], rel=1e-4)
+    result, metrics = _train_command(tmp_path, "--epochs", "2", "--limit", "300", "--resume")
+    assert metrics["processes"] == 1 and [h["epoch"] for h in metrics["history"]] == [1, 2]
+
+
+def test_train_gpt_under_mpiexec_then_resume_on_two(tmp_path):
+    _mpiexec()
+    gpt = ["--model", "gpt", "--limit", "2000", "--block-size", "8", "--n-layer", "1",
+           "--n-head", "2", "--n-embd", "8", "--eval-interval", "2", "--sample", "0",
+           "--batch-size", "4"]
+    _, metrics = _train_command(tmp_path, *gpt, "--steps", "2",
+                                launcher=distributed.mpiexec_command(2))
+    assert metrics["processes"] == 2 and [h["step"] for h in metrics["history"]] == [2]
+    _, metrics = _train_command(tmp_path, *gpt, "--steps", "4", "--resume", "--nproc", "2")
+    assert [h["step"] for h in metrics["history"]] == [2, 4]
+    assert all(math.isfinite(h["val_bpb"]) for h in metrics["history"])
+
+
+def test_train_nproc_that_is_not_the_job_size(tmp_path):
+    _mpiexec()
+    result = subprocess.run(distributed.mpiexec_command(2) + [
+        sys.executable, "-m", "gpuops", "train", "--nproc", "3", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert result.returncode != 0
+    assert result.stderr.count("--nproc 3, but mpiexec started 2 processes") == 1, result.stderr
 
 
 # ---- one process -------------------------------------------------------------------
