@@ -7,8 +7,8 @@ one is a world of one and needs neither MPI nor mpi4py. With a usable GPU, rank 
 ``local rank mod device count``.
 
 ``all_reduce(x, op)`` (``"sum"`` or ``"mean"``) and ``broadcast(x, root)`` work in place
-on NumPy arrays through MPI (``Iallreduce``/``Ibcast``; float16, which MPI has no type for,
-is summed in float32 and rounded once) and on CuPy arrays through NCCL on the current
+on NumPy arrays through MPI (``Iallreduce``/``Ibcast``; float16 and bfloat16, which MPI has
+no type for, are summed in float32 and rounded once) and on CuPy arrays through NCCL on the current
 stream (the NCCL unique id made by rank 0 and broadcast over MPI). ``barrier()``.
 
 Timeout: every wait for other ranks polls a non-blocking request (or, on the GPU, a CUDA
@@ -173,8 +173,14 @@ def _wait_requests(where: str, requests: list) -> None:
         _wait(where, lambda: _world.mpi.Request.Testall(requests))
 
 
-# MPI has no float16: those arrays are summed in float32.
-_MPI_SUM_DTYPE = {numpy.dtype(numpy.float16): numpy.dtype(numpy.float32)}
+def _is_float(dtype: numpy.dtype) -> bool:
+    return dtype.kind == "f" or dtype.name == "bfloat16"  # ml_dtypes' bfloat16 is kind V
+
+
+def _mpi_sum_dtype(dtype: numpy.dtype) -> numpy.dtype:
+    """The dtype MPI sums ``dtype`` in: MPI has no 16-bit floats (float16, bfloat16), those
+    are summed in float32 and rounded once."""
+    return numpy.dtype(numpy.float32) if _is_float(dtype) and dtype.itemsize == 2 else dtype
 
 
 def _check_array(where: str, x: Any) -> None:
@@ -186,10 +192,10 @@ def _check_array(where: str, x: Any) -> None:
 def _check_op(op: Any, x: Any) -> None:
     if op not in ("sum", "mean"):
         raise ValueError(f"distributed.all_reduce: op must be 'sum' or 'mean', got {op!r}")
-    if x.dtype.kind not in "fiu":
+    if not (_is_float(x.dtype) or x.dtype.kind in "iu"):
         raise TypeError(f"distributed.all_reduce: x must be a float or integer array, "
                         f"got dtype {x.dtype}")
-    if op == "mean" and x.dtype.kind != "f":
+    if op == "mean" and not _is_float(x.dtype):
         raise TypeError(f"distributed.all_reduce: op='mean' needs a float array, "
                         f"got dtype {x.dtype}")
 
@@ -206,7 +212,7 @@ def all_reduce(x: Any, op: str = "sum") -> Any:
         contiguous = x if x.flags.c_contiguous else x.copy()
         _nccl_all_reduce(contiguous, _cupy().cuda.get_current_stream())
     else:
-        work = numpy.ascontiguousarray(x, dtype=_MPI_SUM_DTYPE.get(x.dtype, x.dtype))
+        work = numpy.ascontiguousarray(x, dtype=_mpi_sum_dtype(x.dtype))
         _wait_requests("all_reduce", [_world.comm.Iallreduce(
             _world.mpi.IN_PLACE, work, op=_world.mpi.SUM)])
         contiguous = work
@@ -284,12 +290,15 @@ def _nccl() -> tuple[Any, Any]:
 
 
 def _nccl_dtype(nccl: Any, dtype: numpy.dtype) -> int:
-    names = {"float16": "NCCL_FLOAT16", "float32": "NCCL_FLOAT32", "float64": "NCCL_FLOAT64",
+    names = {"float16": "NCCL_FLOAT16", "bfloat16": "NCCL_BFLOAT16",
+             "float32": "NCCL_FLOAT32", "float64": "NCCL_FLOAT64",
              "int32": "NCCL_INT32", "int64": "NCCL_INT64", "uint8": "NCCL_UINT8",
              "int8": "NCCL_INT8", "uint32": "NCCL_UINT32", "uint64": "NCCL_UINT64"}
-    if dtype.name not in names:
-        raise TypeError(f"distributed.all_reduce: NCCL has no type for dtype {dtype}")
-    return getattr(nccl, names[dtype.name])
+    code = getattr(nccl, names.get(dtype.name, ""), None)
+    if code is None:
+        raise TypeError(f"distributed.all_reduce: NCCL (as CuPy exposes it) has no type for "
+                        f"dtype {dtype}")
+    return code
 
 
 def _nccl_all_reduce(x: Any, stream: Any) -> None:
@@ -404,7 +413,7 @@ class DistributedDataParallel(nn.Module):
                  for p in bucket.params]
         bucket.launched_at = time.perf_counter()
         if xp is numpy:
-            dtype = _MPI_SUM_DTYPE.get(bucket.params[0].dtype, bucket.params[0].dtype)
+            dtype = _mpi_sum_dtype(bucket.params[0].dtype)
             bucket.flat = numpy.concatenate([g.reshape(-1) for g in grads], dtype=dtype)
             bucket.request = _world.comm.Iallreduce(_world.mpi.IN_PLACE, bucket.flat,
                                                     op=_world.mpi.SUM)

@@ -29,8 +29,17 @@ from gpuops.optim import SGD, AdamW
 
 ROOT = Path(__file__).resolve().parents[2]
 F64 = numpy.float64
+
+
+def _bfloat16() -> tuple:
+    try:
+        return (numpy.dtype("bfloat16"),)  # with ml_dtypes installed
+    except TypeError:
+        return ()
+
+
 DTYPES = (numpy.float16, numpy.float32, numpy.float64, numpy.longdouble, numpy.int32,
-          numpy.int64, numpy.uint8)
+          numpy.int64, numpy.uint8) + _bfloat16()
 SIZES = (1, 7, 1001)
 
 
@@ -102,7 +111,7 @@ def job_collectives() -> None:
             assert distributed.all_reduce(x) is x
             expected = (base.astype(F64) * world + sum(range(world))).astype(dtype)
             assert x.dtype == dtype and numpy.array_equal(x, expected), (dtype, n, x[:5])
-            if numpy.dtype(dtype).kind == "f":
+            if distributed._is_float(numpy.dtype(dtype)):
                 x = base + numpy.asarray(rank, dtype)
                 distributed.all_reduce(x, op="mean")
                 mean = (base.astype(F64) + (world - 1) / 2).astype(dtype)
