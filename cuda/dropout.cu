@@ -10,16 +10,36 @@
 #include "gpuops.cuh"
 #include "philox.cuh"
 
+// Four elements of one group as one aligned vector (a 128-bit access for float).
+template <typename T>
+struct alignas(4 * sizeof(T)) Quad {
+    T v[4];
+};
+
+// Thread j handles group j: when x and y start on a Quad boundary (any array; a view may
+// start mid-vector), its four elements move as one vector load and one vector store, so
+// a warp's accesses are contiguous (coalesced); else, and for a last partial group, one
+// element at a time.
 #define DROPOUT(T, SFX)                                                                    \
     extern "C" __global__ void dropout_##SFX(const T* __restrict__ x, T* __restrict__ y,  \
                                              long long n, long long key0, long long key1,  \
                                              long long threshold, T scale) {               \
         const long long groups = (n + 3) / 4;                                              \
         const unsigned long long limit = (unsigned long long)threshold;                    \
+        const bool vectors = ((unsigned long long)x | (unsigned long long)y)               \
+                             % sizeof(Quad<T>) == 0;                                       \
         GRID_STRIDE_LOOP(j, groups) {                                                      \
             unsigned int w0 = (unsigned int)j, w1 = (unsigned int)(j >> 32), w2 = 0u, w3 = 0u; \
             philox4x32_10(w0, w1, w2, w3, (unsigned int)key0, (unsigned int)key1);         \
             const unsigned int words[4] = {w0, w1, w2, w3};                                \
+            if (vectors && 4 * j + 4 <= n) {                                               \
+                const Quad<T> in = reinterpret_cast<const Quad<T>*>(x)[j];                 \
+                Quad<T> out;                                                               \
+                _Pragma("unroll") for (int q = 0; q < 4; ++q)                              \
+                    out.v[q] = words[q] >= limit ? in.v[q] * scale : T(0);                 \
+                reinterpret_cast<Quad<T>*>(y)[j] = out;                                    \
+                continue;                                                                  \
+            }                                                                              \
             _Pragma("unroll") for (int q = 0; q < 4; ++q) {                                \
                 const long long i = 4 * j + q;                                             \
                 if (i < n) y[i] = words[q] >= limit ? x[i] * scale : T(0);                 \
