@@ -408,11 +408,10 @@ class DistributedDataParallel(nn.Module):
 
     def _start(self, index: int) -> None:
         bucket = self._buckets[index]
-        xp = bucket.params[0].xp
-        grads = [p.grad if p.grad is not None else xp.zeros_like(p.data)
+        grads = [p.grad if p.grad is not None else p.xp.zeros_like(p.data)
                  for p in bucket.params]
         bucket.launched_at = time.perf_counter()
-        if xp is numpy:
+        if not backend.is_cupy_array(bucket.params[0].data):
             dtype = _mpi_sum_dtype(bucket.params[0].dtype)
             bucket.flat = numpy.concatenate([g.reshape(-1) for g in grads], dtype=dtype)
             bucket.request = _world.comm.Iallreduce(_world.mpi.IN_PLACE, bucket.flat,

@@ -8,6 +8,7 @@ one, or a fake communicator).
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import math
 import os
@@ -17,6 +18,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy
 import pytest
@@ -443,6 +445,90 @@ def test_ddp_unused_parameter_gets_zeros_on_finish(two_fake_ranks):
     ddp.finish()
     assert numpy.array_equal(first.grad, numpy.ones(first.shape))
     assert all(numpy.array_equal(p.grad, numpy.zeros(p.shape)) for p in model.parameters()[1:])
+
+
+class _DeviceArray(numpy.ndarray):
+    """A NumPy array that poses as a CuPy array: ``.data.ptr`` is its address."""
+
+    @property
+    def data(self):  # type: ignore[override]
+        return SimpleNamespace(ptr=self.ctypes.data)
+
+
+class _FakeStream:
+    def __init__(self, log: list, name: str) -> None:
+        self.log, self.name, self.ptr = log, name, id(self)
+
+    def record(self):
+        self.log.append(("record", self.name))
+        return SimpleNamespace(done=True, stream=self.name)
+
+    def wait_event(self, event) -> None:
+        self.log.append(("wait", self.name, event.stream))
+
+
+def _fake_cupy(log: list) -> SimpleNamespace:
+    """CuPy and NCCL for two ranks with the same data: allReduce doubles, bcast keeps."""
+    current = _FakeStream(log, "current")
+
+    class Communicator:
+        def __init__(self, n, uid, rank):
+            log.append(("communicator", n, uid, rank))
+
+        def allReduce(self, send, recv, count, dtype, op, stream):
+            assert send == recv and dtype == numpy.dtype(F64).num and op == "sum"
+            log.append(("allReduce", count, [s.name for s in streams if s.ptr == stream][0]))
+            buffer = (ctypes.c_double * count).from_address(recv)
+            numpy.frombuffer(buffer, F64)[:] *= 2
+
+        def bcast(self, buffer, count, dtype, root, stream):
+            log.append(("bcast", count, root))
+
+    streams = [current]
+
+    def stream(non_blocking=False):
+        streams.append(_FakeStream(log, "side"))
+        return streams[-1]
+    nccl = SimpleNamespace(get_unique_id=lambda: "uid", NcclCommunicator=Communicator,
+                           NCCL_FLOAT64=numpy.dtype(F64).num, NCCL_UINT8=0, NCCL_SUM="sum")
+    cuda = SimpleNamespace(nccl=nccl, Stream=stream, get_current_stream=lambda: current)
+    return SimpleNamespace(cuda=cuda, concatenate=lambda arrays: numpy.concatenate(
+        [numpy.asarray(a) for a in arrays]).view(_DeviceArray))
+
+
+def test_ddp_on_the_gpu_path_with_a_fake_cupy(two_fake_ranks, monkeypatch):
+    """The CuPy branch of DDP and all_reduce: NCCL on a side stream that waits for the
+    current one, the current stream waiting for the sums, the means in the gradients."""
+    log: list = []
+    two_fake_ranks(_FakeComm())
+    cupy = _fake_cupy(log)
+    monkeypatch.setattr(distributed, "_cupy", lambda: cupy)
+    on_device: set = set()  # the parameters' arrays (plain: the operators refuse subclasses)
+    fake_backend = SimpleNamespace(
+        is_cupy_array=lambda a: isinstance(a, _DeviceArray) or id(a) in on_device,
+        gpu_available=lambda: False, _cupy=lambda: None)
+    monkeypatch.setattr(distributed, "backend", fake_backend)
+    monkeypatch.setattr(distributed._world, "comm", SimpleNamespace(bcast=lambda uid, root: uid))
+    model = _mlp()
+    for p in model.parameters():
+        p.data = p.data.view(_DeviceArray)  # broadcast reads .data.ptr
+    ddp = distributed.DistributedDataParallel(model, bucket_cap_mb=3200 / 2 ** 20)
+    assert ("communicator", 2, "uid", 0) in log and sum(e[0] == "bcast" for e in log) == 6
+    for p in model.parameters():
+        p.data = numpy.asarray(p.data)
+        on_device.add(id(p.data))
+    x = numpy.random.default_rng(0).standard_normal((4, 12))
+    reference = _gradients(model, x)
+    log.clear()
+    nn.CrossEntropyLoss()(model(gpuops.Tensor(x)), numpy.array([0, 1, 2, 3])).backward()
+    assert [e for e in log if e[0] == "allReduce"] == [
+        ("allReduce", 101, "side"), ("allReduce", 384, "side"), ("allReduce", 312, "side")]
+    assert ("wait", "side", "current") in log and ("wait", "current", "side") in log
+    for p, g in zip(model.parameters(), reference):
+        numpy.testing.assert_allclose(p.grad, g, rtol=1e-15)
+    y = numpy.arange(5.0).view(_DeviceArray)
+    distributed.all_reduce(y, "mean")
+    assert numpy.array_equal(y, numpy.arange(5.0)) and log[-1] == ("allReduce", 5, "current")
 
 
 if __name__ == "__main__":
