@@ -77,6 +77,37 @@ def test_other_optimizers_and_the_cnn(tmp_path, options):
     assert metrics["history"][-1]["test_accuracy"] > 0.3
 
 
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_mixed_precision_runs(tmp_path, monkeypatch, dtype):
+    """--dtype: float32 weights, the linears under autocast in the 16-bit dtype, a GradScaler
+    for float16 only; the accuracy of a short run close to float32's."""
+    linear_inputs, scalers = [], []
+    cast_inputs = gpuops.amp.cast_inputs
+
+    def spy(name, inputs):
+        cast = cast_inputs(name, inputs)
+        if name == "linear":
+            linear_inputs.append(cast[0].dtype)
+        return cast
+
+    class Scaler(gpuops.amp.GradScaler):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            scalers.append(self)
+
+    monkeypatch.setattr(gpuops.amp, "cast_inputs", spy)
+    monkeypatch.setattr(train, "GradScaler", Scaler)
+    metrics = _train(tmp_path / dtype, "--limit", "200", "--epochs", "3", "--dtype", dtype)
+    assert metrics["config"]["dtype"] == dtype
+    assert set(linear_inputs) == {numpy.dtype(dtype)}
+    assert [s.is_enabled() for s in scalers] == [dtype == "float16"]
+    with numpy.load(tmp_path / dtype / "checkpoint.npz") as f:
+        assert {f[k].dtype for k in f.files if k.startswith("model/")} == {numpy.dtype("float32")}
+    reference = _train(tmp_path / "float32", "--limit", "200", "--epochs", "3")
+    assert abs(metrics["final_test_accuracy"] - reference["final_test_accuracy"]) <= 0.1
+    assert metrics["history"][-1]["train_loss"] < metrics["history"][0]["train_loss"]
+
+
 def test_summary_says_1_epoch_not_1_epochs(tmp_path, capsys):
     assert main(["train", "--out", str(tmp_path), "--backend", "numpy", "--limit", "40",
                  "--epochs", "1"]) == 0
@@ -301,6 +332,7 @@ def test_bad_data_is_a_one_line_error(tmp_path, kind, message):
     (("--batch-size", "-3"), "--batch-size must be >= 1"),
     (("--lr", "0"), "--lr must be > 0"),
     (("--optimizer", "lbfgs"), "invalid choice"),
+    (("--dtype", "float8"), "invalid choice"),
     (("--data", "mnist"), "needs --data-dir"),
     (("--data-dir", "x"), "only for --data mnist"),
     (("--resume",), "no checkpoint"),
