@@ -308,6 +308,27 @@ def test_errors_name_the_function_and_the_value(call, error, words):
     assert words in str(info.value)
 
 
+def test_launched_without_mpi4py(monkeypatch):
+    monkeypatch.setattr(distributed, "_world", distributed._World())
+    monkeypatch.setenv("OMPI_COMM_WORLD_SIZE", "2")
+
+    def no_mpi4py(name):
+        raise ImportError(name)
+    monkeypatch.setattr(distributed.importlib, "import_module", no_mpi4py)
+    with pytest.raises(RuntimeError, match=r"init: started by a launcher with 2 processes but "
+                       r"mpi4py is not installed \(pip install 'gpuops\[distributed\]'\)"):
+        distributed.init()
+    monkeypatch.setenv("OMPI_COMM_WORLD_SIZE", "two")
+    with pytest.raises(RuntimeError, match="OMPI_COMM_WORLD_SIZE='two' is not a number"):
+        distributed.init()
+
+
+def test_train_nproc_0(tmp_path, capsys):
+    from gpuops import cli
+    assert cli.main(["train", "--nproc", "0", "--out", str(tmp_path)]) == 1
+    assert "--nproc must be >= 1, got 0" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("value", ["0", "-1", "soon", "inf"])
 def test_bad_timeout(monkeypatch, value):
     monkeypatch.setenv("GPUOPS_DIST_TIMEOUT", value)
