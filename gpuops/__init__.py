@@ -5,6 +5,8 @@ differentiable input k has ``gpuops.<name>_wrt_x<k>(x1, ..., y, gy, *, params,
 out=None)``. NumPy arrays in, NumPy out (NumPy implementation); CuPy arrays in,
 CuPy out (CUDA kernels).
 """
+from ml_dtypes import bfloat16  # the bfloat16 scalar type: numpy.dtype(gpuops.bfloat16)
+
 from .backend import get_array_module, gpu_available, to_cpu, to_gpu
 from .registry import OPERATORS
 from .ops.elementwise import *  # noqa: F401,F403
@@ -38,3 +40,4 @@ __all__ += ["Tensor", "no_grad", "from_dlpack", "sgd_step", "adam_step", "clip_g
             "optim"]
 __all__ += ["save", "load"]
 __all__ += ["autocast", "amp"]
+__all__ += ["bfloat16"]

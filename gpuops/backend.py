@@ -23,14 +23,24 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Iterator
 
+import ml_dtypes
 import numpy
 
 if TYPE_CHECKING:  # pragma: no cover
     from .kernels import Launcher
 
+FLOAT16 = numpy.dtype(numpy.float16)
+BFLOAT16 = numpy.dtype(ml_dtypes.bfloat16)  # gpuops.bfloat16: 8 exponent bits, 7 fraction bits
+# The float dtypes the NumPy code and the kernels compute in.
 FLOAT_DTYPES = (numpy.dtype(numpy.float32), numpy.dtype(numpy.float64))
+# The 16-bit storage dtypes: loaded as float32, computed in float32, rounded once on store
+# (to nearest even), by the kernels and by the NumPy backend alike (gpuops.call).
+SIXTEEN_BIT_DTYPES = (FLOAT16, BFLOAT16)
 INT_DTYPES = (numpy.dtype(numpy.int32), numpy.dtype(numpy.int64))
-HALF_DTYPES = FLOAT_DTYPES + (numpy.dtype(numpy.float16),)
+# ``kernel_dtypes`` of a family whose kernels have a float16 instantiation...
+HALF_DTYPES = FLOAT_DTYPES + (FLOAT16,)
+# ...and of one whose kernels have both 16-bit instantiations (suffixes f16 and bf16).
+ALL_FLOAT_DTYPES = FLOAT_DTYPES + SIXTEEN_BIT_DTYPES
 
 _cupy_module: ModuleType | None = None
 _cupy_checked = False

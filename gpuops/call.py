@@ -11,8 +11,8 @@ Every operator function is three steps, the same for all of them::
 
 1. :meth:`Signature.bind` checks the inputs: arrays of one backend (NumPy or CuPy, no
    subclasses), accepted dtypes (``kernel_dtypes`` where kernels compute: CuPy and the
-   emulator), NumPy promotion, Python scalars where allowed (they take the arrays'
-   dtype), integer labels, optional inputs. It returns a :class:`Call`.
+   emulator), promotion (:func:`result_dtype`), Python scalars where allowed (they take
+   the arrays' dtype), integer labels, optional inputs. It returns a :class:`Call`.
 2. :meth:`Call.run` checks ``out`` (type, shape, dtype, writable) and decides where the
    result is computed: into ``out`` itself, or into a fresh buffer that is copied into
    ``out`` at the end when ``out`` shares memory with an input (so ``out=x`` and
@@ -25,6 +25,14 @@ Every operator function is three steps, the same for all of them::
 
 A family module therefore states only its math: the NumPy computation and the
 kernel launch side by side (Chainer's ``forward_cpu`` / ``forward_gpu``).
+
+16-bit floats (float16, bfloat16) follow one rule on every backend: loads widen to
+float32, all arithmetic is float32, the result is rounded once to the 16-bit dtype
+(to nearest even). The kernels do it per element (``cuda/half.cuh``); on the NumPy
+backend :meth:`Call.run` does it for every operator: the 16-bit inputs are widened to
+float32 (exactly), the NumPy code computes in float32 and the float32 result is
+rounded once (``astype``). Float parameters of a 16-bit call are float32 scalars, not
+rounded to 16 bits: :meth:`Call.scalar`, on every backend.
 """
 from __future__ import annotations
 
@@ -34,16 +42,30 @@ import numpy
 
 from . import kernels
 from . import backend as _backend
-from .backend import (FLOAT_DTYPES, INT_DTYPES, NUMPY, Backend, cpu_backend, describe,
-                      gpu_backend, is_cupy_array)
+from .backend import (FLOAT_DTYPES, INT_DTYPES, NUMPY, SIXTEEN_BIT_DTYPES, Backend,
+                      cpu_backend, describe, gpu_backend, is_cupy_array)
 
-__all__ = ["Signature", "Call", "check_shape"]
+__all__ = ["Signature", "Call", "check_shape", "result_dtype"]
 
 Array = Any
 _ndarray = numpy.ndarray
 _SCALAR_TYPES = (int, float)
 # Roles of an operator's inputs.
 _ARRAY, _SCALAR, _OPTIONAL, _INTS = 0, 1, 2, 3
+_FLOAT32 = numpy.dtype(numpy.float32)
+_SIXTEEN_BIT = frozenset(SIXTEEN_BIT_DTYPES)
+
+
+def result_dtype(dtypes: Sequence[Any]) -> numpy.dtype:
+    """The dtype of a call with float inputs of ``dtypes``: NumPy's promotion with float32
+    between the 16-bit dtypes. One dtype stays itself; float16 + bfloat16 -> float32
+    (neither holds the other); a 16-bit dtype + float32 -> float32, + float64 -> float64."""
+    first = numpy.dtype(dtypes[0])
+    if all(numpy.dtype(d) == first for d in dtypes):
+        return first
+    return numpy.result_type(*[_FLOAT32 if numpy.dtype(d) in _SIXTEEN_BIT else d
+                               for d in dtypes])
+
 
 class Signature:
     """The inputs one operator function accepts, declared once per function.
@@ -52,7 +74,10 @@ class Signature:
     ``float`` (they take the array dtype). ``optional``: inputs that may be None.
     ``ints``: integer data (class labels): int32/int64 arrays on the same backend, left
     out of the dtype check and of the promotion. ``dtypes``: the float dtypes accepted by
-    the NumPy code; ``kernel_dtypes`` where the kernels compute (default: ``dtypes``).
+    the NumPy code; the NumPy backend also takes float16 and bfloat16 wherever the NumPy
+    code takes float32 (it computes them in float32: :meth:`Call.run`). ``kernel_dtypes``:
+    where the kernels compute (default: ``dtypes`` as given); a family whose kernels have
+    16-bit instantiations names them (``backend.HALF_DTYPES``, ``ALL_FLOAT_DTYPES``).
     ``strided``: the kernels read the inputs through strides (no contiguous copies).
     """
 
@@ -68,9 +93,10 @@ class Signature:
         self.names = tuple(names)
         self.roles = tuple(_INTS if n in ints else _SCALAR if n in scalars
                            else _OPTIONAL if n in optional else _ARRAY for n in self.names)
-        self.dtypes = frozenset(numpy.dtype(d) for d in dtypes)
-        self.kernel_dtypes = (self.dtypes if kernel_dtypes is None
+        numpy_dtypes = frozenset(numpy.dtype(d) for d in dtypes)
+        self.kernel_dtypes = (numpy_dtypes if kernel_dtypes is None
                               else frozenset(numpy.dtype(d) for d in kernel_dtypes))
+        self.dtypes = numpy_dtypes | _SIXTEEN_BIT if _FLOAT32 in numpy_dtypes else numpy_dtypes
         self.strided = strided
         # Whether a call whose inputs are all NumPy arrays of one dtype may skip the per-input
         # checks (no integer labels among the inputs).
@@ -85,7 +111,7 @@ class Signature:
             dtype = values[0].dtype if type(values[0]) is _ndarray else None
             if dtype is not None and dtype in self.dtypes and all(type(x) is _ndarray and x.dtype == dtype
                                             for x in values):
-                return Call(self, NUMPY, dtype, values)
+                return Call(self, NUMPY, dtype, values, dtype in _SIXTEEN_BIT)
         op = self.op
         on_gpu: bool | None = None
         dtype = None
@@ -129,12 +155,13 @@ class Signature:
                 raise TypeError(f"{op}: {name} has dtype {dt}; expected one of "
                                 f"{', '.join(str(d) for d in sorted(allowed, key=str))}")
         if promote:
-            dtype = numpy.result_type(*[dt for _, dt in found])
+            dtype = result_dtype([dt for _, dt in found])
         if scalars:
             values = tuple(self._scalar(name, x, backend, dtype) if role == _SCALAR
                            and not isinstance(x, _ndarray) and not is_cupy_array(x) else x
                            for name, role, x in zip(self.names, self.roles, values))
-        return Call(self, backend, dtype, values)
+        widen = backend.launcher is None and any(dt in _SIXTEEN_BIT for _, dt in found)
+        return Call(self, backend, dtype, values, widen)
 
     def _scalar(self, name: str, x: Any, backend: Backend, dtype: numpy.dtype) -> Array:
         """A Python scalar operand as a 0-d array of the call's dtype."""
@@ -155,14 +182,17 @@ class Signature:
 class Call:
     """One checked operator call: the backend, the compute dtype, the inputs."""
 
-    __slots__ = ("signature", "backend", "dtype", "inputs")
+    __slots__ = ("signature", "backend", "dtype", "inputs", "widen")
 
     def __init__(self, signature: Signature, backend: Backend, dtype: numpy.dtype,
-                 inputs: Sequence[Any]) -> None:
+                 inputs: Sequence[Any], widen: bool | None = None) -> None:
         self.signature = signature
         self.backend = backend
-        self.dtype = dtype  # NumPy promotion of the float inputs: what the kernels compute in
+        self.dtype = dtype  # promotion of the float inputs (result_dtype): the kernels' dtype
         self.inputs = inputs
+        # The NumPy backend with 16-bit float inputs: run() widens them to float32.
+        self.widen = (backend.launcher is None and dtype in _SIXTEEN_BIT) if widen is None \
+            else widen
 
     @property
     def op(self) -> str:
@@ -182,6 +212,8 @@ class Call:
         or a new array, with ``cpu`` or ``gpu`` (see the module's docstring); ``inputs``
         replaces the bound inputs (after a family reshaped or reordered them)."""
         backend = self.backend
+        if self.widen:
+            return self._run_widened(out, shape, cpu, params, dtype, inputs)
         if out is None and backend is NUMPY and dtype is None and inputs is None:
             y = numpy.empty(shape, self.dtype)  # the common case: NumPy, no out
             if y.size:
@@ -212,6 +244,26 @@ class Call:
             out[...] = y
         return out
 
+    def _run_widened(self, out: Array | None, shape: tuple, cpu: Callable,
+                     params: Sequence[Any], dtype: Any, inputs: Sequence[Any] | None) -> Array:
+        """:meth:`run` on the NumPy backend with 16-bit float inputs: they are widened to
+        float32 (exact), so are 16-bit scalar parameters; the NumPy code computes a float32
+        result, rounded once to a 16-bit result dtype (to nearest even)."""
+        result_dtype = self.dtype if dtype is None else numpy.dtype(dtype)
+        if out is not None:
+            self._check_out(out, shape, result_dtype)
+        arrays = [x.astype(_FLOAT32) if isinstance(x, _ndarray) and x.dtype in _SIXTEEN_BIT
+                  else x for x in (self.inputs if inputs is None else inputs)]
+        params = [numpy.float32(p) if isinstance(p, numpy.generic) and p.dtype in _SIXTEEN_BIT
+                  else p for p in params]
+        y = numpy.empty(shape, _FLOAT32 if result_dtype in _SIXTEEN_BIT else result_dtype)
+        if y.size:
+            cpu(*arrays, y, *params)
+        if out is None:
+            return y if y.dtype == result_dtype else y.astype(result_dtype)
+        out[...] = y
+        return out
+
     def _check_out(self, out: Any, shape: tuple, dtype: numpy.dtype) -> None:
         op = self.op
         gpu = self.backend.name == "cupy"
@@ -240,7 +292,7 @@ class Call:
         integer labels keep their dtype, None stays None."""
         if x is None:
             return None
-        if x.dtype.kind == "f":
+        if x.dtype.kind == "f" or x.dtype in _SIXTEEN_BIT:  # bfloat16's kind is "V"
             return self.backend.xp.ascontiguousarray(x, dtype=self.dtype)
         return self.backend.xp.ascontiguousarray(x)
 
@@ -266,7 +318,10 @@ class Call:
         return self.backend.kernel_launcher.max_blocks
 
     def scalar(self, value: float) -> numpy.generic:
-        """A float parameter as the kernel takes it (:func:`gpuops.kernels.scalar`)."""
+        """A float parameter as the computation takes it, on every backend: float32 for a
+        16-bit call (not rounded to 16 bits), else a scalar of the call's dtype
+        (:func:`gpuops.kernels.scalar`). Pass parameters to :meth:`run` as
+        ``call.scalar(v)``, never ``call.dtype.type(v)`` (which rounds to 16 bits)."""
         return kernels.scalar(self.dtype, value)
 
 def check_shape(op: str, name: str, x: Any, shape: tuple) -> None:

@@ -21,6 +21,7 @@ import re
 from pathlib import Path
 from typing import Any, Protocol, Sequence
 
+import ml_dtypes
 import numpy
 
 # Options shared by the loader and the NVRTC compile check. IEEE subnormals and correctly
@@ -48,8 +49,9 @@ BLOCK = 256
 
 _HERE = Path(__file__).resolve().parent
 _DTYPE = type(numpy.dtype(numpy.float32))
-_SUFFIX = {numpy.dtype(numpy.float16): "f16", numpy.dtype(numpy.float32): "f32",
-           numpy.dtype(numpy.float64): "f64"}
+_SUFFIX = {numpy.dtype(numpy.float16): "f16", numpy.dtype(ml_dtypes.bfloat16): "bf16",
+           numpy.dtype(numpy.float32): "f32", numpy.dtype(numpy.float64): "f64"}
+_SIXTEEN_BIT = (numpy.dtype(numpy.float16), numpy.dtype(ml_dtypes.bfloat16))
 _INCLUDE = re.compile(r'^#include "([A-Za-z0-9_]+\.cuh)"\s*$', re.M)
 
 
@@ -103,12 +105,12 @@ def strided_params(text: str) -> dict[str, tuple[str, ...]]:
 
 
 def suffix(dtype: Any) -> str:
-    """Kernel name suffix for a dtype: ``f32``, ``f64``, ``f16``."""
+    """Kernel name suffix for a dtype: ``f16``, ``bf16``, ``f32``, ``f64``."""
     return _SUFFIX[numpy.dtype(dtype)]
 
 
 def kernel_name(base: str, dtype: Any) -> str:
-    """The ``extern "C"`` name of kernel ``base`` for ``dtype``: ``<base>_<f16|f32|f64>``,
+    """The ``extern "C"`` name of kernel ``base`` for ``dtype``: ``<base>_<f16|bf16|f32|f64>``,
     the one naming rule of every family's kernels."""
     return f"{base}_{_SUFFIX[dtype if type(dtype) is _DTYPE else numpy.dtype(dtype)]}"
 
@@ -116,10 +118,12 @@ def kernel_name(base: str, dtype: Any) -> str:
 def scalar(dtype: Any, value: float) -> numpy.generic:
     """A float parameter as a NumPy scalar of the kernel's dtype.
 
-    float16 kernels take float parameters as ``float`` (they compute in float32).
+    The 16-bit kernels (float16, bfloat16) take float parameters as ``float``: they compute
+    in float32, and a parameter is not rounded to 16 bits (the NumPy backend takes it the
+    same way: :meth:`gpuops.call.Call.scalar`).
     """
     dt = numpy.dtype(dtype)
-    return numpy.float32(value) if dt == numpy.float16 else dt.type(value)
+    return numpy.float32(value) if dt in _SIXTEEN_BIT else dt.type(value)
 
 
 class Launcher(Protocol):

@@ -181,6 +181,29 @@ static inline __half2 __hmul2(__half2 a, __half2 b) {
     return __half2{__hmul(a.x, b.x), __hmul(a.y, b.y)};
 }
 
+// ---- bfloat16: storage only, as cuda/half.cuh declares it for NVRTC (g++ 12 has no ------
+// bfloat16 arithmetic). Widening is exact (the upper 16 bits of a float32); narrowing
+// rounds to nearest even like cvt.rn.bf16.f32, overflow to ±inf, NaN to 0x7FFF.
+struct alignas(2) __nv_bfloat16 {
+    unsigned short bits;
+};
+typedef __nv_bfloat16 nv_bfloat16;
+static inline float __bfloat162float(__nv_bfloat16 h) {
+    const unsigned int u = (unsigned int)h.bits << 16;
+    float f;
+    std::memcpy(&f, &u, 4);
+    return f;
+}
+static inline __nv_bfloat16 __float2bfloat16(float f) {
+    unsigned int u;
+    std::memcpy(&u, &f, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return __nv_bfloat16{0x7fffu};
+    return __nv_bfloat16{(unsigned short)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16)};
+}
+static inline __nv_bfloat16 __float2bfloat16_rn(float f) { return __float2bfloat16(f); }
+static inline unsigned short __bfloat16_as_ushort(__nv_bfloat16 h) { return h.bits; }
+static inline __nv_bfloat16 __ushort_as_bfloat16(unsigned short u) { return __nv_bfloat16{u}; }
+
 // ---- math: float overloads (exp(float) must be expf, not the double exp) ---------------
 using std::abs; using std::acos; using std::acosh; using std::asin; using std::asinh;
 using std::atan; using std::atan2; using std::atanh; using std::cbrt; using std::ceil;

@@ -11,12 +11,14 @@ import re
 from dataclasses import dataclass
 from typing import Any, Collection, Sequence
 
+import ml_dtypes
 import numpy
 
 # C type (normalized spelling) -> NumPy dtype of the value (scalar or pointee).
 _SCALARS: dict[str, Any] = {
     "float": numpy.float32, "double": numpy.float64, "__half": numpy.float16,
-    "half": numpy.float16, "bool": numpy.bool_,
+    "half": numpy.float16, "__nv_bfloat16": ml_dtypes.bfloat16,
+    "nv_bfloat16": ml_dtypes.bfloat16, "bool": numpy.bool_,
     "char": numpy.int8, "signed char": numpy.int8, "unsigned char": numpy.uint8,
     "short": numpy.int16, "unsigned short": numpy.uint16,
     "int": numpy.int32, "unsigned int": numpy.uint32,

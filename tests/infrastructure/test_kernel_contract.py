@@ -16,6 +16,7 @@ import re
 import numpy
 import pytest
 
+import gpuops
 from gpuops import kernels
 
 FAMILIES = kernels.families()
@@ -38,17 +39,20 @@ def _kernels_of(emu, family: str) -> dict:
 def test_every_kernel_name_is_base_and_dtype(emu, family):
     names = sorted(_kernels_of(emu, family))
     assert names, f"{family}: no kernels found"
-    irregular = [n for n in names if not re.fullmatch(r"[a-z][a-z0-9_]*_(f16|f32|f64)", n)]
-    assert not irregular, f"{family}: kernels not named <base>_<f16|f32|f64>: {irregular}"
+    irregular = [n for n in names
+                 if not re.fullmatch(r"[a-z][a-z0-9_]*_(f16|bf16|f32|f64)", n)]
+    assert not irregular, f"{family}: kernels not named <base>_<f16|bf16|f32|f64>: {irregular}"
     for name in names:
         base, _, suffix = name.rpartition("_")
-        dtype = {"f16": numpy.float16, "f32": numpy.float32, "f64": numpy.float64}[suffix]
+        dtype = {"f16": numpy.float16, "bf16": gpuops.bfloat16, "f32": numpy.float32,
+                 "f64": numpy.float64}[suffix]
         assert kernels.kernel_name(base, dtype) == name
 
 
 def test_kernel_name():
     assert kernels.kernel_name("relu", numpy.float32) == "relu_f32"
     assert kernels.kernel_name("gemm_tc", "float16") == "gemm_tc_f16"
+    assert kernels.kernel_name("relu", gpuops.bfloat16) == "relu_bf16"
     assert kernels.kernel_name("sum_rows", numpy.dtype(numpy.float64)) == "sum_rows_f64"
 
 
