@@ -1,4 +1,6 @@
 """``python -m benchmarks [--family NAME ...] [--quick]``: time every operator family.
+``python -m benchmarks --profile [--family NAME ...]``: the emulator's memory profile instead
+(benchmarks/emu_profile.py: ``benchmarks/results/emu-profile.json`` and ``.md``).
 
 Discovers ``benchmarks/bench_<family>.py`` modules, runs their cases on the GPU when
 CuPy and a device are usable (else on the CPU with NumPy), prints a table and writes
@@ -28,6 +30,9 @@ def family_modules() -> dict[str, str]:
 
 
 def main(argv: list[str]) -> int:
+    if "--profile" in argv:  # its own options (--family, --size, --out)
+        from . import emu_profile
+        return emu_profile.main([a for a in argv if a != "--profile"])
     available = family_modules()
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--family", action="append", choices=sorted(available),
@@ -37,6 +42,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--cpu", action="store_true", help="use the CPU even if a GPU is usable")
     parser.add_argument("--out", type=Path, default=harness.RESULTS,
                         help=f"folder for the result files (default {harness.RESULTS})")
+    parser.add_argument("--profile", action="store_true",
+                        help="the counting emulator's memory profile of every case and "
+                             "kernel instead (python -m benchmarks --profile --help)")
     args = parser.parse_args(argv)
 
     on_gpu = gpuops.gpu_available() and not args.cpu

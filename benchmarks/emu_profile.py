@@ -1,5 +1,7 @@
-"""``python -m benchmarks.emu_profile [--family F ...]``: every benchmark case, at a small size,
-on the emulator's counting mode (issue 13 C; ``gpuops.emu.profile``).
+"""``python -m benchmarks --profile [--family F ...]`` (or ``python -m benchmarks.emu_profile``):
+every benchmark case, at a small size, on the emulator's counting mode (issue 13 C;
+``gpuops.emu.profile``); then every kernel of ``cuda/`` no case launched, on the smallest
+test-record samples (``tests/records``) that launch it.
 
 Writes ``benchmarks/results/emu-profile.json`` and ``.md``: one row per kernel launch with
 the sectors per request of its global loads and stores, the bank-conflict ways of its
@@ -8,13 +10,16 @@ worst source line, ptxas' registers and static shared memory (NVRTC, sm_90, when
 installed) with the occupancy they allow at the launch's block size and its limiter;
 per case, the bytes moved over the case's minimum bytes and a roofline prediction for an
 H200: the minimum traffic, and the modelled traffic, at the measured 4.3 TB/s
-device-to-device copy rate.
+device-to-device copy rate. The report also renders the gates' exception table
+(tests/infrastructure/test_emu_gates.py) and the before/after figures of the fixes.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import json
+import pkgutil
 import platform
 import subprocess
 import sys
@@ -24,13 +29,15 @@ from typing import Any
 
 import numpy
 
+import gpuops
 from gpuops import emu, kernels
-from gpuops.emu import counters, occupancy
+from gpuops.emu import build, counters, occupancy, signatures
 
 from . import harness
-from .__main__ import family_modules
+
 
 HERE = Path(__file__).resolve().parent
+TESTS = HERE.parent / "tests"
 H200_COPY_BYTES_PER_S = 4.3e12  # measured device-to-device copy (bytes read + written)
 SIZE = 1 << 17  # elements of a "large" operand: NCHW cases need 128 x 1024
 # Below this fraction of the minimum bytes, a case reaches memory the counters do not see:
@@ -38,6 +45,45 @@ SIZE = 1 << 17  # elements of a "large" operand: NCHW cases need 128 x 1024
 # arguments, are not attributed to global memory.
 INCOMPLETE = 0.9
 NOT_PROFILED = ("overhead",)  # Python time per call of tiny operators, 1000s of launches
+
+
+def family_modules() -> dict[str, str]:
+    """benchmark family name -> module name, for every ``bench_<family>.py`` here."""
+    return {info.name[len("bench_"):]: f"{__package__}.{info.name}"
+            for info in pkgutil.iter_modules([str(HERE)]) if info.name.startswith("bench_")}
+
+
+def _load(path: Path) -> Any:
+    """A module of the tests (not a package) by path."""
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def gate_exceptions() -> list[tuple[str, str, str]]:
+    """The gates' one exception table: (kernel, gate, reason)."""
+    return list(_load(TESTS / "infrastructure" / "test_emu_gates.py").EXCEPTIONS)
+
+
+# The fixes of issue 13 D: (case, kernel, change, figures before, as the report of b7886f6
+# (git f6d0d7f) gave them). The report adds the same figures of this run.
+FIXES = [
+    ("dropout p=0.5", "dropout_f32", "thread j moves its group of 4 as one 128-bit vector "
+     "(was 4 scalar accesses 16 bytes apart per lane)",
+     {"sec/req ld": 24.58, "sec/req st": 16.00, "ld x ideal": 6.15, "st x ideal": 4.00,
+      "moved / min": 3.82}),
+]
+
+
+def inventory() -> dict[str, str]:
+    """Every kernel of ``cuda/`` (each dtype instance) -> its family."""
+    found = {}
+    for family in kernels.families():
+        for name in signatures.kernels(build.preprocess(kernels.source(family))):
+            found[name] = family
+    return found
 
 
 def _ptxas_usage() -> Any:
@@ -81,21 +127,108 @@ def row(family: str, case: str, launches: list[emu.LaunchReport], nvrtc: Any) ->
 
 
 def profile_case(family: str, case: harness.Case, nvrtc: Any) -> dict[str, Any]:
+    return _profile(family, case.name, lambda: case.run(*case.inputs), case.bytes, nvrtc)
+
+
+def _profile(family: str, name: str, run: Any, min_bytes: int, nvrtc: Any,
+             tensor_cores: bool = False) -> dict[str, Any]:
     started = time.perf_counter()
     try:
-        with emu.profile() as reports:
-            case.run(*case.inputs)
+        with emu.profile(tensor_cores=tensor_cores) as reports:
+            run()
     except (emu.CounterOverflow, emu.EmuBuildError, emu.EmuKernelError) as error:
         reason = str(error).splitlines()[0]
-        return {"family": family, "case": case.name, "skipped": reason}
+        return {"family": family, "case": name, "skipped": reason}
     moved = sum(r.bytes_moved() for r in reports)
-    ratio = moved / case.bytes if case.bytes else None
-    return {"family": family, "case": case.name, "min_bytes": case.bytes, "bytes_moved": moved,
+    ratio = moved / min_bytes if min_bytes else None
+    return {"family": family, "case": name, "min_bytes": min_bytes, "bytes_moved": moved,
             "moved_over_min": ratio, "incomplete": ratio is not None and ratio < INCOMPLETE,
-            "h200_min_us": 1e6 * case.bytes / H200_COPY_BYTES_PER_S,
+            "h200_min_us": 1e6 * min_bytes / H200_COPY_BYTES_PER_S,
             "h200_modelled_us": 1e6 * moved / H200_COPY_BYTES_PER_S,
             "emulator_s": time.perf_counter() - started,
-            "kernels": [row(family, case.name, group, nvrtc) for group in _by_kernel(reports)]}
+            "kernels": [row(family, name, group, nvrtc) for group in _by_kernel(reports)]}
+
+
+def _records() -> list[Any]:
+    """The tests' OpInfo records (tests/records, with tests/support on the path)."""
+    for folder in (TESTS / "support", TESTS):
+        if str(folder) not in sys.path:
+            sys.path.insert(0, str(folder))
+    return list(importlib.import_module("records").RECORDS)
+
+
+def _nbytes(values: Any) -> int:
+    return sum(v.nbytes for v in values if isinstance(v, numpy.ndarray))
+
+
+def _base(kernel: str) -> str:
+    return kernel.rsplit("_", 1)[0]
+
+
+def record_cases(missing: set[str], nvrtc: Any) -> list[dict[str, Any]]:
+    """Kernels of ``missing`` (base names: no dtype instance profiled yet) profiled on
+    test-record samples: for each, the smallest sample (float inputs of 8 elements or more
+    where there is one; forward, or a gradient) of a record of its family that launches
+    it, in float32, or in float16 for a kernel without a float32 instance (with the
+    tensor-core path on). The minimum bytes of
+    such a case: its float inputs read once, its result written once."""
+    results = []
+    by_family: dict[str, list[Any]] = {}
+    for record in _records():
+        by_family.setdefault(gpuops.OPERATORS[record.name].family, []).append(record)
+    table = inventory()
+    left = set(missing)
+    for family in sorted({table[name] for name in table if _base(name) in missing}):
+        for record in by_family.get(family, []):
+            samples = sorted(record.samples(numpy.random.default_rng(0)), key=_sample_size)
+            dtypes = [d for d in (numpy.float32, numpy.float16)
+                      if any(numpy.dtype(k) == d for k in record.kernel_dtypes())]
+            for dtype in dtypes:
+                for sample in samples:
+                    # other dtypes only for the kernels without a float32 instance
+                    wanted = {base for base in left if f"{base}_f32" not in table
+                              or numpy.dtype(dtype) == numpy.float32}
+                    if not any(kernels.kernel_name(base, dtype) in table for base in wanted):
+                        break
+                    inputs = record.cast(sample.inputs, dtype)
+                    for what, run, min_bytes in _calls(record, inputs, sample.params):
+                        result = _profile(family, f"record {what} {sample_name(sample)} "
+                                          f"{numpy.dtype(dtype).name}", run, min_bytes, nvrtc,
+                                          tensor_cores=numpy.dtype(dtype).itemsize == 2)
+                        new = {_base(k["kernel"]) for k in result.get("kernels", [])} & wanted
+                        if new:
+                            result["kernels"] = [k for k in result["kernels"]
+                                                 if _base(k["kernel"]) in new]
+                            results.append(result)
+                            _print(result)
+                            left -= new
+    return results
+
+
+def _sample_size(sample: Any) -> tuple[bool, int]:
+    floats = [x.size for x in sample.inputs
+              if isinstance(x, numpy.ndarray) and x.dtype.kind == "f"]
+    return min(floats, default=8) < 8, _nbytes(sample.inputs)
+
+
+def sample_name(sample: Any) -> str:
+    if sample.name:
+        return sample.name
+    return "-".join("x".join(map(str, numpy.shape(x))) or "scalar" for x in sample.inputs)
+
+
+def _calls(record: Any, inputs: tuple, params: dict) -> list[tuple[str, Any, int]]:
+    """(name, thunk, minimum bytes) of the record's forward and each of its gradients."""
+    op = record.op
+    y = op.forward(*inputs, **params)  # on the CPU: the gradients' y
+    gy = numpy.ones_like(y)
+    calls = [(record.name, lambda: op.forward(*inputs, **params), _nbytes(inputs) + y.nbytes)]
+    for k, grad in sorted(op.grads.items()):
+        gx_bytes = inputs[k - 1].nbytes if isinstance(inputs[k - 1], numpy.ndarray) else 0
+        calls.append((f"{record.name}_wrt_x{k}",
+                      lambda grad=grad: grad(*inputs, y, gy, **params),
+                      _nbytes(inputs) + y.nbytes + gy.nbytes + gx_bytes))
+    return calls
 
 
 def _by_kernel(reports: list[emu.LaunchReport]) -> list[list[emu.LaunchReport]]:
@@ -111,54 +244,132 @@ def _git(args: list[str]) -> str:
     return done.stdout.strip() if done.returncode == 0 else ""
 
 
-def markdown(cases: list[dict[str, Any]], meta: dict[str, Any]) -> str:
-    lines = ["# Emulator memory profile (counting mode)", "",
-             f"{meta['date']}; {meta['size']} elements per large operand (quick shapes); "
-             f"H200 roofline at {H200_COPY_BYTES_PER_S / 1e12:.1f} TB/s; occupancy "
-             f"{'from NVRTC sm_90' if meta['nvrtc'] else 'not computed (no NVRTC)'}; "
-             f"git {meta['git']}{' with uncommitted changes' if meta['uncommitted_changes'] else ''}.",
-             "",
-             "sec/req: global sectors per request (ideal: 4 for 4-byte, 8 for 8-byte, 16 for "
-             "16-byte lanes, coalesced); ways: shared wavefronts per phase (1 = no conflict, "
-             "'-' = no shared access). moved / min: global sectors x 32 over the case's "
-             "minimum bytes; sectors are requests to L1, re-reads included, which a cache may "
-             "serve, so this bounds the DRAM traffic from above (the JSON also has each "
-             "kernel's distinct footprint).", "",
-             "| family | case | kernel | block | sec/req ld | sec/req st | ways ld | ways st | "
-             "moved / min | occupancy | H200 min / modelled us | worst line |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+def _fmt(value: float | None, empty: str = "-") -> str:
+    return f"{value:.2f}" if value else empty
+
+
+def _kernel_cells(launch: dict[str, Any]) -> str:
+    block = "x".join(str(d) for d in launch["block"] if d > 1) or "1"
+    return (f"{launch['kernel']}{' x' + str(launch['launches']) if launch['launches'] > 1 else ''}"
+            f" | {block} | {launch['sectors_per_request_ld']:.2f} | "
+            f"{launch['sectors_per_request_st']:.2f} | {_fmt(launch['sectors_over_ideal_ld'])} | "
+            f"{_fmt(launch['sectors_over_ideal_st'])} | {_fmt(launch['bank_conflict_ways_ld'])} | "
+            f"{_fmt(launch['bank_conflict_ways_st'])}")
+
+
+def _table(cases: list[dict[str, Any]]) -> list[str]:
+    lines = ["| family | case | kernel | block | sec/req ld | sec/req st | ld x ideal | "
+             "st x ideal | ways ld | ways st | moved / min | occupancy | H200 min / "
+             "modelled us | worst line |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for case in cases:
         if "skipped" in case:
             lines.append(f"| {case['family']} | {case['case']} | skipped: {case['skipped']} "
-                         f"|||||||||")
+                         f"|||||||||||")
             continue
-        ratio = f"{case['moved_over_min']:.2f}" if case["moved_over_min"] else "-"
+        ratio = _fmt(case["moved_over_min"])
         if case["incomplete"]:
             ratio += " (incomplete: pointer-table arrays not counted)"
         roof = f"{case['h200_min_us']:.2f} / {case['h200_modelled_us']:.2f}"
         for i, launch in enumerate(case["kernels"]):
-            def ways(op: str) -> str:
-                value = launch[f"bank_conflict_ways_{op}"]
-                return f"{value:.2f}" if value else "-"
             occ = (f"{launch['occupancy']:.0%} ({launch['occupancy_limiter']})"
                    if "occupancy" in launch else "-")
             worst = (launch["worst"] or "").split(" ", 1)[0]
-            block = "x".join(str(d) for d in launch["block"] if d > 1) or "1"
             lines.append(
-                f"| {case['family']} | {case['case'] if i == 0 else ''} | {launch['kernel']}"
-                f"{' x' + str(launch['launches']) if launch['launches'] > 1 else ''} | "
-                f"{block} | {launch['sectors_per_request_ld']:.2f} | "
-                f"{launch['sectors_per_request_st']:.2f} | {ways('ld')} | {ways('st')} | "
-                f"{ratio if i == 0 else ''} | {occ} | {roof if i == 0 else ''} | {worst} |")
+                f"| {case['family']} | {case['case'] if i == 0 else ''} | "
+                f"{_kernel_cells(launch)} | {ratio if i == 0 else ''} | {occ} | "
+                f"{roof if i == 0 else ''} | {worst} |")
+    return lines
+
+
+def _find(cases: list[dict[str, Any]], case_name: str, kernel: str) -> tuple[dict, dict] | None:
+    for case in cases:
+        for launch in case.get("kernels", []):
+            if case["case"] == case_name and launch["kernel"] == kernel:
+                return case, launch
+    return None
+
+
+def markdown(cases: list[dict[str, Any]], records: list[dict[str, Any]],
+             coverage: dict[str, Any], meta: dict[str, Any]) -> str:
+    lines = ["# Emulator memory profile (counting mode)", "",
+             f"{meta['date']}; {meta['size']} elements per large operand (quick shapes); "
+             f"H200 roofline at {H200_COPY_BYTES_PER_S / 1e12:.1f} TB/s; occupancy "
+             f"{'from NVRTC sm_90' if meta['nvrtc'] else 'not computed (no NVRTC)'}; "
+             f"git {meta['git']}{' with uncommitted changes' if meta['uncommitted_changes'] else ''}. "
+             "Made by `python -m benchmarks --profile` (docs: benchmarks/README.md).",
+             "",
+             "sec/req: global sectors per request (ideal: 4 for 4-byte, 8 for 8-byte, 16 for "
+             "16-byte lanes, coalesced). x ideal: sectors over the ideal sectors (per request "
+             "ceil(distinct bytes asked / 32); 1.00 = coalesced at any width). ways: shared "
+             "wavefronts per phase (1 = no conflict, '-' = no shared access). moved / min: "
+             "global sectors x 32 over the case's minimum bytes; sectors are requests to L1, "
+             "re-reads included, which a cache may serve, so this bounds the DRAM traffic from "
+             "above (the JSON also has each kernel's distinct footprint). H200 min / modelled: "
+             "the minimum bytes and the moved bytes at the measured 4.3 TB/s copy rate. "
+             "occupancy: resident warps per SM on sm_90 at the launch's block size (ptxas "
+             "registers and shared memory) and the binding limit.", "",
+             "## Benchmark cases", "", *_table(cases), "",
+             "## Kernels no benchmark case launches (smallest test-record sample)", "",
+             "moved / min here: over the call's float inputs read once and result written once "
+             "(a gradient: inputs, y, gy and gx), a nominal minimum.", "", *_table(records), "",
+             "## Coverage of cuda/", "",
+             f"{coverage['kernels']} kernels (dtype instances) in cuda/; {coverage['profiled']} "
+             f"profiled above, each base name in at least one dtype "
+             f"({coverage['bases_profiled']} of {coverage['bases']} base names). "
+             "The other dtype instances of a profiled base share its source (the body is one "
+             "template or macro; the 16-bit ones load 2-byte lanes).", ""]
+    if coverage["not_profiled"]:
+        lines += ["| kernel | reason not profiled |", "|---|---|"]
+        lines += [f"| {name} | {reason} |" for name, reason in coverage["not_profiled"].items()]
+        lines.append("")
+    lines += ["## Gates (tests/infrastructure/test_emu_gates.py)", "",
+              "Memory-bound kernels, float32, at the test's small sizes: global sectors at most "
+              "1.1x the ideal on loads and on stores, bytes moved at most 1.25x the call's "
+              "minimum, shared bank-conflict ways at most 1.1 on average. The exceptions, all "
+              "in one table:", "", "| kernel | gate | reason |", "|---|---|---|"]
+    lines += [f"| {kernel} | {gate} | {reason} |" for kernel, gate, reason in meta["exceptions"]]
+    lines += ["", "## Fixes (before: the first report, git f6d0d7f; after: this run)", "",
+              "| case | kernel | change | figure | before | after |", "|---|---|---|---|---|---|"]
+    for case_name, kernel, change, before in FIXES:
+        found = _find(cases, case_name, kernel)
+        for i, (figure, old) in enumerate(before.items()):
+            after = "-"
+            if found is not None:
+                case, launch = found
+                after = _fmt({"sec/req ld": launch["sectors_per_request_ld"],
+                              "sec/req st": launch["sectors_per_request_st"],
+                              "ld x ideal": launch["sectors_over_ideal_ld"],
+                              "st x ideal": launch["sectors_over_ideal_st"],
+                              "moved / min": case["moved_over_min"]}[figure])
+            lines.append(f"| {case_name if i == 0 else ''} | {kernel if i == 0 else ''} | "
+                         f"{change if i == 0 else ''} | {figure} | {old:.2f} | {after} |")
     return "\n".join(lines) + "\n"
+
+
+def coverage_of(all_kernels: dict[str, str], profiled: set[str],
+                skipped_reasons: dict[str, str]) -> dict[str, Any]:
+    bases = {_base(name) for name in all_kernels}
+    bases_done = {_base(name) for name in profiled}
+    not_profiled = {}
+    for base in sorted(bases - bases_done):
+        names = sorted(n for n in all_kernels if _base(n) == base)
+        not_profiled[", ".join(names)] = skipped_reasons.get(
+            base, "launched by no benchmark case and no test-record sample (other tests "
+            "launch it: the emulator's coverage check)")
+    return {"kernels": len(all_kernels), "profiled": len(profiled & set(all_kernels)),
+            "bases": len(bases), "bases_profiled": len(bases & bases_done),
+            "not_profiled": not_profiled}
 
 
 def main(argv: list[str]) -> int:
     available = family_modules()
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.emu_profile", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m benchmarks --profile",
+                                     description=__doc__)
     parser.add_argument("--family", action="append", choices=sorted(available),
-                        help="only this family (repeatable); default: all but "
-                             f"{', '.join(NOT_PROFILED)}")
+                        help="only this benchmark family (repeatable); default: all but "
+                             f"{', '.join(NOT_PROFILED)}, and then every kernel of cuda/ "
+                             "no case launched")
     parser.add_argument("--size", type=int, default=SIZE,
                         help=f"elements per large operand (default {SIZE})")
     parser.add_argument("--out", type=Path, default=harness.RESULTS)
@@ -174,23 +385,43 @@ def main(argv: list[str]) -> int:
         for case in module.cases(env):
             result = profile_case(family, case, nvrtc)
             cases.append(result)
-            if "skipped" in result:
-                print(f"{family:<12} {case.name:<40} skipped: {result['skipped']}", flush=True)
-                continue
-            launches = sum(k["launches"] for k in result["kernels"])
-            print(f"{family:<12} {case.name:<40} {launches} launches, moved/min "
-                  f"{result['moved_over_min'] or 0:.2f}, {result['emulator_s']:.1f} s", flush=True)
+            _print(result)
+    all_kernels = inventory()
+    profiled = {k["kernel"] for case in cases for k in case.get("kernels", [])}
+    records: list[dict[str, Any]] = []
+    if not args.family:
+        records = record_cases({_base(k) for k in all_kernels} - {_base(k) for k in profiled},
+                               nvrtc)
+        profiled |= {k["kernel"] for case in records for k in case.get("kernels", [])}
+    reasons = {}
+    for case in cases:
+        if "skipped" in case and "." in case["skipped"]:
+            kernel = case["skipped"].split(".", 1)[1].split(":", 1)[0]
+            reasons[_base(kernel)] = f"{case['case']}: {case['skipped']}"
+    coverage = coverage_of(all_kernels, profiled, reasons)
     meta = {"date": time.strftime("%Y-%m-%d"), "size": args.size, "nvrtc": nvrtc is not None,
             "git": _git(["rev-parse", "--short", "HEAD"]),
-            "uncommitted_changes": bool(_git(["status", "--porcelain", "--", "cuda", "gpuops"])),
+            "uncommitted_changes": bool(_git(["status", "--porcelain", "--", "cuda", "gpuops",
+                                              "benchmarks"])),
             "python": platform.python_version(), "numpy": numpy.__version__,
-            "families": families}
+            "families": families, "exceptions": gate_exceptions()}
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "emu-profile.json").write_text(json.dumps({"meta": meta, "cases": cases},
-                                                          indent=1) + "\n")
-    (args.out / "emu-profile.md").write_text(markdown(cases, meta))
+    (args.out / "emu-profile.json").write_text(json.dumps(
+        {"meta": meta, "cases": cases, "record_cases": records, "coverage": coverage},
+        indent=1) + "\n")
+    (args.out / "emu-profile.md").write_text(markdown(cases, records, coverage, meta))
     print(f"# wrote {args.out / 'emu-profile.json'}, {args.out / 'emu-profile.md'}")
     return 0
+
+
+def _print(result: dict[str, Any]) -> None:
+    if "skipped" in result:
+        print(f"{result['family']:<12} {result['case']:<40} skipped: {result['skipped']}",
+              flush=True)
+        return
+    launches = sum(k["launches"] for k in result["kernels"])
+    print(f"{result['family']:<12} {result['case']:<40} {launches} launches, moved/min "
+          f"{result['moved_over_min'] or 0:.2f}, {result['emulator_s']:.1f} s", flush=True)
 
 
 if __name__ == "__main__":

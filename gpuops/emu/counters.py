@@ -268,6 +268,17 @@ class LaunchReport:
         sectors = self.metrics[f"l1tex__t_sectors_pipe_lsu_mem_global_op_{op}.sum"]
         return sectors / requests if requests else 0.0
 
+    def sectors_over_ideal(self, op: str = "ld") -> float:
+        """Global sectors over the ideal ones (per request, ceil(distinct bytes the lanes
+        asked for / 32)), for 'ld' or 'st': 1.0 = every request coalesced, whatever its
+        width; 0.0 = no global request."""
+        sectors = ideal = 0
+        for inst in self.instructions:
+            if inst.space == "global" and inst.op == op:
+                sectors += inst.sectors
+                ideal += inst.ideal_sectors
+        return sectors / ideal if ideal else 0.0
+
     def bank_conflict_ways(self, op: str = "ld") -> float:
         """Average wavefronts per ideal wavefront of shared requests (1.0: no conflict)."""
         wavefronts = self.metrics[f"l1tex__data_pipe_lsu_wavefronts_mem_shared_op_{op}.sum"]
@@ -295,6 +306,8 @@ class LaunchReport:
                 "block": list(self.block), "shared_mem": self.shared_mem, **self.metrics,
                 "sectors_per_request_ld": self.sectors_per_request("ld"),
                 "sectors_per_request_st": self.sectors_per_request("st"),
+                "sectors_over_ideal_ld": self.sectors_over_ideal("ld"),
+                "sectors_over_ideal_st": self.sectors_over_ideal("st"),
                 "bank_conflict_ways_ld": self.bank_conflict_ways("ld"),
                 "bank_conflict_ways_st": self.bank_conflict_ways("st"),
                 "bytes_moved_ld": self.bytes_moved("ld"), "bytes_moved_st": self.bytes_moved("st"),

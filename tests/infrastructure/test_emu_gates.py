@@ -1,0 +1,153 @@
+"""Memory-efficiency gates of the memory-bound kernels, on the emulator's counting mode
+(issue 13 D; ``gpuops.emu.profile``, docs in benchmarks/README.md).
+
+Each case calls an operator (forward, and its gradient wrt x1) in float32 at a small size
+and holds every kernel it launches to:
+
+- ``ld`` / ``st``: global sectors at most 1.1x the ideal (per request, ceil(distinct bytes
+  the lanes asked for / 32)) on its loads / stores;
+- ``moved``: the call's bytes moved (sectors x 32, all its launches) at most 1.25x its
+  minimum bytes (float inputs read once, the result written once; a gradient: inputs, y,
+  gy read, gx written);
+- ``ways``: shared-memory bank-conflict ways at most 1.1 on average (loads and stores).
+
+The exceptions are all in :data:`EXCEPTIONS`, each with its reason; an exception that a
+kernel no longer needs fails the test too, so the table stays true. The report
+(``python -m benchmarks --profile``) renders the same table.
+"""
+from __future__ import annotations
+
+import numpy
+import pytest
+
+import gpuops
+
+emu = pytest.importorskip("gpuops.emu", reason="gpuops.emu missing")
+
+SECTORS_OVER_IDEAL = 1.1
+MOVED_OVER_MIN = 1.25
+BANK_WAYS = 1.1
+
+# (kernel, gate, reason): the one table of exceptions. gate: ld, st, moved, ways.
+EXCEPTIONS = [
+    ("layer_norm_warp8_f32", "moved", "each row's warp reads the weight and bias again "
+     "(2 x cols floats per row: L1/L2 hits on a GPU); x is read once, y written once"),
+    ("rms_norm_warp8_f32", "moved", "as layer_norm: the weight re-read per row"),
+    ("lrn_f32", "moved", "each output reads a window of `size` channels: the re-reads are "
+     "cache hits on a GPU, the footprint is the minimum"),
+    ("lrn_wrt_x1_f32", "moved", "as lrn_f32: a window of channels per output"),
+    ("max_pool2d_f32", "ld", "one output per thread: a window row at stride 2 puts the "
+     "lanes 8 bytes apart, the next window column reads the same sectors again"),
+    ("max_pool2d_f32", "moved", "as its ld, and overlapping 3x3 windows re-read rows "
+     "(cache hits on a GPU; the footprint is the minimum)"),
+    ("max_pool2d_wrt_x1_f32", "ld", "one input per thread, its windows' argmax rescanned: "
+     "strided window reads as max_pool2d_f32"),
+    ("max_pool2d_wrt_x1_f32", "moved", "as its ld, plus y and gy per window"),
+    ("avg_pool2d_f32", "ld", "one output per thread: a 2-wide window at stride 2 reads "
+     "two scalars 8 bytes apart per lane, each request half the bytes of its sectors"),
+    ("avg_pool2d_f32", "moved", "as its ld: each sector requested twice (an L1 hit)"),
+    ("transpose_nd_f32", "ld", "a permutation that moves the innermost axis and is not a "
+     "(batch, rows, cols) swap: reads through permuted strides (not tiled)"),
+    ("transpose_nd_f32", "moved", "as its ld: a sector per element read"),
+    ("sgd_step_f32, adam_step_f32", "all", "not measured: the fused multi-tensor steps "
+     "reach their arrays through a pointer table the counters do not attribute"),
+]
+
+
+def _rng():
+    return numpy.random.default_rng(0)
+
+
+def _f32(*shape):
+    return _rng().standard_normal(shape).astype(numpy.float32)
+
+
+# name -> (inputs, params): float32, sizes a multiple of 32 elements per row.
+CASES = {
+    "add": ((_f32(64, 256), _f32(64, 256)), {}),
+    "mul": ((_f32(64, 256), _f32(64, 256)), {}),
+    "exp": ((_f32(64, 256),), {}),
+    "relu": ((_f32(64, 256),), {}),
+    "sigmoid": ((_f32(64, 256),), {}),
+    "gelu": ((_f32(64, 256),), {"approximate": "tanh"}),
+    "silu": ((_f32(64, 256),), {}),
+    "softmax": ((_f32(64, 256),), {}),
+    "log_softmax": ((_f32(64, 256),), {}),
+    "mse": ((_f32(64, 256), _f32(64, 256)), {}),
+    "softmax_cross_entropy": ((_f32(64, 256), _rng().integers(0, 256, 64)), {}),
+    "dropout": ((_f32(64, 256),), {"p": 0.5, "seed": 1}),
+    "lrn": ((_f32(2, 16, 16, 32),), {}),
+    "max_pool2d": ((_f32(2, 8, 32, 32),), {"kernel_size": 3, "stride": 2, "padding": 1}),
+    "avg_pool2d": ((_f32(2, 8, 32, 32),), {"kernel_size": 2, "stride": 2}),
+    "sum": ((_f32(64, 256),), {"axis": 1}),
+    "transpose": ((_f32(8, 16, 64),), {"axes": (1, 2, 0)}),
+    "layer_norm": ((_f32(64, 256), _f32(256), _f32(256)), {}),
+    "rms_norm": ((_f32(64, 256), _f32(256)), {}),
+    "embedding": ((_rng().integers(0, 512, 64), _f32(512, 256)), {}),
+}
+# kernels reached by the transpose case's other permutation (the tiled kernel)
+CASES_EXTRA = {"transpose": ((_f32(8, 16, 64),), {"axes": (0, 2, 1)})}
+
+
+def _nbytes(*values) -> int:
+    return sum(v.nbytes for v in values if isinstance(v, numpy.ndarray)
+               and v.dtype.kind == "f")
+
+
+def _calls(name, inputs, params):
+    """(label, thunk, minimum bytes): the forward and, where it has one, the gradient wrt
+    the first float input."""
+    op = gpuops.OPERATORS[name]
+    y = op.forward(*inputs, **params)  # NumPy backend: the gradient's y
+    gy = numpy.ones_like(y)
+    yield name, lambda: op.forward(*inputs, **params), _nbytes(*inputs, y)
+    k = next(k for k, x in enumerate(inputs, 1) if isinstance(x, numpy.ndarray)
+             and x.dtype.kind == "f")
+    if k in op.grads:
+        yield (f"{name}_wrt_x{k}", lambda: op.grads[k](*inputs, y, gy, **params),
+               _nbytes(*inputs, y, gy, inputs[k - 1]))
+
+
+def _measure(name, inputs, params):
+    """{(kernel, gate): (value, limit, where)} of every gate the calls break, and the
+    kernels they launched."""
+    broken, launched = {}, set()
+    for label, run, min_bytes in _calls(name, inputs, params):
+        with emu.profile() as reports:
+            run()
+        moved = sum(r.bytes_moved() for r in reports)
+        for report in reports:
+            launched.add(report.kernel)
+            values = {"ld": (report.sectors_over_ideal("ld"), SECTORS_OVER_IDEAL),
+                      "st": (report.sectors_over_ideal("st"), SECTORS_OVER_IDEAL),
+                      "ways": (max(report.bank_conflict_ways("ld"),
+                                   report.bank_conflict_ways("st")), BANK_WAYS),
+                      "moved": (moved / min_bytes, MOVED_OVER_MIN)}
+            for gate, (value, limit) in values.items():
+                if value > limit:
+                    broken[(report.kernel, gate)] = (value, limit, f"{label}: {report.worst}")
+    return broken, launched
+
+
+def _excepted(kernel: str, gate: str) -> bool:
+    return any(kernel in names.split(", ") and g in (gate, "all") for names, g, _ in EXCEPTIONS)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_memory_bound_kernel_gates(name):
+    from gpuops.emu import build
+    if build.compiler() is None:
+        pytest.skip("no C++ compiler for the emulator")
+    broken, launched = _measure(name, *CASES[name])
+    if name in CASES_EXTRA:
+        more, also = _measure(name, *CASES_EXTRA[name])
+        broken.update(more)
+        launched |= also
+    failures = [f"{kernel} {gate}: {value:.2f} > {limit} ({where})"
+                for (kernel, gate), (value, limit, where) in sorted(broken.items())
+                if not _excepted(kernel, gate)]
+    assert not failures, "\n".join(failures)
+    stale = [f"{names} {gate}" for names, gate, _ in EXCEPTIONS if gate != "all"
+             for kernel in names.split(", ")
+             if kernel in launched and (kernel, gate) not in broken]
+    assert not stale, f"exceptions no longer needed (remove them from EXCEPTIONS): {stale}"
