@@ -1,7 +1,8 @@
 // Activations and their gradients: relu, leaky_relu, sigmoid, tanh, gelu (exact and tanh
 // form: two kernels, gelu and gelu_tanh), silu.
-// Launched by gpuops/activation.py. One extern "C" kernel per dtype (suffix
-// f16 / f32 / f64); float16 is loaded, computed in float32 and rounded on store.
+// Launched by gpuops/ops/activation.py. One extern "C" kernel per dtype (suffix
+// f16 / bf16 / f32 / f64); float16 and bfloat16 are loaded, computed in float32 and
+// rounded once on store (half.cuh).
 #include "gpuops.cuh"
 #include "half.cuh"
 #include "logistic.cuh"
@@ -90,5 +91,6 @@ __device__ __forceinline__ A silu_grad_acc(A x) {
     ACTIVATION(silu, silu_acc(x), g * silu_grad_acc(x), T, A, SFX)
 
 ACTIVATION_ALL(__half, float, f16)
+ACTIVATION_ALL(__nv_bfloat16, float, bf16)
 ACTIVATION_ALL(float, float, f32)
 ACTIVATION_ALL(double, double, f64)

@@ -1,7 +1,7 @@
 """Activations: relu, leaky_relu, sigmoid, tanh, gelu, silu. Kernels in cuda/activation.cu.
 
-float32/float64 everywhere; float16 too where the kernels compute (CuPy, the
-emulator), loaded as half, computed in float32, rounded on store.
+Every float dtype on every backend: float16 and bfloat16 are loaded (widened to float32),
+computed in float32 and rounded once on store; the slope of a 16-bit call is a float32.
 
 The gradients read x (y is accepted, per the API, and unused): relu'(0) = 0 and
 leaky_relu'(0) = slope (the conventions of PyTorch); σ'(x) = e/(1+e)², e = e^-|x|, and
@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy
 
-from ..backend import HALF_DTYPES
+from ..backend import ALL_FLOAT_DTYPES
 from ..call import Call, Signature, check_shape
 from ..registry import register
 from . import _args, _math
@@ -231,21 +231,21 @@ _GELU_KERNELS = {"none": "gelu", "tanh": "gelu_tanh"}  # approximate -> kernel
 # ---- kernels: <k>_<dtype>(x, y, slope, n), <k>_wrt_x1_<dtype>(x, y, gy, gx, slope, n) ------
 
 def _forward_gpu(kernel: str, call: Call, x: Array, y: Array, slope: Any) -> None:
-    call.launch_1d(kernel, y.size, (x, y, call.scalar(slope), numpy.int64(y.size)))
+    call.launch_1d(kernel, y.size, (x, y, slope, numpy.int64(y.size)))
 
 
 def _gradient_gpu(kernel: str, call: Call, x: Array, y: Array, gy: Array, gx: Array,
                   slope: Any) -> None:
     call.launch_1d(f"{kernel}_wrt_x1", gx.size,
-                   (x, y, gy, gx, call.scalar(slope), numpy.int64(gx.size)))
+                   (x, y, gy, gx, slope, numpy.int64(gx.size)))
 
 
 _GPU = {k: (functools.partial(_forward_gpu, k), functools.partial(_gradient_gpu, k))
         for k in _CPU}
 _OPS = ("relu", "leaky_relu", "sigmoid", "tanh", "gelu", "silu")
-_FORWARD = {op: Signature(op, FAMILY, ("x1",), kernel_dtypes=HALF_DTYPES) for op in _OPS}
-_GRADIENT = {op: Signature(f"{op}_wrt_x1", FAMILY, ("x1", "y", "gy"), kernel_dtypes=HALF_DTYPES)
-             for op in _OPS}
+_FORWARD = {op: Signature(op, FAMILY, ("x1",), kernel_dtypes=ALL_FLOAT_DTYPES) for op in _OPS}
+_GRADIENT = {op: Signature(f"{op}_wrt_x1", FAMILY, ("x1", "y", "gy"),
+                           kernel_dtypes=ALL_FLOAT_DTYPES) for op in _OPS}
 
 
 def _forward(op: str, x1: Array, out: Array | None, slope: float = 0.0,
@@ -253,7 +253,7 @@ def _forward(op: str, x1: Array, out: Array | None, slope: float = 0.0,
     kernel = op if kernel is None else kernel
     call = _FORWARD[op].bind(x1)
     (x,) = call.inputs
-    return call.run(out, x.shape, _CPU[kernel][0], _GPU[kernel][0], call.dtype.type(slope))
+    return call.run(out, x.shape, _CPU[kernel][0], _GPU[kernel][0], call.scalar(slope))
 
 
 def _gradient(op: str, x1: Array, y: Array, gy: Array, out: Array | None,
@@ -263,7 +263,7 @@ def _gradient(op: str, x1: Array, y: Array, gy: Array, out: Array | None,
     x, y, gy = call.inputs
     check_shape(call.op, "y", y, x.shape)
     check_shape(call.op, "gy", gy, x.shape)
-    return call.run(out, x.shape, _CPU[kernel][1], _GPU[kernel][1], call.dtype.type(slope),
+    return call.run(out, x.shape, _CPU[kernel][1], _GPU[kernel][1], call.scalar(slope),
                     dtype=x.dtype)
 
 

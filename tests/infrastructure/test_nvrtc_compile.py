@@ -147,3 +147,19 @@ def test_stack_frame_is_caught_in_a_real_report():
     assert result.ok, result.log
     usage = nvrtc.parse_ptxas(result.log)["uses_stack"]
     assert usage.stack_frame >= 1024 and problems(usage)
+
+
+@pytest.mark.parametrize("arch", nvrtc.ARCHS)
+def test_bfloat16_kernels_are_compiled(arch):
+    """The bf16 instantiations are in the compiled families (activation: the model)."""
+    names = set(nvrtc.parse_ptxas(compiled("activation", arch).log))
+    assert {"relu_bf16", "gelu_wrt_x1_bf16", "leaky_relu_bf16"} <= names
+
+
+def test_bfloat16_conversions_compile_below_sm80():
+    """half.cuh's bfloat16 store rounds with cvt.rn.bf16.f32 from sm_80 and in integer
+    arithmetic below: a family with bf16 kernels still builds for an older GPU."""
+    source = kernels.source("activation")
+    result = nvrtc.compile_cubin(source, options("sm_75"), "activation.cu")
+    assert result.ok, result.log
+    assert "relu_bf16" in nvrtc.parse_ptxas(result.log)

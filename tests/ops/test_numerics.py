@@ -1,17 +1,19 @@
 """Numerical edges beyond NaN/inf (those are in test_reliability.py): subnormal numbers are
 computed, not flushed to zero, on every backend; float16 kernels do their arithmetic in
 float32, so intermediate sums past float16's range (65504) do not overflow, and results
-past it round to ±inf as in PyTorch."""
+past it round to ±inf as in PyTorch; bfloat16 results are rounded once from float32, to
+nearest even, bit for bit alike on the NumPy backend and the kernels, with float32's range."""
 from __future__ import annotations
 
 import inspect
 
+import ml_dtypes
 import numpy
 import pytest
 
 import gpuops
 from backends import BACKENDS, KERNEL_BACKENDS
-from opinfo import F32, F64
+from opinfo import BF16, F32, F64
 from records import RECORDS
 
 F16 = numpy.dtype(numpy.float16)
@@ -269,3 +271,53 @@ def test_float16_conv2d_accumulates_in_float32(backend):
     w[:, :2] = -1.0  # 18 terms of +60000 and 18 of -60000 per output
     numpy.testing.assert_array_equal(_f16_call(backend, "conv2d", x, w), 0.0)
     assert numpy.isposinf(_f16_call(backend, "conv2d", x, numpy.abs(w))).all()
+
+
+# ---- bfloat16: one rounding to nearest even from float32, float32's range ---------------
+
+BF16_MAX = float(ml_dtypes.finfo(BF16).max)  # 3.39e38
+
+
+def _bf16_leaky(backend, x, slope):
+    with backend.active():
+        return backend.to_numpy(gpuops.leaky_relu(backend.asarray(x), slope=slope))
+
+
+@pytest.mark.parametrize("backend", BACKENDS, ids=lambda b: b.name)
+def test_bfloat16_store_rounds_once_to_nearest_even(backend):
+    """leaky_relu(x) = slope · x below 0: the float32 product of the bfloat16 x and the
+    float32 slope (a parameter is not rounded to 16 bits), rounded once to nearest even
+    (ml_dtypes' astype), bit for bit: ties, subnormals, overflow to -inf, NaN."""
+    rng = numpy.random.default_rng(7)
+    bits = rng.integers(0x8000, 0xFF80, 4000, dtype=numpy.uint16)  # x < 0, finite or -0
+    x = numpy.concatenate([bits.view(BF16), numpy.array([-1.0, -3.0, -BF16_MAX, -1e-38,
+                                                         float("nan")], BF16)])
+    x32 = x.astype(F32)
+    for slope in (1 + 2.0 ** -8, -0.01, 3.0, 2.0 ** -10, 1 / 3):
+        with numpy.errstate(over="ignore", invalid="ignore"):
+            expected = (x32 * numpy.float32(slope)).astype(BF16)
+            rounded_slope = (x32 * numpy.float32(BF16.type(slope))).astype(BF16)
+        got = _bf16_leaky(backend, x, slope)
+        assert got.dtype == BF16
+        nan = numpy.isnan(expected.astype(F32))
+        numpy.testing.assert_array_equal(numpy.isnan(got.astype(F32)), nan)
+        numpy.testing.assert_array_equal(got[~nan].view(numpy.uint16),
+                                         expected[~nan].view(numpy.uint16), err_msg=str(slope))
+        if slope in (-0.01, 1 / 3):  # the test tells a float32 slope from a rounded one
+            assert (rounded_slope[~nan].view(numpy.uint16)
+                    != expected[~nan].view(numpy.uint16)).any()
+    # the ties: -1 · (1 + 2^-8) is halfway between -1 and -(1 + 2^-7): to even, -1
+    assert _bf16_leaky(backend, numpy.array([-1.0], BF16), 1 + 2.0 ** -8)[0] == -1.0
+
+
+@pytest.mark.parametrize("backend", BACKENDS, ids=lambda b: b.name)
+def test_bfloat16_has_float32_range(backend):
+    """No overflow at float16's 65504: 3 · -1e38 is finite, 4 · -1e38 past 3.39e38 is -inf,
+    and 2^-10 · -1e-36 a bfloat16 subnormal (kept, not flushed)."""
+    x = numpy.array([-60000.0, -1e38, -1e-36], BF16)
+    numpy.testing.assert_array_equal(_bf16_leaky(backend, x, 3.0).astype(F64),
+                                     (x.astype(F64) * 3).astype(BF16).astype(F64))
+    with numpy.errstate(over="ignore"):
+        assert _bf16_leaky(backend, x, 4.0)[1] == -float("inf")
+    tiny = _bf16_leaky(backend, x, 2.0 ** -10)[2]
+    assert tiny != 0 and abs(float(tiny)) < float(ml_dtypes.finfo(BF16).smallest_normal)

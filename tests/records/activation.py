@@ -6,7 +6,7 @@ import math
 
 import numpy
 
-from opinfo import F16, F32, F64, ErrorInput, OpInfo, Sample
+from opinfo import BF16, F16, F32, F64, ErrorInput, OpInfo, Sample
 
 SHAPES = ((257,), (3, 4, 5), (0,), (1,), (), (16, 65))
 
@@ -100,7 +100,7 @@ def _sigmoid_ref(x):
     return 1.0 / (1.0 + numpy.exp(-x))
 
 
-KERNEL_DTYPES = (F16, F32, F64)  # float16 where kernels compute (CuPy, emulator)
+KERNEL_DTYPES = (F16, BF16, F32, F64)  # the kernels: every float dtype
 
 RECORDS = [
     OpInfo(name="relu", ref=lambda x: numpy.where(x > 0, x, 0.0), samples=_samples(-3, 3),
