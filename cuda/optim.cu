@@ -144,7 +144,7 @@ __device__ __forceinline__ void adam_chunks(const long long* __restrict__ table,
 }
 
 // sgd_step_<SFX>: W = G = T; sgd_step_master_<SFX>: float32 master and state, G = H = T.
-#define SGD_STEP(NAME, W, G, H)                                                            \
+#define SGD_STEP(NAME, W, G, H)                                                           \
     extern "C" __global__ void NAME(const long long* __restrict__ table,                  \
                                     long long n_tensors, long long n_chunks, long long chunk, \
                                     W lr, W momentum, W weight_decay, int nesterov) {     \
@@ -152,7 +152,7 @@ __device__ __forceinline__ void adam_chunks(const long long* __restrict__ table,
                             nesterov);                                                    \
     }
 
-#define ADAM_STEP(NAME, W, G, H)                                                           \
+#define ADAM_STEP(NAME, W, G, H)                                                          \
     extern "C" __global__ void NAME(                                                      \
         const long long* __restrict__ table, long long n_tensors, long long n_chunks,     \
         long long chunk, W beta2, W one_minus_beta1, W one_minus_beta2, W eps,            \
@@ -171,14 +171,14 @@ ADAM_STEP(adam_step_f64, double, double, void)
 ADAM_STEP(adam_step_master_f16, float, __half, __half)
 ADAM_STEP(adam_step_master_bf16, float, __nv_bfloat16, __nv_bfloat16)
 
-// T: storage type, ACC: what one element's arithmetic uses (float for __half and float).
-#define GRAD_CLIP(T, ACC, SFX)                                                             \
+// T: storage type, ACC: what one element's arithmetic uses (float for 16-bit and float).
+#define GRAD_CLIP(T, ACC, SFX)                                                            \
     extern "C" __global__ void grad_sumsq_##SFX(const long long* __restrict__ table,      \
                                                 long long n_tensors, long long n_chunks,  \
                                                 long long chunk,                          \
                                                 double* __restrict__ partial) {           \
         for (long long c = blockIdx.x; c < n_chunks; c += gridDim.x) {                    \
-            const TableChunk ck = table_chunk(table, n_tensors, n_chunks, chunk, c);       \
+            const TableChunk ck = table_chunk(table, n_tensors, n_chunks, chunk, c);      \
             const long long t = ck.t, start = ck.start, end = ck.end;                     \
             const T* g = table_ptr<T>(table, 0, n_tensors, t);                            \
             double s = 0.0;                                                               \
@@ -198,7 +198,7 @@ ADAM_STEP(adam_step_master_bf16, float, __nv_bfloat16, __nv_bfloat16)
         if (coef == 1.0) return; /* at most max_norm: the gradients stay as they are */   \
         const ACC k = (ACC)coef;                                                          \
         for (long long c = blockIdx.x; c < n_chunks; c += gridDim.x) {                    \
-            const TableChunk ck = table_chunk(table, n_tensors, n_chunks, chunk, c);       \
+            const TableChunk ck = table_chunk(table, n_tensors, n_chunks, chunk, c);      \
             const long long t = ck.t, start = ck.start, end = ck.end;                     \
             T* g = table_ptr<T>(table, 0, n_tensors, t);                                  \
             for (long long i = start + threadIdx.x; i < end; i += blockDim.x)             \
@@ -208,13 +208,13 @@ ADAM_STEP(adam_step_master_bf16, float, __nv_bfloat16, __nv_bfloat16)
 
 // Loss scaling: g *= inv_scale (rounded once), flags[c] = whether chunk c held inf/NaN.
 // v - v is 0 for a finite v and NaN for inf and NaN (no isfinite: no math header needed).
-#define GRAD_UNSCALE(T, ACC, SFX)                                                          \
+#define GRAD_UNSCALE(T, ACC, SFX)                                                         \
     extern "C" __global__ void grad_unscale_##SFX(const long long* __restrict__ table,    \
                                                   long long n_tensors, long long n_chunks, \
-                                                  long long chunk, ACC inv_scale,          \
-                                                  int* __restrict__ flags) {               \
+                                                  long long chunk, ACC inv_scale,         \
+                                                  int* __restrict__ flags) {              \
         for (long long c = blockIdx.x; c < n_chunks; c += gridDim.x) {                    \
-            const TableChunk ck = table_chunk(table, n_tensors, n_chunks, chunk, c);       \
+            const TableChunk ck = table_chunk(table, n_tensors, n_chunks, chunk, c);      \
             T* g = table_ptr<T>(table, 0, n_tensors, ck.t);                               \
             int bad = 0;                                                                  \
             for (long long i = ck.start + threadIdx.x; i < ck.end; i += blockDim.x) {     \
@@ -241,6 +241,7 @@ extern "C" __global__ void grad_found_inf_f32(const int* __restrict__ flags, lon
 }
 
 GRAD_CLIP(__half, float, f16)
+GRAD_CLIP(__nv_bfloat16, float, bf16)
 GRAD_CLIP(float, float, f32)
 GRAD_CLIP(double, double, f64)
 

@@ -19,7 +19,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import ml_dtypes
 import numpy
 
-from ..backend import FLOAT_DTYPES, HALF_DTYPES
+from ..backend import FLOAT_DTYPES
 from ..call import Call, Signature
 from ..kernels import BLOCK, scalar
 
@@ -412,8 +412,8 @@ def clip_grad_norm(grads: Any, max_norm: float, *, norm_type: float = 2.0,
     ``norm = sqrt(sum_k sum_i g_k[i]^2)``; ``coef = min(max_norm / (norm + 1e-6), 1)``;
     ``g_k *= coef`` (nothing is written when ``coef`` is 1). Returns ``norm`` as a 0-d array
     on the gradients' backend, of their promoted dtype (torch returns a 0-d tensor; a
-    Python float would wait for the device). ``grads``: a list or tuple of float16/32/64
-    arrays of one backend (dtypes may differ; empty arrays count 0), or one array.
+    Python float would wait for the device). ``grads``: a list or tuple of float16, bfloat16,
+    float32 or float64 arrays of one backend (dtypes may differ; empty arrays count 0), or one array.
 
     Squares are summed in float64 for every dtype (no overflow of a float32 square; float16
     loads widen exactly), and ``coef`` comes from that float64 norm, so it is right even
@@ -443,7 +443,7 @@ def clip_grad_norm(grads: Any, max_norm: float, *, norm_type: float = 2.0,
     if not isinstance(error_if_nonfinite, (bool, numpy.bool_)):
         raise TypeError(f"{op}: error_if_nonfinite must be a bool, got {error_if_nonfinite!r}")
     call = Signature(op, FAMILY, [f"grads[{i}]" for i in range(len(grads))],
-                     dtypes=HALF_DTYPES).bind(*grads)
+                     dtypes=_ANY_FLOAT).bind(*grads)
     grads = list(grads)
     max_norm = float(max_norm)
     if call.uses_kernels:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 
+import ml_dtypes
 import numpy
 import pytest
 
@@ -19,9 +20,10 @@ from gpuops.ops.optim import CHUNK
 from backends import BACKENDS, KERNEL_BACKENDS
 
 F16, F32, F64 = numpy.float16, numpy.float32, numpy.float64
+BF16 = ml_dtypes.bfloat16
 # odd sizes, an empty tensor, one just past a chunk (two chunks of one tensor)
 SHAPES = [(3, 5), (0,), (7,), (1,), (2, 3, 3), (CHUNK + 3,), (0, 4), (129,)]
-TOL = {F16: 2e-3, F32: 2e-6, F64: 1e-13}
+TOL = {F16: 2e-3, BF16: 1.6e-2, F32: 2e-6, F64: 1e-13}
 
 
 def _params(backends):
@@ -48,7 +50,7 @@ def _clip(backend, host_grads, max_norm, **kwargs):
 
 
 @pytest.mark.parametrize("backend", _params(BACKENDS))
-@pytest.mark.parametrize("dtype", [F16, F32, F64])
+@pytest.mark.parametrize("dtype", [F16, BF16, F32, F64])
 @pytest.mark.parametrize("ratio", [0.01, 0.9, 1.1, 1e3])  # max_norm / norm: clipped or not
 def test_matches_float64_reference(backend, dtype, ratio):
     rng = numpy.random.default_rng(0)
@@ -74,11 +76,11 @@ def test_matches_float64_reference(backend, dtype, ratio):
 
 @pytest.mark.parametrize("backend", _params(BACKENDS))
 def test_many_tensors_and_mixed_dtypes(backend):
-    """100 tensors of three dtypes (one launch per dtype on kernels): one global norm, the
+    """100 tensors of four dtypes (one launch per dtype on kernels): one global norm, the
     promoted dtype, every tensor scaled by the same factor."""
     rng = numpy.random.default_rng(1)
     shapes = [(int(n),) for n in rng.integers(0, 40, size=100)]
-    dtypes = [(F16, F32, F64)[i % 3] for i in range(100)]
+    dtypes = [(F16, BF16, F32, F64)[i % 4] for i in range(100)]
     host = _grads(rng, shapes, dtypes)
     norm, after = _clip(backend, host, 2.0)
     expected_norm, expected = _reference(host, 2.0)
