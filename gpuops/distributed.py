@@ -29,6 +29,10 @@ waits for them and leaves every gradient the mean over the ranks (a view of its 
 runs by itself when the last parameter's gradient is complete, and must be called before
 the optimizer step when some parameter may get no gradient (then zeros are summed for it).
 ``no_sync()``: backward passes inside only accumulate locally (gradient accumulation).
+``timeline``: per bucket of the last backward, the seconds from its first complete gradient
+to the bucket's gradients being complete, its sum starting and ending (host times on the
+CPU, the end being the poll that saw it done; CUDA events on the GPU): the overlap of
+communication with backward.
 """
 from __future__ import annotations
 
@@ -325,7 +329,11 @@ class _Bucket:
         self.ready: set[int] = set()  # ids of the parameters whose gradient is complete
         self.flat: Any = None  # the gradients, flattened, being summed
         self.request: Any = None  # MPI request (CPU) or CUDA event (GPU) of the sum
-        self.launched_at = self.done_at = 0.0
+        # when its gradients were complete, its sum started, ended: perf_counter seconds
+        # (CPU), CUDA events (GPU)
+        self.ready_at: Any = None
+        self.started_at: Any = None
+        self.done_at: Any = None
 
 
 class DistributedDataParallel(nn.Module):
@@ -351,7 +359,10 @@ class DistributedDataParallel(nn.Module):
         self._bucket_of = {id(p): b for b in self._buckets for p in b.params}
         self._next = 0  # the first bucket not started in this backward
         self._sync = True
-        self.timeline: list[tuple[int, int, float, float]] = []  # (bucket, bytes, start, end)
+        # (bucket, bytes, ready, start, end) of the last finished backward: seconds from the
+        # first complete gradient to the bucket's last one, to its sum's start and end
+        self.timeline: list[tuple[int, int, float, float, float]] = []
+        self._origin: Any = None  # the first complete gradient: perf_counter s or CUDA event
         self._side_stream: Any = None
         me = weakref.ref(self)
 
@@ -403,6 +414,8 @@ class DistributedDataParallel(nn.Module):
         bucket = self._bucket_of.get(id(t))
         if bucket is None or not self._sync:
             return
+        if self._origin is None:
+            self._origin = _now(t.data)
         bucket.ready.add(id(t))
         while self._next < len(self._buckets) and \
                 len(self._buckets[self._next].ready) == len(self._buckets[self._next].params):
@@ -417,8 +430,8 @@ class DistributedDataParallel(nn.Module):
         bucket = self._buckets[index]
         grads = [p.grad if p.grad is not None else p.xp.zeros_like(p.data)
                  for p in bucket.params]
-        bucket.launched_at = time.perf_counter()
         if not backend.is_cupy_array(bucket.params[0].data):
+            bucket.ready_at = bucket.started_at = time.perf_counter()
             dtype = _mpi_sum_dtype(bucket.params[0].dtype)
             bucket.flat = numpy.concatenate([g.reshape(-1) for g in grads], dtype=dtype)
             bucket.request = _world.comm.Iallreduce(_world.mpi.IN_PLACE, bucket.flat,
@@ -428,16 +441,17 @@ class DistributedDataParallel(nn.Module):
             bucket.flat = cp.concatenate([g.reshape(-1) for g in grads])
             if self._side_stream is None:
                 self._side_stream = cp.cuda.Stream(non_blocking=True)
-            ready = cp.cuda.get_current_stream().record()
-            self._side_stream.wait_event(ready)
+            bucket.ready_at = cp.cuda.get_current_stream().record()
+            self._side_stream.wait_event(bucket.ready_at)
+            bucket.started_at = self._side_stream.record()
             _nccl_all_reduce(bucket.flat, self._side_stream)
-            bucket.request = self._side_stream.record()
+            bucket.request = bucket.done_at = self._side_stream.record()
 
     def _progress(self) -> None:
         """Let MPI advance the sums in flight (Open MPI progresses them only inside calls)."""
         now = time.perf_counter()
         for bucket in self._buckets[:self._next]:
-            if not bucket.done_at and _done(bucket.request):
+            if bucket.done_at is None and _done(bucket.request):
                 bucket.done_at = now
 
     def finish(self) -> None:
@@ -451,7 +465,8 @@ class DistributedDataParallel(nn.Module):
             self._next += 1
         for i, bucket in enumerate(self._buckets):
             _wait("DistributedDataParallel.finish", lambda: _done(bucket.request))
-            bucket.done_at = bucket.done_at or time.perf_counter()
+            if bucket.done_at is None:
+                bucket.done_at = time.perf_counter()
             flat = bucket.flat
             if backend.is_cupy_array(flat):
                 _cupy().cuda.get_current_stream().wait_event(bucket.request)
@@ -462,18 +477,34 @@ class DistributedDataParallel(nn.Module):
             for p in bucket.params:
                 p.grad = flat[offset:offset + p.size].reshape(p.shape)
                 offset += p.size
-        self.timeline = [(i, b.nbytes, b.launched_at, b.done_at)
-                         for i, b in enumerate(self._buckets)]
+        self.timeline = [(i, b.nbytes, *(_seconds(self._origin, at) for at in (
+            b.ready_at, b.started_at, b.done_at))) for i, b in enumerate(self._buckets)]
         for bucket in self._buckets:
             bucket.ready.clear()
             bucket.flat = bucket.request = None
-            bucket.done_at = 0.0
+            bucket.ready_at = bucket.started_at = bucket.done_at = None
         self._next = 0
+        self._origin = None
 
 
 def _cupy() -> Any:
     """The CuPy module (called only for CuPy arrays, so it is installed)."""
     return backend._cupy()
+
+
+def _now(like: Any) -> Any:
+    """Now, for a timeline: perf_counter seconds, or a CUDA event on the current stream
+    when ``like`` is a CuPy array."""
+    if backend.is_cupy_array(like):
+        return _cupy().cuda.get_current_stream().record()
+    return time.perf_counter()
+
+
+def _seconds(origin: Any, at: Any) -> float:
+    """Seconds from ``origin`` to ``at`` (perf_counter values, or completed CUDA events)."""
+    if isinstance(at, float):
+        return at - origin
+    return _cupy().cuda.get_elapsed_time(origin, at) / 1e3
 
 
 def _done(request: Any) -> bool:

@@ -438,7 +438,9 @@ def test_ddp_starts_each_bucket_during_backward(two_fake_ranks):
     assert order[0] == 0 and order[-1] == 2 and len(comm.log) == 3
     for p, g in zip(model.parameters(), reference):
         numpy.testing.assert_array_equal(p.grad, g)  # (2 g) / 2
-    assert len(ddp.timeline) == 3
+    assert len(ddp.timeline) == 3  # seconds from the first complete gradient
+    assert all(0 <= ready <= start <= end for _, _, ready, start, end in ddp.timeline)
+    assert ddp.timeline[0][3] < ddp.timeline[2][2]  # bucket 0 summed before bucket 2 ready
     with ddp.no_sync():
         nn.CrossEntropyLoss()(ddp(gpuops.Tensor(x)), numpy.array([0, 1, 2, 3])).backward()
     assert len(comm.log) == 3
@@ -487,7 +489,7 @@ class _FakeStream:
 
     def record(self):
         self.log.append(("record", self.name))
-        return SimpleNamespace(done=True, stream=self.name)
+        return SimpleNamespace(done=True, stream=self.name, ms=len(self.log))
 
     def wait_event(self, event) -> None:
         self.log.append(("wait", self.name, event.stream))
@@ -517,7 +519,8 @@ def _fake_cupy(log: list) -> SimpleNamespace:
         return streams[-1]
     nccl = SimpleNamespace(get_unique_id=lambda: "uid", NcclCommunicator=Communicator,
                            NCCL_FLOAT64=numpy.dtype(F64).num, NCCL_UINT8=0, NCCL_SUM="sum")
-    cuda = SimpleNamespace(nccl=nccl, Stream=stream, get_current_stream=lambda: current)
+    cuda = SimpleNamespace(nccl=nccl, Stream=stream, get_current_stream=lambda: current,
+                           get_elapsed_time=lambda start, end: end.ms - start.ms)
     return SimpleNamespace(cuda=cuda, concatenate=lambda arrays: numpy.concatenate(
         [numpy.asarray(a) for a in arrays]).view(_DeviceArray))
 
@@ -552,6 +555,9 @@ def test_ddp_on_the_gpu_path_with_a_fake_cupy(two_fake_ranks, monkeypatch):
     assert ("wait", "side", "current") in log and ("wait", "current", "side") in log
     for p, g in zip(model.parameters(), reference):
         numpy.testing.assert_allclose(p.grad, g, rtol=1e-15)
+    # device times from the events: each bucket ready, then its sum's start and end
+    assert [t[:2] for t in ddp.timeline] == [(0, 808), (1, 3072), (2, 2496)]
+    assert all(0 <= ready < start < end for _, _, ready, start, end in ddp.timeline)
     y = numpy.arange(5.0).view(_DeviceArray)
     distributed.all_reduce(y, "mean")
     assert numpy.array_equal(y, numpy.arange(5.0)) and log[-1] == ("allReduce", 5, "current")
