@@ -29,6 +29,8 @@ waits for them and leaves every gradient the mean over the ranks (a view of its 
 runs by itself when the last parameter's gradient is complete, and must be called before
 the optimizer step when some parameter may get no gradient (then zeros are summed for it).
 ``no_sync()``: backward passes inside only accumulate locally (gradient accumulation).
+In a world of one it works the same (on the GPU through a one-rank NCCL communicator, which
+is how a single GPU tests the NCCL path); ``train`` wraps the model only when N > 1.
 ``timeline``: per bucket of the last backward, the seconds from its first complete gradient
 to the bucket's gradients being complete, its sum starting and ending (host times on the
 CPU, the end being the poll that saw it done; CUDA events on the GPU): the overlap of
@@ -371,9 +373,8 @@ class DistributedDataParallel(nn.Module):
             if ddp is not None:
                 ddp._grad_ready(t)
         self._hook = hook
-        if _world.size > 1:
-            autograd.grad_ready_hooks.append(hook)
-            weakref.finalize(self, _remove_hook, hook)
+        autograd.grad_ready_hooks.append(hook)
+        weakref.finalize(self, _remove_hook, hook)
 
     @staticmethod
     def _make_buckets(params: list, cap: float) -> list[_Bucket]:
@@ -434,8 +435,8 @@ class DistributedDataParallel(nn.Module):
             bucket.ready_at = bucket.started_at = time.perf_counter()
             dtype = _mpi_sum_dtype(bucket.params[0].dtype)
             bucket.flat = numpy.concatenate([g.reshape(-1) for g in grads], dtype=dtype)
-            bucket.request = _world.comm.Iallreduce(_world.mpi.IN_PLACE, bucket.flat,
-                                                    op=_world.mpi.SUM)
+            bucket.request = _COMPLETED if _world.comm is None else _world.comm.Iallreduce(
+                _world.mpi.IN_PLACE, bucket.flat, op=_world.mpi.SUM)
         else:
             cp = _cupy()
             bucket.flat = cp.concatenate([g.reshape(-1) for g in grads])
@@ -485,6 +486,10 @@ class DistributedDataParallel(nn.Module):
             bucket.ready_at = bucket.started_at = bucket.done_at = None
         self._next = 0
         self._origin = None
+
+
+# The "sum" of a world of one without MPI: already complete.
+_COMPLETED = type("_Completed", (), {"done": True})()
 
 
 def _cupy() -> Any:

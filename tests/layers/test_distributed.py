@@ -563,5 +563,48 @@ def test_ddp_on_the_gpu_path_with_a_fake_cupy(two_fake_ranks, monkeypatch):
     assert numpy.array_equal(y, numpy.arange(5.0)) and log[-1] == ("allReduce", 5, "current")
 
 
+def test_ddp_in_a_world_of_one_keeps_the_gradients():
+    model = _mlp()
+    ddp = distributed.DistributedDataParallel(model, bucket_cap_mb=3200 / 2 ** 20)
+    x = numpy.random.default_rng(0).standard_normal((4, 12))
+    reference = _gradients(model, x)
+    try:
+        nn.CrossEntropyLoss()(ddp(gpuops.Tensor(x)), numpy.array([0, 1, 2, 3])).backward()
+    finally:
+        autograd.grad_ready_hooks.remove(ddp._hook)
+    for p, g in zip(model.parameters(), reference):
+        numpy.testing.assert_array_equal(p.grad, g)
+    assert [t[:2] for t in ddp.timeline] == [(0, 808), (1, 3072), (2, 2496)]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not gpuops.gpu_available(), reason="needs CuPy and a usable CUDA GPU")
+def test_ddp_through_one_rank_nccl_on_the_gpu():
+    """The issue's one-GPU run: the buckets summed by a one-rank NCCL communicator on the side
+    stream; the gradients as without DDP, and the CUDA-event timeline."""
+    import cupy
+    from cupy.cuda import nccl
+    if not getattr(nccl, "available", True):
+        pytest.skip("CuPy was built without NCCL")
+    model = _mlp().to_gpu()
+    ddp = distributed.DistributedDataParallel(model, bucket_cap_mb=3200 / 2 ** 20)
+    x = numpy.random.default_rng(0).standard_normal((4, 12))
+    copy = _mlp()
+    copy.load_state_dict(model.state_dict())
+    nn.CrossEntropyLoss()(copy(gpuops.Tensor(x)), numpy.array([0, 1, 2, 3])).backward()
+    try:
+        nn.CrossEntropyLoss()(ddp(gpuops.Tensor(cupy.asarray(x))),
+                              cupy.asarray([0, 1, 2, 3])).backward()
+    finally:
+        autograd.grad_ready_hooks.remove(ddp._hook)
+    for p, q in zip(model.parameters(), copy.parameters()):
+        numpy.testing.assert_allclose(cupy.asnumpy(p.grad), q.grad, rtol=1e-10, atol=1e-12)
+    assert len(ddp.timeline) == 3
+    assert all(0 <= ready <= start <= end for _, _, ready, start, end in ddp.timeline)
+    y = cupy.arange(7.0)
+    distributed.all_reduce(y)
+    assert cupy.array_equal(y, cupy.arange(7.0))
+
+
 if __name__ == "__main__":
     _run_job(sys.argv[1], sys.argv[2])
