@@ -413,7 +413,8 @@ def clip_grad_norm(grads: Any, max_norm: float, *, norm_type: float = 2.0,
     ``g_k *= coef`` (nothing is written when ``coef`` is 1). Returns ``norm`` as a 0-d array
     on the gradients' backend, of their promoted dtype (torch returns a 0-d tensor; a
     Python float would wait for the device). ``grads``: a list or tuple of float16, bfloat16,
-    float32 or float64 arrays of one backend (dtypes may differ; empty arrays count 0), or one array.
+    float32 or float64 arrays of one backend (dtypes may differ; empty arrays count 0), or
+    one array.
 
     Squares are summed in float64 for every dtype (no overflow of a float32 square; float16
     loads widen exactly), and ``coef`` comes from that float64 norm, so it is right even
