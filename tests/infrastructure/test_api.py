@@ -95,9 +95,24 @@ def test_non_float_arrays_are_type_errors_naming_the_dtype(dtype):
                                numpy.ones((2, 3), dtype=dtype), axis=1)
 
 
-def test_float16_is_rejected_on_the_numpy_backend():
-    with pytest.raises(TypeError, match=_named("add") + "x1 has dtype float16"):
-        gpuops.add(numpy.ones(2, numpy.float16), numpy.ones(2, numpy.float16))
+@pytest.mark.parametrize("d1,d2,expected", [
+    ("float16", "float16", "float16"), ("bfloat16", "bfloat16", "bfloat16"),
+    ("float16", "bfloat16", "float32"), ("bfloat16", "float16", "float32"),
+    ("bfloat16", "float32", "float32"), ("float16", "float32", "float32"),
+    ("bfloat16", "float64", "float64"), ("float64", "float16", "float64")])
+def test_16bit_dtypes_promote_with_float32_between(d1, d2, expected):
+    """The NumPy backend computes 16-bit inputs in float32 and rounds the result once;
+    float16 + bfloat16 (neither holds the other) gives float32 (gpuops.call.result_dtype)."""
+    dtypes = {"float16": numpy.float16, "bfloat16": gpuops.bfloat16,
+              "float32": numpy.float32, "float64": numpy.float64}
+    x1 = numpy.array([1.0, 3.0, 1e-3], dtypes[d1])
+    x2 = numpy.array([2.0 ** -8, 1 / 3, 1e-3], dtypes[d2])
+    y = gpuops.add(x1, x2)
+    assert y.dtype == numpy.dtype(dtypes[expected])
+    exact = x1.astype(numpy.float64) + x2.astype(numpy.float64)
+    if y.dtype != numpy.float64:  # float32 arithmetic, one rounding to a 16-bit result
+        exact = exact.astype(numpy.float32).astype(y.dtype)
+    numpy.testing.assert_array_equal(y, exact)
 
 
 # ---- dtypes -----------------------------------------------------------------
