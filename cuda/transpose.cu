@@ -5,9 +5,10 @@
 //                      through shared memory (32x33: the padding column keeps the
 //                      column reads free of bank conflicts), so both the global reads
 //                      and the global writes are coalesced;
-//   transpose_nd_*     any other permutation of up to 8 merged axes: one thread per
-//                      output element, the input read through permuted strides
-//                      (writes coalesced; reads coalesced when the innermost axis stays).
+//   transpose_nd_*     any other permutation of up to 8 merged axes: when the innermost
+//                      axis stays, one thread per output element (both coalesced); else
+//                      32x33 shared-memory tiles over the output dims of the input's
+//                      innermost axis and of the output's (both coalesced).
 #include "gpuops.cuh"
 
 // TRANSPOSE_TILE, TRANSPOSE_TILE_ROWS: gpuops.kernels.CONSTANTS (prepended by the loader).
@@ -40,7 +41,12 @@ __device__ __forceinline__ void transpose_tiles(const T* __restrict__ x, T* __re
 }
 
 // y[i] = x[Σ_d idx_d(i) * s_d]: idx_d the index of output element i along output dim d
-// (dims d0..d7, d0 implied by n), s_d the input's element stride along that dim.
+// (dims d0..d7, d0 implied by n), s_d the input's element stride along that dim; output dim
+// `a` holds the input's unit-stride axis. a = 7 (the innermost axis stays): one thread per
+// output element, reads and writes both coalesced. a < 7: blockDim = (TILE, TILE_ROWS),
+// each 32x32 tile over output dims (a, 7) at one index of the other dims goes through
+// shared memory (32x33, as transpose_tiles): read along dim a (x's unit stride), written
+// along dim 7 (y's), both coalesced.
 template <typename T>
 __device__ __forceinline__ void transpose_nd(const T* __restrict__ x, T* __restrict__ y,
                                              long long n, long long d1, long long d2,
@@ -48,18 +54,60 @@ __device__ __forceinline__ void transpose_nd(const T* __restrict__ x, T* __restr
                                              long long d6, long long d7, long long s0,
                                              long long s1, long long s2, long long s3,
                                              long long s4, long long s5, long long s6,
-                                             long long s7) {
-    GRID_STRIDE_LOOP(i, n) {
-        long long rem = i, off = 0;
-        off += (rem % d7) * s7; rem /= d7;
-        off += (rem % d6) * s6; rem /= d6;
-        off += (rem % d5) * s5; rem /= d5;
-        off += (rem % d4) * s4; rem /= d4;
-        off += (rem % d3) * s3; rem /= d3;
-        off += (rem % d2) * s2; rem /= d2;
-        off += (rem % d1) * s1; rem /= d1;
-        off += rem * s0;
-        y[i] = x[off];
+                                             long long s7, long long a) {
+    if (a == 7) {
+        GRID_STRIDE_LOOP(i, n) {
+            long long rem = i, off = 0;
+            off += (rem % d7) * s7; rem /= d7;
+            off += (rem % d6) * s6; rem /= d6;
+            off += (rem % d5) * s5; rem /= d5;
+            off += (rem % d4) * s4; rem /= d4;
+            off += (rem % d3) * s3; rem /= d3;
+            off += (rem % d2) * s2; rem /= d2;
+            off += (rem % d1) * s1; rem /= d1;
+            off += rem * s0;
+            y[i] = x[off];
+        }
+        return;
+    }
+    __shared__ T tile[TILE][TILE + 1];
+    const long long d0 = n / (d1 * d2 * d3 * d4 * d5 * d6 * d7);
+    const long long d[8] = {d0, d1, d2, d3, d4, d5, d6, d7};
+    const long long s[8] = {s0, s1, s2, s3, s4, s5, s6, s7};
+    long long da = 1, sa = 1;  // dim a's size and input stride (constant indices only)
+#pragma unroll
+    for (int q = 0; q < 7; ++q) {
+        if (q == a) {
+            da = d[q];
+            sa = s[q];
+        }
+    }
+    const long long tiles_a = (da + TILE - 1) / TILE, tiles_7 = (d7 + TILE - 1) / TILE;
+    const int tx = threadIdx.x, ty = threadIdx.y;
+    for (long long t = blockIdx.x; t < n / (da * d7) * tiles_a * tiles_7; t += gridDim.x) {
+        const long long a0 = ((t / tiles_7) % tiles_a) * TILE, b0 = (t % tiles_7) * TILE;
+        long long rest = t / (tiles_7 * tiles_a), in0 = 0, out0 = 0, stride = d7, stride_a = 0;
+#pragma unroll
+        for (int q = 6; q >= 0; --q) {  // the tile's index along the other dims
+            if (q == a) {
+                stride_a = stride;
+            } else {
+                in0 += (rest % d[q]) * s[q];
+                out0 += (rest % d[q]) * stride;
+                rest /= d[q];
+            }
+            stride *= d[q];
+        }
+        for (int k = ty; k < TILE; k += TILE_ROWS) {  // read along dim a: coalesced in x
+            const long long ia = a0 + tx, ib = b0 + k;
+            if (ia < da && ib < d7) tile[k][tx] = x[in0 + ia * sa + ib * s7];
+        }
+        __syncthreads();
+        for (int k = ty; k < TILE; k += TILE_ROWS) {  // write along dim 7: coalesced in y
+            const long long ia = a0 + k, ib = b0 + tx;
+            if (ia < da && ib < d7) y[out0 + ia * stride_a + ib] = tile[tx][k];
+        }
+        __syncthreads();  // the tile is refilled by the block's next iteration
     }
 }
 
@@ -73,8 +121,8 @@ __device__ __forceinline__ void transpose_nd(const T* __restrict__ x, T* __restr
         const T* __restrict__ x, T* __restrict__ y, long long n, long long d1, long long d2,    \
         long long d3, long long d4, long long d5, long long d6, long long d7, long long s0,     \
         long long s1, long long s2, long long s3, long long s4, long long s5, long long s6,     \
-        long long s7) {                                                                         \
-        transpose_nd(x, y, n, d1, d2, d3, d4, d5, d6, d7, s0, s1, s2, s3, s4, s5, s6, s7);      \
+        long long s7, long long a) {                                                            \
+        transpose_nd(x, y, n, d1, d2, d3, d4, d5, d6, d7, s0, s1, s2, s3, s4, s5, s6, s7, a);   \
     }
 
 TRANSPOSE_ALL(float, f32)

@@ -4,7 +4,10 @@ Kernels in cuda/transpose.cu. Before launching, the permutation is simplified:
 size-1 axes are dropped and input axes that stay neighbours, in order, in the output
 are merged, so that e.g. NCHW -> NHWC becomes (N, C, H·W) -> (N, H·W, C). A swap of
 the last two merged axes (a batched matrix transpose) goes through shared-memory tiles
-(TRANSPOSE_TILE of gpuops.kernels.CONSTANTS); any other permutation through a strided gather.
+(TRANSPOSE_TILE of gpuops.kernels.CONSTANTS); any other permutation of up to 8 merged
+axes by transpose_nd: a strided gather when the innermost axis stays (reads and writes
+coalesced), else the same shared-memory tiles over the output axes of the input's and the
+output's innermost axis.
 """
 from __future__ import annotations
 
@@ -76,9 +79,15 @@ def _transpose_gpu(call: Call, x: Array, y: Array, perm: tuple) -> None:
         pad = _MAX_DIMS - k
         out_dims = [1] * pad + [dims[a] for a in order]
         strides = [0] * pad + [in_strides[a] for a in order]
-        call.launch_1d("transpose_nd", y.size,
-                       (x, y, numpy.int64(y.size), *map(numpy.int64, out_dims[1:]),
-                        *map(numpy.int64, strides)))
+        inner = pad + order.index(k - 1)  # the output dim of the input's unit-stride axis
+        args = (x, y, numpy.int64(y.size), *map(numpy.int64, out_dims[1:]),
+                *map(numpy.int64, strides), numpy.int64(inner))
+        if inner == _MAX_DIMS - 1:
+            call.launch_1d("transpose_nd", y.size, args)
+        else:  # 32x32 tiles over (inner, last) at each index of the other dims
+            tiles = (y.size // (out_dims[inner] * out_dims[-1]) * math.ceil(out_dims[inner] / _TILE)
+                     * math.ceil(out_dims[-1] / _TILE))
+            call.launch("transpose_nd", (min(tiles, call.max_blocks),), (_TILE, _TILE_ROWS), args)
     else:  # more than 8 axes that all move apart: the array library's own copy
         y[...] = x.transpose(perm)
 
