@@ -51,6 +51,7 @@ def test_coalesced_float_load_is_4_sectors_per_request(patterns):
     assert report.metrics[LD_REQ] == 2 and report.metrics[LD_SEC] == 8
     assert report.metrics[ST_REQ] == 2 and report.metrics[ST_SEC] == 8
     assert report.sectors_per_request("ld") == 4.0 and report.sectors_per_request("st") == 4.0
+    assert report.sectors_over_ideal("ld") == 1.0 and report.sectors_over_ideal("st") == 1.0
     assert report.bytes_moved() == 16 * 32 and report.footprint_bytes == 16 * 32
     assert report.requested_bytes == {"ld": 256, "st": 256}
     assert report.metrics[SH_LD] == 0 and report.atomics == 0
@@ -65,6 +66,7 @@ def test_stride_of_32_floats_is_32_sectors_per_request(patterns):
     assert (report.metrics[LD_REQ], report.metrics[LD_SEC]) == (2, 64)
     assert (report.metrics[ST_REQ], report.metrics[ST_SEC]) == (2, 8)
     assert report.sectors_per_request("ld") == 32.0
+    assert report.sectors_over_ideal("ld") == 8.0 and report.sectors_over_ideal("st") == 1.0
     # The worst line is the strided load: 64 sectors where 8 would carry its 256 bytes.
     worst = report.worst
     assert worst is not None and (worst.space, worst.op) == ("global", "ld")
@@ -91,6 +93,7 @@ def test_float4_copy_is_16_sectors_per_request(patterns):
     assert (report.metrics[LD_REQ], report.metrics[LD_SEC]) == (2, 32)
     assert (report.metrics[ST_REQ], report.metrics[ST_SEC]) == (2, 32)
     assert report.sectors_per_request("ld") == 16.0
+    assert report.sectors_over_ideal("ld") == 1.0  # 16 sectors is the ideal at 16 bytes a lane
     assert report.accesses == 128  # one 16-byte load and store per thread
 
 
@@ -101,6 +104,7 @@ def test_broadcast_and_single_lane(patterns):
     report = patterns.launch("broadcast", (2,), (32,), (x, y, z))
     assert (report.metrics[LD_REQ], report.metrics[LD_SEC]) == (2, 2)
     assert (report.metrics[ST_REQ], report.metrics[ST_SEC]) == (2 + 2, 2 * 4 + 2 * 1)
+    assert report.sectors_over_ideal("ld") == 1.0 and report.sectors_over_ideal("st") == 1.0
     # Footprint: x's first sector, y's one sector, z's 8 sectors.
     assert report.footprint_sectors == 1 + 1 + 8
 
