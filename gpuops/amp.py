@@ -11,10 +11,14 @@ class           operators                                                    inp
 ``lower``       matmul, linear, conv2d, attention                            the autocast
                                                                              dtype (16 bits)
 ``float32``     sum, mean, softmax, log_softmax, softmax_cross_entropy,      float32
-                bce_with_logits, mse, mae, batch_norm, layer_norm, rms_norm
+                bce_with_logits, mse, mae, batch_norm, layer_norm, rms_norm,
+                lrn
 ``promote``     every other operator                                         the widest
                                                                              float input
 ==============  ===========================================================  ===============
+
+``lrn`` (local response normalization: a power of a sum of squares) is normalization too;
+torch, which has no such operator, runs the ``pow`` it is made of in float32.
 
 Only floating inputs are cast (integer labels and indices pass as they are), and float64
 inputs are left alone by ``lower`` and ``float32`` (as torch leaves them). The casts are
@@ -61,7 +65,7 @@ POLICY: dict[str, str] = {
     **{name: "float32" for name in (
         "sum", "mean", "softmax", "log_softmax",
         "softmax_cross_entropy", "bce_with_logits", "mse", "mae",
-        "batch_norm", "layer_norm", "rms_norm")},
+        "batch_norm", "layer_norm", "rms_norm", "lrn")},
 }
 
 _state = threading.local()  # .dtype (None outside a region), .cache {id: (leaf, cast)}

@@ -70,7 +70,7 @@ def test_policy_table_covers_the_issue_list():
     float32 = {k for k, v in amp.POLICY.items() if v == "float32"}
     assert lower == {"matmul", "linear", "conv2d", "attention"}
     assert {"sum", "mean", "softmax", "log_softmax", "softmax_cross_entropy", "bce_with_logits",
-            "mse", "mae", "batch_norm", "layer_norm", "rms_norm"} == float32
+            "mse", "mae", "batch_norm", "layer_norm", "rms_norm", "lrn"} == float32
     assert set(amp.POLICY) <= set(gpuops.OPERATORS)
 
 
