@@ -32,11 +32,18 @@ float32, all arithmetic is float32, the result is rounded once to the 16-bit dty
 backend :meth:`Call.run` does it for every operator: the 16-bit inputs are widened to
 float32 (exactly), the NumPy code computes in float32 and the float32 result is
 rounded once (``astype``). Float parameters of a 16-bit call are float32 scalars, not
-rounded to 16 bits: :meth:`Call.scalar`, on every backend.
+rounded to 16 bits: :meth:`Call.scalar`, on every backend. An ``elementwise`` signature
+(its NumPy code computes each output element from the same element of each input, no
+reduction) is computed in chunks of :data:`CHUNK` elements through reused per-thread
+float32 scratch buffers (no fresh full-size float32 temporaries), with the same result
+bit for bit: each element is widened, computed in float32 and rounded once either way.
+float16 widens through a 65536-entry table (:func:`widen`), faster than NumPy's cast.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+import itertools
+import threading
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy
 
@@ -45,7 +52,7 @@ from . import backend as _backend
 from .backend import (FLOAT_DTYPES, INT_DTYPES, NUMPY, SIXTEEN_BIT_DTYPES, Backend,
                       cpu_backend, describe, gpu_backend, is_cupy_array)
 
-__all__ = ["Signature", "Call", "check_shape", "result_dtype"]
+__all__ = ["Signature", "Call", "check_shape", "result_dtype", "widen", "narrow"]
 
 Array = Any
 _ndarray = numpy.ndarray
@@ -54,6 +61,35 @@ _SCALAR_TYPES = (int, float)
 _ARRAY, _SCALAR, _OPTIONAL, _INTS = 0, 1, 2, 3
 _FLOAT32 = numpy.dtype(numpy.float32)
 _SIXTEEN_BIT = frozenset(SIXTEEN_BIT_DTYPES)
+_FLOAT16 = numpy.dtype(numpy.float16)
+_UINT16, _UINT32 = numpy.dtype(numpy.uint16), numpy.dtype(numpy.uint32)
+# float16 bits -> float32 bits, every one of the 65536 patterns widened by NumPy's own cast
+# (exact: subnormals, inf, NaN payloads); a lookup is faster than that cast here.
+_FLOAT16_TO_FLOAT32 = numpy.arange(1 << 16, dtype=numpy.uint32).astype(numpy.uint16) \
+    .view(numpy.float16).astype(numpy.float32).view(numpy.uint32)
+# Elements per chunk of the chunked 16-bit path: a few float32 buffers of this size stay in
+# the L2 cache (64 KiB each).
+CHUNK = 1 << 14
+_scratch = threading.local()
+
+
+def widen(x: Any, out: Any = None) -> Any:
+    """The float16 or bfloat16 NumPy array ``x`` widened to float32 (exact), into ``out``
+    (a float32 array of x's shape) or a new array."""
+    if out is None:
+        out = numpy.empty(x.shape, _FLOAT32)
+    if x.dtype == _FLOAT16:
+        numpy.take(_FLOAT16_TO_FLOAT32, x.view(_UINT16), out=out.view(_UINT32), mode="clip")
+    else:
+        numpy.copyto(out, x, casting="unsafe")
+    return out
+
+
+def narrow(y: Any, out: Any) -> Any:
+    """The float32 array ``y`` rounded once (to nearest even) into ``out``, a float16 or
+    bfloat16 array of y's shape: NumPy's (ml_dtypes') cast, as ``astype``."""
+    numpy.copyto(out, y, casting="unsafe")
+    return out
 
 
 def result_dtype(dtypes: Sequence[Any]) -> numpy.dtype:
@@ -79,15 +115,19 @@ class Signature:
     where the kernels compute (default: ``dtypes`` as given); a family whose kernels have
     16-bit instantiations names them (``backend.HALF_DTYPES``, ``ALL_FLOAT_DTYPES``).
     ``strided``: the kernels read the inputs through strides (no contiguous copies).
+    ``elementwise``: the NumPy code computes each output element from the same element of
+    each (broadcast) input, nothing else (no reduction, no shape-dependent step): the NumPy
+    backend may then run a 16-bit call in chunks (:meth:`Call.run`).
     """
 
     __slots__ = ("op", "family", "names", "roles", "dtypes", "kernel_dtypes", "strided",
-                 "_arrays_only")
+                 "elementwise", "_arrays_only")
 
     def __init__(self, op: str, family: str, names: Sequence[str], *,
                  scalars: Sequence[str] = (), optional: Sequence[str] = (),
                  ints: Sequence[str] = (), dtypes: Sequence[Any] = FLOAT_DTYPES,
-                 kernel_dtypes: Sequence[Any] | None = None, strided: bool = False) -> None:
+                 kernel_dtypes: Sequence[Any] | None = None, strided: bool = False,
+                 elementwise: bool = False) -> None:
         self.op = op
         self.family = family
         self.names = tuple(names)
@@ -98,6 +138,7 @@ class Signature:
                               else frozenset(numpy.dtype(d) for d in kernel_dtypes))
         self.dtypes = numpy_dtypes | _SIXTEEN_BIT if _FLOAT32 in numpy_dtypes else numpy_dtypes
         self.strided = strided
+        self.elementwise = elementwise
         # Whether a call whose inputs are all NumPy arrays of one dtype may skip the per-input
         # checks (no integer labels among the inputs).
         self._arrays_only = _INTS not in self.roles
@@ -248,20 +289,66 @@ class Call:
                      params: Sequence[Any], dtype: Any, inputs: Sequence[Any] | None) -> Array:
         """:meth:`run` on the NumPy backend with 16-bit float inputs: they are widened to
         float32 (exact), so are 16-bit scalar parameters; the NumPy code computes a float32
-        result, rounded once to a 16-bit result dtype (to nearest even)."""
+        result, rounded once to a 16-bit result dtype (to nearest even). Large calls of an
+        elementwise signature go chunk by chunk (:meth:`_run_chunked`), with the same
+        result."""
         result_dtype = self.dtype if dtype is None else numpy.dtype(dtype)
         if out is not None:
             self._check_out(out, shape, result_dtype)
-        arrays = [x.astype(_FLOAT32) if isinstance(x, _ndarray) and x.dtype in _SIXTEEN_BIT
-                  else x for x in (self.inputs if inputs is None else inputs)]
+        arrays = self.inputs if inputs is None else inputs
         params = [numpy.float32(p) if isinstance(p, numpy.generic) and p.dtype in _SIXTEEN_BIT
                   else p for p in params]
+        if self.signature.elementwise and result_dtype in _SIXTEEN_BIT \
+                and _layout_size(shape) > CHUNK and _chunkable(arrays, shape, result_dtype):
+            return self._run_chunked(out, shape, cpu, params, result_dtype, arrays)
+        arrays = [widen(x) if isinstance(x, _ndarray) and x.dtype in _SIXTEEN_BIT else x
+                  for x in arrays]
         y = numpy.empty(shape, _FLOAT32 if result_dtype in _SIXTEEN_BIT else result_dtype)
         if y.size:
             cpu(*arrays, y, *params)
         if out is None:
             return y if y.dtype == result_dtype else y.astype(result_dtype)
         out[...] = y
+        return out
+
+    def _run_chunked(self, out: Array | None, shape: tuple, cpu: Callable,
+                     params: Sequence[Any], result_dtype: numpy.dtype,
+                     arrays: Sequence[Any]) -> Array:
+        """The 16-bit elementwise call block by block (blocks of at most :data:`CHUNK`
+        elements): the full-size inputs' block widened into per-thread float32 scratch
+        buffers, the NumPy code on the block, its float32 result rounded into the result's
+        block. Smaller (broadcast) inputs are widened once, whole, before any block."""
+        target = out
+        if out is None:
+            out = numpy.empty(shape, result_dtype)
+        per_block = [i for i, x in enumerate(arrays) if x.shape == shape]  # widened per block
+        sliced = [i for i, x in enumerate(arrays) if x.ndim and x.shape != shape]
+        views = [x if i in per_block else numpy.broadcast_to(widen(x), shape) if x.ndim
+                 else widen(x) for i, x in enumerate(arrays)]
+        # out may be written block by block while an input is read block by block only if
+        # no input shares out's memory other than element for element (out=x).
+        y16 = out
+        if target is not None and any(numpy.may_share_memory(out, arrays[i])
+                                      and not _same_elements(out, arrays[i])
+                                      for i in per_block):
+            y16 = numpy.empty(shape, result_dtype)
+        buffers = _take_scratch(len(per_block) + 1)
+        try:
+            for block in _blocks(shape):
+                block_shape = tuple(s.stop - s.start for s in block)
+                size = _layout_size(block_shape)
+                chunk = list(views)
+                for i in sliced:
+                    chunk[i] = views[i][block]
+                for k, i in enumerate(per_block):
+                    chunk[i] = widen(arrays[i][block], buffers[k][:size].reshape(block_shape))
+                y = buffers[-1][:size].reshape(block_shape)
+                cpu(*chunk, y, *params)
+                narrow(y, y16[block])
+        finally:
+            _give_scratch(buffers)
+        if y16 is not out:
+            out[...] = y16
         return out
 
     def _check_out(self, out: Any, shape: tuple, dtype: numpy.dtype) -> None:
@@ -323,6 +410,68 @@ class Call:
         (:func:`gpuops.kernels.scalar`). Pass parameters to :meth:`run` as
         ``call.scalar(v)``, never ``call.dtype.type(v)`` (which rounds to 16 bits)."""
         return kernels.scalar(self.dtype, value)
+
+def _layout_size(shape: Sequence[int]) -> int:
+    size = 1
+    for d in shape:
+        size *= d
+    return size
+
+
+def _chunkable(arrays: Sequence[Any], shape: tuple, dtype: numpy.dtype) -> bool:
+    """Whether every input is an array of ``dtype`` broadcasting to ``shape`` (the result's
+    shape: no input is reduced into it)."""
+    if not all(isinstance(x, _ndarray) and x.dtype == dtype for x in arrays):
+        return False
+    try:
+        return numpy.broadcast_shapes(shape, *(x.shape for x in arrays)) == shape
+    except ValueError:
+        return False
+
+
+def _same_elements(a: Any, b: Any) -> bool:
+    """Whether the arrays ``a`` and ``b`` (of one shape) view the same elements in the same
+    order: writing a block of ``a`` then changes only the same block of ``b``."""
+    return (a.shape == b.shape and a.strides == b.strides and a.dtype.itemsize == b.dtype.itemsize
+            and a.__array_interface__["data"][0] == b.__array_interface__["data"][0])
+
+
+def _blocks(shape: tuple) -> Iterator[tuple[slice, ...]]:
+    """Index tuples of slices covering ``shape`` in blocks of at most :data:`CHUNK`
+    elements: whole trailing axes, the first axis that does not fit split evenly."""
+    inner = 1
+    axis = len(shape) - 1
+    while axis > 0 and inner * shape[axis] <= CHUNK:
+        inner *= shape[axis]
+        axis -= 1
+    if inner * shape[axis] <= CHUNK:  # axis 0 fits too: one block (not reached for > CHUNK)
+        yield tuple(slice(0, d) for d in shape)
+        return
+    length = shape[axis]
+    pieces = -(-length // (CHUNK // inner))  # inner <= CHUNK
+    step = -(-length // pieces)
+    tail = tuple(slice(0, d) for d in shape[axis + 1:])
+    for lead in itertools.product(*(range(d) for d in shape[:axis])):
+        head = tuple(slice(i, i + 1) for i in lead)
+        for start in range(0, length, step):
+            yield head + (slice(start, min(start + step, length)),) + tail
+
+
+def _take_scratch(count: int) -> list[Any]:
+    """``count`` float32 buffers of :data:`CHUNK` elements, this thread's own (reused from
+    call to call; fresh ones when a call of the same thread holds them already)."""
+    free = getattr(_scratch, "free", None)
+    if free is None:
+        free = _scratch.free = []
+    taken = [buffer for buffer in (free.pop() for _ in range(min(count, len(free))))
+             if buffer.size >= CHUNK]
+    taken += [numpy.empty(CHUNK, _FLOAT32) for _ in range(count - len(taken))]
+    return taken
+
+
+def _give_scratch(buffers: list[Any]) -> None:
+    _scratch.free.extend(buffers)
+
 
 def check_shape(op: str, name: str, x: Any, shape: tuple) -> None:
     """``ValueError`` naming ``op`` unless ``x`` (an input) has ``shape``."""

@@ -243,9 +243,10 @@ def _gradient_gpu(kernel: str, call: Call, x: Array, y: Array, gy: Array, gx: Ar
 _GPU = {k: (functools.partial(_forward_gpu, k), functools.partial(_gradient_gpu, k))
         for k in _CPU}
 _OPS = ("relu", "leaky_relu", "sigmoid", "tanh", "gelu", "silu")
-_FORWARD = {op: Signature(op, FAMILY, ("x1",), kernel_dtypes=ALL_FLOAT_DTYPES) for op in _OPS}
+_FORWARD = {op: Signature(op, FAMILY, ("x1",), kernel_dtypes=ALL_FLOAT_DTYPES, elementwise=True)
+            for op in _OPS}
 _GRADIENT = {op: Signature(f"{op}_wrt_x1", FAMILY, ("x1", "y", "gy"),
-                           kernel_dtypes=ALL_FLOAT_DTYPES) for op in _OPS}
+                           kernel_dtypes=ALL_FLOAT_DTYPES, elementwise=True) for op in _OPS}
 
 
 def _forward(op: str, x1: Array, out: Array | None, slope: float = 0.0,

@@ -83,7 +83,8 @@ def _alpha_gpu(call: Call, x1: Array, x2: Array, y: Array, op: str, alpha: Any) 
 # Operands that may be a Python scalar: x2 of every binary op, x1 too for the
 # non-commutative sub and div (sub(2.0, x), div(1.0, x)).
 _SCALAR_OPERANDS = {"add": ("x2",), "sub": ("x1", "x2"), "mul": ("x2",), "div": ("x1", "x2")}
-_BINARY = {op: Signature(op, FAMILY, ("x1", "x2"), scalars=_SCALAR_OPERANDS[op], strided=True)
+_BINARY = {op: Signature(op, FAMILY, ("x1", "x2"), scalars=_SCALAR_OPERANDS[op], strided=True,
+                     elementwise=True)
            for op in _NUMPY_BINARY}
 
 
@@ -206,7 +207,7 @@ def _binary_grad_gpu(call: Call, x1: Array, x2: Array, y: Array, gy: Array, gx: 
 
 
 _BINARY_GRAD = {(op, k): Signature(f"{op}_wrt_x{k}", FAMILY, ("x1", "x2", "y", "gy"),
-                                   scalars=_SCALAR_OPERANDS[op], strided=True)
+                                   scalars=_SCALAR_OPERANDS[op], strided=True, elementwise=True)
                 for op in _NUMPY_BINARY for k in (1, 2)}
 
 
@@ -485,8 +486,9 @@ def _unary_grad_gpu(call: Call, x: Array, y: Array, gy: Array, gx: Array) -> Non
     call.launch_1d(call.op, gx.size, (x, y, gy, gx, _i64(gx.size)))
 
 
-_UNARY = {op: Signature(op, FAMILY, ("x1",)) for op in _UNARY_NUMPY}
-_UNARY_GRAD = {op: Signature(f"{op}_wrt_x1", FAMILY, ("x1", "y", "gy")) for op in _UNARY_NUMPY}
+_UNARY = {op: Signature(op, FAMILY, ("x1",), elementwise=True) for op in _UNARY_NUMPY}
+_UNARY_GRAD = {op: Signature(f"{op}_wrt_x1", FAMILY, ("x1", "y", "gy"), elementwise=True)
+               for op in _UNARY_NUMPY}
 
 
 def _unary(op: str, x1: Array, out: Array | None) -> Array:
@@ -660,11 +662,12 @@ def _pow_array_grad_gpu(call: Call, x1: Array, x2: Array, y: Array, gy: Array, g
         sum_to_shape(call.backend, g, gx)
 
 
-_POW = Signature("pow", FAMILY, ("x1",))
-_POW_GRAD = Signature("pow_wrt_x1", FAMILY, ("x1", "y", "gy"))
-_POW_ARRAY = Signature("pow", FAMILY, ("x1", "x2"), scalars=("x2",), strided=True)
+_POW = Signature("pow", FAMILY, ("x1",), elementwise=True)
+_POW_GRAD = Signature("pow_wrt_x1", FAMILY, ("x1", "y", "gy"), elementwise=True)
+_POW_ARRAY = Signature("pow", FAMILY, ("x1", "x2"), scalars=("x2",), strided=True,
+                       elementwise=True)
 _POW_ARRAY_GRAD = {k: Signature(f"pow_wrt_x{k}", FAMILY, ("x1", "x2", "y", "gy"),
-                                scalars=("x2",), strided=True) for k in (1, 2)}
+                                scalars=("x2",), strided=True, elementwise=True) for k in (1, 2)}
 
 
 def _one_exponent(op: str, x2: Any, p: Any) -> None:
