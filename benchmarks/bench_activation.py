@@ -1,5 +1,6 @@
 """Activations: relu, leaky_relu, sigmoid, tanh and their gradients (float32; float16
-on the GPU). Baselines: the bare expression (NumPy, CuPy) and PyTorch's own op.
+on the GPU; on the CPU bfloat16 and float16 against the same call in float32). Baselines:
+the bare expression (NumPy, CuPy) and PyTorch's own op.
 ``bytes``: forward reads x and writes y; a gradient reads x and gy and writes gx
 (the kernels read x, not y)."""
 from __future__ import annotations
@@ -8,6 +9,7 @@ import numpy
 
 import gpuops
 
+from .bench_elementwise import sixteen_bit_cases
 from .harness import Case, Env
 
 
@@ -46,4 +48,12 @@ def cases(env: Env) -> list[Case]:
             y = fn(x)
             out.append(Case(f"{name}_wrt_x1{tag}", grad, (x, y, gy), 3 * n * item,
                             GRAD_REFERENCES[name]))
+    if not env.on_gpu:  # the NumPy backend's 16-bit path against float32 (issue 14)
+        x = env.random(n, -4.0, 4.0)
+        gy = env.random(n, -1.0, 1.0)
+        for name in ("relu", "sigmoid", "tanh"):
+            fn = getattr(gpuops, name)
+            out += sixteen_bit_cases(name, fn, (x,))
+            out += sixteen_bit_cases(f"{name}_wrt_x1", getattr(gpuops, f"{name}_wrt_x1"),
+                                     (x, fn(x), gy))
     return out

@@ -3,8 +3,16 @@
 Each baseline is the bare expression a user would write instead (``a + b``,
 ``(gy * a).sum((0, 2, 3))``, ...), evaluated with NumPy on the CPU and with CuPy /
 PyTorch on the GPU. ``bytes`` counts each operand read once and the result written once.
+On the CPU, the 16-bit cases (``bf16``, ``f16``) time the NumPy backend's 16-bit path
+against the same gpuops call in float32 (their baseline column; issue 14's target:
+within 1.5x of float32 for elementwise operators).
 """
 from __future__ import annotations
+
+from typing import Any, Callable
+
+import ml_dtypes
+import numpy
 
 import gpuops
 
@@ -91,4 +99,30 @@ def cases(env: Env) -> list[Case]:
     y_pow = gpuops.pow(a, p=3.0)
     out.append(Case("pow_wrt_x1 p=3", lambda x, y, g: gpuops.pow_wrt_x1(x, y, g, p=3.0),
                     (a, y_pow, gy), 3 * full, lambda m, x, y, g: g * 3.0 * x ** 2.0))
+    if not env.on_gpu:
+        y_add, y_exp = gpuops.add(a, b), gpuops.exp(a)
+        for name, fn, inputs in (
+                ("add", gpuops.add, (a, b)), ("mul", gpuops.mul, (a, b)),
+                ("exp", gpuops.exp, (a,)),
+                ("add_wrt_x1", gpuops.add_wrt_x1, (a, b, y_add, gy)),
+                ("mul_wrt_x1", gpuops.mul_wrt_x1, (a, b, y_mul, gy)),
+                ("exp_wrt_x1", gpuops.exp_wrt_x1, (a, y_exp, gy))):
+            out += sixteen_bit_cases(name, fn, inputs)
     return out
+
+
+SIXTEEN_BIT = (("bf16", ml_dtypes.bfloat16), ("f16", numpy.float16))
+
+
+def sixteen_bit_cases(name: str, fn: Callable[..., Any], inputs: tuple) -> list[Case]:
+    """``fn`` on ``inputs`` (float32 arrays of one shape, the first the result's) rounded to
+    bfloat16 and float16, each against ``fn`` on the float32 inputs (the baseline column:
+    the ratio is what 16 bits cost on the NumPy backend). ``bytes``: the 16-bit traffic."""
+    cases = []
+    for tag, dtype in SIXTEEN_BIT:
+        low = tuple(x.astype(dtype) for x in inputs)
+        traffic = 2 * (sum(x.size for x in inputs) + inputs[0].size)
+        cases.append(Case(f"{name} {tag}", fn, low, traffic,
+                          lambda m, *_, fn=fn, inputs=inputs: fn(*inputs),
+                          note="baseline: the same gpuops call in float32"))
+    return cases
