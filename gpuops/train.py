@@ -278,16 +278,17 @@ def _accuracy(model: nn.Module, x: Any, y: Any, batch: int = 1024) -> float:
 
 
 def _save_checkpoint(path: Path, model: nn.Module, optimizer: Optimizer, config: dict,
-                     history: list) -> None:
+                     history: list, scaler: GradScaler) -> None:
     if distributed.rank() != 0:  # one writer: rank 0 (the weights are the same on every rank)
         return
     arrays = {f"model/{k}": v for k, v in model.state_dict().items()}
     arrays.update({f"optim/{k}": numpy.asarray(v) for k, v in optimizer.state_dict().items()})
+    arrays.update({f"scaler/{k}": numpy.asarray(v) for k, v in scaler.state_dict().items()})
     arrays["config"] = numpy.array(json.dumps(config))
     arrays["history"] = numpy.array(json.dumps(history))
     tmp = path.with_name(path.name + ".tmp.npz")
     try:
-        # The keys are model/..., optim/..., config, history: never savez's allow_pickle.
+        # The keys are model/..., optim/..., scaler/..., config, history: never allow_pickle.
         numpy.savez(tmp, **arrays)  # type: ignore[arg-type]
         tmp.replace(path)  # atomic: the earlier checkpoint stays whole until here
     except OSError as e:
@@ -347,7 +348,7 @@ def _refuse_to_overwrite(out: Path, config: dict) -> None:
 
 
 def _load_checkpoint(path: Path, model: nn.Module, optimizer: Optimizer,
-                     config: dict) -> list:
+                     config: dict, scaler: GradScaler) -> list:
     if not path.is_file():
         raise TrainError(f"--resume: no checkpoint at {path}")
     try:
@@ -356,6 +357,7 @@ def _load_checkpoint(path: Path, model: nn.Module, optimizer: Optimizer,
             history = json.loads(str(f["history"]))
             model_state = {k[6:]: f[k] for k in f.files if k.startswith("model/")}
             optim_state = {k[6:]: f[k] for k in f.files if k.startswith("optim/")}
+            scaler_state = {k[7:]: f[k] for k in f.files if k.startswith("scaler/")}
     except _NOT_A_CHECKPOINT as e:
         raise TrainError(f"--resume: {path} is not a gpuops checkpoint ({e})") from None
     difference = _difference(saved, config, _resume_keys(config))
@@ -364,6 +366,8 @@ def _load_checkpoint(path: Path, model: nn.Module, optimizer: Optimizer,
     try:
         model.load_state_dict(model_state)
         optimizer.load_state_dict(optim_state)
+        if scaler_state:  # float16 runs: the loss scale and its growth count
+            scaler.load_state_dict(scaler_state)
     except ValueError as e:
         raise TrainError(f"--resume: {e}") from None
     optimizer.lr = config["lr"]
@@ -466,7 +470,7 @@ def _run(args: argparse.Namespace, config: dict) -> dict:
     scaler = GradScaler(enabled=config["dtype"] == "float16")  # float16's narrow range
     history: list = []
     if args.resume:
-        history = _load_checkpoint(out / CHECKPOINT, model, optimizer, config)
+        history = _load_checkpoint(out / CHECKPOINT, model, optimizer, config, scaler)
     finish = _data_parallel(model)
 
     # Each step reads a global batch of world * batch images of the epoch's order, split
@@ -516,9 +520,9 @@ def _run(args: argparse.Namespace, config: dict) -> dict:
         if bar is None and not args.quiet:
             print(f"epoch {epoch}/{config['epochs']}: loss {record['train_loss']:.4f} "
                   f"train acc {record['train_accuracy']:.4f} test acc {test_accuracy:.4f}")
-        _save_checkpoint(out / CHECKPOINT, model, optimizer, config, history)
+        _save_checkpoint(out / CHECKPOINT, model, optimizer, config, history, scaler)
     if not history:
-        _save_checkpoint(out / CHECKPOINT, model, optimizer, config, history)
+        _save_checkpoint(out / CHECKPOINT, model, optimizer, config, history, scaler)
 
     final: float | None = history[-1]["test_accuracy"] if history else None
     seconds = round(time.perf_counter() - start, 3)
@@ -617,7 +621,7 @@ def _run_gpt(args: argparse.Namespace, config: dict) -> dict:
     scaler = GradScaler(enabled=config["dtype"] == "float16")  # float16's narrow range
     history: list = []
     if args.resume:
-        history = _load_checkpoint(out / CHECKPOINT, model, optimizer, config)
+        history = _load_checkpoint(out / CHECKPOINT, model, optimizer, config, scaler)
     finish = _data_parallel(model)
     rank, world = distributed.rank(), distributed.world_size()
     scheduler = _warmup_cosine(optimizer, config["steps"])
@@ -665,10 +669,10 @@ def _run_gpt(args: argparse.Namespace, config: dict) -> dict:
             elif not args.quiet:
                 print(f"step {step}/{config['steps']}: train {record['train_bpb']:.3f} "
                       f"val {record['val_bpb']:.3f} bits/byte")
-            _save_checkpoint(out / CHECKPOINT, model, optimizer, config, history)
+            _save_checkpoint(out / CHECKPOINT, model, optimizer, config, history, scaler)
             loss_sum, seen, interval_start = 0.0, 0, time.perf_counter()
     if not history:
-        _save_checkpoint(out / CHECKPOINT, model, optimizer, config, history)
+        _save_checkpoint(out / CHECKPOINT, model, optimizer, config, history, scaler)
 
     seconds = round(time.perf_counter() - start, 3)
     baseline = unigram_bits(corpus.train)

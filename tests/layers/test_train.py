@@ -108,6 +108,17 @@ def test_mixed_precision_runs(tmp_path, monkeypatch, dtype):
     assert metrics["history"][-1]["train_loss"] < metrics["history"][0]["train_loss"]
 
 
+def test_float16_resume_continues_exactly(tmp_path):
+    """The GradScaler's state is in the checkpoint: a resumed float16 run is the straight one."""
+    options = ("--limit", "160", "--dtype", "float16")
+    straight = _train(tmp_path / "straight", *options, "--epochs", "3")
+    _train(tmp_path / "resumed", *options, "--epochs", "2")
+    resumed = _train(tmp_path / "resumed", *options, "--epochs", "3", "--resume")
+    assert _losses(resumed) == _losses(straight)
+    with numpy.load(tmp_path / "resumed" / "checkpoint.npz") as f:
+        assert float(f["scaler/scale"]) > 0 and "scaler/_growth_tracker" in f.files
+
+
 def test_summary_says_1_epoch_not_1_epochs(tmp_path, capsys):
     assert main(["train", "--out", str(tmp_path), "--backend", "numpy", "--limit", "40",
                  "--epochs", "1"]) == 0
