@@ -1,7 +1,7 @@
 // softmax and log_softmax over the last axis of a C-contiguous (rows, cols) array,
 // and their gradients. Launched by gpuops/ops/softmax.py (which moves the softmax axis
-// last). One extern "C" kernel per dtype (f16 / f32 / f64; float16 is computed in
-// float32) and per row strategy (chosen by gpuops/ops/_rows.py):
+// last). One extern "C" kernel per dtype (f16 / bf16 / f32 / f64; 16 bits are computed
+// in float32) and per row strategy (chosen by gpuops/ops/_rows.py):
 //   *_warpE : one warp per row, cols <= 32*E (E = 1..32, 1..16 for double): the row
 //             is read once into E registers per lane (coalesced: lane l holds columns
 //             l, l+32, ...), max and sum by shuffles, then written. Rows are
@@ -171,6 +171,9 @@ __device__ __forceinline__ void softmax_grad_block(const T* __restrict__ y,
 SOFTMAX_WARPS_TO_16(__half, float, f16)
 SOFTMAX_WARP(32, __half, float, f16)
 SOFTMAX_BLOCK(__half, float, f16)
+SOFTMAX_WARPS_TO_16(__nv_bfloat16, float, bf16)
+SOFTMAX_WARP(32, __nv_bfloat16, float, bf16)
+SOFTMAX_BLOCK(__nv_bfloat16, float, bf16)
 SOFTMAX_WARPS_TO_16(float, float, f32)
 SOFTMAX_WARP(32, float, float, f32)
 SOFTMAX_BLOCK(float, float, f32)

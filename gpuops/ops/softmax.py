@@ -3,16 +3,24 @@
 The kernels work on C-contiguous (rows, cols) arrays whose rows are the softmax
 axis (launch geometry: :mod:`gpuops.ops._rows`). When ``axis`` is not the last axis,
 the input is copied with that axis moved last (one transposed copy) and the result
-copied back into place; the last axis needs no copy. float16 is accepted where the
-kernels compute (CuPy, the emulator) and computed in float32.
+copied back into place; the last axis needs no copy. Every float dtype on every backend:
+float16 and bfloat16 are loaded (widened to float32), computed in float32 (sums too) and
+rounded once on store.
 
 Numerics: m = max of the row is subtracted before exponentiating, so no finite
 logits overflow (±1e4 included); log_softmax is (x - m) - log Σ e^(x - m), never
 log of a softmax that underflowed to 0.
 
 ``dtype`` (PyTorch's option): x1 is cast to ``dtype`` first, and the result is computed
-and returned in it (float32 from float16 logits, say); the gradients take the y and gy
+and returned in it (float32 from bfloat16 logits, say); the gradients take the y and gy
 of that dtype and return gx in x1's dtype (the cast's own gradient casts back).
+
+The gradients read the stored y (as PyTorch does), not x: in a 16-bit dtype y carries one
+rounding (relative u = 2^-8 bfloat16, 2^-11 float16), so gx_i = y_i (gy_i - Σ y gy) is off
+by up to u (|gx_i| + y_i max|gy|) (the row sum cancels), and log_softmax's gy_i - e^(y_i) Σ gy
+by up to u s_i |log s_i| |Σ gy| <= u |Σ gy| / e: absolute errors, which the records'
+16-bit tolerances are derived from. Computing in float32 from x instead would cost a
+second exp pass over x per row; a float32 y (``dtype=float32``) avoids the rounding.
 """
 from __future__ import annotations
 
@@ -20,7 +28,7 @@ from typing import Any
 
 import numpy
 
-from ..backend import HALF_DTYPES
+from ..backend import ALL_FLOAT_DTYPES
 from ..call import Call, Signature, check_shape
 from ..registry import register
 from . import _args, _math, _rows
@@ -74,23 +82,23 @@ def _rows_gpu(call: Call, *arrays: Array) -> None:
         xp.moveaxis(result, axis, -1)[...] = target
 
 
-_FORWARD = {op: Signature(op, FAMILY, ("x1",), kernel_dtypes=HALF_DTYPES) for op in _CPU}
-_GRADIENT = {op: Signature(f"{op}_wrt_x1", FAMILY, ("x1", "y", "gy"), kernel_dtypes=HALF_DTYPES)
-             for op in _CPU}
+_FORWARD = {op: Signature(op, FAMILY, ("x1",), kernel_dtypes=ALL_FLOAT_DTYPES) for op in _CPU}
+_GRADIENT = {op: Signature(f"{op}_wrt_x1", FAMILY, ("x1", "y", "gy"),
+                           kernel_dtypes=ALL_FLOAT_DTYPES) for op in _CPU}
 # x1 before its cast to ``dtype``: any float dtype on any backend
-_CAST_INPUT = {name: Signature(name, FAMILY, ("x1",), dtypes=HALF_DTYPES)
+_CAST_INPUT = {name: Signature(name, FAMILY, ("x1",), dtypes=ALL_FLOAT_DTYPES)
                for op in _CPU for name in (op, f"{op}_wrt_x1")}
 
 
 def _cast_dtype(op: str, x1: Array, dtype: Any, signature: Signature) -> tuple[Call, Any]:
     """x1 checked (any float dtype, any backend: it is cast first), and ``dtype`` checked:
-    float16, float32 or float64, where ``signature`` computes it on x1's backend."""
+    float16, bfloat16, float32 or float64, where ``signature`` computes it on x1's backend."""
     try:
         dt = numpy.dtype(dtype)
     except (TypeError, ValueError):
         dt = None
-    if dt is None or dt not in HALF_DTYPES:
-        raise TypeError(f"{op}: dtype must be None, float16, float32 or float64, "
+    if dt is None or dt not in ALL_FLOAT_DTYPES:
+        raise TypeError(f"{op}: dtype must be None, float16, bfloat16, float32 or float64, "
                         f"got {dtype!r}")
     call = _CAST_INPUT[op].bind(x1)
     allowed = signature.kernel_dtypes if call.uses_kernels else signature.dtypes

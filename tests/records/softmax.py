@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy
 
-from opinfo import F16, F32, F64, ErrorInput, OpInfo, Sample
+from opinfo import BF16, F16, F32, F64, ErrorInput, OpInfo, Sample
 
 # (shape, axis): the last axis and others; rows for each kernel strategy: one warp per
 # row with 1, 2, 4, 8, 16 and 32 registers per lane (cols 1, 33, 100, 200, 500, 1024;
@@ -68,20 +68,29 @@ def _errors(rng):
                      r"gy has shape \(3, 2\)", fn=1)
     # dtype= (PyTorch's cast before the softmax): a float dtype
     yield ErrorInput((x,), {"dtype": "int32"}, TypeError,
-                     "dtype must be None, float16, float32 or float64, got 'int32'")
+                     "dtype must be None, float16, bfloat16, float32 or float64, got 'int32'")
     yield ErrorInput((x,), {"dtype": numpy.complex128}, TypeError, "complex128", fn=1)
     yield ErrorInput((x,), {"dtype": "nope"}, TypeError, "got 'nope'")
 
 
-KERNEL_DTYPES = (F16, F32, F64)
+KERNEL_DTYPES = (F16, BF16, F32, F64)
 # float16 rounding of x (|x| up to ~10) moves logits by up to 4e-3: compare probabilities
 # absolutely and log-probabilities with an absolute error of a few half ulps of |x|.
 F16_TOL = {F16: (1e-2, 5e-3)}
+# bfloat16 (u = 2^-8): the forward is one rounding (the default tolerance). The gradients
+# read the stored y, rounded once (as PyTorch's do; gpuops/ops/softmax.py): softmax's
+# y_i (gy_i - Σ y gy) is then off by up to 2u |gx_i| + u y_i max|gy| (y_i <= 1; the row sum
+# cancels), log_softmax's gy_i - e^(y_i) Σ gy by up to 2u |gx_i| + u s_i |log s_i| |Σ gy|
+# (s |log s| <= 1/e). The upstream gy of the tests is standard normal, |gy| < G = 4 over
+# the small samples the 16-bit cases use, whose rows hold at most C = 4 elements.
+U, G, C = 2.0 ** -8, 4.0, 4
+SOFTMAX_TOL = {**F16_TOL, BF16: (2 * U + 2e-5, U * G)}
+LOG_SOFTMAX_TOL = {**F16_TOL, BF16: (2 * U + 2e-5, U * C * G / numpy.e)}
 
 RECORDS = [
     OpInfo(name="softmax", ref=_softmax, samples=_samples, grad_refs={1: _softmax_grad},
-           gpu_dtypes=KERNEL_DTYPES, error_inputs=_errors, tol=F16_TOL),
+           gpu_dtypes=KERNEL_DTYPES, error_inputs=_errors, tol=SOFTMAX_TOL),
     OpInfo(name="log_softmax", ref=_log_softmax, samples=_samples,
            grad_refs={1: _log_softmax_grad}, gpu_dtypes=KERNEL_DTYPES, error_inputs=_errors,
-           tol=F16_TOL),
+           tol=LOG_SOFTMAX_TOL),
 ]
