@@ -434,7 +434,8 @@ def _chunkable(arrays: Sequence[Any], shape: tuple, dtype: numpy.dtype) -> bool:
 def _same_elements(a: Any, b: Any) -> bool:
     """Whether the arrays ``a`` and ``b`` (of one shape) view the same elements in the same
     order: writing a block of ``a`` then changes only the same block of ``b``."""
-    return (a.shape == b.shape and a.strides == b.strides and a.dtype.itemsize == b.dtype.itemsize
+    return (a.shape == b.shape and a.strides == b.strides
+            and a.dtype.itemsize == b.dtype.itemsize
             and a.__array_interface__["data"][0] == b.__array_interface__["data"][0])
 
 

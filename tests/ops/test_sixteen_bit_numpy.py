@@ -32,9 +32,9 @@ def _values(rng: numpy.random.Generator, shape: tuple, dtype: numpy.dtype) -> nu
     """Normal values with NaN, ±inf, ±0, subnormals and the largest finite values mixed in."""
     x = numpy.asarray(rng.standard_normal(shape) * 3, numpy.float32)
     info = ml_dtypes.finfo(dtype)
-    specials = numpy.array([numpy.nan, numpy.inf, -numpy.inf, 0.0, -0.0, float(info.smallest_subnormal),
-                            -3 * float(info.smallest_subnormal), float(info.max), -float(info.max),
-                            float(info.tiny)], numpy.float32)
+    sub = float(info.smallest_subnormal)
+    specials = numpy.array([numpy.nan, numpy.inf, -numpy.inf, 0.0, -0.0, sub, -3 * sub,
+                            float(info.max), -float(info.max), float(info.tiny)], numpy.float32)
     flat = x.reshape(-1)
     where = rng.choice(flat.size, size=min(flat.size, 3 * specials.size), replace=False)
     flat[where] = numpy.resize(specials, where.size)
@@ -180,7 +180,8 @@ def test_default_chunk_path_runs_at_full_chunk():
     with numpy.errstate(all="ignore"):
         _same_bits(gpuops.sigmoid(x), _straight(gpuops.sigmoid, x))
         y = numpy.empty_like(x)
-        _same_bits(gpuops.relu(x.astype(F16), out=y.view(F16)), _straight(gpuops.relu, x.astype(F16)))
+        half = x.astype(F16)
+        _same_bits(gpuops.relu(half, out=y.view(F16)), _straight(gpuops.relu, half))
 
 
 def test_blocks_cover_every_element_once():
