@@ -21,6 +21,7 @@ import importlib.util
 import json
 import pkgutil
 import platform
+import re
 import subprocess
 import sys
 import time
@@ -40,10 +41,10 @@ HERE = Path(__file__).resolve().parent
 TESTS = HERE.parent / "tests"
 H200_COPY_BYTES_PER_S = 4.3e12  # measured device-to-device copy (bytes read + written)
 SIZE = 1 << 17  # elements of a "large" operand: NCHW cases need 128 x 1024
-# Below this fraction of the minimum bytes, a case reaches memory the counters do not see:
-# arrays addressed through a pointer table (the fused optimizer steps), not passed as
-# arguments, are not attributed to global memory.
-INCOMPLETE = 0.9
+# cuda/optim.cu's multi-tensor kernels reach their arrays through a pointer table, not
+# passed as arguments: the counters do not attribute those accesses to global memory, so
+# a case that launches them is marked incomplete.
+POINTER_TABLE_FAMILY = "optim"
 NOT_PROFILED = ("overhead",)  # Python time per call of tiny operators, 1000s of launches
 
 
@@ -62,9 +63,30 @@ def _load(path: Path) -> Any:
     return module
 
 
+def _gates() -> Any:
+    return _load(TESTS / "infrastructure" / "test_emu_gates.py")
+
+
 def gate_exceptions() -> list[tuple[str, str, str]]:
     """The gates' one exception table: (kernel, gate, reason)."""
-    return list(_load(TESTS / "infrastructure" / "test_emu_gates.py").EXCEPTIONS)
+    return list(_gates().EXCEPTIONS)
+
+
+def gate_cases(missing: set[str], nvrtc: Any) -> list[dict[str, Any]]:
+    """Kernels of ``missing`` (base names) that the gates' calls (64x256 rows and the
+    like, tests/infrastructure/test_emu_gates.py) launch, one row each."""
+    gates, results, left = _gates(), [], set(missing)
+    for name, (inputs, params) in gates.CASES.items():
+        for label, run, min_bytes in gates._calls(name, inputs, params):
+            result = _profile(gpuops.OPERATORS[name].family, f"gate {label}", run, min_bytes,
+                              nvrtc)
+            new = {_base(k["kernel"]) for k in result.get("kernels", [])} & left
+            if new:
+                result["kernels"] = [k for k in result["kernels"] if _base(k["kernel"]) in new]
+                results.append(result)
+                _print(result)
+                left -= new
+    return results
 
 
 # The fixes of issue 13 D: (case, kernel, change, figures before, as the report of b7886f6
@@ -74,9 +96,10 @@ FIXES = [
      "(was 4 scalar accesses 16 bytes apart per lane)",
      {"sec/req ld": 24.58, "sec/req st": 16.00, "ld x ideal": 6.15, "st x ideal": 4.00,
       "moved / min": 3.82}),
-    ("transpose axes=(3,1,0,2)", "transpose_nd_f32", "32x33 shared-memory tiles over the "
-     "output dims of x's and y's unit-stride axes when the innermost axis moves (was one "
-     "thread per output element reading through permuted strides)",
+    ("transpose axes=(3,1,0,2)", "transpose_nd_f32", "when the innermost axis moves, 32x33 "
+     "shared-memory tiles over (the output dim of x's unit-stride axis, the output dims "
+     "after it flattened) (was one thread per output element reading through permuted "
+     "strides)",
      {"sec/req ld": 32.00, "sec/req st": 4.00, "ld x ideal": 8.00, "st x ideal": 1.00,
       "moved / min": 4.50}),
 ]
@@ -147,7 +170,8 @@ def _profile(family: str, name: str, run: Any, min_bytes: int, nvrtc: Any,
     moved = sum(r.bytes_moved() for r in reports)
     ratio = moved / min_bytes if min_bytes else None
     return {"family": family, "case": name, "min_bytes": min_bytes, "bytes_moved": moved,
-            "moved_over_min": ratio, "incomplete": ratio is not None and ratio < INCOMPLETE,
+            "moved_over_min": ratio,
+            "incomplete": any(r.label == POINTER_TABLE_FAMILY for r in reports),
             "h200_min_us": 1e6 * min_bytes / H200_COPY_BYTES_PER_S,
             "h200_modelled_us": 1e6 * moved / H200_COPY_BYTES_PER_S,
             "emulator_s": time.perf_counter() - started,
@@ -276,6 +300,8 @@ def _table(cases: list[dict[str, Any]]) -> list[str]:
         ratio = _fmt(case["moved_over_min"])
         if case["incomplete"]:
             ratio += " (incomplete: pointer-table arrays not counted)"
+        elif case["case"].startswith("record ") and (case["moved_over_min"] or 1) < 1:
+            ratio += " (below the nominal minimum: an input it does not read)"
         roof = f"{case['h200_min_us']:.3g} / {case['h200_modelled_us']:.3g}"
         for i, launch in enumerate(case["kernels"]):
             occ = (f"{launch['occupancy']:.0%} ({launch['occupancy_limiter']})"
@@ -315,10 +341,14 @@ def markdown(cases: list[dict[str, Any]], records: list[dict[str, Any]],
              "the minimum bytes and the moved bytes at the measured 4.3 TB/s copy rate. "
              "occupancy: resident warps per SM on sm_90 at the launch's block size (ptxas "
              "registers and shared memory) and the binding limit.", "",
-             "## Benchmark cases", "", *_table(cases), "",
-             "## Kernels no benchmark case launches (smallest test-record sample)", "",
-             "moved / min here: over the call's float inputs read once and result written once "
-             "(a gradient: inputs, y, gy and gx), a nominal minimum.", "", *_table(records), "",
+             "## Benchmark cases", "",
+             "A case skipped (more accesses than the counters keep) has its kernels "
+             "profiled in another case or below (see the coverage).", "", *_table(cases), "",
+             "## Kernels no benchmark case launches", "",
+             "On the smallest test-record sample that launches each (`record ...`), then on "
+             "the gates' calls (`gate ...`). moved / min here: over the call's float inputs "
+             "read once and result written once (a gradient: inputs, y, gy and gx), a nominal "
+             "minimum.", "", *_table(records), "",
              "## Coverage of cuda/", "",
              f"{coverage['kernels']} kernels (dtype instances) in cuda/; {coverage['profiled']} "
              f"profiled above, each base name in at least one dtype "
@@ -360,9 +390,25 @@ def coverage_of(all_kernels: dict[str, str], profiled: set[str],
     not_profiled = {}
     for base in sorted(bases - bases_done):
         names = sorted(n for n in all_kernels if _base(n) == base)
-        not_profiled[", ".join(names)] = skipped_reasons.get(
-            base, "launched by no benchmark case and no test-record sample (other tests "
-            "launch it: the emulator's coverage check)")
+        family = all_kernels[names[0]]
+        template = re.sub(r"(warp\d+|block|d\d+)", "*", base)
+        siblings = sorted(b for b in bases_done if re.sub(r"(warp\d+|block|d\d+)", "*", b)
+                          == template and b != base)
+        if base in skipped_reasons:
+            reason = skipped_reasons[base]
+        elif family == POINTER_TABLE_FAMILY:
+            reason = ("cuda/optim.cu: no benchmark case, test record or gate call launches "
+                      "it (the optimizer and amp tests do); the family's multi-tensor kernels "
+                      "reach their arrays through a pointer table the counters do not "
+                      "attribute")
+        elif siblings:
+            reason = (f"a specialisation (row width, head size or dtype) no benchmark case, "
+                      f"test-record sample or gate call selects; the same template as "
+                      f"{siblings[0]} (profiled)")
+        else:
+            reason = ("no benchmark case, test-record sample or gate call launches it "
+                      "(other tests do: the emulator's coverage check)")
+        not_profiled[", ".join(names)] = reason
     return {"kernels": len(all_kernels), "profiled": len(profiled & set(all_kernels)),
             "bases": len(bases), "bases_profiled": len(bases & bases_done),
             "not_profiled": not_profiled}
@@ -398,6 +444,9 @@ def main(argv: list[str]) -> int:
     if not args.family:
         records = record_cases({_base(k) for k in all_kernels} - {_base(k) for k in profiled},
                                nvrtc)
+        profiled |= {k["kernel"] for case in records for k in case.get("kernels", [])}
+        records += gate_cases({_base(k) for k in all_kernels} - {_base(k) for k in profiled},
+                              nvrtc)
         profiled |= {k["kernel"] for case in records for k in case.get("kernels", [])}
     reasons = {}
     for case in cases:

@@ -10,6 +10,7 @@
 //                      32x33 shared-memory tiles over the output dims of the input's
 //                      innermost axis and of the output's (both coalesced).
 #include "gpuops.cuh"
+#include "half.cuh"
 
 // TRANSPOSE_TILE, TRANSPOSE_TILE_ROWS: gpuops.kernels.CONSTANTS (prepended by the loader).
 // blockDim = (TILE, TILE_ROWS): each thread moves TILE / TILE_ROWS elements.
@@ -44,9 +45,10 @@ __device__ __forceinline__ void transpose_tiles(const T* __restrict__ x, T* __re
 // (dims d0..d7, d0 implied by n), s_d the input's element stride along that dim; output dim
 // `a` holds the input's unit-stride axis. a = 7 (the innermost axis stays): one thread per
 // output element, reads and writes both coalesced. a < 7: blockDim = (TILE, TILE_ROWS),
-// each 32x32 tile over output dims (a, 7) at one index of the other dims goes through
+// the output viewed as (dims before a, dim a, the dims after a flattened: contiguous in y);
+// each 32x32 tile over (dim a, flattened) at one index of the dims before a goes through
 // shared memory (32x33, as transpose_tiles): read along dim a (x's unit stride), written
-// along dim 7 (y's), both coalesced.
+// along the flattened dims (y's), both coalesced.
 template <typename T>
 __device__ __forceinline__ void transpose_nd(const T* __restrict__ x, T* __restrict__ y,
                                              long long n, long long d1, long long d2,
@@ -74,38 +76,50 @@ __device__ __forceinline__ void transpose_nd(const T* __restrict__ x, T* __restr
     const long long d0 = n / (d1 * d2 * d3 * d4 * d5 * d6 * d7);
     const long long d[8] = {d0, d1, d2, d3, d4, d5, d6, d7};
     const long long s[8] = {s0, s1, s2, s3, s4, s5, s6, s7};
-    long long da = 1, sa = 1;  // dim a's size and input stride (constant indices only)
+    // dim a's size and input stride; inner: the output dims after a, flattened (contiguous
+    // in y); loops over q with constant indices only (unrolled)
+    long long da = 1, sa = 1, inner = 1;
 #pragma unroll
-    for (int q = 0; q < 7; ++q) {
+    for (int q = 0; q < 8; ++q) {
         if (q == a) {
             da = d[q];
             sa = s[q];
+        } else if (q > a) {
+            inner *= d[q];
         }
     }
-    const long long tiles_a = (da + TILE - 1) / TILE, tiles_7 = (d7 + TILE - 1) / TILE;
+    const long long tiles_a = (da + TILE - 1) / TILE, tiles_b = (inner + TILE - 1) / TILE;
     const int tx = threadIdx.x, ty = threadIdx.y;
-    for (long long t = blockIdx.x; t < n / (da * d7) * tiles_a * tiles_7; t += gridDim.x) {
-        const long long a0 = ((t / tiles_7) % tiles_a) * TILE, b0 = (t % tiles_7) * TILE;
-        long long rest = t / (tiles_7 * tiles_a), in0 = 0, out0 = 0, stride = d7, stride_a = 0;
+    for (long long t = blockIdx.x; t < n / (da * inner) * tiles_a * tiles_b; t += gridDim.x) {
+        const long long a0 = ((t / tiles_b) % tiles_a) * TILE, b0 = (t % tiles_b) * TILE;
+        long long rest = t / (tiles_b * tiles_a), in0 = 0, out0 = 0, stride = da * inner;
 #pragma unroll
-        for (int q = 6; q >= 0; --q) {  // the tile's index along the other dims
-            if (q == a) {
-                stride_a = stride;
-            } else {
+        for (int q = 6; q >= 0; --q) {  // the tile's index along the output dims before a
+            if (q < a) {
                 in0 += (rest % d[q]) * s[q];
                 out0 += (rest % d[q]) * stride;
                 rest /= d[q];
+                stride *= d[q];
             }
-            stride *= d[q];
         }
         for (int k = ty; k < TILE; k += TILE_ROWS) {  // read along dim a: coalesced in x
-            const long long ia = a0 + tx, ib = b0 + k;
-            if (ia < da && ib < d7) tile[k][tx] = x[in0 + ia * sa + ib * s7];
+            const long long ia = a0 + tx;
+            long long ib = b0 + k, off = 0;
+            if (ia < da && ib < inner) {
+#pragma unroll
+                for (int q = 7; q > 0; --q) {  // ib over the output dims after a
+                    if (q > a) {
+                        off += (ib % d[q]) * s[q];
+                        ib /= d[q];
+                    }
+                }
+                tile[k][tx] = x[in0 + ia * sa + off];
+            }
         }
         __syncthreads();
-        for (int k = ty; k < TILE; k += TILE_ROWS) {  // write along dim 7: coalesced in y
+        for (int k = ty; k < TILE; k += TILE_ROWS) {  // write the flattened dims: coalesced in y
             const long long ia = a0 + k, ib = b0 + tx;
-            if (ia < da && ib < d7) y[out0 + ia * stride_a + ib] = tile[tx][k];
+            if (ia < da && ib < inner) y[out0 + ia * inner + ib] = tile[tx][k];
         }
         __syncthreads();  // the tile is refilled by the block's next iteration
     }
@@ -125,5 +139,7 @@ __device__ __forceinline__ void transpose_nd(const T* __restrict__ x, T* __restr
         transpose_nd(x, y, n, d1, d2, d3, d4, d5, d6, d7, s0, s1, s2, s3, s4, s5, s6, s7, a);   \
     }
 
+TRANSPOSE_ALL(__half, f16)  // 16-bit: the bits are moved, never converted
+TRANSPOSE_ALL(__nv_bfloat16, bf16)
 TRANSPOSE_ALL(float, f32)
 TRANSPOSE_ALL(double, f64)

@@ -7,7 +7,7 @@ the last two merged axes (a batched matrix transpose) goes through shared-memory
 (TRANSPOSE_TILE of gpuops.kernels.CONSTANTS); any other permutation of up to 8 merged
 axes by transpose_nd: a strided gather when the innermost axis stays (reads and writes
 coalesced), else the same shared-memory tiles over the output axes of the input's and the
-output's innermost axis.
+output's innermost axis. Every float dtype (16-bit elements are moved as they are).
 """
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from typing import Any, Sequence
 
 import numpy
 
+from ..backend import ALL_FLOAT_DTYPES
 from ..call import Call, Signature, check_shape
 from ..kernels import CONSTANTS
 from ..registry import register
@@ -84,16 +85,18 @@ def _transpose_gpu(call: Call, x: Array, y: Array, perm: tuple) -> None:
                 *map(numpy.int64, strides), numpy.int64(inner))
         if inner == _MAX_DIMS - 1:
             call.launch_1d("transpose_nd", y.size, args)
-        else:  # 32x32 tiles over (inner, last) at each index of the other dims
-            tiles = (y.size // (out_dims[inner] * out_dims[-1]) * math.ceil(out_dims[inner] / _TILE)
-                     * math.ceil(out_dims[-1] / _TILE))
+        else:  # 32x32 tiles over (dim inner, the dims after it) at each index of those before
+            after = math.prod(out_dims[inner + 1:])
+            tiles = (y.size // (out_dims[inner] * after) * math.ceil(out_dims[inner] / _TILE)
+                     * math.ceil(after / _TILE))
             call.launch("transpose_nd", (min(tiles, call.max_blocks),), (_TILE, _TILE_ROWS), args)
     else:  # more than 8 axes that all move apart: the array library's own copy
         y[...] = x.transpose(perm)
 
 
-TRANSPOSE = Signature("transpose", FAMILY, ("x1",))
-TRANSPOSE_WRT_X1 = Signature("transpose_wrt_x1", FAMILY, ("x1", "y", "gy"))
+TRANSPOSE = Signature("transpose", FAMILY, ("x1",), kernel_dtypes=ALL_FLOAT_DTYPES)
+TRANSPOSE_WRT_X1 = Signature("transpose_wrt_x1", FAMILY, ("x1", "y", "gy"),
+                             kernel_dtypes=ALL_FLOAT_DTYPES)
 
 
 def transpose(x1: Array, *, axes: Sequence[int] | None = None,
