@@ -22,12 +22,12 @@
 //   attention_wrt_x2_d<DMAX>,  dK, dV: per K tile, over Q tiles (causal: from the tile of
 //   attention_wrt_x3_d<DMAX>   its first key on): dk_j = scale sum_i dS_ij q_i,
 //                              dv_j = sum_i P_ij gy_i.
-//   attention_tc_f16           float16 forward on tensor cores (sm_80+, non-causal, D and
-//                              Dv <= 128): see its comment below.
+//   attention_tc_f16,          float16 / bfloat16 forward on tensor cores (sm_80+,
+//   attention_tc_bf16          non-causal, D and Dv <= 128): see their comment below.
 // Every sum runs in a fixed order (no atomics): bitwise repeatable. A key a row does not
 // see (masked, or past Tk) is never read for that row, so NaN or inf there changes nothing.
-// DMAX (128, and 256 for float16) bounds D and Dv: DMAX / G accumulators per thread.
-// float16: tiles stored as half, float32 arithmetic, one rounding on store.
+// DMAX (128, and 256 for float16 and bfloat16) bounds D and Dv: DMAX / G accumulators per
+// thread. 16-bit: tiles stored in 16 bits, float32 arithmetic, one rounding on store.
 #include "rowwise.cuh"
 #include "mma.cuh"
 
@@ -312,7 +312,7 @@ __device__ __forceinline__ void attention_grad_kv(
 
 #define ATTENTION_SIZES long long batch, long long tq, long long tk, long long d, long long dv
 
-// ---- float16 forward on tensor cores (mma.sync m16n8k16, sm_80+), non-causal ----------
+// ---- 16-bit forward on tensor cores (mma.sync m16n8k16, sm_80+), non-causal ------------
 // mma_m16n8k16, half_pair and half_pack: cuda/mma.cuh.
 
 // A block of 4 warps takes ATTENTION_TC_ROWS = 64 query rows (16 per warp, its Q held as
@@ -326,25 +326,27 @@ __device__ __forceinline__ void attention_grad_kv(
 // row of a tile but seen by another would enter the hidden row's mma as 0 * v, so a NaN
 // there would leak; causal calls take the SIMT kernel. Shared: Q (64 x (Dp+8)),
 // K (32 x (Dp+8)), V^T (Dvp x 40), halves.
-extern "C" __global__ void attention_tc_f16(const __half* __restrict__ q,
-                                            const __half* __restrict__ k,
-                                            const __half* __restrict__ v, __half* __restrict__ y,
-                                            ATTENTION_SIZES, float scale) {
+// T: __half or __nv_bfloat16 (the .bf16 mma; P rounded to bfloat16 for P V).
+template <typename T>
+__device__ __forceinline__ void attention_tc(const T* __restrict__ q, const T* __restrict__ k,
+                                             const T* __restrict__ v, T* __restrict__ y,
+                                             ATTENTION_SIZES, float scale) {
     constexpr int BQ = ATTENTION_TC_ROWS, BK = ATTENTION_TC_KEYS, DMAX = 128;
     constexpr int KF = DMAX / 16, NF = DMAX / 8, SF = BK / 8, LDV = BK + 8;
     extern __shared__ __align__(16) unsigned char attention_shared[];
     const int dp = (int)((d + 15) / 16 * 16), dvp = (int)((dv + 15) / 16 * 16), ld = dp + 8;
-    __half* qs = reinterpret_cast<__half*>(attention_shared);
-    __half* ks = qs + BQ * ld;
-    __half* vt = ks + BK * ld;
-    const __half zero = __float2half(0.0f);
+    T* qs = reinterpret_cast<T*>(attention_shared);
+    T* ks = qs + BQ * ld;
+    T* vt = ks + BK * ld;
+    T zero;
+    store_acc(&zero, 0.0f);
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
     const long long q_tiles = (tq + BQ - 1) / BQ;
     for (long long w = blockIdx.x; w < batch * q_tiles; w += gridDim.x) {
         const long long b = w / q_tiles, q0 = (w % q_tiles) * BQ;
-        const __half* qb = q + b * tq * d;
-        const __half* kb = k + b * tk * d;
-        const __half* vb = v + b * tk * dv;
+        const T* qb = q + b * tq * d;
+        const T* kb = k + b * tk * d;
+        const T* vb = v + b * tk * dv;
         __syncthreads();
         for (int e = threadIdx.x; e < BQ * dp; e += blockDim.x) {
             const int r = e / dp, c = e % dp;
@@ -384,9 +386,9 @@ extern "C" __global__ void attention_tc_f16(const __half* __restrict__ q,
 #pragma unroll
                 for (int kf = 0; kf < KF; ++kf) {
                     if (16 * kf < dp) {
-                        const __half* kr = ks + (8 * sf + g) * ld + 16 * kf + 2 * t;
+                        const T* kr = ks + (8 * sf + g) * ld + 16 * kf + 2 * t;
                         const unsigned kbf[2] = {half_pair(kr), half_pair(kr + 8)};
-                        mma_m16n8k16(s[sf], qa[kf], kbf);
+                        mma_m16n8k16<T>(s[sf], qa[kf], kbf);
                     }
                 }
             }
@@ -429,16 +431,16 @@ extern "C" __global__ void attention_tc_f16(const __half* __restrict__ q,
                 for (int e = 0; e < 4; ++e) o[nf][e] *= alpha[e / 2];
 #pragma unroll
             for (int kf = 0; kf < BK / 16; ++kf) {  // keys 16 kf .. 16 kf + 15
-                const unsigned pa[4] = {half_pack(s[2 * kf][0], s[2 * kf][1]),
-                                        half_pack(s[2 * kf][2], s[2 * kf][3]),
-                                        half_pack(s[2 * kf + 1][0], s[2 * kf + 1][1]),
-                                        half_pack(s[2 * kf + 1][2], s[2 * kf + 1][3])};
+                const unsigned pa[4] = {half_pack<T>(s[2 * kf][0], s[2 * kf][1]),
+                                        half_pack<T>(s[2 * kf][2], s[2 * kf][3]),
+                                        half_pack<T>(s[2 * kf + 1][0], s[2 * kf + 1][1]),
+                                        half_pack<T>(s[2 * kf + 1][2], s[2 * kf + 1][3])};
 #pragma unroll
                 for (int nf = 0; nf < NF; ++nf) {
                     if (8 * nf < dvp) {
-                        const __half* vr = vt + (8 * nf + g) * LDV + 16 * kf + 2 * t;
+                        const T* vr = vt + (8 * nf + g) * LDV + 16 * kf + 2 * t;
                         const unsigned vbf[2] = {half_pair(vr), half_pair(vr + 8)};
-                        mma_m16n8k16(o[nf], pa, vbf);
+                        mma_m16n8k16<T>(o[nf], pa, vbf);
                     }
                 }
             }
@@ -453,6 +455,19 @@ extern "C" __global__ void attention_tc_f16(const __half* __restrict__ q,
                                                     o[nf][e] / l[e / 2]);
             }
     }
+}
+extern "C" __global__ void attention_tc_f16(const __half* __restrict__ q,
+                                            const __half* __restrict__ k,
+                                            const __half* __restrict__ v, __half* __restrict__ y,
+                                            ATTENTION_SIZES, float scale) {
+    attention_tc<__half>(q, k, v, y, batch, tq, tk, d, dv, scale);
+}
+extern "C" __global__ void attention_tc_bf16(const __nv_bfloat16* __restrict__ q,
+                                             const __nv_bfloat16* __restrict__ k,
+                                             const __nv_bfloat16* __restrict__ v,
+                                             __nv_bfloat16* __restrict__ y, ATTENTION_SIZES,
+                                             float scale) {
+    attention_tc<__nv_bfloat16>(q, k, v, y, batch, tq, tk, d, dv, scale);
 }
 
 #define ATTENTION_GRAD_ARGS(T, A)                                                            \
@@ -495,6 +510,9 @@ extern "C" __global__ void attention_tc_f16(const __half* __restrict__ q,
 ATTENTION_STATS(__half, float, ATTENTION_TILE, f16)
 ATTENTION_WIDTH(__half, float, ATTENTION_TILE, 128, f16)
 ATTENTION_WIDTH(__half, float, ATTENTION_TILE, 256, f16)
+ATTENTION_STATS(__nv_bfloat16, float, ATTENTION_TILE, bf16)
+ATTENTION_WIDTH(__nv_bfloat16, float, ATTENTION_TILE, 128, bf16)
+ATTENTION_WIDTH(__nv_bfloat16, float, ATTENTION_TILE, 256, bf16)
 ATTENTION_STATS(float, float, ATTENTION_TILE, f32)
 ATTENTION_WIDTH(float, float, ATTENTION_TILE, 128, f32)
 ATTENTION_STATS(double, double, ATTENTION_TILE_F64, f64)

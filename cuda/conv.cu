@@ -52,3 +52,4 @@
 CONV_KERNELS(float, f32)
 CONV_KERNELS(double, f64)
 CONV_KERNELS(__half, f16)
+CONV_KERNELS(__nv_bfloat16, bf16)

@@ -22,7 +22,8 @@
 // b_mode bit 1); bit 0 picks which dim consecutive threads walk (the contiguous one,
 // for coalescing). float16 (gemm_f16) loads halves and accumulates in float: it is the
 // fallback for GPUs without the sm_80 tensor-core instruction; from sm_80 on
-// gemm_tc_f16 (mma.sync, float accumulation) is launched instead.
+// gemm_tc_f16 (mma.sync, float accumulation) is launched instead. bfloat16 likewise:
+// gemm_bf16 (SIMT fallback) and gemm_tc_bf16 (mma.sync .bf16).
 #include "gpuops.cuh"
 #include "half.cuh"
 #include "mma.cuh"
@@ -35,16 +36,20 @@
 #endif
 
 // Shared-memory element types: tiles are staged in the accumulation type, except
-// by the tensor-core kernels, which stage halves.
+// by the tensor-core kernels, which stage the 16-bit inputs.
 __device__ __forceinline__ void put(float* p, float v) { *p = v; }
 __device__ __forceinline__ void put(double* p, double v) { *p = v; }
 __device__ __forceinline__ void put(float* p, __half v) { *p = __half2float(v); }
 __device__ __forceinline__ void put(__half* p, __half v) { *p = v; }
+__device__ __forceinline__ void put(float* p, __nv_bfloat16 v) { *p = __bfloat162float(v); }
+__device__ __forceinline__ void put(__nv_bfloat16* p, __nv_bfloat16 v) { *p = v; }
 
 template <typename T>
 __device__ __forceinline__ T zero_of() { return T(0); }
 template <>
 __device__ __forceinline__ __half zero_of<__half>() { return __float2half(0.0f); }
+template <>
+__device__ __forceinline__ __nv_bfloat16 zero_of<__nv_bfloat16>() { return __float2bfloat16(0.0f); }
 
 // VEC consecutive elements, loaded as one 16-byte (or smaller) transaction.
 template <typename T, int VEC>
@@ -249,27 +254,33 @@ extern "C" __global__ void GEMM_BOUNDS gemm_f64(GEMM_PARAMS(double)) {
 extern "C" __global__ void gemm_f16(GEMM_PARAMS(__half)) {
     gemm_simt<__half, float, 64, 64, 8, 4, 4, 1>(GEMM_ARGS);
 }
+// bfloat16: the float16 fallback's tiles (GPUs below sm_80, or tensor_cores off).
+extern "C" __global__ void gemm_bf16(GEMM_PARAMS(__nv_bfloat16)) {
+    gemm_simt<__nv_bfloat16, float, 64, 64, 8, 4, 4, 1>(GEMM_ARGS);
+}
 
-// ---- tensor cores: float16 inputs, float32 accumulation (mma.sync m16n8k16) -------
+// ---- tensor cores: 16-bit inputs (T: __half, __nv_bfloat16), float32 accumulation ---
+// (mma.sync m16n8k16 .f16 / .bf16, cuda/mma.cuh).
 // A block computes a 128x128 tile of C with 8 warps (2 (m) x 4 (n)), each warp a
 // 64x32 tile as 4 x 4 m16n8 accumulators; K advances 32 per step. Both operand tiles
 // are staged k-contiguous, A as (m, k) and B as (n, k), rows padded by 8 halves
 // (16 bytes), so every fragment register is one aligned 32-bit shared load whatever
 // the operands' layouts in global memory. Accumulators go straight to C through the
-// epilogue (bias, activation, rounding to half, bounds).
-extern "C" __global__ void GEMM_BOUNDS gemm_tc_f16(GEMM_PARAMS(__half)) {
+// epilogue (bias, activation, one rounding to T, bounds).
+template <typename T>
+__device__ __forceinline__ void gemm_tc(GEMM_PARAMS(T)) {
     constexpr int BM = 128, BN = 128, BK = 32, LD = BK + 8;
-    __shared__ __align__(16) __half As[BM * LD];
-    __shared__ __align__(16) __half Bs[BN * LD];
+    __shared__ __align__(16) T As[BM * LD];
+    __shared__ __align__(16) T Bs[BN * LD];
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int g = lane / 4, t = lane % 4;
     const int wm = (warp / 4) * 64, wn = (warp % 4) * 32;
     const long long n0 = (long long)blockIdx.x * BN;
     for (long long z = blockIdx.z; z < nz; z += gridDim.z) {
         const long long z1 = z / nz2, z2 = z % nz2;
-        const __half* Az = A + z1 * za1 + z2 * za2;
-        const __half* Bz = B + z1 * zb1 + z2 * zb2;
-        __half* Cz = C + z * M * N;
+        const T* Az = A + z1 * za1 + z2 * za2;
+        const T* Bz = B + z1 * zb1 + z2 * zb2;
+        T* Cz = C + z * M * N;
         for (long long m0 = (long long)blockIdx.y * BM; m0 < M; m0 += (long long)gridDim.y * BM) {
             float acc[4][4][4];
 #pragma unroll
@@ -280,8 +291,8 @@ extern "C" __global__ void GEMM_BOUNDS gemm_tc_f16(GEMM_PARAMS(__half)) {
                     for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.0f;
             const long long steps = nr * ((K + BK - 1) / BK);
             long long r = 0, k0 = 0;  // the (reduction batch, k offset) of the fetched tile
-            Tile<__half, __half, BM, BK, 8> ta;
-            Tile<__half, __half, BN, BK, 8> tb;
+            Tile<T, T, BM, BK, 8> ta;
+            Tile<T, T, BN, BK, 8> tb;
             if (steps > 0) {
                 ta.fetch(Az, M, K, sam, sak, m0, 0, a_mode);
                 tb.fetch(Bz, N, K, sbn, sbk, n0, 0, b_mode);
@@ -313,7 +324,7 @@ extern "C" __global__ void GEMM_BOUNDS gemm_tc_f16(GEMM_PARAMS(__half)) {
 #pragma unroll
                     for (int i = 0; i < 4; ++i)
 #pragma unroll
-                        for (int j = 0; j < 4; ++j) mma_m16n8k16(acc[i][j], a[i], b[j]);
+                        for (int j = 0; j < 4; ++j) mma_m16n8k16<T>(acc[i][j], a[i], b[j]);
                 }
                 __syncthreads();
             }
@@ -331,6 +342,12 @@ extern "C" __global__ void GEMM_BOUNDS gemm_tc_f16(GEMM_PARAMS(__half)) {
                     }
         }
     }
+}
+extern "C" __global__ void GEMM_BOUNDS gemm_tc_f16(GEMM_PARAMS(__half)) {
+    gemm_tc<__half>(GEMM_ARGS);
+}
+extern "C" __global__ void GEMM_BOUNDS gemm_tc_bf16(GEMM_PARAMS(__nv_bfloat16)) {
+    gemm_tc<__nv_bfloat16>(GEMM_ARGS);
 }
 
 // ---- activation derivative for linear's gradients ----------------------------------
@@ -351,3 +368,4 @@ extern "C" __global__ void GEMM_BOUNDS gemm_tc_f16(GEMM_PARAMS(__half)) {
 ACT_GRAD(float, f32)
 ACT_GRAD(double, f64)
 ACT_GRAD(__half, f16)
+ACT_GRAD(__nv_bfloat16, bf16)

@@ -424,8 +424,12 @@ static inline unsigned __activemask(GPUOPS_EMU_SITE) {
 // reads the A rows and B columns of its four results (two warp rendezvous per mma, not
 // one shuffle per register). Products are summed in float in k order (the hardware's
 // order and rounding inside one mma are unspecified).
-static inline void gpuops_emu_mma_m16n8k16_f32_f16(float (&c)[4], const unsigned (&a)[4],
-                                                   const unsigned (&b)[2], GPUOPS_EMU_SITE) {
+// The bfloat16 twin (.bf16.bf16.f32, same fragments) differs only in how a 16-bit value
+// widens: both widen exactly to float, every product of two is exact in float (11 + 11
+// or 8 + 8 significant bits), and the sum runs in the same k order.
+static inline void gpuops_emu_mma_m16n8k16_f32(float (&c)[4], const unsigned (&a)[4],
+                                               const unsigned (&b)[2], bool bf16,
+                                               std::source_location site) {
     __shared__ unsigned posted[32][32][6];  // [warp][lane][a0 a1 a2 a3 b0 b1]
     const unsigned linear = threadIdx.x + threadIdx.y * blockDim.x
                           + threadIdx.z * blockDim.x * blockDim.y;
@@ -435,7 +439,12 @@ static inline void gpuops_emu_mma_m16n8k16_f32_f16(float (&c)[4], const unsigned
     posted[warp][lane][5] = b[1];
     __syncwarp(0xffffffffu, site);
     float arow[2][16], bcol[2][16];  // A rows g, g + 8 and B columns 2t, 2t + 1, over k
-    auto unpack = [](unsigned bits, float* dst) {
+    auto unpack = [bf16](unsigned bits, float* dst) {
+        if (bf16) {
+            dst[0] = __bfloat162float(__nv_bfloat16{(unsigned short)(bits & 0xffffu)});
+            dst[1] = __bfloat162float(__nv_bfloat16{(unsigned short)(bits >> 16)});
+            return;
+        }
         __half h[2];
         std::memcpy(h, &bits, sizeof(bits));
         dst[0] = (float)h[0];
@@ -454,6 +463,14 @@ static inline void gpuops_emu_mma_m16n8k16_f32_f16(float (&c)[4], const unsigned
         for (int k = 0; k < 16; ++k) sum += arow[i / 2][k] * bcol[i % 2][k];
         c[i] = sum;
     }
+}
+static inline void gpuops_emu_mma_m16n8k16_f32_f16(float (&c)[4], const unsigned (&a)[4],
+                                                   const unsigned (&b)[2], GPUOPS_EMU_SITE) {
+    gpuops_emu_mma_m16n8k16_f32(c, a, b, false, site);
+}
+static inline void gpuops_emu_mma_m16n8k16_f32_bf16(float (&c)[4], const unsigned (&a)[4],
+                                                    const unsigned (&b)[2], GPUOPS_EMU_SITE) {
+    gpuops_emu_mma_m16n8k16_f32(c, a, b, true, site);
 }
 
 // ---- memory fences, atomics (relaxed, as CUDA's), clocks, traps -----------------------

@@ -22,13 +22,14 @@ enter its result, not even as 0 · NaN. ``scale`` is any finite float (PyTorch's
 
 NumPy (float32/float64): the scores of at most ~2^20 (row, key) pairs at a time (query
 rows in chunks, a group of heads when whole slices fit), softmax with the row max
-subtracted. Kernels (float16 too, computed in float32): tiles of Q, K, V in shared
-memory, the online softmax (running max and sum, accumulators rescaled), the Tq x Tk
+subtracted. Kernels (float16 and bfloat16 too, computed in float32): tiles of Q, K, V in
+shared memory, the online softmax (running max and sum, accumulators rescaled), the Tq x Tk
 scores never in global memory; the backward is deterministic (no atomics): one kernel
 over query tiles for gq, one over key tiles for gk or gv, after a kernel that computes L
-and Δ per row. D and Dv at most 128 on the kernels (256 for float16). A non-causal
-float16 forward with D, Dv <= 128 runs on tensor cores where the launcher has them
-(mma.sync, sm_80+; P rounded to float16 for the P·V product, as FlashAttention does).
+and Δ per row (Δ from the rounded 16-bit y, as PyTorch's backward does). D and Dv at most
+128 on the kernels (256 for the 16-bit dtypes). A non-causal 16-bit forward with
+D, Dv <= 128 runs on tensor cores where the launcher has them (mma.sync .f16 / .bf16,
+sm_80+; P rounded to the input dtype for the P·V product, as FlashAttention does).
 """
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ from typing import Any
 import numpy
 
 from .. import kernels
-from ..backend import HALF_DTYPES
+from ..backend import ALL_FLOAT_DTYPES, SIXTEEN_BIT_DTYPES
 from ..call import Call, Signature, check_shape
 from ..registry import register
 from . import _args
@@ -134,7 +135,7 @@ def _gradient_cpu(wrt: int):
 
 # ---- kernels -------------------------------------------------------------------------
 
-_TC_THREADS = 128  # attention_tc_f16: 4 warps of 16 query rows (ATTENTION_TC_ROWS = 64)
+_TC_THREADS = 128  # attention_tc_{f16,bf16}: 4 warps of 16 query rows (ATTENTION_TC_ROWS = 64)
 
 
 def _tile(dtype: numpy.dtype) -> int:
@@ -144,7 +145,7 @@ def _tile(dtype: numpy.dtype) -> int:
 
 def _width(call: Call, d: int, dv: int) -> int:
     """DMAX of the kernels that take D and Dv (their accumulators per row), or ValueError."""
-    limit = 256 if call.dtype == numpy.float16 else 128
+    limit = 256 if call.dtype in SIXTEEN_BIT_DTYPES else 128
     if max(d, dv) > limit:
         raise ValueError(f"{call.op}: D = {d}, Dv = {dv}; the {call.dtype} kernels take D and "
                          f"Dv up to {limit} (their tiles and accumulators live on chip)")
@@ -177,7 +178,7 @@ def _attention_gpu(call: Call, q: Array, k: Array, v: Array, y: Array, causal: b
         y.fill(0)
         return
     sizes = tuple(map(numpy.int64, (batch, tq, tk, d, dv)))
-    if (call.dtype == numpy.float16 and not causal and width == 128
+    if (call.dtype in SIXTEEN_BIT_DTYPES and not causal and width == 128
             and call.backend.kernel_launcher.tensor_cores):
         rows, keys = kernels.CONSTANTS["ATTENTION_TC_ROWS"], kernels.CONSTANTS["ATTENTION_TC_KEYS"]
         padded_d, padded_dv = -(-d // 16) * 16, -(-dv // 16) * 16
@@ -233,9 +234,9 @@ def _gradient_gpu(wrt: int):
 # ---- the operator functions -----------------------------------------------------------
 
 _NAMES = ("x1", "x2", "x3")
-ATTENTION = Signature("attention", FAMILY, _NAMES, kernel_dtypes=HALF_DTYPES)
+ATTENTION = Signature("attention", FAMILY, _NAMES, kernel_dtypes=ALL_FLOAT_DTYPES)
 _GRADIENTS = {wrt: Signature(f"attention_wrt_x{wrt}", FAMILY, (*_NAMES, "y", "gy"),
-                             kernel_dtypes=HALF_DTYPES) for wrt in (1, 2, 3)}
+                             kernel_dtypes=ALL_FLOAT_DTYPES) for wrt in (1, 2, 3)}
 
 
 def _check(call: Call, q: Array, k: Array, v: Array, causal: Any,

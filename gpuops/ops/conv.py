@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy
 
-from ..backend import HALF_DTYPES, NUMPY
+from ..backend import ALL_FLOAT_DTYPES, NUMPY
 from ..call import Call, Signature, check_shape
 from ..registry import register
 from . import _args
@@ -298,9 +298,9 @@ def _conv2d_wrt_x3_gpu(call: Call, x1: Array, x2: Array, x3: Array | None, y: Ar
 # ---- public functions ---------------------------------------------------------------
 
 CONV2D = Signature("conv2d", FAMILY, ("x1", "x2", "x3"), optional=("x3",),
-                   kernel_dtypes=HALF_DTYPES)
+                   kernel_dtypes=ALL_FLOAT_DTYPES)
 _GRADIENT = {k: (Signature(f"conv2d_wrt_x{k}", FAMILY, ("x1", "x2", "x3", "y", "gy"),
-                           optional=("x3",), kernel_dtypes=HALF_DTYPES), cpu, gpu)
+                           optional=("x3",), kernel_dtypes=ALL_FLOAT_DTYPES), cpu, gpu)
              for k, cpu, gpu in ((1, _conv2d_wrt_x1_cpu, _conv2d_wrt_x1_gpu),
                                  (2, _conv2d_wrt_x2_cpu, _conv2d_wrt_x2_gpu),
                                  (3, _conv2d_wrt_x3_cpu, _conv2d_wrt_x3_gpu))}

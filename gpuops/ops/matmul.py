@@ -3,9 +3,10 @@
 Kernels in cuda/matmul.cu: one tiled GEMM per dtype that reads its operands through
 element strides (transposed, strided and batch-broadcast operands need no copies),
 sums an optional reduction batch into the same output (the gradient of an operand
-broadcast over batches), and applies bias + activation in its epilogue. float16
-runs on the tensor cores (mma.sync, float32 accumulation) when the launcher has them
-(sm_80+), else on the SIMT kernel (half loads, float accumulation).
+broadcast over batches), and applies bias + activation in its epilogue. float16 and
+bfloat16 run on the tensor cores (mma.sync .f16 / .bf16, float32 accumulation, one
+rounding of the result) when the launcher has them (sm_80+), else on the SIMT kernel
+(16-bit loads, float32 accumulation).
 The NumPy backend computes in float32/float64 only.
 
 Decisions (see docs/operators.md): ``matmul`` follows NumPy for 1-d operands (a 1-d x1
@@ -23,7 +24,7 @@ from typing import Any
 import numpy
 
 from .. import kernels
-from ..backend import HALF_DTYPES, NUMPY, Backend
+from ..backend import ALL_FLOAT_DTYPES, BFLOAT16, NUMPY, SIXTEEN_BIT_DTYPES, Backend
 from ..call import Call, Signature, check_shape
 from ..registry import register
 from . import _layout, _math
@@ -44,8 +45,8 @@ _GEMM_THREADS = kernels.CONSTANTS["GEMM_THREADS"]
 _MAX_GRID_YZ = 65535
 # dtype -> (BM, BN, elements per vector load) of the SIMT kernel gemm_<dtype>
 _SIMT = {numpy.dtype(numpy.float32): (128, 128, 4), numpy.dtype(numpy.float64): (64, 64, 2),
-         numpy.dtype(numpy.float16): (64, 64, 1)}
-_TENSOR_CORE = (128, 128, 8)  # gemm_tc_f16
+         numpy.dtype(numpy.float16): (64, 64, 1), BFLOAT16: (64, 64, 1)}
+_TENSOR_CORE = (128, 128, 8)  # gemm_tc_f16, gemm_tc_bf16
 
 
 # ---- the GEMM launcher shared by matmul, linear and conv2d ---------------------
@@ -109,7 +110,7 @@ def gemm(backend: Backend, a: Array, b: Array, c: Array, *, bias: Array | None =
     sam, sak = sa[-2:]
     sbk, sbn = sb[-2:]
     dtype = numpy.dtype(c.dtype)
-    tensor_cores = dtype == numpy.float16 and backend.kernel_launcher.tensor_cores
+    tensor_cores = dtype in SIXTEEN_BIT_DTYPES and backend.kernel_launcher.tensor_cores
     if tensor_cores:
         bm, bn, vec = _TENSOR_CORE
         kernel = "gemm_tc"
@@ -134,10 +135,10 @@ def gemm(backend: Backend, a: Array, b: Array, c: Array, *, bias: Array | None =
 
 
 def sum_to(backend: Backend, g: Array, out: Array) -> Array:
-    """:func:`gpuops.ops.reduction.sum_to_shape` on the kernel backend ``backend``, float16
-    summed in float32 (the reduction kernels have no float16 variant; float32 accumulation
-    is what the GEMM does too)."""
-    if numpy.dtype(g.dtype) != numpy.float16:
+    """:func:`gpuops.ops.reduction.sum_to_shape` on the kernel backend ``backend``, 16-bit
+    floats summed in float32 (the reduction kernels have no 16-bit variant; float32
+    accumulation is what the GEMM does too)."""
+    if numpy.dtype(g.dtype) not in SIXTEEN_BIT_DTYPES:
         return sum_to_shape(backend, g, out)
     wide = backend.xp.empty(out.shape, numpy.float32)
     sum_to_shape(backend, g.astype(numpy.float32), wide)
@@ -239,9 +240,9 @@ def _matmul_wrt_x2_gpu(call: Call, x1: Array, x2: Array, y: Array, gy: Array,
     gemm(call.backend, x1t, gy.astype(call.dtype, copy=False), gx2)
 
 
-MATMUL = Signature("matmul", FAMILY, ("x1", "x2"), kernel_dtypes=HALF_DTYPES, strided=True)
+MATMUL = Signature("matmul", FAMILY, ("x1", "x2"), kernel_dtypes=ALL_FLOAT_DTYPES, strided=True)
 _MATMUL_GRADIENT = {k: (Signature(f"matmul_wrt_x{k}", FAMILY, ("x1", "x2", "y", "gy"),
-                                  kernel_dtypes=HALF_DTYPES, strided=True), cpu, gpu)
+                                  kernel_dtypes=ALL_FLOAT_DTYPES, strided=True), cpu, gpu)
                     for k, cpu, gpu in ((1, _matmul_wrt_x1_cpu, _matmul_wrt_x1_gpu),
                                         (2, _matmul_wrt_x2_cpu, _matmul_wrt_x2_gpu))}
 
@@ -391,9 +392,9 @@ def _linear_wrt_x3_gpu(call: Call, x1: Array, x2: Array, x3: Array | None, y: Ar
 
 
 LINEAR = Signature("linear", FAMILY, ("x1", "x2", "x3"), optional=("x3",),
-                   kernel_dtypes=HALF_DTYPES, strided=True)
+                   kernel_dtypes=ALL_FLOAT_DTYPES, strided=True)
 _LINEAR_GRADIENT = {k: (Signature(f"linear_wrt_x{k}", FAMILY, ("x1", "x2", "x3", "y", "gy"),
-                                  optional=("x3",), kernel_dtypes=HALF_DTYPES, strided=True),
+                                  optional=("x3",), kernel_dtypes=ALL_FLOAT_DTYPES, strided=True),
                         cpu, gpu)
                     for k, cpu, gpu in ((1, _linear_wrt_x1_cpu, _linear_wrt_x1_gpu),
                                         (2, _linear_wrt_x2_cpu, _linear_wrt_x2_gpu),

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy
 
-from opinfo import F16, F32, F64, ErrorInput, OpInfo, Sample
+from opinfo import BF16, F16, F32, F64, ErrorInput, OpInfo, Sample
 
 TOL = {F32: (1e-4, 1e-5), F16: (1e-2, 4e-2)}
 
@@ -200,6 +200,6 @@ def _errors(rng):
 
 RECORDS = [
     OpInfo(name="conv2d", ref=_ref, samples=_samples,
-           grad_refs={1: _grad1, 2: _grad2, 3: _grad3}, gpu_dtypes=(F32, F64, F16), tol=TOL,
+           grad_refs={1: _grad1, 2: _grad2, 3: _grad3}, gpu_dtypes=(F16, BF16, F32, F64), tol=TOL,
            error_inputs=_errors),
 ]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy
 
-from opinfo import F16, F32, F64, ErrorInput, OpInfo, Sample
+from opinfo import BF16, F16, F32, F64, ErrorInput, OpInfo, Sample
 
 TOL = {F32: (1e-4, 1e-5), F16: (1e-2, 4e-2)}
 
@@ -181,9 +181,9 @@ def _linear_errors(rng):
 
 RECORDS = [
     OpInfo(name="matmul", ref=_matmul_ref, samples=_matmul_samples,
-           grad_refs={1: _matmul_grad1, 2: _matmul_grad2}, gpu_dtypes=(F32, F64, F16),
+           grad_refs={1: _matmul_grad1, 2: _matmul_grad2}, gpu_dtypes=(F16, BF16, F32, F64),
            tol=TOL, error_inputs=_matmul_errors),
     OpInfo(name="linear", ref=_linear_ref, samples=_linear_samples,
            grad_refs={1: _linear_grad1, 2: _linear_grad2, 3: _linear_grad3},
-           gpu_dtypes=(F32, F64, F16), tol=TOL, error_inputs=_linear_errors),
+           gpu_dtypes=(F16, BF16, F32, F64), tol=TOL, error_inputs=_linear_errors),
 ]

@@ -36,7 +36,6 @@ SUBNORMAL_ATOL = {F16: 2.0 ** -25, BF16: 0.0}
 # (not strict: an XPASS shows a fix) by tests/ops/test_ops.py. The owner of a family deletes
 # its line once the family's 16-bit cases pass (a tolerance in the record, or a fix).
 SIXTEEN_BIT_PENDING = {
-    "attention": "gradients wrt q and k past 2^-7 relative (bfloat16, causal samples)",
     "add": "gradient wrt a broadcast scalar x2: gy alpha is rounded to 16 bits before the "
            "sum (two roundings)",
     "sub": "as add",
