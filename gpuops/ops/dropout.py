@@ -105,8 +105,9 @@ DROPOUT_GRAD = Signature("dropout_wrt_x1", FAMILY, ("x1", "y", "gy"))
 
 
 def _keep_scale(call: Call, p: float) -> numpy.generic:
-    """1 / (1 - p), the scale of the kept elements, in the call's dtype (0 for p = 1)."""
-    return call.dtype.type(1.0 / (1.0 - p) if p < 1.0 else 0.0)
+    """1 / (1 - p), the scale of the kept elements, in the call's computing dtype (float32
+    for a 16-bit call: not rounded to 16 bits); 0 for p = 1."""
+    return call.scalar(1.0 / (1.0 - p) if p < 1.0 else 0.0)
 
 
 def dropout(x1: Array, *, p: float = 0.5, seed: int, training: bool = True,

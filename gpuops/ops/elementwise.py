@@ -112,7 +112,7 @@ def _binary(op: str, x1: Array | float, x2: Array | float, out: Array | None,
     shape = _layout.broadcast_shape(op, x1.shape, x2.shape)
     if scale == 1:
         return call.run(out, shape, _NUMPY_BINARY[op], _binary_gpu)
-    return call.run(out, shape, _alpha_cpu, _alpha_gpu, op, call.dtype.type(scale))
+    return call.run(out, shape, _alpha_cpu, _alpha_gpu, op, call.scalar(scale))
 
 
 def add(x1: Array, x2: Array | float, *, alpha: float = 1, out: Array | None = None) -> Array:
@@ -170,7 +170,8 @@ _TERM_GPU: dict[tuple[str, int], Callable] = {
 }
 
 
-# add and sub with alpha != 1: d/dx2 is ±alpha·gy (NumPy: one multiply; kernels: scale).
+# add and sub with alpha != 1: d/dx2 is ±alpha·gy (NumPy: one multiply; kernels: scale);
+# summed to a broadcast x2's shape with the factor in the same pass (one rounding).
 _ALPHA_SIGN = {"add": 1, "sub": -1}
 
 
@@ -182,6 +183,9 @@ def _binary_grad_cpu(x1: Array, x2: Array, y: Array, gy: Array, gx: Array, term:
                      dtype: numpy.dtype, alpha: Any) -> None:
     # The term goes straight into gx when no sum is needed and gx has the compute dtype.
     direct = gx.shape == gy.shape and gx.dtype == dtype
+    if alpha != 1 and term[1] == 2 and gx.shape != gy.shape:
+        sum_to_shape(NUMPY, gy.astype(dtype, copy=False), gx, _ALPHA_SIGN[term[0]] * alpha)
+        return
     if alpha != 1 and term[1] == 2:
         g = numpy.multiply(gy, _ALPHA_SIGN[term[0]] * alpha, out=gx if direct else None,
                            dtype=dtype)
@@ -194,6 +198,10 @@ def _binary_grad_cpu(x1: Array, x2: Array, y: Array, gy: Array, gx: Array, term:
 def _binary_grad_gpu(call: Call, x1: Array, x2: Array, y: Array, gy: Array, gx: Array,
                      term: tuple, dtype: numpy.dtype, alpha: Any) -> None:
     scaled = alpha != 1 and term[1] == 2
+    if scaled and gx.shape != gy.shape:
+        sum_to_shape(call.backend, gy.astype(call.dtype, copy=False), gx,
+                     _ALPHA_SIGN[term[0]] * alpha)
+        return
     if scaled or term in _TERM_GPU:
         g = gx if gx.shape == gy.shape else call.xp.empty(gy.shape, call.dtype)
         if scaled:
@@ -225,8 +233,9 @@ def _binary_grad(op: str, k: int, x1: Array | float, x2: Array | float, y: Array
     check_shape(call.op, "y", y, shape)
     check_shape(call.op, "gy", gy, shape)
     xk = (x1, x2)[k - 1]
-    return call.run(out, xk.shape, _binary_grad_cpu, _binary_grad_gpu, (op, k), call.dtype,
-                    call.dtype.type(scale), dtype=xk.dtype)
+    # NumPy computes in the dtype of the parameters: float32 for a 16-bit call
+    return call.run(out, xk.shape, _binary_grad_cpu, _binary_grad_gpu, (op, k),
+                    call.scalar(0.0).dtype, call.scalar(scale), dtype=xk.dtype)
 
 
 def add_wrt_x1(x1: Array, x2: Array | float, y: Array, gy: Array, *, alpha: float = 1,
@@ -689,7 +698,7 @@ def pow(x1: Array, x2: Array | float | None = None, *, p: float | None = None,  
         exponent = _exponent("pow", p)
         call = _POW.bind(x1)
         (x,) = call.inputs
-        return call.run(out, x.shape, _pow_cpu, _pow_gpu, call.dtype.type(exponent))
+        return call.run(out, x.shape, _pow_cpu, _pow_gpu, call.scalar(exponent))
     call = _POW_ARRAY.bind(x1, x2)
     base, exponent_array = call.inputs
     shape = _layout.broadcast_shape("pow", base.shape, exponent_array.shape)
@@ -726,9 +735,8 @@ def pow_wrt_x1(x1: Array, x2: Array | float | None = None, y: Array | None = Non
     x, y, gy = call.inputs
     check_shape(call.op, "y", y, x.shape)
     check_shape(call.op, "gy", gy, x.shape)
-    dt = call.dtype.type
-    return call.run(out, x.shape, _pow_grad_cpu, _pow_grad_gpu, dt(exponent), dt(exponent - 1),
-                    dtype=x.dtype)
+    return call.run(out, x.shape, _pow_grad_cpu, _pow_grad_gpu, call.scalar(exponent),
+                    call.scalar(exponent - 1), dtype=x.dtype)
 
 
 def pow_wrt_x2(x1: Array, x2: Array | float, y: Array, gy: Array, *, p: float | None = None,

@@ -23,7 +23,7 @@ from typing import Any, Callable
 import numpy
 
 from .. import kernels
-from ..backend import FLOAT_DTYPES, describe, is_cupy_array
+from ..backend import ALL_FLOAT_DTYPES, BFLOAT16, describe, is_cupy_array
 from ..call import Call, Signature, check_shape
 from ..registry import register
 from . import _args, _math, _rows
@@ -62,7 +62,9 @@ def _reduce(terms: Array, reduction: str, y: Array, count: int) -> None:
 def _param_array(call: Call, name: str, value: Any) -> Array | None:
     """A keyword array parameter (class weights, pos_weight: not differentiable, as in
     PyTorch): None, or a float32/float64 array of the call's backend (a NumPy array is also
-    accepted with CuPy inputs and copied to the device), in the call's dtype."""
+    accepted with CuPy inputs and copied to the device), in the call's computing dtype: the
+    call's dtype, float32 for a 16-bit call (like a float parameter: not rounded to 16 bits,
+    which a sum of weighted terms that cancel would amplify)."""
     if value is None:
         return None
     op = call.op
@@ -73,9 +75,10 @@ def _param_array(call: Call, name: str, value: Any) -> Array | None:
                             "move it with gpuops.to_cpu")
         raise TypeError(f"{op}: {name} must be None or a NumPy or CuPy array, got "
                         f"{describe(value)}")
-    if value.dtype not in FLOAT_DTYPES:
-        raise TypeError(f"{op}: {name} has dtype {value.dtype}; expected float32 or float64")
-    return call.xp.asarray(value, dtype=call.dtype)
+    if value.dtype not in ALL_FLOAT_DTYPES:
+        raise TypeError(f"{op}: {name} has dtype {value.dtype}; expected float16, bfloat16, "
+                        "float32 or float64")
+    return call.xp.asarray(value, dtype=call.scalar(0.0).dtype)
 
 
 # ---- elementwise losses: u = x1 (prediction / logit), v = x2 (target) ------------------
@@ -172,7 +175,7 @@ def _elementwise_grad(op: str, k: int, x1: Array, x2: Array, y: Array, gy: Array
     check_shape(call.op, "y", y, shape)
     check_shape(call.op, "gy", gy, shape)
     n = u.size
-    scale = call.dtype.type(1.0 / n if reduction == "mean" and n else 1.0)
+    scale = call.scalar(1.0 / n if reduction == "mean" and n else 1.0)
     xk = (u, v)[k - 1]
     # the gradients read u, v and gy (not y)
     return call.run(out, xk.shape, _CPU[op][k], _elementwise_grad_gpu, scale, dtype=xk.dtype,
@@ -335,7 +338,7 @@ def _bce_gradient(k: int, x1: Array, x2: Array, y: Array, gy: Array | float, red
     check_shape(op, "gy", gy, shape)
     w, p = _bce_weights(call, tuple(u.shape), weight, pos_weight)
     n = u.size
-    scale = call.dtype.type(1.0 / n if reduction == "mean" and n else 1.0)
+    scale = call.scalar(1.0 / n if reduction == "mean" and n else 1.0)
     xk = (u, v)[k - 1]
     return call.run(out, xk.shape, functools.partial(_bce_grad_cpu, k),
                     functools.partial(_bce_grad_gpu, k), scale, dtype=xk.dtype,
@@ -628,10 +631,15 @@ CROSS_ENTROPY_PROBS_GRAD = {k: Signature(f"softmax_cross_entropy_wrt_x{k}", FAMI
                             for k in (1, 2)}
 
 
+def _is_float(dtype: numpy.dtype) -> bool:
+    """Whether ``dtype`` is a float dtype (bfloat16's kind is "V", not "f")."""
+    return dtype.kind == "f" or dtype == BFLOAT16
+
+
 def _is_probabilities(x2: Any) -> bool:
     """Whether x2 is a float array (class probabilities) rather than class labels."""
     dtype = getattr(x2, "dtype", None)
-    return isinstance(dtype, numpy.dtype) and dtype.kind == "f"
+    return isinstance(dtype, numpy.dtype) and _is_float(dtype)
 
 
 def _label_smoothing(op: str, value: Any) -> float:
@@ -657,7 +665,7 @@ def _bind_cross_entropy(signature: Signature, values: tuple, reduction: Any,
         raise ValueError(f"{op}: x1 must be logits (N, C) or (N, C, d1, ...), got shape "
                          f"{tuple(x.shape)}")
     expected = (x.shape[0], *x.shape[2:])
-    if target.dtype.kind == "f":
+    if _is_float(target.dtype):
         if tuple(target.shape) != tuple(x.shape):
             raise ValueError(f"{op}: a float x2 holds class probabilities and must have the "
                              f"shape of x1 {tuple(x.shape)}, got {tuple(target.shape)} "
@@ -668,7 +676,7 @@ def _bind_cross_entropy(signature: Signature, values: tuple, reduction: Any,
     elif tuple(target.shape) == tuple(x.shape):
         raise TypeError(f"{op}: x2 has the shape of x1 {tuple(x.shape)} (class "
                         f"probabilities) but dtype {target.dtype}; probability targets must "
-                        f"be float32 or float64 (class labels have shape {expected})")
+                        f"be a float dtype (class labels have shape {expected})")
     elif tuple(target.shape) != expected:
         raise ValueError(f"{op}: x2 must be labels of shape {expected} for x1 of shape "
                          f"{tuple(x.shape)}, got {tuple(target.shape)}")
@@ -738,7 +746,7 @@ def _soft_nd_gpu(call, x, labels, q, w, y, *params):
 
 def _soft_inputs(call: Call, x: Array, target: Array, w: Array | None) -> tuple:
     """(x rows, labels or None, probabilities or None, w) for the row functions."""
-    probs = target.dtype.kind == "f"
+    probs = _is_float(target.dtype)
     if x.ndim == 2:
         return (x, None, target, w) if probs else (x, target, None, w)
     rows = _class_rows(call.xp, x)

@@ -156,28 +156,31 @@ def _reduce(call: Call, op: str, x: Array, axes: tuple, y: Array, scale: float =
 
 # ---- sum_to_shape: the reverse of broadcasting ----------------------------------------
 
-def _sum_to_shape_cpu(g: Array, y: Array, axes: tuple) -> None:
-    if axes:
-        y[...] = g.sum(axis=axes).reshape(y.shape)
+def _sum_to_shape_cpu(g: Array, y: Array, axes: tuple, scale: Any) -> None:
+    total = g.sum(axis=axes).reshape(y.shape) if axes else g
+    if scale == 1:
+        y[...] = total
     else:
-        y[...] = g
+        numpy.multiply(total, scale, out=y)
 
 
-def _sum_to_shape_gpu(call: Call, g: Array, y: Array, axes: tuple) -> None:
+def _sum_to_shape_gpu(call: Call, g: Array, y: Array, axes: tuple, scale: Any) -> None:
     if not axes:
-        y[...] = g
+        y[...] = g if scale == 1 else g * scale
     elif g.size == 0:  # a sum over zero elements
         y[...] = 0
     else:
-        _reduce(call, "sum", g, axes, y)
+        _reduce(call, "sum", g, axes, y, scale)
 
 
 # An internal step of another operator's call (its inputs are checked there): no bind.
 _SUM_TO_SHAPE = Signature("sum_to_shape", FAMILY, ("g",))
 
 
-def sum_to_shape(backend: Backend, g: Array, out: Array) -> Array:
-    """Sum ``g`` over the axes along which ``out.shape`` was broadcast to ``g.shape``.
+def sum_to_shape(backend: Backend, g: Array, out: Array, scale: float = 1.0) -> Array:
+    """Sum ``g`` over the axes along which ``out.shape`` was broadcast to ``g.shape``,
+    times ``scale`` (in the same pass: one rounding to ``out``'s dtype, which matters in 16
+    bits: add's alpha).
 
     The reverse of broadcasting (the seeds' ``collapse``): used by every gradient
     of an input that was broadcast. Writes into ``out`` (any layout, any float
@@ -188,7 +191,8 @@ def sum_to_shape(backend: Backend, g: Array, out: Array) -> Array:
     axes = tuple(range(lead)) + tuple(lead + i for i, s in enumerate(shape)
                                       if s == 1 and g.shape[lead + i] != 1)
     call = Call(_SUM_TO_SHAPE, backend, numpy.dtype(g.dtype), (g,))
-    return call.run(out, shape, _sum_to_shape_cpu, _sum_to_shape_gpu, axes, dtype=out.dtype)
+    return call.run(out, shape, _sum_to_shape_cpu, _sum_to_shape_gpu, axes,
+                    call.scalar(scale), dtype=out.dtype)
 
 
 # ---- parameters ------------------------------------------------------------------

@@ -36,13 +36,6 @@ SUBNORMAL_ATOL = {F16: 2.0 ** -25, BF16: 0.0}
 # (not strict: an XPASS shows a fix) by tests/ops/test_ops.py. The owner of a family deletes
 # its line once the family's 16-bit cases pass (a tolerance in the record, or a fix).
 SIXTEEN_BIT_PENDING = {
-    "add": "gradient wrt a broadcast scalar x2: gy alpha is rounded to 16 bits before the "
-           "sum (two roundings)",
-    "sub": "as add",
-    "softmax_cross_entropy": "bfloat16 probability targets are taken as labels (loss.py tests "
-                             "dtype.kind == 'f'); the float16 smoothed gradient past the "
-                             "tolerance",
-    "bce_with_logits": "reduction='sum' gradients past the tolerance (float16, bfloat16)",
 }
 
 
