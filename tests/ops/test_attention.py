@@ -1,5 +1,5 @@
 """attention beyond the generic tests: PyTorch's scaled_dot_product_attention forward and
-backward, the kernels' memory (no Tq x Tk buffer), head dims 64, 128 and 256 (float16),
+backward, the kernels' memory (no Tq x Tk buffer), head dims 64, 128 and 256 (16-bit),
 the D limit of the kernels, scores of ~1e3 (the online max), bitwise repeatable
 gradients, empty key sets, keys a row does not see, and the NumPy path's chunks."""
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pytest
 import gpuops
 from backends import BACKENDS, KERNEL_BACKENDS
 from gpuops.ops import attention as attention_module
-from records.attention import _attention, _grad_k, _grad_q, _grad_v
+from records.attention import _attention, _grad_k, _grad_q, _grad_v, _probabilities
 
 GRADS = (gpuops.attention_wrt_x1, gpuops.attention_wrt_x2, gpuops.attention_wrt_x3)
 REF_GRADS = (_grad_q, _grad_k, _grad_v)
@@ -23,8 +23,12 @@ def _dtypes(backend):
 
 
 def _tol(dtype):
-    return {numpy.float16: (2e-2, 1e-2), numpy.float32: (1e-4, 1e-5),
-            numpy.float64: (1e-10, 1e-12)}[numpy.dtype(dtype).type]
+    # bfloat16: two roundings (2^-8 each) relative, and absolute for the gradients' Δ read
+    # from the rounded y (see the record); measured at D = 256: 7.7e-3 at |g| = 4
+    return {numpy.dtype(numpy.float16): (2e-2, 1e-2),
+            numpy.dtype(gpuops.bfloat16): (2.0 ** -7, 2.0 ** -7),
+            numpy.dtype(numpy.float32): (1e-4, 1e-5),
+            numpy.dtype(numpy.float64): (1e-10, 1e-12)}[numpy.dtype(dtype)]
 
 
 def _inputs(rng, qs, ks, vs, magnitude=1.0):
@@ -104,9 +108,9 @@ def test_kernels_never_hold_the_score_matrix(backend):
 @pytest.mark.parametrize("backend", KERNEL_BACKENDS, ids=lambda b: b.name)
 @pytest.mark.parametrize("d,dtype", [(64, numpy.float32), (128, numpy.float64),
                                      (128, numpy.float16), (200, numpy.float16),
-                                     (256, numpy.float16)])
+                                     (256, numpy.float16), (256, gpuops.bfloat16)])
 def test_wide_heads_match_numpy(backend, d, dtype):
-    """Head dims 64 and 128 (the d128 kernels), 200 and 256 (float16's d256 kernels)."""
+    """Head dims 64 and 128 (the d128 kernels), 200 and 256 (the 16-bit d256 kernels)."""
     rng = numpy.random.default_rng(1)
     inputs = _inputs(rng, (1, 3, d), (1, 5, d), (1, 5, d))
     inputs = [x.astype(dtype).astype(numpy.float64) for x in inputs]
@@ -241,6 +245,30 @@ def test_numpy_chunks_give_the_same_result(monkeypatch, chunk, causal):
         numpy.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-14)
 
 
+@pytest.mark.parametrize("backend", BACKENDS, ids=lambda b: b.name)
+def test_bfloat16_gradients_take_delta_from_the_rounded_y(backend):
+    """bfloat16 gq and gk read Δ_i = Σ_c gy_ic y_ic from the rounded y, as PyTorch's backward
+    does: against the float64 formulas with that Δ they agree to one rounding (no atol);
+    against Δ from the exact y (the record's reference) they differ by up to
+    |scale| 2^-8 Σ_c |gy_ic y_ic| Σ_j P_ij |k_j| (the record's bfloat16 atol)."""
+    bf16, f64 = numpy.dtype(gpuops.bfloat16), numpy.float64
+    rng = numpy.random.default_rng(3)
+    q, k, v = [x.astype(bf16).astype(f64) for x in _inputs(rng, (1, 19, 4), (1, 21, 4),
+                                                            (1, 21, 3))]
+    gy = rng.standard_normal((1, 19, 3)).astype(bf16).astype(f64)
+    y, gq, gk, _ = [r.astype(f64) for r in _run(backend, bf16, (q, k, v), gy, causal=True)]
+    p, scale = _probabilities(q, k, causal=True)
+    delta = (gy * y).sum(axis=-1, keepdims=True)
+    ds = scale * p * (gy @ numpy.swapaxes(v, -1, -2) - delta)
+    rtol = 2e-5 + 2.0 ** -7
+    numpy.testing.assert_allclose(gq, ds @ k, rtol=rtol, atol=1e-6)
+    numpy.testing.assert_allclose(gk, numpy.swapaxes(ds, -1, -2) @ q, rtol=rtol, atol=1e-6)
+    exact_delta = (gy * _attention(q, k, v, causal=True)).sum(axis=-1, keepdims=True)
+    # one rounding of y (2^-8 relative) after its float32 computation
+    bound = (2.0 ** -8 + 1e-5) * (numpy.abs(gy) * numpy.abs(y)).sum(axis=-1, keepdims=True)
+    assert numpy.all(numpy.abs(delta - exact_delta) <= bound)
+
+
 @pytest.fixture
 def tensor_core_launches(request):
     """Run inside: (the kernel names launched), through an emulator launcher that says it has
@@ -261,29 +289,39 @@ def tensor_core_launches(request):
         yield names
 
 
+# The tensor-core forward rounds P to the input dtype for P·V (|δy| <= u max|v|, |v| < 4
+# here) and y once (u |y|), u = 2^-11 float16, 2^-8 bfloat16: float16 (1e-2, 4e-3) as
+# before; bfloat16 (2u, 4u) (measured: at most 7.8e-3 absolute, one ulp at |y| in [1, 2)).
+TC_DTYPES = {"float16": (numpy.float16, "f16", (1e-2, 4e-3)),
+             "bfloat16": (gpuops.bfloat16, "bf16", (2.0 ** -7, 2.0 ** -6))}
+
+
 @pytest.mark.parametrize("qs,ks,vs", [((2, 70, 24), (2, 45, 24), (2, 45, 20)),
                                       ((1, 5, 128), (1, 9, 128), (1, 9, 128)),
                                       ((3, 1, 1), (3, 2, 1), (3, 2, 3))])
-def test_float16_tensor_core_forward(tensor_core_launches, qs, ks, vs):
-    """attention_tc_f16 (mma.sync, non-causal float16): several 64-row query tiles and
-    32-key tiles with ragged ends, D and Dv padded to 16, D = 128 and D = 1, scores of a
-    few units and of ~1e2 (the online max across key tiles): the float64 result within
-    float16 rounding, like the SIMT kernel."""
+@pytest.mark.parametrize("name", TC_DTYPES)
+def test_16bit_tensor_core_forward(tensor_core_launches, qs, ks, vs, name):
+    """attention_tc_f16 / attention_tc_bf16 (mma.sync, non-causal 16-bit): several 64-row
+    query tiles and 32-key tiles with ragged ends, D and Dv padded to 16, D = 128 and D = 1,
+    scores of a few units and of ~1e2 (the online max across key tiles): the float64
+    result within the dtype's rounding, like the SIMT kernel."""
+    dtype, suffix, (rtol, atol) = TC_DTYPES[name]
     rng = numpy.random.default_rng(7)
     for magnitude in (1.0, 6.0):
-        inputs = [(magnitude * rng.standard_normal(s)).astype(numpy.float16) for s in (qs, ks)]
-        inputs.append(rng.standard_normal(vs).astype(numpy.float16))
+        inputs = [(magnitude * rng.standard_normal(s)).astype(dtype) for s in (qs, ks)]
+        inputs.append(rng.standard_normal(vs).astype(dtype))
         expected = _attention(*[x.astype(numpy.float64) for x in inputs])
         y = gpuops.attention(*inputs)
-        assert tensor_core_launches[-1] == "attention_tc_f16"
-        numpy.testing.assert_allclose(y.astype(numpy.float64), expected, rtol=1e-2, atol=4e-3)
+        assert y.dtype == numpy.dtype(dtype)
+        assert tensor_core_launches[-1] == f"attention_tc_{suffix}"
+        numpy.testing.assert_allclose(y.astype(numpy.float64), expected, rtol=rtol, atol=atol)
     with gpuops.backend.use_cpu_launcher(gpuops.emu.launcher()):
         simt = gpuops.attention(*inputs)
     numpy.testing.assert_allclose(y.astype(numpy.float64), simt.astype(numpy.float64),
-                                  rtol=1e-2, atol=4e-3)
+                                  rtol=rtol, atol=atol)
 
 
-def test_tensor_cores_take_only_non_causal_float16_up_to_128(tensor_core_launches):
+def test_tensor_cores_take_only_non_causal_16bit_up_to_128(tensor_core_launches):
     """Causal calls (a key hidden from one row of a tile but seen by another would enter the
     hidden row's mma as 0 · v), float32 and D > 128 take the SIMT kernels."""
     rng = numpy.random.default_rng(8)
@@ -291,7 +329,11 @@ def test_tensor_cores_take_only_non_causal_float16_up_to_128(tensor_core_launche
                                          ((1, 3, 8), numpy.float32, False, "attention_d128_f32"),
                                          ((1, 3, 130), numpy.float16, False,
                                           "attention_d256_f16"),
-                                         ((1, 3, 8), numpy.float16, False, "attention_tc_f16")]:
+                                         ((1, 3, 8), numpy.float16, False, "attention_tc_f16"),
+                                         ((1, 3, 8), gpuops.bfloat16, True,
+                                          "attention_d128_bf16"),
+                                         ((1, 3, 8), gpuops.bfloat16, False,
+                                          "attention_tc_bf16")]:
         x = rng.standard_normal(shape).astype(dtype)
         gpuops.attention(x, x, x, causal=causal)
         assert tensor_core_launches[-1] == kernel

@@ -1,7 +1,8 @@
 """matmul / linear / conv2d beyond the generic record tests: operand layouts the
 GEMM reads through strides (transposed, reversed, broadcast, misaligned), linear
 and conv2d without a bias, the fused epilogue against the unfused composition,
-conv2d's image chunking, and the float16 tensor-core GEMM (emulated, and on GPUs from sm_80)."""
+conv2d's image chunking, and the float16 / bfloat16 tensor-core GEMM (emulated, and on GPUs
+from sm_80)."""
 from __future__ import annotations
 
 import contextlib
@@ -245,7 +246,7 @@ def test_conv2d_rejects_a_padding_no_memory_holds(backend, padding):
 
 @contextlib.contextmanager
 def _gemm_path(backend, tensor_cores: bool):
-    """Calls inside launch the float16 tensor-core GEMM (``tensor_cores``) or the SIMT one:
+    """Calls inside launch the 16-bit tensor-core GEMM (``tensor_cores``) or the SIMT one:
     on the emulator through a launcher that says so (the shared one takes the SIMT path);
     on a GPU by overriding what its launcher says (tensor cores need sm_80)."""
     if backend.name == "emu":
@@ -261,25 +262,68 @@ def _gemm_path(backend, tensor_cores: bool):
         yield
 
 
+# The 16-bit dtypes of the tensor-core GEMM: (dtype, one rounding: 2^-11, 2^-8).
+SIXTEEN_BIT = {"float16": (numpy.dtype(numpy.float16), 2.0 ** -11),
+               "bfloat16": (numpy.dtype(gpuops.bfloat16), 2.0 ** -8)}
+
+
 @pytest.mark.parametrize("backend", KERNEL_BACKENDS, ids=lambda b: b.name)
 @pytest.mark.parametrize("shape", [(1, 1, 1), (33, 40, 20), (130, 72, 136)])
-def test_float16_tensor_core_path(backend, shape):
-    """gemm_tc_f16 (mma.sync m16n8k16, float32 accumulation): several row and column tiles,
-    ragged edges and a K that ends inside a step; B row-major for matmul and (n, k) for
-    linear's weight. The error stays at half's rounding of the result."""
+@pytest.mark.parametrize("name", SIXTEEN_BIT)
+def test_16bit_tensor_core_path(backend, shape, name):
+    """gemm_tc_f16 / gemm_tc_bf16 (mma.sync m16n8k16, float32 accumulation): several row and
+    column tiles, ragged edges and a K that ends inside a step; B row-major for matmul and
+    (n, k) for linear's weight. The error stays at the dtype's rounding of the result."""
+    dtype, u = SIXTEEN_BIT[name]
     m, k, n = shape
-    a = RNG.standard_normal((m, k)).astype(numpy.float16)
-    bt = RNG.standard_normal((n, k)).astype(numpy.float16)
-    bias = RNG.standard_normal(n).astype(numpy.float16)
+    a = RNG.standard_normal((m, k)).astype(dtype)
+    bt = RNG.standard_normal((n, k)).astype(dtype)
+    bias = RNG.standard_normal(n).astype(dtype)
     exact = a.astype(numpy.float64) @ bt.T.astype(numpy.float64)
     scale = numpy.abs(a.astype(numpy.float64)) @ numpy.abs(bt.T.astype(numpy.float64))
     with _gemm_path(backend, tensor_cores=True):
         y = backend.to_numpy(gpuops.matmul(backend.asarray(a), backend.asarray(bt.T.copy())))
         z = backend.to_numpy(gpuops.linear(backend.asarray(a), backend.asarray(bt),
                                            backend.asarray(bias), activation="relu"))
-    assert numpy.all(numpy.abs(y - exact) <= 1e-3 * scale + 1e-3 * numpy.abs(exact) + 1e-6)
-    ref = numpy.maximum(exact + bias, 0)
-    assert numpy.all(numpy.abs(z - ref) <= 1e-3 * (scale + numpy.abs(bias)) + 1e-3 * ref + 1e-6)
+    assert y.dtype == dtype and z.dtype == dtype
+    y, z = y.astype(numpy.float64), z.astype(numpy.float64)
+    # float32 sums of k exact products (k 2^-24 of the scale), then one rounding (u)
+    acc = k * 2.0 ** -24
+    assert numpy.all(numpy.abs(y - exact) <= acc * scale + 2 * u * numpy.abs(exact) + 1e-6)
+    ref = numpy.maximum(exact + bias.astype(numpy.float64), 0)
+    assert numpy.all(numpy.abs(z - ref) <= acc * (scale + numpy.abs(bias.astype(numpy.float64)))
+                     + 2 * u * ref + 1e-6)
+
+
+def _sequential_float32(a, b):
+    """a @ b as float32 sums in k order from 0 (the products of 16-bit values are exact in
+    float32), as float32."""
+    a32, b32 = a.astype(numpy.float32), b.astype(numpy.float32)
+    acc = numpy.zeros((a.shape[0], b.shape[1]), numpy.float32)
+    for kk in range(a.shape[1]):
+        acc += a32[:, kk, None] * b32[None, kk, :]
+    return acc
+
+
+@pytest.mark.parametrize("name", SIXTEEN_BIT)
+def test_emulated_16bit_gemms_are_the_float32_sum_in_k_order(name):
+    """The emulator's mma model (float16 and bfloat16 twins: exact widening, exact products,
+    the sum in k order) and the SIMT kernel give, bit for bit, the float32 sum in k order
+    rounded once: a wrong fragment layout or a wrong widening could not pass. K = 40 spans
+    two mma k-steps of the first 32-wide tile and a ragged second tile."""
+    if not any(b.name == "emu" for b in KERNEL_BACKENDS):
+        pytest.skip("the emulator cannot build here")
+    backend = next(b for b in KERNEL_BACKENDS if b.name == "emu")
+    dtype, _ = SIXTEEN_BIT[name]
+    rng = numpy.random.default_rng(11)
+    a = rng.standard_normal((33, 40)).astype(dtype)
+    b = rng.standard_normal((40, 20)).astype(dtype)
+    expected = _sequential_float32(a, b).astype(dtype).view(numpy.uint16)
+    for tensor_cores in (True, False):
+        with _gemm_path(backend, tensor_cores):
+            y = backend.to_numpy(gpuops.matmul(backend.asarray(a), backend.asarray(b)))
+        numpy.testing.assert_array_equal(y.view(numpy.uint16), expected,
+                                         err_msg=f"tensor_cores={tensor_cores}")
 
 
 GEMM_RECORDS = [r for r in RECORDS if r.name in ("matmul", "linear", "conv2d")]
@@ -287,22 +331,27 @@ GEMM_RECORDS = [r for r in RECORDS if r.name in ("matmul", "linear", "conv2d")]
 
 @pytest.mark.parametrize("backend", KERNEL_BACKENDS, ids=lambda b: b.name)
 @pytest.mark.parametrize("record", GEMM_RECORDS, ids=lambda r: r.name)
-def test_tensor_core_path_matches_simt_path(record, backend):
+@pytest.mark.parametrize("name", SIXTEEN_BIT)
+def test_tensor_core_path_matches_simt_path(record, backend, name):
     """Every float16 sample of matmul, linear and conv2d (batched, broadcast, strided
     operands, reduction batches in the gradients, bias and activation epilogues), forward
     and gradients, through the tensor-core GEMM and through the SIMT one: both sum in
-    float32, so they agree to float16's rounding."""
-    f16 = numpy.dtype(numpy.float16)
-    rtol, atol = record.tolerance(f16)
-    for sample in record.samples(numpy.random.default_rng(0)):
-        inputs = record.cast(sample.inputs, f16)
+    float32, so they agree to the 16-bit rounding. bfloat16 (CI time): the three smallest
+    samples."""
+    dtype, _ = SIXTEEN_BIT[name]
+    rtol, atol = record.tolerance(dtype)
+    samples = list(record.samples(numpy.random.default_rng(0)))
+    if name == "bfloat16":
+        samples = sorted(samples, key=lambda s: sum(numpy.size(x) for x in s.inputs))[:3]
+    for sample in samples:
+        inputs = record.cast(sample.inputs, dtype)
         results = []
         for tensor_cores in (False, True):
             with _gemm_path(backend, tensor_cores):
                 dev = backend.asarrays(inputs)
                 y = record.op.forward(*dev, **sample.params)
                 # the same upstream gradient on both paths (same seed, same shape)
-                gy = numpy.random.default_rng(1).standard_normal(y.shape).astype(f16)
+                gy = numpy.random.default_rng(1).standard_normal(y.shape).astype(dtype)
                 outs = [y] + [g(*dev, y, backend.asarray(gy), **sample.params)
                               for g in record.op.grads.values()]
                 results.append([backend.to_numpy(o).astype(numpy.float64) for o in outs])
