@@ -167,6 +167,9 @@ def _profile(family: str, name: str, run: Any, min_bytes: int, nvrtc: Any,
     except (emu.CounterOverflow, emu.EmuBuildError, emu.EmuKernelError) as error:
         reason = str(error).splitlines()[0]
         return {"family": family, "case": name, "skipped": reason}
+    except (TypeError, ValueError) as error:  # e.g. a dtype the family has no kernels for
+        reason = f"{type(error).__name__}: {str(error).splitlines()[0]}"
+        return {"family": family, "case": name, "skipped": reason}
     moved = sum(r.bytes_moved() for r in reports)
     ratio = moved / min_bytes if min_bytes else None
     return {"family": family, "case": name, "min_bytes": min_bytes, "bytes_moved": moved,
