@@ -8,6 +8,7 @@
 // its word >= threshold = round(p * 2^32). The NumPy twin does exactly this, so both
 // backends drop the same elements bit for bit.
 #include "gpuops.cuh"
+#include "half.cuh"
 #include "philox.cuh"
 
 // Four elements of one group as one aligned vector (a 128-bit access for float).
@@ -20,10 +21,10 @@ struct alignas(4 * sizeof(T)) Quad {
 // start mid-vector), its four elements move as one vector load and one vector store, so
 // a warp's accesses are contiguous (coalesced); else, and for a last partial group, one
 // element at a time.
-#define DROPOUT(T, SFX)                                                                    \
+#define DROPOUT(T, A, SFX)                                                                 \
     extern "C" __global__ void dropout_##SFX(const T* __restrict__ x, T* __restrict__ y,  \
                                              long long n, long long key0, long long key1,  \
-                                             long long threshold, T scale) {               \
+                                             long long threshold, A scale) {               \
         const long long groups = (n + 3) / 4;                                              \
         const unsigned long long limit = (unsigned long long)threshold;                    \
         const bool vectors = ((unsigned long long)x | (unsigned long long)y)               \
@@ -36,16 +37,20 @@ struct alignas(4 * sizeof(T)) Quad {
                 const Quad<T> in = reinterpret_cast<const Quad<T>*>(x)[j];                 \
                 Quad<T> out;                                                               \
                 _Pragma("unroll") for (int q = 0; q < 4; ++q)                              \
-                    out.v[q] = words[q] >= limit ? in.v[q] * scale : T(0);                 \
+                    store_acc(&out.v[q],                                                   \
+                              words[q] >= limit ? to_acc(in.v[q]) * scale : A(0));         \
                 reinterpret_cast<Quad<T>*>(y)[j] = out;                                    \
                 continue;                                                                  \
             }                                                                              \
             _Pragma("unroll") for (int q = 0; q < 4; ++q) {                                \
                 const long long i = 4 * j + q;                                             \
-                if (i < n) y[i] = words[q] >= limit ? x[i] * scale : T(0);                 \
+                if (i < n)                                                                 \
+                    store_acc(y + i, words[q] >= limit ? load_acc(x + i) * scale : A(0)); \
             }                                                                              \
         }                                                                                  \
     }
 
-DROPOUT(float, f32)
-DROPOUT(double, f64)
+DROPOUT(__half, float, f16)
+DROPOUT(__nv_bfloat16, float, bf16)
+DROPOUT(float, float, f32)
+DROPOUT(double, double, f64)

@@ -5,7 +5,8 @@ is kept is a pure function of (seed, i) computed with Philox-4x32-10
 (:func:`philox4x32_10`, the same arithmetic as ``cuda/philox.cuh``): the NumPy and
 the CUDA paths drop the same elements bit for bit, and the gradient regenerates the
 mask from the seed instead of storing it. Dropped elements are exactly 0 (also for
-inf/NaN inputs).
+inf/NaN inputs). Every float dtype on every backend: a 16-bit x is widened to float32,
+scaled by the float32 1/(1 - p) and rounded once.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Any
 
 import numpy
 
+from ..backend import ALL_FLOAT_DTYPES
 from ..call import Call, Signature, check_shape
 from ..registry import register
 from . import _args
@@ -100,8 +102,9 @@ def _dropout_gpu(call: Call, x: Array, y: Array, p: float, seed: int,
                     numpy.int64(_threshold(p)), call.scalar(float(scale))))
 
 
-DROPOUT = Signature("dropout", FAMILY, ("x1",))
-DROPOUT_GRAD = Signature("dropout_wrt_x1", FAMILY, ("x1", "y", "gy"))
+DROPOUT = Signature("dropout", FAMILY, ("x1",), kernel_dtypes=ALL_FLOAT_DTYPES)
+DROPOUT_GRAD = Signature("dropout_wrt_x1", FAMILY, ("x1", "y", "gy"),
+                         kernel_dtypes=ALL_FLOAT_DTYPES)
 
 
 def _keep_scale(call: Call, p: float) -> numpy.generic:

@@ -70,7 +70,7 @@ def test_kept_values_are_scaled_and_dropped_are_zero():
 
 
 @pytest.mark.parametrize("backend", KERNEL_BACKENDS, ids=lambda b: b.name)
-@pytest.mark.parametrize("dtype", [numpy.float32, numpy.float64])
+@pytest.mark.parametrize("dtype", [numpy.float32, numpy.float64, numpy.float16, gpuops.bfloat16])
 @pytest.mark.parametrize("n,p,seed", [(4099, 0.5, 0), (1030, 0.1, 2**64 - 1),
                                       (257, 0.9, 2**32 + 3), (3, 0.5, 77)])
 def test_kernel_mask_equals_numpy_mask_bit_for_bit(backend, dtype, n, p, seed):
@@ -113,6 +113,27 @@ def test_identity(backend, params):
         g = gpuops.dropout_wrt_x1(dx, y, dx, seed=1, **params)
     assert backend.to_numpy(y).tobytes() == x.tobytes()
     assert backend.to_numpy(g).tobytes() == x.tobytes()
+
+
+@pytest.mark.parametrize("backend", BACKENDS, ids=lambda b: b.name)
+@pytest.mark.parametrize("dtype", [numpy.float16, gpuops.bfloat16])
+def test_16bit_kept_values_are_one_rounding_of_the_float32_product(backend, dtype):
+    """A kept 16-bit x is scaled by the float32 1/(1 - p) (not rounded to 16 bits: 1/0.7)
+    and rounded once; bfloat16 has float32's range: 1e30 / 0.7 is finite, while float16
+    overflows past 65504 (60000 / 0.7 is inf)."""
+    big = 1e30 if dtype == gpuops.bfloat16 else 60000.0
+    x = numpy.array([1.0, -3.0, 0.1, big, -big, 7.5, 2.0 ** -10, 0.3] * 8).astype(dtype)
+    p, seed = 0.3, 11
+    keep = reference_keep(x.size, p, seed)
+    scale = numpy.float32(1 / (1 - p))
+    with numpy.errstate(over="ignore"), backend.active():  # float16's overflow is the point
+        expected = numpy.where(keep, x.astype(numpy.float32) * scale, 0).astype(dtype)
+        y = backend.to_numpy(gpuops.dropout(backend.asarray(x), p=p, seed=seed))
+    assert y.dtype == dtype
+    assert y.tobytes() == expected.tobytes()
+    kept_big = keep & (numpy.abs(x.astype(numpy.float64)) > 1000)
+    assert kept_big.any()
+    assert numpy.isfinite(y[kept_big].astype(numpy.float64)).all() == (dtype == gpuops.bfloat16)
 
 
 @pytest.mark.parametrize("backend", BACKENDS, ids=lambda b: b.name)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy
 
-from opinfo import ErrorInput, OpInfo, Sample
+from opinfo import BF16, F16, F32, F64, ErrorInput, OpInfo, Sample
 
 MASK = 0xFFFFFFFF
 
@@ -76,5 +76,5 @@ def _errors(rng):
 
 RECORDS = [
     OpInfo(name="dropout", ref=_ref, samples=_samples, grad_refs={1: _grad_ref},
-           error_inputs=_errors),
+           gpu_dtypes=(F16, BF16, F32, F64), error_inputs=_errors),
 ]
