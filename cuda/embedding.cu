@@ -1,5 +1,5 @@
 // Embedding: the table lookup y[p, :] = table[ids[p], :] and its gradient wrt the table.
-// Launched by gpuops/ops/embedding.py. One extern "C" kernel per dtype (f16 / f32 / f64).
+// Launched by gpuops/ops/embedding.py. One extern "C" kernel per dtype (f16 / bf16 / f32 / f64).
 //
 // An id outside [0, rows) is never used as an index: its output row is NaN, and the
 // gradient leaves it out (the host sorts the ids; no segment holds it).
@@ -9,6 +9,9 @@
 __device__ __forceinline__ float quiet_nan_of(float) { return nanf(""); }
 __device__ __forceinline__ double quiet_nan_of(double) { return nan(""); }
 __device__ __forceinline__ __half quiet_nan_of(__half) { return __float2half(nanf("")); }
+__device__ __forceinline__ __nv_bfloat16 quiet_nan_of(__nv_bfloat16) {
+    return __float2bfloat16(nanf(""));
+}
 
 // 16 bytes of T: rows whose size is a multiple of 16 bytes (and 16-byte aligned arrays,
 // checked by the host) are copied a word at a time (128-bit loads and stores).
@@ -58,7 +61,7 @@ __device__ __forceinline__ void sum_segments(const long long* __restrict__ order
                                              long long rows, long long cols) {
     GRID_STRIDE_LOOP(i, rows * cols) {
         const long long v = i / cols, c = i - v * cols;
-        decltype(load_acc(gy)) acc = 0;  // the accumulation type (float for __half)
+        decltype(load_acc(gy)) acc = 0;  // the accumulation type (float for 16-bit T)
         for (long long k = starts[v]; k < starts[v + 1]; ++k)
             acc += load_acc(gy + order[k] * cols + c);
         store_acc(gx + i, acc);
@@ -86,5 +89,6 @@ __device__ __forceinline__ void sum_segments(const long long* __restrict__ order
     }
 
 EMBEDDING(__half, f16)
+EMBEDDING(__nv_bfloat16, bf16)
 EMBEDDING(float, f32)
 EMBEDDING(double, f64)

@@ -10,54 +10,62 @@
 // so it needs one pow per element (for gy_c s_c^(-beta)) instead of one per window term.
 // Forward and gradient are one kernel each, one thread per element; the window sums
 // are recomputed per thread (their loads hit in cache: a warp reads neighbouring
-// positions of neighbouring channels).
+// positions of neighbouring channels). 16-bit T is loaded as float, computed in float and
+// rounded once on store (half.cuh).
 #include "gpuops.cuh"
+#include "half.cuh"
 
-// s_c for the element at plane offset `base` (channel 0) and channel c.
-template <typename T>
-__device__ __forceinline__ T lrn_scale(const T* __restrict__ x, long long base, long long c,
-                                       long long C, long long inner, long long size, T k,
-                                       T alpha_over_size) {
+// s_c for the element at plane offset `base` (channel 0) and channel c, in the
+// accumulation type A (float for 16-bit T).
+template <typename T, typename A>
+__device__ __forceinline__ A lrn_scale(const T* __restrict__ x, long long base, long long c,
+                                       long long C, long long inner, long long size, A k,
+                                       A alpha_over_size) {
     const long long lo = c - size / 2 > 0 ? c - size / 2 : 0;
     const long long hi = c + (size - 1) / 2 < C - 1 ? c + (size - 1) / 2 : C - 1;
-    T acc = T(0);
+    A acc = A(0);
     for (long long j = lo; j <= hi; ++j) {
-        const T v = x[base + j * inner];
+        const A v = load_acc(x + base + j * inner);
         acc += v * v;
     }
     return k + alpha_over_size * acc;
 }
 
-#define LRN_ALL(T, SFX)                                                                         \
+#define LRN_ALL(T, A, SFX)                                                                      \
     extern "C" __global__ void lrn_##SFX(const T* __restrict__ x, T* __restrict__ y,            \
                                          long long n, long long C, long long inner,             \
-                                         long long size, T alpha, T beta, T k) {                \
-        const T a = alpha / T(size);                                                            \
+                                         long long size, A alpha, A beta, A k) {                \
+        const A a = alpha / A(size);                                                            \
         GRID_STRIDE_LOOP(i, n) {                                                                \
             const long long p = i % inner, c = (i / inner) % C;                                 \
             const long long base = (i / (inner * C)) * C * inner + p;                           \
-            y[i] = x[i] * pow(lrn_scale(x, base, c, C, inner, size, k, a), -beta);             \
+            store_acc(y + i,                                                                    \
+                      load_acc(x + i) * pow(lrn_scale(x, base, c, C, inner, size, k, a), -beta)); \
         }                                                                                       \
     }                                                                                           \
     extern "C" __global__ void lrn_wrt_x1_##SFX(                                                \
         const T* __restrict__ x, const T* __restrict__ y, const T* __restrict__ gy,             \
-        T* __restrict__ gx, long long n, long long C, long long inner, long long size, T alpha, \
-        T beta, T k) {                                                                          \
-        const T a = alpha / T(size);                                                            \
+        T* __restrict__ gx, long long n, long long C, long long inner, long long size, A alpha, \
+        A beta, A k) {                                                                          \
+        const A a = alpha / A(size);                                                            \
         GRID_STRIDE_LOOP(i, n) {                                                                \
             const long long p = i % inner, c = (i / inner) % C;                                 \
             const long long base = (i / (inner * C)) * C * inner + p;                           \
             const long long lo = c - (size - 1) / 2 > 0 ? c - (size - 1) / 2 : 0;               \
             const long long hi = c + size / 2 < C - 1 ? c + size / 2 : C - 1;                   \
-            T cross = T(0);                                                                     \
+            A cross = A(0);                                                                     \
             for (long long j = lo; j <= hi; ++j) {                                              \
                 const long long at = base + j * inner;                                          \
-                cross += gy[at] * y[at] / lrn_scale(x, base, j, C, inner, size, k, a);          \
+                cross += load_acc(gy + at) * load_acc(y + at) /                                 \
+                         lrn_scale(x, base, j, C, inner, size, k, a);                           \
             }                                                                                   \
-            const T own = gy[i] * pow(lrn_scale(x, base, c, C, inner, size, k, a), -beta);      \
-            gx[i] = own - T(2) * a * beta * x[i] * cross;                                       \
+            const A own =                                                                       \
+                load_acc(gy + i) * pow(lrn_scale(x, base, c, C, inner, size, k, a), -beta);     \
+            store_acc(gx + i, own - A(2) * a * beta * load_acc(x + i) * cross);                 \
         }                                                                                       \
     }
 
-LRN_ALL(float, f32)
-LRN_ALL(double, f64)
+LRN_ALL(__half, float, f16)
+LRN_ALL(__nv_bfloat16, float, bf16)
+LRN_ALL(float, float, f32)
+LRN_ALL(double, double, f64)

@@ -30,18 +30,20 @@ __device__ __forceinline__ A ordered_sum(const A* __restrict__ p, long long coun
     return s;
 }
 
-#define BATCH_NORM_ALL(T, SFX)                                                                 \
+// T the storage type, A the accumulation type (float for 16-bit T): the statistics, partial
+// sums and per-channel sums are A arrays (float32 for 16-bit data), x, gy, w, b, y and gx T.
+#define BATCH_NORM_ALL(T, A, SFX)                                                              \
     /* partial[2v] = sum (x - shift_c), partial[2v+1] = sum (x - shift_c)^2, v = c*splits+s */ \
     extern "C" __global__ void batch_norm_moments_##SFX(                                       \
-        const T* __restrict__ x, const T* __restrict__ shift, T* __restrict__ partial,         \
+        const T* __restrict__ x, const A* __restrict__ shift, A* __restrict__ partial,         \
         long long C, long long inner, long long M, long long chunk, long long splits) {        \
         for (long long v = blockIdx.x; v < C * splits; v += gridDim.x) {                       \
             const long long c = v / splits, start = (v % splits) * chunk;                      \
             const long long end = start + chunk < M ? start + chunk : M;                       \
-            const T sh = shift[c];                                                             \
-            T s1 = T(0), s2 = T(0);                                                            \
+            const A sh = shift[c];                                                             \
+            A s1 = A(0), s2 = A(0);                                                            \
             for (long long m = start + threadIdx.x; m < end; m += blockDim.x) {                \
-                const T d = x[(m / inner) * C * inner + c * inner + m % inner] - sh;           \
+                const A d = load_acc(x + (m / inner) * C * inner + c * inner + m % inner) - sh; \
                 s1 += d;                                                                       \
                 s2 += d * d;                                                                   \
             }                                                                                  \
@@ -55,19 +57,19 @@ __device__ __forceinline__ A ordered_sum(const A* __restrict__ p, long long coun
     }                                                                                          \
     /* partial[2v] = sum gy, partial[2v+1] = sum gy (x - mean_c) */                            \
     extern "C" __global__ void batch_norm_grad_moments_##SFX(                                  \
-        const T* __restrict__ x, const T* __restrict__ gy, const T* __restrict__ mean,         \
-        T* __restrict__ partial, long long C, long long inner, long long M, long long chunk,   \
+        const T* __restrict__ x, const T* __restrict__ gy, const A* __restrict__ mean,         \
+        A* __restrict__ partial, long long C, long long inner, long long M, long long chunk,   \
         long long splits) {                                                                    \
         for (long long v = blockIdx.x; v < C * splits; v += gridDim.x) {                       \
             const long long c = v / splits, start = (v % splits) * chunk;                      \
             const long long end = start + chunk < M ? start + chunk : M;                       \
-            const T mu = mean[c];                                                              \
-            T s1 = T(0), s2 = T(0);                                                            \
+            const A mu = mean[c];                                                              \
+            A s1 = A(0), s2 = A(0);                                                            \
             for (long long m = start + threadIdx.x; m < end; m += blockDim.x) {                \
                 const long long i = (m / inner) * C * inner + c * inner + m % inner;           \
-                const T g = gy[i];                                                             \
+                const A g = load_acc(gy + i);                                                  \
                 s1 += g;                                                                       \
-                s2 += g * (x[i] - mu);                                                         \
+                s2 += g * (load_acc(x + i) - mu);                                              \
             }                                                                                  \
             s1 = block_sum(s1);                                                                \
             s2 = block_sum(s2);                                                                \
@@ -79,34 +81,37 @@ __device__ __forceinline__ A ordered_sum(const A* __restrict__ p, long long coun
     }                                                                                          \
     /* mean_c = shift_c + S1/M, var_c = S2/M - (S1/M)^2 clamped at 0 (M > 0) */                \
     extern "C" __global__ void batch_norm_finish_##SFX(                                        \
-        const T* __restrict__ partial, const T* __restrict__ shift, T* __restrict__ mean,      \
-        T* __restrict__ var, long long C, long long splits, long long M) {                     \
+        const A* __restrict__ partial, const A* __restrict__ shift, A* __restrict__ mean,      \
+        A* __restrict__ var, long long C, long long splits, long long M) {                     \
         GRID_STRIDE_LOOP(c, C) {                                                               \
-            const T s1 = ordered_sum(partial + 2 * c * splits, splits, 2);                     \
-            const T s2 = ordered_sum(partial + 2 * c * splits + 1, splits, 2);                 \
-            const T d = s1 / T(M);                                                             \
-            const T v = s2 / T(M) - d * d;                                                     \
+            const A s1 = ordered_sum(partial + 2 * c * splits, splits, 2);                     \
+            const A s2 = ordered_sum(partial + 2 * c * splits + 1, splits, 2);                 \
+            const A d = s1 / A(M);                                                             \
+            const A v = s2 / A(M) - d * d;                                                     \
             mean[c] = shift[c] + d;                                                            \
-            var[c] = v < T(0) ? T(0) : v; /* NaN stays NaN */                                  \
+            var[c] = v < A(0) ? A(0) : v; /* NaN stays NaN */                                  \
         }                                                                                      \
     }                                                                                          \
-    /* which = 0: out_c = S1 (sum gy); which = 1: out_c = S2 / sqrt(var_c + eps) */            \
+    /* which = 0: out_c = S1 (sum gy); which = 1: out_c = S2 / sqrt(var_c + eps); rounded  \
+       once to T (the weight and bias gradients; the host launches the A instantiation for \
+       the sums the input gradient reads) */                                                   \
     extern "C" __global__ void batch_norm_channel_grad_##SFX(                                  \
-        const T* __restrict__ partial, const T* __restrict__ var, T* __restrict__ out,         \
-        long long C, long long splits, long long which, T eps) {                               \
+        const A* __restrict__ partial, const A* __restrict__ var, T* __restrict__ out,         \
+        long long C, long long splits, long long which, A eps) {                               \
         GRID_STRIDE_LOOP(c, C) {                                                               \
-            const T s = ordered_sum(partial + 2 * c * splits + which, splits, 2);              \
-            out[c] = which == 0 ? s : s / sqrt(var[c] + eps);                                  \
+            const A s = ordered_sum(partial + 2 * c * splits + which, splits, 2);              \
+            store_acc(out + c, which == 0 ? s : s / sqrt(var[c] + eps));                       \
         }                                                                                      \
     }                                                                                          \
     /* y = (x - mean_c) / sqrt(var_c + eps) * w_c + b_c */                                     \
     extern "C" __global__ void batch_norm_##SFX(                                               \
-        const T* __restrict__ x, const T* __restrict__ mean, const T* __restrict__ var,        \
+        const T* __restrict__ x, const A* __restrict__ mean, const A* __restrict__ var,        \
         const T* __restrict__ w, const T* __restrict__ b, T* __restrict__ y, long long n,      \
-        long long C, long long inner, T eps) {                                                 \
+        long long C, long long inner, A eps) {                                                 \
         GRID_STRIDE_LOOP(i, n) {                                                               \
             const long long c = (i / inner) % C;                                               \
-            y[i] = (x[i] - mean[c]) / sqrt(var[c] + eps) * w[c] + b[c];                        \
+            store_acc(y + i, (load_acc(x + i) - mean[c]) / sqrt(var[c] + eps) *                \
+                                     load_acc(w + c) + load_acc(b + c));                       \
         }                                                                                      \
     }                                                                                          \
     /* training: gx = a gy - a sg/M - a xhat sgx/M, a = w/sigma, xhat = (x - mean)/sigma,       \
@@ -114,25 +119,28 @@ __device__ __forceinline__ A ordered_sum(const A* __restrict__ p, long long coun
        the terms, as the NumPy code: an infinite weight gives inf - inf = NaN, not a sign     \
        picked by rounding); evaluation (training = 0): gx = a gy */                            \
     extern "C" __global__ void batch_norm_wrt_x1_##SFX(                                        \
-        const T* __restrict__ x, const T* __restrict__ gy, const T* __restrict__ mean,         \
-        const T* __restrict__ var, const T* __restrict__ w, const T* __restrict__ sg,          \
-        const T* __restrict__ sgx, T* __restrict__ gx, long long n, long long C,               \
-        long long inner, long long M, long long training, T eps) {                             \
+        const T* __restrict__ x, const T* __restrict__ gy, const A* __restrict__ mean,         \
+        const A* __restrict__ var, const T* __restrict__ w, const A* __restrict__ sg,          \
+        const A* __restrict__ sgx, T* __restrict__ gx, long long n, long long C,               \
+        long long inner, long long M, long long training, A eps) {                             \
         GRID_STRIDE_LOOP(i, n) {                                                               \
             const long long c = (i / inner) % C;                                               \
-            const T inv = T(1) / sqrt(var[c] + eps);                                           \
-            const T a = w[c] * inv;                                                            \
+            const A inv = A(1) / sqrt(var[c] + eps);                                           \
+            const A a = load_acc(w + c) * inv;                                                 \
+            const A g = load_acc(gy + i);                                                      \
             if (training) {                                                                    \
-                const T xhat = (x[i] - mean[c]) * inv;                                         \
-                gx[i] = a * gy[i] - a * (sg[c] / T(M)) - a * xhat * (sgx[c] / T(M));           \
+                const A xhat = (load_acc(x + i) - mean[c]) * inv;                              \
+                store_acc(gx + i, a * g - a * (sg[c] / A(M)) - a * xhat * (sgx[c] / A(M)));    \
             } else {                                                                           \
-                gx[i] = a * gy[i];                                                             \
+                store_acc(gx + i, a * g);                                                      \
             }                                                                                  \
         }                                                                                      \
     }
 
-BATCH_NORM_ALL(float, f32)
-BATCH_NORM_ALL(double, f64)
+BATCH_NORM_ALL(__half, float, f16)
+BATCH_NORM_ALL(__nv_bfloat16, float, bf16)
+BATCH_NORM_ALL(float, float, f32)
+BATCH_NORM_ALL(double, double, f64)
 
 // ---- layer_norm and rms_norm: rows of the last axis ----------------------------------------
 //
@@ -147,7 +155,7 @@ BATCH_NORM_ALL(double, f64)
 //             from the registers, then the row is written. Rows are grid-strided by warps.
 //   *_block : one block per row: one pass of per-thread Welford moments merged over the
 //             block (Chan et al.), a second pass (mostly from L2) writes the row.
-// f16 and f32 compute in float, f64 in double; one rounding on store.
+// f16, bf16 and f32 compute in float, f64 in double; one rounding on store.
 //
 // The weight and bias gradients are column sums over the rows, in two deterministic
 // stages without atomics (like batch_norm's per-channel sums above):
@@ -464,7 +472,7 @@ __device__ __forceinline__ void row_norm_col_partial(const T* __restrict__ x,
         GRID_STRIDE_LOOP(c, cols) store_acc(out + c, ordered_sum(partial + c, splits, cols));  \
     }
 
-// Warp kernels up to E = 16 (512 columns) for every dtype, E = 32 for float and half (32
+// Warp kernels up to E = 16 (512 columns) for every dtype, E = 32 for float and 16 bits (32
 // doubles per lane and array would spill); the block kernels for longer rows.
 #define ROW_NORM_WARPS_TO_16(T, A, SFX)                                                        \
     ROW_NORM_WARP(1, T, A, SFX)                                                                \
@@ -476,6 +484,9 @@ __device__ __forceinline__ void row_norm_col_partial(const T* __restrict__ x,
 ROW_NORM_WARPS_TO_16(__half, float, f16)
 ROW_NORM_WARP(32, __half, float, f16)
 ROW_NORM_ONCE(__half, float, f16)
+ROW_NORM_WARPS_TO_16(__nv_bfloat16, float, bf16)
+ROW_NORM_WARP(32, __nv_bfloat16, float, bf16)
+ROW_NORM_ONCE(__nv_bfloat16, float, bf16)
 ROW_NORM_WARPS_TO_16(float, float, f32)
 ROW_NORM_WARP(32, float, float, f32)
 ROW_NORM_ONCE(float, float, f32)

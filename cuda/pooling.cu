@@ -8,12 +8,20 @@
 // window PyTorch's: with count_include_pad the window clipped to the padded input
 // (ceil_mode windows may reach past it), else its count of input elements.
 //
+// 16-bit T: float arithmetic (max pooling compares the widened values: exact).
+//
 // Both gradients gather: one thread per input element sums over the windows that
 // contain it, so no atomics are needed and the result is deterministic.
 // A window of extent e = (k - 1)*d + 1 starting at oh*sh - ph contains row h iff
 //   oh in [first_window(h + ph, e, sh), min((h + ph) / sh, OH - 1)]
 // and (h + ph - oh*sh) is a multiple of d.
 #include "gpuops.cuh"
+#include "half.cuh"
+
+// The accumulation type of storage type T: float for float16/bfloat16 (loaded with
+// load_acc, rounded once by store_acc), else T.
+template <typename T>
+using acc_t = decltype(to_acc(T()));
 
 __device__ __forceinline__ long long first_window(long long hp, long long k, long long s) {
     return hp < k ? 0 : (hp - k) / s + 1;
@@ -31,7 +39,7 @@ __device__ __forceinline__ long long window_argmax(const T* __restrict__ p, long
                                                    long long ow, const PoolGeometry& g) {
     const long long h0 = oh * g.sh - g.ph, w0 = ow * g.sw - g.pw;
     long long best_at = -1;
-    T best = T(0);
+    acc_t<T> best = 0;
     for (long long i = 0; i < g.kh; ++i) {
         const long long h = h0 + i * g.dh;
         if (h < 0) continue;
@@ -40,7 +48,7 @@ __device__ __forceinline__ long long window_argmax(const T* __restrict__ p, long
             const long long w = w0 + j * g.dw;
             if (w < 0) continue;
             if (w >= g.W) break;
-            const T v = p[h * g.W + w];
+            const acc_t<T> v = load_acc(p + h * g.W + w);
             if (best_at < 0 || (best == best && (v > best || v != v))) {
                 best = v;
                 best_at = h * g.W + w;
@@ -52,12 +60,13 @@ __device__ __forceinline__ long long window_argmax(const T* __restrict__ p, long
 
 // Sum of window (oh, ow) of plane p (dilation 1), padding (0) skipped.
 template <typename T>
-__device__ __forceinline__ T window_sum(const T* __restrict__ p, long long oh, long long ow,
-                                        const PoolGeometry& g) {
+__device__ __forceinline__ acc_t<T> window_sum(const T* __restrict__ p, long long oh,
+                                               long long ow, const PoolGeometry& g) {
     const long long h0 = oh * g.sh - g.ph, w0 = ow * g.sw - g.pw;
-    T acc = T(0);
+    acc_t<T> acc = 0;
     for (long long h = h0 > 0 ? h0 : 0; h < h0 + g.kh && h < g.H; ++h)
-        for (long long w = w0 > 0 ? w0 : 0; w < w0 + g.kw && w < g.W; ++w) acc += p[h * g.W + w];
+        for (long long w = w0 > 0 ? w0 : 0; w < w0 + g.kw && w < g.W; ++w)
+            acc += load_acc(p + h * g.W + w);
     return acc;
 }
 
@@ -80,17 +89,18 @@ __device__ __forceinline__ long long window_divisor(long long oh, long long ow,
 template <typename T, bool MAX>
 __device__ __forceinline__ void pool2d(const T* __restrict__ x, T* __restrict__ y, long long n,
                                        const PoolGeometry& g) {
-    const T inv = g.divisor != 0 ? T(1) / T(g.divisor) : T(0);
-    const T zero = T(0);
+    using A = acc_t<T>;
+    const A inv = g.divisor != 0 ? A(1) / A(g.divisor) : A(0);
+    const A zero = A(0);
     GRID_STRIDE_LOOP(i, n) {
         const long long ow = i % g.OW, oh = (i / g.OW) % g.OH;
         const T* __restrict__ p = x + (i / (g.OH * g.OW)) * g.H * g.W;
         if constexpr (MAX) {
             const long long at = window_argmax(p, oh, ow, g);
-            y[i] = at >= 0 ? p[at] : -T(1) / zero;
+            store_acc(y + i, at >= 0 ? load_acc(p + at) : -A(1) / zero);
         } else {
-            y[i] = window_sum(p, oh, ow, g) *
-                   (g.divisor != 0 ? inv : T(1) / T(window_divisor(oh, ow, g)));
+            store_acc(y + i, window_sum(p, oh, ow, g) *
+                                 (g.divisor != 0 ? inv : A(1) / A(window_divisor(oh, ow, g))));
         }
     }
 }
@@ -103,36 +113,37 @@ template <typename T, bool MAX>
 __device__ __forceinline__ void pool2d_wrt_x1(const T* __restrict__ x, const T* __restrict__ y,
                                               const T* __restrict__ gy, T* __restrict__ gx,
                                               long long n, const PoolGeometry& g) {
-    const T inv = g.divisor != 0 ? T(1) / T(g.divisor) : T(0);
+    using A = acc_t<T>;
+    const A inv = g.divisor != 0 ? A(1) / A(g.divisor) : A(0);
     const long long eh = (g.kh - 1) * g.dh + 1, ew = (g.kw - 1) * g.dw + 1;
     GRID_STRIDE_LOOP(i, n) {
         const long long w = i % g.W, h = (i / g.W) % g.H, plane = i / (g.H * g.W);
         const T* __restrict__ p = x + plane * g.H * g.W;
         const T* __restrict__ py = y + plane * g.OH * g.OW;
         const T* __restrict__ pg = gy + plane * g.OH * g.OW;
-        const T v = MAX ? x[i] : T(0);
+        const A v = MAX ? load_acc(x + i) : A(0);
         const long long hp = h + g.ph, wp = w + g.pw;
         const long long oh_end = hp / g.sh < g.OH - 1 ? hp / g.sh : g.OH - 1;
         const long long ow_end = wp / g.sw < g.OW - 1 ? wp / g.sw : g.OW - 1;
-        T acc = T(0);
+        A acc = A(0);
         for (long long oh = first_window(hp, eh, g.sh); oh <= oh_end; ++oh) {
             if ((hp - oh * g.sh) % g.dh != 0) continue;
             for (long long ow = first_window(wp, ew, g.sw); ow <= ow_end; ++ow) {
                 if ((wp - ow * g.sw) % g.dw != 0) continue;
                 if constexpr (MAX) {
-                    const T m = py[oh * g.OW + ow];
+                    const A m = load_acc(py + oh * g.OW + ow);
                     if (!((v == m || (v != v && m != m)) &&
                           window_argmax(p, oh, ow, g) == h * g.W + w))
                         continue;
-                    acc += pg[oh * g.OW + ow];
+                    acc += load_acc(pg + oh * g.OW + ow);
                 } else {
-                    acc += g.divisor != 0
-                               ? pg[oh * g.OW + ow]
-                               : pg[oh * g.OW + ow] * (T(1) / T(window_divisor(oh, ow, g)));
+                    acc += g.divisor != 0 ? load_acc(pg + oh * g.OW + ow)
+                                          : load_acc(pg + oh * g.OW + ow) *
+                                                (A(1) / A(window_divisor(oh, ow, g)));
                 }
             }
         }
-        gx[i] = MAX || g.divisor == 0 ? acc : acc * inv;
+        store_acc(gx + i, MAX || g.divisor == 0 ? acc : acc * inv);
     }
 }
 
@@ -157,7 +168,11 @@ __device__ __forceinline__ void pool2d_wrt_x1(const T* __restrict__ x, const T* 
         pool2d_wrt_x1<T, MAX>(x, y, gy, gx, n, g);                                              \
     }
 
+POOLING_KERNELS(max_pool2d, true, __half, f16)
+POOLING_KERNELS(max_pool2d, true, __nv_bfloat16, bf16)
 POOLING_KERNELS(max_pool2d, true, float, f32)
 POOLING_KERNELS(max_pool2d, true, double, f64)
+POOLING_KERNELS(avg_pool2d, false, __half, f16)
+POOLING_KERNELS(avg_pool2d, false, __nv_bfloat16, bf16)
 POOLING_KERNELS(avg_pool2d, false, float, f32)
 POOLING_KERNELS(avg_pool2d, false, double, f64)

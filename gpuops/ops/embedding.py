@@ -14,7 +14,8 @@ The gradient is deterministic, without atomics: the ids are sorted on the host s
 (``argsort(kind="stable")``: positions of one id stay in ascending order) and
 ``searchsorted`` gives each table row v its segment of the sorted positions; then one thread
 per (v, c) sums gy[p, c] over its segment in that order. NumPy's ``add.at`` adds in the
-same order (positions ascending), so both backends round alike.
+same order (positions ascending), so both backends round alike. Every float dtype: a
+16-bit gradient is summed in float32 and rounded once (the lookup copies the bits).
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from typing import Any
 
 import numpy
 
-from ..backend import HALF_DTYPES
+from ..backend import ALL_FLOAT_DTYPES
 from ..call import Call, Signature, check_shape
 from ..registry import register
 
@@ -32,9 +33,9 @@ FAMILY = "embedding"
 Array = Any
 
 EMBEDDING = Signature("embedding", FAMILY, ("x1", "x2"), ints=("x1",),
-                      kernel_dtypes=HALF_DTYPES)
+                      kernel_dtypes=ALL_FLOAT_DTYPES)
 EMBEDDING_WRT_X2 = Signature("embedding_wrt_x2", FAMILY, ("x1", "x2", "y", "gy"), ints=("x1",),
-                             kernel_dtypes=HALF_DTYPES)
+                             kernel_dtypes=ALL_FLOAT_DTYPES)
 # The forward copies 16-byte words when a row is a whole number of them and both arrays
 # are 16-byte aligned (embedding_vec_<dtype>), else elements (embedding_<dtype>).
 _WORD = 16
@@ -58,7 +59,8 @@ def _check_ids(op: str, ids: Array, rows: int) -> None:
 def _address(x: Array) -> int:
     """The address of an array's first element (CuPy device pointer, or the NumPy host
     address the emulator reads)."""
-    return int(x.data.ptr) if hasattr(x.data, "ptr") else int(x.ctypes.data)
+    # (not x.data for NumPy: a memoryview, which bfloat16 cannot be exported to)
+    return int(x.ctypes.data) if isinstance(x, numpy.ndarray) else int(x.data.ptr)
 
 
 # ---- forward ------------------------------------------------------------------------

@@ -10,6 +10,10 @@ Kernels in cuda/lrn.cu. The semantics of PyTorch's ``LocalResponseNorm`` /
 ``size``). The gradient (derivation in docs/operators.md):
 
     gx_c = gy_c · s_c^(-beta) - (2·alpha·beta / size) · x_c · Σ_{j: c ∈ W(j)} gy_j x_j s_j^(-beta-1)
+
+Every float dtype: float16 and bfloat16 are computed in float32 (the window sums of x² too,
+so x² past 65504 is fine in float16), alpha/beta/k as float32, one rounding of each result.
+The kernels' gradient reads the rounded y in the cross term (y_j / s_j for x_j s_j^(-beta-1)).
 """
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ from typing import Any
 
 import numpy
 
+from ..backend import ALL_FLOAT_DTYPES
 from ..call import Call, Signature, check_shape
 from ..registry import register
 from . import _args
@@ -108,8 +113,8 @@ def _lrn_grad_gpu(call: Call, x: Array, y: Array, gy: Array, gx: Array, size: in
     _launch(call, (x, y, gy, gx), size, alpha, beta, k)
 
 
-LRN = Signature("lrn", FAMILY, ("x1",))
-LRN_WRT_X1 = Signature("lrn_wrt_x1", FAMILY, ("x1", "y", "gy"))
+LRN = Signature("lrn", FAMILY, ("x1",), kernel_dtypes=ALL_FLOAT_DTYPES)
+LRN_WRT_X1 = Signature("lrn_wrt_x1", FAMILY, ("x1", "y", "gy"), kernel_dtypes=ALL_FLOAT_DTYPES)
 
 
 def lrn(x1: Array, *, size: int = 5, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0,

@@ -19,9 +19,10 @@ the same formula with μ = running_mean, v = running_var, which are constants, s
 gx = (γ_c / σ_c) · gy (elementwise), gγ_c = Σ gy · x̂, gβ_c = Σ gy. The running
 statistics are never written by the operator (``nn.BatchNorm*d`` updates them).
 
-float32/float64. The kernels reduce per channel in two deterministic stages (no
-atomics): partial sums per (channel, chunk), then one thread per channel adds its
-chunks in order; the variance is the corrected two-pass one (moments about the mean
+Every float dtype; float16 and bfloat16 are computed in float32 (the statistics and every
+sum in float32, one rounding of each result). The kernels reduce per channel in two
+deterministic stages (no atomics): partial sums per (channel, chunk), then one thread per
+channel adds its chunks in order; the variance is the corrected two-pass one (moments about the mean
 of a first pass), so a large common offset does not lose digits. An empty batch
 (M = 0) gives an empty y and gγ = gβ = 0.
 
@@ -38,12 +39,12 @@ only) have shape (C,). PyTorch's ``layer_norm(x, (C,), w, b, eps)`` and
     gw = Σ_rows gy · x̂,  gb = Σ_rows gy
 
 (rms_norm: ∂r/∂x_j = -r³ x_j / C, so gx_i = r w_i gy_i - r³ x_i mean(w·gy·x); layer_norm adds
-the mean's term). Means over a row, sums over the rows. float16 too where kernels compute
-(float32 inside). Kernels: one warp per row (the row in registers, the exact two-pass mean
-and variance) or one block per row (Welford moments merged over the block), the launch
-geometry of :mod:`gpuops.ops._rows`; gw and gb are column sums in two deterministic stages
-(partial sums per (column, chunk of rows), then each column adds its chunks in order). No
-rows: gw = gb = 0; rows of C = 0 values: empty results.
+the mean's term). Means over a row, sums over the rows. Every float dtype (16-bit: float32
+inside, one rounding of each result). Kernels: one warp per row (the row in registers, the
+exact two-pass mean and variance) or one block per row (Welford moments merged over the
+block), the launch geometry of :mod:`gpuops.ops._rows`; gw and gb are column sums in two
+deterministic stages (partial sums per (column, chunk of rows), then each column adds its
+chunks in order). No rows: gw = gb = 0; rows of C = 0 values: empty results.
 """
 from __future__ import annotations
 
@@ -53,7 +54,7 @@ from typing import Any
 import numpy
 
 from .. import kernels
-from ..backend import HALF_DTYPES
+from ..backend import ALL_FLOAT_DTYPES, SIXTEEN_BIT_DTYPES
 from ..call import Call, Signature, check_shape
 from ..registry import register
 from . import _args, _rows
@@ -164,6 +165,11 @@ def _i64(v: int) -> numpy.int64:
     return numpy.int64(v)
 
 
+def _acc_dtype(call: Call) -> numpy.dtype:
+    """The kernels' accumulation dtype (statistics, partial sums): float32 for 16-bit data."""
+    return numpy.dtype(numpy.float32) if call.dtype in SIXTEEN_BIT_DTYPES else call.dtype
+
+
 def _split(call: Call, C: int, M: int, min_chunk: int = _MIN_CHUNK) -> tuple[int, int]:
     """(chunk, splits): each of C reductions (a channel; a tile of columns) over M values in
     ``splits`` chunks of ``chunk`` values, at least ``min_chunk`` each, until C · splits
@@ -179,21 +185,22 @@ def _split(call: Call, C: int, M: int, min_chunk: int = _MIN_CHUNK) -> tuple[int
 def _launch_reduce(call: Call, kernel: str, arrays: tuple, C: int, inner: int, M: int) -> tuple:
     """Stage 1 into a new partial buffer; returns (partial, splits)."""
     chunk, splits = _split(call, C, M)
-    partial = call.xp.empty(2 * C * splits, call.dtype)
+    partial = call.xp.empty(2 * C * splits, _acc_dtype(call))
     call.launch(kernel, (min(C * splits, call.max_blocks),), (kernels.BLOCK,),
                 (*arrays, partial, _i64(C), _i64(inner), _i64(M), _i64(chunk), _i64(splits)))
     return partial, splits
 
 
 def _stats_gpu(call: Call, x: Array, C: int, inner: int, M: int) -> tuple[Array, Array]:
-    """Batch mean and biased variance (C,) of a C-contiguous x (M > 0)."""
-    xp = call.xp
-    zeros = xp.zeros(C, call.dtype)
-    mean0, var0 = xp.empty(C, call.dtype), xp.empty(C, call.dtype)
+    """Batch mean and biased variance (C,) of a C-contiguous x (M > 0), in the accumulation
+    dtype."""
+    xp, acc = call.xp, _acc_dtype(call)
+    zeros = xp.zeros(C, acc)
+    mean0, var0 = xp.empty(C, acc), xp.empty(C, acc)
     partial, splits = _launch_reduce(call, "batch_norm_moments", (x, zeros), C, inner, M)
     call.launch_1d("batch_norm_finish", C, (partial, zeros, mean0, var0, _i64(C), _i64(splits),
                                             _i64(M)))
-    mean, var = xp.empty(C, call.dtype), xp.empty(C, call.dtype)
+    mean, var = xp.empty(C, acc), xp.empty(C, acc)
     partial, splits = _launch_reduce(call, "batch_norm_moments", (x, mean0), C, inner, M)
     call.launch_1d("batch_norm_finish", C, (partial, mean0, mean, var, _i64(C), _i64(splits),
                                             _i64(M)))
@@ -202,8 +209,10 @@ def _stats_gpu(call: Call, x: Array, C: int, inner: int, M: int) -> tuple[Array,
 
 def _stats_for(call: Call, x: Array, rm: Array | None, rv: Array | None, C: int, inner: int,
                M: int) -> tuple[Array, Array]:
-    if rm is not None:
-        return call.contiguous(rm), call.contiguous(rv)
+    if rm is not None:  # the kernels read statistics in the accumulation dtype
+        acc = _acc_dtype(call)
+        return (call.xp.ascontiguousarray(rm, dtype=acc),
+                call.xp.ascontiguousarray(rv, dtype=acc))
     return _stats_gpu(call, x, C, inner, M)
 
 
@@ -215,15 +224,19 @@ def _batch_norm_gpu(call, x, w, b, rm, rv, y, axis, eps):
 
 
 def _channel_sums(call: Call, x: Array, gy: Array, mean: Array, var: Array, C: int, inner: int,
-                  M: int, eps: float, which: tuple) -> list:
-    """Σ gy (which 0) and Σ gy · x̂ (which 1) per channel, new (C,) arrays."""
+                  M: int, eps: float, which: tuple, dtype: numpy.dtype) -> list:
+    """Σ gy (which 0) and Σ gy · x̂ (which 1) per channel, new (C,) arrays of ``dtype``: the
+    call's (a result, rounded once) or the accumulation dtype (the sums gx reads; for 16-bit
+    data the float32 instantiation of batch_norm_channel_grad, whose inputs are float32
+    already)."""
     partial, splits = _launch_reduce(call, "batch_norm_grad_moments", (x, gy, mean), C, inner,
                                      M)
     sums = []
     for k in which:
-        s = call.xp.empty(C, call.dtype)
-        call.launch_1d("batch_norm_channel_grad", C, (partial, var, s, _i64(C), _i64(splits),
-                                                      _i64(k), call.scalar(eps)))
+        s = call.xp.empty(C, dtype)
+        call.launch_1d("batch_norm_channel_grad", C,
+                       (partial, var, s, _i64(C), _i64(splits), _i64(k), call.scalar(eps)),
+                       dtype=dtype)
         sums.append(s)
     return sums
 
@@ -235,18 +248,19 @@ def _grad_gpu(k: int):
             g[...] = 0
             return
         if k == 3:  # Σ gy needs no statistics (the mean slot only shifts the unused sum)
-            zeros = call.xp.zeros(C, call.dtype)
-            (s,) = _channel_sums(call, x, gy, zeros, zeros, C, inner, M, eps, (0,))
+            zeros = call.xp.zeros(C, _acc_dtype(call))
+            (s,) = _channel_sums(call, x, gy, zeros, zeros, C, inner, M, eps, (0,), g.dtype)
             g[...] = s
             return
         mean, var = _stats_for(call, x, rm, rv, C, inner, M)
         if k == 2:
-            (s,) = _channel_sums(call, x, gy, mean, var, C, inner, M, eps, (1,))
+            (s,) = _channel_sums(call, x, gy, mean, var, C, inner, M, eps, (1,), g.dtype)
             g[...] = s
             return
         training = rm is None
         if training:
-            sg, sgx = _channel_sums(call, x, gy, mean, var, C, inner, M, eps, (0, 1))
+            sg, sgx = _channel_sums(call, x, gy, mean, var, C, inner, M, eps, (0, 1),
+                                    _acc_dtype(call))
         else:
             sg = sgx = var  # not read
         call.launch_1d("batch_norm_wrt_x1", g.size,
@@ -258,10 +272,11 @@ def _grad_gpu(k: int):
 # ---- the operator -------------------------------------------------------------------------
 
 BATCH_NORM = Signature("batch_norm", FAMILY, ("x1", "x2", "x3", "running_mean", "running_var"),
-                       optional=("running_mean", "running_var"))
+                       optional=("running_mean", "running_var"), kernel_dtypes=ALL_FLOAT_DTYPES)
 _GRADIENTS = {k: Signature(f"batch_norm_wrt_x{k}", FAMILY,
                            ("x1", "x2", "x3", "y", "gy", "running_mean", "running_var"),
-                           optional=("running_mean", "running_var"))
+                           optional=("running_mean", "running_var"),
+                           kernel_dtypes=ALL_FLOAT_DTYPES)
               for k in (1, 2, 3)}
 _GRAD_CPU = {k: _grad_cpu(k) for k in (1, 2, 3)}
 _GRAD_GPU = {k: _grad_gpu(k) for k in (1, 2, 3)}
@@ -405,11 +420,6 @@ def _row_norm_grad_cpu(k: int, rms: bool):
     return grad
 
 
-def _acc_dtype(call: Call) -> numpy.dtype:
-    """The kernels' accumulation dtype: float32 for float16 data."""
-    return numpy.dtype(numpy.float32) if call.dtype == numpy.float16 else call.dtype
-
-
 def _row_norm_gpu(call, x, w, *rest):
     *b, y, eps = rest
     C = x.shape[-1]
@@ -458,10 +468,10 @@ def _row_norm_grad_gpu(k: int, base: str):
 
 def _row_norm_signatures(op: str, params: tuple[str, ...]) -> dict[int, Signature]:
     """0: the forward's signature, k: that of op_wrt_x<k>."""
-    table = {0: Signature(op, FAMILY, ("x1", *params), kernel_dtypes=HALF_DTYPES)}
+    table = {0: Signature(op, FAMILY, ("x1", *params), kernel_dtypes=ALL_FLOAT_DTYPES)}
     for k in range(1, len(params) + 2):
         table[k] = Signature(f"{op}_wrt_x{k}", FAMILY, ("x1", *params, "y", "gy"),
-                             kernel_dtypes=HALF_DTYPES)
+                             kernel_dtypes=ALL_FLOAT_DTYPES)
     return table
 
 

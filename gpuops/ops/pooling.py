@@ -19,6 +19,10 @@ and defaults included:
   with ``count_include_pad`` the window's size clipped to the padded input
   (``min(start + kh, H + ph) - start`` rows: with ``ceil_mode`` the part past the right
   padding is not counted), else the number of input elements in the window.
+
+Every float dtype on every backend: float16 and bfloat16 are widened to float32 (the max
+compares the widened values, exactly; sums and divisors in float32) and each result is
+rounded once.
 """
 from __future__ import annotations
 
@@ -27,6 +31,7 @@ from typing import Any, Iterator, NamedTuple
 
 import numpy
 
+from ..backend import ALL_FLOAT_DTYPES
 from ..call import Call, Signature, check_shape
 from ..registry import register
 from . import _args
@@ -230,8 +235,9 @@ def _pool_grad_gpu(call: Call, x: Array, y: Array, gy: Array, gx: Array, g: _Geo
 _CPU = {op: (functools.partial(_pool_cpu, is_max=op == "max_pool2d"),
              functools.partial(_pool_grad_cpu, is_max=op == "max_pool2d"))
         for op in ("max_pool2d", "avg_pool2d")}
-_FORWARD = {op: Signature(op, FAMILY, ("x1",)) for op in _CPU}
-_GRADIENT = {op: Signature(f"{op}_wrt_x1", FAMILY, ("x1", "y", "gy")) for op in _CPU}
+_FORWARD = {op: Signature(op, FAMILY, ("x1",), kernel_dtypes=ALL_FLOAT_DTYPES) for op in _CPU}
+_GRADIENT = {op: Signature(f"{op}_wrt_x1", FAMILY, ("x1", "y", "gy"),
+                           kernel_dtypes=ALL_FLOAT_DTYPES) for op in _CPU}
 
 
 def _forward(op: str, x1: Array, out: Array | None, kernel_size: Any, *options: Any) -> Array:

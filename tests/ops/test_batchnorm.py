@@ -321,3 +321,62 @@ def test_layer_buffers_through_save_and_load(tmp_path):
     b.load_state_dict(gpuops.load(tmp_path / "bn.safetensors"))
     numpy.testing.assert_array_equal(b[0].running_var, a[0].running_var)
     assert b[0].num_batches_tracked == 1
+
+
+# ---- 16 bits: float32 statistics and sums, bfloat16's range --------------------------------
+
+BF16 = numpy.dtype(gpuops.bfloat16)
+
+
+def _bn_reference(x, w, b, gy, mean, var, eps, training):
+    """float64 y, gx, gw, gb of batch_norm over axis 1 of a 3-d x."""
+    red = (0, 2)
+    sigma = numpy.sqrt(var + eps)[None, :, None]
+    xhat = (x - mean[None, :, None]) / sigma
+    a = w[None, :, None] / sigma
+    gx = a * gy
+    if training:
+        gx = gx - a * gy.mean(axis=red, keepdims=True) \
+            - a * xhat * (gy * xhat).mean(axis=red, keepdims=True)
+    return (xhat * w[None, :, None] + b[None, :, None], gx, (gy * xhat).sum(axis=red),
+            gy.sum(axis=red))
+
+
+@pytest.mark.parametrize("backend", BACKENDS, ids=lambda b: b.name)
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+def test_bfloat16_statistics_and_sums_in_float32(backend, training):
+    """bfloat16 batch_norm over 512 values per channel: channel 0 near 1.2 with gy near
+    1.2 (their sums pass 256, where bfloat16's spacing is 2: sums kept in bfloat16 would
+    be off by far more than one rounding), channel 1 at 1e5..1e6 (past float16's 65504): y and
+    the three gradients within one rounding (2^-8, plus 2^-8 of each result's scale for the
+    values that cancel) of the float64 reference on the rounded inputs; evaluation mode
+    reads bfloat16 running statistics."""
+    rng = numpy.random.default_rng(5)
+    x = numpy.stack([1 + 0.4 * rng.uniform(size=(128, 4)),
+                     1e5 * (5 + rng.standard_normal((128, 4)))], axis=1)
+    gy = 1 + 0.4 * rng.uniform(size=x.shape)
+    w, b = numpy.array([0.7, -1.3]), numpy.array([0.25, 2.0])
+    rm, rv = numpy.array([1.1, 5e5]), numpy.array([0.02, 1e10])
+    x, gy, w, b, rm, rv = (a.astype(BF16).astype(F64) for a in (x, gy, w, b, rm, rv))
+    eps = 1e-5
+    mean, var = (x.mean(axis=(0, 2)), x.var(axis=(0, 2))) if training else (rm, rv)
+    stats = {}
+    expected = _bn_reference(x, w, b, gy, mean, var, eps, training)
+    with backend.active():
+        dev = [backend.asarray(a, dtype=BF16) for a in (x, w, b)]
+        if not training:
+            stats = {"running_mean": backend.asarray(rm, dtype=BF16),
+                     "running_var": backend.asarray(rv, dtype=BF16)}
+        y = gpuops.batch_norm(*dev, eps=eps, **stats)
+        dgy = backend.asarray(gy, dtype=BF16)
+        results = [y] + [getattr(gpuops, f"batch_norm_wrt_x{k}")(*dev, y, dgy, eps=eps, **stats)
+                         for k in (1, 2, 3)]
+        results = [backend.to_numpy(r) for r in results]
+    u = 2.0 ** -8
+    for name, actual, want in zip(("y", "gx", "gw", "gb"), results, expected):
+        assert actual.dtype == BF16, name
+        for c in range(2):  # each channel at its own scale
+            at = (slice(None), c) if want.ndim == 3 else c
+            numpy.testing.assert_allclose(actual[at].astype(F64), want[at], rtol=2 * u,
+                                          atol=u * numpy.abs(want[at]).max(),
+                                          err_msg=f"{name}, channel {c}")

@@ -81,15 +81,17 @@ EMU = [b for b in KERNEL_BACKENDS if b.name == "emu"]
 
 
 @pytest.mark.parametrize("backend", EMU, ids=lambda b: b.name)
-def test_word_copies_only_when_rows_and_arrays_are_aligned(backend):
+@pytest.mark.parametrize("dtype,sfx", [(F32, "f32"), (numpy.dtype(gpuops.bfloat16), "bf16")],
+                         ids=["float32", "bfloat16"])
+def test_word_copies_only_when_rows_and_arrays_are_aligned(backend, dtype, sfx):
     rng = numpy.random.default_rng(2)
-    buffer = rng.standard_normal(6 * 8 + 1).astype(F32)
+    buffer = rng.standard_normal(6 * 8 + 1).astype(dtype)
     ids = numpy.array([[5, 0, 5], [2, 2, 1]])
-    aligned = buffer[:48].reshape(6, 8)
-    shifted = buffer[1:].reshape(6, 8)  # C-contiguous, 4 bytes past a 16-byte boundary
-    out_shifted = numpy.zeros(2 * 3 * 8 + 1, F32)[1:].reshape(2, 3, 8)
-    cases = [(aligned, None, "embedding_vec_f32"), (shifted, None, "embedding_f32"),
-             (aligned, out_shifted, "embedding_f32"), (aligned[:, :6], None, "embedding_f32")]
+    aligned = buffer[:48].reshape(6, 8)  # rows of 32 (float32) or 16 (bfloat16) bytes
+    shifted = buffer[1:].reshape(6, 8)  # C-contiguous, one element past a 16-byte boundary
+    out_shifted = numpy.zeros(2 * 3 * 8 + 1, dtype)[1:].reshape(2, 3, 8)
+    cases = [(aligned, None, f"embedding_vec_{sfx}"), (shifted, None, f"embedding_{sfx}"),
+             (aligned, out_shifted, f"embedding_{sfx}"), (aligned[:, :6], None, f"embedding_{sfx}")]
     for table, out, kernel in cases:
         with _kernels_launched(backend) as names:
             y = gpuops.embedding(ids, table, out=out)
@@ -150,3 +152,29 @@ def test_out_of_range_ids_on_kernels_give_nan_rows_and_no_gradient(backend, cols
     expected = numpy.zeros_like(table)
     expected[1], expected[3], expected[0] = gy[0, 0], gy[0, 2], gy[1, 1]
     numpy.testing.assert_array_equal(g, expected)
+
+
+@pytest.mark.parametrize("backend", BACKENDS, ids=lambda b: b.name)
+@pytest.mark.parametrize("dtype,value", [(numpy.dtype(numpy.float16), 1.0),
+                                         (numpy.dtype(gpuops.bfloat16), 1.0),
+                                         (numpy.dtype(gpuops.bfloat16), 1e5)],
+                         ids=["float16", "bfloat16", "bfloat16-1e5"])
+def test_sixteen_bit_gradient_sums_in_float32(backend, dtype, value):
+    """embedding_wrt_x2 in 16 bits adds in float32 and rounds once: 300 ids of row 0 with
+    gy = 1 sum to 300 in bfloat16 (a bfloat16 running sum would stop at 256, where 257
+    rounds back to 256), 3000 in float16 (one would stop at 2048), gy = 1e5 to 3e7 (past
+    float16's range); the result is the exact float64 sum rounded once, bit for bit."""
+    count = 3000 if dtype == numpy.float16 else 300  # ids of row 0; row 1 has 5, row 2 none
+    ids = numpy.random.default_rng(0).permutation(numpy.repeat([0, 1], [count, 5]))
+    table = numpy.zeros((3, 4), dtype)
+    gy = numpy.full((count + 5, 4), value, dtype)
+    gy[:, 1] = -gy[:, 1]
+    expected = numpy.zeros((3, 4))
+    numpy.add.at(expected, ids, gy.astype(F64))
+    with backend.active():
+        dids, dtable = backend.asarray(ids), backend.asarray(table)
+        g = gpuops.embedding_wrt_x2(dids, dtable, gpuops.embedding(dids, dtable),
+                                    backend.asarray(gy))
+    assert g.dtype == dtype
+    numpy.testing.assert_array_equal(backend.to_numpy(g).astype(F64),
+                                     expected.astype(dtype).astype(F64))

@@ -52,12 +52,15 @@ def _run(backend, op, inputs, gy, dtype, **params):
 # float64: the block kernel), block (1025, 1500).
 GEOMETRY_COLS = [1, 31, 33, 200, 400, 1000, 1025, 1500]
 # (measured on emu: largest errors 2e-3 (float16 y), 7e-7 (float32), 4e-15 (float64))
+# bfloat16 (8 bits, u = 2^-8; measured 1.6e-2 y, 3.5e-3 scaled gradients): float16's tolerance
+# in units of one rounding (rtol 20 u, atol 10 u)
 GEOMETRY_TOL = {F16: dict(rtol=1e-2, atol=5e-3), F32: dict(rtol=1e-5, atol=5e-6),
-                F64: dict(rtol=1e-12, atol=1e-12)}
+                F64: dict(rtol=1e-12, atol=1e-12),
+                numpy.dtype(gpuops.bfloat16): dict(rtol=20 * 2.0 ** -8, atol=10 * 2.0 ** -8)}
 
 
 @pytest.mark.parametrize("backend", KERNEL_BACKENDS, ids=lambda b: b.name)
-@pytest.mark.parametrize("dtype", [F16, F32, F64], ids=str)
+@pytest.mark.parametrize("dtype", [F16, numpy.dtype(gpuops.bfloat16), F32, F64], ids=str)
 @pytest.mark.parametrize("cols", GEOMETRY_COLS)
 @pytest.mark.parametrize("op", ["layer_norm", "rms_norm"])
 def test_row_geometries(backend, dtype, cols, op):
@@ -171,3 +174,31 @@ def test_default_eps(op):
     else:
         numpy.testing.assert_allclose(gpuops.rms_norm(x, w), 3 / numpy.sqrt(9 + 1e-6),
                                       rtol=1e-15)
+
+
+# ---- 16 bits: float32 statistics, bfloat16's range ------------------------------------------
+
+BF16 = numpy.dtype(gpuops.bfloat16)
+
+
+@pytest.mark.parametrize("backend", BACKENDS, ids=lambda b: b.name)
+@pytest.mark.parametrize("op", ["layer_norm", "rms_norm"])
+def test_bfloat16_rows_in_float32(backend, op):
+    """bfloat16 rows of 100 values (the warp kernels with 4 values per lane): two near 1.2
+    (their sums pass 64, where bfloat16's spacing is 0.5: sums kept in bfloat16 would be
+    off by far more than one rounding), two at 1e15 (past float16's 65504; their squares,
+    1e30, fit float32): every result within one rounding (2^-8, plus 2^-8 of the result's
+    scale for those that cancel) of the float64 reference on the rounded inputs."""
+    rng = numpy.random.default_rng(3)
+    inputs = list(_inputs(op, (4, 100)))
+    inputs[0] = numpy.concatenate([1 + 0.4 * rng.uniform(size=(2, 100)),
+                                   1e15 * (3 + rng.standard_normal((2, 100)))])
+    inputs = [a.astype(BF16).astype(F64) for a in inputs]
+    gy = rng.standard_normal((4, 100)).astype(BF16).astype(F64)
+    y_ref, grads_ref = _references(op, inputs, gy, EPS[op])
+    y, grads = _run(backend, op, inputs, gy, BF16)
+    u = 2.0 ** -8
+    for actual, expected in [(y, y_ref), *zip(grads, grads_ref)]:
+        assert numpy.isfinite(actual).all()
+        numpy.testing.assert_allclose(actual, expected, rtol=2 * u,
+                                      atol=u * numpy.abs(expected).max())

@@ -209,3 +209,31 @@ def test_unbatched_matches_pytorch(backend, name):
     if backend.name != "numpy":
         cases = cases[::5]
     _check_against_torch(backend, name, cases, batch=())
+
+
+@pytest.mark.parametrize("backend", BACKENDS, ids=lambda b: b.name)
+@pytest.mark.parametrize("dtype,scale", [(numpy.dtype(numpy.float16), 6e4),
+                                         (numpy.dtype(gpuops.bfloat16), 1e30)],
+                         ids=["float16", "bfloat16"])
+def test_sixteen_bit_windows_in_float32(backend, dtype, scale):
+    """16-bit pooling computes in float32 and rounds once: a 2x2 average of values near
+    float16's largest (6e4; their sum, 2.4e5, would overflow float16) or at 1e30 (bfloat16
+    has float32's range) is the exact float64 mean rounded once (the float32 sum of four
+    16-bit values and the division by 4 are exact), bit for bit; the max and the
+    gradients (gy/4, gy routed to the maximum) too."""
+    rng = numpy.random.default_rng(7)
+    x = (scale * rng.uniform(0.9, 1.0, (1, 2, 4, 6))).astype(dtype)
+    gy = rng.standard_normal((1, 2, 2, 3)).astype(dtype)
+    x64, gy64 = x.astype(numpy.float64), gy.astype(numpy.float64)
+    windows = x64.reshape(1, 2, 2, 2, 3, 2).transpose(0, 1, 2, 4, 3, 5).reshape(1, 2, 2, 3, 4)
+    # the gradient goes to each window's first maximum (row-major; bfloat16 rounding ties)
+    first = numpy.eye(4)[windows.argmax(axis=-1)] * gy64[..., None]
+    for name, y_want, g_want in [
+            ("avg_pool2d", windows.mean(axis=-1),
+             numpy.repeat(numpy.repeat(gy64 / 4, 2, 2), 2, 3)),
+            ("max_pool2d", windows.max(axis=-1),
+             first.reshape(1, 2, 2, 3, 2, 2).transpose(0, 1, 2, 4, 3, 5).reshape(x.shape))]:
+        y, g = _pool(backend, name, x, gy, kernel_size=2)
+        assert y.dtype == dtype and g.dtype == dtype
+        numpy.testing.assert_array_equal(y, y_want.astype(dtype), err_msg=name)
+        numpy.testing.assert_array_equal(g, g_want.astype(dtype), err_msg=name)

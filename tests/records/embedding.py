@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy
 
-from opinfo import F16, F32, F64, ErrorInput, OpInfo, Sample
+from opinfo import BF16, F16, F32, F64, ErrorInput, OpInfo, Sample
 
 # (ids shape, table rows V, columns C, ids dtype). C = 8 and 16 are whole 16-byte words in
 # every dtype (the vectorized kernel), C = 5 and 3 are not; repeated ids in most samples.
@@ -56,5 +56,5 @@ def _errors(rng):
 RECORDS = [
     # the ids are no variables: the only gradient is wrt the table
     OpInfo(name="embedding", ref=_ref, samples=_samples, grad_refs={2: _grad_ref},
-           int_inputs=(1,), wrt=(2,), gpu_dtypes=(F16, F32, F64), error_inputs=_errors),
+           int_inputs=(1,), wrt=(2,), gpu_dtypes=(F16, BF16, F32, F64), error_inputs=_errors),
 ]

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy
 
-from opinfo import F16, F32, F64, ErrorInput, OpInfo, Sample
+from opinfo import BF16, F16, F32, F64, ErrorInput, OpInfo, Sample
 
 # (shape, params): NCHW, NC, NCL; channels last (axis=-1), first (axis=0), in the middle;
 # a per-channel count past the kernels' chunk (split reductions); one value per channel;
@@ -130,6 +130,7 @@ def _errors(rng):
 
 BATCH_NORM = OpInfo(name="batch_norm", ref=_ref, samples=_samples,
                   grad_refs={1: _grad_x, 2: _grad_w, 3: _grad_b}, error_inputs=_errors,
+                  gpu_dtypes=(F16, BF16, F32, F64),
                   # the offset sample: float32 rounds x + 1000 to ~6e-5, which the
                   # normalization scales by 1/σ ~ 1/2
                   tol={numpy.dtype(numpy.float32): (1e-4, 2e-4)},
@@ -279,10 +280,10 @@ RECORDS = [
     OpInfo(name="layer_norm", ref=_norm_ref(False, 1e-5), samples=_row_samples(True),
            grad_refs={1: _norm_grad_x(False, 1e-5), 2: _norm_grad_w(False, 1e-5),
                       3: _norm_grad_b},
-           gpu_dtypes=(F16, F32, F64), error_inputs=_row_errors(True), tol=ROW_TOL,
+           gpu_dtypes=(F16, BF16, F32, F64), error_inputs=_row_errors(True), tol=ROW_TOL,
            fd_tol=(1e-6, 1e-7)),
     OpInfo(name="rms_norm", ref=_norm_ref(True, 1e-6), samples=_row_samples(False),
            grad_refs={1: _norm_grad_x(True, 1e-6), 2: _norm_grad_w(True, 1e-6)},
-           gpu_dtypes=(F16, F32, F64), error_inputs=_row_errors(False), tol=ROW_TOL,
+           gpu_dtypes=(F16, BF16, F32, F64), error_inputs=_row_errors(False), tol=ROW_TOL,
            fd_tol=(1e-6, 1e-7)),
 ]

@@ -12,7 +12,7 @@ import math
 
 import numpy
 
-from opinfo import ErrorInput, OpInfo, Sample
+from opinfo import BF16, F16, F32, F64, ErrorInput, OpInfo, Sample
 
 # (input shape, params): kernel/stride/padding as ints and pairs, stride None, windows
 # that overlap, tile or leave rows over, maximal padding, 1x1, 0-size batch and channels;
@@ -229,9 +229,11 @@ def _avg_errors(rng):
                      "divisor_override", fn=1)
 
 
+KERNEL_DTYPES = (F16, BF16, F32, F64)  # the kernels: every float dtype
+
 RECORDS = [
     OpInfo(name="max_pool2d", ref=_ref_max, samples=_samples(True, MAX_CASES),
-           grad_refs={1: _grad_max}, error_inputs=_max_errors),
+           grad_refs={1: _grad_max}, gpu_dtypes=KERNEL_DTYPES, error_inputs=_max_errors),
     OpInfo(name="avg_pool2d", ref=_ref_avg, samples=_samples(False, AVG_CASES),
-           grad_refs={1: _grad_avg}, error_inputs=_avg_errors),
+           grad_refs={1: _grad_avg}, gpu_dtypes=KERNEL_DTYPES, error_inputs=_avg_errors),
 ]

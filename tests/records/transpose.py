@@ -5,13 +5,15 @@ import itertools
 
 import numpy
 
-from opinfo import ErrorInput, OpInfo, Sample
+from opinfo import BF16, F16, F32, F64, ErrorInput, OpInfo, Sample
 
 # (shape, axes): a matrix, tiles that do not divide the sizes, batched tiles,
 # NCHW -> NHWC (merged to a batched tile), a general permutation, the identity (a
 # copy), size-1 axes, negative axes, 0-size, 1-element, 0-d, 8 and 9 axes that all move;
-# permutations where only size-1 axes move (the kernels copy: the same elements in order).
+# permutations where only size-1 axes move (the kernels copy: the same elements in order);
+# first, two of 8 elements (the 16-bit cases' two smallest samples): a tile, transpose_nd tiled.
 CASES = [
+    ((2, 4), None), ((2, 2, 2), (2, 1, 0)),
     ((3, 4), None), ((33, 40), (1, 0)), ((2, 33, 65), (0, 2, 1)), ((2, 3, 4, 5), (0, 2, 3, 1)),
     ((2, 3, 4, 5), (3, 1, 0, 2)), ((4, 5), (0, 1)), ((1, 5, 1, 3), (3, 0, 2, 1)),
     ((3, 4, 5), (-1, 0, 1)), ((0, 3), None), ((1,), None), ((), None),
@@ -63,4 +65,4 @@ def _errors(rng):
 
 
 RECORDS = [OpInfo(name="transpose", ref=_ref, samples=_samples, grad_refs={1: _grad},
-                  error_inputs=_errors)]
+                  gpu_dtypes=(F16, BF16, F32, F64), error_inputs=_errors)]
