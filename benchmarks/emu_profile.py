@@ -209,6 +209,7 @@ def record_cases(missing: set[str], nvrtc: Any) -> list[dict[str, Any]]:
     for record in _records():
         by_family.setdefault(gpuops.OPERATORS[record.name].family, []).append(record)
     table = inventory()
+    family_of = {_base(name): kernel_family for name, kernel_family in table.items()}
     left = set(missing)
     for family in sorted({table[name] for name in table if _base(name) in missing}):
         for record in by_family.get(family, []):
@@ -218,8 +219,8 @@ def record_cases(missing: set[str], nvrtc: Any) -> list[dict[str, Any]]:
             for dtype in dtypes:
                 for sample in samples:
                     # other dtypes only for the kernels without a float32 instance
-                    wanted = {base for base in left if f"{base}_f32" not in table
-                              or numpy.dtype(dtype) == numpy.float32}
+                    wanted = {base for base in left if family_of[base] == family and (
+                        f"{base}_f32" not in table or numpy.dtype(dtype) == numpy.float32)}
                     if not any(kernels.kernel_name(base, dtype) in table for base in wanted):
                         break
                     inputs = record.cast(sample.inputs, dtype)
@@ -353,9 +354,11 @@ def markdown(cases: list[dict[str, Any]], records: list[dict[str, Any]],
              "read once and result written once (a gradient: inputs, y, gy and gx), a nominal "
              "minimum.", "", *_table(records), "",
              "## Coverage of cuda/", "",
-             f"{coverage['kernels']} kernels (dtype instances) in cuda/; {coverage['profiled']} "
-             f"profiled above, each base name in at least one dtype "
-             f"({coverage['bases_profiled']} of {coverage['bases']} base names). "
+             f"{coverage['kernels']} kernels (dtype instances) in cuda/, {coverage['bases']} "
+             f"base names (the name without the dtype); {coverage['profiled']} instances "
+             f"profiled above, covering {coverage['bases_profiled']} base names; the "
+             f"{coverage['bases'] - coverage['bases_profiled']} others are below, each with "
+             f"the reason. "
              "The other dtype instances of a profiled base share its source (the body is one "
              "template or macro; the 16-bit ones load 2-byte lanes).", ""]
     if coverage["not_profiled"]:
@@ -415,6 +418,12 @@ def coverage_of(all_kernels: dict[str, str], profiled: set[str],
     return {"kernels": len(all_kernels), "profiled": len(profiled & set(all_kernels)),
             "bases": len(bases), "bases_profiled": len(bases & bases_done),
             "not_profiled": not_profiled}
+
+
+def render(json_path: Path) -> str:
+    """The Markdown report of a written ``emu-profile.json`` (re-rendering, no emulation)."""
+    data = json.loads(json_path.read_text())
+    return markdown(data["cases"], data["record_cases"], data["coverage"], data["meta"])
 
 
 def main(argv: list[str]) -> int:
