@@ -354,7 +354,7 @@ def update_running_stats(x1: Array, running_mean: Array, running_var: Array, *, 
     if call.uses_kernels:
         mean, var = _stats_gpu(call, call.contiguous(x), C, inner, M)
     else:
-        mean, var = _stats_cpu(x, None, None, ax, call.dtype.type)
+        mean, var = _stats_cpu(x, None, None, ax, _acc_dtype(call).type)  # float32 for 16 bits
         mean, var = mean.reshape(C), var.reshape(C)
     m = float(momentum)
     running_mean[...] = (1 - m) * running_mean + m * mean

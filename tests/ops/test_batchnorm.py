@@ -138,6 +138,28 @@ def test_update_running_stats(backend, shape):
                                  drm, drv)
 
 
+@pytest.mark.parametrize("backend", BACKENDS, ids=lambda b: b.name)
+def test_update_running_stats_bfloat16(backend):
+    """bfloat16 x and running statistics: the batch statistics in float32 (512 values near
+    1.2 per channel: sums past 256, where bfloat16's spacing is 2), then the update rounded
+    once to bfloat16."""
+    bf16 = numpy.dtype(gpuops.bfloat16)
+    rng = numpy.random.default_rng(9)
+    x = (1 + 0.4 * rng.uniform(size=(128, 2, 4))).astype(bf16)
+    rm, rv = numpy.array([1.0, 2.0], bf16), numpy.array([0.5, 0.25], bf16)
+    x64, rm64, rv64 = x.astype(F64), rm.astype(F64), rv.astype(F64)
+    mean, var = x64.mean(axis=(0, 2)), x64.var(axis=(0, 2))
+    with backend.active():
+        drm, drv = backend.asarray(rm.copy()), backend.asarray(rv.copy())
+        update_running_stats(backend.asarray(x), drm, drv, momentum=0.25)
+        got_m, got_v = backend.to_numpy(drm), backend.to_numpy(drv)
+    assert got_m.dtype == bf16 and got_v.dtype == bf16
+    u = 2.0 ** -8
+    numpy.testing.assert_allclose(got_m.astype(F64), 0.75 * rm64 + 0.25 * mean, rtol=u)
+    numpy.testing.assert_allclose(got_v.astype(F64), 0.75 * rv64 + 0.25 * var * 512 / 511,
+                                  rtol=u)
+
+
 # ---- nn.BatchNorm1d / nn.BatchNorm2d --------------------------------------------------
 
 @pytest.mark.parametrize("backend", BACKENDS, ids=lambda b: b.name)
