@@ -16,7 +16,12 @@
 // the summation order depends only on the launch configuration, so results are
 // deterministic. `init` is the identity of the operation (0 or -inf, passed by the
 // wrapper), `scale` multiplies each final result (1/n for mean, 1 otherwise).
+// float16 and bfloat16 (suffix f16 / bf16) are read widened to float, summed in float and
+// written as float (y is float*: the wrapper's partials and results stay float32 and are
+// rounded to 16 bits once, at the end); their loads are scalar (a warp reads 64
+// contiguous bytes), the float/double loads are 16-byte vectors.
 #include "gpuops.cuh"
+#include "half.cuh"
 
 // max that propagates NaN like NumPy: once either side is NaN the result is NaN.
 struct MaxOp {
@@ -64,38 +69,58 @@ __device__ __forceinline__ T warp_reduce_range(const T* __restrict__ q, long lon
     return warp_reduce<Op>(acc);
 }
 
+// 16-bit storage: scalar loads (a warp reads 64 contiguous bytes), widened to float.
+template <typename Op, typename T>
+__device__ __forceinline__ float warp_reduce_range_16(const T* __restrict__ q, long long len,
+                                                      float init) {
+    float acc = init;
+    for (long long j = threadIdx.x & 31; j < len; j += 32) acc = Op::combine(acc, to_acc(q[j]));
+    return warp_reduce<Op>(acc);
+}
+template <typename Op>
+__device__ __forceinline__ float warp_reduce_range(const __half* __restrict__ q, long long len,
+                                                   float init) {
+    return warp_reduce_range_16<Op>(q, len, init);
+}
+template <typename Op>
+__device__ __forceinline__ float warp_reduce_range(const __nv_bfloat16* __restrict__ q,
+                                                   long long len, float init) {
+    return warp_reduce_range_16<Op>(q, len, init);
+}
+
 // y[r * splits + s] = scale * reduce(x[r * row_len + s * chunk, ... + chunk) ∩ row r).
 // One warp per (row, chunk); blockDim.x a multiple of 32; chunk a multiple of 4 so
 // that chunks of an aligned row stay aligned.
-template <typename Op, typename T>
-__device__ __forceinline__ void reduce_rows(const T* __restrict__ x, T* __restrict__ y,
+template <typename Op, typename T, typename A>
+__device__ __forceinline__ void reduce_rows(const T* __restrict__ x, A* __restrict__ y,
                                             long long rows, long long row_len, long long chunk,
-                                            long long splits, T init, T scale) {
+                                            long long splits, A init, A scale) {
     const long long warps_per_block = blockDim.x >> 5;
     const long long n = rows * splits;
     for (long long v = blockIdx.x * warps_per_block + (threadIdx.x >> 5); v < n;
          v += gridDim.x * warps_per_block) {
         const long long r = v / splits, start = (v % splits) * chunk;
         const long long len = start + chunk < row_len ? chunk : row_len - start;
-        const T acc = warp_reduce_range<Op>(x + r * row_len + start, len, init);
+        const A acc = warp_reduce_range<Op>(x + r * row_len + start, len, init);
         if ((threadIdx.x & 31) == 0) y[v] = acc * scale;
     }
 }
 
 // y[(o * splits + s) * inner + i] = scale * reduce over r in chunk s of x[(o * n_red + r) * inner + i].
-template <typename Op, typename T>
-__device__ __forceinline__ void reduce_cols(const T* __restrict__ x, T* __restrict__ y,
+template <typename Op, typename T, typename A>
+__device__ __forceinline__ void reduce_cols(const T* __restrict__ x, A* __restrict__ y,
                                             long long outer, long long n_red, long long inner,
-                                            long long chunk, long long splits, T init, T scale) {
+                                            long long chunk, long long splits, A init, A scale) {
     GRID_STRIDE_LOOP(t, outer * splits * inner) {
         const long long i = t % inner, rest = t / inner;
         const long long s = rest % splits, o = rest / splits;
         const long long start = s * chunk;
         const long long stop = start + chunk < n_red ? start + chunk : n_red;
         const T* __restrict__ p = x + o * n_red * inner + i;
-        T acc = init;
+        A acc = init;
 #pragma unroll 4
-        for (long long r = start; r < stop; ++r) acc = Op::combine(acc, p[r * inner]);
+        for (long long r = start; r < stop; ++r)
+            acc = Op::combine(acc, to_acc(p[r * inner]));
         y[t] = acc * scale;
     }
 }
@@ -103,12 +128,12 @@ __device__ __forceinline__ void reduce_cols(const T* __restrict__ x, T* __restri
 // y[k * splits + s] = scale * reduce over reduced positions r in chunk s of
 // x[offset(k) + offset(r)], offsets through the kept (k*, ks*) and reduced (r*, rs*)
 // dims. One block per (output, chunk); a fixed-order tree across the block.
-template <typename Op, typename T>
+template <typename Op, typename T, typename A>
 __device__ __forceinline__ void reduce_axes(
-    const T* __restrict__ x, T* __restrict__ y, long long n_out, long long n_red, long long chunk,
+    const T* __restrict__ x, A* __restrict__ y, long long n_out, long long n_red, long long chunk,
     long long splits, long long k1, long long k2, long long k3, long long ks0, long long ks1,
     long long ks2, long long ks3, long long r1, long long r2, long long r3, long long rs0,
-    long long rs1, long long rs2, long long rs3, T init, T scale) {
+    long long rs1, long long rs2, long long rs3, A init, A scale) {
     for (long long v = blockIdx.x; v < n_out * splits; v += gridDim.x) {
         const long long k = v / splits, start = (v % splits) * chunk;
         const long long stop = start + chunk < n_red ? start + chunk : n_red;
@@ -118,9 +143,9 @@ __device__ __forceinline__ void reduce_axes(
         // per element (each digit sum is below twice its radix: one subtraction suffices).
         Index4 at = unravel4(start + threadIdx.x, r1, r2, r3);
         const Index4 step = unravel4(blockDim.x, r1, r2, r3);
-        T acc = init;
+        A acc = init;
         for (long long r = start + threadIdx.x; r < stop; r += blockDim.x) {
-            acc = Op::combine(acc, x[base + offset4(at, rs0, rs1, rs2, rs3)]);
+            acc = Op::combine(acc, to_acc(x[base + offset4(at, rs0, rs1, rs2, rs3)]));
             at.i3 += step.i3;
             long long carry = at.i3 >= r3;
             at.i3 -= carry * r3;
@@ -137,23 +162,23 @@ __device__ __forceinline__ void reduce_axes(
     }
 }
 
-#define REDUCE_KERNELS(NAME, OP, T, SFX)                                                       \
+#define REDUCE_KERNELS(NAME, OP, T, A, SFX)                                                    \
     extern "C" __global__ void reduce_rows_##NAME##_##SFX(                                     \
-        const T* __restrict__ x, T* __restrict__ y, long long rows, long long row_len,          \
-        long long chunk, long long splits, T init, T scale) {                                  \
+        const T* __restrict__ x, A* __restrict__ y, long long rows, long long row_len,          \
+        long long chunk, long long splits, A init, A scale) {                                  \
         reduce_rows<OP>(x, y, rows, row_len, chunk, splits, init, scale);                      \
     }                                                                                          \
     extern "C" __global__ void reduce_cols_##NAME##_##SFX(                                     \
-        const T* __restrict__ x, T* __restrict__ y, long long outer, long long n_red,           \
-        long long inner, long long chunk, long long splits, T init, T scale) {                 \
+        const T* __restrict__ x, A* __restrict__ y, long long outer, long long n_red,           \
+        long long inner, long long chunk, long long splits, A init, A scale) {                 \
         reduce_cols<OP>(x, y, outer, n_red, inner, chunk, splits, init, scale);                \
     }                                                                                          \
     extern "C" __global__ void reduce_axes_##NAME##_##SFX(                                     \
-        const T* __restrict__ x, T* __restrict__ y, long long n_out, long long n_red,           \
+        const T* __restrict__ x, A* __restrict__ y, long long n_out, long long n_red,           \
         long long chunk, long long splits, long long k1, long long k2, long long k3,            \
         long long ks0, long long ks1, long long ks2, long long ks3, long long r1, long long r2, \
-        long long r3, long long rs0, long long rs1, long long rs2, long long rs3, T init,       \
-        T scale) {                                                                             \
+        long long r3, long long rs0, long long rs1, long long rs2, long long rs3, A init,       \
+        A scale) {                                                                             \
         reduce_axes<OP>(x, y, n_out, n_red, chunk, splits, k1, k2, k3, ks0, ks1, ks2, ks3, r1,  \
                         r2, r3, rs0, rs1, rs2, rs3, init, scale);                              \
     }
@@ -163,43 +188,48 @@ __device__ __forceinline__ void reduce_axes(
 // in the (keepdims) output (strides 0 along reduced dims).
 
 // sum / mean: gx[i] = scale * gy[j] (scale 1 or 1/n).
-#define BROADCAST_GRAD(T, SFX)                                                                  \
+#define BROADCAST_GRAD(T, A, SFX)                                                               \
     extern "C" __global__ void reduce_broadcast_##SFX(                                          \
         const T* __restrict__ gy, T* __restrict__ gx, long long n, long long d1, long long d2,  \
-        long long d3, long long s0, long long s1, long long s2, long long s3, T scale) {        \
-        GRID_STRIDE_LOOP(i, n) gx[i] = gy[offset4(unravel4(i, d1, d2, d3), s0, s1, s2, s3)] * scale; \
+        long long d3, long long s0, long long s1, long long s2, long long s3, A scale) {        \
+        GRID_STRIDE_LOOP(i, n)                                                                  \
+            store_acc(gx + i,                                                                   \
+                      to_acc(gy[offset4(unravel4(i, d1, d2, d3), s0, s1, s2, s3)]) * scale);    \
     }
 
 // max, step 1: g[i] = 1 where x[i] is its group's maximum y[j] (NaN matches NaN), else 0.
 // Step 2 (wrapper): count[j] = the sum of g over each group (a reduce_*_sum launch).
 // Step 3: g[i] *= gy[j] / count[j], in place: the gradient split evenly among ties.
-#define MAX_GRAD(T, SFX)                                                                        \
+#define MAX_GRAD(T, A, SFX)                                                                     \
     extern "C" __global__ void max_tie_mask_##SFX(                                              \
         const T* __restrict__ x, const T* __restrict__ y, T* __restrict__ g, long long n,        \
         long long d1, long long d2, long long d3, long long s0, long long s1, long long s2,     \
         long long s3) {                                                                         \
         GRID_STRIDE_LOOP(i, n) {                                                                \
-            const T v = x[i], m = y[offset4(unravel4(i, d1, d2, d3), s0, s1, s2, s3)];          \
-            g[i] = (v == m || (v != v && m != m)) ? T(1) : T(0);                                \
+            const long long j = offset4(unravel4(i, d1, d2, d3), s0, s1, s2, s3);               \
+            const A v = to_acc(x[i]), m = to_acc(y[j]);                                         \
+            store_acc(g + i, (v == m || (v != v && m != m)) ? A(1) : A(0));                     \
         }                                                                                       \
     }                                                                                           \
     extern "C" __global__ void max_tie_share_##SFX(                                             \
-        const T* __restrict__ gy, const T* __restrict__ count, T* __restrict__ g, long long n,   \
+        const T* __restrict__ gy, const A* __restrict__ count, T* __restrict__ g, long long n,   \
         long long d1, long long d2, long long d3, long long s0, long long s1, long long s2,     \
         long long s3) {                                                                         \
         GRID_STRIDE_LOOP(i, n) {                                                                \
-            if (g[i] != T(0)) {                                                                 \
+            if (to_acc(g[i]) != A(0)) {                                                         \
                 const long long j = offset4(unravel4(i, d1, d2, d3), s0, s1, s2, s3);           \
-                g[i] = gy[j] / count[j];                                                        \
+                store_acc(g + i, to_acc(gy[j]) / count[j]);                                     \
             }                                                                                   \
         }                                                                                       \
     }
 
-#define REDUCTION_ALL(T, SFX)              \
-    REDUCE_KERNELS(sum, SumOp, T, SFX)     \
-    REDUCE_KERNELS(max, MaxOp, T, SFX)     \
-    BROADCAST_GRAD(T, SFX)                 \
-    MAX_GRAD(T, SFX)
+#define REDUCTION_ALL(T, A, SFX)              \
+    REDUCE_KERNELS(sum, SumOp, T, A, SFX)     \
+    REDUCE_KERNELS(max, MaxOp, T, A, SFX)     \
+    BROADCAST_GRAD(T, A, SFX)                 \
+    MAX_GRAD(T, A, SFX)
 
-REDUCTION_ALL(float, f32)
-REDUCTION_ALL(double, f64)
+REDUCTION_ALL(__half, float, f16)
+REDUCTION_ALL(__nv_bfloat16, float, bf16)
+REDUCTION_ALL(float, float, f32)
+REDUCTION_ALL(double, double, f64)

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy
 
-from ..backend import Backend
+from ..backend import ALL_FLOAT_DTYPES, Backend
 from ..call import Call, Signature, check_shape
 from ..kernels import BLOCK
 from ..registry import register
@@ -65,26 +65,26 @@ def _launch_rows(call: Call, op: str, x: Array, rows: int, row_len: int, y: Arra
     # (max_blocks is 32 blocks per SM, an SM holds 64 warps). Chunks stay multiples
     # of 4 elements so an aligned row's chunks stay 16-byte aligned.
     chunk, splits = _split(rows, row_len, 2 * call.max_blocks, _ROW_CHUNK, align=4)
-    dest = y if splits == 1 else call.xp.empty(rows * splits, call.dtype)
+    dest = y if splits == 1 else call.xp.empty(rows * splits, y.dtype)
     n = rows * splits
     grid = (builtins.max(1, builtins.min(math.ceil(n / _WARPS_PER_BLOCK), call.max_blocks)),)
     call.launch(f"reduce_rows_{op}", grid, (BLOCK,),
                 (x, dest, _i64(rows), _i64(row_len), _i64(chunk), _i64(splits),
                  call.scalar(init), call.scalar(1.0 if splits > 1 else scale)))
     if splits > 1:
-        _launch_rows(call, op, dest, rows, splits, y, init, scale)
+        _launch_rows(_partials_call(call), op, dest, rows, splits, y, init, scale)
 
 
 def _launch_cols(call: Call, op: str, x: Array, outer: int, n_red: int, inner: int,
                  y: Array, init: float, scale: float) -> None:
     """y[o, i] = scale * op over r of x[o, r, i] for x viewed as (outer, n_red, inner)."""
     chunk, splits = _split(outer * inner, n_red, 64 * call.max_blocks, _COL_CHUNK)
-    dest = y if splits == 1 else call.xp.empty(outer * splits * inner, call.dtype)
+    dest = y if splits == 1 else call.xp.empty(outer * splits * inner, y.dtype)
     call.launch_1d(f"reduce_cols_{op}", outer * splits * inner,
                    (x, dest, _i64(outer), _i64(n_red), _i64(inner), _i64(chunk), _i64(splits),
                     call.scalar(init), call.scalar(1.0 if splits > 1 else scale)))
     if splits > 1:  # partials laid out (outer, splits, inner)
-        _launch_cols(call, op, dest, outer, splits, inner, y, init, scale)
+        _launch_cols(_partials_call(call), op, dest, outer, splits, inner, y, init, scale)
 
 
 def _launch_axes(call: Call, op: str, x: Array, axes: tuple, y: Array, init: float,
@@ -103,7 +103,7 @@ def _launch_axes(call: Call, op: str, x: Array, axes: tuple, y: Array, init: flo
         return False
     n_out, n_red = y.size, x.size // y.size
     chunk, splits = _split(n_out, n_red, call.max_blocks, _AXES_CHUNK)
-    dest = y if splits == 1 else call.xp.empty(n_out * splits, call.dtype)
+    dest = y if splits == 1 else call.xp.empty(n_out * splits, y.dtype)
     (k1, k2, k3), (ks,) = kept
     (r1, r2, r3), (rs,) = reduced
     call.launch(f"reduce_axes_{op}", (builtins.min(n_out * splits, call.max_blocks),), (BLOCK,),
@@ -112,8 +112,15 @@ def _launch_axes(call: Call, op: str, x: Array, axes: tuple, y: Array, init: flo
                  _i64(r1), _i64(r2), _i64(r3), *map(_i64, rs),
                  call.scalar(init), call.scalar(1.0 if splits > 1 else scale)))
     if splits > 1:
-        _launch_rows(call, op, dest, n_out, splits, y, init, scale)
+        _launch_rows(_partials_call(call), op, dest, n_out, splits, y, init, scale)
     return True
+
+
+def _partials_call(call: Call) -> Call:
+    """The call that reduces ``call``'s partials: they have the accumulation dtype
+    (float32 for a 16-bit call, whose kernels write float)."""
+    acc = call.scalar(0.0).dtype
+    return call if acc == call.dtype else Call(call.signature, call.backend, acc, call.inputs)
 
 
 def _blocks(shape: tuple, axes: tuple) -> list:
@@ -132,8 +139,15 @@ def _blocks(shape: tuple, axes: tuple) -> list:
 
 def _reduce(call: Call, op: str, x: Array, axes: tuple, y: Array, scale: float = 1.0) -> None:
     """``y`` (C-contiguous, any shape of the right size) = ``scale`` times ``op`` ("sum"
-    or "max") of ``x`` (C-contiguous, not empty) over the sorted ``axes``; both of the
-    call's dtype."""
+    or "max") of ``x`` (C-contiguous, not empty, of the call's dtype) over the sorted
+    ``axes``. The kernels write the accumulation dtype (float32 for 16-bit x): a ``y``
+    of another dtype gets the result through a float32 buffer, rounded once."""
+    acc = call.scalar(0.0).dtype
+    if y.dtype != acc:
+        wide = call.xp.empty(y.shape, acc)
+        _reduce(call, op, x, axes, wide, scale)
+        y[...] = wide
+        return
     init = -math.inf if op == "max" else 0.0
     blocks = _blocks(x.shape, axes)
     kinds = tuple(r for r, _ in blocks)
@@ -174,7 +188,7 @@ def _sum_to_shape_gpu(call: Call, g: Array, y: Array, axes: tuple, scale: Any) -
 
 
 # An internal step of another operator's call (its inputs are checked there): no bind.
-_SUM_TO_SHAPE = Signature("sum_to_shape", FAMILY, ("g",))
+_SUM_TO_SHAPE = Signature("sum_to_shape", FAMILY, ("g",), kernel_dtypes=ALL_FLOAT_DTYPES)
 
 
 def sum_to_shape(backend: Backend, g: Array, out: Array, scale: float = 1.0) -> Array:
@@ -249,7 +263,8 @@ def _forward_gpu(call: Call, x: Array, y: Array, axes: tuple, keepdims: bool, n:
 
 
 _FORWARD_CPU = {"sum": _sum_cpu, "mean": _mean_cpu, "max": _max_cpu}
-_FORWARD = {op: Signature(op, FAMILY, ("x1",)) for op in _FORWARD_CPU}
+_FORWARD = {op: Signature(op, FAMILY, ("x1",), kernel_dtypes=ALL_FLOAT_DTYPES)
+            for op in _FORWARD_CPU}
 
 
 def _forward(op: str, x1: Array, axis: Any, keepdims: Any, out: Array | None) -> Array:
@@ -348,14 +363,15 @@ def _grad_gpu(call: Call, x: Array, y: Array, gy: Array, gx: Array, axes: tuple,
                         call.scalar(1.0 / n if call.op == "mean_wrt_x1" else 1.0)))
         return
     call.launch_1d("max_tie_mask", gx.size, (x, expand(y.reshape(keep)), gx, size, *to_output))
-    count = xp.empty(keep, call.dtype)
+    count = xp.empty(keep, call.scalar(0.0).dtype)  # float32 for 16 bits: exact counts
     _reduce(call, "sum", gx, axes, count)
     call.launch_1d("max_tie_share", gx.size, (expand(gy_keep), expand(count), gx, size,
                                               *to_output))
 
 
 _GRAD_CPU = {"sum": _sum_grad_cpu, "mean": _mean_grad_cpu, "max": _max_grad_cpu}
-_GRADIENT = {op: Signature(f"{op}_wrt_x1", FAMILY, ("x1", "y", "gy")) for op in _GRAD_CPU}
+_GRADIENT = {op: Signature(f"{op}_wrt_x1", FAMILY, ("x1", "y", "gy"),
+                           kernel_dtypes=ALL_FLOAT_DTYPES) for op in _GRAD_CPU}
 
 
 def _grad(op: str, x1: Array, y: Array, gy: Array, axis: Any, keepdims: Any,

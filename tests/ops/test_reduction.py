@@ -109,3 +109,68 @@ def test_split_max_gradient_counts_ties_across_chunks(backend, small_chunks):
     expected = numpy.zeros(1000)
     expected[[3, 500, 999]] = 1.0
     numpy.testing.assert_array_equal(g, expected)
+
+
+SIXTEEN_BIT = [numpy.float16, gpuops.bfloat16]
+UNIT_ROUNDOFF = {numpy.dtype(numpy.float16): 2.0 ** -11, numpy.dtype(gpuops.bfloat16): 2.0 ** -8}
+
+
+@pytest.mark.skipif(not KERNEL_BACKENDS, reason="no kernel backend (emu, cupy) on this machine")
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS, ids=lambda b: b.name)
+@pytest.mark.parametrize("dtype", SIXTEEN_BIT, ids=lambda d: numpy.dtype(d).name)
+@pytest.mark.parametrize("shape,axis", SPLIT_CASES[:6], ids=str)
+def test_split_reductions_16bit_round_once(backend, dtype, shape, axis, small_chunks):
+    """16-bit inputs summed in float32, partials kept in float32 across the stages, the
+    result rounded once: within one rounding (plus float32's summation error) of the
+    exact sum of the rounded inputs, and as the NumPy backend computes it (float32 sum,
+    one rounding); max is exact."""
+    x = numpy.random.default_rng(0).standard_normal(shape).astype(dtype)
+    x64 = x.astype(numpy.float64)
+    u = UNIT_ROUNDOFF[numpy.dtype(dtype)]
+    atol = 1e-6 * numpy.abs(x64).sum(axis=axis)
+    with backend.active():
+        dev = backend.asarray(x)
+        total = backend.to_numpy(gpuops.sum(dev, axis=axis))
+        mean = backend.to_numpy(gpuops.mean(dev, axis=axis))
+        top = backend.to_numpy(gpuops.max(dev, axis=axis))
+    assert total.dtype == mean.dtype == top.dtype == numpy.dtype(dtype)
+    numpy.testing.assert_array_less(numpy.abs(total.astype(numpy.float64) - x64.sum(axis=axis)),
+                                    u * numpy.abs(x64.sum(axis=axis)) + atol + 1e-30)
+    n = x.size // numpy.size(total)
+    numpy.testing.assert_array_less(numpy.abs(mean.astype(numpy.float64) - x64.mean(axis=axis)),
+                                    u * numpy.abs(x64.mean(axis=axis)) + atol / n + 1e-30)
+    numpy.testing.assert_allclose(total.astype(numpy.float64),
+                                  gpuops.sum(x, axis=axis).astype(numpy.float64),
+                                  rtol=2 * u, atol=numpy.max(atol))
+    numpy.testing.assert_array_equal(top, x.max(axis=axis))
+
+
+@pytest.mark.parametrize("backend", BACKENDS, ids=lambda b: b.name)
+def test_bfloat16_max_gradient_counts_ties_exactly_past_256(backend, small_chunks):
+    """257 ties (bfloat16 holds integers exactly only up to 256): the count is float32,
+    so each tie gets round(gy / 257), not gy / 256."""
+    bf16 = gpuops.bfloat16
+    x = numpy.zeros(300).astype(bf16)
+    x[:257] = 1.0
+    gy = numpy.array(3.0).astype(bf16)
+    g = _run(backend, gpuops.max_wrt_x1, x, numpy.array(1.0).astype(bf16), gy)
+    assert g.dtype == bf16
+    share = numpy.full(257, numpy.float32(3.0) / numpy.float32(257)).astype(bf16)
+    numpy.testing.assert_array_equal(g[:257], share)
+    numpy.testing.assert_array_equal(g[257:], 0.0)
+
+
+@pytest.mark.parametrize("backend", BACKENDS, ids=lambda b: b.name)
+def test_16bit_sum_range(backend):
+    """bfloat16 has float32's exponent: 4 · 60000 is finite (float16 overflows past
+    65504 to inf), and 1e38 + 1e38 is bfloat16's 2e38."""
+    with numpy.errstate(over="ignore"):
+        half = _run(backend, gpuops.sum, numpy.full(4, 60000.0).astype(numpy.float16))
+        brain = _run(backend, gpuops.sum, numpy.full(4, 60000.0).astype(gpuops.bfloat16))
+        big = _run(backend, gpuops.sum, numpy.full(2, 1e38).astype(gpuops.bfloat16))
+    assert numpy.isinf(half.astype(numpy.float64))
+    def rounded(v):
+        return float(numpy.array(v, numpy.float32).astype(gpuops.bfloat16))
+
+    assert float(brain) == rounded(4 * rounded(60000.0))
+    assert float(big) == rounded(2 * rounded(1e38))

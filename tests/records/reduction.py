@@ -9,7 +9,7 @@ import itertools
 
 import numpy
 
-from opinfo import ErrorInput, OpInfo, Sample
+from opinfo import BF16, F16, F32, F64, ErrorInput, OpInfo, Sample
 
 # (shape, axis, keepdims): every reduction pattern the kernels tell apart (rows, columns,
 # kept-reduced-kept, 5-d alternating, a full reduction), axes negative and in tuples,
@@ -137,12 +137,14 @@ def _errors(name):
     return errors
 
 
+KERNEL_DTYPES = (F16, BF16, F32, F64)  # 16 bits: float32 sums, one rounding
+
 RECORDS = [
     OpInfo(name="sum", ref=_ref_sum, samples=_samples(False, CASES + EMPTY_SUM),
            grad_refs={1: _grad_sum}, tol={numpy.dtype(numpy.float32): (1e-5, 1e-5)},
-           error_inputs=_errors("sum")),
+           gpu_dtypes=KERNEL_DTYPES, error_inputs=_errors("sum")),
     OpInfo(name="mean", ref=_ref_mean, samples=_samples(False, CASES),
-           grad_refs={1: _grad_mean}, error_inputs=_errors("mean")),
+           grad_refs={1: _grad_mean}, gpu_dtypes=KERNEL_DTYPES, error_inputs=_errors("mean")),
     OpInfo(name="max", ref=_ref_max, samples=_samples(True, CASES),
-           grad_refs={1: _grad_max}, error_inputs=_errors("max")),
+           grad_refs={1: _grad_max}, gpu_dtypes=KERNEL_DTYPES, error_inputs=_errors("max")),
 ]
