@@ -298,7 +298,10 @@ class Call:
         if out is not None:
             self._check_out(out, shape, result_dtype)
         arrays = self.inputs if inputs is None else inputs
+        # 16-bit scalars and a 16-bit compute dtype handed to the NumPy code (conv2d's and
+        # linear's gradients take call.dtype) become float32: the NumPy code computes in it.
         params = [numpy.float32(p) if isinstance(p, numpy.generic) and p.dtype in _SIXTEEN_BIT
+                  else _FLOAT32 if isinstance(p, numpy.dtype) and p in _SIXTEEN_BIT
                   else p for p in params]
         if self.signature.elementwise and result_dtype in _SIXTEEN_BIT \
                 and _layout_size(shape) > CHUNK and _chunkable(arrays, shape, result_dtype):
