@@ -895,3 +895,13 @@ class BCEWithLogitsLoss(Module):
     def forward(self, logits: Tensor, target: Any) -> Tensor:
         return logits.bce_with_logits(target, reduction=self.reduction, weight=self.weight,
                                       pos_weight=self.pos_weight)
+
+
+def __getattr__(name: str) -> Any:
+    """``nn.parallel.DistributedDataParallel`` (PyTorch's place for it) is
+    :class:`gpuops.distributed.DistributedDataParallel`, imported on first use (gpuops.distributed
+    imports this module)."""
+    if name == "parallel":
+        from .distributed import DistributedDataParallel
+        return types.SimpleNamespace(DistributedDataParallel=DistributedDataParallel)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

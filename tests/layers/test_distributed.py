@@ -608,3 +608,8 @@ def test_ddp_through_one_rank_nccl_on_the_gpu():
 
 if __name__ == "__main__":
     _run_job(sys.argv[1], sys.argv[2])
+
+
+def test_nn_parallel_names_distributed_data_parallel():
+    from gpuops import nn
+    assert nn.parallel.DistributedDataParallel is distributed.DistributedDataParallel
