@@ -1,7 +1,10 @@
 // Elementwise family: binary ops with broadcasting, per-axis ops, unary ops and
 // their gradients. Launched by gpuops/ops/elementwise.py. One extern "C" kernel per
-// dtype, stamped out by the macros below (suffix f32 / f64).
+// dtype, stamped out by the macros below (suffix f16 / bf16 / f32 / f64): operands of
+// storage type T are loaded into the accumulation type A (float for the 16-bit dtypes),
+// computed in A and rounded once on store (half.cuh).
 #include "gpuops.cuh"
+#include "half.cuh"
 
 // ---- binary: y = a OP b ---------------------------------------------------
 // Two kernel shapes, stamped out below; LEAD and EXTRA are parenthesized parameter lists
@@ -13,18 +16,18 @@
 // gpuops-strided: *_bcast_*: a, b
 #define UNPAREN(...) __VA_ARGS__
 
-#define CONTIGUOUS(NAME, EXTRA, EXPR, T, SFX)                                             \
+#define CONTIGUOUS(NAME, EXTRA, EXPR, T, A, SFX)                                          \
     extern "C" __global__ void NAME##_##SFX(const T* __restrict__ a,                    \
                                             const T* __restrict__ b,                    \
                                             T* __restrict__ out UNPAREN EXTRA,          \
                                             long long n) {                              \
         GRID_STRIDE_LOOP(i, n) {                                                        \
-            const T u = a[i], v = b[i];                                                 \
-            out[i] = (EXPR);                                                            \
+            const A u = to_acc(a[i]), v = to_acc(b[i]);                                 \
+            store_acc(out + i, (EXPR));                                                 \
         }                                                                               \
     }
 
-#define BROADCAST(NAME, LEAD, EXTRA, EXPR, T, SFX)                                       \
+#define BROADCAST(NAME, LEAD, EXTRA, EXPR, T, A, SFX)                                    \
     extern "C" __global__ void NAME##_bcast_##SFX(                                      \
         UNPAREN LEAD const T* __restrict__ a, const T* __restrict__ b,                  \
         T* __restrict__ out UNPAREN EXTRA, long long n, long long d1, long long d2,     \
@@ -32,146 +35,156 @@
         long long b1, long long b2, long long b3) {                                     \
         GRID_STRIDE_LOOP(i, n) {                                                        \
             const Index4 ix = unravel4(i, d1, d2, d3);                                  \
-            const T u = a[offset4(ix, a0, a1, a2, a3)], v = b[offset4(ix, b0, b1, b2, b3)]; \
-            out[i] = (EXPR);                                                            \
+            const A u = to_acc(a[offset4(ix, a0, a1, a2, a3)]);                         \
+            const A v = to_acc(b[offset4(ix, b0, b1, b2, b3)]);                         \
+            store_acc(out + i, (EXPR));                                                 \
         }                                                                               \
     }
 
-#define BINARY(NAME, EXPR, T, SFX)                                                       \
-    CONTIGUOUS(NAME, (), EXPR, T, SFX)                                                   \
-    BROADCAST(NAME, (), (), EXPR, T, SFX)
+#define BINARY(NAME, EXPR, T, A, SFX)                                                    \
+    CONTIGUOUS(NAME, (), EXPR, T, A, SFX)                                                \
+    BROADCAST(NAME, (), (), EXPR, T, A, SFX)
 
 // NAME_alpha_SFX / NAME_alpha_bcast_SFX: add and sub with PyTorch's alpha, a scalar after
 // the output (one pass, alpha·v formed in registers).
-#define BINARY_ALPHA(NAME, EXPR, T, SFX)                                                 \
-    CONTIGUOUS(NAME##_alpha, (, T alpha), EXPR, T, SFX)                                  \
-    BROADCAST(NAME##_alpha, (), (, T alpha), EXPR, T, SFX)
+#define BINARY_ALPHA(NAME, EXPR, T, A, SFX)                                              \
+    CONTIGUOUS(NAME##_alpha, (, A alpha), EXPR, T, A, SFX)                               \
+    BROADCAST(NAME##_alpha, (), (, A alpha), EXPR, T, A, SFX)
 
 // y = alpha * x (the gradient of add / sub with alpha wrt x2: ±alpha·gy).
-#define SCALE(T, SFX)                                                                      \
+#define SCALE(T, A, SFX)                                                                   \
     extern "C" __global__ void scale_##SFX(const T* __restrict__ xs, T* __restrict__ ys,   \
-                                           T alpha, long long n) {                         \
-        GRID_STRIDE_LOOP(i, n) ys[i] = alpha * xs[i];                                      \
+                                           A alpha, long long n) {                         \
+        GRID_STRIDE_LOOP(i, n) store_acc(ys + i, alpha * to_acc(xs[i]));                   \
     }
 
 // Gradient terms over the output's shape (summed to the operand's shape afterwards):
 // div: gx2 = -gy * a / b^2 (LEAD gy);
 // pow (y = a^b): gx1 = gy * b a^(b-1), 0 where b == 0 (LEAD gy); gx2 = gy * y log a, 0 where
 // a == 0 and b >= 0 (PyTorch's conventions; LEAD gy, y).
-#define BINARY_GRADS(T, SFX)                                                              \
-    BROADCAST(div_wrt_x2, (const T* __restrict__ gy,), (), -gy[i] * u / (v * v), T, SFX) \
+#define BINARY_GRADS(T, A, SFX)                                                           \
+    BROADCAST(div_wrt_x2, (const T* __restrict__ gy,), (),                                \
+              -to_acc(gy[i]) * u / (v * v), T, A, SFX)                                    \
     BROADCAST(pow_array_wrt_x1, (const T* __restrict__ gy,), (),                          \
-              v == T(0) ? T(0) : pow(u, v - T(1)) * v * gy[i], T, SFX)                    \
+              v == A(0) ? A(0) : pow(u, v - A(1)) * v * to_acc(gy[i]), T, A, SFX)         \
     BROADCAST(pow_array_wrt_x2, (const T* __restrict__ gy, const T* __restrict__ y,), (), \
-              (u == T(0) && v >= T(0)) ? T(0) : y[i] * log(u) * gy[i], T, SFX)
+              (u == A(0) && v >= A(0)) ? A(0) : to_acc(y[i]) * log(u) * to_acc(gy[i]), T, A, \
+              SFX)
 
-#define BINARY_ALL(T, SFX)                   \
-    BINARY(add, u + v, T, SFX)               \
-    BINARY(sub, u - v, T, SFX)               \
-    BINARY(mul, u * v, T, SFX)               \
-    BINARY(div, u / v, T, SFX)               \
-    BINARY(pow_array, pow(u, v), T, SFX)     \
-    BINARY_ALPHA(add, u + alpha * v, T, SFX) \
-    BINARY_ALPHA(sub, u - alpha * v, T, SFX) \
-    SCALE(T, SFX)                            \
-    BINARY_GRADS(T, SFX)
+#define BINARY_ALL(T, A, SFX)                   \
+    BINARY(add, u + v, T, A, SFX)               \
+    BINARY(sub, u - v, T, A, SFX)               \
+    BINARY(mul, u * v, T, A, SFX)               \
+    BINARY(div, u / v, T, A, SFX)               \
+    BINARY(pow_array, pow(u, v), T, A, SFX)     \
+    BINARY_ALPHA(add, u + alpha * v, T, A, SFX) \
+    BINARY_ALPHA(sub, u - alpha * v, T, A, SFX) \
+    SCALE(T, A, SFX)                            \
+    BINARY_GRADS(T, A, SFX)
 
-BINARY_ALL(float, f32)
-BINARY_ALL(double, f64)
+BINARY_ALL(__half, float, f16)
+BINARY_ALL(__nv_bfloat16, float, bf16)
+BINARY_ALL(float, float, f32)
+BINARY_ALL(double, double, f64)
 
 // ---- per-axis: y = x1 OP x2[c], x1 viewed as (outer, C, inner) ---------------
-#define AXIS(NAME, EXPR, T, SFX)                                                          \
+#define AXIS(NAME, EXPR, T, A, SFX)                                                       \
     extern "C" __global__ void axis_##NAME##_##SFX(const T* __restrict__ x1,             \
                                                    const T* __restrict__ x2,             \
                                                    T* __restrict__ y, long long n,       \
                                                    long long channels, long long inner) { \
         GRID_STRIDE_LOOP(i, n) {                                                         \
-            const T u = x1[i], v = x2[(i / inner) % channels];                           \
-            y[i] = (EXPR);                                                               \
+            const A u = to_acc(x1[i]), v = to_acc(x2[(i / inner) % channels]);           \
+            store_acc(y + i, (EXPR));                                                    \
         }                                                                                \
     }
 
 // gx2[c] = sum over (outer, inner) of TERM; one block per channel (grid-stride over
 // channels), threads stride over the outer*inner positions of the channel.
-#define AXIS_WRT_X2(NAME, TERM, T, SFX)                                                   \
+#define AXIS_WRT_X2(NAME, TERM, T, A, SFX)                                                \
     extern "C" __global__ void axis_##NAME##_wrt_x2_##SFX(                                \
         const T* __restrict__ x1, const T* __restrict__ x2, const T* __restrict__ gy,     \
         T* __restrict__ gx2, long long outer, long long channels, long long inner) {      \
         const long long per_channel = outer * inner;                                      \
         for (long long c = blockIdx.x; c < channels; c += gridDim.x) {                    \
-            const T v = x2[c];                                                            \
+            const A v = to_acc(x2[c]);                                                    \
             (void)v;                                                                      \
-            T acc = T(0);                                                                 \
+            A acc = A(0);                                                                 \
             for (long long j = threadIdx.x; j < per_channel; j += blockDim.x) {           \
                 const long long i = ((j / inner) * channels + c) * inner + j % inner;     \
-                const T u = x1[i], g = gy[i];                                             \
+                const A u = to_acc(x1[i]), g = to_acc(gy[i]);                             \
                 (void)u; /* unread (and not loaded) by add and sub */                     \
                 acc += (TERM);                                                            \
             }                                                                             \
             acc = block_sum(acc);                                                         \
-            if (threadIdx.x == 0) gx2[c] = acc;                                           \
+            if (threadIdx.x == 0) store_acc(gx2 + c, acc);                                \
         }                                                                                 \
     }
 
-#define AXIS_ALL(T, SFX)                               \
-    AXIS(add, u + v, T, SFX)                           \
-    AXIS(sub, u - v, T, SFX)                           \
-    AXIS(mul, u * v, T, SFX)                           \
-    AXIS(div, u / v, T, SFX)                           \
-    AXIS_WRT_X2(add, g, T, SFX)                        \
-    AXIS_WRT_X2(sub, -g, T, SFX)                       \
-    AXIS_WRT_X2(mul, g * u, T, SFX)                    \
-    AXIS_WRT_X2(div, -g * u / (v * v), T, SFX)
+#define AXIS_ALL(T, A, SFX)                            \
+    AXIS(add, u + v, T, A, SFX)                        \
+    AXIS(sub, u - v, T, A, SFX)                        \
+    AXIS(mul, u * v, T, A, SFX)                        \
+    AXIS(div, u / v, T, A, SFX)                        \
+    AXIS_WRT_X2(add, g, T, A, SFX)                     \
+    AXIS_WRT_X2(sub, -g, T, A, SFX)                    \
+    AXIS_WRT_X2(mul, g * u, T, A, SFX)                 \
+    AXIS_WRT_X2(div, -g * u / (v * v), T, A, SFX)
 
-AXIS_ALL(float, f32)
-AXIS_ALL(double, f64)
+AXIS_ALL(__half, float, f16)
+AXIS_ALL(__nv_bfloat16, float, bf16)
+AXIS_ALL(float, float, f32)
+AXIS_ALL(double, double, f64)
 
 // ---- unary: y = f(x), gx = gy * f'(x) ----------------------------------------
 // FWD uses x; GRAD uses x, y (the forward output) and g (the upstream gradient).
-#define UNARY(NAME, FWD, GRAD, T, SFX)                                                     \
+#define UNARY(NAME, FWD, GRAD, T, A, SFX)                                                  \
     extern "C" __global__ void NAME##_##SFX(const T* __restrict__ xs, T* __restrict__ ys,  \
                                             long long n) {                                 \
         GRID_STRIDE_LOOP(i, n) {                                                           \
-            const T x = xs[i];                                                             \
-            ys[i] = (FWD);                                                                 \
+            const A x = to_acc(xs[i]);                                                     \
+            store_acc(ys + i, (FWD));                                                      \
         }                                                                                  \
     }                                                                                      \
     extern "C" __global__ void NAME##_wrt_x1_##SFX(                                        \
         const T* __restrict__ xs, const T* __restrict__ ys, const T* __restrict__ gys,     \
         T* __restrict__ gxs, long long n) {                                                \
         GRID_STRIDE_LOOP(i, n) {                                                           \
-            const T x = xs[i], y = ys[i], g = gys[i];                                      \
+            const A x = to_acc(xs[i]), y = to_acc(ys[i]), g = to_acc(gys[i]);             \
             (void)x; (void)y;                                                              \
-            gxs[i] = (GRAD);                                                               \
+            store_acc(gxs + i, (GRAD));                                                    \
         }                                                                                  \
     }
 
 // abs: the subgradient at 0 is 0 (as PyTorch), NaN stays NaN (as NumPy's sign).
 // sqrt: 1/(2 sqrt x) uses y.
-#define UNARY_ALL(T, SFX)                                                         \
-    UNARY(neg, -x, -g, T, SFX)                                                    \
-    UNARY(exp, exp(x), g * y, T, SFX)                                             \
-    UNARY(log, log(x), g / x, T, SFX)                                             \
-    UNARY(sqrt, sqrt(x), g / (T(2) * y), T, SFX)                                  \
-    UNARY(square, x * x, T(2) * x * g, T, SFX)                                    \
-    UNARY(abs, fabs(x), x > T(0) ? g : (x < T(0) ? -g : (x == T(0) ? T(0) : x)), T, SFX)           \
-    UNARY(sin, sin(x), g * cos(x), T, SFX)                                        \
-    UNARY(cos, cos(x), -g * sin(x), T, SFX)                                       \
-    POW(T, SFX)
+#define UNARY_ALL(T, A, SFX)                                                      \
+    UNARY(neg, -x, -g, T, A, SFX)                                                 \
+    UNARY(exp, exp(x), g * y, T, A, SFX)                                          \
+    UNARY(log, log(x), g / x, T, A, SFX)                                          \
+    UNARY(sqrt, sqrt(x), g / (A(2) * y), T, A, SFX)                               \
+    UNARY(square, x * x, A(2) * x * g, T, A, SFX)                                 \
+    UNARY(abs, fabs(x), x > A(0) ? g : (x < A(0) ? -g : (x == A(0) ? A(0) : x)), T, A, SFX)        \
+    UNARY(sin, sin(x), g * cos(x), T, A, SFX)                                     \
+    UNARY(cos, cos(x), -g * sin(x), T, A, SFX)                                    \
+    POW(T, A, SFX)
 
 // pow with a scalar exponent p; d/dx x^p = p x^(p-1), defined as 0 when p == 0.
-#define POW(T, SFX)                                                                        \
-    extern "C" __global__ void pow_##SFX(const T* __restrict__ xs, T* __restrict__ ys, T p, \
+#define POW(T, A, SFX)                                                                     \
+    extern "C" __global__ void pow_##SFX(const T* __restrict__ xs, T* __restrict__ ys, A p, \
                                          long long n) {                                    \
-        GRID_STRIDE_LOOP(i, n) ys[i] = pow(xs[i], p);                                      \
+        GRID_STRIDE_LOOP(i, n) store_acc(ys + i, pow(to_acc(xs[i]), p));                  \
     }                                                                                      \
     extern "C" __global__ void pow_wrt_x1_##SFX(const T* __restrict__ xs,                  \
                                                 const T* __restrict__ gys,                 \
-                                                T* __restrict__ gxs, T p, long long n) {   \
+                                                T* __restrict__ gxs, A p, long long n) {   \
         GRID_STRIDE_LOOP(i, n) {                                                           \
-            gxs[i] = p == T(0) ? T(0) : gys[i] * p * pow(xs[i], p - T(1));                 \
+            const A g = p == A(0) ? A(0) : to_acc(gys[i]) * p * pow(to_acc(xs[i]), p - A(1)); \
+            store_acc(gxs + i, g);                                                         \
         }                                                                                  \
     }
 
-UNARY_ALL(float, f32)
-UNARY_ALL(double, f64)
+UNARY_ALL(__half, float, f16)
+UNARY_ALL(__nv_bfloat16, float, bf16)
+UNARY_ALL(float, float, f32)
+UNARY_ALL(double, double, f64)

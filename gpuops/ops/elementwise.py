@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 import numpy
 
-from ..backend import NUMPY
+from ..backend import ALL_FLOAT_DTYPES, NUMPY
 from ..call import Call, Signature, check_shape
 from ..kernels import BLOCK
 from ..registry import register
@@ -84,7 +84,7 @@ def _alpha_gpu(call: Call, x1: Array, x2: Array, y: Array, op: str, alpha: Any) 
 # non-commutative sub and div (sub(2.0, x), div(1.0, x)).
 _SCALAR_OPERANDS = {"add": ("x2",), "sub": ("x1", "x2"), "mul": ("x2",), "div": ("x1", "x2")}
 _BINARY = {op: Signature(op, FAMILY, ("x1", "x2"), scalars=_SCALAR_OPERANDS[op], strided=True,
-                     elementwise=True)
+                     elementwise=True, kernel_dtypes=ALL_FLOAT_DTYPES)
            for op in _NUMPY_BINARY}
 
 
@@ -195,6 +195,21 @@ def _binary_grad_cpu(x1: Array, x2: Array, y: Array, gy: Array, gx: Array, term:
         sum_to_shape(NUMPY, g, gx)
 
 
+def _term_call(call: Call, gx: Array, gy: Array, *operands: Array) -> tuple:
+    """(call, g, operands) for a gradient term over gy's shape: g is gx when no sum
+    follows, else a buffer summed into gx afterwards, of the accumulation dtype: in a
+    16-bit call the term is computed by the float32 kernels on widened operands, so that
+    gx is rounded once (after the float32 sum), as on the NumPy backend."""
+    if gx.shape == gy.shape:
+        return call, gx, operands
+    acc = call.scalar(0.0).dtype
+    if acc == call.dtype:
+        return call, call.xp.empty(gy.shape, acc), operands
+    wide = Call(call.signature, call.backend, acc, call.inputs)
+    return wide, call.xp.empty(gy.shape, acc), tuple(
+        x.astype(acc) if hasattr(x, "astype") else x for x in operands)
+
+
 def _binary_grad_gpu(call: Call, x1: Array, x2: Array, y: Array, gy: Array, gx: Array,
                      term: tuple, dtype: numpy.dtype, alpha: Any) -> None:
     scaled = alpha != 1 and term[1] == 2
@@ -202,12 +217,12 @@ def _binary_grad_gpu(call: Call, x1: Array, x2: Array, y: Array, gy: Array, gx: 
         sum_to_shape(call.backend, gy.astype(call.dtype, copy=False), gx,
                      _ALPHA_SIGN[term[0]] * alpha)
         return
-    if scaled or term in _TERM_GPU:
-        g = gx if gx.shape == gy.shape else call.xp.empty(gy.shape, call.dtype)
-        if scaled:
-            _launch_scale(call, gy, g, _ALPHA_SIGN[term[0]] * alpha)
-        else:
-            _TERM_GPU[term](call, x1, x2, gy, g)
+    if scaled:  # (gx has gy's shape)
+        _launch_scale(call, gy, gx, _ALPHA_SIGN[term[0]] * alpha)
+        return
+    if term in _TERM_GPU:
+        term_call, g, (x1, x2, gy) = _term_call(call, gx, gy, x1, x2, gy)
+        _TERM_GPU[term](term_call, x1, x2, gy, g)
     else:
         g = gy.astype(call.dtype, copy=False)
     if g is not gx:
@@ -215,7 +230,8 @@ def _binary_grad_gpu(call: Call, x1: Array, x2: Array, y: Array, gy: Array, gx: 
 
 
 _BINARY_GRAD = {(op, k): Signature(f"{op}_wrt_x{k}", FAMILY, ("x1", "x2", "y", "gy"),
-                                   scalars=_SCALAR_OPERANDS[op], strided=True, elementwise=True)
+                                   scalars=_SCALAR_OPERANDS[op], strided=True, elementwise=True,
+                                   kernel_dtypes=ALL_FLOAT_DTYPES)
                 for op in _NUMPY_BINARY for k in (1, 2)}
 
 
@@ -323,7 +339,8 @@ def _axis_gpu(call: Call, x1: Array, x2: Array, y: Array, op: str, axis: int) ->
     _launch_axis(call, op, x1, x2, y, axis)
 
 
-_AXIS = {op: Signature(f"axis_{op}", FAMILY, ("x1", "x2")) for op in _NUMPY_BINARY}
+_AXIS = {op: Signature(f"axis_{op}", FAMILY, ("x1", "x2"), kernel_dtypes=ALL_FLOAT_DTYPES)
+         for op in _NUMPY_BINARY}
 
 
 def _axis(op: str, x1: Array, x2: Array, axis: Any, out: Array | None) -> Array:
@@ -388,7 +405,8 @@ def _axis_grad_gpu(call: Call, x1: Array, x2: Array, y: Array, gy: Array, g: Arr
                      _i64(_layout.prod(x1.shape[axis + 1:]))))
 
 
-_AXIS_GRAD = {(op, k): Signature(f"axis_{op}_wrt_x{k}", FAMILY, ("x1", "x2", "y", "gy"))
+_AXIS_GRAD = {(op, k): Signature(f"axis_{op}_wrt_x{k}", FAMILY, ("x1", "x2", "y", "gy"),
+                                 kernel_dtypes=ALL_FLOAT_DTYPES)
               for op in _NUMPY_BINARY for k in (1, 2)}
 
 
@@ -495,9 +513,10 @@ def _unary_grad_gpu(call: Call, x: Array, y: Array, gy: Array, gx: Array) -> Non
     call.launch_1d(call.op, gx.size, (x, y, gy, gx, _i64(gx.size)))
 
 
-_UNARY = {op: Signature(op, FAMILY, ("x1",), elementwise=True) for op in _UNARY_NUMPY}
-_UNARY_GRAD = {op: Signature(f"{op}_wrt_x1", FAMILY, ("x1", "y", "gy"), elementwise=True)
-               for op in _UNARY_NUMPY}
+_UNARY = {op: Signature(op, FAMILY, ("x1",), elementwise=True, kernel_dtypes=ALL_FLOAT_DTYPES)
+          for op in _UNARY_NUMPY}
+_UNARY_GRAD = {op: Signature(f"{op}_wrt_x1", FAMILY, ("x1", "y", "gy"), elementwise=True,
+                             kernel_dtypes=ALL_FLOAT_DTYPES) for op in _UNARY_NUMPY}
 
 
 def _unary(op: str, x1: Array, out: Array | None) -> Array:
@@ -664,19 +683,21 @@ def _pow_array_grad_cpu(x1: Array, x2: Array, y: Array, gy: Array, gx: Array, k:
 
 def _pow_array_grad_gpu(call: Call, x1: Array, x2: Array, y: Array, gy: Array, gx: Array,
                         k: int, dtype: numpy.dtype) -> None:
-    g = gx if gx.shape == gy.shape else call.xp.empty(gy.shape, call.dtype)
+    call, g, (x1, x2, gy, y) = _term_call(call, gx, gy, x1, x2, gy, y)
     leading = (call.contiguous(gy),) if k == 1 else (call.contiguous(gy), call.contiguous(y))
     _launch_binary(call, f"pow_array_wrt_x{k}", x1, x2, g, *leading)
     if g is not gx:
         sum_to_shape(call.backend, g, gx)
 
 
-_POW = Signature("pow", FAMILY, ("x1",), elementwise=True)
-_POW_GRAD = Signature("pow_wrt_x1", FAMILY, ("x1", "y", "gy"), elementwise=True)
+_POW = Signature("pow", FAMILY, ("x1",), elementwise=True, kernel_dtypes=ALL_FLOAT_DTYPES)
+_POW_GRAD = Signature("pow_wrt_x1", FAMILY, ("x1", "y", "gy"), elementwise=True,
+                      kernel_dtypes=ALL_FLOAT_DTYPES)
 _POW_ARRAY = Signature("pow", FAMILY, ("x1", "x2"), scalars=("x2",), strided=True,
-                       elementwise=True)
+                       elementwise=True, kernel_dtypes=ALL_FLOAT_DTYPES)
 _POW_ARRAY_GRAD = {k: Signature(f"pow_wrt_x{k}", FAMILY, ("x1", "x2", "y", "gy"),
-                                scalars=("x2",), strided=True, elementwise=True) for k in (1, 2)}
+                                scalars=("x2",), strided=True, elementwise=True,
+                                kernel_dtypes=ALL_FLOAT_DTYPES) for k in (1, 2)}
 
 
 def _one_exponent(op: str, x2: Any, p: Any) -> None:
@@ -713,8 +734,8 @@ def _pow_array_grad(k: int, x1: Array, x2: Array | float, y: Array, gy: Array,
     check_shape(call.op, "y", y, shape)
     check_shape(call.op, "gy", gy, shape)
     xk = (x1, x2)[k - 1]
-    return call.run(out, xk.shape, _pow_array_grad_cpu, _pow_array_grad_gpu, k, call.dtype,
-                    dtype=xk.dtype)
+    return call.run(out, xk.shape, _pow_array_grad_cpu, _pow_array_grad_gpu, k,
+                    call.scalar(0.0).dtype, dtype=xk.dtype)
 
 
 def pow_wrt_x1(x1: Array, x2: Array | float | None = None, y: Array | None = None,
