@@ -1,6 +1,8 @@
 // Losses: softmax_cross_entropy (rows of logits; integer labels, label smoothing or
 // probability targets), bce_with_logits,
-// mse, mae, and their gradients. Launched by gpuops/ops/loss.py. float32 / float64.
+// mse, mae, and their gradients. Launched by gpuops/ops/loss.py. float32 / float64; mse and
+// mae also float16 / bfloat16 (loaded into float, one rounding of each stored value; the
+// sums of "sum"/"mean" in double).
 //
 // Reductions are deterministic (no atomics): "none" writes one term per element
 // (per row); "sum"/"mean" write one partial sum per block (in double), and one
@@ -13,13 +15,13 @@ __device__ __forceinline__ float quiet_nan(float) { return nanf(""); }
 __device__ __forceinline__ double quiet_nan(double) { return nan(""); }
 
 // ---- elementwise losses: u = x1 (prediction / logit), v = x2 (target) ----------
-#define ELEMENTWISE_LOSS(NAME, TERM, GRAD1, GRAD2, T, SFX)                                  \
+#define ELEMENTWISE_LOSS(NAME, TERM, GRAD1, GRAD2, T, A, SFX)                               \
     extern "C" __global__ void NAME##_none_##SFX(const T* __restrict__ a,                  \
                                                  const T* __restrict__ b,                  \
                                                  T* __restrict__ y, long long n) {         \
         GRID_STRIDE_LOOP(i, n) {                                                           \
-            const T u = a[i], v = b[i];                                                    \
-            y[i] = (TERM);                                                                 \
+            const A u = to_acc(a[i]), v = to_acc(b[i]);                                    \
+            store_acc(y + i, (TERM));                                                      \
         }                                                                                  \
     }                                                                                      \
     extern "C" __global__ void NAME##_partial_##SFX(const T* __restrict__ a,               \
@@ -28,7 +30,7 @@ __device__ __forceinline__ double quiet_nan(double) { return nan(""); }
                                                     long long n) {                         \
         double acc = 0.0;                                                                  \
         GRID_STRIDE_LOOP(i, n) {                                                           \
-            const T u = a[i], v = b[i];                                                    \
+            const A u = to_acc(a[i]), v = to_acc(b[i]);                                    \
             acc += (TERM);                                                                 \
         }                                                                                  \
         acc = block_sum(acc);                                                              \
@@ -36,31 +38,31 @@ __device__ __forceinline__ double quiet_nan(double) { return nan(""); }
     }                                                                                      \
     extern "C" __global__ void NAME##_wrt_x1_##SFX(                                        \
         const T* __restrict__ a, const T* __restrict__ b, const T* __restrict__ gy,        \
-        long long gy_stride, T* __restrict__ gx, T scale, long long n) {                   \
+        long long gy_stride, T* __restrict__ gx, A scale, long long n) {                   \
         GRID_STRIDE_LOOP(i, n) {                                                           \
-            const T u = a[i], v = b[i], g = gy[i * gy_stride] * scale;                     \
-            gx[i] = (GRAD1);                                                               \
+            const A u = to_acc(a[i]), v = to_acc(b[i]), g = to_acc(gy[i * gy_stride]) * scale; \
+            store_acc(gx + i, (GRAD1));                                                    \
         }                                                                                  \
     }                                                                                      \
     extern "C" __global__ void NAME##_wrt_x2_##SFX(                                        \
         const T* __restrict__ a, const T* __restrict__ b, const T* __restrict__ gy,        \
-        long long gy_stride, T* __restrict__ gx, T scale, long long n) {                   \
+        long long gy_stride, T* __restrict__ gx, A scale, long long n) {                   \
         GRID_STRIDE_LOOP(i, n) {                                                           \
-            const T u = a[i], v = b[i], g = gy[i * gy_stride] * scale;                     \
+            const A u = to_acc(a[i]), v = to_acc(b[i]), g = to_acc(gy[i * gy_stride]) * scale; \
             (void)v;                                                                       \
-            gx[i] = (GRAD2);                                                               \
+            store_acc(gx + i, (GRAD2));                                                    \
         }                                                                                  \
     }
 
 // y = scale * sum of the per-block partials (one block).
-#define SUM_PARTIALS(T, SFX)                                                                \
+#define SUM_PARTIALS(T, A, SFX)                                                             \
     extern "C" __global__ void sum_partials_##SFX(const double* __restrict__ partial,      \
                                                   long long parts, T* __restrict__ y,      \
                                                   double scale) {                          \
         double acc = 0.0;                                                                  \
         for (long long i = threadIdx.x; i < parts; i += blockDim.x) acc += partial[i];     \
         acc = block_sum(acc);                                                              \
-        if (threadIdx.x == 0) y[0] = T(acc * scale);                                       \
+        if (threadIdx.x == 0) store_acc(y, A(acc * scale));                                \
     }
 
 // g * sign(d), with sign(0) = 0 and NaN for a NaN d (NumPy's sign: inf - inf gives NaN).
@@ -72,13 +74,19 @@ __device__ __forceinline__ T signed_grad(T d, T g) {
 // mse: (u - v)^2, d/du = 2 (u - v). mae: |u - v|, d/du = sign(u - v), 0 at u == v.
 // bce_with_logits: max(u, 0) - u v + log(1 + e^-|u|) (never exp of a positive value),
 // d/du = sigma(u) - v, d/dv = -u.
-#define ELEMENTWISE_LOSSES(T, SFX)                                                          \
-    ELEMENTWISE_LOSS(mse, (u - v) * (u - v), T(2) * (u - v) * g, T(-2) * (u - v) * g, T, SFX) \
-    ELEMENTWISE_LOSS(mae, fabs(u - v), signed_grad(u - v, g), -signed_grad(u - v, g), T, SFX) \
-    ELEMENTWISE_LOSS(bce_with_logits, (u > T(0) ? u : T(0)) - u * v + log1p(exp(-fabs(u))), \
-                     (sigmoid_acc(u) - v) * g, -u * g, T, SFX)                             \
-    SUM_PARTIALS(T, SFX)
+// mse and mae in every dtype; bce_with_logits (and cross-entropy) in float32 / float64.
+#define DIFFERENCE_LOSSES(T, A, SFX)                                                        \
+    ELEMENTWISE_LOSS(mse, (u - v) * (u - v), A(2) * (u - v) * g, A(-2) * (u - v) * g, T, A, SFX) \
+    ELEMENTWISE_LOSS(mae, fabs(u - v), signed_grad(u - v, g), -signed_grad(u - v, g), T, A, SFX) \
+    SUM_PARTIALS(T, A, SFX)
 
+#define ELEMENTWISE_LOSSES(T, SFX)                                                          \
+    DIFFERENCE_LOSSES(T, T, SFX)                                                           \
+    ELEMENTWISE_LOSS(bce_with_logits, (u > T(0) ? u : T(0)) - u * v + log1p(exp(-fabs(u))), \
+                     (sigmoid_acc(u) - v) * g, -u * g, T, T, SFX)
+
+DIFFERENCE_LOSSES(__half, float, f16)
+DIFFERENCE_LOSSES(__nv_bfloat16, float, bf16)
 ELEMENTWISE_LOSSES(float, f32)
 ELEMENTWISE_LOSSES(double, f64)
 
@@ -92,48 +100,50 @@ __device__ __forceinline__ T softplus_neg(T u) {
     return (u < T(0) ? -u : T(0)) + log1p(exp(-fabs(u)));
 }
 
-#define BCE_WEIGHTED(T, SFX)                                                                \
+#define BCE_WEIGHTED(T, A, SFX)                                                             \
     extern "C" __global__ void bce_with_logits_weighted_none_##SFX(                         \
-        const T* __restrict__ a, const T* __restrict__ b, const T* __restrict__ w,         \
-        const T* __restrict__ p, T* __restrict__ y, long long n) {                         \
+        const T* __restrict__ a, const T* __restrict__ b, const A* __restrict__ w,         \
+        const A* __restrict__ p, T* __restrict__ y, long long n) {                         \
         GRID_STRIDE_LOOP(i, n) {                                                           \
-            const T u = a[i], v = b[i];                                                    \
-            y[i] = w[i] * ((T(1) - v) * u + (T(1) + (p[i] - T(1)) * v) * softplus_neg(u)); \
+            const A u = to_acc(a[i]), v = to_acc(b[i]);                                    \
+            const A l = A(1) + (p[i] - A(1)) * v;                                          \
+            store_acc(y + i, w[i] * ((A(1) - v) * u + l * softplus_neg(u)));              \
         }                                                                                  \
     }                                                                                      \
     extern "C" __global__ void bce_with_logits_weighted_partial_##SFX(                      \
-        const T* __restrict__ a, const T* __restrict__ b, const T* __restrict__ w,         \
-        const T* __restrict__ p, double* __restrict__ partial, long long n) {              \
+        const T* __restrict__ a, const T* __restrict__ b, const A* __restrict__ w,         \
+        const A* __restrict__ p, double* __restrict__ partial, long long n) {              \
         double acc = 0.0;                                                                  \
         GRID_STRIDE_LOOP(i, n) {                                                           \
-            const T u = a[i], v = b[i];                                                    \
-            acc += w[i] * ((T(1) - v) * u + (T(1) + (p[i] - T(1)) * v) * softplus_neg(u)); \
+            const A u = to_acc(a[i]), v = to_acc(b[i]);                                    \
+            acc += w[i] * ((A(1) - v) * u + (A(1) + (p[i] - A(1)) * v) * softplus_neg(u)); \
         }                                                                                  \
         acc = block_sum(acc);                                                              \
         if (threadIdx.x == 0) partial[blockIdx.x] = acc;                                   \
     }                                                                                      \
     extern "C" __global__ void bce_with_logits_weighted_wrt_x1_##SFX(                       \
-        const T* __restrict__ a, const T* __restrict__ b, const T* __restrict__ w,         \
-        const T* __restrict__ p, const T* __restrict__ gy, long long gy_stride,            \
-        T* __restrict__ gx, T scale, long long n) {                                        \
+        const T* __restrict__ a, const T* __restrict__ b, const A* __restrict__ w,         \
+        const A* __restrict__ p, const T* __restrict__ gy, long long gy_stride,            \
+        T* __restrict__ gx, A scale, long long n) {                                        \
         GRID_STRIDE_LOOP(i, n) {                                                           \
-            const T u = a[i], v = b[i], g = gy[i * gy_stride] * scale;                     \
-            gx[i] = (T(1) - v - (T(1) + (p[i] - T(1)) * v) * sigmoid_acc(-u)) * w[i] * g;  \
+            const A u = to_acc(a[i]), v = to_acc(b[i]), g = to_acc(gy[i * gy_stride]) * scale; \
+            const A l = A(1) + (p[i] - A(1)) * v;                                          \
+            store_acc(gx + i, (A(1) - v - l * sigmoid_acc(-u)) * w[i] * g);                \
         }                                                                                  \
     }                                                                                      \
     extern "C" __global__ void bce_with_logits_weighted_wrt_x2_##SFX(                       \
-        const T* __restrict__ a, const T* __restrict__ b, const T* __restrict__ w,         \
-        const T* __restrict__ p, const T* __restrict__ gy, long long gy_stride,            \
-        T* __restrict__ gx, T scale, long long n) {                                        \
+        const T* __restrict__ a, const T* __restrict__ b, const A* __restrict__ w,         \
+        const A* __restrict__ p, const T* __restrict__ gy, long long gy_stride,            \
+        T* __restrict__ gx, A scale, long long n) {                                        \
         GRID_STRIDE_LOOP(i, n) {                                                           \
-            const T u = a[i], g = gy[i * gy_stride] * scale;                               \
+            const A u = to_acc(a[i]), g = to_acc(gy[i * gy_stride]) * scale;               \
             (void)b;                                                                       \
-            gx[i] = ((p[i] - T(1)) * softplus_neg(u) - u) * w[i] * g;                      \
+            store_acc(gx + i, ((p[i] - A(1)) * softplus_neg(u) - u) * w[i] * g);           \
         }                                                                                  \
     }
 
-BCE_WEIGHTED(float, f32)
-BCE_WEIGHTED(double, f64)
+BCE_WEIGHTED(float, float, f32)
+BCE_WEIGHTED(double, double, f64)
 
 // ---- softmax cross-entropy over rows of logits x (rows, cols), labels t (rows,) ----
 // loss_r = log sum_c e^(x_rc) - x_r,t = (m - x_r,t) + log sum_c e^(x_rc - m).

@@ -23,7 +23,7 @@ from typing import Any, Callable
 import numpy
 
 from .. import kernels
-from ..backend import ALL_FLOAT_DTYPES, BFLOAT16, describe, is_cupy_array
+from ..backend import ALL_FLOAT_DTYPES, BFLOAT16, FLOAT_DTYPES, describe, is_cupy_array
 from ..call import Call, Signature, check_shape
 from ..registry import register
 from . import _args, _math, _rows
@@ -144,9 +144,14 @@ def _elementwise_grad_gpu(call: Call, u: Array, v: Array, gy: Array, gx: Array,
                                       call.scalar(float(scale)), numpy.int64(gx.size)))
 
 
-_FORWARD = {op: Signature(op, FAMILY, ("x1", "x2")) for op in _TERMS}
+# mse and mae: kernels in every float dtype; bce_with_logits (whose float32 weights a
+# 16-bit kernel call would round: they pass as inputs) and cross-entropy: float32/float64
+_KERNEL_DTYPES = {"mse": ALL_FLOAT_DTYPES, "mae": ALL_FLOAT_DTYPES,
+                  "bce_with_logits": FLOAT_DTYPES}
+_FORWARD = {op: Signature(op, FAMILY, ("x1", "x2"), kernel_dtypes=_KERNEL_DTYPES[op])
+            for op in _TERMS}
 _GRADIENT = {(op, k): Signature(f"{op}_wrt_x{k}", FAMILY, ("x1", "x2", "y", "gy"),
-                                scalars=("gy",))
+                                scalars=("gy",), kernel_dtypes=_KERNEL_DTYPES[op])
              for op in _TERMS for k in (1, 2)}
 
 
@@ -252,8 +257,8 @@ def _bce_grad_cpu(k: int, u: Array, v: Array, w: Array | None, p: Array | None, 
 # bce_with_logits_weighted_{none,partial}_<dtype>(u, v, w, p, y|partial, n) and
 # bce_with_logits_weighted_wrt_x<k>_<dtype>(u, v, w, p, gy, gy_stride, gx, scale, n).
 def _full(call: Call, a: Array | None, shape: tuple) -> Array:
-    if a is None:
-        return call.xp.ones(shape, call.dtype)
+    if a is None:  # (the weights' dtype: float32 for a 16-bit call)
+        return call.xp.ones(shape, call.scalar(0.0).dtype)
     return call.xp.ascontiguousarray(call.xp.broadcast_to(a, shape))
 
 

@@ -183,3 +183,24 @@ def test_bce_weights_untouched_dtype_and_out_aliasing_them(backend):
         numpy.testing.assert_array_equal(backend.to_numpy(w), expected)
     for a, b in zip((x, t, w64, p64), copies):
         numpy.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("backend", BACKENDS, ids=lambda b: b.name)
+def test_16bit_mse_mae_range_and_one_rounding(backend):
+    """mse/mae of 16-bit inputs: terms in float32, the sum in double, one rounding.
+    bfloat16 has float32's exponent: (300 - (-300))^2 = 360000 is finite (float16: inf),
+    and a mean over 3 terms is the rounded mean, not a sum of rounded terms."""
+    u = numpy.array([300.0, 1.0, 2.0])
+    v = numpy.array([-300.0, 0.5, -1.0])
+    for dtype in (numpy.float16, gpuops.bfloat16):
+        a, b = u.astype(dtype), v.astype(dtype)
+        d = a.astype(numpy.float64) - b.astype(numpy.float64)
+        with numpy.errstate(over="ignore"), backend.active():
+            mse = backend.to_numpy(gpuops.mse(backend.asarray(a), backend.asarray(b)))
+            mae = backend.to_numpy(gpuops.mae(backend.asarray(a), backend.asarray(b),
+                                              reduction="sum"))
+            expected = numpy.array(numpy.mean(d * d)).astype(dtype)
+        assert mse.dtype == numpy.dtype(dtype)
+        assert mse.tobytes() == expected.tobytes()
+        assert mae.tobytes() == numpy.array(numpy.abs(d).sum()).astype(dtype).tobytes()
+        assert numpy.isinf(float(mse)) == (dtype == numpy.float16)

@@ -3,7 +3,11 @@ from __future__ import annotations
 
 import numpy
 
-from opinfo import ErrorInput, OpInfo, Sample
+from opinfo import BF16, F16, F32, F64, ErrorInput, OpInfo, Sample
+
+# mse, mae: kernels in every float dtype (bce_with_logits, softmax_cross_entropy: the
+# default float32/float64 kernels)
+KERNEL_DTYPES = (F16, BF16, F32, F64)
 
 
 def _reduce(terms, reduction):
@@ -73,7 +77,7 @@ def _pair(name, term, d1, d2, make_x1=_normal, make_x2=_normal):
             1: lambda u, v, y, g, reduction: d1(u, v) * _grad_scale(g, reduction, u.size),
             2: lambda u, v, y, g, reduction: d2(u, v) * _grad_scale(g, reduction, u.size),
         },
-        error_inputs=_pair_errors)
+        gpu_dtypes=KERNEL_DTYPES, error_inputs=_pair_errors)
 
 
 def _sigma(x):
