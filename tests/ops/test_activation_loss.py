@@ -204,3 +204,30 @@ def test_16bit_mse_mae_range_and_one_rounding(backend):
         assert mse.tobytes() == expected.tobytes()
         assert mae.tobytes() == numpy.array(numpy.abs(d).sum()).astype(dtype).tobytes()
         assert numpy.isinf(float(mse)) == (dtype == numpy.float16)
+
+
+@pytest.mark.parametrize("backend", BACKENDS, ids=lambda b: b.name)
+def test_bfloat16_elementwise_contiguous_kernels_match_numpy(backend):
+    """The bfloat16 binary kernels on contiguous same-shape operands (the records' small
+    16-bit samples broadcast), alpha, and pow's gradient wrt an unbroadcast x2, against
+    the NumPy backend (float32 arithmetic, one rounding: equal up to the rounding)."""
+    bf16 = gpuops.bfloat16
+    rng = numpy.random.default_rng(9)
+    a = rng.uniform(0.5, 2.0, (4, 33)).astype(bf16)
+    b = rng.uniform(0.5, 2.0, (4, 33)).astype(bf16)
+    gy = rng.standard_normal((4, 33)).astype(bf16)
+    calls = [(gpuops.add, {}), (gpuops.sub, {}), (gpuops.mul, {}), (gpuops.div, {}),
+             (gpuops.add, {"alpha": 0.7}), (gpuops.sub, {"alpha": 1.3})]
+    for fn, params in calls:
+        want = fn(a, b, **params)
+        with backend.active():
+            got = backend.to_numpy(fn(backend.asarray(a), backend.asarray(b), **params))
+        assert got.dtype == bf16
+        numpy.testing.assert_allclose(got.astype(numpy.float64), want.astype(numpy.float64),
+                                      rtol=2 ** -8)
+    y = gpuops.pow(a, b)
+    want = gpuops.pow_wrt_x2(a, b, y, gy)
+    with backend.active():
+        got = backend.to_numpy(gpuops.pow_wrt_x2(*(backend.asarray(v) for v in (a, b, y, gy))))
+    numpy.testing.assert_allclose(got.astype(numpy.float64), want.astype(numpy.float64),
+                                  rtol=2 ** -8, atol=1e-6)

@@ -582,3 +582,26 @@ def test_tensor_cross_entropy_backward_reaches_probability_targets():
     tx2 = Tensor(x, requires_grad=True)
     tx2.cross_entropy(numpy.array([0, 2, 1, 0]), label_smoothing=0.1).backward()
     assert tx2.grad.shape == (4, 3)
+
+
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS, ids=lambda b: b.name)
+@pytest.mark.parametrize("cols", [33, 100, 200, 500])  # warp kernels E = 2, 4, 8, 16
+def test_bfloat16_warp_kernels_match_numpy(backend, cols):
+    """The bfloat16 warp kernels (the records' small samples reach E = 1 and the block
+    kernel) against the NumPy backend: both compute in float32 and round once."""
+    bf16 = gpuops.bfloat16
+    rng = numpy.random.default_rng(8)
+    x = (rng.standard_normal((3, cols)) * 3).astype(bf16)
+    gy = rng.standard_normal((3, cols)).astype(bf16)
+    for name in ("softmax", "log_softmax"):
+        forward, grad = getattr(gpuops, name), getattr(gpuops, f"{name}_wrt_x1")
+        y_cpu = forward(x)
+        g_cpu = grad(x, y_cpu, gy)
+        with backend.active():
+            dx = backend.asarray(x)
+            y = forward(dx)
+            g = grad(dx, backend.asarray(y_cpu), backend.asarray(gy))
+        assert y.dtype == g.dtype == bf16
+        for got, want in ((y, y_cpu), (g, g_cpu)):
+            numpy.testing.assert_allclose(backend.to_numpy(got).astype(numpy.float64),
+                                          want.astype(numpy.float64), rtol=2 ** -7, atol=1e-4)
