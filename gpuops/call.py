@@ -89,8 +89,10 @@ def widen(x: Any, out: Any = None) -> Any:
 
 def narrow(y: Any, out: Any) -> Any:
     """The float32 array ``y`` rounded once (to nearest even) into ``out``, a float16 or
-    bfloat16 array of y's shape: NumPy's (ml_dtypes') cast, as ``astype``."""
-    numpy.copyto(out, y, casting="unsafe")
+    bfloat16 array of y's shape: NumPy's (ml_dtypes') cast, as ``astype``. A value past the
+    16-bit range becomes ±inf without a warning (as the kernels' store and PyTorch)."""
+    with numpy.errstate(over="ignore"):
+        numpy.copyto(out, y, casting="unsafe")
     return out
 
 
@@ -282,7 +284,10 @@ class Call:
             else:
                 cpu(*arrays, y, *params)
         if out is None:
-            return y if y.dtype == result_dtype else y.astype(result_dtype)
+            if y.dtype == result_dtype:
+                return y
+            with numpy.errstate(over="ignore"):  # past the 16-bit range: ±inf, no warning
+                return y.astype(result_dtype)
         if y is not out:
             out[...] = y
         return out
@@ -312,8 +317,12 @@ class Call:
         if y.size:
             cpu(*arrays, y, *params)
         if out is None:
-            return y if y.dtype == result_dtype else y.astype(result_dtype)
-        out[...] = y
+            if y.dtype == result_dtype:
+                return y
+            with numpy.errstate(over="ignore"):  # past the 16-bit range: ±inf, no warning
+                return y.astype(result_dtype)
+        with numpy.errstate(over="ignore"):
+            out[...] = y
         return out
 
     def _run_chunked(self, out: Array | None, shape: tuple, cpu: Callable,

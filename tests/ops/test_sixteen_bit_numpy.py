@@ -238,3 +238,17 @@ def test_chunked_path_is_the_one_tested(monkeypatch):
         _chunked(gpuops.relu_wrt_x1, x, x, x)
     _chunked(gpuops.relu, x[:SMALL_CHUNK])
     _chunked(gpuops.sum, x)  # not elementwise
+
+
+def test_a_float16_result_past_65504_is_inf_without_a_warning():
+    """The rounding on store gives ±inf past float16's range, silently (as the kernels' store
+    and PyTorch), whether the call is chunked, whole, or writes into out."""
+    import warnings
+    for n in (2, 300_000):
+        x = numpy.full(n, 60000.0, numpy.float16)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            y = gpuops.add(x, x)
+            into = gpuops.mul(x, x, out=numpy.empty(n, numpy.float16))
+            gpuops.add(x, x, out=x)
+        assert numpy.isposinf(y).all() and numpy.isposinf(into).all() and numpy.isposinf(x).all()
