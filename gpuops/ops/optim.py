@@ -32,9 +32,11 @@ Array = Any
 
 # ---- validation and the pointer table --------------------------------------------
 
-def _check_lists(op: str, lists: dict[str, Sequence | None]) -> tuple[Call | None, list[list]]:
-    """Validate parallel lists of arrays: same lengths, backends, and per-tensor shape/dtype."""
-    names, values = [], []
+def _flatten_lists(op: str, lists: dict[str, Sequence | None]) -> tuple[list, list]:
+    """The names (``label[i]``) and arrays of parallel lists, in order; each list a list or
+    tuple, all of one length (lists that are None are left out)."""
+    names: list[str] = []
+    values: list = []
     length = None
     for label, arrays in lists.items():
         if arrays is None:
@@ -48,6 +50,12 @@ def _check_lists(op: str, lists: dict[str, Sequence | None]) -> tuple[Call | Non
                              "(one per parameter)")
         names += [f"{label}[{i}]" for i in range(len(arrays))]
         values += list(arrays)
+    return names, values
+
+
+def _check_lists(op: str, lists: dict[str, Sequence | None]) -> tuple[Call | None, list[list]]:
+    """Validate parallel lists of arrays: same lengths, backends, and per-tensor shape/dtype."""
+    names, values = _flatten_lists(op, lists)
     if not values:
         return None, []
     call = Signature(op, FAMILY, names).bind(*values)
@@ -156,19 +164,7 @@ def _check_master(op: str, params: Sequence, grads: Sequence, master_params: Seq
     tensor, float32 ``master_params`` and states of the same shapes. Returns the call and
     the rows ``[master, grads, state1, state2, params]`` (None for an unused state)."""
     lists = {"params": params, "grads": grads, "master_params": master_params, **states}
-    names, values, length = [], [], None
-    for label, arrays in lists.items():
-        if arrays is None:
-            continue
-        if not isinstance(arrays, (list, tuple)):
-            raise TypeError(f"{op}: {label} must be a list of arrays, got {type(arrays).__name__}")
-        if length is None:
-            length = len(arrays)
-        elif len(arrays) != length:
-            raise ValueError(f"{op}: {label} has {len(arrays)} arrays; expected {length} "
-                             "(one per parameter)")
-        names += [f"{label}[{i}]" for i in range(len(arrays))]
-        values += list(arrays)
+    names, values = _flatten_lists(op, lists)
     if not values:
         return None, []
     call = Signature(op, FAMILY, names, dtypes=_ANY_FLOAT,
