@@ -90,12 +90,15 @@ class Function:
     until :meth:`release` (called by ``backward`` unless the graph is retained).
     """
 
-    __slots__ = ("name", "inputs", "arrays", "params", "y", "released", "_grads")
+    __slots__ = ("name", "inputs", "arrays", "params", "y", "released", "_grads", "_fused",
+                 "_saved")
 
     def __init__(self, name: str, grads: dict, inputs: tuple, arrays: tuple, params: dict,
-                 y: Array) -> None:
+                 y: Array, fused: Callable | None = None, saved: dict | None = None) -> None:
         self.name = name
         self._grads = grads
+        self._fused = fused  # the operator's fused ``backward`` (registry.Operator), if any
+        self._saved = saved  # {"saved": what its forward_saving returned}, or None
         self.inputs = inputs
         self.arrays = arrays
         self.params = params
@@ -112,6 +115,11 @@ class Function:
             raise RuntimeError(
                 f"backward through the graph of {self.name} a second time: the graph was "
                 "freed by the first backward; pass retain_graph=True to keep it")
+        if self._fused is not None:
+            needs = tuple(isinstance(t, Tensor) and t.requires_grad for t in self.inputs)
+            grads = self._fused(*self.arrays, self.y, gy, needs=needs, **(self._saved or {}),
+                                **self.params)
+            return [(t, g) for t, g, need in zip(self.inputs, grads, needs) if need]
         out = []
         for k, t in enumerate(self.inputs, start=1):
             if isinstance(t, Tensor) and t.requires_grad:
@@ -121,6 +129,7 @@ class Function:
     def release(self) -> None:
         self.inputs = self.arrays = ()
         self.y = None
+        self._saved = None
         self.released = True
 
     def __repr__(self) -> str:
@@ -287,7 +296,6 @@ def apply(name: str, *inputs: Any, **params: Any) -> "Tensor":
     if _autocast_scopes:
         inputs = _amp.cast_inputs(name, inputs)
     arrays = tuple([x.data if isinstance(x, Tensor) else x for x in inputs])
-    y = op.forward(*arrays, **params)
     needs = False
     if is_grad_enabled():
         for k, x in enumerate(inputs, start=1):
@@ -297,8 +305,15 @@ def apply(name: str, *inputs: Any, **params: Any) -> "Tensor":
                                     f"no {name}_wrt_x{k}")
                 needs = True
     if not needs:
-        return Tensor._wrap(y, None)
-    return Tensor._wrap(y, Function(name, op.grads, inputs, arrays, params, y))
+        return Tensor._wrap(op.forward(*arrays, **params), None)
+    saved = None
+    if op.forward_saving is not None:
+        y, kept = op.forward_saving(*arrays, **params)
+        saved = {"saved": kept}
+    else:
+        y = op.forward(*arrays, **params)
+    return Tensor._wrap(y, Function(name, op.grads, inputs, arrays, params, y, op.backward,
+                                    saved))
 
 
 def _topological(root: Function) -> list[Function]:

@@ -423,3 +423,37 @@ def test_to_gpu_without_a_gpu_is_a_clear_error():
     else:
         with pytest.raises(RuntimeError, match="no usable CUDA GPU"):
             Tensor(numpy.ones(3)).to_gpu()
+
+
+def test_fused_forward_saving_and_backward_replace_the_per_input_calls(monkeypatch):
+    """An operator registered with ``forward_saving`` / ``backward`` (registry.Operator):
+    autograd calls forward_saving instead of forward, then backward once per node with the
+    inputs' needs mask and the saved value, instead of each ``<name>_wrt_x<k>``."""
+    import dataclasses
+    from gpuops import registry
+    plain = registry.OPERATORS["mul"]
+    calls = []
+
+    def forward_saving(x1, x2):
+        calls.append("forward_saving")
+        return plain.forward(x1, x2), ("saved", x1.shape)
+
+    def backward(x1, x2, y, gy, *, needs, saved):
+        calls.append(("backward", needs, saved))
+        return (gy * x2 if needs[0] else None, gy * x1 if needs[1] else None)
+
+    monkeypatch.setitem(registry.OPERATORS, "mul", dataclasses.replace(
+        plain, forward_saving=forward_saving, backward=backward))
+    a = Tensor(numpy.array([1.0, 2.0, 3.0]), requires_grad=True)
+    b = Tensor(numpy.array([4.0, 5.0, 6.0]))  # no gradient: needs is (True, False)
+    y = a * b
+    numpy.testing.assert_array_equal(y.data, [4.0, 10.0, 18.0])
+    y.backward(numpy.ones(3))
+    assert calls == ["forward_saving", ("backward", (True, False), ("saved", (3,)))]
+    numpy.testing.assert_array_equal(a.grad.data if isinstance(a.grad, Tensor) else a.grad,
+                                     [4.0, 5.0, 6.0])
+    assert b.grad is None
+    with no_grad():  # no gradient will be needed: the plain forward
+        calls.clear()
+        a * b
+        assert calls == []
