@@ -126,6 +126,30 @@ def scalar(dtype: Any, value: float) -> numpy.generic:
     return numpy.float32(value) if dt in _SIXTEEN_BIT else dt.type(value)
 
 
+# Dividends and divisors of cuda/gpuops.cuh's FastDiv (32-bit unsigned): a tensor of more
+# elements divides with the 64-bit division (its magic word is 0).
+FASTDIV_MAX = 2**32 - 1
+
+
+def fastdiv_magic(divisor: int, max_dividend: int) -> numpy.uint64:
+    """The magic word of ``FastDiv`` (cuda/gpuops.cuh) for dividing any integer in
+    ``[0, max_dividend]`` by ``divisor``: ``(m << 32) | l`` with ``l = ceil(log2 divisor)``
+    and ``m = floor(2^32 (2^l - divisor) / divisor) + 1`` (Granlund and Montgomery), or 0 —
+    the kernel's 64-bit division — when either number exceeds :data:`FASTDIV_MAX` (or the
+    divisor is below 1: a kernel over no elements never divides)."""
+    d, top = int(divisor), int(max_dividend)
+    if d < 1 or d > FASTDIV_MAX or top > FASTDIV_MAX:
+        return numpy.uint64(0)
+    shift = (d - 1).bit_length()
+    magic = (2**32 * (2**shift - d)) // d + 1
+    return numpy.uint64(magic << 32 | shift)
+
+
+def fastdiv(divisor: int, max_dividend: int) -> tuple[numpy.int64, numpy.uint64]:
+    """A kernel's ``FASTDIV_PARAM`` arguments: the divisor and its magic word."""
+    return numpy.int64(divisor), fastdiv_magic(divisor, max_dividend)
+
+
 class Launcher(Protocol):
     """Runs a kernel of ``cuda/<family>.cu``; the one interface every backend implements."""
 
