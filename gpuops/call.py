@@ -75,6 +75,18 @@ CHUNK = 1 << 17
 _scratch = threading.local()
 
 
+class _NoGpuArray:
+    """Stands for CuPy's array type until :meth:`Signature.bind` has seen a CuPy array."""
+
+
+_gpu_array: type = _NoGpuArray  # cupy.ndarray once seen: bind's one-pass check of CuPy calls
+
+
+def _remember_gpu_array(kind: type) -> None:
+    global _gpu_array
+    _gpu_array = kind
+
+
 def widen(x: Any, out: Any = None) -> Any:
     """The float16 or bfloat16 NumPy array ``x`` widened to float32 (exact), into ``out``
     (a float32 array of x's shape) or a new array."""
@@ -150,13 +162,21 @@ class Signature:
     def bind(self, *values: Any) -> "Call":
         """Check ``values`` (the inputs, in the order of ``names``); raise ``TypeError``
         or ``ValueError`` naming the operator and the input, else return the call."""
-        if self._arrays_only and not _backend._launcher_scopes \
-                and len(values) == len(self.names):
-            # The common case, checked in one pass: NumPy arrays of one accepted dtype.
-            dtype = values[0].dtype if type(values[0]) is _ndarray else None
-            if dtype is not None and dtype in self.dtypes and all(type(x) is _ndarray and x.dtype == dtype
-                                            for x in values):
-                return Call(self, NUMPY, dtype, values, dtype in _SIXTEEN_BIT)
+        if self._arrays_only and len(values) == len(self.names):
+            # The common case, checked in one pass: arrays of one backend and one dtype.
+            kind = type(values[0])
+            if kind is _ndarray or kind is _gpu_array:
+                dtype = values[0].dtype
+                if all(type(x) is kind and x.dtype == dtype for x in values):
+                    if kind is _gpu_array:
+                        backend = gpu_backend()
+                    else:
+                        backend = cpu_backend() if _backend._launcher_scopes else NUMPY
+                    if backend.launcher is None:
+                        if dtype in self.dtypes:
+                            return Call(self, backend, dtype, values, dtype in _SIXTEEN_BIT)
+                    elif dtype in self.kernel_dtypes:
+                        return Call(self, backend, dtype, values, False)
         op = self.op
         on_gpu: bool | None = None
         dtype = None
@@ -169,6 +189,7 @@ class Signature:
                 gpu = False
             elif is_cupy_array(x):
                 gpu = True
+                _remember_gpu_array(kind)
             elif x is None and role == _OPTIONAL:
                 continue
             elif role == _SCALAR and kind in _SCALAR_TYPES or (
@@ -393,6 +414,8 @@ class Call:
         integer labels keep their dtype, None stays None."""
         if x is None:
             return None
+        if x.dtype == self.dtype and x.flags.c_contiguous:  # most inputs: nothing to do
+            return x
         if x.dtype.kind == "f" or x.dtype in _SIXTEEN_BIT:  # bfloat16's kind is "V"
             return self.backend.xp.ascontiguousarray(x, dtype=self.dtype)
         return self.backend.xp.ascontiguousarray(x)

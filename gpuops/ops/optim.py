@@ -13,7 +13,11 @@ tests differentiate every entry); tests/layers/test_optim.py tests them.
 """
 from __future__ import annotations
 
+import collections
+import functools
 import math
+import threading
+import weakref
 from typing import Any, Iterator, Mapping, Sequence
 
 import ml_dtypes
@@ -32,10 +36,10 @@ Array = Any
 
 # ---- validation and the pointer table --------------------------------------------
 
-def _flatten_lists(op: str, lists: dict[str, Sequence | None]) -> tuple[list, list]:
-    """The names (``label[i]``) and arrays of parallel lists, in order; each list a list or
-    tuple, all of one length (lists that are None are left out)."""
-    names: list[str] = []
+def _flatten_lists(op: str, lists: dict[str, Sequence | None]) -> tuple[tuple, list]:
+    """The layout (``(label, length)`` of each list) and the arrays of parallel lists, in
+    order; each list a list or tuple, all of one length (lists that are None are left out)."""
+    layout = []
     values: list = []
     length = None
     for label, arrays in lists.items():
@@ -48,24 +52,34 @@ def _flatten_lists(op: str, lists: dict[str, Sequence | None]) -> tuple[list, li
         elif len(arrays) != length:
             raise ValueError(f"{op}: {label} has {len(arrays)} arrays; expected {length} "
                              "(one per parameter)")
-        names += [f"{label}[{i}]" for i in range(len(arrays))]
-        values += list(arrays)
-    return names, values
+        layout.append((label, length))
+        values += arrays
+    return tuple(layout), values
+
+
+@functools.lru_cache(maxsize=64)
+def _signature(op: str, layout: tuple, dtypes: tuple = FLOAT_DTYPES,
+               kernel_dtypes: tuple | None = None) -> Signature:
+    """The signature of a call over parallel lists of ``layout`` (inputs ``label[i]``),
+    made once per layout (a step of the same parameters binds the same one)."""
+    names = [f"{label}[{i}]" for label, length in layout for i in range(length)]
+    return Signature(op, FAMILY, names, dtypes=dtypes, kernel_dtypes=kernel_dtypes)
 
 
 def _check_lists(op: str, lists: dict[str, Sequence | None]) -> tuple[Call | None, list[list]]:
     """Validate parallel lists of arrays: same lengths, backends, and per-tensor shape/dtype."""
-    names, values = _flatten_lists(op, lists)
+    layout, values = _flatten_lists(op, lists)
     if not values:
         return None, []
-    call = Signature(op, FAMILY, names).bind(*values)
+    call = _signature(op, layout).bind(*values)
     present = [a for a in lists.values() if a is not None]
     for i, group in enumerate(zip(*present)):
         first = group[0]
-        for label, x in zip([k for k, a in lists.items() if a is not None], group):
-            if tuple(x.shape) != tuple(first.shape) or x.dtype != first.dtype:
+        shape, dtype = first.shape, first.dtype
+        for (label, _), x in zip(layout, group):
+            if x.shape != shape or x.dtype != dtype:
                 raise ValueError(f"{op}: {label}[{i}] has shape {tuple(x.shape)} and dtype "
-                                 f"{x.dtype}; expected {tuple(first.shape)} and {first.dtype} "
+                                 f"{x.dtype}; expected {tuple(shape)} and {dtype} "
                                  f"like params[{i}]")
     return call, [list(a) for a in present]
 
@@ -88,40 +102,83 @@ def _pointer(x: Array) -> int:
 
 
 POINTER_ROWS = 5  # pointer rows of the chunk table (cuda/optim.cu)
+TABLE_CACHE = 32  # chunk tables kept (keyed by the arrays' addresses, sizes and dtypes)
+_tables: collections.OrderedDict[tuple, tuple] = collections.OrderedDict()
+_tables_lock = threading.Lock()
 
 
-def _chunk_tables(call: Call, kernel: str, rows: list,
-                  key: int = 0) -> Iterator[tuple[numpy.dtype, Array, int, int]]:
+def _chunk_tables(call: Call, kernel: str, rows: list, key: int = 0,
+                  fresh: tuple = (1,)) -> list[tuple[numpy.dtype, Array, int, int]]:
     """Per dtype of the non-empty tensors of ``rows[key]`` (rows: params, grads, state1,
     state2, 16-bit params; a row a kernel does not use may be None or left out):
     ``(dtype, table, n_tensors, n_chunks)``, the device table of cuda/optim.cu (pointers,
-    sizes, each chunk's tensor and start)."""
-    xp = call.xp
-    by_dtype: dict[numpy.dtype, list[int]] = {}
-    for i, p in enumerate(rows[key]):
-        if p.size:
-            by_dtype.setdefault(numpy.dtype(p.dtype), []).append(i)
-    present = [group for group in rows if group is not None]
-    for dtype, index in by_dtype.items():
-        for group in present:
+    sizes, each chunk's tensor and start).
+
+    A table depends only on the arrays' addresses, sizes and dtypes, so it is built and
+    uploaded once and reused (:data:`_tables`, the last :data:`TABLE_CACHE` tables). The
+    rows of ``fresh`` (the gradients: new arrays every step, which a memory pool places at
+    the addresses of the step before) are keyed by their addresses; the other rows
+    (parameters, optimizer state: the same arrays step after step) by the arrays' identities,
+    checked through weak references so that a recycled ``id`` never matches. So an optimizer
+    stepping the same parameters uploads nothing per step, and another parameter list, a
+    model moved, or gradients at other addresses get a new table."""
+    held: list = []
+    keys: list = []
+    for r, group in enumerate(rows):
+        if group is None:
+            keys.append(None)
+        elif r in fresh:
+            for i, x in enumerate(group):
+                if x.size and not x.flags.c_contiguous:
+                    raise ValueError(f"{kernel}: arrays must be C-contiguous on the "
+                                     f"{call.backend.name} backend (tensor {i} is not)")
+            keys.append(tuple([_pointer(x) for x in group]))
+        else:
+            keys.append(tuple([id(x) for x in group]))
+            held += group
+    identity = (call.backend.name, key, tuple(keys),
+                tuple([(p.size, p.dtype) for p in rows[key]]))
+    with _tables_lock:
+        entry = _tables.get(identity)
+        if entry is not None and all([ref() is x for ref, x in zip(entry[0], held)]):
+            _tables.move_to_end(identity)
+            return entry[1]
+    index = [i for i, p in enumerate(rows[key]) if p.size]
+    for group in rows:
+        if group is not None:
             for i in index:
                 if not group[i].flags.c_contiguous:
                     raise ValueError(f"{kernel}: arrays must be C-contiguous on the "
                                      f"{call.backend.name} backend (tensor {i} is not)")
-        n_tensors = len(index)
-        sizes = numpy.array([rows[key][i].size for i in index], dtype=numpy.int64)
+    tables = list(_build_tables(call, rows, key, index))
+    with _tables_lock:
+        _tables[identity] = ([weakref.ref(x) for x in held], tables)
+        while len(_tables) > TABLE_CACHE:
+            _tables.popitem(last=False)
+    return tables
+
+
+def _build_tables(call: Call, rows: list, key: int,
+                  index: list[int]) -> Iterator[tuple[numpy.dtype, Array, int, int]]:
+    """The tables of :func:`_chunk_tables` (tensors ``index`` of ``rows[key]``), uploaded."""
+    by_dtype: dict[numpy.dtype, list[int]] = {}
+    for i in index:
+        by_dtype.setdefault(numpy.dtype(rows[key][i].dtype), []).append(i)
+    for dtype, members in by_dtype.items():
+        n_tensors = len(members)
+        sizes = numpy.array([rows[key][i].size for i in members], dtype=numpy.int64)
         chunks_per = -(-sizes // CHUNK)
         chunk_tensor = numpy.repeat(numpy.arange(n_tensors, dtype=numpy.int64), chunks_per)
         first = numpy.cumsum(chunks_per) - chunks_per
         chunk_start = (numpy.arange(chunk_tensor.size, dtype=numpy.int64)
                        - numpy.repeat(first, chunks_per)) * CHUNK
-        pointers = [[_pointer(group[i]) for i in index] if group is not None
+        pointers = [[_pointer(group[i]) for i in members] if group is not None
                     else [0] * n_tensors for group in rows]
         while len(pointers) < POINTER_ROWS:
             pointers.append([0] * n_tensors)
         table = numpy.concatenate([numpy.array(pointers, dtype=numpy.uint64).view(numpy.int64)
                                    .reshape(-1), sizes, chunk_tensor, chunk_start])
-        yield dtype, xp.asarray(table), n_tensors, int(chunk_tensor.size)
+        yield dtype, call.xp.asarray(table), n_tensors, int(chunk_tensor.size)
 
 
 def _launch(call: Call, kernel: str, rows: list, scalars: tuple, key: int = 0) -> None:
@@ -164,11 +221,10 @@ def _check_master(op: str, params: Sequence, grads: Sequence, master_params: Seq
     tensor, float32 ``master_params`` and states of the same shapes. Returns the call and
     the rows ``[master, grads, state1, state2, params]`` (None for an unused state)."""
     lists = {"params": params, "grads": grads, "master_params": master_params, **states}
-    names, values = _flatten_lists(op, lists)
+    layout, values = _flatten_lists(op, lists)
     if not values:
         return None, []
-    call = Signature(op, FAMILY, names, dtypes=_ANY_FLOAT,
-                     kernel_dtypes=FLOAT_DTYPES + KERNEL_SIXTEEN_BIT).bind(*values)
+    call = _signature(op, layout, _ANY_FLOAT, FLOAT_DTYPES + KERNEL_SIXTEEN_BIT).bind(*values)
     for i, p in enumerate(params):
         if p.dtype not in SIXTEEN_BIT:
             raise ValueError(f"{op}: params[{i}] has dtype {p.dtype}; master_params are for "
@@ -365,7 +421,7 @@ def unscale_grads(grads: Any, inv_scale: float) -> Array:
     grads = list(grads)
     xp = call.xp
     if call.uses_kernels:
-        tables = list(_chunk_tables(call, op, [grads]))
+        tables = _chunk_tables(call, op, [grads], fresh=(0,))
         n_chunks = sum(t[3] for t in tables)
         flags = xp.zeros(max(n_chunks, 1), dtype=numpy.int32)
         offset = 0
@@ -466,7 +522,7 @@ def _clip_kernels(call: Call, grads: list, max_norm: float, error_if_nonfinite: 
     """Per dtype one ``grad_sumsq`` launch (each chunk's sum of squares into one float64
     table), one block adding the table in order into ``[norm, coef]`` on the device, then
     per dtype one ``grad_scale`` launch; the same chunk tables serve both passes."""
-    tables = list(_chunk_tables(call, call.op, [grads]))
+    tables = _chunk_tables(call, call.op, [grads], fresh=(0,))
     n_chunks = sum(t[3] for t in tables)
     partial = call.xp.zeros(max(n_chunks, 1), dtype=numpy.float64)
     offset = 0

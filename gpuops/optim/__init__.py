@@ -127,6 +127,9 @@ class Optimizer:
             self.param_groups.append(full)
             self.params.extend(unique)
         self._masters: dict[int, Array] = {}
+        # the checked hyperparameters of the last step, and the values they were checked from
+        self._checked: list[dict[str, Any]] = []
+        self._checked_snapshot: list | None = None
 
     # ---- hyperparameters -----------------------------------------------------------------
 
@@ -145,15 +148,22 @@ class Optimizer:
 
     def _checked_groups(self) -> list[dict[str, Any]]:
         """Every group's hyperparameters checked (they may have been edited since the
-        constructor), and every gradient's shape, before anything is written."""
+        constructor; checked again only when they have been), and every gradient's shape,
+        before anything is written."""
         name = type(self).__name__
-        checked = []
-        for g, group in enumerate(self.param_groups):
-            where = f"{name}: param_groups[{g}]" if len(self.param_groups) > 1 else name
-            values = {key: self._check_hyper(where, key, group[key])
-                      for key in self.hyperparameters}
-            self._check_group(where, values)
-            checked.append(values)
+        snapshot = [tuple([tuple(v) if isinstance(v, list) else v
+                           for v in (group[key] for key in self.hyperparameters)])
+                    for group in self.param_groups]
+        checked = self._checked
+        if snapshot != self._checked_snapshot:
+            checked = []
+            for g, group in enumerate(self.param_groups):
+                where = f"{name}: param_groups[{g}]" if len(self.param_groups) > 1 else name
+                values = {key: self._check_hyper(where, key, group[key])
+                          for key in self.hyperparameters}
+                self._check_group(where, values)
+                checked.append(values)
+            self._checked, self._checked_snapshot = checked, snapshot
         for i, p in enumerate(self.params):
             if p.grad is not None and (tuple(p.grad.shape) != tuple(p.data.shape)
                                        or p.grad.dtype != p.data.dtype):

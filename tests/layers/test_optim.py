@@ -868,3 +868,110 @@ def test_warmup_cosine_matches_torch_lambda_lr():
         tsched.step()
         assert scheduler.get_last_lr() == pytest.approx(tsched.get_last_lr(), rel=1e-15)
     numpy.testing.assert_allclose(ours[0].data, theirs[0].detach().numpy(), rtol=1e-14)
+
+
+# ---- the chunk table: built and uploaded once per set of arrays ------------------------
+
+class _TableRecorder:
+    """A launcher that keeps each launch's arguments (the table is args[0])."""
+    name, max_blocks, tensor_cores = "table-recorder", 4, False
+
+    def __init__(self):
+        self.tables = []
+
+    def launch(self, family, kernel, grid, block, args, shared_mem=0):
+        self.tables.append(args[0])
+
+
+def _table_pointers(table, n):
+    """The parameter, gradient and first-state pointer rows of a table of n tensors."""
+    return [list(table[r * n:(r + 1) * n]) for r in range(3)]
+
+
+def test_chunk_table_is_built_once_per_set_of_arrays():
+    """The same parameters, states and gradients: one table object, uploaded once; new
+    gradient arrays elsewhere, or another parameter list: a new table with their addresses."""
+    from gpuops import backend as _backend
+    rng = numpy.random.default_rng(5)
+    params = [rng.standard_normal(s).astype(numpy.float32) for s in ((4, 3), (5,))]
+    velocities = [numpy.zeros_like(p) for p in params]
+    grads = [numpy.ones_like(p) for p in params]
+    recorder = _TableRecorder()
+    uploads = []
+    with _backend.use_cpu_launcher(recorder):
+        for _ in range(3):
+            gpuops.sgd_step(params, grads, velocities, lr=0.1, momentum=0.9)
+        assert recorder.tables[0] is recorder.tables[1] is recorder.tables[2]
+        other_grads = [numpy.ones_like(p) for p in params]  # grads alive: other addresses
+        gpuops.sgd_step(params, other_grads, velocities, lr=0.1, momentum=0.9)
+        other_params = [p.copy() for p in params]
+        gpuops.sgd_step(other_params, other_grads, velocities, lr=0.1, momentum=0.9)
+        gpuops.sgd_step(params, grads, velocities, lr=0.1, momentum=0.9)  # the first again
+        uploads = recorder.tables
+    addresses = [[[a.ctypes.data for a in row] for row in rows] for rows in
+                 ((params, grads, velocities), (params, other_grads, velocities),
+                  (other_params, other_grads, velocities), (params, grads, velocities))]
+    for table, expected in zip(uploads[2:], addresses):
+        assert _table_pointers(table, 2) == expected
+    assert uploads[3] is not uploads[2] and uploads[4] is not uploads[3]
+    assert uploads[5] is uploads[0]  # still cached
+
+
+def test_chunk_table_never_serves_a_recycled_identity():
+    """Parameters that are views at new offsets of one buffer, made, stepped and dropped
+    (Python recycles the view objects' ids; the addresses differ): every launch's table
+    holds the live arrays' addresses."""
+    from gpuops import backend as _backend
+    recorder = _TableRecorder()
+    buffer = numpy.zeros(4096, numpy.float32)
+    grads = [numpy.ones(4, numpy.float32)]
+    ids = set()
+    for trial in range(40):
+        params = [buffer[8 * trial:8 * trial + 4]]
+        ids.add(id(params[0]))
+        with _backend.use_cpu_launcher(recorder):
+            gpuops.sgd_step(params, grads, None, lr=0.5)
+        assert int(recorder.tables[-1][0]) == params[0].ctypes.data
+        del params
+    assert len(ids) < 40  # ids were recycled, so the identity alone would have matched
+
+
+@pytest.mark.parametrize("backend", [pytest.param(b, id=b.name, marks=b.marks)
+                                     for b in BACKENDS if b.name == "emu"])
+def test_optimizer_steps_reuse_the_table_and_follow_new_parameters(backend):
+    """SGD over Tensors on the emulator: steady steps (gradients kept) reuse one table;
+    parameters given new data arrays get a new table, and the updates land in them."""
+    rng = numpy.random.default_rng(7)
+    start = [rng.standard_normal(s) for s in ((6, 4), (6,))]
+    grads = [rng.standard_normal(s) for s in ((6, 4), (6,))]
+    params = [Tensor(p.copy(), requires_grad=True) for p in start]
+    ref = [p.copy() for p in start]
+    ref_bufs = [numpy.zeros_like(p) for p in start]
+    opt = SGD(params, lr=0.1, momentum=0.9, nesterov=True)
+    tables = []
+    original = gpuops.ops.optim._build_tables
+
+    def counting(*args):
+        for entry in original(*args):
+            tables.append(entry[1])
+            yield entry
+
+    gpuops.ops.optim._build_tables = counting
+    try:
+        with backend.active():
+            for p, g in zip(params, grads):
+                p.grad = g
+            for step in range(4):
+                opt.step()
+                _ref_sgd(ref, grads, ref_bufs, 0.1, 0.9, True, 0.0)
+            assert len(tables) == 1
+            for p in params:  # new data arrays (as load or a move would give)
+                p.data = p.data.copy()
+            opt.step()
+            _ref_sgd(ref, grads, ref_bufs, 0.1, 0.9, True, 0.0)
+            assert len(tables) == 2
+            assert list(tables[1][:2]) == [p.data.ctypes.data for p in params]
+    finally:
+        gpuops.ops.optim._build_tables = original
+    for p, r in zip(params, ref):
+        numpy.testing.assert_allclose(p.data, r, rtol=1e-12)
