@@ -10,7 +10,8 @@ Two ways to run it:
   on the CPU (the harness's CPU baseline is NumPy only):
 
 1. One training step (forward, cross-entropy, backward, optimizer step) of an MLP
-   784-1024-1024-10 at batch 512, gpuops vs PyTorch eager (CPU, or GPU when usable).
+   784-1024-1024-10 at batch 512, and of the digits CNN (``train --model cnn``) on 28x28
+   images at batch 128, gpuops vs PyTorch eager (CPU, or GPU when usable).
 2. An Adam step over 100 parameter tensors: the fused ``gpuops.adam_step`` (one call, one
    launch on a GPU) vs calling it once per tensor, vs ``torch.optim.Adam`` (foreach on CPU,
    fused=True on GPU).
@@ -217,6 +218,52 @@ def torch_mlp_step(torch, device: str, optimizer: str, data):
     return step
 
 
+CNN_BATCH = 128
+
+
+def cnn_step(on_gpu: bool):
+    """One SGD step of ``python -m gpuops train --model cnn`` on MNIST-sized images (the
+    conv/ReLU/LRN/max-pool network of :func:`gpuops.train.build_model`), batch 128."""
+    from gpuops.train import build_model
+    rng = numpy.random.default_rng(0)
+    x = rng.random((CNN_BATCH, 1, 28, 28), dtype=numpy.float32)
+    y = rng.integers(0, 10, CNN_BATCH)
+    nn.manual_seed(0)
+    model = build_model("cnn", (1, 28, 28), 10)
+    if on_gpu:
+        model.to_gpu()
+        x, y = gpuops.to_gpu(x), gpuops.to_gpu(y)
+    opt = SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True)
+    loss_fn = nn.CrossEntropyLoss()
+    xt = Tensor(x)
+
+    def step():
+        loss = loss_fn(model(xt), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return step, (x, y)
+
+
+def torch_cnn_step(torch, device: str, data):
+    """The same network and step in PyTorch eager (LocalResponseNorm, Dropout as in gpuops)."""
+    x, y = (torch.as_tensor(gpuops.to_cpu(a)).to(device) for a in data)
+    f = torch.nn
+    model = f.Sequential(f.Conv2d(1, 32, 3, padding=1), f.ReLU(),
+                         f.LocalResponseNorm(5, alpha=1e-3, beta=0.75, k=2.0), f.MaxPool2d(2),
+                         f.Conv2d(32, 64, 3, padding=1), f.ReLU(), f.MaxPool2d(2), f.Flatten(),
+                         f.Linear(64 * 7 * 7, 128), f.ReLU(), f.Dropout(0.25),
+                         f.Linear(128, 10)).to(device)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True)
+
+    def step():
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return step
+
+
 def adam_cases(on_gpu: bool, torch):
     rng = numpy.random.default_rng(1)
     shapes = [(256, 256) if i % 2 else (256,) for i in range(100)]
@@ -276,6 +323,15 @@ def main() -> int:
                      "gpuops_ms": t["gpuops"] * 1e3,
                      "torch_ms": t["torch"] * 1e3 if "torch" in t else None,
                      "speedup_vs_torch": t["torch"] / t["gpuops"] if "torch" in t else None})
+    ours, data = cnn_step(on_gpu)
+    cases = {"gpuops": ours}
+    if torch is not None:
+        cases["torch"] = torch_cnn_step(torch, "cuda" if on_gpu else "cpu", data)
+    t = _interleaved(cases, args.rounds, args.steps, timer)
+    rows.append({"benchmark": f"CNN (train --model cnn) 28x28 step, batch {CNN_BATCH}, sgd",
+                 "gpuops_ms": t["gpuops"] * 1e3,
+                 "torch_ms": t["torch"] * 1e3 if "torch" in t else None,
+                 "speedup_vs_torch": t["torch"] / t["gpuops"] if "torch" in t else None})
     cases, n = adam_cases(on_gpu, torch)
     t = _interleaved(cases, args.rounds, args.steps, timer)
     fused = t["gpuops.adam_step (fused, 1 call)"]
