@@ -34,9 +34,9 @@ from typing import Any, NoReturn
 
 import numpy
 
-from . import distributed, nn
+from . import distributed, graph, nn
 from .autograd import Tensor, no_grad
-from .backend import gpu_available, to_cpu, to_gpu
+from .backend import get_array_module, gpu_available, to_cpu, to_gpu
 from .datasets import (DataError, Dataset, TextCorpus, load_digits, load_mnist,
                        load_stdlib_text, random_windows, shard, unigram_bits)
 from .gpt import GPT
@@ -70,6 +70,9 @@ GPT_WEIGHT_DECAY = 0.1  # on the matrices and embeddings only (nanoGPT)
 GPT_CLIP = 1.0  # the gradients' joint 2-norm is clipped to this
 GPT_EVAL_WINDOWS = 64  # validation windows per evaluation, evenly spaced over the text
 SAMPLE_PROMPT = 32  # bytes of validation text that start the sample
+# Steps between the progress bar's updates of the running loss and accuracy (each update
+# reads the device; the training steps themselves never wait for it).
+POSTFIX_EVERY = 50
 BASELINE = "unigram baseline"
 
 
@@ -120,6 +123,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="use only the first N training and N//4 test images, or the first "
                         "N bytes of the gpt's text (quick runs)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--cuda-graph", action="store_true",
+                        help="mlp with --optimizer sgd on the CuPy backend: after one eager "
+                        "step, capture the whole training step as a CUDA graph and replay it "
+                        "for every full batch (gpuops.graph; the last partial batch runs "
+                        "eagerly); float32, one process")
     parser.add_argument("--nproc", type=int, default=None,
                         help="train data-parallel in N processes started with mpiexec (the "
                         "distributed extra; or start the command with mpiexec -n N); "
@@ -161,6 +169,8 @@ def _optimizer(name: str, params: list, lr: float) -> Optimizer:
 
 def _config(args: argparse.Namespace) -> dict:
     """The run's settings from the options (defaults filled in), checked."""
+    if getattr(args, "cuda_graph", False):
+        _check_cuda_graph(args)
     if args.model == "gpt":
         return _gpt_config(args)
     data = args.data or "digits"
@@ -190,6 +200,27 @@ def _config(args: argparse.Namespace) -> dict:
     if data == "digits" and args.data_dir:
         raise TrainError("--data-dir is only for --data mnist")
     return config
+
+
+def _check_cuda_graph(args: argparse.Namespace) -> None:
+    """--cuda-graph: the conditions of gpuops.graph that the options decide."""
+    why = None
+    if args.model != "mlp":
+        why = (f"the {args.model} draws a new dropout seed every step" if args.model == "cnn"
+               else "the gpt's learning rate changes every step (warmup, cosine decay)")
+    elif (args.optimizer or "adam") != "sgd":
+        why = (f"{args.optimizer or 'adam (the default)'}'s bias correction 1 - beta^t is a "
+               "host scalar that changes every step; pass --optimizer sgd")
+    elif args.dtype != "float32":
+        why = f"--dtype {args.dtype} is not supported with it (float32 only)"
+    elif args.nproc not in (None, 1) or distributed._launcher_size() not in (None, 1):
+        why = "several processes all-reduce the gradients on the host"
+    elif args.backend == "numpy":
+        why = "--backend numpy runs no kernels"
+    elif not gpu_available():
+        why = "it needs CuPy and a usable CUDA GPU (CuPy is missing or sees no device)"
+    if why:
+        raise TrainError(f"--cuda-graph cannot capture this run: {why}")
 
 
 def _gpt_config(args: argparse.Namespace) -> dict:
@@ -454,6 +485,65 @@ def _data_parallel(model: nn.Module) -> Callable[[], None]:
     return distributed.DistributedDataParallel(model).finish
 
 
+class _EpochSums:
+    """The training loss and the correct predictions of an epoch's steps, kept on the
+    device (arrays of the backend's ``xp``: no step waits for the GPU) and read when
+    asked: at the end of the epoch, and every :data:`POSTFIX_EVERY` steps for the
+    progress bar. The host adds ``loss * batch`` in step order in float64, as a per-step
+    ``loss.item()`` would: the same numbers."""
+
+    def __init__(self, xp: Any, steps: int) -> None:
+        self.losses = xp.zeros(steps, numpy.float64)  # each step's mean loss (exact widening)
+        self.correct = xp.zeros(steps, numpy.int64)  # each step's correct predictions
+        self.sizes: list[int] = []  # each step's batch (known on the host)
+
+    def add(self, loss: Any, logits: Any, labels: Any) -> None:
+        s = len(self.sizes)
+        self.losses[s] = loss.reshape(())
+        self.correct[s] = (logits.argmax(axis=1) == labels).sum()
+        self.sizes.append(len(labels))
+
+    def read(self) -> tuple[float, int, int]:
+        """(Σ loss · batch, correct, images) of the steps so far (one read of the device)."""
+        steps = len(self.sizes)
+        loss_sum = 0.0
+        for loss, size in zip(to_cpu(self.losses[:steps]).tolist(), self.sizes):
+            loss_sum += loss * size
+        return loss_sum, int(to_cpu(self.correct[:steps]).sum()), sum(self.sizes)
+
+
+class _Steps:
+    """The training steps of ``--cuda-graph`` (:mod:`gpuops.graph`): the first step runs
+    eagerly on static copies of its batch (the warm-up), then the step is captured and
+    every batch of the first batch's shape is copied into the static buffers and replayed;
+    a batch of another shape (the last partial batch) runs eagerly. A replay refuses when
+    the optimizer's hyperparameters have changed since the capture."""
+
+    def __init__(self, step: Callable[[Any, Any], tuple], optimizer: Optimizer) -> None:
+        self.step = step
+        self.optimizer = optimizer
+        self.static: tuple | None = None
+        self.graph: graph.StepGraph | None = None
+
+    def _hyperparameters(self) -> list:
+        return [{k: v for k, v in group.items() if k != "params"}
+                for group in self.optimizer.param_groups]
+
+    def __call__(self, x: Any, labels: Any) -> tuple:
+        if self.static is None:
+            self.static = (x.copy(), labels.copy())
+            outputs = self.step(*self.static)
+            self.graph = graph.capture(self.step, self.static, self._hyperparameters)
+            return outputs
+        static_x, static_labels = self.static
+        if x.shape != static_x.shape or labels.shape != static_labels.shape:
+            return self.step(x, labels)
+        static_x[...] = x
+        static_labels[...] = labels
+        assert self.graph is not None
+        return self.graph.replay()
+
+
 def _run(args: argparse.Namespace, config: dict) -> dict:
     """The classifiers (mlp, cnn): epochs over the training images."""
     where, out, data = _prepare(args, config, lambda: _load(args, config))
@@ -472,6 +562,21 @@ def _run(args: argparse.Namespace, config: dict) -> dict:
     if args.resume:
         history = _load_checkpoint(out / CHECKPOINT, model, optimizer, config, scaler)
     finish = _data_parallel(model)
+    xp = get_array_module(train_x)
+
+    def step(x: Any, labels: Any) -> tuple:
+        """One training step on the batch ``x``, ``labels``: the loss and the logits."""
+        with _mixed(config):
+            logits = model(Tensor(x))
+            loss = criterion(logits, labels)
+        optimizer.zero_grad()
+        scaler.scale(loss).backward()
+        finish()
+        scaler.step(optimizer)
+        scaler.update()
+        return loss.data, logits.data
+
+    run_step = _Steps(step, optimizer) if getattr(args, "cuda_graph", False) else step
 
     # Each step reads a global batch of world * batch images of the epoch's order, split
     # among the ranks in equal parts (a last global batch too small to split is left out).
@@ -486,30 +591,23 @@ def _run(args: argparse.Namespace, config: dict) -> dict:
             order = to_gpu(order)
         with _progress(steps, f"epoch {epoch}/{config['epochs']}", args.quiet) as bar:
             epoch_start = time.perf_counter()
-            loss_sum = 0.0
-            correct = seen = 0
+            sums = _EpochSums(xp, steps)
             for s in range(steps):
                 idx = order[s * batch:min((s + 1) * batch, usable)]
                 idx = idx[shard(len(idx), rank, world, drop_remainder=True)]
                 labels = train_y[idx]
-                with _mixed(config):
-                    logits = model(Tensor(train_x[idx]))
-                    loss = criterion(logits, labels)
-                optimizer.zero_grad()
-                scaler.scale(loss).backward()
-                finish()
-                scaler.step(optimizer)
-                scaler.update()
-                loss_sum += float(loss.item()) * len(idx)
-                correct += int((logits.data.argmax(axis=1) == labels).sum())
-                seen += len(idx)
+                loss, logits = run_step(train_x[idx], labels)
+                sums.add(loss, logits, labels)
                 if bar is not None:
                     bar.update(1)
-                    bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}")
+                    if (s + 1) % POSTFIX_EVERY == 0 or s + 1 == steps:
+                        loss_sum, correct, seen = sums.read()
+                        bar.set_postfix(loss=f"{loss_sum / seen:.4f}",
+                                        acc=f"{correct / seen:.4f}")
             with _mixed(config):
                 test_accuracy = _accuracy(model, test_x, test_y)
             loss_sum, correct, seen = distributed.all_reduce(
-                numpy.array([loss_sum, correct, seen], numpy.float64))
+                numpy.array(sums.read(), numpy.float64))
             record = {"epoch": epoch, "train_loss": loss_sum / seen,
                       "train_accuracy": correct / seen, "test_accuracy": test_accuracy,
                       "seconds": round(time.perf_counter() - epoch_start, 3)}
@@ -785,7 +883,7 @@ def main(args: argparse.Namespace) -> int:
         if status is not None:
             return status
         run(args)
-    except (TrainError, DataError) as e:
+    except (TrainError, DataError, graph.GraphError) as e:
         if distributed._launcher_size() is None or distributed.rank() == 0:
             print(f"{COMMAND}: error: {e}", file=sys.stderr)
         return 1

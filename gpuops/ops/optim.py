@@ -25,6 +25,7 @@ import numpy
 
 from ..backend import FLOAT_DTYPES
 from ..call import Call, Signature
+from ..graph import upload
 from ..kernels import BLOCK, scalar
 
 __all__ = ["sgd_step", "adam_step", "clip_grad_norm", "unscale_grads"]
@@ -160,7 +161,8 @@ def _chunk_tables(call: Call, kernel: str, rows: list, key: int = 0,
 
 def _build_tables(call: Call, rows: list, key: int,
                   index: list[int]) -> Iterator[tuple[numpy.dtype, Array, int, int]]:
-    """The tables of :func:`_chunk_tables` (tensors ``index`` of ``rows[key]``), uploaded."""
+    """The tables of :func:`_chunk_tables` (tensors ``index`` of ``rows[key]``), uploaded
+    (:func:`gpuops.graph.upload`: after the capture when a CUDA graph is being captured)."""
     by_dtype: dict[numpy.dtype, list[int]] = {}
     for i in index:
         by_dtype.setdefault(numpy.dtype(rows[key][i].dtype), []).append(i)
@@ -178,7 +180,7 @@ def _build_tables(call: Call, rows: list, key: int,
             pointers.append([0] * n_tensors)
         table = numpy.concatenate([numpy.array(pointers, dtype=numpy.uint64).view(numpy.int64)
                                    .reshape(-1), sizes, chunk_tensor, chunk_start])
-        yield dtype, call.xp.asarray(table), n_tensors, int(chunk_tensor.size)
+        yield dtype, upload(call.xp, table), n_tensors, int(chunk_tensor.size)
 
 
 def _launch(call: Call, kernel: str, rows: list, scalars: tuple, key: int = 0) -> None:

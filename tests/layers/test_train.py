@@ -522,3 +522,40 @@ def test_gpt_bad_options_are_one_line_errors(tmp_path, args, message):
     assert result.returncode != 0 and "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], result.stderr
+
+
+def test_training_steps_never_read_the_device(tmp_path, monkeypatch, capsys):
+    """The classifier loop keeps its loss and accuracy sums on the device: no step calls
+    Tensor.item (a GPU sync); the sums are read every POSTFIX_EVERY steps for the progress
+    bar and once at the end of each epoch, and give the numbers of a per-step sum."""
+    pytest.importorskip("tqdm")
+    items = []
+    real_item = gpuops.Tensor.item
+
+    def counted_item(self):
+        items.append(self.shape)
+        return real_item(self)
+
+    reads = []
+    real_read = train._EpochSums.read
+
+    def counted_read(self):
+        reads.append(len(self.sizes))
+        return real_read(self)
+
+    monkeypatch.setattr(gpuops.Tensor, "item", counted_item)
+    monkeypatch.setattr(train._EpochSums, "read", counted_read)
+    monkeypatch.setattr(train, "POSTFIX_EVERY", 2)
+    assert main(["train", "--out", str(tmp_path / "a"), "--backend", "numpy", "--limit", "160",
+                 "--epochs", "2"]) == 0  # 160 training images, batch 32: 5 steps per epoch
+    capsys.readouterr()
+    assert items == []
+    assert reads == [2, 4, 5, 5] * 2  # postfix after steps 2, 4, 5, then the epoch's record
+    history = json.loads((tmp_path / "a" / "metrics.json").read_text())["history"]
+    sums = train._EpochSums(numpy, 2)
+    losses, logits = [0.5, 0.25], numpy.eye(3)[[0, 1, 2, 0]]
+    for loss, labels in zip(losses, (numpy.array([0, 1]), numpy.array([2, 2]))):
+        sums.add(numpy.asarray(loss, numpy.float32), logits[:2] if labels[0] == 0
+                 else logits[2:], labels)
+    assert sums.read() == (0.5 * 2 + 0.25 * 2, 3, 4)
+    assert len(history) == 2 and all(0 <= h["train_accuracy"] <= 1 for h in history)
