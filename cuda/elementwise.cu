@@ -12,7 +12,8 @@
 // (read at i: gy, the forward output), EXTRA scalars after the output (alpha).
 // NAME_SFX: contiguous operands of the output's shape.
 // NAME_bcast_SFX: operands addressed through element strides over the output's
-// (coalesced, at most 4-d) shape; a stride of 0 broadcasts that dim.
+// (coalesced, at most 4-d) shape; a stride of 0 broadcasts that dim. The flat index is
+// unravelled with the 32-bit fast division (FastDiv, gpuops.cuh; 64-bit past 2^32 - 1).
 // gpuops-strided: *_bcast_*: a, b
 #define UNPAREN(...) __VA_ARGS__
 
@@ -30,11 +31,12 @@
 #define BROADCAST(NAME, LEAD, EXTRA, EXPR, T, A, SFX)                                    \
     extern "C" __global__ void NAME##_bcast_##SFX(                                      \
         UNPAREN LEAD const T* __restrict__ a, const T* __restrict__ b,                  \
-        T* __restrict__ out UNPAREN EXTRA, long long n, long long d1, long long d2,     \
-        long long d3, long long a0, long long a1, long long a2, long long a3, long long b0, \
-        long long b1, long long b2, long long b3) {                                     \
+        T* __restrict__ out UNPAREN EXTRA, long long n, FASTDIV_PARAM(d1),              \
+        FASTDIV_PARAM(d2), FASTDIV_PARAM(d3), long long a0, long long a1, long long a2, \
+        long long a3, long long b0, long long b1, long long b2, long long b3) {         \
+        const FastDiv f1 = FASTDIV(d1), f2 = FASTDIV(d2), f3 = FASTDIV(d3);             \
         GRID_STRIDE_LOOP(i, n) {                                                        \
-            const Index4 ix = unravel4(i, d1, d2, d3);                                  \
+            const Index4 ix = unravel4(i, f1, f2, f3);                                  \
             const A u = to_acc(a[offset4(ix, a0, a1, a2, a3)]);                         \
             const A v = to_acc(b[offset4(ix, b0, b1, b2, b3)]);                         \
             store_acc(out + i, (EXPR));                                                 \
@@ -88,36 +90,59 @@ BINARY_ALL(float, float, f32)
 BINARY_ALL(double, double, f64)
 
 // ---- per-axis: y = x1 OP x2[c], x1 viewed as (outer, C, inner) ---------------
+// c = (i / inner) % C with the fast division (FastDiv, gpuops.cuh).
 #define AXIS(NAME, EXPR, T, A, SFX)                                                       \
-    extern "C" __global__ void axis_##NAME##_##SFX(const T* __restrict__ x1,             \
-                                                   const T* __restrict__ x2,             \
-                                                   T* __restrict__ y, long long n,       \
-                                                   long long channels, long long inner) { \
-        GRID_STRIDE_LOOP(i, n) {                                                         \
-            const A u = to_acc(x1[i]), v = to_acc(x2[(i / inner) % channels]);           \
-            store_acc(y + i, (EXPR));                                                    \
-        }                                                                                \
+    extern "C" __global__ void axis_##NAME##_##SFX(                                       \
+        const T* __restrict__ x1, const T* __restrict__ x2, T* __restrict__ y, long long n, \
+        FASTDIV_PARAM(channels), FASTDIV_PARAM(inner)) {                                  \
+        const FastDiv fc = FASTDIV(channels), fi = FASTDIV(inner);                        \
+        GRID_STRIDE_LOOP(i, n) {                                                          \
+            long long c;                                                                  \
+            fc.divmod(fi.div(i), c);                                                      \
+            const A u = to_acc(x1[i]), v = to_acc(x2[c]);                                 \
+            store_acc(y + i, (EXPR));                                                     \
+        }                                                                                 \
     }
 
-// gx2[c] = sum over (outer, inner) of TERM; one block per channel (grid-stride over
-// channels), threads stride over the outer*inner positions of the channel.
+// gx2[c] = sum over (outer, inner) of TERM, in two deterministic stages (no atomics, as
+// batch_norm's): stage 1, a block per (channel c, chunk s) of the channel's
+// per_channel = outer * inner positions sums its chunk (block_sum) into
+// partial[c * splits + s]; stage 2, axis_wrt_x2_finish: one thread per channel adds its
+// `splits` partials in order. The host picks splits so that C * splits blocks fill the GPU.
 #define AXIS_WRT_X2(NAME, TERM, T, A, SFX)                                                \
     extern "C" __global__ void axis_##NAME##_wrt_x2_##SFX(                                \
         const T* __restrict__ x1, const T* __restrict__ x2, const T* __restrict__ gy,     \
-        T* __restrict__ gx2, long long outer, long long channels, long long inner) {      \
-        const long long per_channel = outer * inner;                                      \
-        for (long long c = blockIdx.x; c < channels; c += gridDim.x) {                    \
+        A* __restrict__ partial, long long per_channel, long long channels,               \
+        FASTDIV_PARAM(inner), long long chunk, FASTDIV_PARAM(splits)) {                   \
+        const FastDiv fi = FASTDIV(inner), fs = FASTDIV(splits);                          \
+        for (long long blk = blockIdx.x; blk < channels * splits; blk += gridDim.x) {     \
+            long long s;                                                                  \
+            const long long c = fs.divmod(blk, s), start = s * chunk;                     \
+            const long long end = start + chunk < per_channel ? start + chunk : per_channel; \
             const A v = to_acc(x2[c]);                                                    \
             (void)v;                                                                      \
             A acc = A(0);                                                                 \
-            for (long long j = threadIdx.x; j < per_channel; j += blockDim.x) {           \
-                const long long i = ((j / inner) * channels + c) * inner + j % inner;     \
+            for (long long j = start + threadIdx.x; j < end; j += blockDim.x) {           \
+                long long p;                                                              \
+                const long long i = (fi.divmod(j, p) * channels + c) * inner + p;         \
                 const A u = to_acc(x1[i]), g = to_acc(gy[i]);                             \
                 (void)u; /* unread (and not loaded) by add and sub */                     \
                 acc += (TERM);                                                            \
             }                                                                             \
             acc = block_sum(acc);                                                         \
-            if (threadIdx.x == 0) store_acc(gx2 + c, acc);                                \
+            if (threadIdx.x == 0) partial[blk] = acc;                                     \
+        }                                                                                 \
+    }
+
+#define AXIS_WRT_X2_FINISH(T, A, SFX)                                                     \
+    extern "C" __global__ void axis_wrt_x2_finish_##SFX(const A* __restrict__ partial,    \
+                                                        T* __restrict__ gx2,              \
+                                                        long long channels,               \
+                                                        long long splits) {               \
+        GRID_STRIDE_LOOP(c, channels) {                                                   \
+            A acc = A(0);                                                                 \
+            for (long long s = 0; s < splits; ++s) acc += partial[c * splits + s];        \
+            store_acc(gx2 + c, acc);                                                      \
         }                                                                                 \
     }
 
@@ -129,7 +154,8 @@ BINARY_ALL(double, double, f64)
     AXIS_WRT_X2(add, g, T, A, SFX)                     \
     AXIS_WRT_X2(sub, -g, T, A, SFX)                    \
     AXIS_WRT_X2(mul, g * u, T, A, SFX)                 \
-    AXIS_WRT_X2(div, -g * u / (v * v), T, A, SFX)
+    AXIS_WRT_X2(div, -g * u / (v * v), T, A, SFX)     \
+    AXIS_WRT_X2_FINISH(T, A, SFX)
 
 AXIS_ALL(__half, float, f16)
 AXIS_ALL(__nv_bfloat16, float, bf16)

@@ -7,13 +7,14 @@ back to the input's shape (:func:`gpuops.ops.reduction.sum_to_shape`).
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Callable
 
 import numpy
 
 from ..backend import ALL_FLOAT_DTYPES, NUMPY
 from ..call import Call, Signature, check_shape
-from ..kernels import BLOCK
+from ..kernels import BLOCK, fastdiv
 from ..registry import register
 from . import _args, _layout
 from .reduction import sum_to_shape
@@ -38,7 +39,8 @@ _NUMPY_BINARY = {"add": numpy.add, "sub": numpy.subtract, "mul": numpy.multiply,
 # ---- binary: y = x1 op x2 with broadcasting ------------------------------------------
 # Kernels: <op>(a, b, y, n) on operands of y's shape, C-contiguous; <op>_bcast(..., a, b,
 # y, n, d1, d2, d3, a0..a3, b0..b3) on operands of any layout, addressed through strides
-# over y's (coalesced, at most 4-d) shape.
+# over y's (coalesced, at most 4-d) shape; each d comes with its fast-division magic word
+# (kernels.fastdiv: the kernels unravel the flat index without 64-bit division).
 
 def _launch_binary(call: Call, kernel: str, a: Array, b: Array, y: Array,
                    *leading: Array, scalars: tuple = ()) -> None:
@@ -61,7 +63,8 @@ def _launch_binary(call: Call, kernel: str, a: Array, b: Array, y: Array,
         packed = (1, 1, y.size), ((0, 0, 0, 1), (0, 0, 0, 1))  # flat: index = i3
     (d1, d2, d3), (sa, sb) = packed
     call.launch_1d(f"{kernel}_bcast", y.size,
-                   (*leading, a, b, y, *scalars, _i64(y.size), _i64(d1), _i64(d2), _i64(d3),
+                   (*leading, a, b, y, *scalars, _i64(y.size),
+                    *(v for d in (d1, d2, d3) for v in fastdiv(d, y.size)),
                     *map(_i64, sa), *map(_i64, sb)))
 
 
@@ -305,8 +308,11 @@ def div_wrt_x2(x1: Array | float, x2: Array | float, y: Array, gy: Array, *,
 
 
 # ---- per-axis: y = x1 op x2[c], c the index along ``axis`` ------------------------------
-# Kernels: axis_<op>(x1, x2, y, n, channels, inner) with x1 viewed as (outer, C, inner);
-# axis_<op>_wrt_x2(x1, x2, gy, gx2, outer, channels, inner): a block per channel.
+# Kernels: axis_<op>(x1, x2, y, n, channels, inner) with x1 viewed as (outer, C, inner)
+# (channels and inner with their fast-division magic words); axis_<op>_wrt_x2(x1, x2, gy,
+# partial, outer * inner, channels, inner, chunk, splits): a block per (channel, chunk of
+# `chunk` positions), then axis_wrt_x2_finish(partial, gx2, channels, splits) adds each
+# channel's `splits` partial sums in order (deterministic, no atomics).
 
 def _channel_view(x2: Array, ndim: int, axis: int) -> Array:
     """x2 reshaped to broadcast along ``axis`` of an ``ndim``-d array."""
@@ -331,8 +337,24 @@ def _axis_cpu(x1: Array, x2: Array, y: Array, op: str, axis: int) -> None:
 
 
 def _launch_axis(call: Call, op: str, x1: Array, x2: Array, y: Array, axis: int) -> None:
-    call.launch_1d(f"axis_{op}", y.size, (x1, x2, y, _i64(y.size), _i64(x2.shape[0]),
-                                          _i64(_layout.prod(x1.shape[axis + 1:]))))
+    call.launch_1d(f"axis_{op}", y.size, (x1, x2, y, _i64(y.size),
+                                          *fastdiv(x2.shape[0], y.size),
+                                          *fastdiv(_layout.prod(x1.shape[axis + 1:]), y.size)))
+
+
+_MIN_CHUNK = 1024  # positions of one channel per block, at least, before a channel is split
+
+
+def _channel_splits(call: Call, channels: int, per_channel: int) -> tuple[int, int]:
+    """(chunk, splits) of the per-channel sums: each channel's ``per_channel`` positions in
+    ``splits`` chunks of ``chunk``, at least _MIN_CHUNK each, until channels · splits
+    blocks fill the GPU a few times over (batch_norm's rule)."""
+    target = 4 * call.max_blocks
+    if channels >= target or per_channel <= _MIN_CHUNK:
+        return max(per_channel, 1), 1
+    splits = min(math.ceil(per_channel / _MIN_CHUNK), math.ceil(target / channels))
+    chunk = math.ceil(per_channel / splits)
+    return chunk, math.ceil(per_channel / chunk)
 
 
 def _axis_gpu(call: Call, x1: Array, x2: Array, y: Array, op: str, axis: int) -> None:
@@ -399,10 +421,16 @@ def _axis_grad_gpu(call: Call, x1: Array, x2: Array, y: Array, gy: Array, g: Arr
     elif k == 1:
         _launch_axis(call, op, gy, x2, g, axis)
     else:
-        channels = x2.shape[0]
-        call.launch(f"axis_{op}_wrt_x2", call.grid_1d(channels, 1), (BLOCK,),
-                    (x1, x2, gy, g, _i64(_layout.prod(x1.shape[:axis])), _i64(channels),
-                     _i64(_layout.prod(x1.shape[axis + 1:]))))
+        channels, inner = x2.shape[0], _layout.prod(x1.shape[axis + 1:])
+        per_channel = _layout.prod(x1.shape[:axis]) * inner
+        chunk, splits = _channel_splits(call, channels, per_channel)
+        partial = call.xp.empty(channels * splits, call.scalar(0.0).dtype)
+        call.launch(f"axis_{op}_wrt_x2", call.grid_1d(channels * splits, 1), (BLOCK,),
+                    (x1, x2, gy, partial, _i64(per_channel), _i64(channels),
+                     *fastdiv(inner, per_channel), _i64(chunk),
+                     *fastdiv(splits, channels * splits)))
+        call.launch_1d("axis_wrt_x2_finish", channels, (partial, g, _i64(channels),
+                                                        _i64(splits)))
 
 
 _AXIS_GRAD = {(op, k): Signature(f"axis_{op}_wrt_x{k}", FAMILY, ("x1", "x2", "y", "gy"),
