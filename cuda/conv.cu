@@ -13,17 +13,21 @@
 #include "gpuops.cuh"
 #include "half.cuh"
 
+// The geometry; the sizes that index math divides by come with their fast-division magic
+// words (FastDiv, gpuops.cuh: 32-bit multiply-high instead of 64-bit `/` and `%`).
 #define CONV_GEOMETRY                                                                   \
-    long long C, long long H, long long W, long long KH, long long KW, long long OH,     \
-        long long OW, long long SH, long long SW, long long PH, long long PW, long long DH, \
-        long long DW
+    long long C, FASTDIV_PARAM(H), FASTDIV_PARAM(W), FASTDIV_PARAM(KH), FASTDIV_PARAM(KW), \
+        FASTDIV_PARAM(OH), FASTDIV_PARAM(OW), FASTDIV_PARAM(SH), FASTDIV_PARAM(SW),       \
+        long long PH, long long PW, long long DH, long long DW
 
 #define CONV_KERNELS(T, SFX)                                                                  \
     extern "C" __global__ void im2col_##SFX(const T* __restrict__ x, T* __restrict__ cols,   \
                                             long long n, CONV_GEOMETRY) {                     \
+        const FastDiv fOW = FASTDIV(OW), fOH = FASTDIV(OH), fKW = FASTDIV(KW),                \
+                      fKH = FASTDIV(KH);                                                      \
         GRID_STRIDE_LOOP(i, n) {                                                              \
-            const long long ow = i % OW, oh = (i / OW) % OH, kj = (i / (OW * OH)) % KW;       \
-            const long long ki = (i / (OW * OH * KW)) % KH, nc = i / (OW * OH * KW * KH);     \
+            long long ow, oh, kj, ki;                                                         \
+            const long long nc = fKH.divmod(fKW.divmod(fOH.divmod(fOW.divmod(i, ow), oh), kj), ki); \
             const long long h = oh * SH - PH + ki * DH, w = ow * SW - PW + kj * DW;           \
             decltype(to_acc(x[0])) v = 0;                                                     \
             if (h >= 0 && h < H && w >= 0 && w < W) v = to_acc(x[(nc * H + h) * W + w]);      \
@@ -32,17 +36,24 @@
     }                                                                                         \
     extern "C" __global__ void col2im_##SFX(const T* __restrict__ cols, T* __restrict__ gx,  \
                                             long long n, CONV_GEOMETRY) {                     \
+        const FastDiv fW = FASTDIV(W), fH = FASTDIV(H), fSH = FASTDIV(SH), fSW = FASTDIV(SW); \
         GRID_STRIDE_LOOP(i, n) {                                                              \
-            const long long w = i % W, h = (i / W) % H, nc = i / (W * H);                     \
+            long long w, h;                                                                   \
+            const long long nc = fH.divmod(fW.divmod(i, w), h);                               \
             decltype(to_acc(cols[0])) acc = 0;                                                \
             for (long long ki = 0; ki < KH; ++ki) {                                           \
                 const long long th = h + PH - ki * DH; /* = oh * SH for a reading window */   \
-                if (th < 0 || th % SH != 0 || th / SH >= OH) continue;                        \
+                if (th < 0) break; /* th falls with ki */                                     \
+                long long rh;                                                                 \
+                const long long oh = fSH.divmod(th, rh);                                      \
+                if (rh != 0 || oh >= OH) continue;                                            \
                 for (long long kj = 0; kj < KW; ++kj) {                                       \
                     const long long tw = w + PW - kj * DW;                                    \
-                    if (tw < 0 || tw % SW != 0 || tw / SW >= OW) continue;                    \
-                    acc += to_acc(cols[((nc * KH + ki) * KW + kj) * OH * OW                   \
-                                       + (th / SH) * OW + tw / SW]);                          \
+                    if (tw < 0) break;                                                        \
+                    long long rw;                                                             \
+                    const long long ow = fSW.divmod(tw, rw);                                  \
+                    if (rw != 0 || ow >= OW) continue;                                        \
+                    acc += to_acc(cols[((nc * KH + ki) * KW + kj) * OH * OW + oh * OW + ow]); \
                 }                                                                             \
             }                                                                                 \
             store_acc(gx + i, acc);                                                           \

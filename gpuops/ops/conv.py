@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy
 
+from .. import kernels
 from ..backend import ALL_FLOAT_DTYPES, NUMPY
 from ..call import Call, Signature, check_shape
 from ..registry import register
@@ -219,9 +220,14 @@ def _conv2d_wrt_x3_cpu(x1: Array, x2: Array, x3: Array | None, y: Array, gy: Arr
 # Asymmetric padding ("same") needs only the top/left padding in the kernels: OH and OW,
 # passed in, hold the bottom/right. -------------------------------------------------------
 
-def _geometry_args(g: dict) -> tuple:
-    return tuple(numpy.int64(g[k]) for k in ("C", "H", "W", "KH", "KW", "OH", "OW", "SH", "SW",
-                                             "PH", "PW", "DH", "DW"))
+def _geometry_args(g: dict, n: int) -> tuple:
+    """The kernels' geometry for a launch over ``n`` elements: the sizes they divide by
+    with their fast-division magic words (every dividend is below n or the padded size)."""
+    bound = max(n, g["H"] + g["PH"], g["W"] + g["PW"])
+    return (numpy.int64(g["C"]),
+            *(v for k in ("H", "W", "KH", "KW", "OH", "OW", "SH", "SW")
+              for v in kernels.fastdiv(g[k], bound)),
+            *(numpy.int64(g[k]) for k in ("PH", "PW", "DH", "DW")))
 
 
 def _chunks(g: dict, itemsize: int):
@@ -236,7 +242,8 @@ def _im2col(call: Call, x: Array, g: dict) -> Array:
     cols = call.xp.empty((x.shape[0], g["C"] * g["KH"] * g["KW"], g["OH"] * g["OW"]),
                          call.dtype)
     if cols.size:
-        call.launch_1d("im2col", cols.size, (x, cols, numpy.int64(cols.size), *_geometry_args(g)))
+        call.launch_1d("im2col", cols.size, (x, cols, numpy.int64(cols.size),
+                                             *_geometry_args(g, cols.size)))
     return cols
 
 
@@ -271,7 +278,7 @@ def _conv2d_wrt_x1_gpu(call: Call, x1: Array, x2: Array, x3: Array | None, y: Ar
              _split(gcols, g, _cols_rows(g), count))
         part = gx4[start:stop]
         call.launch_1d("col2im", part.size, (gcols, part, numpy.int64(part.size),
-                                             *_geometry_args(g)))
+                                             *_geometry_args(g, part.size)))
 
 
 def _conv2d_wrt_x2_gpu(call: Call, x1: Array, x2: Array, x3: Array | None, y: Array, gy: Array,
