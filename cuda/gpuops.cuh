@@ -41,6 +41,11 @@ struct FastDiv {
         r = (long long)(x - q * (unsigned int)d);
         return (long long)q;
     }
+    __device__ __forceinline__ long long mod(long long n) const {
+        long long r;
+        divmod(n, r);
+        return r;
+    }
 };
 
 // A kernel's parameters for divisor NAME: the divisor and its magic word.

@@ -23,37 +23,71 @@
 template <typename T>
 using acc_t = decltype(to_acc(T()));
 
-__device__ __forceinline__ long long first_window(long long hp, long long k, long long s) {
-    return hp < k ? 0 : (hp - k) / s + 1;
+__device__ __forceinline__ long long first_window(long long hp, long long k, const FastDiv& s) {
+    return hp < k ? 0 : s.div(hp - k) + 1;
 }
 
+// The sizes that the index math divides by come with their fast-division magic words
+// (FastDiv, gpuops.cuh: no 64-bit `/` or `%` per element). pairs != 0 (the host's choice:
+// sw == 2, dw == 1, W even, x aligned to two elements): window rows are read as aligned
+// pairs of elements (one 8-byte load for float), so that a warp's lanes, whose windows
+// start 2 elements apart, read contiguous memory (each load request coalesced) instead of
+// scalars 8 bytes apart.
 struct PoolGeometry {
-    long long H, W, OH, OW, kh, kw, sh, sw, ph, pw, dh, dw, count_include_pad, divisor;
+    long long H, W, OH, OW, kh, kw, sh, sw, ph, pw, dh, dw, count_include_pad, divisor, pairs;
+    FastDiv fH, fW, fOH, fOW, fsh, fsw, fdh, fdw;
 };
+
+template <typename T>
+struct alignas(2 * sizeof(T)) Pair {
+    T lo, hi;
+};
+
+// f(w, x[w]) for the columns w = w0 + j*dw (0 <= j < kw) of a window row inside [0, W), in
+// increasing w.
+template <typename T, typename F>
+__device__ __forceinline__ void for_window_row(const T* __restrict__ row, long long w0,
+                                               const PoolGeometry& g, F&& f) {
+    if (g.pairs) {  // dw == 1: the columns [w0, w0 + kw), read as aligned pairs
+        // Every lane loads as many pairs (w0's parity is the warp's), one in the padding
+        // from a clamped address and unused, so the lanes' loads stay one request each.
+        const long long lo = w0 > 0 ? w0 : 0, hi = w0 + g.kw < g.W ? w0 + g.kw : g.W;
+        for (long long w = w0 - (w0 & 1); w < w0 + g.kw; w += 2) {
+            const long long at = w < 0 ? 0 : (w < g.W ? w : g.W - 2);
+            const Pair<T> v = *reinterpret_cast<const Pair<T>*>(row + at);
+            if (w >= lo && w < hi) f(w, to_acc(v.lo));
+            if (w + 1 >= lo && w + 1 < hi) f(w + 1, to_acc(v.hi));
+        }
+        return;
+    }
+    for (long long j = 0; j < g.kw; ++j) {
+        const long long w = w0 + j * g.dw;
+        if (w < 0) continue;
+        if (w >= g.W) break;
+        f(w, load_acc(row + w));
+    }
+}
 
 // Index of the first maximal element (row-major within the window, padding skipped) of
 // window (oh, ow) of plane p, -1 when the window holds no input element; a NaN counts as
-// maximal (it propagates, as in PyTorch).
+// maximal (it propagates, as in PyTorch). `best` receives the maximum (not re-read).
 template <typename T>
 __device__ __forceinline__ long long window_argmax(const T* __restrict__ p, long long oh,
-                                                   long long ow, const PoolGeometry& g) {
+                                                   long long ow, const PoolGeometry& g,
+                                                   acc_t<T>& best) {
     const long long h0 = oh * g.sh - g.ph, w0 = ow * g.sw - g.pw;
     long long best_at = -1;
-    acc_t<T> best = 0;
+    best = 0;
     for (long long i = 0; i < g.kh; ++i) {
         const long long h = h0 + i * g.dh;
         if (h < 0) continue;
         if (h >= g.H) break;
-        for (long long j = 0; j < g.kw; ++j) {
-            const long long w = w0 + j * g.dw;
-            if (w < 0) continue;
-            if (w >= g.W) break;
-            const acc_t<T> v = load_acc(p + h * g.W + w);
+        for_window_row(p + h * g.W, w0, g, [&](long long w, acc_t<T> v) {
             if (best_at < 0 || (best == best && (v > best || v != v))) {
                 best = v;
                 best_at = h * g.W + w;
             }
-        }
+        });
     }
     return best_at;
 }
@@ -65,8 +99,7 @@ __device__ __forceinline__ acc_t<T> window_sum(const T* __restrict__ p, long lon
     const long long h0 = oh * g.sh - g.ph, w0 = ow * g.sw - g.pw;
     acc_t<T> acc = 0;
     for (long long h = h0 > 0 ? h0 : 0; h < h0 + g.kh && h < g.H; ++h)
-        for (long long w = w0 > 0 ? w0 : 0; w < w0 + g.kw && w < g.W; ++w)
-            acc += load_acc(p + h * g.W + w);
+        for_window_row(p + h * g.W, w0, g, [&](long long, acc_t<T> v) { acc += v; });
     return acc;
 }
 
@@ -93,11 +126,12 @@ __device__ __forceinline__ void pool2d(const T* __restrict__ x, T* __restrict__ 
     const A inv = g.divisor != 0 ? A(1) / A(g.divisor) : A(0);
     const A zero = A(0);
     GRID_STRIDE_LOOP(i, n) {
-        const long long ow = i % g.OW, oh = (i / g.OW) % g.OH;
-        const T* __restrict__ p = x + (i / (g.OH * g.OW)) * g.H * g.W;
+        long long ow, oh;
+        const T* __restrict__ p = x + g.fOH.divmod(g.fOW.divmod(i, ow), oh) * g.H * g.W;
         if constexpr (MAX) {
-            const long long at = window_argmax(p, oh, ow, g);
-            store_acc(y + i, at >= 0 ? load_acc(p + at) : -A(1) / zero);
+            A best;
+            const long long at = window_argmax(p, oh, ow, g, best);
+            store_acc(y + i, at >= 0 ? best : -A(1) / zero);
         } else {
             store_acc(y + i, window_sum(p, oh, ow, g) *
                                  (g.divisor != 0 ? inv : A(1) / A(window_divisor(oh, ow, g))));
@@ -117,23 +151,26 @@ __device__ __forceinline__ void pool2d_wrt_x1(const T* __restrict__ x, const T* 
     const A inv = g.divisor != 0 ? A(1) / A(g.divisor) : A(0);
     const long long eh = (g.kh - 1) * g.dh + 1, ew = (g.kw - 1) * g.dw + 1;
     GRID_STRIDE_LOOP(i, n) {
-        const long long w = i % g.W, h = (i / g.W) % g.H, plane = i / (g.H * g.W);
+        long long w, h;
+        const long long plane = g.fH.divmod(g.fW.divmod(i, w), h);
         const T* __restrict__ p = x + plane * g.H * g.W;
         const T* __restrict__ py = y + plane * g.OH * g.OW;
         const T* __restrict__ pg = gy + plane * g.OH * g.OW;
         const A v = MAX ? load_acc(x + i) : A(0);
         const long long hp = h + g.ph, wp = w + g.pw;
-        const long long oh_end = hp / g.sh < g.OH - 1 ? hp / g.sh : g.OH - 1;
-        const long long ow_end = wp / g.sw < g.OW - 1 ? wp / g.sw : g.OW - 1;
+        const long long last_h = g.fsh.div(hp), last_w = g.fsw.div(wp);
+        const long long oh_end = last_h < g.OH - 1 ? last_h : g.OH - 1;
+        const long long ow_end = last_w < g.OW - 1 ? last_w : g.OW - 1;
         A acc = A(0);
-        for (long long oh = first_window(hp, eh, g.sh); oh <= oh_end; ++oh) {
-            if ((hp - oh * g.sh) % g.dh != 0) continue;
-            for (long long ow = first_window(wp, ew, g.sw); ow <= ow_end; ++ow) {
-                if ((wp - ow * g.sw) % g.dw != 0) continue;
+        for (long long oh = first_window(hp, eh, g.fsh); oh <= oh_end; ++oh) {
+            if (g.fdh.mod(hp - oh * g.sh) != 0) continue;
+            for (long long ow = first_window(wp, ew, g.fsw); ow <= ow_end; ++ow) {
+                if (g.fdw.mod(wp - ow * g.sw) != 0) continue;
                 if constexpr (MAX) {
                     const A m = load_acc(py + oh * g.OW + ow);
+                    A scanned;
                     if (!((v == m || (v != v && m != m)) &&
-                          window_argmax(p, oh, ow, g) == h * g.W + w))
+                          window_argmax(p, oh, ow, g, scanned) == h * g.W + w))
                         continue;
                     acc += load_acc(pg + oh * g.OW + ow);
                 } else {
@@ -148,23 +185,26 @@ __device__ __forceinline__ void pool2d_wrt_x1(const T* __restrict__ x, const T* 
 }
 
 // The kernels: <op>_<SFX>(x, y, n, geometry) and <op>_wrt_x1_<SFX>(x, y, gy, gx, n, geometry).
+#define POOL_GEOMETRY                                                                         \
+    FASTDIV_PARAM(H), FASTDIV_PARAM(W), FASTDIV_PARAM(OH), FASTDIV_PARAM(OW), long long kh,   \
+        long long kw, FASTDIV_PARAM(sh), FASTDIV_PARAM(sw), long long ph, long long pw,       \
+        FASTDIV_PARAM(dh), FASTDIV_PARAM(dw), long long count_include_pad, long long divisor, \
+        long long pairs
+#define POOL_GEOMETRY_INIT                                                                    \
+    const PoolGeometry g = {H,  W,  OH, OW, kh, kw, sh, sw, ph, pw, dh, dw, count_include_pad, \
+                            divisor, pairs, FASTDIV(H), FASTDIV(W), FASTDIV(OH), FASTDIV(OW), \
+                            FASTDIV(sh), FASTDIV(sw), FASTDIV(dh), FASTDIV(dw)}
+
 #define POOLING_KERNELS(OP, MAX, T, SFX)                                                        \
-    extern "C" __global__ void OP##_##SFX(                                                      \
-        const T* __restrict__ x, T* __restrict__ y, long long n, long long H, long long W,       \
-        long long OH, long long OW, long long kh, long long kw, long long sh, long long sw,      \
-        long long ph, long long pw, long long dh, long long dw, long long count_include_pad,    \
-        long long divisor) {                                                                    \
-        const PoolGeometry g = {H,  W,  OH, OW, kh, kw, sh, sw,                                 \
-                                ph, pw, dh, dw, count_include_pad, divisor};                    \
+    extern "C" __global__ void OP##_##SFX(const T* __restrict__ x, T* __restrict__ y,           \
+                                          long long n, POOL_GEOMETRY) {                         \
+        POOL_GEOMETRY_INIT;                                                                     \
         pool2d<T, MAX>(x, y, n, g);                                                             \
     }                                                                                           \
     extern "C" __global__ void OP##_wrt_x1_##SFX(                                               \
         const T* __restrict__ x, const T* __restrict__ y, const T* __restrict__ gy,             \
-        T* __restrict__ gx, long long n, long long H, long long W, long long OH, long long OW,  \
-        long long kh, long long kw, long long sh, long long sw, long long ph, long long pw,     \
-        long long dh, long long dw, long long count_include_pad, long long divisor) {           \
-        const PoolGeometry g = {H,  W,  OH, OW, kh, kw, sh, sw,                                 \
-                                ph, pw, dh, dw, count_include_pad, divisor};                    \
+        T* __restrict__ gx, long long n, POOL_GEOMETRY) {                                       \
+        POOL_GEOMETRY_INIT;                                                                     \
         pool2d_wrt_x1<T, MAX>(x, y, gy, gx, n, g);                                              \
     }
 

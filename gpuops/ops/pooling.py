@@ -31,6 +31,7 @@ from typing import Any, Iterator, NamedTuple
 
 import numpy
 
+from .. import kernels
 from ..backend import ALL_FLOAT_DTYPES
 from ..call import Call, Signature, check_shape
 from ..registry import register
@@ -213,15 +214,29 @@ def _pool_grad_cpu(x: Array, y: Array, gy: Array, gx: Array, g: _Geometry, *,
 
 # ---- kernels: <op>_<dtype>(x, y, n, <geometry>), <op>_wrt_x1_<dtype>(x, y, gy, gx, n,
 # <geometry>), <geometry> = H, W, OH, OW, kh, kw, sh, sw, ph, pw, dh, dw,
-# count_include_pad, divisor --------------------------------------------------------------
+# count_include_pad, divisor, pairs; the sizes the kernels divide by (H, W, OH, OW, sh, sw,
+# dh, dw) each with its fast-division magic word (kernels.fastdiv); pairs: read window rows
+# as aligned pairs of elements (stride 2, no dilation, even W, x aligned to two elements:
+# each warp's loads then coalesce) ----------------------------------------------------------
+
+def _address(x: Array) -> int:
+    """The device (CuPy) or host (NumPy) address of x's first element."""
+    interface = getattr(x, "__cuda_array_interface__", None) or x.__array_interface__
+    return int(interface["data"][0])
+
 
 def _launch(call: Call, arrays: tuple, g: _Geometry) -> None:
     x, result = arrays[0], arrays[-1]
     H, W = x.shape[-2], x.shape[-1]
-    call.launch_1d(call.op, result.size,
-                   (*arrays, numpy.int64(result.size),
-                    *map(numpy.int64, (H, W, g.OH, g.OW, g.kh, g.kw, g.sh, g.sw, g.ph, g.pw,
-                                       g.dh, g.dw, g.count_include_pad, g.divisor))))
+    n = result.size
+    bound = max(n, H + g.ph, W + g.pw)
+    pairs = g.sw == 2 and g.dw == 1 and W % 2 == 0 and _address(x) % (2 * x.itemsize) == 0
+    div = functools.partial(kernels.fastdiv, max_dividend=bound)
+    call.launch_1d(call.op, n,
+                   (*arrays, numpy.int64(n), *div(H), *div(W), *div(g.OH), *div(g.OW),
+                    numpy.int64(g.kh), numpy.int64(g.kw), *div(g.sh), *div(g.sw),
+                    numpy.int64(g.ph), numpy.int64(g.pw), *div(g.dh), *div(g.dw),
+                    *map(numpy.int64, (g.count_include_pad, g.divisor, pairs))))
 
 
 def _pool_gpu(call: Call, x: Array, y: Array, g: _Geometry) -> None:
