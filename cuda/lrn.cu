@@ -10,7 +10,8 @@
 // so it needs one pow per element (for gy_c s_c^(-beta)) instead of one per window term.
 // Forward and gradient are one kernel each, one thread per element; the window sums
 // are recomputed per thread (their loads hit in cache: a warp reads neighbouring
-// positions of neighbouring channels). 16-bit T is loaded as float, computed in float and
+// positions of neighbouring channels). The position's (n, c, p) comes from the fast
+// division (FastDiv, gpuops.cuh), not 64-bit `/` and `%`. 16-bit T is loaded as float, computed in float and
 // rounded once on store (half.cuh).
 #include "gpuops.cuh"
 #include "half.cuh"
@@ -33,24 +34,26 @@ __device__ __forceinline__ A lrn_scale(const T* __restrict__ x, long long base, 
 
 #define LRN_ALL(T, A, SFX)                                                                      \
     extern "C" __global__ void lrn_##SFX(const T* __restrict__ x, T* __restrict__ y,            \
-                                         long long n, long long C, long long inner,             \
+                                         long long n, FASTDIV_PARAM(C), FASTDIV_PARAM(inner),   \
                                          long long size, A alpha, A beta, A k) {                \
         const A a = alpha / A(size);                                                            \
+        const FastDiv fC = FASTDIV(C), fi = FASTDIV(inner);                                     \
         GRID_STRIDE_LOOP(i, n) {                                                                \
-            const long long p = i % inner, c = (i / inner) % C;                                 \
-            const long long base = (i / (inner * C)) * C * inner + p;                           \
+            long long p, c;                                                                     \
+            const long long base = fC.divmod(fi.divmod(i, p), c) * C * inner + p;               \
             store_acc(y + i,                                                                    \
                       load_acc(x + i) * pow(lrn_scale(x, base, c, C, inner, size, k, a), -beta)); \
         }                                                                                       \
     }                                                                                           \
     extern "C" __global__ void lrn_wrt_x1_##SFX(                                                \
         const T* __restrict__ x, const T* __restrict__ y, const T* __restrict__ gy,             \
-        T* __restrict__ gx, long long n, long long C, long long inner, long long size, A alpha, \
-        A beta, A k) {                                                                          \
+        T* __restrict__ gx, long long n, FASTDIV_PARAM(C), FASTDIV_PARAM(inner), long long size, \
+        A alpha, A beta, A k) {                                                                 \
         const A a = alpha / A(size);                                                            \
+        const FastDiv fC = FASTDIV(C), fi = FASTDIV(inner);                                     \
         GRID_STRIDE_LOOP(i, n) {                                                                \
-            const long long p = i % inner, c = (i / inner) % C;                                 \
-            const long long base = (i / (inner * C)) * C * inner + p;                           \
+            long long p, c;                                                                     \
+            const long long base = fC.divmod(fi.divmod(i, p), c) * C * inner + p;               \
             const long long lo = c - (size - 1) / 2 > 0 ? c - (size - 1) / 2 : 0;               \
             const long long hi = c + size / 2 < C - 1 ? c + size / 2 : C - 1;                   \
             A cross = A(0);                                                                     \

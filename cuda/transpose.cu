@@ -48,44 +48,35 @@ __device__ __forceinline__ void transpose_tiles(const T* __restrict__ x, T* __re
 // the output viewed as (dims before a, dim a, the dims after a flattened: contiguous in y);
 // each 32x32 tile over (dim a, flattened) at one index of the dims before a goes through
 // shared memory (32x33, as transpose_tiles): read along dim a (x's unit stride), written
-// along the flattened dims (y's), both coalesced.
+// along the flattened dims (y's), both coalesced. The per-element index math divides by
+// d1..d7 with the fast division (f[1..7]: FastDiv, gpuops.cuh; f[0] is never divided by).
 template <typename T>
 __device__ __forceinline__ void transpose_nd(const T* __restrict__ x, T* __restrict__ y,
-                                             long long n, long long d1, long long d2,
-                                             long long d3, long long d4, long long d5,
-                                             long long d6, long long d7, long long s0,
-                                             long long s1, long long s2, long long s3,
-                                             long long s4, long long s5, long long s6,
-                                             long long s7, long long a) {
+                                             long long n, const FastDiv (&f)[8],
+                                             const long long (&s)[8], long long a) {
     if (a == 7) {
         GRID_STRIDE_LOOP(i, n) {
-            long long rem = i, off = 0;
-            off += (rem % d7) * s7; rem /= d7;
-            off += (rem % d6) * s6; rem /= d6;
-            off += (rem % d5) * s5; rem /= d5;
-            off += (rem % d4) * s4; rem /= d4;
-            off += (rem % d3) * s3; rem /= d3;
-            off += (rem % d2) * s2; rem /= d2;
-            off += (rem % d1) * s1; rem /= d1;
-            off += rem * s0;
-            y[i] = x[off];
+            long long rem = i, off = 0, at;
+#pragma unroll
+            for (int q = 7; q > 0; --q) {
+                rem = f[q].divmod(rem, at);
+                off += at * s[q];
+            }
+            y[i] = x[off + rem * s[0]];
         }
         return;
     }
     __shared__ T tile[TILE][TILE + 1];
-    const long long d0 = n / (d1 * d2 * d3 * d4 * d5 * d6 * d7);
-    const long long d[8] = {d0, d1, d2, d3, d4, d5, d6, d7};
-    const long long s[8] = {s0, s1, s2, s3, s4, s5, s6, s7};
     // dim a's size and input stride; inner: the output dims after a, flattened (contiguous
     // in y); loops over q with constant indices only (unrolled)
     long long da = 1, sa = 1, inner = 1;
 #pragma unroll
     for (int q = 0; q < 8; ++q) {
         if (q == a) {
-            da = d[q];
+            da = f[q].d;
             sa = s[q];
         } else if (q > a) {
-            inner *= d[q];
+            inner *= f[q].d;
         }
     }
     const long long tiles_a = (da + TILE - 1) / TILE, tiles_b = (inner + TILE - 1) / TILE;
@@ -94,14 +85,17 @@ __device__ __forceinline__ void transpose_nd(const T* __restrict__ x, T* __restr
         const long long a0 = ((t / tiles_b) % tiles_a) * TILE, b0 = (t % tiles_b) * TILE;
         long long rest = t / (tiles_b * tiles_a), in0 = 0, out0 = 0, stride = da * inner;
 #pragma unroll
-        for (int q = 6; q >= 0; --q) {  // the tile's index along the output dims before a
+        for (int q = 6; q > 0; --q) {  // the tile's index along the output dims before a
             if (q < a) {
-                in0 += (rest % d[q]) * s[q];
-                out0 += (rest % d[q]) * stride;
-                rest /= d[q];
-                stride *= d[q];
+                long long at;
+                rest = f[q].divmod(rest, at);
+                in0 += at * s[q];
+                out0 += at * stride;
+                stride *= f[q].d;
             }
         }
+        in0 += rest * s[0];  // the index along dim 0 (rest < d0; 0 when a == 0)
+        out0 += rest * stride;
         for (int k = ty; k < TILE; k += TILE_ROWS) {  // read along dim a: coalesced in x
             const long long ia = a0 + tx;
             long long ib = b0 + k, off = 0;
@@ -109,8 +103,9 @@ __device__ __forceinline__ void transpose_nd(const T* __restrict__ x, T* __restr
 #pragma unroll
                 for (int q = 7; q > 0; --q) {  // ib over the output dims after a
                     if (q > a) {
-                        off += (ib % d[q]) * s[q];
-                        ib /= d[q];
+                        long long at;
+                        ib = f[q].divmod(ib, at);
+                        off += at * s[q];
                     }
                 }
                 tile[k][tx] = x[in0 + ia * sa + off];
@@ -132,11 +127,14 @@ __device__ __forceinline__ void transpose_nd(const T* __restrict__ x, T* __restr
         transpose_tiles(x, y, batch, rows, cols);                                               \
     }                                                                                           \
     extern "C" __global__ void transpose_nd_##SFX(                                              \
-        const T* __restrict__ x, T* __restrict__ y, long long n, long long d1, long long d2,    \
-        long long d3, long long d4, long long d5, long long d6, long long d7, long long s0,     \
-        long long s1, long long s2, long long s3, long long s4, long long s5, long long s6,     \
-        long long s7, long long a) {                                                            \
-        transpose_nd(x, y, n, d1, d2, d3, d4, d5, d6, d7, s0, s1, s2, s3, s4, s5, s6, s7, a);   \
+        const T* __restrict__ x, T* __restrict__ y, long long n, FASTDIV_PARAM(d1),             \
+        FASTDIV_PARAM(d2), FASTDIV_PARAM(d3), FASTDIV_PARAM(d4), FASTDIV_PARAM(d5),             \
+        FASTDIV_PARAM(d6), FASTDIV_PARAM(d7), long long s0, long long s1, long long s2,         \
+        long long s3, long long s4, long long s5, long long s6, long long s7, long long a) {    \
+        const FastDiv f[8] = {FastDiv(1, 0), FASTDIV(d1), FASTDIV(d2), FASTDIV(d3),             \
+                              FASTDIV(d4),   FASTDIV(d5), FASTDIV(d6), FASTDIV(d7)};            \
+        const long long s[8] = {s0, s1, s2, s3, s4, s5, s6, s7};                                \
+        transpose_nd(x, y, n, f, s, a);                                                         \
     }
 
 TRANSPOSE_ALL(__half, f16)  // 16-bit: the bits are moved, never converted

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy
 
+from .. import kernels
 from ..backend import ALL_FLOAT_DTYPES
 from ..call import Call, Signature, check_shape
 from ..registry import register
@@ -92,14 +93,16 @@ def _lrn_grad_cpu(x: Array, y: Array, gy: Array, gx: Array, size: int, alpha: fl
 
 
 # ---- kernels: lrn_<dtype>(x, y, n, C, inner, size, alpha, beta, k),
-# lrn_wrt_x1_<dtype>(x, y, gy, gx, n, C, inner, size, alpha, beta, k) ----------------------
+# lrn_wrt_x1_<dtype>(x, y, gy, gx, n, C, inner, size, alpha, beta, k); C and inner each
+# with its fast-division magic word (kernels.fastdiv) ----------------------------------------
 
 def _launch(call: Call, arrays: tuple, size: int, alpha: float, beta: float, k: float) -> None:
     x, result = arrays[0], arrays[-1]
-    call.launch_1d(call.op, result.size,
-                   (*arrays, numpy.int64(result.size), numpy.int64(x.shape[1]),
-                    numpy.int64(math.prod(x.shape[2:])), numpy.int64(size), call.scalar(alpha),
-                    call.scalar(beta), call.scalar(k)))
+    n = result.size
+    call.launch_1d(call.op, n,
+                   (*arrays, numpy.int64(n), *kernels.fastdiv(x.shape[1], n),
+                    *kernels.fastdiv(math.prod(x.shape[2:]), n), numpy.int64(size),
+                    call.scalar(alpha), call.scalar(beta), call.scalar(k)))
 
 
 def _lrn_gpu(call: Call, x: Array, y: Array, size: int, alpha: float, beta: float,

@@ -18,7 +18,7 @@ import numpy
 
 from ..backend import ALL_FLOAT_DTYPES
 from ..call import Call, Signature, check_shape
-from ..kernels import CONSTANTS
+from ..kernels import CONSTANTS, fastdiv
 from ..registry import register
 from . import _args
 
@@ -81,7 +81,8 @@ def _transpose_gpu(call: Call, x: Array, y: Array, perm: tuple) -> None:
         out_dims = [1] * pad + [dims[a] for a in order]
         strides = [0] * pad + [in_strides[a] for a in order]
         inner = pad + order.index(k - 1)  # the output dim of the input's unit-stride axis
-        args = (x, y, numpy.int64(y.size), *map(numpy.int64, out_dims[1:]),
+        args = (x, y, numpy.int64(y.size),
+                *(v for d in out_dims[1:] for v in fastdiv(d, y.size)),
                 *map(numpy.int64, strides), numpy.int64(inner))
         if inner == _MAX_DIMS - 1:
             call.launch_1d("transpose_nd", y.size, args)
