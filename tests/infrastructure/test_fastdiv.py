@@ -134,3 +134,54 @@ def test_device_64_bit_fallback(module, d):
     q, r, _ = _run(module, n, d, magic)
     assert [int(v) for v in q] == [int(v) // d for v in n]
     assert [int(v) for v in r] == [int(v) % d for v in n]
+
+
+# ---- the operators on the 64-bit path ---------------------------------------------------
+# Past FASTDIV_MAX (tensors of 2^32 or more elements) every magic word is 0 and the kernels
+# divide in 64 bits. Lowering the limit sends small tensors down that path: both paths must
+# give the NumPy backend's results (bitwise: the index math changes, not the arithmetic).
+
+def _f64(rng, *shape):
+    return rng.standard_normal(shape)
+
+
+_OPERATOR_CASES = {
+    "add broadcast": lambda g, r: g.add(_f64(r, 3, 1, 5, 7), _f64(r, 4, 1, 7)),
+    "div_wrt_x2 broadcast": lambda g, r: g.div_wrt_x2(
+        _f64(r, 3, 4, 5), 1.5 + _f64(r, 4, 1) ** 2, _f64(r, 3, 4, 5), _f64(r, 3, 4, 5)),
+    "axis_mul": lambda g, r: g.axis_mul(_f64(r, 3, 5, 7), _f64(r, 5), axis=1),
+    "axis_mul_wrt_x2": lambda g, r: g.axis_mul_wrt_x2(
+        _f64(r, 3, 5, 7), _f64(r, 5), _f64(r, 3, 5, 7), _f64(r, 3, 5, 7), axis=1),
+    "max_pool2d": lambda g, r: g.max_pool2d(_f64(r, 2, 3, 9, 10), kernel_size=3, stride=2,
+                                            padding=1),
+    "max_pool2d x at an odd offset": lambda g, r: g.max_pool2d(  # no pair loads
+        _f64(r, 2 * 3 * 9 * 10 + 1)[1:].reshape(2, 3, 9, 10), kernel_size=3, stride=2),
+    "max_pool2d_wrt_x1": lambda g, r: _pool_grad(g, r, "max_pool2d", dilation=2),
+    "avg_pool2d_wrt_x1": lambda g, r: _pool_grad(g, r, "avg_pool2d", ceil_mode=True),
+    "lrn_wrt_x1": lambda g, r: _lrn_grad(g, r),
+    "transpose 4-d": lambda g, r: g.transpose(_f64(r, 3, 4, 5, 6), axes=(2, 0, 3, 1)),
+    "transpose inner kept": lambda g, r: g.transpose(_f64(r, 3, 4, 5, 6), axes=(2, 1, 0, 3)),
+}
+
+
+def _pool_grad(g, r, name, **options):
+    x = _f64(r, 2, 3, 9, 10)
+    y = getattr(g, name)(x, kernel_size=3, stride=2, padding=1, **options)
+    return getattr(g, f"{name}_wrt_x1")(x, y, _f64(r, *y.shape), kernel_size=3, stride=2,
+                                         padding=1, **options)
+
+
+def _lrn_grad(g, r):
+    x = _f64(r, 2, 7, 3, 4)
+    return g.lrn_wrt_x1(x, g.lrn(x), _f64(r, 2, 7, 3, 4))
+
+
+@pytest.mark.parametrize("case", sorted(_OPERATOR_CASES))
+@pytest.mark.parametrize("limit", [kernels.FASTDIV_MAX, 4])
+def test_operators_on_both_division_paths(module, monkeypatch, case, limit):
+    import gpuops
+    monkeypatch.setattr(kernels, "FASTDIV_MAX", limit)
+    expected = _OPERATOR_CASES[case](gpuops, numpy.random.default_rng(3))
+    with gpuops.backend.use_cpu_launcher(gpuops.emu.launcher()):
+        got = _OPERATOR_CASES[case](gpuops, numpy.random.default_rng(3))
+    numpy.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
