@@ -133,13 +133,8 @@ class Module:
             self._entries[name] = (stub, tuple(sizes[:arity]))
         if self.counting:
             self._lib.gpuops_emu_count_begin.argtypes = [
-                ctypes.POINTER(ctypes.c_ulonglong), ctypes.c_int,
                 ctypes.POINTER(ctypes.c_ulonglong), ctypes.c_int, ctypes.c_ulonglong,
                 ctypes.c_ulonglong]
-            statics = counters.static_shared(path)
-            self._statics = (ctypes.c_ulonglong * max(1, 2 * len(statics)))(
-                *[bound for span in statics for bound in span])
-            self._nstatics = len(statics)
             self._lib.gpuops_emu_count_end.restype = ctypes.c_longlong
             self._lib.gpuops_emu_count_copy.argtypes = [ctypes.c_void_p]
             self._count_lock = threading.Lock()
@@ -147,8 +142,13 @@ class Module:
 
     def launch(self, kernel: str, grid: Sequence[int], block: Sequence[int],
                args: Sequence[Any], shared_mem: int = 0, *,
-               watchdog: float | None = None) -> LaunchReport | None:
-        """Run ``kernel``; in the counting mode, return its :class:`LaunchReport`."""
+               watchdog: float | None = None,
+               indirect: Sequence[Any] = ()) -> LaunchReport | None:
+        """Run ``kernel``; in the counting mode, return its :class:`LaunchReport`.
+
+        ``indirect``: arrays the kernel reaches through pointers that an argument holds
+        (not arguments themselves: cuda/optim.cu's pointer table); the counting mode counts
+        their accesses as global memory, as it does the array arguments'."""
         where = f"emu: {self.label}.{kernel}"
         if kernel not in self._entries:
             raise ValueError(f"{where}: no such extern \"C\" __global__ kernel in {self.label} "
@@ -189,15 +189,13 @@ class Module:
             self._run(spec, where, grid, block, args, holders, argv, error)
             return None
         with self._count_lock:
-            ranges = counters.global_ranges(args)
+            ranges = counters.global_ranges(args, indirect)
             flat = (ctypes.c_ulonglong * max(1, 2 * len(ranges)))(
                 *[bound for span in ranges for bound in span])
             threads = block3[0] * block3[1] * block3[2]
-            if self._lib.gpuops_emu_count_begin(flat, len(ranges), self._statics,
-                                                self._nstatics, int(shared_mem),
+            if self._lib.gpuops_emu_count_begin(flat, len(ranges), int(shared_mem),
                                                 max(1, MAX_RECORDS // threads)):
-                raise ValueError(f"{where}: more than 256 distinct array arguments or "
-                                 f"__shared__ variables to count")
+                raise ValueError(f"{where}: more than 4096 distinct arrays to count")
             try:
                 self._run(spec, where, grid, block, args, holders, argv, error)
             finally:
@@ -295,16 +293,19 @@ class EmuLauncher:
     ``record``: add launched kernels to :func:`launched` (the coverage the test suite
     checks). ``max_blocks`` is small so that grid-stride loops run several rounds.
     ``counters``: run the counting build; each launch appends its :class:`LaunchReport`
-    (labelled with the family) to ``reports``.
+    (labelled with the family) to ``reports``; ``indirect``: arrays every launch may reach
+    through a pointer table (see :meth:`Module.launch`).
     """
 
     name = "emu"
 
     def __init__(self, max_blocks: int = MAX_BLOCKS, record: bool = True,
-                 tensor_cores: bool = False, counters: bool = False) -> None:
+                 tensor_cores: bool = False, counters: bool = False,
+                 indirect: Sequence[Any] = ()) -> None:
         self.max_blocks = max_blocks
         self.record = record
         self.counters = counters
+        self.indirect = list(indirect)
         self.reports: list[LaunchReport] = []
         # The emulator runs the tensor-core kernel too (mma.sync modelled in cuda_emu.h),
         # but slowly: the shared launcher takes the SIMT float16 path, as a pre-sm_80 GPU.
@@ -316,7 +317,8 @@ class EmuLauncher:
     def launch(self, family: str, kernel: str, grid: Sequence[int], block: Sequence[int],
                args: Sequence[Any], shared_mem: int = 0) -> None:
         module = self.module(family)
-        report = module.launch(kernel, grid, block, args, shared_mem)
+        report = module.launch(kernel, grid, block, args, shared_mem,
+                               indirect=self.indirect if self.counters else ())
         if report is not None:
             self.reports.append(report)
         if self.record:
@@ -336,8 +338,8 @@ def launcher() -> EmuLauncher:
 
 
 @contextlib.contextmanager
-def profile(max_blocks: int = MAX_BLOCKS, tensor_cores: bool = False
-            ) -> Iterator[list[LaunchReport]]:
+def profile(max_blocks: int = MAX_BLOCKS, tensor_cores: bool = False,
+            indirect: Sequence[Any] = ()) -> Iterator[list[LaunchReport]]:
     """Run the operators called inside on the counting emulator (this thread, NumPy
     inputs); yields the list that each kernel launch appends its report to::
 
@@ -345,10 +347,17 @@ def profile(max_blocks: int = MAX_BLOCKS, tensor_cores: bool = False
             gpuops.softmax(x)
         for report in reports:
             print(report)
+
+    ``indirect``: the arrays the kernels reach through a pointer table rather than as
+    arguments (the optimizer steps' parameters, gradients and states), so that their
+    accesses count as global memory::
+
+        with emu.profile(indirect=[*params, *grads, *velocities]) as reports:
+            gpuops.sgd_step(params, grads, velocities, lr=0.1, momentum=0.9)
     """
     from .. import backend
 
     counting = EmuLauncher(max_blocks=max_blocks, record=False, tensor_cores=tensor_cores,
-                           counters=True)
+                           counters=True, indirect=indirect)
     with backend.use_cpu_launcher(counting):
         yield counting.reports

@@ -8,7 +8,9 @@ by the emulator as errors). It links against the runtime library
 (``GPUOPS_EMU_SANITIZE=address`` or ``thread``) both are built with that sanitizer
 too. The counting mode (``count``, :mod:`.counters`) builds the kernel library with
 ThreadSanitizer's instrumentation (every memory access a call) and ``counters.h``
-(those calls, recording), against the plain runtime. Files live in
+(those calls, recording), against the plain runtime. Every mode but ``address`` links
+with :data:`SHARED_LINKER_SCRIPT`, which gathers all ``__shared__`` variables into the
+section ``gpuops_shared`` (the runtime NaN-fills it before each block). Files live in
 :func:`cache_dir` under names that contain a hash of everything that goes into
 them, so a changed source, header, flag or compiler gives a new file and a second
 process reuses the first one's build.
@@ -52,6 +54,18 @@ _SANITIZE_FLAGS = {"": ("-g0",), "address": ("-g", "-fsanitize=address", "-fno-o
 # What the emulated source sees: what NVRTC defines, and GPUOPS_EMU (GPU-only code off).
 _DEFINES = ("-D__CUDACC__", "-D__CUDACC_RTC__")
 _EXTERN_SHARED = re.compile(r"\bextern(\s+)__shared__\b")
+# `__shared__` is a function-local static in the section gpuops_shared (cuda_emu.h), but g++
+# ignores the section attribute on the statics of template functions (block_reduce's
+# partials, transpose's tiles): each lands in its own COMDAT section .bss._ZZ<function>...
+# (`_ZZ`: a function-local entity). This script (ld's INSERT: the default script otherwise)
+# puts those sections into gpuops_shared too, so __start/__stop_gpuops_shared span every
+# __shared__ variable. Device code has no other function-local statics (the emulator's own
+# are not in templates); guard variables are `_ZGVZ...`, thread_locals `.tbss`. Not under
+# AddressSanitizer, which bounds-checks the statics instead (cuda_emu.h).
+SHARED_LINKER_SCRIPT = """SECTIONS {
+  gpuops_shared : { *(gpuops_shared) *(.bss._ZZ*) }
+} INSERT AFTER .data;
+"""
 
 
 class EmuBuildError(RuntimeError):
@@ -126,6 +140,20 @@ def _build(target: Path, command_for, what: str) -> Path:
     return target
 
 
+def _shared_script(mode: str) -> list[str]:
+    """The linker flags that gather template functions' ``__shared__`` statics into
+    gpuops_shared (:data:`SHARED_LINKER_SCRIPT`; none under AddressSanitizer)."""
+    if mode == "address":
+        return []
+    script = cache_dir() / f"shared-{_digest(SHARED_LINKER_SCRIPT)}.ld"
+    if not script.exists():
+        script.parent.mkdir(parents=True, exist_ok=True)
+        tmp = script.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(SHARED_LINKER_SCRIPT)
+        os.replace(tmp, script)
+    return [f"-Wl,-T,{script}"]
+
+
 def runtime_library(mode: str) -> Path:
     """The runtime shared library for a sanitizer ``mode`` ('' for none), built if needed."""
     if mode == COUNT:
@@ -169,7 +197,8 @@ def kernel_library(label: str, source: str, mode: str) -> tuple[Path, dict[str, 
     flags = [*_COMMON, *_KERNEL_FLAGS, *_SANITIZE_FLAGS[mode], *_DEFINES, "-DGPUOPS_EMU"]
     headers = [HEADER] + ([COUNTERS] if mode == COUNT else [])
     key = _digest(text, *[h.read_text() for h in headers], LAUNCH_SPEC.read_text(),
-                  " ".join(flags), runtime.name, _compiler_version(cxx))
+                  " ".join(flags), runtime.name, _compiler_version(cxx),
+                  SHARED_LINKER_SCRIPT if mode != "address" else "")
     safe = re.sub(r"[^A-Za-z0-9_.-]", "_", label)
     folder = cache_dir()
     target = folder / f"{safe}-{mode or 'plain'}-{key}.so"
@@ -188,9 +217,11 @@ def kernel_library(label: str, source: str, mode: str) -> tuple[Path, dict[str, 
             f"compiling {label} for the emulator's counting mode")
         link = [flag for flag in flags if flag != "-fsanitize=thread"]
         _build(target, lambda tmp: [cxx, *link, str(obj), "-shared", "-Wl,-z,defs",
-                                    str(runtime), "-o", tmp], f"linking {label} (counting mode)")
+                                    *_shared_script(mode), str(runtime), "-o", tmp],
+               f"linking {label} (counting mode)")
         return target, kernels
     _build(target, lambda tmp: [cxx, *flags, *includes, "-x", "c++", str(listing),
-                                "-x", "none", "-shared", "-Wl,-z,defs", str(runtime), "-o", tmp],
+                                "-x", "none", "-shared", "-Wl,-z,defs", *_shared_script(mode),
+                                str(runtime), "-o", tmp],
            f"compiling {label} for the emulator")
     return target, kernels

@@ -7,8 +7,8 @@
 // skips constant-offset accesses to statics, such as a __shared__ scalar; ThreadSanitizer's
 // does not.) This header implements those calls, so ThreadSanitizer's runtime is never
 // loaded: no checking, a record per access that falls in a launch's global buffers or in
-// the block's shared memory (locals, the kernel arguments' holders and the emulator's
-// own globals are ignored), with the return address of the call (the instruction) and
+// the block's shared memory (the section gpuops_shared and the dynamic buffer; locals, the
+// kernel arguments' holders and the emulator's own globals are ignored), with the return address of the call (the instruction) and
 // the emulated block and thread; the atomics perform their operation (sequentially
 // consistent) and are recorded as atomics. Every function here is itself uninstrumented
 // (no_sanitize_thread) and uses no library code that could be instrumented.
@@ -18,7 +18,7 @@
 
 #define GPUOPS_EMU_COUNT_HOOK extern "C" __attribute__((visibility("hidden"), no_sanitize_thread))
 #define GPUOPS_EMU_COUNT_API extern "C" __attribute__((visibility("default"), no_sanitize_thread))
-#define GPUOPS_EMU_COUNT_MAX_RANGES 256
+#define GPUOPS_EMU_COUNT_MAX_RANGES 4096
 
 extern "C" {
 // One access, as handed to Python (counters.py mirrors it as a NumPy dtype).
@@ -45,27 +45,27 @@ static Buffer* buffers = nullptr;  // every worker's buffer (a list guarded by `
 static int lock = 0;
 static __thread Buffer* mine = nullptr;
 static int enabled = 0;
-static int nranges = 0;
+static int nranges = 0;  // global ranges, sorted, disjoint
 static unsigned long long range_begin[GPUOPS_EMU_COUNT_MAX_RANGES];
 static unsigned long long range_end[GPUOPS_EMU_COUNT_MAX_RANGES];
+// Shared memory: every __shared__ variable (the section gpuops_shared, build.py's linker
+// script gathering those of template functions into it too) and the dynamic buffer.
 static unsigned long long static_begin = 0, static_end = 0, dynamic_begin = 0, dynamic_end = 0;
-// More static shared memory: function-local statics that g++ did not put in the section
-// gpuops_shared (those of template functions), sorted, disjoint (from Python's symbol scan).
-static int nshared = 0;
-static unsigned long long shared_begin[GPUOPS_EMU_COUNT_MAX_RANGES];
-static unsigned long long shared_end[GPUOPS_EMU_COUNT_MAX_RANGES];
 
 __attribute__((no_sanitize_thread)) static bool in_shared(unsigned long long addr) {
-    if ((addr >= static_begin && addr < static_end) ||
-        (addr >= dynamic_begin && addr < dynamic_end))
-        return true;
-    int lo = 0, hi = nshared;  // the first range ending after addr
+    return (addr >= static_begin && addr < static_end) ||
+           (addr >= dynamic_begin && addr < dynamic_end);
+}
+
+// The global range holding addr, or -1.
+__attribute__((no_sanitize_thread)) static int global_range(unsigned long long addr) {
+    int lo = 0, hi = nranges;  // the first range ending after addr
     while (lo < hi) {
         const int mid = (lo + hi) / 2;
-        if (shared_end[mid] <= addr) lo = mid + 1;
+        if (range_end[mid] <= addr) lo = mid + 1;
         else hi = mid;
     }
-    return lo < nshared && addr >= shared_begin[lo];
+    return lo < nranges && addr >= range_begin[lo] ? lo : -1;
 }
 
 __attribute__((no_sanitize_thread)) static unsigned long long library_base() {
@@ -95,9 +95,8 @@ __attribute__((no_sanitize_thread)) static void record(unsigned long long addr,
     if (in_shared(addr)) {
         flags |= 2u;
     } else {
-        int r = 0;
-        while (r < nranges && !(addr >= range_begin[r] && addr < range_end[r])) ++r;
-        if (r == nranges) return;  // a local, an argument holder, an emulator global
+        const int r = global_range(addr);
+        if (r < 0) return;  // a local, an argument holder, an emulator global
         flags |= (unsigned)r << 8;
         addr -= range_begin[r];
     }
@@ -215,22 +214,16 @@ GPUOPS_EMU_COUNT_ATOMICS(16, unsigned short)
 GPUOPS_EMU_COUNT_ATOMICS(32, unsigned int)
 GPUOPS_EMU_COUNT_ATOMICS(64, unsigned long long)
 
-// Before a launch: the global ranges [begin, end) (pairs of addresses), more static shared
-// ranges (pairs of offsets into this library, sorted, disjoint), the dynamic shared bytes
-// and the most records a worker may keep; clears every worker's records.
+// Before a launch: the global ranges [begin, end) (pairs of addresses, sorted, disjoint),
+// the dynamic shared bytes and the most records a worker may keep; clears every worker's
+// records.
 GPUOPS_EMU_COUNT_API int gpuops_emu_count_begin(const unsigned long long* ranges, int n,
-                                                const unsigned long long* statics, int ns,
                                                 unsigned long long shared_mem,
                                                 unsigned long long max_records) {
     using namespace gpuops_emu_count;
-    if (n < 0 || n > GPUOPS_EMU_COUNT_MAX_RANGES || ns < 0 || ns > GPUOPS_EMU_COUNT_MAX_RANGES)
-        return 1;
+    if (n < 0 || n > GPUOPS_EMU_COUNT_MAX_RANGES) return 1;
     nranges = n;
     for (int r = 0; r < n; ++r) range_begin[r] = ranges[2 * r], range_end[r] = ranges[2 * r + 1];
-    const unsigned long long base = library_base();
-    nshared = ns;
-    for (int r = 0; r < ns; ++r)
-        shared_begin[r] = base + statics[2 * r], shared_end[r] = base + statics[2 * r + 1];
     static_begin = (unsigned long long)__start_gpuops_shared;
     static_end = (unsigned long long)__stop_gpuops_shared;
     dynamic_begin = (unsigned long long)gpuops_emu_dynamic_shared;

@@ -6,9 +6,10 @@ with g++'s ThreadSanitizer instrumentation, which turns every load, store and at
 into a call, and ``counters.h`` implementing those calls (the sanitizer's runtime is
 never loaded): each records address, size, the calling instruction (return address)
 and the emulated block and thread.
-Accesses inside the launch's array arguments are *global*, inside the block's shared
-memory (static ``__shared__`` and the dynamic buffer) *shared*; everything else (a
-thread's locals, which a GPU keeps in registers) is not recorded.
+Accesses inside the launch's array arguments (and the arrays registered as reached
+through a pointer table: ``indirect``) are *global*, inside the block's shared memory
+(static ``__shared__`` and the dynamic buffer) *shared*; everything else (a thread's
+locals, which a GPU keeps in registers) is not recorded.
 
 :func:`analyse` groups the accesses of a warp into requests as the hardware does:
 the accesses of one instruction (same return address) at the same dynamic occurrence
@@ -65,13 +66,15 @@ class CounterOverflow(RuntimeError):
     """A launch made more accesses than the counting mode keeps (``max_records``)."""
 
 
-def global_ranges(args: Sequence[Any]) -> list[tuple[int, int]]:
+def global_ranges(args: Sequence[Any], indirect: Sequence[Any] = ()) -> list[tuple[int, int]]:
     """The address ranges [begin, end) of the allocations behind the array arguments
-    (a view's base array), overlapping ones merged, in address order."""
+    (a view's base array) and the arrays of ``indirect`` (those a kernel reaches through
+    pointers that an argument holds: cuda/optim.cu's pointer table), overlapping ones
+    merged, in address order."""
     from numpy.lib import array_utils  # numpy >= 2
 
     spans = []
-    for arg in args:
+    for arg in [*args, *indirect]:
         if not isinstance(arg, numpy.ndarray) or arg.size == 0:
             continue
         root = arg
@@ -79,32 +82,6 @@ def global_ranges(args: Sequence[Any]) -> list[tuple[int, int]]:
             root = root.base
         spans.append(array_utils.byte_bounds(root))
         spans.append(array_utils.byte_bounds(arg))  # in case the base is not an ndarray
-    merged: list[tuple[int, int]] = []
-    for begin, end in sorted(spans):
-        if merged and begin <= merged[-1][1]:
-            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
-        else:
-            merged.append((begin, end))
-    return merged
-
-
-def static_shared(library: str | Path) -> list[tuple[int, int]]:
-    """Offsets [begin, end) into ``library`` of its function-local statics (``__shared__``
-    variables: device code has no other static locals), merged. g++ puts those of
-    template functions in .bss instead of the section ``gpuops_shared``."""
-    tool = shutil.which("nm")
-    if tool is None:
-        raise RuntimeError("the emulator's counting mode needs nm (binutils)")
-    listing = subprocess.run([tool, "-C", "-S", "--defined-only", str(library)],
-                             capture_output=True, text=True, check=True).stdout
-    spans = []
-    for line in listing.splitlines():
-        parts = line.split(maxsplit=3)
-        if len(parts) < 4 or parts[2] not in "bBdD" or ")::" not in parts[3] \
-                or parts[3].startswith(("guard variable", "gpuops_emu")):
-            continue
-        begin = int(parts[0], 16)
-        spans.append((begin, begin + int(parts[1], 16)))
     merged: list[tuple[int, int]] = []
     for begin, end in sorted(spans):
         if merged and begin <= merged[-1][1]:

@@ -91,6 +91,15 @@ def test_unwritten_shared_memory_reads_nan(primitives):
     assert numpy.isnan(from_dynamic).all()
 
 
+def test_unwritten_template_shared_memory_reads_nan(primitives):
+    """A template function's ``__shared__`` array (outside the gpuops_shared section as
+    g++ compiles it; gathered there by build.py's linker script) starts as NaN in every
+    block too: block 1 reads what only block 0 wrote."""
+    out = numpy.zeros(128, F32)
+    primitives.launch("unwritten_template_shared", (2,), (64,), (out,))
+    assert (out[:64] == 1).all() and numpy.isnan(out[64:]).all()
+
+
 def test_3d_grid_and_block(primitives):
     grid, block = (2, 3, 2), (4, 2, 3)
     out = numpy.full(12 * 24, -1, numpy.int32)

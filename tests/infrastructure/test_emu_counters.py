@@ -288,3 +288,31 @@ def test_launcher_with_counters_records_reports():
     (report,) = launcher.reports
     assert report.metrics[LD_REQ] == 8 and report.metrics[LD_SEC] == 32
     assert str(report).startswith("elementwise.neg_f32 grid (1, 1, 1) block (256, 1, 1)")
+
+
+def test_pointer_table_arrays_count_when_registered_as_indirect():
+    # sgd_step_f32 reaches p, g and the velocity through a pointer table (cuda/optim.cu).
+    # Without ``indirect`` only the table's loads count (uniform: 1 sector per request);
+    # with it, per tensor of n floats from a 256-aligned base, each array moves
+    # 4 sectors per full warp and ceil(4 r / 32) for a last warp of r floats: 1024 floats
+    # 128 sectors, 300 floats (9 warps + 12) 9 x 4 + 2 = 38. Stores: p and the velocity;
+    # loads: g, the velocity and p, plus the table's.
+    rng = numpy.random.default_rng(0)
+    shapes = [(1024,), (300,)]
+    params = [rng.standard_normal(s).astype(F32) for s in shapes]
+    grads = [rng.standard_normal(s).astype(F32) for s in shapes]
+    velocities = [numpy.zeros(s, F32) for s in shapes]
+    with emu.profile() as unattributed:
+        gpuops.sgd_step(params, grads, velocities, lr=0.1, momentum=0.9)
+    with emu.profile(indirect=[*params, *grads, *velocities]) as reports:
+        gpuops.sgd_step(params, grads, velocities, lr=0.1, momentum=0.9)
+    (blind,), (report,) = unattributed, reports
+    assert report.kernel == blind.kernel == "sgd_step_f32"
+    table_sectors = blind.metrics[LD_SEC]
+    assert blind.metrics[LD_REQ] == table_sectors and blind.metrics[ST_REQ] == 0
+    per_array = 128 + 38
+    assert report.metrics[ST_SEC] == 2 * per_array
+    assert report.metrics[ST_REQ] == 2 * (32 + 10)
+    assert report.metrics[LD_SEC] == table_sectors + 3 * per_array
+    assert report.sectors_over_ideal("ld") == report.sectors_over_ideal("st") == 1.0
+
