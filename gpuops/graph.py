@@ -202,7 +202,7 @@ def _capture_cupy(cp: Any, step: Callable[..., Any], inputs: Sequence[Array],
         capturing.recording = []
         _backend._cupy_backend = _backend.Backend("cupy", cp, capturing)
         try:
-            with stream, cp.cuda.using_allocator(allocate), _deferred_uploads():
+            with _deferred_uploads(), stream, cp.cuda.using_allocator(allocate):
                 stream.begin_capture()
                 try:
                     outputs = step(*inputs)

@@ -175,3 +175,53 @@ def test_cupy_graph_replays_equal_eager_steps():
     numpy.testing.assert_array_equal(numpy.array(replayed), numpy.array(eager))
     for p, q in zip(eager_params, model.parameters()):
         numpy.testing.assert_array_equal(cupy.asnumpy(q.data), p)
+
+
+def _fake_cupy_backend(monkeypatch):
+    """gpu_backend() answering with a fake CuPy module (benchmarks/launch_fakes.py) and a
+    launcher that records what reaches it."""
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    from benchmarks.launch_fakes import RecordingLauncher, fake_cupy
+    cp = fake_cupy()
+    launcher = RecordingLauncher()
+    monkeypatch.setattr(gpuops.backend, "_cupy_backend",
+                        gpuops.backend.Backend("cupy", cp, launcher))
+    return cp, launcher
+
+
+def test_cupy_capture_sequence_on_a_fake_cupy(monkeypatch):
+    """The CuPy path's order of operations (on a fake module: no GPU here): the step is
+    captured twice on a side stream with the holding allocator, its launches reach the real
+    launcher (the stream capture records them), a table uploaded during a capture is `set`
+    after end_capture, and a replay launches the second graph."""
+    cp, launcher = _fake_cupy_backend(monkeypatch)
+    tables = []
+
+    def step(x):
+        gpuops.backend.gpu_backend().launcher.launch("optim", "sgd_step_f32", (2,), (256,),
+                                                      (numpy.float32(0.1),))
+        tables.append(graph.upload(cp, numpy.arange(3)))
+        assert cp.allocator is not None  # allocations go through the holding allocator
+        return "outputs"
+
+    g = graph._capture_cupy(cp, step, (numpy.zeros(2),), None)
+    assert cp.events == ["synchronize"] + ["stream.enter", "allocator.on", "begin_capture",
+                                           "end_capture", "allocator.off", "stream.exit",
+                                           "set"] * 2 + ["synchronize"]
+    assert len(launcher.launches) == 2 and g.launches == 1
+    assert [t.host.tolist() for t in tables] == [[0, 1, 2]] * 2
+    assert g.replay() == "outputs" and cp.events[-1] == "graph.launch"
+    assert gpuops.backend.gpu_backend().launcher is launcher  # restored after the capture
+
+
+def test_cupy_capture_of_a_failing_step_ends_the_capture(monkeypatch):
+    cp, _ = _fake_cupy_backend(monkeypatch)
+
+    def step(x):
+        raise RuntimeError("operation not permitted when stream is capturing")
+
+    with pytest.raises(graph.GraphError, match="host sync"):
+        graph._capture_cupy(cp, step, (numpy.zeros(2),), None)
+    assert cp.events[-3:] == ["end_capture", "allocator.off", "stream.exit"]
