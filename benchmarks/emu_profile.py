@@ -1,7 +1,10 @@
 """``python -m benchmarks --profile [--family F ...]`` (or ``python -m benchmarks.emu_profile``):
 every benchmark case, at a small size, on the emulator's counting mode (issue 13 C;
 ``gpuops.emu.profile``); then every kernel of ``cuda/`` no case launched, on the smallest
-test-record samples (``tests/records``) that launch it.
+test-record samples (``tests/records``) that launch it, then on the gates' calls; then the
+driver's own calls (:func:`driver_cases`): the optimizer steps (their pointer-table arrays
+registered with ``emu.profile(indirect=...)``) and the row widths and head sizes that no
+case, sample or gate call selects, so that every kernel base name of ``cuda/`` is profiled.
 
 Writes ``benchmarks/results/emu-profile.json`` and ``.md``: one row per kernel launch with
 the sectors per request of its global loads and stores, the bank-conflict ways of its
@@ -33,6 +36,7 @@ import numpy
 import gpuops
 from gpuops import emu, kernels
 from gpuops.emu import build, counters, occupancy, signatures
+from gpuops.ops import optim
 
 from . import harness
 
@@ -42,8 +46,9 @@ TESTS = HERE.parent / "tests"
 H200_COPY_BYTES_PER_S = 4.3e12  # measured device-to-device copy (bytes read + written)
 SIZE = 1 << 17  # elements of a "large" operand: NCHW cases need 128 x 1024
 # cuda/optim.cu's multi-tensor kernels reach their arrays through a pointer table, not
-# passed as arguments: the counters do not attribute those accesses to global memory, so
-# a case that launches them is marked incomplete.
+# passed as arguments: the counters attribute those accesses to global memory only when
+# the arrays are registered (emu.profile(indirect=...)), so a benchmark case that launches
+# them without (it has no handle on its arrays) is marked incomplete.
 POINTER_TABLE_FAMILY = "optim"
 NOT_PROFILED = ("overhead",)  # Python time per call of tiny operators, 1000s of launches
 
@@ -86,6 +91,91 @@ def gate_cases(missing: set[str], nvrtc: Any) -> list[dict[str, Any]]:
                 results.append(result)
                 _print(result)
                 left -= new
+    return results
+
+
+# The driver's own calls, for the kernels no benchmark case, test-record sample or gate call
+# launches: operator (or optimizer step), a label, inputs and params; float32 unless said.
+# Row kernels pick their width from the row length (gpuops/ops/_rows.py: warp<E> for
+# cols <= 32 E, E <= 32 (16 in float64), else a block per row); attention's d256 kernels
+# take 128 < D <= 256, in 16 bits only.
+ROW_CASES = [("layer_norm", (2, 400)), ("layer_norm", (2, 1100)), ("rms_norm", (2, 400)),
+             ("rms_norm", (2, 700)), ("rms_norm", (2, 1100))]
+OPTIMIZER_SHAPES = [(64, 64), (1000,)]
+
+
+def _optimizer_calls() -> list[tuple[str, Any, int, list]]:
+    """(label, thunk, minimum bytes, the arrays its kernels reach through the pointer
+    table) of each fused optimizer launch: SGD with momentum and Adam in float32 and with
+    float32 masters of float16 / bfloat16 parameters, loss-scale unscaling and gradient
+    clipping. Minimum bytes: every array the step reads once and writes once."""
+    rng = numpy.random.default_rng(0)
+
+    def arrays(dtype: Any) -> list[numpy.ndarray]:
+        return [rng.standard_normal(s).astype(dtype) for s in OPTIMIZER_SHAPES]
+
+    def zeros() -> list[numpy.ndarray]:
+        return [numpy.zeros(s, numpy.float32) for s in OPTIMIZER_SHAPES]
+
+    def size(*rows: list[numpy.ndarray]) -> int:
+        return sum(a.nbytes for row in rows for a in row)
+
+    p, g, b, m, v = arrays(numpy.float32), arrays(numpy.float32), zeros(), zeros(), zeros()
+    half = {name: (arrays(dtype), arrays(dtype), zeros(), zeros(), zeros())
+            for name, dtype in (("float16", numpy.float16), ("bfloat16", gpuops.bfloat16))}
+    calls = [
+        ("sgd_step momentum=0.9 float32",
+         lambda: gpuops.sgd_step(p, g, b, lr=0.1, momentum=0.9),
+         2 * size(p, b) + size(g), [*p, *g, *b]),
+        ("adam_step float32", lambda: gpuops.adam_step(p, g, m, v, step=1),
+         2 * size(p, m, v) + size(g), [*p, *g, *m, *v]),
+        ("unscale_grads float32", lambda: optim.unscale_grads(g, 0.5), 2 * size(g), g),
+        ("clip_grad_norm float32", lambda: gpuops.clip_grad_norm(g, 1e-3), 3 * size(g), g),
+    ]
+    for dtype, (p16, g16, master, s1, s2) in half.items():
+        for master_row, copy in zip(master, p16):
+            master_row[...] = copy.astype(numpy.float32)
+        step = "sgd_step" if dtype == "float16" else "adam_step"
+        if step == "sgd_step":
+            run = (lambda p16=p16, g16=g16, s1=s1, master=master: gpuops.sgd_step(
+                p16, g16, s1, lr=0.1, momentum=0.9, master_params=master))
+            state = [s1]
+        else:
+            run = (lambda p16=p16, g16=g16, s1=s1, s2=s2, master=master: gpuops.adam_step(
+                p16, g16, s1, s2, step=1, master_params=master))
+            state = [s1, s2]
+        calls.append((f"{step} master_params float32, {dtype} params", run,
+                      2 * size(master, *state) + size(g16, p16),
+                      [a for row in (p16, g16, master, *state) for a in row]))
+    return calls
+
+
+def driver_cases(nvrtc: Any) -> list[dict[str, Any]]:
+    """The optimizer steps (:func:`_optimizer_calls`), the row widths of :data:`ROW_CASES`
+    and attention with D = 136 in float16: every kernel they launch, one row each."""
+    results = []
+    for label, run, min_bytes, indirect in _optimizer_calls():
+        results.append(_profile(POINTER_TABLE_FAMILY, f"driver {label}", run, min_bytes,
+                                nvrtc, indirect=indirect))
+        _print(results[-1])
+    rng = numpy.random.default_rng(0)
+    calls = []
+    for name, shape in ROW_CASES:
+        cols = shape[-1]
+        inputs = (rng.standard_normal(shape).astype(numpy.float32),
+                  *[rng.standard_normal(cols).astype(numpy.float32)
+                    for _ in range(2 if name == "layer_norm" else 1)])
+        calls += [(gpuops.OPERATORS[name].family, f"{what} {'x'.join(map(str, shape))} float32",
+                   run, min_bytes)
+                  for what, run, min_bytes in _calls(name, gpuops.OPERATORS[name], inputs, {})]
+    qkv = tuple(rng.standard_normal(shape).astype(numpy.float16)
+                for shape in ((1, 5, 136), (1, 6, 136), (1, 6, 8)))
+    calls += [("attention", f"{what} q 1x5x136, k 1x6x136, v 1x6x8 float16", run, min_bytes)
+              for what, run, min_bytes in _calls("attention", gpuops.OPERATORS["attention"],
+                                                 qkv, {})]
+    for family, label, run, min_bytes in calls:
+        results.append(_profile(family, f"driver {label}", run, min_bytes, nvrtc))
+        _print(results[-1])
     return results
 
 
@@ -159,10 +249,10 @@ def profile_case(family: str, case: harness.Case, nvrtc: Any) -> dict[str, Any]:
 
 
 def _profile(family: str, name: str, run: Any, min_bytes: int, nvrtc: Any,
-             tensor_cores: bool = False) -> dict[str, Any]:
+             tensor_cores: bool = False, indirect: Any = ()) -> dict[str, Any]:
     started = time.perf_counter()
     try:
-        with emu.profile(tensor_cores=tensor_cores) as reports:
+        with emu.profile(tensor_cores=tensor_cores, indirect=indirect) as reports:
             run()
     except (emu.CounterOverflow, emu.EmuBuildError, emu.EmuKernelError) as error:
         reason = str(error).splitlines()[0]
@@ -174,7 +264,8 @@ def _profile(family: str, name: str, run: Any, min_bytes: int, nvrtc: Any,
     ratio = moved / min_bytes if min_bytes else None
     return {"family": family, "case": name, "min_bytes": min_bytes, "bytes_moved": moved,
             "moved_over_min": ratio,
-            "incomplete": any(r.label == POINTER_TABLE_FAMILY for r in reports),
+            "incomplete": not indirect and any(r.label == POINTER_TABLE_FAMILY
+                                               for r in reports),
             "h200_min_us": 1e6 * min_bytes / H200_COPY_BYTES_PER_S,
             "h200_modelled_us": 1e6 * moved / H200_COPY_BYTES_PER_S,
             "emulator_s": time.perf_counter() - started,
@@ -224,7 +315,8 @@ def record_cases(missing: set[str], nvrtc: Any) -> list[dict[str, Any]]:
                     if not any(kernels.kernel_name(base, dtype) in table for base in wanted):
                         break
                     inputs = record.cast(sample.inputs, dtype)
-                    for what, run, min_bytes in _calls(record, inputs, sample.params):
+                    for what, run, min_bytes in _calls(record.name, record.op, inputs,
+                                                       sample.params):
                         result = _profile(family, f"record {what} {sample_name(sample)} "
                                           f"{numpy.dtype(dtype).name}", run, min_bytes, nvrtc,
                                           tensor_cores=numpy.dtype(dtype).itemsize == 2)
@@ -251,15 +343,14 @@ def sample_name(sample: Any) -> str:
     return "-".join("x".join(map(str, numpy.shape(x))) or "scalar" for x in sample.inputs)
 
 
-def _calls(record: Any, inputs: tuple, params: dict) -> list[tuple[str, Any, int]]:
-    """(name, thunk, minimum bytes) of the record's forward and each of its gradients."""
-    op = record.op
+def _calls(name: str, op: Any, inputs: tuple, params: dict) -> list[tuple[str, Any, int]]:
+    """(name, thunk, minimum bytes) of the operator's forward and each of its gradients."""
     y = op.forward(*inputs, **params)  # on the CPU: the gradients' y
     gy = numpy.ones_like(y)
-    calls = [(record.name, lambda: op.forward(*inputs, **params), _nbytes(inputs) + y.nbytes)]
+    calls = [(name, lambda: op.forward(*inputs, **params), _nbytes(inputs) + y.nbytes)]
     for k, grad in sorted(op.grads.items()):
         gx_bytes = inputs[k - 1].nbytes if isinstance(inputs[k - 1], numpy.ndarray) else 0
-        calls.append((f"{record.name}_wrt_x{k}",
+        calls.append((f"{name}_wrt_x{k}",
                       lambda grad=grad: grad(*inputs, y, gy, **params),
                       _nbytes(inputs) + y.nbytes + gy.nbytes + gx_bytes))
     return calls
@@ -303,7 +394,7 @@ def _table(cases: list[dict[str, Any]]) -> list[str]:
             continue
         ratio = _fmt(case["moved_over_min"])
         if case["incomplete"]:
-            ratio += " (incomplete: pointer-table arrays not counted)"
+            ratio += " (incomplete: pointer-table arrays not registered, not counted)"
         elif case["case"].startswith("record ") and (case["moved_over_min"] or 1) < 1:
             ratio += " (below the nominal minimum: an input it does not read)"
         roof = f"{case['h200_min_us']:.3g} / {case['h200_modelled_us']:.3g}"
@@ -327,7 +418,8 @@ def _find(cases: list[dict[str, Any]], case_name: str, kernel: str) -> tuple[dic
 
 
 def markdown(cases: list[dict[str, Any]], records: list[dict[str, Any]],
-             coverage: dict[str, Any], meta: dict[str, Any]) -> str:
+             driver: list[dict[str, Any]], coverage: dict[str, Any],
+             meta: dict[str, Any]) -> str:
     lines = ["# Emulator memory profile (counting mode)", "",
              f"{meta['date']}; {meta['size']} elements per large operand (quick shapes); "
              f"H200 roofline at {H200_COPY_BYTES_PER_S / 1e12:.1f} TB/s; occupancy "
@@ -353,14 +445,23 @@ def markdown(cases: list[dict[str, Any]], records: list[dict[str, Any]],
              "the gates' calls (`gate ...`). moved / min here: over the call's float inputs "
              "read once and result written once (a gradient: inputs, y, gy and gx), a nominal "
              "minimum.", "", *_table(records), "",
+             "## The driver's own calls", "",
+             "For the kernels the above leave out (benchmarks/emu_profile.py, "
+             "`driver_cases`): the fused optimizer steps, whose kernels reach the "
+             "parameters, gradients and states through a pointer table (registered with "
+             "`emu.profile(indirect=...)`, so they count as global memory; moved / min over "
+             "every array the step reads once and writes once), and the row widths and the "
+             "attention head size (D = 136: the 16-bit d256 kernels) no case, sample or gate "
+             "call selects (moved / min nominal, as above).", "", *_table(driver), "",
              "## Coverage of cuda/", "",
-             f"{coverage['kernels']} kernels (dtype instances) in cuda/, {coverage['bases']} "
-             f"base names (the name without the dtype); {coverage['profiled']} instances "
-             f"profiled above, covering {coverage['bases_profiled']} base names; the "
-             f"{coverage['bases'] - coverage['bases_profiled']} others are below, each with "
-             f"the reason. "
-             "The other dtype instances of a profiled base share its source (the body is one "
-             "template or macro; the 16-bit ones load 2-byte lanes).", ""]
+             f"Base names profiled: {coverage['bases_profiled']}/{coverage['bases']} (a "
+             f"base name is a kernel's name without the dtype). {coverage['kernels']} "
+             f"kernels (dtype instances) in cuda/; {coverage['profiled']} instances "
+             f"profiled above. The other dtype instances of a profiled base share its "
+             "source (the body is one template or macro; the 16-bit ones load 2-byte "
+             "lanes)" + (f"; the {coverage['bases'] - coverage['bases_profiled']} base "
+                         "names not profiled are below, each with the reason."
+                         if coverage["not_profiled"] else "."), ""]
     if coverage["not_profiled"]:
         lines += ["| kernel | reason not profiled |", "|---|---|"]
         lines += [f"| {name} | {reason} |" for name, reason in coverage["not_profiled"].items()]
@@ -402,18 +503,14 @@ def coverage_of(all_kernels: dict[str, str], profiled: set[str],
                           == template and b != base)
         if base in skipped_reasons:
             reason = skipped_reasons[base]
-        elif family == POINTER_TABLE_FAMILY:
-            reason = ("cuda/optim.cu: no benchmark case, test record or gate call launches "
-                      "it (the optimizer and amp tests do); the family's multi-tensor kernels "
-                      "reach their arrays through a pointer table the counters do not "
-                      "attribute")
         elif siblings:
             reason = (f"a specialisation (row width, head size or dtype) no benchmark case, "
-                      f"test-record sample or gate call selects; the same template as "
-                      f"{siblings[0]} (profiled)")
+                      f"test-record sample, gate or driver call selects; the same template "
+                      f"as {siblings[0]} (profiled)")
         else:
-            reason = ("no benchmark case, test-record sample or gate call launches it "
-                      "(other tests do: the emulator's coverage check)")
+            reason = (f"cuda/{family}.cu: no benchmark case, test-record sample, gate or "
+                      "driver call launches it (other tests do: the emulator's coverage "
+                      "check)")
         not_profiled[", ".join(names)] = reason
     return {"kernels": len(all_kernels), "profiled": len(profiled & set(all_kernels)),
             "bases": len(bases), "bases_profiled": len(bases & bases_done),
@@ -423,7 +520,8 @@ def coverage_of(all_kernels: dict[str, str], profiled: set[str],
 def render(json_path: Path) -> str:
     """The Markdown report of a written ``emu-profile.json`` (re-rendering, no emulation)."""
     data = json.loads(json_path.read_text())
-    return markdown(data["cases"], data["record_cases"], data["coverage"], data["meta"])
+    return markdown(data["cases"], data["record_cases"], data.get("driver_cases", []),
+                    data["coverage"], data["meta"])
 
 
 def main(argv: list[str]) -> int:
@@ -453,6 +551,7 @@ def main(argv: list[str]) -> int:
     all_kernels = inventory()
     profiled = {k["kernel"] for case in cases for k in case.get("kernels", [])}
     records: list[dict[str, Any]] = []
+    driver: list[dict[str, Any]] = []
     if not args.family:
         records = record_cases({_base(k) for k in all_kernels} - {_base(k) for k in profiled},
                                nvrtc)
@@ -460,6 +559,8 @@ def main(argv: list[str]) -> int:
         records += gate_cases({_base(k) for k in all_kernels} - {_base(k) for k in profiled},
                               nvrtc)
         profiled |= {k["kernel"] for case in records for k in case.get("kernels", [])}
+        driver = driver_cases(nvrtc)
+        profiled |= {k["kernel"] for case in driver for k in case.get("kernels", [])}
     reasons = {}
     for case in cases:
         if "skipped" in case and "." in case["skipped"]:
@@ -474,9 +575,9 @@ def main(argv: list[str]) -> int:
             "families": families, "exceptions": gate_exceptions()}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "emu-profile.json").write_text(json.dumps(
-        {"meta": meta, "cases": cases, "record_cases": records, "coverage": coverage},
-        indent=1) + "\n")
-    (args.out / "emu-profile.md").write_text(markdown(cases, records, coverage, meta))
+        {"meta": meta, "cases": cases, "record_cases": records, "driver_cases": driver,
+         "coverage": coverage}, indent=1) + "\n")
+    (args.out / "emu-profile.md").write_text(markdown(cases, records, driver, coverage, meta))
     print(f"# wrote {args.out / 'emu-profile.json'}, {args.out / 'emu-profile.md'}")
     return 0
 
