@@ -37,7 +37,9 @@ rounded to 16 bits: :meth:`Call.scalar`, on every backend. An ``elementwise`` si
 reduction) is computed in chunks of :data:`CHUNK` elements through reused per-thread
 float32 scratch buffers (no fresh full-size float32 temporaries), with the same result
 bit for bit: each element is widened, computed in float32 and rounded once either way.
-float16 widens through a 65536-entry table (:func:`widen`), faster than NumPy's cast.
+bfloat16 converts by ml_dtypes' casts; float16 by a few vectorized integer and float32
+NumPy operations (:func:`widen`, :func:`narrow`), bit for bit NumPy's own float16 casts,
+which are scalar loops (about 1 ns per element, against 0.06 for a float32 addition).
 """
 from __future__ import annotations
 
@@ -63,14 +65,19 @@ _FLOAT32 = numpy.dtype(numpy.float32)
 _SIXTEEN_BIT = frozenset(SIXTEEN_BIT_DTYPES)
 _FLOAT16 = numpy.dtype(numpy.float16)
 _UINT16, _UINT32 = numpy.dtype(numpy.uint16), numpy.dtype(numpy.uint32)
-# float16 bits -> float32 bits, every one of the 65536 patterns widened by NumPy's own cast
-# (exact: subnormals, inf, NaN payloads); a lookup is faster than that cast here.
-_FLOAT16_TO_FLOAT32 = numpy.arange(1 << 16, dtype=numpy.uint32).astype(numpy.uint16) \
-    .view(numpy.float16).astype(numpy.float32).view(numpy.uint32)
+_INT16, _INT32 = numpy.dtype(numpy.int16), numpy.dtype(numpy.int32)
+# float16 <-> float32 bit arithmetic (widen, narrow): 2^±112 moves float16's exponent range
+# (bias 15) onto float32's (bias 127); the clamps of the rounding's magic number.
+_TWO_POW_112, _TWO_POW_M112 = numpy.float32(2.0 ** 112), numpy.float32(2.0 ** -112)
+_F16_SMALLEST_NORMAL, _TWO_POW_16 = numpy.float32(2.0 ** -14), numpy.float32(2.0 ** 16)
+_F32_ZERO = numpy.float32(0.0)
+# float16 arrays of fewer elements convert by NumPy's cast: one call against the passes'
+# six (widening) or fifteen (rounding), about 1 us each, at about 1 ns per element against
+# 0.3 (widening) and 0.7 (rounding); both ways cost the same near 2^14 elements (measured).
+_PASSES_MIN = 1 << 14
 # Elements per chunk of the chunked 16-bit path: its float32 buffers (512 KiB each, one
-# per full-size input and one for the result) stay in the L2 / L3 cache; smaller chunks
-# cost more Python per element (measured, bfloat16 relu/add over 2^22 elements: 2^14
-# 4.5 ms, 2^16 3.7 ms, 2^17 3.3 ms, 2^18 3.2 ms, 2^19 3.1 ms CPU time).
+# per full-size input, the result, and two for float16's rounding) stay in the L2 / L3
+# cache; smaller chunks cost more Python per element.
 CHUNK = 1 << 17
 _scratch = threading.local()
 
@@ -89,23 +96,77 @@ def _remember_gpu_array(kind: type) -> None:
 
 def widen(x: Any, out: Any = None) -> Any:
     """The float16 or bfloat16 NumPy array ``x`` widened to float32 (exact), into ``out``
-    (a float32 array of x's shape) or a new array."""
+    (a float32 array of x's shape) or a new array: bit for bit NumPy's (ml_dtypes') cast."""
     if out is None:
         out = numpy.empty(x.shape, _FLOAT32)
-    if x.dtype == _FLOAT16:
-        numpy.take(_FLOAT16_TO_FLOAT32, x.view(_UINT16), out=out.view(_UINT32), mode="clip")
-    else:
+    if x.dtype == _FLOAT16 and x.size >= _PASSES_MIN:
+        _widen_float16(x, out)
+    else:  # bfloat16: ml_dtypes' cast is a 16-bit shift, vectorized by the compiler
         numpy.copyto(out, x, casting="unsafe")
     return out
 
 
 def narrow(y: Any, out: Any) -> Any:
     """The float32 array ``y`` rounded once (to nearest even) into ``out``, a float16 or
-    bfloat16 array of y's shape: NumPy's (ml_dtypes') cast, as ``astype``. A value past the
-    16-bit range becomes ±inf without a warning (as the kernels' store and PyTorch)."""
-    with numpy.errstate(over="ignore"):
-        numpy.copyto(out, y, casting="unsafe")
+    bfloat16 array of y's shape: bit for bit NumPy's (ml_dtypes') cast, as ``astype``. A
+    value past the 16-bit range becomes ±inf, a signaling NaN a quiet one, without a
+    warning (as the kernels' store and PyTorch)."""
+    if out.dtype == _FLOAT16:  # y is copied: _narrow_into overwrites it
+        y = numpy.array(y, _FLOAT32)
+        _narrow_into(y, out, numpy.empty(y.shape, _UINT32), numpy.empty(y.shape, _UINT16))
+    else:
+        _narrow_into(y, out)
     return out
+
+
+def _widen_float16(x: Any, out: Any) -> None:
+    """float16 ``x`` into float32 ``out`` exactly, as NumPy's cast (subnormals, ±inf, NaN
+    payloads), with four vectorized passes: the bits sign-extended to 32 and shifted left
+    by 13 put the exponent and mantissa where float32 has them (the sign lands in bits
+    31..28: bits 30..28 are cleared); read as float32 that is the value times 2^-112 (a
+    float16 subnormal becomes a float32 subnormal), so ×2^112 gives the value."""
+    bits = out.view(_UINT32)
+    numpy.copyto(out.view(_INT32), x.view(_INT16), casting="unsafe")
+    numpy.left_shift(bits, numpy.uint32(13), out=bits)
+    numpy.bitwise_and(bits, numpy.uint32(0x8FFFE000), out=bits)
+    numpy.multiply(out, _TWO_POW_112, out=out)
+    # inf and NaN (exponent 31) came out as ±2^16·(1 + m/1024): exponent 255, payload kept
+    if x.size and (numpy.max(x.view(_INT16)) >= 0x7C00 or numpy.max(x.view(_UINT16)) >= 0xFC00):
+        numpy.bitwise_or(bits, numpy.uint32(0x7F800000), out=bits,
+                         where=numpy.abs(out) >= _TWO_POW_16)
+
+
+def _narrow_into(y: Any, out: Any, work: Any = None, sign: Any = None) -> None:
+    """``y`` (float32) rounded into ``out`` (float16 or bfloat16) as :func:`narrow`. float16:
+    ``y`` is overwritten; ``work`` (uint32) and ``sign`` (uint16): scratch of its shape."""
+    with numpy.errstate(over="ignore", under="ignore", invalid="ignore"):
+        if out.dtype != _FLOAT16 or y.size < _PASSES_MIN or numpy.isnan(numpy.max(y)):
+            numpy.copyto(out, y, casting="unsafe")  # bfloat16; small or with NaN (payloads)
+        else:
+            _narrow_float16(y, out, work, sign)
+
+
+def _narrow_float16(y: Any, out: Any, work: Any, sign: Any) -> None:
+    """:func:`_narrow_into` for float16 without NaN, with vectorized passes."""
+    bits, magic, out_bits = y.view(_UINT32), work.view(_FLOAT32), out.view(_UINT16)
+    numpy.right_shift(bits, numpy.uint32(16), out=sign, casting="unsafe")
+    numpy.bitwise_and(sign, numpy.uint16(0x8000), out=sign)
+    numpy.bitwise_and(bits, numpy.uint32(0x7FFFFFFF), out=bits)  # y = |y|
+    # |y| + 2^(e+13) - 2^(e+13), e = the exponent of |y| clamped to [-14, 16]: the float32
+    # sum keeps 10 bits below 2^e (steps of 2^-24 below 2^-14: float16's subnormals) and the
+    # FPU rounds it to nearest even. Past 65520 (and inf) |y| is clamped to 2^16 (inf).
+    numpy.clip(y, _F16_SMALLEST_NORMAL, _TWO_POW_16, out=magic)
+    numpy.clip(y, _F32_ZERO, _TWO_POW_16, out=y)
+    numpy.bitwise_and(work, numpy.uint32(0x7F800000), out=work)
+    numpy.add(work, numpy.uint32(13 << 23), out=work)
+    numpy.add(y, magic, out=y)
+    numpy.subtract(y, magic, out=y)
+    # ×2^-112 (exact; float16's subnormals become float32's): the bits shifted right by 13
+    # are the float16 bits of the rounded |y| (2^16: 0x7c00, inf)
+    numpy.multiply(y, _TWO_POW_M112, out=y)
+    numpy.right_shift(bits, numpy.uint32(13), out=bits)
+    numpy.copyto(out_bits, bits, casting="unsafe")
+    numpy.bitwise_or(out_bits, sign, out=out_bits)
 
 
 def result_dtype(dtypes: Sequence[Any]) -> numpy.dtype:
@@ -318,8 +379,8 @@ class Call:
         """:meth:`run` on the NumPy backend with 16-bit float inputs: they are widened to
         float32 (exact), so are 16-bit scalar parameters; the NumPy code computes a float32
         result, rounded once to a 16-bit result dtype (to nearest even). Large calls of an
-        elementwise signature go chunk by chunk (:meth:`_run_chunked`), with the same
-        result."""
+        elementwise signature go chunk by chunk through scratch buffers
+        (:meth:`_run_elementwise`), with the same result."""
         result_dtype = self.dtype if dtype is None else numpy.dtype(dtype)
         if out is not None:
             self._check_out(out, shape, result_dtype)
@@ -331,35 +392,35 @@ class Call:
                   else p for p in params]
         if self.signature.elementwise and result_dtype in _SIXTEEN_BIT \
                 and _layout_size(shape) > CHUNK and _chunkable(arrays, shape, result_dtype):
-            return self._run_chunked(out, shape, cpu, params, result_dtype, arrays)
+            return self._run_elementwise(out, shape, cpu, params, result_dtype, arrays)
         arrays = [widen(x) if isinstance(x, _ndarray) and x.dtype in _SIXTEEN_BIT else x
                   for x in arrays]
         y = numpy.empty(shape, _FLOAT32 if result_dtype in _SIXTEEN_BIT else result_dtype)
         if y.size:
             cpu(*arrays, y, *params)
-        if out is None:
-            if y.dtype == result_dtype:
+        if y.dtype == result_dtype:
+            if out is None:
                 return y
-            with numpy.errstate(over="ignore"):  # past the 16-bit range: ±inf, no warning
-                return y.astype(result_dtype)
-        with numpy.errstate(over="ignore"):
             out[...] = y
-        return out
+            return out
+        result = numpy.empty(shape, result_dtype) if out is None else out
+        scratch = (numpy.empty(shape, _UINT32), numpy.empty(shape, _UINT16)) \
+            if result_dtype == _FLOAT16 else ()
+        _narrow_into(y, result, *scratch)  # past the range: ±inf, silently
+        return result
 
-    def _run_chunked(self, out: Array | None, shape: tuple, cpu: Callable,
-                     params: Sequence[Any], result_dtype: numpy.dtype,
-                     arrays: Sequence[Any]) -> Array:
-        """The 16-bit elementwise call block by block (blocks of at most :data:`CHUNK`
-        elements): the full-size inputs' block widened into per-thread float32 scratch
-        buffers, the NumPy code on the block, its float32 result rounded into the result's
-        block. Smaller (broadcast) inputs are widened once, whole, before any block."""
+    def _run_elementwise(self, out: Array | None, shape: tuple, cpu: Callable,
+                         params: Sequence[Any], result_dtype: numpy.dtype,
+                         arrays: Sequence[Any]) -> Array:
+        """The large 16-bit elementwise call through per-thread float32 scratch buffers of
+        :data:`CHUNK` elements (no full-size float32 temporaries), block by block
+        (:meth:`_run_chunked`): the full-size inputs' block widened into them, the NumPy
+        code's float32 result in one, rounded into the result's block. Smaller (broadcast)
+        inputs are widened once, whole."""
         target = out
         if out is None:
             out = numpy.empty(shape, result_dtype)
         per_block = [i for i, x in enumerate(arrays) if x.shape == shape]  # widened per block
-        sliced = [i for i, x in enumerate(arrays) if x.ndim and x.shape != shape]
-        views = [x if i in per_block else numpy.broadcast_to(widen(x), shape) if x.ndim
-                 else widen(x) for i, x in enumerate(arrays)]
         # out may be written block by block while an input is read block by block only if
         # no input shares out's memory other than element for element (out=x).
         y16 = out
@@ -367,24 +428,48 @@ class Call:
                                       and not _same_elements(out, arrays[i])
                                       for i in per_block):
             y16 = numpy.empty(shape, result_dtype)
-        buffers = _take_scratch(len(per_block) + 1)
+        # per-block inputs, the float32 result, and float16's rounding scratch (uint32, uint16)
+        buffers = _take_scratch(len(per_block) + (3 if result_dtype == _FLOAT16 else 1))
+        views = [x if i in per_block else numpy.broadcast_to(widen(x), shape) if x.ndim
+                 else widen(x) for i, x in enumerate(arrays)]
         try:
-            for block in _blocks(shape):
-                block_shape = tuple(s.stop - s.start for s in block)
-                size = _layout_size(block_shape)
-                chunk = list(views)
-                for i in sliced:
-                    chunk[i] = views[i][block]
-                for k, i in enumerate(per_block):
-                    chunk[i] = widen(arrays[i][block], buffers[k][:size].reshape(block_shape))
-                y = buffers[-1][:size].reshape(block_shape)
-                cpu(*chunk, y, *params)
-                narrow(y, y16[block])
+            self._run_chunked(y16, shape, cpu, params, views, per_block, buffers)
         finally:
             _give_scratch(buffers)
         if y16 is not out:
             out[...] = y16
         return out
+
+    @staticmethod
+    def _run_chunked(y16: Array, shape: tuple, cpu: Callable, params: Sequence[Any],
+                     views: list[Any], per_block: list[int], buffers: list[Any]) -> None:
+        """:meth:`_run_elementwise` block by block, blocks of at most :data:`CHUNK` elements:
+        flat slices when every input is C-contiguous and full-size or a scalar, and so is
+        the result (the fewest Python steps per block), else the blocks of :func:`_blocks`."""
+        if not (y16.flags.c_contiguous and all(x.flags.c_contiguous and (x.shape == shape
+                                                                         or not x.ndim)
+                                               for x in views)):
+            for block in _blocks(shape):
+                _run_block(y16, block, tuple(s.stop - s.start for s in block), cpu, params,
+                           views, per_block, buffers)
+            return
+        count = len(per_block)
+        flat = [x.reshape(-1) if x.ndim else x for x in views]
+        chunk = list(flat)
+        sliced = [i for i, x in enumerate(views) if x.ndim and i not in per_block]
+        y_flat, y32 = y16.reshape(-1), buffers[count]
+        rounding = _rounding_views(buffers[count + 1:])
+        size = y_flat.size
+        for start in range(0, size, CHUNK):
+            stop = min(start + CHUNK, size)
+            n = stop - start
+            for k, i in enumerate(per_block):
+                chunk[i] = widen(flat[i][start:stop], buffers[k][:n])
+            for i in sliced:
+                chunk[i] = flat[i][start:stop]
+            y = y32[:n]
+            cpu(*chunk, y, *params)
+            _narrow_into(y, y_flat[start:stop], *[r[:n] for r in rounding])
 
     def _check_out(self, out: Any, shape: tuple, dtype: numpy.dtype) -> None:
         op = self.op
@@ -509,6 +594,30 @@ def _take_scratch(count: int) -> list[Any]:
 
 def _give_scratch(buffers: list[Any]) -> None:
     _scratch.free.extend(buffers)
+
+
+def _rounding_views(buffers: Sequence[Any]) -> list[Any]:
+    """float16's rounding scratch (:func:`_narrow_into`) in two float32 scratch buffers:
+    uint32 and uint16 views (none for bfloat16: no buffers)."""
+    return [buffer.view(dtype) for buffer, dtype in zip(buffers, (_UINT32, _UINT16))]
+
+
+def _run_block(y16: Any, block: Any, block_shape: tuple, cpu: Callable,
+               params: Sequence[Any], views: Sequence[Any], per_block: list[int],
+               buffers: list[Any]) -> None:
+    """One block (``block``: an index of ``y16``, the 16-bit result) of an elementwise call
+    (:meth:`Call._run_elementwise`): the full-size inputs (``per_block`` of ``views``)
+    widened into ``buffers``, the others (float32 views broadcast to the result's shape)
+    indexed, the NumPy code's result in ``buffers[len(per_block)]``, rounded into ``y16``."""
+    size = _layout_size(block_shape)
+    count = len(per_block)
+    chunk = [x[block] if x.ndim else x for x in views]
+    for k, i in enumerate(per_block):
+        chunk[i] = widen(chunk[i], buffers[k][:size].reshape(block_shape))
+    y = buffers[count][:size].reshape(block_shape)
+    cpu(*chunk, y, *params)
+    _narrow_into(y, y16[block], *[r[:size].reshape(block_shape)
+                                  for r in _rounding_views(buffers[count + 1:])])
 
 
 def check_shape(op: str, name: str, x: Any, shape: tuple) -> None:
