@@ -206,6 +206,8 @@ class Optimizer:
         """The parameters of ``index`` as (positions, masters) per launch: the float32/64
         ones together (masters None), the 16-bit ones per dtype with their masters."""
         plain = [i for i in index if not self._is_16bit(i)]
+        if len(plain) == len(index):  # no 16-bit parameter (the usual case): one batch
+            return [(plain, None)] if plain else []
         out: list[tuple[list[int], list | None]] = [(plain, None)] if plain else []
         for dtype in SIXTEEN_BIT:
             half = [i for i in index if self.params[i].dtype == dtype]
