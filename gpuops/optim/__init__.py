@@ -151,11 +151,15 @@ class Optimizer:
         constructor; checked again only when they have been), and every gradient's shape,
         before anything is written."""
         name = type(self).__name__
-        snapshot = [tuple([tuple(v) if isinstance(v, list) else v
-                           for v in (group[key] for key in self.hyperparameters)])
+        keys = self.hyperparameters
+        snapshot = [tuple([tuple(v) if type(v) is list else v for v in map(group.get, keys)])
                     for group in self.param_groups]
         checked = self._checked
-        if snapshot != self._checked_snapshot:
+        try:
+            unchanged = snapshot == self._checked_snapshot
+        except (TypeError, ValueError):  # a value that does not compare (an array): check it
+            unchanged = False
+        if not unchanged:
             checked = []
             for g, group in enumerate(self.param_groups):
                 where = f"{name}: param_groups[{g}]" if len(self.param_groups) > 1 else name
@@ -165,8 +169,8 @@ class Optimizer:
                 checked.append(values)
             self._checked, self._checked_snapshot = checked, snapshot
         for i, p in enumerate(self.params):
-            if p.grad is not None and (tuple(p.grad.shape) != tuple(p.data.shape)
-                                       or p.grad.dtype != p.data.dtype):
+            grad, data = p.grad, p.data
+            if grad is not None and (grad.shape != data.shape or grad.dtype != data.dtype):
                 raise ValueError(f"{name}.step: the gradient of parameter {i} has shape "
                                  f"{tuple(p.grad.shape)} and dtype {p.grad.dtype}; expected "
                                  f"{tuple(p.data.shape)} and {p.data.dtype}")
@@ -188,7 +192,8 @@ class Optimizer:
     # ---- float32 master weights of 16-bit parameters -------------------------------------
 
     def _is_16bit(self, i: int) -> bool:
-        return self.params[i].dtype in SIXTEEN_BIT
+        dtype = self.params[i].data.dtype
+        return dtype.itemsize == 2 and dtype in SIXTEEN_BIT  # the size first: a quick no
 
     def _state_zeros(self, p: Any) -> Array:
         """A zero state array for parameter ``p``: float32 for a 16-bit parameter."""

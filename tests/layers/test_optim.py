@@ -975,3 +975,23 @@ def test_optimizer_steps_reuse_the_table_and_follow_new_parameters(backend):
         gpuops.ops.optim._build_tables = original
     for p, r in zip(params, ref):
         numpy.testing.assert_allclose(p.data, r, rtol=1e-12)
+
+
+def test_hyperparameters_edited_between_steps_are_checked_again():
+    """Hyperparameters are re-checked only when a group's values changed since the last
+    step; any edit (a new value, a list mutated in place, an array) is seen."""
+    p = Tensor(numpy.zeros(3), requires_grad=True)
+    p.grad = numpy.ones(3)
+    opt = Adam([p], lr=0.1)
+    opt.param_groups[0]["betas"] = [0.9, 0.999]  # a list, as a user may set
+    opt.step()
+    opt.param_groups[0]["betas"][1] = 1.5  # the list mutated in place
+    with pytest.raises(ValueError, match=r"betas\[1\]=1.5"):
+        opt.step()
+    opt.param_groups[0]["betas"] = (0.9, 0.999)
+    opt.param_groups[0]["lr"] = numpy.array([0.1, 0.2])
+    with pytest.raises(TypeError, match="lr must be a number"):
+        opt.step()
+    opt.param_groups[0]["lr"] = 0.1
+    opt.step()
+    assert opt.steps == [2]
