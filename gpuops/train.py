@@ -13,6 +13,9 @@ continues from that checkpoint up to ``--epochs`` (``--steps`` for the GPT). A c
 in ``--out`` from a run with other settings is never overwritten: that is an error
 unless ``--resume`` is given. Ctrl-C stops with exit status 130 and prints the command
 that resumes from the last checkpoint.
+The classifiers' loss and accuracy sums stay on the device (read every 50 steps for the
+progress bar and once per epoch); ``--cuda-graph`` (mlp, sgd, float32, CuPy) captures the
+training step once as a CUDA graph and replays it (:mod:`gpuops.graph`).
 Same seed on the CPU → the same numbers: parameters come from ``nn.manual_seed``,
 the batch order of epoch e from a generator seeded with (seed, e), the GPT's windows of
 step s from one seeded with (seed, s).
