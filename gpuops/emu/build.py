@@ -58,12 +58,18 @@ _EXTERN_SHARED = re.compile(r"\bextern(\s+)__shared__\b")
 # ignores the section attribute on the statics of template functions (block_reduce's
 # partials, transpose's tiles): each lands in its own COMDAT section .bss._ZZ<function>...
 # (`_ZZ`: a function-local entity). This script (ld's INSERT: the default script otherwise)
-# puts those sections into gpuops_shared too, so __start/__stop_gpuops_shared span every
+# puts those sections into gpuops_shared too and defines __start/__stop_gpuops_shared around
+# them (ld provides those itself only when an input section is named gpuops_shared: a source
+# whose __shared__ variables are all in templates has none), so the two span every
 # __shared__ variable. Device code has no other function-local statics (the emulator's own
 # are not in templates); guard variables are `_ZGVZ...`, thread_locals `.tbss`. Not under
 # AddressSanitizer, which bounds-checks the statics instead (cuda_emu.h).
 SHARED_LINKER_SCRIPT = """SECTIONS {
-  gpuops_shared : { *(gpuops_shared) *(.bss._ZZ*) }
+  gpuops_shared : {
+    PROVIDE_HIDDEN(__start_gpuops_shared = .);
+    *(gpuops_shared) *(.bss._ZZ*)
+    PROVIDE_HIDDEN(__stop_gpuops_shared = .);
+  }
 } INSERT AFTER .data;
 """
 

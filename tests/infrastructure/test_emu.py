@@ -91,12 +91,13 @@ def test_unwritten_shared_memory_reads_nan(primitives):
     assert numpy.isnan(from_dynamic).all()
 
 
-def test_unwritten_template_shared_memory_reads_nan(primitives):
+def test_unwritten_template_shared_memory_reads_nan():
     """A template function's ``__shared__`` array (outside the gpuops_shared section as
-    g++ compiles it; gathered there by build.py's linker script) starts as NaN in every
-    block too: block 1 reads what only block 0 wrote."""
+    g++ compiles it, in a source with no other; gathered there by build.py's linker
+    script) starts as NaN in every block too: block 1 reads what only block 0 wrote."""
     out = numpy.zeros(128, F32)
-    primitives.launch("unwritten_template_shared", (2,), (64,), (out,))
+    emu.load(KERNELS / "template_shared.cu").launch("unwritten_template_shared", (2,), (64,),
+                                                    (out,))
     assert (out[:64] == 1).all() and numpy.isnan(out[64:]).all()
 
 

@@ -193,6 +193,18 @@ def test_shared_variables_of_a_template_function(patterns):
     assert (m[LD_REQ], m[LD_SEC], m[ST_REQ], m[ST_SEC]) == (2, 2, 2, 8)
 
 
+def test_template_shared_memory_counts_without_other_shared_variables():
+    # template_shared.cu has no __shared__ variable outside a template function. 2 blocks
+    # of 64 threads (2 warps each): block 0 stores tile[t] (2 requests), both blocks load
+    # it (4), every warp stores out (4 requests of 4 sectors). One wavefront each.
+    module = emu.load(KERNELS / "template_shared.cu", counters=True)
+    out = numpy.zeros(128, F32)
+    report = module.launch("unwritten_template_shared", (2,), (64,), (out,))
+    m = report.metrics
+    assert (m[SH_ST], m[SH_ST_WAVES], m[SH_LD], m[SH_LD_WAVES]) == (2, 2, 4, 4)
+    assert (m[LD_REQ], m[ST_REQ], m[ST_SEC]) == (0, 4, 16)
+
+
 def test_locals_do_not_count(patterns):
     # A stack array written and read by every thread: only x[i] and y[i] are counted.
     x, y = numpy.arange(64, dtype=F32), numpy.zeros(64, F32)

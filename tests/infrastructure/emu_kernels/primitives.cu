@@ -64,20 +64,6 @@ extern "C" __global__ void unwritten_shared(float* __restrict__ from_static,
     from_dynamic[i] = scratch[t];
 }
 
-// The same with the __shared__ array of a template function, which g++ puts in its own
-// .bss section, not in gpuops_shared (build.py's linker script gathers it there).
-template <typename T>
-__device__ T first_block_writes(int t) {
-    __shared__ T tile[64];
-    if (blockIdx.x == 0) tile[t] = T(1);
-    __syncthreads();
-    return tile[t];
-}
-
-extern "C" __global__ void unwritten_template_shared(float* __restrict__ out) {
-    out[blockIdx.x * blockDim.x + threadIdx.x] = first_block_writes<float>(threadIdx.x);
-}
-
 // 3-d blocks and grids: each thread writes its linear ids.
 extern "C" __global__ void indices(int* __restrict__ out) {
     const int block = blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z);
