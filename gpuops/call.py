@@ -111,9 +111,8 @@ def narrow(y: Any, out: Any) -> Any:
     bfloat16 array of y's shape: bit for bit NumPy's (ml_dtypes') cast, as ``astype``. A
     value past the 16-bit range becomes ±inf, a signaling NaN a quiet one, without a
     warning (as the kernels' store and PyTorch)."""
-    if out.dtype == _FLOAT16:  # y is copied: _narrow_into overwrites it
-        y = numpy.array(y, _FLOAT32)
-        _narrow_into(y, out, numpy.empty(y.shape, _UINT32), numpy.empty(y.shape, _UINT16))
+    if out.dtype == _FLOAT16:
+        _narrow_whole(numpy.array(y, _FLOAT32), out)  # a copy: the passes overwrite it
     else:
         _narrow_into(y, out)
     return out
@@ -137,13 +136,35 @@ def _widen_float16(x: Any, out: Any) -> None:
 
 
 def _narrow_into(y: Any, out: Any, work: Any = None, sign: Any = None) -> None:
-    """``y`` (float32) rounded into ``out`` (float16 or bfloat16) as :func:`narrow`. float16:
-    ``y`` is overwritten; ``work`` (uint32) and ``sign`` (uint16): scratch of its shape."""
+    """``y`` (float32) rounded into ``out`` (float16 or bfloat16) as :func:`narrow`. float16
+    given ``work`` (uint32) and ``sign`` (uint16), scratch of y's shape: the passes, which
+    overwrite ``y``; else NumPy's cast."""
     with numpy.errstate(over="ignore", under="ignore", invalid="ignore"):
-        if out.dtype != _FLOAT16 or y.size < _PASSES_MIN or numpy.isnan(numpy.max(y)):
+        if out.dtype != _FLOAT16 or work is None or y.size < _PASSES_MIN \
+                or numpy.isnan(numpy.max(y)):
             numpy.copyto(out, y, casting="unsafe")  # bfloat16; small or with NaN (payloads)
         else:
             _narrow_float16(y, out, work, sign)
+
+
+def _narrow_whole(y: Any, out: Any) -> None:
+    """``y`` (float32, C-contiguous, overwritten) rounded into ``out`` as :func:`narrow`:
+    float16 by blocks of at most :data:`CHUNK` elements through two scratch buffers (the
+    passes then stay in the cache; over a 2^22-element array at once they cost more than
+    NumPy's cast: measured 1.8 against 1.5 ns per element, 0.8 in blocks)."""
+    if out.dtype != _FLOAT16 or y.size < _PASSES_MIN or not out.flags.c_contiguous:
+        _narrow_into(y, out)
+        return
+    y_flat, out_flat, size = y.reshape(-1), out.reshape(-1), y.size
+    buffers = _take_scratch(2, min(CHUNK, size))
+    try:
+        work, sign = _rounding_views(buffers)
+        for start in range(0, size, CHUNK):
+            stop = min(start + CHUNK, size)
+            _narrow_into(y_flat[start:stop], out_flat[start:stop], work[:stop - start],
+                         sign[:stop - start])
+    finally:
+        _give_scratch(buffers)
 
 
 def _narrow_float16(y: Any, out: Any, work: Any, sign: Any) -> None:
@@ -154,7 +175,8 @@ def _narrow_float16(y: Any, out: Any, work: Any, sign: Any) -> None:
     numpy.bitwise_and(bits, numpy.uint32(0x7FFFFFFF), out=bits)  # y = |y|
     # |y| + 2^(e+13) - 2^(e+13), e = the exponent of |y| clamped to [-14, 16]: the float32
     # sum keeps 10 bits below 2^e (steps of 2^-24 below 2^-14: float16's subnormals) and the
-    # FPU rounds it to nearest even. Past 65520 (and inf) |y| is clamped to 2^16 (inf).
+    # FPU rounds it to nearest even. |y| past 2^16 (and inf) is clamped to 2^16, float16's
+    # inf (from 65520 on, |y| rounds to it).
     numpy.clip(y, _F16_SMALLEST_NORMAL, _TWO_POW_16, out=magic)
     numpy.clip(y, _F32_ZERO, _TWO_POW_16, out=y)
     numpy.bitwise_and(work, numpy.uint32(0x7F800000), out=work)
@@ -404,9 +426,7 @@ class Call:
             out[...] = y
             return out
         result = numpy.empty(shape, result_dtype) if out is None else out
-        scratch = (numpy.empty(shape, _UINT32), numpy.empty(shape, _UINT16)) \
-            if result_dtype == _FLOAT16 else ()
-        _narrow_into(y, result, *scratch)  # past the range: ±inf, silently
+        _narrow_whole(y, result)  # past the range: ±inf, silently
         return result
 
     def _run_elementwise(self, out: Array | None, shape: tuple, cpu: Callable,
@@ -580,15 +600,17 @@ def _blocks(shape: tuple) -> Iterator[tuple[slice, ...]]:
             yield head + (slice(start, min(start + step, length)),) + tail
 
 
-def _take_scratch(count: int) -> list[Any]:
-    """``count`` float32 buffers of :data:`CHUNK` elements, this thread's own (reused from
-    call to call; fresh ones when a call of the same thread holds them already)."""
+def _take_scratch(count: int, size: int | None = None) -> list[Any]:
+    """``count`` float32 buffers of ``size`` (default :data:`CHUNK`) elements or more, this
+    thread's own (reused from call to call; fresh ones when a call of the same thread holds
+    them already, or when the kept ones are smaller)."""
+    size = CHUNK if size is None else size
     free = getattr(_scratch, "free", None)
     if free is None:
         free = _scratch.free = []
     taken = [buffer for buffer in (free.pop() for _ in range(min(count, len(free))))
-             if buffer.size >= CHUNK]
-    taken += [numpy.empty(CHUNK, _FLOAT32) for _ in range(count - len(taken))]
+             if buffer.size >= size]
+    taken += [numpy.empty(size, _FLOAT32) for _ in range(count - len(taken))]
     return taken
 
 
