@@ -1,6 +1,6 @@
 """Activations: relu, leaky_relu, sigmoid, tanh and their gradients (float32; float16
-on the GPU; on the CPU bfloat16 and float16 against the same call in float32). Baselines:
-the bare expression (NumPy, CuPy) and PyTorch's own op.
+on the GPU; on the CPU bfloat16 and float16 against the same call in float32, gelu and
+silu too). Baselines: the bare expression (NumPy, CuPy) and PyTorch's own op.
 ``bytes``: forward reads x and writes y; a gradient reads x and gy and writes gx
 (the kernels read x, not y)."""
 from __future__ import annotations
@@ -51,7 +51,7 @@ def cases(env: Env) -> list[Case]:
     if not env.on_gpu and not env.quick:  # NumPy's 16-bit path vs float32, full sizes
         x = env.random(n, -4.0, 4.0)
         gy = env.random(n, -1.0, 1.0)
-        for name in ("relu", "sigmoid", "tanh"):
+        for name in ("relu", "sigmoid", "tanh", "gelu", "silu"):
             fn = getattr(gpuops, name)
             out += sixteen_bit_cases(name, fn, (x,))
             out += sixteen_bit_cases(f"{name}_wrt_x1", getattr(gpuops, f"{name}_wrt_x1"),

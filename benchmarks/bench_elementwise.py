@@ -105,6 +105,7 @@ def cases(env: Env) -> list[Case]:
         for name, fn, inputs in (
                 ("add", gpuops.add, (a, b)), ("mul", gpuops.mul, (a, b)),
                 ("exp", gpuops.exp, (a,)),
+                ("mul broadcast (n/1024,1024)+(1024,)", gpuops.mul, (rows, row)),
                 ("add_wrt_x1", gpuops.add_wrt_x1, (a, b, y_add, gy)),
                 ("mul_wrt_x1", gpuops.mul_wrt_x1, (a, b, y_mul, gy)),
                 ("exp_wrt_x1", gpuops.exp_wrt_x1, (a, y_exp, gy))):
@@ -116,7 +117,7 @@ SIXTEEN_BIT = (("bf16", ml_dtypes.bfloat16), ("f16", numpy.float16))
 
 
 def sixteen_bit_cases(name: str, fn: Callable[..., Any], inputs: tuple) -> list[Case]:
-    """``fn`` on ``inputs`` (float32 arrays of one shape, the first the result's) rounded to
+    """``fn`` on ``inputs`` (float32 arrays, the first of the result's shape) rounded to
     bfloat16 and float16, each against ``fn`` on the float32 inputs (the baseline column:
     the ratio is what 16 bits cost on the NumPy backend). ``bytes``: the 16-bit traffic."""
     cases = []
