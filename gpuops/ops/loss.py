@@ -13,23 +13,32 @@ it and make that row's loss and gradient NaN instead (PyTorch raises on the CPU 
 stops the CUDA context with a device-side assert). ``label_smoothing`` and probability
 targets (a float x2 of x1's shape, differentiable: softmax_cross_entropy_wrt_x2) follow
 PyTorch's cross_entropy; see the section "label smoothing and probability targets" below.
+
+Every dtype on every backend; float16 and bfloat16 are computed in float32 (terms and
+per-row losses float32, sums in double on the kernels, one rounding of each result), with
+``weight`` / ``pos_weight`` in float32 (not rounded to 16 bits). For training,
+``softmax_cross_entropy_with_grad`` gives the loss and its gradient wrt x1 (gy = 1) in one
+kernel launch; autograd uses it (the registry's ``forward_saving`` / ``backward``), so a
+Tensor's cross-entropy costs one launch forward and one (the saved gradient times gy) backward.
 """
 from __future__ import annotations
 
 import functools
 import math
+import threading
 from typing import Any, Callable
 
 import numpy
 
 from .. import kernels
-from ..backend import ALL_FLOAT_DTYPES, BFLOAT16, FLOAT_DTYPES, describe, is_cupy_array
+from ..backend import (ALL_FLOAT_DTYPES, BFLOAT16, describe, get_array_module,
+                       is_cupy_array)
 from ..call import Call, Signature, check_shape
 from ..registry import register
 from . import _args, _math, _rows
 
 __all__ = ["softmax_cross_entropy", "softmax_cross_entropy_wrt_x1",
-           "softmax_cross_entropy_wrt_x2",
+           "softmax_cross_entropy_wrt_x2", "softmax_cross_entropy_with_grad",
            "bce_with_logits", "bce_with_logits_wrt_x1", "bce_with_logits_wrt_x2",
            "mse", "mse_wrt_x1", "mse_wrt_x2", "mae", "mae_wrt_x1", "mae_wrt_x2"]
 
@@ -59,12 +68,14 @@ def _reduce(terms: Array, reduction: str, y: Array, count: int) -> None:
         y[...] = terms.sum() / count if count else numpy.nan
 
 
-def _param_array(call: Call, name: str, value: Any) -> Array | None:
+def _param_array(call: Call, name: str, value: Any, out: Array | None) -> Array | None:
     """A keyword array parameter (class weights, pos_weight: not differentiable, as in
     PyTorch): None, or a float32/float64 array of the call's backend (a NumPy array is also
     accepted with CuPy inputs and copied to the device), in the call's computing dtype: the
     call's dtype, float32 for a 16-bit call (like a float parameter: not rounded to 16 bits,
-    which a sum of weighted terms that cancel would amplify)."""
+    which a sum of weighted terms that cancel would amplify). It reaches the NumPy code and
+    the kernels as a parameter of :meth:`Call.run` (the inputs of a 16-bit kernel call are
+    cast to 16 bits), so a copy when it shares memory with ``out``."""
     if value is None:
         return None
     op = call.op
@@ -78,7 +89,10 @@ def _param_array(call: Call, name: str, value: Any) -> Array | None:
     if value.dtype not in ALL_FLOAT_DTYPES:
         raise TypeError(f"{op}: {name} has dtype {value.dtype}; expected float16, bfloat16, "
                         "float32 or float64")
-    return call.xp.asarray(value, dtype=call.scalar(0.0).dtype)
+    array = call.xp.asarray(value, dtype=call.scalar(0.0).dtype)
+    if out is not None and call.xp.may_share_memory(array, out):
+        return array.copy()
+    return array
 
 
 # ---- elementwise losses: u = x1 (prediction / logit), v = x2 (target) ------------------
@@ -144,14 +158,11 @@ def _elementwise_grad_gpu(call: Call, u: Array, v: Array, gy: Array, gx: Array,
                                       call.scalar(float(scale)), numpy.int64(gx.size)))
 
 
-# mse and mae: kernels in every float dtype; bce_with_logits (whose float32 weights a
-# 16-bit kernel call would round: they pass as inputs) and cross-entropy: float32/float64
-_KERNEL_DTYPES = {"mse": ALL_FLOAT_DTYPES, "mae": ALL_FLOAT_DTYPES,
-                  "bce_with_logits": FLOAT_DTYPES}
-_FORWARD = {op: Signature(op, FAMILY, ("x1", "x2"), kernel_dtypes=_KERNEL_DTYPES[op])
+# Kernels in every float dtype (16 bits: float32 arithmetic, one rounding on store).
+_FORWARD = {op: Signature(op, FAMILY, ("x1", "x2"), kernel_dtypes=ALL_FLOAT_DTYPES)
             for op in _TERMS}
 _GRADIENT = {(op, k): Signature(f"{op}_wrt_x{k}", FAMILY, ("x1", "x2", "y", "gy"),
-                                scalars=("gy",), kernel_dtypes=_KERNEL_DTYPES[op])
+                                scalars=("gy",), kernel_dtypes=ALL_FLOAT_DTYPES)
              for op in _TERMS for k in (1, 2)}
 
 
@@ -243,13 +254,13 @@ def _bce_weighted_grad(k: int, u: Array, v: Array, w: Array | None, p: Array | N
     return d * g if w is None else d * w * g
 
 
-def _bce_cpu(u: Array, v: Array, w: Array | None, p: Array | None, y: Array,
+def _bce_cpu(u: Array, v: Array, y: Array, w: Array | None, p: Array | None,
              reduction: str) -> None:
     _reduce(_bce_weighted_terms(u, v, w, p), reduction, y, u.size)
 
 
-def _bce_grad_cpu(k: int, u: Array, v: Array, w: Array | None, p: Array | None, gy: Array,
-                  gx: Array, scale: numpy.generic) -> None:
+def _bce_grad_cpu(k: int, u: Array, v: Array, gy: Array, gx: Array, w: Array | None,
+                  p: Array | None, scale: numpy.generic) -> None:
     gx[...] = _bce_weighted_grad(k, u, v, w, p, gy * scale)
 
 
@@ -262,7 +273,7 @@ def _full(call: Call, a: Array | None, shape: tuple) -> Array:
     return call.xp.ascontiguousarray(call.xp.broadcast_to(a, shape))
 
 
-def _bce_gpu(call: Call, u: Array, v: Array, w: Array | None, p: Array | None, y: Array,
+def _bce_gpu(call: Call, u: Array, v: Array, y: Array, w: Array | None, p: Array | None,
              reduction: str) -> None:
     if w is None and p is None:
         _elementwise_gpu(call, u, v, y, reduction)
@@ -281,8 +292,8 @@ def _bce_gpu(call: Call, u: Array, v: Array, w: Array | None, p: Array | None, y
                 (partial, numpy.int64(grid[0]), y, numpy.float64(scale)))
 
 
-def _bce_grad_gpu(k: int, call: Call, u: Array, v: Array, w: Array | None, p: Array | None,
-                  gy: Array, gx: Array, scale: numpy.generic) -> None:
+def _bce_grad_gpu(k: int, call: Call, u: Array, v: Array, gy: Array, gx: Array,
+                  w: Array | None, p: Array | None, scale: numpy.generic) -> None:
     if w is None and p is None:
         _elementwise_grad_gpu(call, u, v, gy, gx, scale)
         return
@@ -292,12 +303,13 @@ def _bce_grad_gpu(k: int, call: Call, u: Array, v: Array, w: Array | None, p: Ar
                     call.scalar(float(scale)), numpy.int64(gx.size)))
 
 
-def _bce_weights(call: Call, shape: tuple, weight: Any, pos_weight: Any) -> tuple:
+def _bce_weights(call: Call, shape: tuple, weight: Any, pos_weight: Any,
+                 out: Array | None) -> tuple:
     """weight and pos_weight checked: None or arrays that broadcast to ``shape`` (the
     logits'; PyTorch applies them in place to a loss of that shape)."""
     found = []
     for name, value in (("weight", weight), ("pos_weight", pos_weight)):
-        a = _param_array(call, name, value)
+        a = _param_array(call, name, value, out)
         if a is not None:
             try:
                 ok = numpy.broadcast_shapes(tuple(a.shape), shape) == shape
@@ -324,9 +336,8 @@ def bce_with_logits(x1: Array, x2: Array, *, reduction: str = "mean",
     call = _FORWARD["bce_with_logits"].bind(x1, x2)
     u, v = call.inputs
     _check_pair(call, u, v)
-    w, p = _bce_weights(call, tuple(u.shape), weight, pos_weight)
-    return call.run(out, _loss_shape(reduction, u.shape), _bce_cpu, _bce_gpu, reduction,
-                    inputs=(u, v, w, p))
+    w, p = _bce_weights(call, tuple(u.shape), weight, pos_weight, out)
+    return call.run(out, _loss_shape(reduction, u.shape), _bce_cpu, _bce_gpu, w, p, reduction)
 
 
 def _bce_gradient(k: int, x1: Array, x2: Array, y: Array, gy: Array | float, reduction: Any,
@@ -341,13 +352,13 @@ def _bce_gradient(k: int, x1: Array, x2: Array, y: Array, gy: Array | float, red
     shape = _loss_shape(reduction, u.shape)
     check_shape(op, "y", y, shape)
     check_shape(op, "gy", gy, shape)
-    w, p = _bce_weights(call, tuple(u.shape), weight, pos_weight)
+    w, p = _bce_weights(call, tuple(u.shape), weight, pos_weight, out)
     n = u.size
     scale = call.scalar(1.0 / n if reduction == "mean" and n else 1.0)
     xk = (u, v)[k - 1]
     return call.run(out, xk.shape, functools.partial(_bce_grad_cpu, k),
-                    functools.partial(_bce_grad_gpu, k), scale, dtype=xk.dtype,
-                    inputs=(u, v, w, p, gy))
+                    functools.partial(_bce_grad_gpu, k), w, p, scale, dtype=xk.dtype,
+                    inputs=(u, v, gy))
 
 
 def bce_with_logits_wrt_x1(x1, x2, y, gy, *, reduction="mean", weight=None, pos_weight=None,
@@ -378,7 +389,7 @@ def _counted_rows(op: str, labels: Array, classes: int, ignore: int) -> Array:
     return counted
 
 
-def _cross_entropy_cpu(x: Array, labels: Array, weight: Array | None, y: Array,
+def _cross_entropy_cpu(x: Array, labels: Array, y: Array, weight: Array | None,
                        reduction: str, ignore: int) -> None:
     """Per row w[t] (log Σ e^(x - m) - (x_t - m)), 0 for the rows not counted; reduced
     ("mean" divides by the number of counted rows, or by the sum of their weights)."""
@@ -404,8 +415,8 @@ def _cross_entropy_cpu(x: Array, labels: Array, weight: Array | None, y: Array,
         _reduce(terms, reduction, y, 0)
 
 
-def _cross_entropy_grad_cpu(x: Array, labels: Array, weight: Array | None, gy: Array,
-                            gx: Array, reduction: str, ignore: int) -> None:
+def _cross_entropy_grad_cpu(x: Array, labels: Array, gy: Array, gx: Array,
+                            weight: Array | None, reduction: str, ignore: int) -> None:
     """gx = g_n w[t_n] (softmax(x)[n] - onehot(t_n)), 0 for the rows not counted."""
     counted = _counted_rows("softmax_cross_entropy_wrt_x1", labels, x.shape[1], ignore)
     t = numpy.where(counted, labels, 0)
@@ -430,42 +441,53 @@ def _cross_entropy_grad_cpu(x: Array, labels: Array, weight: Array | None, gy: A
     gx *= numpy.where(counted, scale, 0)[:, None]
 
 
-# Kernels (labels as int64; row kernels through gpuops.ops._rows; w the class weights,
-# read only when weighted is 1, else any array of the dtype):
-# softmax_cross_entropy_{warp<E>,block}_<dtype>(x, t, w, weighted, losses, ignore, rows, cols),
+# Kernels (labels as int64; row kernels through gpuops.ops._rows; w the class weights in
+# the accumulation dtype, read only when weighted is 1, else any array of that dtype):
+# softmax_cross_entropy_{warp<E>,block}_<dtype>(x, t, w, weighted, losses, ignore, rows, cols)
+#     (losses: per row, in the accumulation dtype: float32 for 16-bit x),
 # softmax_cross_entropy_total_<dtype>(losses, t, w, weighted, y, ignore, rows, cols, mean),
-# softmax_cross_entropy_grad_scale_<dtype>(t, w, weighted, gy, g, ignore, rows, cols, mean):
-# g = gy or gy / (counted rows, or the sum of their weights), and
-# softmax_cross_entropy_wrt_x1_{warp<E>,block}_<dtype>(x, t, w, weighted, g, g_stride, gx,
-# ignore, rows, cols).
-def _cross_entropy_gpu(call: Call, x: Array, labels: Array, weight: Array | None, y: Array,
+# softmax_cross_entropy_wrt_x1_{warp<E>,block}_<dtype>(x, t, w, weighted, gy, gy_stride,
+#     mean, gx, ignore, rows, cols) (mean = 1: each block divides gy by the counted rows, or
+#     the sum of their weights, computed in a fixed order: no extra launch).
+def _weight_args(call: Call, weight: Array | None) -> tuple:
+    """(w, weighted) for the kernels: w an array of the accumulation dtype (a 1-element
+    stand-in when there are no class weights)."""
+    if weight is None:
+        return call.xp.empty(1, call.scalar(0.0).dtype), numpy.int32(0)
+    return call.xp.ascontiguousarray(weight), numpy.int32(1)
+
+
+def _row_losses(call: Call, y: Array, reduction: str, rows: int) -> Array:
+    """Where the row kernels write the per-row losses (accumulation dtype): y itself for
+    "none" when it has that dtype, else a new array."""
+    acc = call.scalar(0.0).dtype
+    return y if reduction == "none" and y.dtype == acc else call.xp.empty(rows, acc)
+
+
+def _cross_entropy_gpu(call: Call, x: Array, labels: Array, y: Array, weight: Array | None,
                        reduction: str, ignore: int) -> None:
     rows, cols = x.shape
     labels = call.xp.ascontiguousarray(labels, dtype=numpy.int64)
-    w = (x if weight is None else weight, numpy.int32(weight is not None))
-    losses = y if reduction == "none" else call.xp.empty(rows, call.dtype)
+    w = _weight_args(call, weight)
+    losses = _row_losses(call, y, reduction, rows)
     if rows:
         _rows.launch(call, call.op, rows, cols, (x, labels, *w, losses, numpy.int64(ignore)))
-    if reduction != "none":
+    if reduction == "none":
+        if losses is not y:
+            y[...] = losses  # 16 bits: one rounding
+    else:
         call.launch(f"{call.op}_total", (1,), (kernels.BLOCK,),
                     (losses, labels, *w, y, numpy.int64(ignore), numpy.int64(rows),
                      numpy.int64(cols), numpy.int32(reduction == "mean")))
 
 
-def _cross_entropy_grad_gpu(call: Call, x: Array, labels: Array, weight: Array | None,
-                            gy: Array, gx: Array, reduction: str, ignore: int) -> None:
+def _cross_entropy_grad_gpu(call: Call, x: Array, labels: Array, gy: Array, gx: Array,
+                            weight: Array | None, reduction: str, ignore: int) -> None:
     rows, cols = x.shape
     labels = call.xp.ascontiguousarray(labels, dtype=numpy.int64)
-    w = (x if weight is None else weight, numpy.int32(weight is not None))
-    if reduction != "none":
-        g = call.xp.empty((), call.dtype)
-        call.launch("softmax_cross_entropy_grad_scale", (1,), (kernels.BLOCK,),
-                    (labels, *w, gy, g, numpy.int64(ignore), numpy.int64(rows),
-                     numpy.int64(cols), numpy.int32(reduction == "mean")))
-        gy = g
-    _rows.launch(call, call.op, rows, cols, (x, labels, *w, gy,
-                                             numpy.int64(reduction == "none"), gx,
-                                             numpy.int64(ignore)))
+    _rows.launch(call, call.op, rows, cols,
+                 (x, labels, *_weight_args(call, weight), gy, numpy.int64(reduction == "none"),
+                  numpy.int32(reduction == "mean"), gx, numpy.int64(ignore)))
 
 
 # ---- label smoothing and probability targets (PyTorch's cross_entropy) ---------------
@@ -515,7 +537,7 @@ def _soft_mean_count(x: Array, labels: Array | None, w: Array | None,
     return numpy.where(counted, w.astype(x.dtype, copy=False)[t], 0).sum()
 
 
-def _soft_cpu(x: Array, labels: Array | None, q: Array | None, w: Array | None, y: Array,
+def _soft_cpu(x: Array, labels: Array | None, q: Array | None, y: Array, w: Array | None,
               reduction: str, ignore: int, eps: float) -> None:
     x = x.astype(y.dtype, copy=False)
     a, counted = _soft_targets("softmax_cross_entropy", x, labels, q, w, eps, ignore)
@@ -534,8 +556,8 @@ def _soft_cpu(x: Array, labels: Array | None, q: Array | None, w: Array | None, 
         _reduce(terms, reduction, y, 0)
 
 
-def _soft_grad_cpu(k: int, x: Array, labels: Array | None, q: Array | None,
-                   w: Array | None, gy: Array, gx: Array, reduction: str, ignore: int,
+def _soft_grad_cpu(k: int, x: Array, labels: Array | None, q: Array | None, gy: Array,
+                   gx: Array, w: Array | None, reduction: str, ignore: int,
                    eps: float) -> None:
     dtype = numpy.result_type(x, gx) if q is None else numpy.result_type(x, q)
     x = x.astype(dtype, copy=False)
@@ -560,14 +582,14 @@ def _soft_grad_cpu(k: int, x: Array, labels: Array | None, q: Array | None,
 
 
 # Kernels, one block of _rows.ROW_BLOCK threads per row (labels as int64, or a dummy when
-# dense = 1: q the probabilities, else any array of the dtype; w read when weighted = 1):
+# dense = 1: q the probabilities, else any array of the dtype; w as above):
 # softmax_cross_entropy_soft_block_<dtype>(x, t, q, dense, w, weighted, eps, losses,
 #     ignore, rows, cols),
 # softmax_cross_entropy_soft_total_<dtype>(losses, y, rows, mean) (probabilities; labels
-#     use softmax_cross_entropy_total and _grad_scale above),
-# softmax_cross_entropy_soft_wrt_x1_block_<dtype>(x, t, q, dense, w, weighted, eps, g,
-#     g_stride, scale, gx, ignore, rows, cols),
-# softmax_cross_entropy_soft_wrt_x2_block_<dtype>(x, w, weighted, eps, g, g_stride, scale,
+#     use softmax_cross_entropy_total above),
+# softmax_cross_entropy_soft_wrt_x1_block_<dtype>(x, t, q, dense, w, weighted, eps, gy,
+#     gy_stride, mean, gx, ignore, rows, cols),
+# softmax_cross_entropy_soft_wrt_x2_block_<dtype>(x, w, weighted, eps, gy, gy_stride, mean,
 #     gq, rows, cols).
 def _launch_row_blocks(call: Call, kernel: str, rows: int, cols: int, args: tuple) -> None:
     call.launch(kernel, (max(1, min(rows, call.max_blocks)),), (_rows.ROW_BLOCK,),
@@ -579,19 +601,21 @@ def _soft_gpu_args(call: Call, x: Array, labels: Array | None, q: Array | None,
     dense = q is not None
     t = (call.xp.zeros(1, numpy.int64) if dense
          else call.xp.ascontiguousarray(labels, dtype=numpy.int64))
-    return (t, q if dense else x, numpy.int32(dense), x if w is None else w,
-            numpy.int32(w is not None), call.scalar(eps))
+    return (t, q if dense else x, numpy.int32(dense), *_weight_args(call, w),
+            call.scalar(eps))
 
 
-def _soft_gpu(call: Call, x: Array, labels: Array | None, q: Array | None, w: Array | None,
-              y: Array, reduction: str, ignore: int, eps: float) -> None:
+def _soft_gpu(call: Call, x: Array, labels: Array | None, q: Array | None, y: Array,
+              w: Array | None, reduction: str, ignore: int, eps: float) -> None:
     rows, cols = x.shape
     t, qa, dense, wa, weighted, e = _soft_gpu_args(call, x, labels, q, w, eps)
-    losses = y if reduction == "none" else call.xp.empty(rows, call.dtype)
+    losses = _row_losses(call, y, reduction, rows)
     if rows:
         _launch_row_blocks(call, "softmax_cross_entropy_soft_block", rows, cols,
                            (x, t, qa, dense, wa, weighted, e, losses, numpy.int64(ignore)))
     if reduction == "none":
+        if losses is not y:
+            y[...] = losses  # 16 bits: one rounding
         return
     mean = numpy.int32(reduction == "mean")
     if q is not None:
@@ -604,20 +628,11 @@ def _soft_gpu(call: Call, x: Array, labels: Array | None, q: Array | None, w: Ar
 
 
 def _soft_grad_gpu(k: int, call: Call, x: Array, labels: Array | None, q: Array | None,
-                   w: Array | None, gy: Array, gx: Array, reduction: str, ignore: int,
+                   gy: Array, gx: Array, w: Array | None, reduction: str, ignore: int,
                    eps: float) -> None:
     rows, cols = x.shape
     t, qa, dense, wa, weighted, e = _soft_gpu_args(call, x, labels, q, w, eps)
-    scale = 1.0
-    if reduction == "mean" and q is not None:
-        scale = 1.0 / rows
-    elif reduction == "mean":
-        g = call.xp.empty((), call.dtype)
-        call.launch("softmax_cross_entropy_grad_scale", (1,), (kernels.BLOCK,),
-                    (t, wa, weighted, gy, g, numpy.int64(ignore), numpy.int64(rows),
-                     numpy.int64(cols), numpy.int32(1)))
-        gy = g
-    g_args = (gy, numpy.int64(reduction == "none"), call.scalar(scale), gx)
+    g_args = (gy, numpy.int64(reduction == "none"), numpy.int32(reduction == "mean"), gx)
     if k == 1:
         _launch_row_blocks(call, "softmax_cross_entropy_soft_wrt_x1_block", rows, cols,
                            (x, t, qa, dense, wa, weighted, e, *g_args, numpy.int64(ignore)))
@@ -626,13 +641,16 @@ def _soft_grad_gpu(k: int, call: Call, x: Array, labels: Array | None, q: Array 
                            (x, wa, weighted, e, *g_args))
 
 
-CROSS_ENTROPY = Signature("softmax_cross_entropy", FAMILY, ("x1", "x2"), ints=("x2",))
+CROSS_ENTROPY = Signature("softmax_cross_entropy", FAMILY, ("x1", "x2"), ints=("x2",),
+                          kernel_dtypes=ALL_FLOAT_DTYPES)
 CROSS_ENTROPY_GRAD = Signature("softmax_cross_entropy_wrt_x1", FAMILY, ("x1", "x2", "y", "gy"),
-                               scalars=("gy",), ints=("x2",))
+                               scalars=("gy",), ints=("x2",), kernel_dtypes=ALL_FLOAT_DTYPES)
 # probability targets: x2 a float array of x1's shape
-CROSS_ENTROPY_PROBS = Signature("softmax_cross_entropy", FAMILY, ("x1", "x2"))
+CROSS_ENTROPY_PROBS = Signature("softmax_cross_entropy", FAMILY, ("x1", "x2"),
+                                kernel_dtypes=ALL_FLOAT_DTYPES)
 CROSS_ENTROPY_PROBS_GRAD = {k: Signature(f"softmax_cross_entropy_wrt_x{k}", FAMILY,
-                                         ("x1", "x2", "y", "gy"), scalars=("gy",))
+                                         ("x1", "x2", "y", "gy"), scalars=("gy",),
+                                         kernel_dtypes=ALL_FLOAT_DTYPES)
                             for k in (1, 2)}
 
 
@@ -658,8 +676,8 @@ def _label_smoothing(op: str, value: Any) -> float:
 
 
 def _bind_cross_entropy(signature: Signature, values: tuple, reduction: Any,
-                        ignore_index: Any, weight: Any, label_smoothing: Any = 0.0
-                        ) -> tuple[Call, str, int, Array | None, float]:
+                        ignore_index: Any, weight: Any, label_smoothing: Any,
+                        out: Array | None) -> tuple[Call, str, int, Array | None, float]:
     op = signature.op
     reduction = _check_reduction(op, reduction)
     ignore = _args.integer(op, "ignore_index", ignore_index)
@@ -685,7 +703,7 @@ def _bind_cross_entropy(signature: Signature, values: tuple, reduction: Any,
     elif tuple(target.shape) != expected:
         raise ValueError(f"{op}: x2 must be labels of shape {expected} for x1 of shape "
                          f"{tuple(x.shape)}, got {tuple(target.shape)}")
-    w = _param_array(call, "weight", weight)
+    w = _param_array(call, "weight", weight, out)
     if w is not None and tuple(w.shape) != (x.shape[1],):
         raise ValueError(f"{op}: weight must have shape ({x.shape[1]},) (one per class of x1 "
                          f"of shape {tuple(x.shape)}), got {tuple(w.shape)}")
@@ -725,39 +743,39 @@ def _grad_in_place(xp: Any, fn: Callable, head: tuple, gx: Array, params: tuple)
     gx[...] = xp.moveaxis(rows.reshape(gx.shape[0], *gx.shape[2:], classes), -1, 1)
 
 
-def _ce_cpu(x, labels, w, y, *params):
-    _losses_in_place(numpy, _cross_entropy_cpu, (x, labels, w), y, params)
+def _ce_cpu(x, labels, y, *params):
+    _losses_in_place(numpy, _cross_entropy_cpu, (x, labels), y, params)
 
 
-def _ce_gpu(call, x, labels, w, y, *params):
-    _losses_in_place(call.xp, _cross_entropy_gpu, (call, x, labels, w), y, params)
+def _ce_gpu(call, x, labels, y, *params):
+    _losses_in_place(call.xp, _cross_entropy_gpu, (call, x, labels), y, params)
 
 
-def _ce_grad_cpu(x, labels, w, gy, gx, *params):
-    _grad_in_place(numpy, _cross_entropy_grad_cpu, (x, labels, w, gy), gx, params)
+def _ce_grad_cpu(x, labels, gy, gx, *params):
+    _grad_in_place(numpy, _cross_entropy_grad_cpu, (x, labels, gy), gx, params)
 
 
-def _ce_grad_gpu(call, x, labels, w, gy, gx, *params):
-    _grad_in_place(call.xp, _cross_entropy_grad_gpu, (call, x, labels, w, gy), gx, params)
+def _ce_grad_gpu(call, x, labels, gy, gx, *params):
+    _grad_in_place(call.xp, _cross_entropy_grad_gpu, (call, x, labels, gy), gx, params)
 
 
-def _soft_nd_cpu(x, labels, q, w, y, *params):
-    _losses_in_place(numpy, _soft_cpu, (x, labels, q, w), y, params)
+def _soft_nd_cpu(x, labels, q, y, *params):
+    _losses_in_place(numpy, _soft_cpu, (x, labels, q), y, params)
 
 
-def _soft_nd_gpu(call, x, labels, q, w, y, *params):
-    _losses_in_place(call.xp, _soft_gpu, (call, x, labels, q, w), y, params)
+def _soft_nd_gpu(call, x, labels, q, y, *params):
+    _losses_in_place(call.xp, _soft_gpu, (call, x, labels, q), y, params)
 
 
-def _soft_inputs(call: Call, x: Array, target: Array, w: Array | None) -> tuple:
-    """(x rows, labels or None, probabilities or None, w) for the row functions."""
+def _soft_inputs(call: Call, x: Array, target: Array) -> tuple:
+    """(x rows, labels or None, probabilities or None) for the row functions."""
     probs = _is_float(target.dtype)
     if x.ndim == 2:
-        return (x, None, target, w) if probs else (x, target, None, w)
+        return (x, None, target) if probs else (x, target, None)
     rows = _class_rows(call.xp, x)
     if probs:
-        return rows, None, _class_rows(call.xp, target), w
-    return rows, target.reshape(-1), None, w
+        return rows, None, _class_rows(call.xp, target)
+    return rows, target.reshape(-1), None
 
 
 def softmax_cross_entropy(x1: Array, x2: Array, *, reduction: str = "mean",
@@ -777,18 +795,19 @@ def softmax_cross_entropy(x1: Array, x2: Array, *, reduction: str = "mean",
     probs = _is_probabilities(x2)
     call, reduction, ignore, w, eps = _bind_cross_entropy(
         CROSS_ENTROPY_PROBS if probs else CROSS_ENTROPY, (x1, x2), reduction, ignore_index,
-        weight, label_smoothing)
+        weight, label_smoothing, out)
     x, target = call.inputs
     shape = _loss_shape(reduction, (x.shape[0], *x.shape[2:]))
+    # (the class weights are parameters, not inputs: see _param_array)
     if not probs and eps == 0.0:
         if x.ndim == 2:
-            return call.run(out, shape, _cross_entropy_cpu, _cross_entropy_gpu, reduction,
-                            ignore, inputs=(x, target, w))
-        return call.run(out, shape, _ce_cpu, _ce_gpu, reduction, ignore,
-                        inputs=(*_as_rows(call.xp, x, target), w))
+            return call.run(out, shape, _cross_entropy_cpu, _cross_entropy_gpu, w, reduction,
+                            ignore)
+        return call.run(out, shape, _ce_cpu, _ce_gpu, w, reduction, ignore,
+                        inputs=_as_rows(call.xp, x, target))
     cpu, gpu = (_soft_cpu, _soft_gpu) if x.ndim == 2 else (_soft_nd_cpu, _soft_nd_gpu)
-    return call.run(out, shape, cpu, gpu, reduction, ignore, eps,
-                    inputs=_soft_inputs(call, x, target, w))
+    return call.run(out, shape, cpu, gpu, w, reduction, ignore, eps,
+                    inputs=_soft_inputs(call, x, target))
 
 
 def _soft_gradient(call: Call, k: int, x: Array, target: Array, w: Array | None, gy: Array,
@@ -797,16 +816,15 @@ def _soft_gradient(call: Call, k: int, x: Array, target: Array, w: Array | None,
     gpu: Callable[..., None] = functools.partial(_soft_grad_gpu, k)
     if x.ndim > 2:
         cpu2, gpu2 = cpu, gpu
-        cpu = lambda x, t, q, w, gy, gx, *p: _grad_in_place(numpy, cpu2, (x, t, q, w, gy),
-                                                            gx, p)
-        gpu = lambda call, x, t, q, w, gy, gx, *p: _grad_in_place(
-            call.xp, gpu2, (call, x, t, q, w, gy), gx, p)
+        cpu = lambda x, t, q, gy, gx, *p: _grad_in_place(numpy, cpu2, (x, t, q, gy), gx, p)
+        gpu = lambda call, x, t, q, gy, gx, *p: _grad_in_place(
+            call.xp, gpu2, (call, x, t, q, gy), gx, p)
         if reduction == "none":
             gy = gy.reshape(-1)
     xk = (x, target)[k - 1]
     # the gradients read x, the targets, the weights and gy (not y)
-    return call.run(out, x.shape, cpu, gpu, reduction, ignore, eps, dtype=xk.dtype,
-                    inputs=(*_soft_inputs(call, x, target, w), gy))
+    return call.run(out, x.shape, cpu, gpu, w, reduction, ignore, eps, dtype=xk.dtype,
+                    inputs=(*_soft_inputs(call, x, target), gy))
 
 
 def _cross_entropy_gradient(k: int, x1: Array, x2: Array, y: Array, gy: Array | float,
@@ -815,7 +833,7 @@ def _cross_entropy_gradient(k: int, x1: Array, x2: Array, y: Array, gy: Array | 
     probs = _is_probabilities(x2)
     signature = CROSS_ENTROPY_PROBS_GRAD[k] if probs or k == 2 else CROSS_ENTROPY_GRAD
     call, reduction, ignore, w, eps = _bind_cross_entropy(
-        signature, (x1, x2, y, gy), reduction, ignore_index, weight, label_smoothing)
+        signature, (x1, x2, y, gy), reduction, ignore_index, weight, label_smoothing, out)
     x, target, y, gy = call.inputs
     shape = _loss_shape(reduction, (x.shape[0], *x.shape[2:]))
     check_shape(call.op, "y", y, shape)
@@ -824,11 +842,11 @@ def _cross_entropy_gradient(k: int, x1: Array, x2: Array, y: Array, gy: Array | 
         return _soft_gradient(call, k, x, target, w, gy, reduction, ignore, eps, out)
     # the gradient reads x, the labels, the weights and gy (not y)
     if x.ndim == 2:
-        return call.run(out, x.shape, _cross_entropy_grad_cpu, _cross_entropy_grad_gpu,
-                        reduction, ignore, dtype=x.dtype, inputs=(x, target, w, gy))
-    return call.run(out, x.shape, _ce_grad_cpu, _ce_grad_gpu, reduction, ignore,
-                    dtype=x.dtype, inputs=(*_as_rows(call.xp, x, target), w, gy.reshape(-1)
-                                           if reduction == "none" else gy))
+        return call.run(out, x.shape, _cross_entropy_grad_cpu, _cross_entropy_grad_gpu, w,
+                        reduction, ignore, dtype=x.dtype, inputs=(x, target, gy))
+    return call.run(out, x.shape, _ce_grad_cpu, _ce_grad_gpu, w, reduction, ignore,
+                    dtype=x.dtype, inputs=(*_as_rows(call.xp, x, target),
+                                           gy.reshape(-1) if reduction == "none" else gy))
 
 
 def softmax_cross_entropy_wrt_x1(x1: Array, x2: Array, y: Array, gy: Array | float, *,
@@ -859,8 +877,142 @@ def softmax_cross_entropy_wrt_x2(x1: Array, x2: Array, y: Array, gy: Array | flo
                                    label_smoothing, out)
 
 
+# ---- forward and gradient in one pass (training) -------------------------------------
+# softmax_cross_entropy_with_grad: the loss and d loss / d x1 for gy = 1, integer labels
+# (label smoothing included) in one launch (the logits read once):
+# softmax_cross_entropy_with_grad_{warp<E>,block}_<dtype>(x, t, w, weighted, eps, losses,
+#     partial, ticket, y, reduction, gx, ignore, rows, cols): reduction 0 ("none") writes
+#     the row losses into losses; 1 ("sum") and 2 ("mean") one double partial per block,
+#     which the last block to finish (the ticket counter, see cuda/loss.cu) adds in index
+#     order into y: deterministic. gx is the gradient for gy = 1 (the mean's divisor
+#     included: each block computes it).
+# Autograd saves that gradient; its backward is one launch,
+# softmax_cross_entropy_scale_grad_<dtype>(grad, gy, per_row, gx, n, classes, inner).
+CROSS_ENTROPY_WITH_GRAD = Signature("softmax_cross_entropy_with_grad", FAMILY, ("x1", "x2"),
+                                    ints=("x2",), kernel_dtypes=ALL_FLOAT_DTYPES)
+CROSS_ENTROPY_SCALE_GRAD = Signature("softmax_cross_entropy_wrt_x1", FAMILY, ("grad", "gy"),
+                                     scalars=("gy",), kernel_dtypes=ALL_FLOAT_DTYPES)
+_REDUCTION_CODE = {"none": 0, "sum": 1, "mean": 2}
+_tickets = threading.local()
+
+
+def _ticket(call: Call) -> Array:
+    """This thread's ticket counter (one unsigned int, 0 between launches) on the call's
+    backend and device. Per thread: the launches of one thread run in order."""
+    table = getattr(_tickets, "table", None)
+    if table is None:
+        table = _tickets.table = {}
+    device = call.xp.cuda.runtime.getDevice() if call.backend.name == "cupy" else None
+    ticket = table.get((call.backend.name, device))
+    if ticket is None:
+        ticket = table[call.backend.name, device] = call.xp.zeros(1, numpy.uint32)
+    return ticket
+
+
+def _with_grad_cpu(x: Array, labels: Array, y: Array, w: Array | None, reduction: str,
+                   ignore: int, eps: float, grads: list) -> None:
+    gx = numpy.empty(x.shape, y.dtype)
+    gy = numpy.ones(() if reduction != "none" else x.shape[0], y.dtype)
+    if eps == 0.0:
+        _losses_in_place(numpy, _cross_entropy_cpu, (x, labels), y, (w, reduction, ignore))
+        _cross_entropy_grad_cpu(x, labels, gy, gx, w, reduction, ignore)
+    else:
+        _losses_in_place(numpy, _soft_cpu, (x, labels, None), y, (w, reduction, ignore, eps))
+        _soft_grad_cpu(1, x, labels, None, gy, gx, w, reduction, ignore, eps)
+    grads.append(gx)
+
+
+def _with_grad_gpu(call: Call, x: Array, labels: Array, y: Array, w: Array | None,
+                   reduction: str, ignore: int, eps: float, grads: list) -> None:
+    rows, cols = x.shape
+    gx = call.xp.empty((rows, cols), call.dtype)
+    grads.append(gx)
+    losses = y.reshape(-1)  # (y is C-contiguous: a view) the row losses of "none"
+    partial = call.xp.empty(max(1, min(rows, call.max_blocks)), numpy.float64)
+    ticket = _ticket(call)
+    try:
+        _rows.launch(call, "softmax_cross_entropy_with_grad", rows, cols,
+                     (x, call.xp.ascontiguousarray(labels, dtype=numpy.int64),
+                      *_weight_args(call, w), call.scalar(eps), losses, partial, ticket, y,
+                      numpy.int32(_REDUCTION_CODE[reduction]), gx, numpy.int64(ignore)))
+    except BaseException:
+        ticket[...] = 0  # a launch stopped part way may leave it counting
+        raise
+
+
+def softmax_cross_entropy_with_grad(x1: Array, x2: Array, *, reduction: str = "mean",
+                                    ignore_index: int = -100, weight: Array | None = None,
+                                    label_smoothing: float = 0.0) -> tuple[Array, Array]:
+    """(softmax_cross_entropy(x1, x2, ...), its gradient wrt x1 for an upstream gradient
+    of 1): the training step's forward and backward in one pass. The same parameters and
+    results as the pair softmax_cross_entropy / softmax_cross_entropy_wrt_x1 (gy = 1);
+    integer labels (with or without label smoothing) take one kernel launch that reads the
+    logits once and writes the loss (its "sum"/"mean" too) and the gradient; probability
+    targets run the pair."""
+    if _is_probabilities(x2):
+        y = softmax_cross_entropy(x1, x2, reduction=reduction, ignore_index=ignore_index,
+                                  weight=weight, label_smoothing=label_smoothing)
+        gy = 1.0 if reduction != "none" else get_array_module(y).ones(y.shape, y.dtype)
+        return y, softmax_cross_entropy_wrt_x1(
+            x1, x2, y, gy, reduction=reduction, ignore_index=ignore_index, weight=weight,
+            label_smoothing=label_smoothing)
+    call, reduction, ignore, w, eps = _bind_cross_entropy(
+        CROSS_ENTROPY_WITH_GRAD, (x1, x2), reduction, ignore_index, weight, label_smoothing,
+        None)
+    x, labels = call.inputs
+    shape = _loss_shape(reduction, (x.shape[0], *x.shape[2:]))
+    grads: list = []
+    y = call.run(None, shape, _with_grad_cpu, _with_grad_gpu, w, reduction, ignore, eps,
+                 grads, inputs=_as_rows(call.xp, x, labels))
+    rows = grads[0] if grads else call.xp.zeros((0, x.shape[1]), y.dtype)
+    if rows.dtype != y.dtype:  # the NumPy backend's float32 for 16-bit x: one rounding
+        rows = rows.astype(y.dtype)
+    if x.ndim == 2:
+        return y, rows
+    classes = x.shape[1]
+    return y, call.xp.ascontiguousarray(
+        call.xp.moveaxis(rows.reshape(x.shape[0], *x.shape[2:], classes), -1, 1))
+
+
+def _scale_grad_cpu(grad: Array, gy: Array, gx: Array, per_row: bool) -> None:
+    gx[...] = grad * (numpy.expand_dims(gy, 1) if per_row else gy)
+
+
+def _scale_grad_gpu(call: Call, grad: Array, gy: Array, gx: Array, per_row: bool) -> None:
+    call.launch_1d("softmax_cross_entropy_scale_grad", gx.size,
+                   (grad, gy, numpy.int32(per_row), gx, numpy.int64(gx.size),
+                    numpy.int64(gx.shape[1]), numpy.int64(math.prod(gx.shape[2:]))))
+
+
+def _cross_entropy_forward_saving(x1: Array, x2: Array, **params: Any) -> tuple[Array, Any]:
+    """Autograd's forward: the loss, and the gradient for gy = 1 where one launch gives
+    both (integer labels), else None (probability targets: their gradient functions)."""
+    if _is_probabilities(x2):
+        return softmax_cross_entropy(x1, x2, **params), None
+    return softmax_cross_entropy_with_grad(x1, x2, **params)
+
+
+def _cross_entropy_backward(x1: Array, x2: Array, y: Array, gy: Array, *, needs: tuple,
+                            saved: Any = None, **params: Any) -> tuple:
+    """Autograd's backward: the saved gradient times gy (one launch), or the gradient
+    functions where nothing was saved."""
+    g1 = g2 = None
+    if needs[0] and saved is not None:
+        call = CROSS_ENTROPY_SCALE_GRAD.bind(saved, gy)
+        grad, g = call.inputs
+        check_shape(call.op, "gy", g, tuple(y.shape))
+        g1 = call.run(None, grad.shape, _scale_grad_cpu, _scale_grad_gpu,
+                      params.get("reduction", "mean") == "none")
+    elif needs[0]:
+        g1 = softmax_cross_entropy_wrt_x1(x1, x2, y, gy, **params)
+    if len(needs) > 1 and needs[1]:
+        g2 = softmax_cross_entropy_wrt_x2(x1, x2, y, gy, **params)
+    return g1, g2
+
+
 register(FAMILY, softmax_cross_entropy, softmax_cross_entropy_wrt_x1,
-         softmax_cross_entropy_wrt_x2)
+         softmax_cross_entropy_wrt_x2, forward_saving=_cross_entropy_forward_saving,
+         backward=_cross_entropy_backward)
 for _op in ("bce_with_logits", "mse", "mae"):
     register(FAMILY, globals()[_op], globals()[f"{_op}_wrt_x1"], globals()[f"{_op}_wrt_x2"])
 del _op

@@ -5,8 +5,10 @@ import numpy
 
 from opinfo import BF16, F16, F32, F64, ErrorInput, OpInfo, Sample
 
-# mse, mae: kernels in every float dtype (bce_with_logits, softmax_cross_entropy: the
-# default float32/float64 kernels)
+# Every loss has kernels in every float dtype. The 16-bit tolerance is the default one
+# (OpInfo.tolerance: the float32 tolerance plus two roundings), derived from the rule:
+# per-row / per-element terms in float32, sums in double (float32 on NumPy), the result
+# rounded once; the gradients read the 16-bit x, targets and gy (weights stay float32).
 KERNEL_DTYPES = (F16, BF16, F32, F64)
 
 
@@ -412,15 +414,16 @@ def _ce_prob_errors(rng):
 RECORDS = [
     # integer labels: no gradient wrt x2 (softmax_cross_entropy_wrt_x2 raises TypeError)
     OpInfo(name="softmax_cross_entropy", ref=_ce_ref, samples=_ce_samples, wrt=(1,),
-           grad_refs={1: _ce_grad_ref}, int_inputs=(2,), error_inputs=_ce_errors),
+           grad_refs={1: _ce_grad_ref}, int_inputs=(2,), error_inputs=_ce_errors,
+           gpu_dtypes=KERNEL_DTYPES),
     # probability targets: differentiable wrt both
     OpInfo(name="softmax_cross_entropy", ref=_ce_ref, samples=_ce_prob_samples,
            grad_refs={1: _ce_grad_ref,
                       2: lambda *a, **kw: _ce_grad_ref(*a, **kw, wrt=2)},
-           error_inputs=_ce_prob_errors),
+           error_inputs=_ce_prob_errors, gpu_dtypes=KERNEL_DTYPES),
     OpInfo(name="bce_with_logits", ref=_bce_weighted_ref, samples=_bce_samples,
            grad_refs={1: _bce_weighted_grad_ref(1), 2: _bce_weighted_grad_ref(2)},
-           error_inputs=_bce_errors),
+           error_inputs=_bce_errors, gpu_dtypes=KERNEL_DTYPES),
     _pair("mse", lambda u, v: (u - v) ** 2, lambda u, v: 2 * (u - v), lambda u, v: 2 * (v - u)),
     _pair("mae", lambda u, v: numpy.abs(u - v), lambda u, v: numpy.sign(u - v),
           lambda u, v: numpy.sign(v - u)),
