@@ -23,7 +23,26 @@
 // for coalescing). float16 (gemm_f16) loads halves and accumulates in float: it is the
 // fallback for GPUs without the sm_80 tensor-core instruction; from sm_80 on
 // gemm_tc_f16 (mma.sync, float accumulation) is launched instead. bfloat16 likewise:
-// gemm_bf16 (SIMT fallback) and gemm_tc_bf16 (mma.sync .bf16).
+// gemm_bf16 (SIMT fallback) and gemm_tc_bf16 (mma.sync .bf16). gemm_small_f32 and
+// gemm_tiny_f32: float32 with 64x64 and 32x32 tiles, for shapes whose 128x128 tiles are
+// too few to fill the GPU (the host's plan picks).
+//
+// Split-K (the host picks ``splits`` when the (m, n) tiles and batches are fewer than the
+// SMs): the reduction steps t = (r, k-tile), r < nr, are cut into ``splits`` contiguous
+// ranges; blockIdx.z = z-block * splits + split. With splits > 1 a block writes its raw
+// partial tile (Acc) to the workspace ws[split][z][m][n] and counts itself in the tile's
+// counter (an integer atomic: it orders nothing but the arrivals); the last of the tile's
+// blocks to arrive adds the splits in the fixed order 0, 1, ..., applies the epilogue and
+// sets the counter back to 0 (the host keeps the counters zeroed between launches). The
+// same sums in the same order whichever block is last: bitwise repeatable (a different
+// order from the unsplit kernel's), in one launch.
+//
+// Operand prologue (linear's backward): with a_act != ACT_NONE the A operand is read as
+// A * act'(aux), aux addressed with A's strides (relu 1[y > 0], sigmoid y (1 - y),
+// tanh 1 - y^2: act' written through the activation's output y), so g = gy * act'(y) is
+// never stored. row_sums: the blocks of the first N-tile also sum their A tile's rows over
+// their k range (in k order) and write db[z][m] = sum_k A_z[m][k] (the bias gradient
+// gᵀ's row sums), through the workspace when split.
 #include "gpuops.cuh"
 #include "half.cuh"
 #include "mma.cuh"
@@ -70,6 +89,22 @@ __device__ __forceinline__ double activate(double v, int act) {
     return v;
 }
 
+// act'(pre-activation) from the activation's output u (the prologue's factor).
+template <typename Acc>
+__device__ __forceinline__ Acc act_slope(Acc u, int act) {
+    const Acc one = 1, zero = 0;
+    if (act == ACT_RELU) return u > zero ? one : zero;
+    if (act == ACT_SIGMOID) return u * (one - u);
+    if (act == ACT_TANH) return one - u * u;
+    return one;
+}
+
+// v * act'(u) in the accumulation type, stored as S (one rounding for 16-bit S).
+template <typename S, typename T>
+__device__ __forceinline__ void put_scaled(S* p, T v, T u, int act) {
+    store_acc(p, to_acc(v) * act_slope(to_acc(u), act));
+}
+
 // One operand tile (ROWS x BK) on its way to shared memory, in two steps so that the
 // next tile's global loads are in flight while the current tile is multiplied:
 //   fetch: registers <- src[(row0 + row) * s_row + (k0 + k) * s_k]  (0 outside),
@@ -80,6 +115,7 @@ __device__ __forceinline__ double activate(double v, int act) {
 // and the whole group is in bounds, else VEC bounds-checked scalar loads.
 // S is the shared-memory element type (the registers hold S: halves are widened to
 // float on fetch by the SIMT float16 kernel, kept as halves by the tensor-core one).
+// pro != ACT_NONE: each element is multiplied by act'(aux) (aux read at src's offsets).
 template <typename T, typename S, int ROWS, int BK, int VEC>
 struct Tile {
     static constexpr int GROUPS = ROWS * BK / VEC;
@@ -96,9 +132,9 @@ struct Tile {
         return true;
     }
 
-    __device__ __forceinline__ void fetch(const T* __restrict__ src, long long rows, long long K,
-                                          long long s_row, long long s_k, long long row0,
-                                          long long k0, int mode) {
+    __device__ __forceinline__ void fetch(const T* __restrict__ src, const T* __restrict__ aux,
+                                          int pro, long long rows, long long K, long long s_row,
+                                          long long s_k, long long row0, long long k0, int mode) {
         const bool along_row = mode & 1, vector = mode & 2;
         const int drow = along_row ? 1 : 0, dk = along_row ? 0 : 1;
 #pragma unroll
@@ -109,15 +145,24 @@ struct Tile {
             const bool whole = along_row ? (gk < K && grow + VEC <= rows)
                                          : (grow < rows && gk + VEC <= K);
             if (vector && whole) {
-                const Pack<T, VEC> pk =
-                    *reinterpret_cast<const Pack<T, VEC>*>(src + grow * s_row + gk * s_k);
+                const long long at = grow * s_row + gk * s_k;
+                const Pack<T, VEC> pk = *reinterpret_cast<const Pack<T, VEC>*>(src + at);
+                if (pro != ACT_NONE) {
+                    const Pack<T, VEC> pu = *reinterpret_cast<const Pack<T, VEC>*>(aux + at);
 #pragma unroll
-                for (int e = 0; e < VEC; ++e) put(&v[p][e], pk.v[e]);
+                    for (int e = 0; e < VEC; ++e) put_scaled(&v[p][e], pk.v[e], pu.v[e], pro);
+                } else {
+#pragma unroll
+                    for (int e = 0; e < VEC; ++e) put(&v[p][e], pk.v[e]);
+                }
             } else {
 #pragma unroll
                 for (int e = 0; e < VEC; ++e) {
                     const long long r = grow + e * drow, kk = gk + e * dk;
-                    put(&v[p][e], (r < rows && kk < K) ? src[r * s_row + kk * s_k] : zero_of<T>());
+                    const long long at = r * s_row + kk * s_k;
+                    if (r >= rows || kk >= K) put(&v[p][e], zero_of<T>());
+                    else if (pro != ACT_NONE) put_scaled(&v[p][e], src[at], aux[at], pro);
+                    else put(&v[p][e], src[at]);
                 }
             }
         }
@@ -139,17 +184,22 @@ struct Tile {
 };
 
 // The kernel arguments, identical for every GEMM kernel (SIMT and tensor cores).
-// A_zr[m][k] = A[... + m*sam + k*sak], B likewise: A and B may be strided views.
-// gpuops-strided: gemm_*: A, B
-#define GEMM_PARAMS(T)                                                                      \
+// A_zr[m][k] = A[... + m*sam + k*sak], B likewise: A and B may be strided views; aux (read
+// when a_act != ACT_NONE) has A's strides. db (row_sums), ws (splits > 1) and bias
+// (bias_mode != 0) are read or written only when asked for (the host passes C otherwise).
+// ws holds splits*nz*M*N partial products, then splits*nz*M partial row sums (Acc).
+// gpuops-strided: gemm_*: A, B, aux
+#define GEMM_PARAMS(T, Acc)                                                                 \
     const T *__restrict__ A, const T *__restrict__ B, T *__restrict__ C,                     \
-        const T *__restrict__ bias, long long M, long long N, long long K, long long sam,    \
+        const T *__restrict__ bias, const T *__restrict__ aux, T *__restrict__ db,            \
+        Acc *__restrict__ ws, unsigned *__restrict__ counts, long long M, long long N, long long K, long long sam,           \
         long long sak, long long sbk, long long sbn, long long nz, long long nz2,            \
         long long za1, long long za2, long long zb1, long long zb2, long long nr,            \
-        long long ra, long long rb, int a_mode, int b_mode, int c_vec, int bias_mode, int act
+        long long ra, long long rb, long long splits, int a_mode, int b_mode, int c_vec,     \
+        int bias_mode, int act, int a_act, int row_sums
 #define GEMM_ARGS                                                                           \
-    A, B, C, bias, M, N, K, sam, sak, sbk, sbn, nz, nz2, za1, za2, zb1, zb2, nr, ra, rb,     \
-        a_mode, b_mode, c_vec, bias_mode, act
+    A, B, C, bias, aux, db, ws, counts, M, N, K, sam, sak, sbk, sbn, nz, nz2, za1, za2, zb1, zb2,    \
+        nr, ra, rb, splits, a_mode, b_mode, c_vec, bias_mode, act, a_act, row_sums
 
 // The epilogue of one output element: bias, activation, store.
 template <typename T, typename Acc>
@@ -160,46 +210,130 @@ __device__ __forceinline__ Acc finish_value(Acc v, const T* __restrict__ bias, i
     return activate(v, act);
 }
 
+// The reduction steps this block takes: split ``split`` of ``splits`` contiguous ranges of
+// the nr * ceil(K / BK) steps t = (r, k-tile); (r, k0) of the first.
+struct StepRange {
+    long long t0, t1, r, k0;
+    __device__ __forceinline__ StepRange(long long nr, long long K, int BK, long long split,
+                                         long long splits) {
+        const long long ktiles = (K + BK - 1) / BK, steps = nr * ktiles;
+        t0 = steps * split / splits;
+        t1 = steps * (split + 1) / splits;
+        r = ktiles ? t0 / ktiles : 0;
+        k0 = ktiles ? (t0 % ktiles) * BK : 0;
+    }
+    // to the next step's (r, k0)
+    __device__ __forceinline__ void advance(long long K, int BK) {
+        k0 += BK;
+        if (k0 >= K) k0 = 0, ++r;
+    }
+};
+
+// One output value of batch z at (m, n): finished into C (splits == 1) or, raw, into the
+// split's partial tile of the workspace.
+template <typename T, typename Acc>
+__device__ __forceinline__ void put_result(Acc v, T* __restrict__ C, Acc* __restrict__ ws,
+                                           const T* __restrict__ bias, long long M, long long N,
+                                           long long nz, long long z, long long m, long long n,
+                                           long long split, long long splits, int bias_mode,
+                                           int act) {
+    if (splits > 1) ws[((split * nz + z) * M + m) * N + n] = v;
+    else store_acc(C + (z * M + m) * N + n, finish_value(v, bias, bias_mode, m, n, act));
+}
+
+// The A operand's row sum over this block's k range (row_sums): into db, or the workspace.
+template <typename T, typename Acc>
+__device__ __forceinline__ void put_row_sum(Acc v, T* __restrict__ db, Acc* __restrict__ ws,
+                                            long long M, long long N, long long nz, long long z,
+                                            long long m, long long split, long long splits) {
+    if (splits > 1) ws[splits * nz * M * N + (split * nz + z) * M + m] = v;
+    else store_acc(db + z * M + m, v);
+}
+
+// Whether this block is the last of the tile's ``splits`` blocks to have written its
+// partials (the same answer in every thread, through the block's shared ``last``); the
+// last one sets the counter back to 0.
+__device__ __forceinline__ bool last_to_arrive(unsigned* __restrict__ count, long long splits,
+                                               int& last) {
+    __threadfence();  // this thread's partials, visible to the other blocks...
+    __syncthreads();  // ...for every thread of the block, before the count
+    if (threadIdx.x == 0) {
+        last = atomicAdd(count, 1u) == (unsigned)(splits - 1);
+        if (last) *count = 0;  // every block of the tile has counted: ready for the next launch
+    }
+    __syncthreads();
+    if (last) __threadfence();  // the other blocks' partials are read after their counts
+    return last;
+}
+
+// Output (m, n) of batch z from the splits' partials, added in split order, finished into C.
+template <typename T, typename Acc>
+__device__ __forceinline__ void sum_splits(const Acc* ws, T* __restrict__ C,
+                                           const T* __restrict__ bias, long long M, long long N,
+                                           long long nz, long long z, long long m, long long n,
+                                           long long splits, int bias_mode, int act) {
+    const volatile Acc* part = ws + (z * M + m) * N + n;  // volatile: past L1, not cached
+    Acc v = 0;
+    for (long long s = 0; s < splits; ++s) v += part[s * nz * M * N];
+    store_acc(C + (z * M + m) * N + n, finish_value(v, bias, bias_mode, m, n, act));
+}
+
+// Row sum m of batch z from the splits' partial row sums, in split order, into db.
+template <typename T, typename Acc>
+__device__ __forceinline__ void sum_row_splits(const Acc* ws, T* __restrict__ db, long long M,
+                                               long long N, long long nz, long long z,
+                                               long long m, long long splits) {
+    const volatile Acc* part = ws + splits * nz * M * N + z * M + m;
+    Acc v = 0;
+    for (long long s = 0; s < splits; ++s) v += part[s * nz * M];
+    store_acc(db + z * M + m, v);
+}
+
 template <typename T, typename Acc, int BM, int BN, int BK, int TM, int TN, int VEC>
-__device__ __forceinline__ void gemm_simt(GEMM_PARAMS(T)) {
+__device__ __forceinline__ void gemm_simt(GEMM_PARAMS(T, Acc)) {
     static_assert(BM == 16 * TM && BN == 16 * TN, "warp tiling: 4x4 lanes x 4 warps (m), 8 lanes x 2 warps (n)");
     constexpr int PAD = 16 / sizeof(Acc);  // keeps rows 16-byte aligned, shifts banks
     __shared__ Acc As[BK][BM + PAD];
     __shared__ Acc Bs[BK][BN + PAD];
+    __shared__ int last;  // last_to_arrive's answer
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int tr = (warp / 2) * (4 * TM) + (lane / 8) * TM;  // first row of this thread's block
     const int tc = (warp % 2) * (8 * TN) + (lane % 8) * TN;  // first column
     const long long n0 = (long long)blockIdx.x * BN;
-    for (long long z = blockIdx.z; z < nz; z += gridDim.z) {
+    const long long split = blockIdx.z % splits;
+    // the threads of column 0 (one per TM rows) write the row sums of the first N-tile
+    const bool sums_rows = row_sums && blockIdx.x == 0 && tc == 0;
+    for (long long z = blockIdx.z / splits; z < nz; z += gridDim.z / splits) {
         const long long z1 = z / nz2, z2 = z % nz2;
         const T* Az = A + z1 * za1 + z2 * za2;
+        const T* Xz = aux + z1 * za1 + z2 * za2;
         const T* Bz = B + z1 * zb1 + z2 * zb2;
-        T* Cz = C + z * M * N;
         for (long long m0 = (long long)blockIdx.y * BM; m0 < M; m0 += (long long)gridDim.y * BM) {
-            Acc acc[TM][TN];
+            Acc acc[TM][TN], rs[TM];
 #pragma unroll
-            for (int i = 0; i < TM; ++i)
+            for (int i = 0; i < TM; ++i) {
+                rs[i] = Acc(0);
 #pragma unroll
                 for (int j = 0; j < TN; ++j) acc[i][j] = Acc(0);
+            }
             // Steps t over (r, k0), the reduction batch and the K tiles, in one loop so the
             // prefetch crosses from one r to the next.
-            const long long steps = nr * ((K + BK - 1) / BK);
-            long long r = 0, k0 = 0;  // the (reduction batch, k offset) of the fetched tile
+            StepRange st(nr, K, BK, split, splits);
             Tile<T, Acc, BM, BK, VEC> ta;
             Tile<T, Acc, BN, BK, VEC> tb;
-            if (steps > 0) {
-                ta.fetch(Az, M, K, sam, sak, m0, 0, a_mode);
-                tb.fetch(Bz, N, K, sbn, sbk, n0, 0, b_mode);
+            if (st.t0 < st.t1) {
+                ta.fetch(Az + st.r * ra, Xz + st.r * ra, a_act, M, K, sam, sak, m0, st.k0, a_mode);
+                tb.fetch(Bz + st.r * rb, nullptr, ACT_NONE, N, K, sbn, sbk, n0, st.k0, b_mode);
             }
-            for (long long t = 0; t < steps; ++t) {
+            for (long long t = st.t0; t < st.t1; ++t) {
                 ta.template stash<1, BM + PAD>(&As[0][0], a_mode);
                 tb.template stash<1, BN + PAD>(&Bs[0][0], b_mode);
                 __syncthreads();
-                if (t + 1 < steps) {  // the next tile's loads overlap this tile's math
-                    k0 += BK;
-                    if (k0 >= K) k0 = 0, ++r;
-                    ta.fetch(Az + r * ra, M, K, sam, sak, m0, k0, a_mode);
-                    tb.fetch(Bz + r * rb, N, K, sbn, sbk, n0, k0, b_mode);
+                if (t + 1 < st.t1) {  // the next tile's loads overlap this tile's math
+                    st.advance(K, BK);
+                    ta.fetch(Az + st.r * ra, Xz + st.r * ra, a_act, M, K, sam, sak, m0, st.k0,
+                             a_mode);
+                    tb.fetch(Bz + st.r * rb, nullptr, ACT_NONE, N, K, sbn, sbk, n0, st.k0, b_mode);
                 }
 #pragma unroll
                 for (int kk = 0; kk < BK; ++kk) {
@@ -212,6 +346,10 @@ __device__ __forceinline__ void gemm_simt(GEMM_PARAMS(T)) {
                     for (int i = 0; i < TM; ++i)
 #pragma unroll
                         for (int j = 0; j < TN; ++j) acc[i][j] += a[i] * b[j];
+                    if (row_sums) {
+#pragma unroll
+                        for (int i = 0; i < TM; ++i) rs[i] += a[i];
+                    }
                 }
                 __syncthreads();
             }
@@ -219,9 +357,10 @@ __device__ __forceinline__ void gemm_simt(GEMM_PARAMS(T)) {
             for (int i = 0; i < TM; ++i) {
                 const long long m = m0 + tr + i;
                 if (m >= M) break;
-                T* row = Cz + m * N;
+                if (sums_rows) put_row_sum(rs[i], db, ws, M, N, nz, z, m, split, splits);
+                T* row = C + (z * M + m) * N;
                 const long long nb = n0 + tc;
-                if (c_vec && nb + TN <= N) {  // whole row segment in bounds: vector stores
+                if (splits == 1 && c_vec && nb + TN <= N) {  // whole row segment: vector stores
 #pragma unroll
                     for (int j = 0; j < TN; j += VEC) {
                         Pack<T, VEC> p;
@@ -233,29 +372,51 @@ __device__ __forceinline__ void gemm_simt(GEMM_PARAMS(T)) {
                 } else {
 #pragma unroll
                     for (int j = 0; j < TN; ++j) {
-                        if (nb + j < N) store_acc(row + nb + j, finish_value(acc[i][j], bias, bias_mode, m, nb + j, act));
+                        if (nb + j < N)
+                            put_result(acc[i][j], C, ws, bias, M, N, nz, z, m, nb + j, split,
+                                       splits, bias_mode, act);
                     }
+                }
+            }
+            const long long tile = (z * ((M + BM - 1) / BM) + m0 / BM) * gridDim.x + blockIdx.x;
+            if (splits > 1 && last_to_arrive(counts + tile, splits, last)) {
+                for (int i = 0; i < TM; ++i) {  // the outputs this thread wrote partials of
+                    const long long m = m0 + tr + i;
+                    if (m >= M) break;
+                    if (sums_rows) sum_row_splits(ws, db, M, N, nz, z, m, splits);
+                    for (int j = 0; j < TN; ++j)
+                        if (n0 + tc + j < N)
+                            sum_splits(ws, C, bias, M, N, nz, z, m, n0 + tc + j, splits,
+                                       bias_mode, act);
                 }
             }
         }
     }
 }
 
-// float32: 128x128 tiles, 8x8 per thread, float4 loads. float64: 64x64, 4x4, double2.
-// float16 fallback: 64x64, 4x4, scalar half loads, float accumulation (c_vec unused).
-extern "C" __global__ void GEMM_BOUNDS gemm_f32(GEMM_PARAMS(float)) {
+// float32: 128x128 tiles, 8x8 per thread, float4 loads; gemm_small_f32 64x64, 4x4;
+// gemm_tiny_f32 32x32, 2x2, float2 (products too small to fill the GPU otherwise).
+// float64: 64x64, 4x4, double2. float16 fallback: 64x64, 4x4, scalar half loads, float
+// accumulation (c_vec unused).
+extern "C" __global__ void GEMM_BOUNDS gemm_f32(GEMM_PARAMS(float, float)) {
     gemm_simt<float, float, 128, 128, 8, 8, 8, 4>(GEMM_ARGS);
 }
-extern "C" __global__ void GEMM_BOUNDS gemm_f64(GEMM_PARAMS(double)) {
+extern "C" __global__ void GEMM_BOUNDS gemm_small_f32(GEMM_PARAMS(float, float)) {
+    gemm_simt<float, float, 64, 64, 8, 4, 4, 4>(GEMM_ARGS);
+}
+extern "C" __global__ void GEMM_BOUNDS gemm_tiny_f32(GEMM_PARAMS(float, float)) {
+    gemm_simt<float, float, 32, 32, 8, 2, 2, 2>(GEMM_ARGS);
+}
+extern "C" __global__ void GEMM_BOUNDS gemm_f64(GEMM_PARAMS(double, double)) {
     gemm_simt<double, double, 64, 64, 8, 4, 4, 2>(GEMM_ARGS);
 }
 // (No __launch_bounds__ here: with it ptxas spills this kernel at 64-80 registers;
 // without, it takes 110 and none. The fallback is not a performance path.)
-extern "C" __global__ void gemm_f16(GEMM_PARAMS(__half)) {
+extern "C" __global__ void gemm_f16(GEMM_PARAMS(__half, float)) {
     gemm_simt<__half, float, 64, 64, 8, 4, 4, 1>(GEMM_ARGS);
 }
 // bfloat16: the float16 fallback's tiles (GPUs below sm_80, or tensor_cores off).
-extern "C" __global__ void gemm_bf16(GEMM_PARAMS(__nv_bfloat16)) {
+extern "C" __global__ void gemm_bf16(GEMM_PARAMS(__nv_bfloat16, float)) {
     gemm_simt<__nv_bfloat16, float, 64, 64, 8, 4, 4, 1>(GEMM_ARGS);
 }
 
@@ -266,46 +427,59 @@ extern "C" __global__ void gemm_bf16(GEMM_PARAMS(__nv_bfloat16)) {
 // are staged k-contiguous, A as (m, k) and B as (n, k), rows padded by 8 halves
 // (16 bytes), so every fragment register is one aligned 32-bit shared load whatever
 // the operands' layouts in global memory. Accumulators go straight to C through the
-// epilogue (bias, activation, one rounding to T, bounds).
+// epilogue (bias, activation, one rounding to T, bounds), or to the split's partial tile.
+// A's prologue product is rounded to T once (the 16-bit g the mma reads); row sums are
+// float32 sums of those staged values in k order, one thread per row of the first N-tile's
+// blocks, kept in shared memory.
 template <typename T>
-__device__ __forceinline__ void gemm_tc(GEMM_PARAMS(T)) {
+__device__ __forceinline__ void gemm_tc(GEMM_PARAMS(T, float)) {
     constexpr int BM = 128, BN = 128, BK = 32, LD = BK + 8;
     __shared__ __align__(16) T As[BM * LD];
     __shared__ __align__(16) T Bs[BN * LD];
+    __shared__ int last;  // last_to_arrive's answer
+    __shared__ float row_sum[BM];  // row_sums: thread i < BM's sum of A's row i (in shared
+                                   // memory, not a register: the kernel is at 255 already)
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int g = lane / 4, t = lane % 4;
     const int wm = (warp / 4) * 64, wn = (warp % 4) * 32;
     const long long n0 = (long long)blockIdx.x * BN;
-    for (long long z = blockIdx.z; z < nz; z += gridDim.z) {
+    const bool sums_rows = row_sums && blockIdx.x == 0 && threadIdx.x < BM;
+    for (long long z = blockIdx.z / splits; z < nz; z += gridDim.z / splits) {
         const long long z1 = z / nz2, z2 = z % nz2;
         const T* Az = A + z1 * za1 + z2 * za2;
+        const T* Xz = aux + z1 * za1 + z2 * za2;
         const T* Bz = B + z1 * zb1 + z2 * zb2;
-        T* Cz = C + z * M * N;
         for (long long m0 = (long long)blockIdx.y * BM; m0 < M; m0 += (long long)gridDim.y * BM) {
             float acc[4][4][4];
+            if (sums_rows) row_sum[threadIdx.x] = 0.0f;
 #pragma unroll
             for (int i = 0; i < 4; ++i)
 #pragma unroll
                 for (int j = 0; j < 4; ++j)
 #pragma unroll
                     for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.0f;
-            const long long steps = nr * ((K + BK - 1) / BK);
-            long long r = 0, k0 = 0;  // the (reduction batch, k offset) of the fetched tile
+            StepRange st(nr, K, BK, blockIdx.z % splits, splits);
             Tile<T, T, BM, BK, 8> ta;
             Tile<T, T, BN, BK, 8> tb;
-            if (steps > 0) {
-                ta.fetch(Az, M, K, sam, sak, m0, 0, a_mode);
-                tb.fetch(Bz, N, K, sbn, sbk, n0, 0, b_mode);
+            if (st.t0 < st.t1) {
+                ta.fetch(Az + st.r * ra, Xz + st.r * ra, a_act, M, K, sam, sak, m0, st.k0, a_mode);
+                tb.fetch(Bz + st.r * rb, nullptr, ACT_NONE, N, K, sbn, sbk, n0, st.k0, b_mode);
             }
-            for (long long s = 0; s < steps; ++s) {
+            for (long long s = st.t0; s < st.t1; ++s) {
                 ta.template stash<LD, 1>(As, a_mode);
                 tb.template stash<LD, 1>(Bs, b_mode);
                 __syncthreads();
-                if (s + 1 < steps) {  // the next tile's loads overlap this tile's math
-                    k0 += BK;
-                    if (k0 >= K) k0 = 0, ++r;
-                    ta.fetch(Az + r * ra, M, K, sam, sak, m0, k0, a_mode);
-                    tb.fetch(Bz + r * rb, N, K, sbn, sbk, n0, k0, b_mode);
+                if (s + 1 < st.t1) {  // the next tile's loads overlap this tile's math
+                    st.advance(K, BK);
+                    ta.fetch(Az + st.r * ra, Xz + st.r * ra, a_act, M, K, sam, sak, m0, st.k0,
+                             a_mode);
+                    tb.fetch(Bz + st.r * rb, nullptr, ACT_NONE, N, K, sbn, sbk, n0, st.k0, b_mode);
+                }
+                if (sums_rows) {
+                    float rs = row_sum[threadIdx.x];
+#pragma unroll
+                    for (int kk = 0; kk < BK; ++kk) rs += to_acc(As[threadIdx.x * LD + kk]);
+                    row_sum[threadIdx.x] = rs;
                 }
 #pragma unroll
                 for (int kk = 0; kk < BK; kk += 16) {
@@ -328,6 +502,10 @@ __device__ __forceinline__ void gemm_tc(GEMM_PARAMS(T)) {
                 }
                 __syncthreads();
             }
+            const long long split = blockIdx.z % splits;
+            if (sums_rows && m0 + threadIdx.x < M)
+                put_row_sum(row_sum[threadIdx.x], db, ws, M, N, nz, z, m0 + threadIdx.x, split,
+                            splits);
 #pragma unroll
             for (int i = 0; i < 4; ++i)
 #pragma unroll
@@ -337,35 +515,25 @@ __device__ __forceinline__ void gemm_tc(GEMM_PARAMS(T)) {
                         const long long m = m0 + wm + 16 * i + g + 8 * (e / 2);
                         const long long n = n0 + wn + 8 * j + 2 * t + e % 2;
                         if (m < M && n < N)
-                            store_acc(Cz + m * N + n,
-                                      finish_value(acc[i][j][e], bias, bias_mode, m, n, act));
+                            put_result(acc[i][j][e], C, ws, bias, M, N, nz, z, m, n, split,
+                                       splits, bias_mode, act);
                     }
+            const long long tile = (z * ((M + BM - 1) / BM) + m0 / BM) * gridDim.x + blockIdx.x;
+            if (splits > 1 && last_to_arrive(counts + tile, splits, last)) {
+                if (sums_rows && m0 + threadIdx.x < M)
+                    sum_row_splits(ws, db, M, N, nz, z, m0 + threadIdx.x, splits);
+                for (int q = threadIdx.x; q < BM * BN; q += GEMM_THREADS) {
+                    const long long m = m0 + q / BN, n = n0 + q % BN;
+                    if (m < M && n < N)
+                        sum_splits(ws, C, bias, M, N, nz, z, m, n, splits, bias_mode, act);
+                }
+            }
         }
     }
 }
-extern "C" __global__ void GEMM_BOUNDS gemm_tc_f16(GEMM_PARAMS(__half)) {
+extern "C" __global__ void GEMM_BOUNDS gemm_tc_f16(GEMM_PARAMS(__half, float)) {
     gemm_tc<__half>(GEMM_ARGS);
 }
-extern "C" __global__ void GEMM_BOUNDS gemm_tc_bf16(GEMM_PARAMS(__nv_bfloat16)) {
+extern "C" __global__ void GEMM_BOUNDS gemm_tc_bf16(GEMM_PARAMS(__nv_bfloat16, float)) {
     gemm_tc<__nv_bfloat16>(GEMM_ARGS);
 }
-
-// ---- activation derivative for linear's gradients ----------------------------------
-// g = gy * act'(pre-activation), written through y = act(pre): relu 1[y > 0],
-// sigmoid y (1 - y), tanh 1 - y^2.
-#define ACT_GRAD(T, SFX)                                                                     \
-    extern "C" __global__ void act_grad_##SFX(const T* __restrict__ y, const T* __restrict__ gy, \
-                                              T* __restrict__ g, long long n, int act) {      \
-        GRID_STRIDE_LOOP(i, n) {                                                              \
-            const auto u = to_acc(y[i]), d = to_acc(gy[i]);                                   \
-            decltype(u) one = 1, zero = 0;                                                    \
-            const auto slope = act == ACT_RELU ? (u > zero ? one : zero)                      \
-                             : act == ACT_SIGMOID ? u * (one - u) : one - u * u;              \
-            store_acc(g + i, d * slope);                                                      \
-        }                                                                                     \
-    }
-
-ACT_GRAD(float, f32)
-ACT_GRAD(double, f64)
-ACT_GRAD(__half, f16)
-ACT_GRAD(__nv_bfloat16, bf16)

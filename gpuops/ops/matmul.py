@@ -19,6 +19,8 @@ x1 of shape (..., in_features), any number of leading dims (a 1-d x1 is one row)
 from __future__ import annotations
 
 import math
+import threading
+from dataclasses import dataclass
 from typing import Any
 
 import numpy
@@ -26,6 +28,7 @@ import numpy
 from .. import kernels
 from ..backend import ALL_FLOAT_DTYPES, BFLOAT16, NUMPY, SIXTEEN_BIT_DTYPES, Backend
 from ..call import Call, Signature, check_shape
+from ..cupy_launcher import BLOCKS_PER_SM
 from ..registry import register
 from . import _layout, _math
 from .reduction import sum_to_shape
@@ -43,10 +46,93 @@ BIAS_NONE, BIAS_PER_COLUMN, BIAS_PER_ROW = 0, 1, 2
 
 _GEMM_THREADS = kernels.CONSTANTS["GEMM_THREADS"]
 _MAX_GRID_YZ = 65535
-# dtype -> (BM, BN, elements per vector load) of the SIMT kernel gemm_<dtype>
-_SIMT = {numpy.dtype(numpy.float32): (128, 128, 4), numpy.dtype(numpy.float64): (64, 64, 2),
-         numpy.dtype(numpy.float16): (64, 64, 1), BFLOAT16: (64, 64, 1)}
-_TENSOR_CORE = (128, 128, 8)  # gemm_tc_f16, gemm_tc_bf16
+
+
+@dataclass(frozen=True)
+class Tiles:
+    """One GEMM kernel's tile configuration: ``kernel`` (base name), BM x BN outputs per
+    block, BK of K per step, ``vec`` elements per vector load."""
+    kernel: str
+    bm: int
+    bn: int
+    bk: int
+    vec: int
+
+
+# dtype -> the SIMT kernels' tile configurations, largest first (cuda/matmul.cu)
+_SIMT = {numpy.dtype(numpy.float32): (Tiles("gemm", 128, 128, 8, 4),
+                                      Tiles("gemm_small", 64, 64, 8, 4),
+                                      Tiles("gemm_tiny", 32, 32, 8, 2)),
+         numpy.dtype(numpy.float64): (Tiles("gemm", 64, 64, 8, 2),),
+         numpy.dtype(numpy.float16): (Tiles("gemm", 64, 64, 8, 1),),
+         BFLOAT16: (Tiles("gemm", 64, 64, 8, 1),)}
+_TENSOR_CORE = (Tiles("gemm_tc", 128, 128, 32, 8),)  # gemm_tc_f16, gemm_tc_bf16
+# A split takes at least this much of K (the reduction steps of its range, times BK), so
+# that its partial tile's round trip through the workspace stays small next to its loads.
+_MIN_SPLIT_K = 64
+_MAX_WORKSPACE_BYTES = 64 << 20
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How one GEMM is launched: the tiles, the number of K splits, the grid."""
+    tiles: Tiles
+    splits: int
+    grid: tuple[int, int, int]
+
+    @property
+    def blocks(self) -> int:
+        return self.grid[0] * self.grid[1] * self.grid[2]
+
+
+def sm_count(launcher: Any) -> int:
+    """The launcher's multiprocessors: its ``sm_count`` attribute where it has one (a test
+    may set it on an emulator launcher to force splits), else ``max_blocks`` /
+    BLOCKS_PER_SM (what CupyLauncher and RecordingLauncher derive it from), at least 1."""
+    return int(getattr(launcher, "sm_count", 0)) or max(1, launcher.max_blocks // BLOCKS_PER_SM)
+
+
+def wave_efficiency(blocks: int, sms: int) -> float:
+    """blocks / (waves x sms), waves = ceil(blocks / sms): the share of the SMs' block
+    slots a launch occupies, one resident block per SM."""
+    return blocks / (max(1, math.ceil(blocks / sms)) * sms)
+
+
+def plan(launcher: Any, dtype: Any, m: int, n: int, k: int, nz: int = 1, nr: int = 1) -> Plan:
+    """The tiles and K splits of C[nz](m, n) = Σ_{nr} A(m, k) B(k, n) on ``launcher``.
+
+    For each tile configuration of the dtype: the output blocks (tiles times batches) and,
+    while they are fewer than the SMs, the splits of the nr * ceil(k / BK) reduction steps:
+    ``min(SMs // blocks, steps // ceil(64 / BK))`` (one wave at most, each split >= 64 of
+    K; the workspace kept under 64 MiB). From the largest tiles down to the first that
+    fill the SMs unsplit, the configuration whose blocks fill the SMs' slots best (wave
+    efficiency, in steps of 5%) wins, the larger tiles on a tie (more reuse of each loaded
+    value)."""
+    dtype = numpy.dtype(dtype)
+    sms = sm_count(launcher)
+    options = (_TENSOR_CORE if dtype in SIXTEEN_BIT_DTYPES and launcher.tensor_cores
+               else _SIMT[dtype])
+    steps_k = math.ceil(k / options[0].bk)  # every configuration's BK is the same
+    acc_bytes = 8 if dtype == numpy.float64 else 4
+    room = _MAX_WORKSPACE_BYTES // max(1, nz * m * (n + 1) * acc_bytes)
+    best: tuple | None = None
+    for tiles in options:
+        output_blocks = math.ceil(m / tiles.bm) * math.ceil(n / tiles.bn) * nz
+        splits = 1
+        if 0 < output_blocks < sms:
+            splits = max(1, min(sms // output_blocks,
+                                nr * steps_k // math.ceil(_MIN_SPLIT_K / tiles.bk), room))
+        score = round(wave_efficiency(output_blocks * splits, sms) * 20)
+        if best is None or score > best[0]:
+            best = (score, tiles, splits)
+        if output_blocks >= sms:  # fills the SMs unsplit: no smaller tiles
+            break
+    assert best is not None
+    _, tiles, splits = best
+    zblocks = max(1, min(nz, _MAX_GRID_YZ // splits))
+    grid = (math.ceil(n / tiles.bn), max(1, min(math.ceil(m / tiles.bm), _MAX_GRID_YZ)),
+            zblocks * splits)
+    return Plan(tiles, splits, grid)
 
 
 # ---- the GEMM launcher shared by matmul, linear and conv2d ---------------------
@@ -57,27 +143,51 @@ def _address(x: Array) -> int:
     return x.data.ptr  # CuPy
 
 
-def _mode(rows_stride: int, k_stride: int, batch_strides: tuple, vec: int, x: Array) -> int:
-    """The kernel's load mode of one operand: bit 0 walks the row (m or n) dim with
-    consecutive threads (it is the contiguous one), bit 1 allows vector loads of
-    ``vec`` elements (stride 1 along the walk, every other stride and the base aligned)."""
+def _mode(rows_stride: int, k_stride: int, batch_strides: tuple, vec: int, *xs: Array) -> int:
+    """The kernel's load mode of one operand (and of its prologue's aux, same strides):
+    bit 0 walks the row (m or n) dim with consecutive threads (it is the contiguous one),
+    bit 1 allows vector loads of ``vec`` elements (stride 1 along the walk, every other
+    stride and the bases aligned)."""
     along_row = rows_stride == 1 and k_stride != 1
     unit, other = (rows_stride, k_stride) if along_row else (k_stride, rows_stride)
     aligned = (vec > 1 and unit == 1 and other % vec == 0
                and all(s % vec == 0 for s in batch_strides)
-               and _address(x) % (vec * x.itemsize) == 0)
+               and all(_address(x) % (vec * x.itemsize) == 0 for x in xs))
     return int(along_row) | (2 if aligned else 0)
 
 
+_counters = threading.local()
+
+
+def _tile_counters(backend: Backend, count: int) -> Array:
+    """At least ``count`` zeroed uint32 counters for the split GEMM's tiles: one buffer per
+    (thread, launcher, device), allocated zeroed once and grown when too short; each split
+    launch leaves the counters it used at 0 again (cuda/matmul.cu: the last block of a tile
+    resets it). Per thread, so that launches from several threads (on the emulator, or on
+    each thread's stream) never share a counter."""
+    xp = backend.xp
+    device = 0 if xp is numpy else xp.cuda.runtime.getDevice()
+    key = (id(backend.kernel_launcher), device)
+    table = _counters.__dict__.setdefault("buffers", {})
+    buffer = table.get(key)
+    if buffer is None or buffer.size < count:
+        buffer = table[key] = xp.zeros(max(count, 256), numpy.uint32)
+    return buffer
+
+
 def gemm(backend: Backend, a: Array, b: Array, c: Array, *, bias: Array | None = None,
-         bias_mode: int = BIAS_NONE, act: int = ACTIVATIONS[None]) -> Array:
-    """``c = act(a @ b + bias)`` on the kernel backend ``backend``.
+         bias_mode: int = BIAS_NONE, act: int = ACTIVATIONS[None], aux: Array | None = None,
+         a_act: int = ACTIVATIONS[None], db: Array | None = None) -> Array:
+    """``c = act(a' @ b + bias)`` on the kernel backend ``backend``, a' = a · act'(aux)
+    (``a_act``, the prologue; a' = a without it), and ``db`` = the row sums of a' (Σ_k).
 
     ``a`` (*batch, M, K) and ``b`` (*batch, K, N): views of one dtype with the same
     batch shape (broadcast views, stride 0, welcome). ``c`` (*cbatch, M, N): C-contiguous,
     same dtype; ``cbatch`` is ``batch`` with some dims reduced (size 1 there, or leading
-    dims dropped): the products over those dims are summed into ``c``.
-    The kernels are this family's (cuda/matmul.cu) whichever operator calls.
+    dims dropped): the products over those dims are summed into ``c``. ``aux``: the
+    shape and element strides of ``a``. ``db``: C-contiguous, (*cbatch, M), not with
+    a reduction batch. The kernels are this family's (cuda/matmul.cu) whichever operator
+    calls; :func:`plan` picks the tiles and the K splits.
     """
     xp = backend.xp
     batch = tuple(a.shape[:-2])
@@ -86,18 +196,23 @@ def gemm(backend: Backend, a: Array, b: Array, c: Array, *, bias: Array | None =
     cbatch = tuple(c.shape[:-2])
     lead = len(batch) - len(cbatch)
     sa, sb = _layout.element_strides(a), _layout.element_strides(b)
+    if aux is not None and (aux.shape != a.shape or _layout.element_strides(aux) != sa):
+        raise ValueError("gemm: aux must have the shape and strides of a")
     kept = [i for i in range(len(batch)) if i >= lead and cbatch[i - lead] == batch[i]]
     reduced = [i for i in range(len(batch)) if i not in kept]
     kept_dims, (ka, kb) = _layout.coalesce([batch[i] for i in kept], [sa[i] for i in kept],
                                            [sb[i] for i in kept])
     red_dims, (rda, rdb) = _layout.coalesce([batch[i] for i in reduced],
                                             [sa[i] for i in reduced], [sb[i] for i in reduced])
+    if db is not None and red_dims:
+        raise ValueError("gemm: row sums (db) with a reduction batch")
     if len(kept_dims) > 2:  # copies of the operands make every kept dim one
         return gemm(backend, xp.ascontiguousarray(a), xp.ascontiguousarray(b), c, bias=bias,
-                    bias_mode=bias_mode, act=act)
+                    bias_mode=bias_mode, act=act,
+                    aux=None if aux is None else xp.ascontiguousarray(aux), a_act=a_act, db=db)
     if len(red_dims) > 1:  # interleaved reduced dims: full products, then sum them
         full = xp.empty(batch + (m, n), c.dtype)
-        gemm(backend, a, b, full)
+        gemm(backend, a, b, full, aux=aux, a_act=a_act)
         return sum_to(backend, full, c)
     nz = math.prod(kept_dims)
     if nz == 0 or m == 0 or n == 0:
@@ -110,27 +225,29 @@ def gemm(backend: Backend, a: Array, b: Array, c: Array, *, bias: Array | None =
     sam, sak = sa[-2:]
     sbk, sbn = sb[-2:]
     dtype = numpy.dtype(c.dtype)
-    tensor_cores = dtype in SIXTEEN_BIT_DTYPES and backend.kernel_launcher.tensor_cores
-    if tensor_cores:
-        bm, bn, vec = _TENSOR_CORE
-        kernel = "gemm_tc"
-    else:
-        bm, bn, vec = _SIMT[dtype]
-        kernel = "gemm"
-    a_mode = _mode(sam, sak, (za1, za2, ra), vec, a)
+    launcher = backend.kernel_launcher
+    p = plan(launcher, dtype, m, n, k, nz, nr)
+    vec = p.tiles.vec
+    a_mode = _mode(sam, sak, (za1, za2, ra), vec, *((a,) if aux is None else (a, aux)))
     b_mode = _mode(sbn, sbk, (zb1, zb2, rb), vec, b)
-    c_vec = int(not tensor_cores and vec > 1 and n % vec == 0
+    c_vec = int(p.tiles.kernel != "gemm_tc" and vec > 1 and n % vec == 0
                 and _address(c) % (vec * c.itemsize) == 0)
-    if bias is None:
-        bias, bias_mode = xp.zeros(1, dtype), BIAS_NONE
-    grid = (math.ceil(n / bn), min(math.ceil(m / bm), _MAX_GRID_YZ), min(nz, _MAX_GRID_YZ))
-    i64 = numpy.int64
-    args = (a, b, c, bias, i64(m), i64(n), i64(k), i64(sam), i64(sak), i64(sbk), i64(sbn),
-            i64(nz), i64(nz2), i64(za1), i64(za2), i64(zb1), i64(zb2), i64(nr), i64(ra),
-            i64(rb), numpy.int32(a_mode), numpy.int32(b_mode), numpy.int32(c_vec),
-            numpy.int32(bias_mode), numpy.int32(act))
-    backend.kernel_launcher.launch(FAMILY, kernels.kernel_name(kernel, dtype), grid,
-                                   (_GEMM_THREADS,), args)
+    # Pointers a launch does not read or write are given ``c`` (never dereferenced).
+    acc = numpy.float64 if dtype == numpy.float64 else numpy.float32
+    rows = nz * m if db is not None else 0
+    ws = (xp.empty(p.splits * (nz * m * n + rows), acc) if p.splits > 1
+          else c if dtype == acc else xp.empty(0, acc))
+    counts = _tile_counters(backend, p.grid[0] * math.ceil(m / p.tiles.bm) * nz
+                            if p.splits > 1 else 1)
+    i64, i32 = numpy.int64, numpy.int32
+    args = (a, b, c, c if bias is None else bias, c if aux is None else aux,
+            c if db is None else db, ws, counts, i64(m), i64(n), i64(k), i64(sam), i64(sak),
+            i64(sbk), i64(sbn), i64(nz), i64(nz2), i64(za1), i64(za2), i64(zb1), i64(zb2),
+            i64(nr), i64(ra), i64(rb), i64(p.splits), i32(a_mode), i32(b_mode), i32(c_vec),
+            i32(BIAS_NONE if bias is None else bias_mode), i32(act),
+            i32(ACTIVATIONS[None] if aux is None else a_act), i32(db is not None))
+    launcher.launch(FAMILY, kernels.kernel_name(p.tiles.kernel, dtype), p.grid,
+                    (_GEMM_THREADS,), args)
     return c
 
 
@@ -340,27 +457,9 @@ def _pre_activation_grad_cpu(y: Array, gy: Array, activation: str | None,
     return g
 
 
-def _pre_activation_grad_gpu(call: Call, y: Array, gy: Array, activation: str | None) -> Array:
-    """The kernel act_grad: gy · act'(pre-activation), from the output y."""
-    if activation is None:
-        return gy.astype(call.dtype, copy=False)
-    g = call.xp.empty(y.shape, call.dtype)
-    call.launch_1d("act_grad", g.size, (call.contiguous(y), call.contiguous(gy), g,
-                                        numpy.int64(g.size), numpy.int32(ACTIVATIONS[activation])))
-    return g
-
-
 def _linear_wrt_x1_cpu(x1: Array, x2: Array, x3: Array | None, y: Array, gy: Array,
                        gx1: Array, activation: str | None, dtype: numpy.dtype) -> None:
     numpy.matmul(_pre_activation_grad_cpu(y, gy, activation, dtype), x2, out=gx1)
-
-
-def _linear_wrt_x1_gpu(call: Call, x1: Array, x2: Array, x3: Array | None, y: Array, gy: Array,
-                       gx1: Array, activation: str | None, dtype: numpy.dtype) -> None:
-    out_features, in_features = x2.shape
-    rows = math.prod(x1.shape[:-1])
-    g = _pre_activation_grad_gpu(call, y, gy, activation).reshape(rows, out_features)
-    gemm(call.backend, g, x2.astype(dtype, copy=False), gx1.reshape(rows, in_features))
 
 
 def _linear_wrt_x2_cpu(x1: Array, x2: Array, x3: Array | None, y: Array, gy: Array,
@@ -371,24 +470,54 @@ def _linear_wrt_x2_cpu(x1: Array, x2: Array, x3: Array | None, y: Array, gy: Arr
     numpy.matmul(g.T, x1.reshape(rows, in_features), out=gx2)
 
 
-def _linear_wrt_x2_gpu(call: Call, x1: Array, x2: Array, x3: Array | None, y: Array, gy: Array,
-                       gx2: Array, activation: str | None, dtype: numpy.dtype) -> None:
-    out_features, in_features = x2.shape
-    rows = math.prod(x1.shape[:-1])
-    g = _pre_activation_grad_gpu(call, y, gy, activation).reshape(rows, out_features)
-    gemm(call.backend, g.T, x1.astype(dtype, copy=False).reshape(rows, in_features), gx2)
-
-
 def _linear_wrt_x3_cpu(x1: Array, x2: Array, x3: Array | None, y: Array, gy: Array,
                        gx3: Array, activation: str | None, dtype: numpy.dtype) -> None:
     g = _pre_activation_grad_cpu(y, gy, activation, dtype)
     sum_to_shape(NUMPY, g.reshape(math.prod(x1.shape[:-1]), x2.shape[0]), gx3)
 
 
+def _linear_grads_gpu(call: Call, x1: Array, x2: Array, y: Array, gy: Array,
+                      gx1: Array | None, gx2: Array | None, gx3: Array | None,
+                      activation: str | None) -> None:
+    """The gradients asked for (C-contiguous outputs of the call's dtype, None where not
+    needed), one GEMM each, gx2 and gx3 one GEMM together; g = gy · act'(y) is the A
+    operand's prologue (never stored), gx3 the row sums of the weight GEMM's A = gᵀ."""
+    xp, dtype = call.xp, call.dtype
+    out_features, in_features = x2.shape
+    rows = math.prod(x1.shape[:-1])
+    g = gy.astype(dtype, copy=False).reshape(rows, out_features)
+    aux, a_act = None, ACTIVATIONS[activation]
+    if activation is not None:
+        aux = y.astype(dtype, copy=False).reshape(rows, out_features)
+        if _layout.element_strides(aux) != _layout.element_strides(g):
+            g, aux = call.contiguous(g), call.contiguous(aux)
+    gt, auxt = g.T, None if aux is None else aux.T
+    if gx1 is not None:
+        gemm(call.backend, g, x2.astype(dtype, copy=False), gx1.reshape(rows, in_features),
+             aux=aux, a_act=a_act)
+    if gx2 is not None and gx2.size:
+        gemm(call.backend, gt, x1.astype(dtype, copy=False).reshape(rows, in_features), gx2,
+             aux=auxt, a_act=a_act, db=gx3)
+    elif gx3 is not None:
+        # The bias gradient alone (or with an empty weight): the row sums of the weight
+        # GEMM's A operand, with one column of g as B (an (out, 1) product thrown away).
+        gemm(call.backend, gt, g[:, :1], xp.empty((out_features, 1), dtype), aux=auxt,
+             a_act=a_act, db=gx3)
+
+
+def _linear_wrt_x1_gpu(call: Call, x1: Array, x2: Array, x3: Array | None, y: Array, gy: Array,
+                       gx1: Array, activation: str | None, dtype: numpy.dtype) -> None:
+    _linear_grads_gpu(call, x1, x2, y, gy, gx1, None, None, activation)
+
+
+def _linear_wrt_x2_gpu(call: Call, x1: Array, x2: Array, x3: Array | None, y: Array, gy: Array,
+                       gx2: Array, activation: str | None, dtype: numpy.dtype) -> None:
+    _linear_grads_gpu(call, x1, x2, y, gy, None, gx2, None, activation)
+
+
 def _linear_wrt_x3_gpu(call: Call, x1: Array, x2: Array, x3: Array | None, y: Array, gy: Array,
                        gx3: Array, activation: str | None, dtype: numpy.dtype) -> None:
-    g = _pre_activation_grad_gpu(call, y, gy, activation)
-    sum_to(call.backend, g.reshape(math.prod(x1.shape[:-1]), x2.shape[0]), gx3)
+    _linear_grads_gpu(call, x1, x2, y, gy, None, None, gx3, activation)
 
 
 LINEAR = Signature("linear", FAMILY, ("x1", "x2", "x3"), optional=("x3",),
@@ -446,5 +575,45 @@ def linear_wrt_x3(x1: Array, x2: Array, x3: Array | None, y: Array, gy: Array, *
     return _linear_gradient(3, x1, x2, x3, y, gy, activation, out)
 
 
+LINEAR_BACKWARD = Signature("linear_backward", FAMILY, ("x1", "x2", "x3", "y", "gy"),
+                            optional=("x3",), kernel_dtypes=ALL_FLOAT_DTYPES, strided=True)
+
+
+def linear_backward(x1: Array, x2: Array, x3: Array | None, y: Array, gy: Array, *,
+                    activation: str | None = None,
+                    needs: tuple = (True, True, True)) -> tuple:
+    """(gx1, gx2, gx3) of :func:`linear`, None where ``needs`` (one bool per input) says
+    no, each equal to its ``linear_wrt_x<k>``. On the kernels one GEMM per needed gradient,
+    gx2 and gx3 from one GEMM (act' in the GEMMs' operand prologue, the bias gradient the
+    row sums of the weight GEMM's operand); the NumPy backend calls the per-input
+    functions. Autograd calls it (the registry's fused ``backward``)."""
+    _check_activation(LINEAR_BACKWARD.op, activation)
+    if len(needs) != 3:
+        raise ValueError(f"{LINEAR_BACKWARD.op}: needs must hold 3 bools (x1, x2, x3), "
+                         f"got {needs!r}")
+    need1, need2, need3 = (bool(n) for n in needs)
+    call = LINEAR_BACKWARD.bind(x1, x2, x3, y, gy)
+    if not call.uses_kernels:
+        return tuple(grad(x1, x2, x3, y, gy, activation=activation) if need else None
+                     for grad, need in zip((linear_wrt_x1, linear_wrt_x2, linear_wrt_x3),
+                                           (need1, need2, need3)))
+    x1, x2, x3, y, gy = call.inputs
+    _linear_shapes(call.op, x1, x2, x3)
+    if need3 and x3 is None:
+        raise ValueError(f"{call.op}: x3 is None (the forward had no bias), so there is no "
+                         "bias gradient to compute")
+    check_shape(call.op, "y", y, x1.shape[:-1] + (x2.shape[0],))
+    check_shape(call.op, "gy", gy, x1.shape[:-1] + (x2.shape[0],))
+    xp, dtype = call.xp, call.dtype
+    grads = [xp.empty(x.shape, dtype) if need else None
+             for x, need in zip((x1, x2, x3), (need1, need2, need3))]
+    gx1, gx2, gx3 = grads
+    if any(g is not None and g.size for g in grads):
+        _linear_grads_gpu(call, x1, x2, y, gy, gx1, gx2, gx3, activation)
+    return tuple(None if g is None else g.astype(x.dtype, copy=False)
+                 for g, x in zip(grads, (x1, x2, x3)))
+
+
 register(FAMILY, matmul, matmul_wrt_x1, matmul_wrt_x2)
-register(FAMILY, linear, linear_wrt_x1, linear_wrt_x2, linear_wrt_x3)
+register(FAMILY, linear, linear_wrt_x1, linear_wrt_x2, linear_wrt_x3,
+         backward=linear_backward)
