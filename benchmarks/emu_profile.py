@@ -101,6 +101,11 @@ def gate_cases(missing: set[str], nvrtc: Any) -> list[dict[str, Any]]:
 # take 128 < D <= 256, in 16 bits only.
 ROW_CASES = [("layer_norm", (2, 400)), ("layer_norm", (2, 1100)), ("rms_norm", (2, 400)),
              ("rms_norm", (2, 700)), ("rms_norm", (2, 1100))]
+# Autograd's fused cross-entropy (the operator's forward_saving: loss and gradient in one
+# launch, softmax_cross_entropy_with_grad_{warp<E>,block}; its backward: the saved gradient
+# times gy, softmax_cross_entropy_scale_grad), which the forward / gradient calls above do
+# not take: rows of these lengths select E = 1 ... 32 and the block kernel.
+FUSED_CROSS_ENTROPY_COLS = (20, 50, 100, 200, 400, 700, 1100)
 OPTIMIZER_SHAPES = [(64, 64), (1000,)]
 
 
@@ -151,8 +156,9 @@ def _optimizer_calls() -> list[tuple[str, Any, int, list]]:
 
 
 def driver_cases(nvrtc: Any) -> list[dict[str, Any]]:
-    """The optimizer steps (:func:`_optimizer_calls`), the row widths of :data:`ROW_CASES`
-    and attention with D = 136 in float16: every kernel they launch, one row each."""
+    """The optimizer steps (:func:`_optimizer_calls`), the row widths of :data:`ROW_CASES`,
+    autograd's fused cross-entropy (:data:`FUSED_CROSS_ENTROPY_COLS`) and attention with
+    D = 136 in float16: every kernel they launch, one row each."""
     results = []
     for label, run, min_bytes, indirect in _optimizer_calls():
         results.append(_profile(POINTER_TABLE_FAMILY, f"driver {label}", run, min_bytes,
@@ -168,6 +174,19 @@ def driver_cases(nvrtc: Any) -> list[dict[str, Any]]:
         calls += [(gpuops.OPERATORS[name].family, f"{what} {'x'.join(map(str, shape))} float32",
                    run, min_bytes)
                   for what, run, min_bytes in _calls(name, gpuops.OPERATORS[name], inputs, {})]
+    cross_entropy = gpuops.OPERATORS["softmax_cross_entropy"]
+    for cols in FUSED_CROSS_ENTROPY_COLS:
+        x = rng.standard_normal((4, cols)).astype(numpy.float32)
+        labels = rng.integers(0, cols, 4)
+        y, saved = cross_entropy.forward_saving(x, labels)
+        gy = numpy.ones_like(y)
+        calls += [("loss", f"softmax_cross_entropy forward_saving 4x{cols} float32",
+                   lambda x=x, labels=labels: cross_entropy.forward_saving(x, labels),
+                   2 * x.nbytes + y.nbytes),  # x read; the gradient and the loss written
+                  ("loss", f"softmax_cross_entropy backward (saved) 4x{cols} float32",
+                   lambda x=x, labels=labels, y=y, gy=gy, saved=saved: cross_entropy.backward(
+                       x, labels, y, gy, needs=(True, False), saved=saved),
+                   2 * saved.nbytes + gy.nbytes)]  # the saved gradient read, gx written
     qkv = tuple(rng.standard_normal(shape).astype(numpy.float16)
                 for shape in ((1, 5, 136), (1, 6, 136), (1, 6, 8)))
     calls += [("attention", f"{what} q 1x5x136, k 1x6x136, v 1x6x8 float16", run, min_bytes)
