@@ -50,6 +50,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy
 
 from . import kernels
+from . import native as _native
 from . import backend as _backend
 from .backend import (FLOAT_DTYPES, INT_DTYPES, NUMPY, SIXTEEN_BIT_DTYPES, Backend,
                       cpu_backend, describe, gpu_backend, is_cupy_array)
@@ -99,7 +100,9 @@ def widen(x: Any, out: Any = None) -> Any:
     (a float32 array of x's shape) or a new array: bit for bit NumPy's (ml_dtypes') cast."""
     if out is None:
         out = numpy.empty(x.shape, _FLOAT32)
-    if x.dtype == _FLOAT16 and x.size >= _PASSES_MIN:
+    if _native.widen(x, out):  # contiguous, and the native conversions built
+        pass
+    elif x.dtype == _FLOAT16 and x.size >= _PASSES_MIN:
         _widen_float16(x, out)
     else:  # bfloat16: ml_dtypes' cast is a 16-bit shift, vectorized by the compiler
         numpy.copyto(out, x, casting="unsafe")
@@ -109,9 +112,12 @@ def widen(x: Any, out: Any = None) -> Any:
 def narrow(y: Any, out: Any) -> Any:
     """The float32 array ``y`` rounded once (to nearest even) into ``out``, a float16 or
     bfloat16 array of y's shape: bit for bit NumPy's (ml_dtypes') cast, as ``astype``. A
-    value past the 16-bit range becomes ±inf, a signaling NaN a quiet one, without a
-    warning (as the kernels' store and PyTorch)."""
-    if out.dtype == _FLOAT16:
+    value past the 16-bit range becomes ±inf without a warning (as the kernels' store and
+    PyTorch); a NaN stays a NaN (bfloat16: quiet; float16: its payload's top bits, as NumPy).
+    The native conversions (:mod:`gpuops.native`) when both arrays are contiguous."""
+    if _native.narrow(y, out):
+        pass
+    elif out.dtype == _FLOAT16:
         _narrow_whole(numpy.array(y, _FLOAT32), out)  # a copy: the passes overwrite it
     else:
         _narrow_into(y, out)
@@ -138,7 +144,9 @@ def _widen_float16(x: Any, out: Any) -> None:
 def _narrow_into(y: Any, out: Any, work: Any = None, sign: Any = None) -> None:
     """``y`` (float32) rounded into ``out`` (float16 or bfloat16) as :func:`narrow`. float16
     given ``work`` (uint32) and ``sign`` (uint16), scratch of y's shape: the passes, which
-    overwrite ``y``; else NumPy's cast."""
+    overwrite ``y``; else NumPy's cast. The native conversions first (:mod:`gpuops.native`)."""
+    if _native.narrow(y, out):
+        return
     with numpy.errstate(over="ignore", under="ignore", invalid="ignore"):
         if out.dtype != _FLOAT16 or work is None or y.size < _PASSES_MIN \
                 or numpy.isnan(numpy.max(y)):

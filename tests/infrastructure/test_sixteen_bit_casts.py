@@ -3,9 +3,16 @@ passes) bit for bit against NumPy's and ml_dtypes' own casts (``astype``): every
 bfloat16 pattern widened, dense float32 patterns rounded (every exponent; ties, the values
 next to them, subnormals, the float16 overflow threshold, ±inf, NaN payloads), the float16
 passes on arrays past ``_PASSES_MIN`` elements and NumPy's cast below it; and elementwise
-calls past one chunk (the flat and the block paths) equal to the straightforward rule."""
+calls past one chunk (the flat and the block paths) equal to the straightforward rule; each
+on both paths: the native conversions (gpuops/native) and the NumPy code. The native library's
+build: cached and reused by a second process, off with GPUOPS_NATIVE=0, a failed build
+falling back."""
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
 import warnings
 
 import ml_dtypes
@@ -14,6 +21,7 @@ import pytest
 
 import gpuops
 from gpuops import call as call_module
+from gpuops import native
 
 BF16 = numpy.dtype(ml_dtypes.bfloat16)
 F16 = numpy.dtype(numpy.float16)
@@ -25,7 +33,7 @@ def _bits(a: numpy.ndarray) -> numpy.ndarray:
 
 
 @pytest.mark.parametrize("dtype", [F16, BF16], ids=str)
-def test_widen_every_pattern(dtype):
+def test_widen_every_pattern(dtype, path):
     x = ALL_16.view(dtype)
     assert x.size >= call_module._PASSES_MIN  # the float16 passes
     for view in (x, x[::-3], x.reshape(256, 256).T, x[:100]):  # strided, 2-D, NumPy's cast
@@ -53,7 +61,7 @@ def _float32_patterns(rng: numpy.random.Generator) -> numpy.ndarray:
 
 @pytest.mark.parametrize("dtype", [F16, BF16], ids=str)
 @pytest.mark.parametrize("nan", [False, True], ids=["finite-and-inf", "with-nan"])
-def test_narrow_dense_float32_patterns(dtype, nan):
+def test_narrow_dense_float32_patterns(dtype, nan, path):
     """float16 without NaN: the passes; with NaN: NumPy's cast (payloads kept as it keeps
     them). bfloat16: ml_dtypes' cast either way (quiet NaN, sign kept)."""
     patterns = _float32_patterns(numpy.random.default_rng(13))
@@ -66,7 +74,7 @@ def test_narrow_dense_float32_patterns(dtype, nan):
     numpy.testing.assert_array_equal(_bits(y), _bits(patterns if nan else patterns[~is_nan]))
 
 
-def test_narrow_float16_edges_through_the_passes():
+def test_narrow_float16_edges_through_the_passes(path):
     """The float16 passes near its limits, each value in a NaN-free array past
     _PASSES_MIN: the overflow threshold (65520 rounds to inf, 65519.99 to 65504), ±inf,
     the smallest subnormal and half of it (a tie: to 0), the normal/subnormal boundary,
@@ -87,7 +95,7 @@ def test_narrow_float16_edges_through_the_passes():
     numpy.testing.assert_array_equal(_bits(out[:, 0]), 0)
 
 
-def test_narrow_past_the_range_is_silent():
+def test_narrow_past_the_range_is_silent(path):
     y = numpy.full(2 * call_module._PASSES_MIN, 1e6, numpy.float32)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -118,7 +126,7 @@ def _straight(fn, *args):
 
 
 @pytest.mark.parametrize("dtype", [F16, BF16], ids=str)
-def test_calls_past_one_chunk_equal_the_rule(dtype):
+def test_calls_past_one_chunk_equal_the_rule(dtype, path):
     """Real chunk size, several chunks: the flat path (C-contiguous), the block path
     (transposed, broadcast); NaN in one input (float16: that chunk through NumPy's cast)."""
     rng = numpy.random.default_rng(21)
@@ -139,3 +147,134 @@ def test_calls_past_one_chunk_equal_the_rule(dtype):
         nan = numpy.isnan(want.astype(numpy.float32))
         numpy.testing.assert_array_equal(numpy.isnan(got.astype(numpy.float32)), nan)
         numpy.testing.assert_array_equal(_bits(got)[~nan], _bits(want)[~nan])
+
+
+# ---- the native conversions (gpuops/native: casts.c built by the C compiler) --------------
+
+
+_HAS_CC = bool(os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc"))
+needs_native = pytest.mark.skipif(
+    not _HAS_CC or os.environ.get("GPUOPS_NATIVE") == "0",
+    reason="no C compiler, or GPUOPS_NATIVE=0")
+
+
+@pytest.fixture(params=["native", "numpy"])
+def path(request, monkeypatch):
+    """Each conversion test on both paths: the native one, and the NumPy code (as without
+    a compiler: no native functions)."""
+    if request.param == "native":
+        if not (_HAS_CC and native.available()):
+            pytest.skip("the native conversions are not built here")
+    else:
+        native.available()
+        monkeypatch.setattr(native, "_functions", {})
+    return request.param
+
+
+@needs_native
+def test_native_conversions_are_built():
+    assert native.available()
+    assert sorted(native._functions) == sorted(
+        [("widen", F16), ("narrow", F16), ("widen", BF16), ("narrow", BF16)])
+
+
+@needs_native
+@pytest.mark.parametrize("dtype", [F16, BF16], ids=str)
+def test_native_widen_every_pattern(dtype):
+    x = ALL_16.view(dtype)
+    out = numpy.empty(x.shape, numpy.float32)
+    assert native.widen(x, out)
+    numpy.testing.assert_array_equal(_bits(out), _bits(x.astype(numpy.float32)))
+    assert not native.widen(x[::2], out[:x.size // 2])  # strided: left to the NumPy code
+
+
+def _signaling_nans() -> numpy.ndarray:
+    """NaNs with the quiet bit clear, payloads in the bits float16 keeps, in those it drops
+    (its result then would be inf but for NumPy's rule), and both; both signs."""
+    payloads = numpy.array([1, 0x1FFF, 0x2000, 0x3FE000, 0x3FFFFF, 0x155555, 0x0AAAAA,
+                            0x400000 | 1, 0x400000, 0x7FFFFF], numpy.uint32)
+    nans = numpy.uint32(0x7F800000) | payloads
+    return numpy.concatenate([nans, nans | numpy.uint32(0x80000000)])
+
+
+@needs_native
+@pytest.mark.parametrize("dtype", [F16, BF16], ids=str)
+def test_native_narrow_dense_float32_patterns(dtype):
+    """Every exponent, ties and their neighbours, subnormals, overflow, ±inf, NaN payloads
+    (quiet and signaling), and every float32 whose top 16 bits vary over all 65536 with a
+    few low halves (every bfloat16 tie and every float16 exponent / sign)."""
+    top = numpy.arange(1 << 16, dtype=numpy.uint32) << 16
+    lows = numpy.array([0, 1, 0x0FFF, 0x1000, 0x1001, 0x7FFF, 0x8000, 0x8001, 0xFFFF],
+                       numpy.uint32)
+    patterns = numpy.concatenate([_float32_patterns(numpy.random.default_rng(5)),
+                                  _signaling_nans(), (top[:, None] | lows).reshape(-1)])
+    y = patterns.view(numpy.float32)
+    with numpy.errstate(all="ignore"):
+        want = y.astype(dtype)
+    out = numpy.empty(y.shape, dtype)
+    assert native.narrow(y, out)
+    numpy.testing.assert_array_equal(_bits(out), _bits(want))
+    numpy.testing.assert_array_equal(_bits(y), patterns)  # the input untouched
+
+
+@pytest.mark.parametrize("dtype", [F16, BF16], ids=str)
+def test_both_paths_give_the_same_calls(dtype, path):
+    """Operators (flat and block paths, small and past one chunk) on one path equal the rule
+    (widen by astype, float32, one astype) bit for bit, NaN included: so the paths agree."""
+    rng = numpy.random.default_rng(34)
+    n = call_module.CHUNK + 777
+    x, x2, gy = (_values(rng, (n,), dtype, nan=True) for _ in range(3))
+    small = x[:300].reshape(20, 15)
+    with numpy.errstate(all="ignore"):
+        x[:8] = _signaling_nans()[:8].view(numpy.float32).astype(dtype)
+        y = gpuops.tanh(x)
+        y_mul = gpuops.mul(x, x2)
+        checks = [(y, _straight(gpuops.tanh, x)),
+                  (gpuops.add(x, x2), _straight(gpuops.add, x, x2)),
+                  (gpuops.relu(x), _straight(gpuops.relu, x)),
+                  (gpuops.exp(small.T), _straight(gpuops.exp, small.T)),
+                  (gpuops.mul_wrt_x1(x, x2, y_mul, gy),
+                   _straight(gpuops.mul_wrt_x1, x, x2, y_mul, gy)),
+                  (call_module.widen(x), x.astype(numpy.float32))]
+    for got, want in checks:
+        numpy.testing.assert_array_equal(_bits(got), _bits(want))
+
+
+def _python(code: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], env={**os.environ, **env},
+                          capture_output=True, text=True, timeout=120, check=True)
+
+
+_PROBE = ("import numpy, gpuops; from gpuops import native, call\n"
+          "x = numpy.arange(5000, dtype=numpy.float32) / 7\n"
+          "h = call.narrow(x, numpy.empty(x.shape, numpy.float16))\n"
+          "assert (h == x.astype(numpy.float16)).all()\n"
+          "print(native.available())\n")
+
+
+@needs_native
+def test_native_cache_is_reused_by_another_process(tmp_path):
+    """The first process builds the library into the cache; a second one loads it: the
+    compiler (a wrapper that logs its arguments) is then only asked for its version."""
+    log, compiler = tmp_path / "log", tmp_path / "cc"
+    real = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    compiler.write_text(f'#!/bin/sh\necho "$@" >> {log}\nexec {real} "$@"\n')
+    compiler.chmod(0o755)
+    env = {"CC": str(compiler), "GPUOPS_NATIVE_CACHE": str(tmp_path / "cache")}
+    assert _python(_PROBE, **env).stdout.split() == ["True"]
+    built = list((tmp_path / "cache").iterdir())
+    assert [p.suffix for p in built] == [".so"]
+    assert sum("-shared" in line for line in log.read_text().splitlines()) == 1
+    log.unlink()
+    assert _python(_PROBE, **env).stdout.split() == ["True"]
+    assert log.read_text().split() == ["--version"]  # no second build
+    assert list((tmp_path / "cache").iterdir()) == built
+
+
+def test_native_disabled_or_failing_falls_back(tmp_path):
+    """GPUOPS_NATIVE=0, or a compiler that fails: no library, the NumPy code, same results."""
+    cache = tmp_path / "cache"
+    off = _python(_PROBE, GPUOPS_NATIVE="0", GPUOPS_NATIVE_CACHE=str(cache))
+    assert off.stdout.split() == ["False"] and not cache.exists()
+    failing = _python(_PROBE, CC="/bin/false", GPUOPS_NATIVE_CACHE=str(cache))
+    assert failing.stdout.split() == ["False"] and not any(cache.glob("*.so"))

@@ -1,0 +1,146 @@
+"""Native 16-bit conversions for the NumPy backend (:func:`gpuops.call.widen`,
+:func:`gpuops.call.narrow`): ``casts.c`` compiled at first use by the system C compiler
+(``$CC``, else ``cc`` or ``gcc`` on PATH) with ``-O3 -shared -fPIC``, plus ``-mavx2`` where
+the CPU has AVX2, and loaded with ctypes. Bit for bit NumPy's float16 casts and ml_dtypes'
+bfloat16 casts (tests/infrastructure/test_sixteen_bit_casts.py checks every 16-bit pattern
+and dense float32 patterns), at memory speed: about 0.1-0.2 ns per element against
+NumPy's 1-1.5 (float16) and ml_dtypes' 0.33 (bfloat16 rounding).
+
+The library is cached in ``GPUOPS_NATIVE_CACHE`` (default ``~/.cache/gpuops/native``)
+under a name hashing the source, the compiler's version, the flags and the CPU's flags:
+one build per machine and compiler, shared by processes (written to a temporary file and
+renamed into place, so a concurrent build or reader never sees half a file; a lock keeps
+one build per process). ``GPUOPS_NATIVE=0`` turns the native path off. Any failure (no
+compiler, a compile error, a library that does not load) turns it off silently for the
+process: the callers then use their NumPy code, with the same results.
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+import ml_dtypes
+import numpy
+
+__all__ = ["widen", "narrow", "available", "cache_dir"]
+
+_SOURCE = Path(__file__).with_name("casts.c")
+_FLOAT32 = numpy.dtype(numpy.float32)
+_FLOAT16 = numpy.dtype(numpy.float16)
+_BFLOAT16 = numpy.dtype(ml_dtypes.bfloat16)
+_lock = threading.Lock()
+_loaded = False
+_functions: dict[tuple[str, numpy.dtype], Any] = {}  # ("widen"|"narrow", 16-bit dtype)
+
+
+def cache_dir() -> Path:
+    """``GPUOPS_NATIVE_CACHE``, or ``~/.cache/gpuops/native``."""
+    folder = os.environ.get("GPUOPS_NATIVE_CACHE") or os.path.join(
+        os.path.expanduser("~"), ".cache", "gpuops", "native")
+    return Path(folder)
+
+
+def _cpu_flags() -> frozenset[str]:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as info:
+            for line in info:
+                if line.startswith(("flags", "Features")):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def _build() -> Path:
+    """The compiled library, built unless the cache holds it (raises on any failure)."""
+    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        raise OSError("no C compiler")
+    cpu = _cpu_flags()
+    flags = ["-O3", "-shared", "-fPIC", "-fno-trapping-math"]  # lets the selects vectorize
+    if "avx2" in cpu:
+        flags.append("-mavx2")
+    version = subprocess.run([cc, "--version"], capture_output=True, text=True, check=True,
+                             timeout=60).stdout.splitlines()[0]
+    source = _SOURCE.read_bytes()
+    digest = hashlib.sha256(b"\0".join([source, version.encode(), " ".join(flags).encode(),
+                                        " ".join(sorted(cpu)).encode()])).hexdigest()[:20]
+    target = cache_dir() / f"casts-{digest}.so"
+    if target.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=target.stem, suffix=".tmp")
+    os.close(fd)
+    try:
+        subprocess.run([cc, *flags, "-o", tmp, str(_SOURCE)], capture_output=True, check=True,
+                       timeout=300)
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return target
+
+
+def _load() -> None:
+    """Fill :data:`_functions` once per process (left empty when disabled or on failure)."""
+    global _loaded
+    with _lock:
+        if _loaded:
+            return
+        try:
+            if os.environ.get("GPUOPS_NATIVE", "1") != "0":
+                library = ctypes.CDLL(str(_build()))
+                for (name, dtype), symbol in {("widen", _FLOAT16): "widen_f16",
+                                              ("narrow", _FLOAT16): "narrow_f16",
+                                              ("widen", _BFLOAT16): "widen_bf16",
+                                              ("narrow", _BFLOAT16): "narrow_bf16"}.items():
+                    function = getattr(library, symbol)
+                    function.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t]
+                    function.restype = None
+                    _functions[name, dtype] = function
+        except Exception:  # no compiler, a compile error, no library: the NumPy path
+            _functions.clear()
+        _loaded = True
+
+
+def available() -> bool:
+    """Whether the native conversions are in use in this process (builds them at first call)."""
+    if not _loaded:
+        _load()
+    return bool(_functions)
+
+
+def _usable(a: Any) -> bool:
+    flags = a.flags
+    return flags.c_contiguous and flags.aligned
+
+
+def widen(x: Any, out: Any) -> bool:
+    """``x`` (float16 or bfloat16) widened into ``out`` (float32, x's size) if both are
+    C-contiguous and aligned and the native path is in use; whether it was done."""
+    if not _loaded:
+        _load()
+    function = _functions.get(("widen", x.dtype))
+    if function is None or out.dtype != _FLOAT32 or not (_usable(x) and _usable(out)):
+        return False
+    function(x.ctypes.data, out.ctypes.data, x.size)
+    return True
+
+
+def narrow(y: Any, out: Any) -> bool:
+    """``y`` (float32) rounded into ``out`` (float16 or bfloat16, y's size) as
+    :func:`widen`; whether it was done."""
+    if not _loaded:
+        _load()
+    function = _functions.get(("narrow", out.dtype))
+    if function is None or y.dtype != _FLOAT32 or not (_usable(y) and _usable(out)):
+        return False
+    function(y.ctypes.data, out.ctypes.data, y.size)
+    return True

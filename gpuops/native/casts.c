@@ -1,0 +1,62 @@
+/* gpuops' native 16-bit conversions (gpuops/native/__init__.py builds and loads this file).
+ * Each function converts `n` elements of one contiguous buffer into another, bit for bit as
+ * NumPy's float16 casts and ml_dtypes' bfloat16 casts (astype):
+ *   widen_f16   float16 -> float32: exact; NaN payloads kept (a signaling NaN stays one).
+ *   narrow_f16  float32 -> float16: round to nearest even; past 65520 -> ±inf; NaN: the
+ *               payload's top 10 bits (0x7c01 if they are all 0: it stays a NaN), not quieted.
+ *   widen_bf16  bfloat16 -> float32: the 16 bits shifted left by 16.
+ *   narrow_bf16 float32 -> bfloat16: round to nearest even; NaN -> ±0x7fc0 (quiet, sign kept).
+ * The loops are branch-free (every case computed, one selected) so the compiler vectorizes
+ * them; only integer arithmetic and one float32 addition whose result is a normal number
+ * (float16's subnormals), so FTZ/DAZ modes cannot change a result. */
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+static inline uint32_t float_bits(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
+static inline float bits_float(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
+
+void widen_f16(const uint16_t *restrict x, uint32_t *restrict y, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        uint32_t h = x[i];
+        uint32_t sign = (h & 0x8000u) << 16, a = h & 0x7fffu;
+        /* normal: exponent rebiased (+112 << 23); inf/NaN: exponent 255, payload kept;
+           subnormal or zero: a * 2^-24, exact and normal in float32 */
+        uint32_t normal = (a << 13) + 0x38000000u;
+        uint32_t special = 0x7f800000u | (a << 13);
+        uint32_t small = float_bits((float)(int32_t)a * 0x1p-24f);
+        uint32_t r = a >= 0x7c00u ? special : a >= 0x0400u ? normal : small;
+        y[i] = sign | r;
+    }
+}
+
+void narrow_f16(const uint32_t *restrict x, uint16_t *restrict y, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        uint32_t f = x[i];
+        uint32_t sign = (f >> 16) & 0x8000u, a = f & 0x7fffffffu;
+        uint32_t payload = (a >> 13) & 0x3ffu;
+        uint32_t nan = 0x7c00u | (payload ? payload : 1u);
+        /* normal float16 (|f| >= 2^-14): round to nearest even at bit 13, rebias */
+        uint32_t normal = (a + 0xfffu + ((a >> 13) & 1u) - 0x38000000u) >> 13;
+        /* |f| < 2^-14: 0.5 + |f| rounds |f| to a multiple of 2^-24 (the float32 unit at
+           0.5) by the FPU, to nearest even; its low bits are the float16 subnormal */
+        uint32_t small = float_bits(bits_float(a < 0x38800000u ? a : 0u) + 0.5f) - 0x3f000000u;
+        uint32_t r = a > 0x7f800000u ? nan : a >= 0x477ff000u ? 0x7c00u
+                   : a >= 0x38800000u ? normal : small;
+        y[i] = (uint16_t)(sign | r);
+    }
+}
+
+void widen_bf16(const uint16_t *restrict x, uint32_t *restrict y, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        y[i] = (uint32_t)x[i] << 16;
+}
+
+void narrow_bf16(const uint32_t *restrict x, uint16_t *restrict y, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        uint32_t f = x[i];
+        uint32_t rounded = (f + 0x7fffu + ((f >> 16) & 1u)) >> 16;
+        uint32_t nan = ((f >> 16) & 0x8000u) | 0x7fc0u;
+        y[i] = (uint16_t)((f & 0x7fffffffu) > 0x7f800000u ? nan : rounded);
+    }
+}
