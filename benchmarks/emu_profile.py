@@ -34,7 +34,7 @@ from typing import Any
 import numpy
 
 import gpuops
-from gpuops import emu, kernels
+from gpuops import backend, emu, kernels
 from gpuops.emu import build, counters, occupancy, signatures
 from gpuops.ops import optim
 
@@ -45,6 +45,7 @@ HERE = Path(__file__).resolve().parent
 TESTS = HERE.parent / "tests"
 H200_COPY_BYTES_PER_S = 4.3e12  # measured device-to-device copy (bytes read + written)
 SIZE = 1 << 17  # elements of a "large" operand: NCHW cases need 128 x 1024
+H200_SMS = 132
 # cuda/optim.cu's multi-tensor kernels reach their arrays through a pointer table, not
 # passed as arguments: the counters attribute those accesses to global memory only when
 # the arrays are registered (emu.profile(indirect=...)), so a benchmark case that launches
@@ -157,8 +158,9 @@ def _optimizer_calls() -> list[tuple[str, Any, int, list]]:
 
 def driver_cases(nvrtc: Any) -> list[dict[str, Any]]:
     """The optimizer steps (:func:`_optimizer_calls`), the row widths of :data:`ROW_CASES`,
-    autograd's fused cross-entropy (:data:`FUSED_CROSS_ENTROPY_COLS`) and attention with
-    D = 136 in float16: every kernel they launch, one row each."""
+    autograd's fused cross-entropy (:data:`FUSED_CROSS_ENTROPY_COLS`), matmul's smaller GEMM
+    tiles (planned for :data:`H200_SMS` SMs) and attention with D = 136 in float16: every
+    kernel they launch, one row each."""
     results = []
     for label, run, min_bytes, indirect in _optimizer_calls():
         results.append(_profile(POINTER_TABLE_FAMILY, f"driver {label}", run, min_bytes,
@@ -187,13 +189,23 @@ def driver_cases(nvrtc: Any) -> list[dict[str, Any]]:
                    lambda x=x, labels=labels, y=y, gy=gy, saved=saved: cross_entropy.backward(
                        x, labels, y, gy, needs=(True, False), saved=saved),
                    2 * saved.nbytes + gy.nbytes)]  # the saved gradient read, gx written
+    # The GEMM planner (gpuops/ops/matmul.py) takes the 64x64 and 32x32 tiles when the
+    # 128x128 ones leave a GPU's SMs idle: sized for an H200's 132 SMs, (96, 64) @ (64, 96)
+    # runs gemm_small, (64, 64) @ (64, 64) gemm_tiny.
+    for m, k, n in ((96, 64, 96), (64, 64, 64)):
+        a, b = (rng.standard_normal(shape).astype(numpy.float32) for shape in ((m, k), (k, n)))
+        calls += [("matmul", f"{what} {m}x{k} @ {k}x{n} float32, 132 SMs", run, min_bytes,
+                   H200_SMS)
+                  for what, run, min_bytes in _calls("matmul", gpuops.OPERATORS["matmul"],
+                                                     (a, b), {})[:1]]
     qkv = tuple(rng.standard_normal(shape).astype(numpy.float16)
                 for shape in ((1, 5, 136), (1, 6, 136), (1, 6, 8)))
     calls += [("attention", f"{what} q 1x5x136, k 1x6x136, v 1x6x8 float16", run, min_bytes)
               for what, run, min_bytes in _calls("attention", gpuops.OPERATORS["attention"],
                                                  qkv, {})]
-    for family, label, run, min_bytes in calls:
-        results.append(_profile(family, f"driver {label}", run, min_bytes, nvrtc))
+    for family, label, run, min_bytes, *sms in calls:
+        results.append(_profile(family, f"driver {label}", run, min_bytes, nvrtc,
+                                sm_count=sms[0] if sms else 0))
         _print(results[-1])
     return results
 
@@ -268,10 +280,18 @@ def profile_case(family: str, case: harness.Case, nvrtc: Any) -> dict[str, Any]:
 
 
 def _profile(family: str, name: str, run: Any, min_bytes: int, nvrtc: Any,
-             tensor_cores: bool = False, indirect: Any = ()) -> dict[str, Any]:
+             tensor_cores: bool = False, indirect: Any = (), sm_count: int = 0
+             ) -> dict[str, Any]:
+    """``run`` on the counting emulator (``emu.profile``'s launcher; ``sm_count``: the SMs
+    the GEMM planner sizes its tiles for, else the launcher's default)."""
     started = time.perf_counter()
+    launcher = emu.EmuLauncher(record=False, tensor_cores=tensor_cores, counters=True,
+                               indirect=indirect)
+    if sm_count:
+        launcher.sm_count = sm_count  # read by gpuops.ops.matmul.sm_count
+    reports = launcher.reports
     try:
-        with emu.profile(tensor_cores=tensor_cores, indirect=indirect) as reports:
+        with backend.use_cpu_launcher(launcher):
             run()
     except (emu.CounterOverflow, emu.EmuBuildError, emu.EmuKernelError) as error:
         reason = str(error).splitlines()[0]
