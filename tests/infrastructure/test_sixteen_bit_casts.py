@@ -278,3 +278,28 @@ def test_native_disabled_or_failing_falls_back(tmp_path):
     assert off.stdout.split() == ["False"] and not cache.exists()
     failing = _python(_PROBE, CC="/bin/false", GPUOPS_NATIVE_CACHE=str(cache))
     assert failing.stdout.split() == ["False"] and not any(cache.glob("*.so"))
+
+
+@needs_native
+def test_native_portable_loops(tmp_path):
+    """casts.c built without -mavx2 -mf16c (a CPU without them): the portable loops, which
+    the F16C build uses only for blocks with a NaN and the tail, on every 16-bit pattern and
+    the dense float32 patterns."""
+    import ctypes
+    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    library = tmp_path / "casts.so"
+    subprocess.run([compiler, "-O3", "-shared", "-fPIC", "-fno-trapping-math", "-o",
+                    str(library), str(native._SOURCE)], check=True, timeout=120)
+    casts = ctypes.CDLL(str(library))
+    y = numpy.concatenate([_float32_patterns(numpy.random.default_rng(8)),
+                           _signaling_nans()]).view(numpy.float32)
+    for dtype, tag in ((F16, "f16"), (BF16, "bf16")):
+        x, wide = ALL_16.view(dtype), numpy.empty(ALL_16.shape, numpy.float32)
+        getattr(casts, f"widen_{tag}")(ctypes.c_void_p(x.ctypes.data),
+                                       ctypes.c_void_p(wide.ctypes.data), ctypes.c_size_t(x.size))
+        numpy.testing.assert_array_equal(_bits(wide), _bits(x.astype(numpy.float32)))
+        out = numpy.empty(y.shape, dtype)
+        getattr(casts, f"narrow_{tag}")(ctypes.c_void_p(y.ctypes.data),
+                                        ctypes.c_void_p(out.ctypes.data), ctypes.c_size_t(y.size))
+        with numpy.errstate(all="ignore"):
+            numpy.testing.assert_array_equal(_bits(out), _bits(y.astype(dtype)))
