@@ -124,6 +124,19 @@ def _usable(a: Any) -> bool:
     return flags.c_contiguous and flags.aligned
 
 
+_char_at = ctypes.c_char.from_buffer
+
+
+def _address(a: Any) -> int:
+    """The address of a C-contiguous array's data: through the buffer protocol (a fifth of
+    ``a.ctypes.data``'s time, which counts at 3 calls per chunk), which wants a writable
+    array of one element or more; else ``a.ctypes.data``."""
+    try:
+        return ctypes.addressof(_char_at(a))
+    except (TypeError, ValueError):
+        return int(a.ctypes.data)
+
+
 def widen(x: Any, out: Any) -> bool:
     """``x`` (float16 or bfloat16) widened into ``out`` (float32, x's size) if both are
     C-contiguous and aligned and the native path is in use; whether it was done."""
@@ -132,7 +145,7 @@ def widen(x: Any, out: Any) -> bool:
     function = _functions.get(("widen", x.dtype))
     if function is None or out.dtype != _FLOAT32 or not (_usable(x) and _usable(out)):
         return False
-    function(x.ctypes.data, out.ctypes.data, x.size)
+    function(_address(x), _address(out), x.size)
     return True
 
 
@@ -144,5 +157,5 @@ def narrow(y: Any, out: Any) -> bool:
     function = _functions.get(("narrow", out.dtype))
     if function is None or y.dtype != _FLOAT32 or not (_usable(y) and _usable(out)):
         return False
-    function(y.ctypes.data, out.ctypes.data, y.size)
+    function(_address(y), _address(out), y.size)
     return True
