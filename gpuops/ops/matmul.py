@@ -175,6 +175,26 @@ def _tile_counters(backend: Backend, count: int) -> Array:
     return buffer
 
 
+@dataclass(frozen=True)
+class _Geometry:
+    """What a GEMM launch derives from its operands' layout (not their contents): the plan,
+    the kernel and the integer arguments, the workspace and counters it needs."""
+    plan: Plan
+    kernel: str
+    sizes: tuple  # m, n, k, the strides and batch geometry, splits (int64 arguments)
+    modes: tuple  # a_mode, b_mode, c_vec (int32 arguments)
+    workspace: int  # accumulator elements of the split partials (0: none)
+    counters: int  # tile counters of a split launch
+    acc: type  # the accumulation dtype
+
+
+# _Geometry by layout key (see gemm): a training step's GEMMs repeat their shapes, so the
+# Python of planning a launch runs once per layout. Bounded: cleared when it grows past
+# _GEOMETRIES_KEPT (rare layouts stay correct, they are only planned again).
+_geometries: dict = {}
+_GEOMETRIES_KEPT = 4096
+
+
 def gemm(backend: Backend, a: Array, b: Array, c: Array, *, bias: Array | None = None,
          bias_mode: int = BIAS_NONE, act: int = ACTIVATIONS[None], aux: Array | None = None,
          a_act: int = ACTIVATIONS[None], db: Array | None = None) -> Array:
@@ -190,14 +210,52 @@ def gemm(backend: Backend, a: Array, b: Array, c: Array, *, bias: Array | None =
     calls; :func:`plan` picks the tiles and the K splits.
     """
     xp = backend.xp
+    launcher = backend.kernel_launcher
+    # The layout: shapes, strides, the bases' alignment (vector loads), the launcher's SMs.
+    key = (c.dtype, a.shape, a.strides, b.shape, b.strides, c.shape, _address(a) % 16,
+           _address(b) % 16, _address(c) % 16,
+           None if aux is None else (aux.shape, aux.strides, _address(aux) % 16),
+           db is None, sm_count(launcher), launcher.tensor_cores)
+    geometry = _geometries.get(key)
+    if geometry is None:
+        if aux is not None and (aux.shape != a.shape
+                                or _layout.element_strides(aux) != _layout.element_strides(a)):
+            raise ValueError("gemm: aux must have the shape and strides of a")
+        geometry = _geometry(launcher, a, b, c, aux, db)
+        if isinstance(geometry, str):  # the layouts that take copies or a separate sum
+            return _gemm_rearranged(geometry, backend, a, b, c, bias, bias_mode, act, aux,
+                                    a_act, db)
+        if geometry is not None:
+            if len(_geometries) >= _GEOMETRIES_KEPT:
+                _geometries.clear()
+            _geometries[key] = geometry
+    if geometry is None:  # an empty product
+        return c
+    p = geometry.plan
+    # Pointers a launch does not read or write are given ``c`` (never dereferenced).
+    ws = (xp.empty(geometry.workspace, geometry.acc) if geometry.workspace
+          else c if c.dtype == geometry.acc else xp.empty(0, geometry.acc))
+    counts = _tile_counters(backend, geometry.counters)
+    i64, i32 = numpy.int64, numpy.int32
+    args = (a, b, c, c if bias is None else bias, c if aux is None else aux,
+            c if db is None else db, ws, counts, *geometry.sizes, *geometry.modes,
+            i32(BIAS_NONE if bias is None else bias_mode), i32(act),
+            i32(ACTIVATIONS[None] if aux is None else a_act), i32(db is not None))
+    launcher.launch(FAMILY, geometry.kernel, p.grid, (_GEMM_THREADS,), args)
+    return c
+
+
+def _geometry(launcher: Any, a: Array, b: Array, c: Array, aux: Array | None,
+              db: Array | None) -> _Geometry | str | None:
+    """The launch geometry of :func:`gemm`'s operands; None for an empty product; "copy"
+    when more than two kept batch dims need contiguous copies, "sum" when interleaved
+    reduced batch dims need the full products summed."""
     batch = tuple(a.shape[:-2])
     m, k = a.shape[-2:]
     n = b.shape[-1]
     cbatch = tuple(c.shape[:-2])
     lead = len(batch) - len(cbatch)
     sa, sb = _layout.element_strides(a), _layout.element_strides(b)
-    if aux is not None and (aux.shape != a.shape or _layout.element_strides(aux) != sa):
-        raise ValueError("gemm: aux must have the shape and strides of a")
     kept = [i for i in range(len(batch)) if i >= lead and cbatch[i - lead] == batch[i]]
     reduced = [i for i in range(len(batch)) if i not in kept]
     kept_dims, (ka, kb) = _layout.coalesce([batch[i] for i in kept], [sa[i] for i in kept],
@@ -206,17 +264,13 @@ def gemm(backend: Backend, a: Array, b: Array, c: Array, *, bias: Array | None =
                                             [sa[i] for i in reduced], [sb[i] for i in reduced])
     if db is not None and red_dims:
         raise ValueError("gemm: row sums (db) with a reduction batch")
-    if len(kept_dims) > 2:  # copies of the operands make every kept dim one
-        return gemm(backend, xp.ascontiguousarray(a), xp.ascontiguousarray(b), c, bias=bias,
-                    bias_mode=bias_mode, act=act,
-                    aux=None if aux is None else xp.ascontiguousarray(aux), a_act=a_act, db=db)
-    if len(red_dims) > 1:  # interleaved reduced dims: full products, then sum them
-        full = xp.empty(batch + (m, n), c.dtype)
-        gemm(backend, a, b, full, aux=aux, a_act=a_act)
-        return sum_to(backend, full, c)
+    if len(kept_dims) > 2:
+        return "copy"
+    if len(red_dims) > 1:
+        return "sum"
     nz = math.prod(kept_dims)
     if nz == 0 or m == 0 or n == 0:
-        return c
+        return None
     nz2 = kept_dims[-1] if kept_dims else 1
     za1, za2 = ([0, 0] + ka)[-2:]
     zb1, zb2 = ([0, 0] + kb)[-2:]
@@ -225,30 +279,37 @@ def gemm(backend: Backend, a: Array, b: Array, c: Array, *, bias: Array | None =
     sam, sak = sa[-2:]
     sbk, sbn = sb[-2:]
     dtype = numpy.dtype(c.dtype)
-    launcher = backend.kernel_launcher
     p = plan(launcher, dtype, m, n, k, nz, nr)
     vec = p.tiles.vec
     a_mode = _mode(sam, sak, (za1, za2, ra), vec, *((a,) if aux is None else (a, aux)))
     b_mode = _mode(sbn, sbk, (zb1, zb2, rb), vec, b)
     c_vec = int(p.tiles.kernel != "gemm_tc" and vec > 1 and n % vec == 0
                 and _address(c) % (vec * c.itemsize) == 0)
-    # Pointers a launch does not read or write are given ``c`` (never dereferenced).
     acc = numpy.float64 if dtype == numpy.float64 else numpy.float32
     rows = nz * m if db is not None else 0
-    ws = (xp.empty(p.splits * (nz * m * n + rows), acc) if p.splits > 1
-          else c if dtype == acc else xp.empty(0, acc))
-    counts = _tile_counters(backend, p.grid[0] * math.ceil(m / p.tiles.bm) * nz
-                            if p.splits > 1 else 1)
     i64, i32 = numpy.int64, numpy.int32
-    args = (a, b, c, c if bias is None else bias, c if aux is None else aux,
-            c if db is None else db, ws, counts, i64(m), i64(n), i64(k), i64(sam), i64(sak),
-            i64(sbk), i64(sbn), i64(nz), i64(nz2), i64(za1), i64(za2), i64(zb1), i64(zb2),
-            i64(nr), i64(ra), i64(rb), i64(p.splits), i32(a_mode), i32(b_mode), i32(c_vec),
-            i32(BIAS_NONE if bias is None else bias_mode), i32(act),
-            i32(ACTIVATIONS[None] if aux is None else a_act), i32(db is not None))
-    launcher.launch(FAMILY, kernels.kernel_name(p.tiles.kernel, dtype), p.grid,
-                    (_GEMM_THREADS,), args)
-    return c
+    sizes = tuple(i64(v) for v in (m, n, k, sam, sak, sbk, sbn, nz, nz2, za1, za2, zb1, zb2,
+                                   nr, ra, rb, p.splits))
+    return _Geometry(p, kernels.kernel_name(p.tiles.kernel, dtype), sizes,
+                     (i32(a_mode), i32(b_mode), i32(c_vec)),
+                     p.splits * (nz * m * n + rows) if p.splits > 1 else 0,
+                     p.grid[0] * math.ceil(m / p.tiles.bm) * nz if p.splits > 1 else 1, acc)
+
+
+def _gemm_rearranged(how: str, backend: Backend, a: Array, b: Array, c: Array,
+                     bias: Array | None, bias_mode: int, act: int, aux: Array | None,
+                     a_act: int, db: Array | None) -> Array:
+    """:func:`gemm` of the layouts its kernel does not take directly: "copy" (contiguous
+    copies make every kept batch dim one), "sum" (full products, then summed over the
+    interleaved reduced dims)."""
+    xp = backend.xp
+    if how == "copy":
+        return gemm(backend, xp.ascontiguousarray(a), xp.ascontiguousarray(b), c, bias=bias,
+                    bias_mode=bias_mode, act=act,
+                    aux=None if aux is None else xp.ascontiguousarray(aux), a_act=a_act, db=db)
+    full = xp.empty(tuple(a.shape[:-2]) + (a.shape[-2], b.shape[-1]), c.dtype)
+    gemm(backend, a, b, full, aux=aux, a_act=a_act)
+    return sum_to(backend, full, c)
 
 
 def sum_to(backend: Backend, g: Array, out: Array) -> Array:

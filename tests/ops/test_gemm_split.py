@@ -62,7 +62,39 @@ def splits(monkeypatch):
         return p
 
     monkeypatch.setattr(matmul_module, "plan", noting)
+    monkeypatch.setattr(matmul_module, "_geometries", _Uncached())  # every launch plans
     return noted
+
+
+class _Uncached(dict):
+    """A launch-geometry cache that keeps nothing."""
+
+    def __setitem__(self, key, value):
+        pass
+
+
+def test_launch_geometry_is_planned_once_per_layout(monkeypatch):
+    """gemm plans a layout once (shapes, strides, alignment, SMs): the same layout again is
+    not planned, another alignment or SM count is, and the launches are the same."""
+    planned = []
+    original = matmul_module.plan
+    monkeypatch.setattr(matmul_module, "plan",
+                        lambda *a, **k: planned.append(a[1:]) or original(*a, **k))
+    monkeypatch.setattr(matmul_module, "_geometries", {})
+    x = numpy.zeros((64, 40), numpy.float32)
+    w = numpy.zeros((24, 40), numpy.float32)
+    launcher = RecordingLauncher()
+    with gpuops.backend.use_cpu_launcher(launcher):
+        for _ in range(3):
+            gpuops.linear(x, w)
+        assert len(planned) == 1
+        assert len(set(launcher.launches)) == 1 and len(launcher.launches) == 3
+        gpuops.linear(numpy.zeros(64 * 40 + 1, numpy.float32)[1:].reshape(64, 40), w)
+        assert len(planned) == 2  # a base 4 bytes off: vector loads decided again
+    launcher.sm_count = 8
+    with gpuops.backend.use_cpu_launcher(launcher):
+        gpuops.linear(x, w)
+    assert len(planned) == 3
 
 
 # ---- the plan on an H200's 132 SMs (RecordingLauncher) ------------------------------
