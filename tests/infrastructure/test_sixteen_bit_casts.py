@@ -254,14 +254,18 @@ _PROBE = ("import numpy, gpuops; from gpuops import native, call\n"
 
 @needs_native
 def test_native_cache_is_reused_by_another_process(tmp_path):
-    """The first process builds the library into the cache; a second one loads it: the
-    compiler (a wrapper that logs its arguments) is then only asked for its version."""
+    """The first process builds the library into the cache (eight threads asking at once:
+    one build); a second one loads it: the compiler (a wrapper that logs its arguments) is
+    then only asked for its version."""
     log, compiler = tmp_path / "log", tmp_path / "cc"
     real = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     compiler.write_text(f'#!/bin/sh\necho "$@" >> {log}\nexec {real} "$@"\n')
     compiler.chmod(0o755)
     env = {"CC": str(compiler), "GPUOPS_NATIVE_CACHE": str(tmp_path / "cache")}
-    assert _python(_PROBE, **env).stdout.split() == ["True"]
+    threads = ("import threading\nfrom gpuops import native\n"
+               "ts = [threading.Thread(target=native.available) for _ in range(8)]\n"
+               "[t.start() for t in ts]\n[t.join() for t in ts]\n")
+    assert _python(threads + _PROBE, **env).stdout.split() == ["True"]
     built = list((tmp_path / "cache").iterdir())
     assert [p.suffix for p in built] == [".so"]
     assert sum("-shared" in line for line in log.read_text().splitlines()) == 1
