@@ -215,9 +215,9 @@ def _pool_grad_cpu(x: Array, y: Array, gy: Array, gx: Array, g: _Geometry, *,
 # ---- kernels: <op>_<dtype>(x, y, n, <geometry>), <op>_wrt_x1_<dtype>(x, y, gy, gx, n,
 # <geometry>), <geometry> = H, W, OH, OW, kh, kw, sh, sw, ph, pw, dh, dw,
 # count_include_pad, divisor, pairs; the sizes the kernels divide by (H, W, OH, OW, sh, sw,
-# dh, dw) each with its fast-division magic word (kernels.fastdiv); pairs: read window rows
-# as aligned pairs of elements (stride 2, no dilation, even W, x aligned to two elements:
-# each warp's loads then coalesce) ----------------------------------------------------------
+# dh, dw) each with its fast-division magic word (kernels.fastdiv); pairs: the forward
+# kernels read window rows as aligned pairs of elements (stride 2, no dilation, even W, x
+# aligned to two elements: each warp's loads then coalesce) ---------------------------------
 
 def _address(x: Array) -> int:
     """The device (CuPy) or host (NumPy) address of x's first element."""
