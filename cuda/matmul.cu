@@ -48,10 +48,15 @@
 #include "mma.cuh"
 
 // GEMM_THREADS and the ACT_* codes come from gpuops.kernels.CONSTANTS (prepended by the loader).
+// SIMT_BOUNDS: the SIMT kernels say one block per SM at least, or ptxas (sm_80) caps
+// gemm_f64 at 128 and gemm_tiny_f32 at 80 registers and spills; with it the tensor-core
+// kernel would spill (sm_90), so it keeps GEMM_BOUNDS.
 #ifndef GPUOPS_EMU
 #define GEMM_BOUNDS __launch_bounds__(GEMM_THREADS)
+#define SIMT_BOUNDS __launch_bounds__(GEMM_THREADS, 1)
 #else
 #define GEMM_BOUNDS
+#define SIMT_BOUNDS
 #endif
 
 // Shared-memory element types: tiles are staged in the accumulation type, except
@@ -398,16 +403,16 @@ __device__ __forceinline__ void gemm_simt(GEMM_PARAMS(T, Acc)) {
 // gemm_tiny_f32 32x32, 2x2, float2 (products too small to fill the GPU otherwise).
 // float64: 64x64, 4x4, double2. float16 fallback: 64x64, 4x4, scalar half loads, float
 // accumulation (c_vec unused).
-extern "C" __global__ void GEMM_BOUNDS gemm_f32(GEMM_PARAMS(float, float)) {
+extern "C" __global__ void SIMT_BOUNDS gemm_f32(GEMM_PARAMS(float, float)) {
     gemm_simt<float, float, 128, 128, 8, 8, 8, 4>(GEMM_ARGS);
 }
-extern "C" __global__ void GEMM_BOUNDS gemm_small_f32(GEMM_PARAMS(float, float)) {
+extern "C" __global__ void SIMT_BOUNDS gemm_small_f32(GEMM_PARAMS(float, float)) {
     gemm_simt<float, float, 64, 64, 8, 4, 4, 4>(GEMM_ARGS);
 }
-extern "C" __global__ void GEMM_BOUNDS gemm_tiny_f32(GEMM_PARAMS(float, float)) {
+extern "C" __global__ void SIMT_BOUNDS gemm_tiny_f32(GEMM_PARAMS(float, float)) {
     gemm_simt<float, float, 32, 32, 8, 2, 2, 2>(GEMM_ARGS);
 }
-extern "C" __global__ void GEMM_BOUNDS gemm_f64(GEMM_PARAMS(double, double)) {
+extern "C" __global__ void SIMT_BOUNDS gemm_f64(GEMM_PARAMS(double, double)) {
     gemm_simt<double, double, 64, 64, 8, 4, 4, 2>(GEMM_ARGS);
 }
 // (No __launch_bounds__ here: with it ptxas spills this kernel at 64-80 registers;
