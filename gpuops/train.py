@@ -515,6 +515,17 @@ class _EpochSums:
         return loss_sum, int(to_cpu(self.correct[:steps]).sum()), sum(self.sizes)
 
 
+def _add_in_order(total: float, losses: list) -> float:
+    """``total`` plus the 0-d device ``losses`` in order, in float64 (what a per-step
+    ``float(loss.item())`` sum gives), read from the device at once; ``losses`` emptied."""
+    if losses:
+        xp = get_array_module(losses[0])
+        for value in to_cpu(xp.stack(losses)).astype(numpy.float64).tolist():
+            total += value
+        losses.clear()
+    return total
+
+
 class _Steps:
     """The training steps of ``--cuda-graph`` (:mod:`gpuops.graph`): the first step runs
     eagerly on static copies of its batch (the warm-up), then the step is captured and
@@ -733,6 +744,7 @@ def _run_gpt(args: argparse.Namespace, config: dict) -> dict:
 
     start = time.perf_counter()
     loss_sum, seen, interval_start = 0.0, 0, time.perf_counter()
+    pending: list = []  # the device losses of the steps since the last read
     with _progress(config["steps"] - done, "gpt", args.quiet) as bar:
         for step in range(done + 1, config["steps"] + 1):
             # the windows of one process with batch world * batch, split among the ranks
@@ -753,12 +765,16 @@ def _run_gpt(args: argparse.Namespace, config: dict) -> dict:
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()
-            loss_sum += float(loss.item())
+            pending.append(loss.data.reshape(()))  # read with the others, not per step
             seen += 1
+            evaluate = not step % config["eval_interval"] or step == config["steps"]
+            if evaluate or (bar is not None and not seen % POSTFIX_EVERY):
+                loss_sum = _add_in_order(loss_sum, pending)
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix(bpb=f"{_bits(loss_sum / seen):.3f}")
-            if step % config["eval_interval"] and step != config["steps"]:
+                if not pending:
+                    bar.set_postfix(bpb=f"{_bits(loss_sum / seen):.3f}")
+            if not evaluate:
                 continue
             loss_sum = float(distributed.all_reduce(numpy.array([loss_sum]), "mean")[0])
             record = {"step": step, "train_bpb": _bits(loss_sum / seen),

@@ -472,6 +472,35 @@ def test_gpt_short_run_resumes_exactly(tmp_path, capsys, monkeypatch):
     assert metrics["sample"] in out
 
 
+def test_gpt_steps_never_read_the_device(tmp_path, monkeypatch):
+    """The GPT loop keeps each step's loss on the device and reads the pending ones at once
+    (every POSTFIX_EVERY steps for the progress bar, and at each evaluation): no step calls
+    Tensor.item, and the training bits per byte are those of a per-step sum."""
+    items, evaluating = [], []
+    real_item, real_evaluate = gpuops.Tensor.item, train._evaluate
+
+    def evaluate(*args):  # the validation loss is read per batch: not a training step
+        evaluating.append(True)
+        try:
+            return real_evaluate(*args)
+        finally:
+            evaluating.pop()
+
+    monkeypatch.setattr(gpuops.Tensor, "item",
+                        lambda self: (None if evaluating else items.append(self))
+                        or real_item(self))
+    monkeypatch.setattr(train, "_evaluate", evaluate)
+    reads = []
+    real_add = train._add_in_order
+    monkeypatch.setattr(train, "_add_in_order",
+                        lambda total, losses: reads.append(len(losses)) or real_add(total, losses))
+    run = _train(tmp_path / "g", *GPT_TINY, "--steps", "6", "--eval-interval", "3")
+    assert items == [] and reads == [3, 3]  # quiet: read only at the two evaluations
+    assert [h["step"] for h in run["history"]] == [3, 6]
+    losses = [numpy.float32(0.5), numpy.float32(0.25), numpy.float32(1 / 3)]
+    assert train._add_in_order(1.0, list(losses)) == 1.0 + 0.5 + 0.25 + float(losses[2])
+
+
 def test_gpt_warmup_and_cosine_schedule():
     from gpuops.optim import AdamW
     optimizer = AdamW([gpuops.Tensor(numpy.zeros(1), requires_grad=True)], lr=1.0)
