@@ -37,9 +37,12 @@ rounded to 16 bits: :meth:`Call.scalar`, on every backend. An ``elementwise`` si
 reduction) is computed in chunks of :data:`CHUNK` elements through reused per-thread
 float32 scratch buffers (no fresh full-size float32 temporaries), with the same result
 bit for bit: each element is widened, computed in float32 and rounded once either way.
-bfloat16 converts by ml_dtypes' casts; float16 by a few vectorized integer and float32
-NumPy operations (:func:`widen`, :func:`narrow`), bit for bit NumPy's own float16 casts,
-which are scalar loops (about 1 ns per element, against 0.06 for a float32 addition).
+The conversions (:func:`widen`, :func:`narrow`) go through :mod:`gpuops.native` (a small
+C library built at first use) where it is available and the arrays are contiguous;
+otherwise bfloat16 converts by ml_dtypes' casts and float16 by a few vectorized integer
+and float32 NumPy operations, bit for bit NumPy's own float16 casts (scalar loops here:
+about 1 ns per element, against 0.06 for a float32 addition). Every path gives the same
+bits (docs/sixteen_bit.md).
 """
 from __future__ import annotations
 
