@@ -1,5 +1,7 @@
 """The launch geometry of the row kernels (softmax family, cross-entropy): one rule for
-C-contiguous ``(rows, cols)`` arrays, reduced along each row.
+C-contiguous ``(rows, cols)`` arrays, reduced along each row; and the one rule that splits
+many independent reductions over blocks (:func:`split_reduction`: batch_norm's channels,
+the row norms' weight columns, the per-axis gradients' channels).
 
 Every row kernel ``<op>`` comes in two strategies (cuda/softmax.cu, cuda/loss.cu):
 
@@ -40,3 +42,20 @@ def launch(call: Call, op: str, rows: int, cols: int, args: Sequence[Any]) -> No
         kernel, blocks, threads = f"{op}_block", rows, ROW_BLOCK
     call.launch(kernel, (max(1, min(blocks, call.max_blocks)),), (threads,),
                 (*args, numpy.int64(rows), numpy.int64(cols)))
+
+
+SPLIT_MIN_CHUNK = 1024  # values of one reduction per block, at least, before it is split
+
+
+def split_reduction(call: Call, count: int, size: int,
+                    min_chunk: int = SPLIT_MIN_CHUNK) -> tuple[int, int]:
+    """(chunk, splits): each of ``count`` reductions (a channel; a tile of columns) over
+    ``size`` values in ``splits`` chunks of ``chunk`` values, at least ``min_chunk`` each,
+    until count · splits blocks fill the GPU a few times over. The partial sums are then
+    added in a fixed order (no atomics), so the split never changes between runs."""
+    target = 4 * call.max_blocks
+    if count >= target or size <= min_chunk:
+        return max(size, 1), 1
+    splits = min(math.ceil(size / min_chunk), math.ceil(target / count))
+    chunk = math.ceil(size / splits)
+    return chunk, math.ceil(size / chunk)

@@ -7,7 +7,6 @@ back to the input's shape (:func:`gpuops.ops.reduction.sum_to_shape`).
 """
 from __future__ import annotations
 
-import math
 from typing import Any, Callable
 
 import numpy
@@ -16,7 +15,7 @@ from ..backend import ALL_FLOAT_DTYPES, NUMPY
 from ..call import Call, Signature, check_shape
 from ..kernels import BLOCK, fastdiv
 from ..registry import register
-from . import _args, _layout
+from . import _args, _layout, _rows
 from .reduction import sum_to_shape
 
 __all__ = ["add", "sub", "mul", "div", "add_wrt_x1", "add_wrt_x2", "sub_wrt_x1", "sub_wrt_x2",
@@ -342,21 +341,6 @@ def _launch_axis(call: Call, op: str, x1: Array, x2: Array, y: Array, axis: int)
                                           *fastdiv(_layout.prod(x1.shape[axis + 1:]), y.size)))
 
 
-_MIN_CHUNK = 1024  # positions of one channel per block, at least, before a channel is split
-
-
-def _channel_splits(call: Call, channels: int, per_channel: int) -> tuple[int, int]:
-    """(chunk, splits) of the per-channel sums: each channel's ``per_channel`` positions in
-    ``splits`` chunks of ``chunk``, at least _MIN_CHUNK each, until channels · splits
-    blocks fill the GPU a few times over (batch_norm's rule)."""
-    target = 4 * call.max_blocks
-    if channels >= target or per_channel <= _MIN_CHUNK:
-        return max(per_channel, 1), 1
-    splits = min(math.ceil(per_channel / _MIN_CHUNK), math.ceil(target / channels))
-    chunk = math.ceil(per_channel / splits)
-    return chunk, math.ceil(per_channel / chunk)
-
-
 def _axis_gpu(call: Call, x1: Array, x2: Array, y: Array, op: str, axis: int) -> None:
     _launch_axis(call, op, x1, x2, y, axis)
 
@@ -423,7 +407,7 @@ def _axis_grad_gpu(call: Call, x1: Array, x2: Array, y: Array, gy: Array, g: Arr
     else:
         channels, inner = x2.shape[0], _layout.prod(x1.shape[axis + 1:])
         per_channel = _layout.prod(x1.shape[:axis]) * inner
-        chunk, splits = _channel_splits(call, channels, per_channel)
+        chunk, splits = _rows.split_reduction(call, channels, per_channel)
         partial = call.xp.empty(channels * splits, call.scalar(0.0).dtype)
         call.launch(f"axis_{op}_wrt_x2", call.grid_1d(channels * splits, 1), (BLOCK,),
                     (x1, x2, gy, partial, _i64(per_channel), _i64(channels),

@@ -66,7 +66,6 @@ __all__ = ["batch_norm", "batch_norm_wrt_x1", "batch_norm_wrt_x2", "batch_norm_w
 FAMILY = "normalization"
 Array = Any
 
-_MIN_CHUNK = 1024  # values of one channel per block, at least, before a channel is split
 
 
 # ---- parameters ---------------------------------------------------------------------------
@@ -170,21 +169,9 @@ def _acc_dtype(call: Call) -> numpy.dtype:
     return numpy.dtype(numpy.float32) if call.dtype in SIXTEEN_BIT_DTYPES else call.dtype
 
 
-def _split(call: Call, C: int, M: int, min_chunk: int = _MIN_CHUNK) -> tuple[int, int]:
-    """(chunk, splits): each of C reductions (a channel; a tile of columns) over M values in
-    ``splits`` chunks of ``chunk`` values, at least ``min_chunk`` each, until C · splits
-    fills the GPU a few times over."""
-    target = 4 * call.max_blocks
-    if C >= target or M <= min_chunk:
-        return max(M, 1), 1
-    splits = min(math.ceil(M / min_chunk), math.ceil(target / C))
-    chunk = math.ceil(M / splits)
-    return chunk, math.ceil(M / chunk)
-
-
 def _launch_reduce(call: Call, kernel: str, arrays: tuple, C: int, inner: int, M: int) -> tuple:
     """Stage 1 into a new partial buffer; returns (partial, splits)."""
-    chunk, splits = _split(call, C, M)
+    chunk, splits = _rows.split_reduction(call, C, M)
     partial = call.xp.empty(2 * C * splits, _acc_dtype(call))
     call.launch(kernel, (min(C * splits, call.max_blocks),), (kernels.BLOCK,),
                 (*arrays, partial, _i64(C), _i64(inner), _i64(M), _i64(chunk), _i64(splits)))
@@ -432,7 +419,7 @@ def _col_sums(call: Call, x: Array, gy: Array, mean: Array, rstd: Array, g: Arra
     C = x.shape[-1]
     rows = x.size // C
     tiles = math.ceil(C / _COL_TILE)
-    chunk, splits = _split(call, tiles, rows, _MIN_CHUNK_ROWS)
+    chunk, splits = _rows.split_reduction(call, tiles, rows, _MIN_CHUNK_ROWS)
     partial = call.xp.empty(splits * C, _acc_dtype(call))
     call.launch("row_norm_col_partial", (min(tiles * splits, call.max_blocks),),
                 (_COL_TILE, _COL_LANES),
