@@ -12,6 +12,8 @@ Two ways to run it:
 1. One training step (forward, cross-entropy, backward, optimizer step) of an MLP
    784-1024-1024-10 at batch 512, and of the digits CNN (``train --model cnn``) on 28x28
    images at batch 128, gpuops vs PyTorch eager (CPU, or GPU when usable).
+   The SGD MLP step also as a CUDA graph (``train --cuda-graph``; GPU only) and under
+   bfloat16 autocast (``gpuops.autocast`` vs ``torch.autocast``).
 2. An Adam step over 100 parameter tensors: the fused ``gpuops.adam_step`` (one call, one
    launch on a GPU) vs calling it once per tensor, vs ``torch.optim.Adam`` (foreach on CPU,
    fused=True on GPU).
@@ -24,6 +26,7 @@ Writes benchmarks/results/training-<device>.json and .md.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import platform
 import statistics
@@ -132,9 +135,52 @@ def cases(env):
             p -= (1e-3 / (1 - 0.9 ** t[0])) * mi / (m.sqrt(vi / (1 - 0.999 ** t[0])) + 1e-8)
 
     n = sum(p.size for p in params)
+    steps = [mlp, *_step_cases(env, Case, x, labels, onehot, 4 * n_params * 4)]
     adam = Case("adam_step, 100 tensors (fused: 1 launch)", fused, (), 4 * n * 7, reference_adam,
                 note="baseline: the update per tensor in the array module; torch fused=True")
-    return [mlp, adam]
+    return [*steps, adam]
+
+
+def _step_cases(env, Case, x, labels, onehot, parameter_bytes: int) -> list:
+    """The MLP step as a CUDA graph (GPU only) and under bfloat16 autocast, and the CNN step,
+    each against PyTorch eager (and the hand-written float32 MLP step in the array module)."""
+    found = []
+    replay = graph_mlp_step(env.on_gpu)
+    if replay is not None:
+        state: dict = {}
+        found.append(Case("MLP 784-1024-1024-10 SGD step, batch 512, CUDA graph replay",
+                          lambda *_: replay(), (x, labels, onehot), parameter_bytes,
+                          lambda m, *a: _reference_mlp_step(m, *a, state),
+                          note="train --cuda-graph; baselines eager"))
+    bf16_step, _ = mlp_step(env.on_gpu, "sgd", autocast=gpuops.bfloat16)
+    torch_state: dict = {}
+
+    def autocast_reference(m, x, labels, onehot):
+        if m.__name__ != "torch":
+            return _reference_mlp_step(m, x, labels, onehot, torch_state)
+        if "step" not in torch_state:
+            torch_state["step"] = torch_mlp_step(m, str(x.device), "sgd", (x, labels),
+                                                 autocast=m.bfloat16)
+        torch_state["step"]()
+
+    found.append(Case("MLP 784-1024-1024-10 SGD step, batch 512, bfloat16 autocast",
+                      lambda *_: bf16_step(), (x, labels, onehot), parameter_bytes,
+                      autocast_reference,
+                      note="torch: torch.autocast(bfloat16); numpy/cupy: float32 by hand",
+                      torch_on_cpu=True))
+    cnn, (images, cnn_labels) = cnn_step(env.on_gpu)
+    cnn_state: dict = {}
+
+    def cnn_reference(torch, images, cnn_labels):
+        if "step" not in cnn_state:
+            cnn_state["step"] = torch_cnn_step(torch, str(images.device), (images, cnn_labels))
+        cnn_state["step"]()
+
+    found.append(Case(f"CNN (train --model cnn) 28x28 SGD step, batch {CNN_BATCH}",
+                      lambda *_: cnn(), (images, cnn_labels), 0, cnn_reference,
+                      note="baseline: PyTorch eager only", modules=("torch",),
+                      torch_on_cpu=True))
+    return found
 
 
 def _adam_arrays(on_gpu: bool):
@@ -179,7 +225,9 @@ def _interleaved(cases: dict, rounds: int, steps: int, timer) -> dict:
     return {name: statistics.median(t) for name, t in times.items()}
 
 
-def mlp_step(on_gpu: bool, optimizer: str):
+def mlp_step(on_gpu: bool, optimizer: str, autocast=None):
+    """One training step of the MLP; ``autocast``: a 16-bit dtype to run it under
+    :func:`gpuops.autocast` (float32 parameters, 16-bit matrix products)."""
     rng = numpy.random.default_rng(0)
     x = rng.random((512, 784), dtype=numpy.float32)
     y = rng.integers(0, 10, 512)
@@ -195,15 +243,32 @@ def mlp_step(on_gpu: bool, optimizer: str):
     xt = Tensor(x)
 
     def step():
-        loss = loss_fn(model(xt), y)
+        with gpuops.autocast(autocast) if autocast is not None else contextlib.nullcontext():
+            loss = loss_fn(model(xt), y)
         opt.zero_grad()
         loss.backward()
         opt.step()
     return step, (x, y)
 
 
-def torch_mlp_step(torch, device: str, optimizer: str, data):
-    x, y = (torch.as_tensor(gpuops.to_cpu(a)).to(device) for a in data)
+def graph_mlp_step(on_gpu: bool):
+    """The SGD MLP step captured as a CUDA graph (:mod:`gpuops.graph`, as ``train
+    --cuda-graph``) after one eager warm-up step: the replay, or None without a GPU."""
+    if not on_gpu:
+        return None
+    from gpuops import graph
+    step, data = mlp_step(on_gpu, "sgd")
+    step()
+    return graph.capture(lambda *_: step(), data).replay
+
+
+def _torch_tensor(torch, a, device: str):
+    """``a`` (NumPy, CuPy or torch) as a torch tensor on ``device``."""
+    return (a if isinstance(a, torch.Tensor) else torch.as_tensor(gpuops.to_cpu(a))).to(device)
+
+
+def torch_mlp_step(torch, device: str, optimizer: str, data, autocast=None):
+    x, y = (_torch_tensor(torch, a, device) for a in data)
     model = torch.nn.Sequential(torch.nn.Linear(784, 1024), torch.nn.ReLU(),
                                 torch.nn.Linear(1024, 1024), torch.nn.ReLU(),
                                 torch.nn.Linear(1024, 10)).to(device)
@@ -211,7 +276,8 @@ def torch_mlp_step(torch, device: str, optimizer: str, data):
            else torch.optim.Adam(model.parameters(), lr=1e-3))
 
     def step():
-        loss = torch.nn.functional.cross_entropy(model(x), y)
+        with torch.autocast(device, dtype=autocast, enabled=autocast is not None):
+            loss = torch.nn.functional.cross_entropy(model(x), y)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -247,7 +313,7 @@ def cnn_step(on_gpu: bool):
 
 def torch_cnn_step(torch, device: str, data):
     """The same network and step in PyTorch eager (LocalResponseNorm, Dropout as in gpuops)."""
-    x, y = (torch.as_tensor(gpuops.to_cpu(a)).to(device) for a in data)
+    x, y = (_torch_tensor(torch, a, device) for a in data)
     f = torch.nn
     model = f.Sequential(f.Conv2d(1, 32, 3, padding=1), f.ReLU(),
                          f.LocalResponseNorm(5, alpha=1e-3, beta=0.75, k=2.0), f.MaxPool2d(2),
@@ -323,6 +389,30 @@ def main() -> int:
                      "gpuops_ms": t["gpuops"] * 1e3,
                      "torch_ms": t["torch"] * 1e3 if "torch" in t else None,
                      "speedup_vs_torch": t["torch"] / t["gpuops"] if "torch" in t else None})
+    replay = graph_mlp_step(on_gpu)
+    if replay is not None:
+        ours, data = mlp_step(on_gpu, "sgd")
+        cases = {"gpuops": ours, "graph": replay}
+        if torch is not None:
+            cases["torch"] = torch_mlp_step(torch, "cuda", "sgd", data)
+        t = _interleaved(cases, args.rounds, args.steps, timer)
+        rows.append({"benchmark": "MLP 784-1024-1024-10 step, batch 512, sgd, CUDA graph "
+                                  "(train --cuda-graph) vs torch eager",
+                     "gpuops_ms": t["graph"] * 1e3,
+                     "torch_ms": t["torch"] * 1e3 if "torch" in t else None,
+                     "speedup_vs_torch": t["torch"] / t["graph"] if "torch" in t else None,
+                     "graph_speedup": t["gpuops"] / t["graph"]})
+    ours, data = mlp_step(on_gpu, "sgd", autocast=gpuops.bfloat16)
+    cases = {"gpuops": ours}
+    if torch is not None:
+        cases["torch"] = torch_mlp_step(torch, "cuda" if on_gpu else "cpu", "sgd", data,
+                                        autocast=torch.bfloat16)
+    t = _interleaved(cases, args.rounds, args.steps, timer)
+    rows.append({"benchmark": "MLP 784-1024-1024-10 step, batch 512, sgd, bfloat16 autocast "
+                              "(gpuops.autocast vs torch.autocast)",
+                 "gpuops_ms": t["gpuops"] * 1e3,
+                 "torch_ms": t["torch"] * 1e3 if "torch" in t else None,
+                 "speedup_vs_torch": t["torch"] / t["gpuops"] if "torch" in t else None})
     ours, data = cnn_step(on_gpu)
     cases = {"gpuops": ours}
     if torch is not None:
@@ -350,14 +440,15 @@ def main() -> int:
     (RESULTS / f"training-{device}.json").write_text(json.dumps({"meta": meta, "rows": rows},
                                                                 indent=2) + "\n")
     lines = [f"# Training benchmarks ({device})", "", f"{meta}", "",
-             "| benchmark | gpuops ms | torch ms | torch/gpuops | time / fused |",
-             "| --- | ---: | ---: | ---: | ---: |"]
+             "| benchmark | gpuops ms | torch ms | torch/gpuops | time / fused | eager / graph |",
+             "| --- | ---: | ---: | ---: | ---: | ---: |"]
     for r in rows:
         def fmt(v, spec):
             return "" if v is None else format(v, spec)
         lines.append(f"| {r['benchmark']} | {fmt(r['gpuops_ms'], '.2f')} | "
                      f"{fmt(r['torch_ms'], '.2f')} | {fmt(r['speedup_vs_torch'], '.2f')} | "
-                     f"{fmt(r.get('fused_speedup'), '.2f')} |")
+                     f"{fmt(r.get('fused_speedup'), '.2f')} | "
+                     f"{fmt(r.get('graph_speedup'), '.2f')} |")
     (RESULTS / f"training-{device}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

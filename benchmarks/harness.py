@@ -60,6 +60,7 @@ class Case:
     reference: Callable[..., Any] | None = None
     note: str = ""
     torch_on_cpu: bool = False  # also time ``reference(torch, ...)`` on the CPU when installed
+    modules: tuple[str, ...] = ("numpy", "cupy", "torch")  # the baselines ``reference`` can run
 
 
 @dataclass
@@ -155,15 +156,17 @@ def measure(family: str, case: Case, env: Env, copy_gbps: float | None) -> Resul
     if case.reference is not None:
         if env.on_gpu:
             import cupy
-            fns["cupy"] = lambda: case.reference(cupy, *case.inputs)
-            torch = _torch_cuda()
+            if "cupy" in case.modules:
+                fns["cupy"] = lambda: case.reference(cupy, *case.inputs)
+            torch = _torch_cuda() if "torch" in case.modules else None
             if torch is not None:
                 tensors = tuple(torch.as_tensor(x, device="cuda")
                                 if isinstance(x, cupy.ndarray) else x for x in case.inputs)
                 fns["torch"] = lambda: case.reference(torch, *tensors)
         else:
-            fns["numpy"] = lambda: case.reference(numpy, *case.inputs)
-            torch = _torch_cpu() if case.torch_on_cpu else None
+            if "numpy" in case.modules:
+                fns["numpy"] = lambda: case.reference(numpy, *case.inputs)
+            torch = _torch_cpu() if case.torch_on_cpu and "torch" in case.modules else None
             if torch is not None:
                 cpu_tensors = tuple(torch.from_numpy(x) if isinstance(x, numpy.ndarray) else x
                                     for x in case.inputs)
