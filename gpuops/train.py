@@ -296,19 +296,29 @@ def _progress(total: int, desc: str, quiet: bool) -> Any:
     return tqdm(total=total, desc=desc, unit="batch", leave=True, dynamic_ncols=True)
 
 
+def _over_shard(model: nn.Module, n: int, batch: int,
+                fn: Callable[[slice, slice], float]) -> tuple[float, float]:
+    """``fn(shard_part, batch_part)`` summed over this process's shard of ``n`` examples in
+    batches, in evaluation mode without gradients, then over the processes: (sum, count)."""
+    part = shard(n, distributed.rank(), distributed.world_size())
+    model.eval()
+    total = 0.0
+    indices = range(n)[part]
+    with no_grad():
+        for i in range(0, len(indices), batch):
+            total += fn(part, slice(i, i + batch))
+    model.train()
+    total, count = distributed.all_reduce(numpy.array([total, len(indices)], numpy.float64))
+    return total, count
+
+
 def _accuracy(model: nn.Module, x: Any, y: Any, batch: int = 1024) -> float:
     """The accuracy on ``x``, ``y``: each process counts its shard, the counts are summed."""
-    part = shard(len(y), distributed.rank(), distributed.world_size())
-    x, y = x[part], y[part]
-    model.eval()
-    correct = 0
-    with no_grad():
-        for i in range(0, len(y), batch):
-            logits = model(Tensor(x[i:i + batch])).data
-            correct += int((logits.argmax(axis=1) == y[i:i + batch]).sum())
-    model.train()
-    correct, total = distributed.all_reduce(numpy.array([correct, len(y)], numpy.float64))
-    return correct / max(1, total)
+    def correct(part: slice, rows: slice) -> float:
+        logits = model(Tensor(x[part][rows])).data
+        return int((logits.argmax(axis=1) == y[part][rows]).sum())
+    correct_count, total = _over_shard(model, len(y), batch, correct)
+    return correct_count / max(1, total)
 
 
 def _save_checkpoint(path: Path, model: nn.Module, optimizer: Optimizer, config: dict,
@@ -701,15 +711,10 @@ def _tiling(text: numpy.ndarray, block: int) -> numpy.ndarray:
 def _evaluate(model: GPT, x: Any, y: Any, batch: int) -> float:
     """The mean loss (nats per byte) over the windows ``x`` → ``y``, in evaluation mode
     (each process evaluates its shard of the windows; the sums are added up)."""
-    part = shard(len(x), distributed.rank(), distributed.world_size())
-    x, y = x[part], y[part]
-    model.eval()
-    total = 0.0
-    with no_grad():
-        for i in range(0, len(x), batch):
-            total += float(model.loss(x[i:i + batch], y[i:i + batch]).item()) * len(x[i:i + batch])
-    model.train()
-    total, count = distributed.all_reduce(numpy.array([total, len(x)], numpy.float64))
+    def loss_sum(part: slice, rows: slice) -> float:
+        xs, ys = x[part][rows], y[part][rows]
+        return float(model.loss(xs, ys).item()) * len(xs)
+    total, count = _over_shard(model, len(x), batch, loss_sum)
     return total / count
 
 

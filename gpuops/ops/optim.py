@@ -396,6 +396,17 @@ def adam_step(params: list, grads: list, m: list, v: list, *, step: int, lr: flo
 
 # ---- loss scaling --------------------------------------------------------------------
 
+def _grad_list(op: str, grads: Any) -> list:
+    """``grads`` (one array, or a list or tuple of arrays) as a non-empty list."""
+    if hasattr(grads, "shape") and hasattr(grads, "dtype"):
+        grads = [grads]
+    if not isinstance(grads, (list, tuple)):
+        raise TypeError(f"{op}: grads must be a list of arrays, got {type(grads).__name__}")
+    if not grads:
+        raise ValueError(f"{op}: grads is empty; expected at least one gradient array")
+    return list(grads)
+
+
 def unscale_grads(grads: Any, inv_scale: float) -> Array:
     """``g *= inv_scale`` in place for every gradient (``GradScaler.unscale_``), and whether
     any value was inf or NaN before: a float32 array ``[1.0]`` or ``[0.0]`` on the
@@ -408,19 +419,13 @@ def unscale_grads(grads: Any, inv_scale: float) -> Array:
     the result (``grad_found_inf``): no atomics, no host wait.
     """
     op = "unscale_grads"
-    if hasattr(grads, "shape") and hasattr(grads, "dtype"):
-        grads = [grads]
-    if not isinstance(grads, (list, tuple)):
-        raise TypeError(f"{op}: grads must be a list of arrays, got {type(grads).__name__}")
-    if not grads:
-        raise ValueError(f"{op}: grads is empty; expected at least one gradient array")
+    grads = _grad_list(op, grads)
     if isinstance(inv_scale, bool) or not isinstance(inv_scale, (int, float, numpy.floating)) \
             or not (math.isfinite(inv_scale) and inv_scale > 0):
         raise ValueError(f"{op}: inv_scale={inv_scale!r} must be a finite number > 0")
     call = Signature(op, FAMILY, [f"grads[{i}]" for i in range(len(grads))],
                      dtypes=_ANY_FLOAT,
                      kernel_dtypes=FLOAT_DTYPES + KERNEL_SIXTEEN_BIT).bind(*grads)
-    grads = list(grads)
     xp = call.xp
     if call.uses_kernels:
         tables = _chunk_tables(call, op, [grads], fresh=(0,))
@@ -481,12 +486,7 @@ def clip_grad_norm(grads: Any, max_norm: float, *, norm_type: float = 2.0,
     ``norm_type=2`` is supported.
     """
     op = "clip_grad_norm"
-    if hasattr(grads, "shape") and hasattr(grads, "dtype"):
-        grads = [grads]
-    if not isinstance(grads, (list, tuple)):
-        raise TypeError(f"{op}: grads must be a list of arrays, got {type(grads).__name__}")
-    if not grads:
-        raise ValueError(f"{op}: grads is empty; expected at least one gradient array")
+    grads = _grad_list(op, grads)
     if isinstance(max_norm, bool) or not isinstance(max_norm, (int, float, numpy.integer,
                                                                  numpy.floating)):
         raise TypeError(f"{op}: max_norm must be a number, got {type(max_norm).__name__}")
@@ -499,7 +499,6 @@ def clip_grad_norm(grads: Any, max_norm: float, *, norm_type: float = 2.0,
         raise TypeError(f"{op}: error_if_nonfinite must be a bool, got {error_if_nonfinite!r}")
     call = Signature(op, FAMILY, [f"grads[{i}]" for i in range(len(grads))],
                      dtypes=_ANY_FLOAT).bind(*grads)
-    grads = list(grads)
     max_norm = float(max_norm)
     if call.uses_kernels:
         return _clip_kernels(call, grads, max_norm, bool(error_if_nonfinite))

@@ -271,6 +271,20 @@ def test_optimizer_state_dict_round_trip():
 
 # ---- against torch --------------------------------------------------------------------------
 
+def _step_both(torch, rng, init, gpuops_opt, torch_opt, steps):
+    """``steps`` steps of both optimizers on the same random gradients; the parameters agree."""
+    (opt, ours), (topt, theirs) = gpuops_opt, torch_opt
+    for _ in range(steps):
+        grads = [rng.standard_normal(p.shape) for p in init]
+        for p, q, g in zip(ours, theirs, grads):
+            p.grad = g.copy()
+            q.grad = torch.tensor(g)
+        opt.step()
+        topt.step()
+    for p, q in zip(ours, theirs):
+        numpy.testing.assert_allclose(p.data, q.detach().numpy(), rtol=1e-12, atol=1e-14)
+
+
 @pytest.mark.parametrize("name,kwargs", [
     ("SGD", dict(lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.01)),
     ("SGD", dict(lr=0.1)),
@@ -285,15 +299,7 @@ def test_matches_torch(name, kwargs):
     theirs = [torch.tensor(p.copy(), requires_grad=True) for p in init]
     opt = getattr(gpuops.optim, name)(ours, **kwargs)
     topt = getattr(torch.optim, name)(theirs, **kwargs)
-    for _ in range(6):
-        grads = [rng.standard_normal(p.shape) for p in init]
-        for p, q, g in zip(ours, theirs, grads):
-            p.grad = g.copy()
-            q.grad = torch.tensor(g)
-        opt.step()
-        topt.step()
-    for p, q in zip(ours, theirs):
-        numpy.testing.assert_allclose(p.data, q.detach().numpy(), rtol=1e-12, atol=1e-14)
+    _step_both(torch, rng, init, (opt, ours), (topt, theirs), steps=6)
 
 
 def test_adamw_default_weight_decay_matches_torch():
@@ -545,15 +551,7 @@ def test_param_groups_match_torch(name, defaults, groups):
     split = lambda ps: [{"params": ps[:1], **groups[0]}, {"params": ps[1:], **groups[1]}]
     opt = getattr(gpuops.optim, name)(split(ours), **defaults)
     topt = getattr(torch.optim, name)(split(theirs), **defaults)
-    for _ in range(5):
-        grads = [rng.standard_normal(p.shape) for p in init]
-        for p, q, g in zip(ours, theirs, grads):
-            p.grad = g.copy()
-            q.grad = torch.tensor(g)
-        opt.step()
-        topt.step()
-    for p, q in zip(ours, theirs):
-        numpy.testing.assert_allclose(p.data, q.detach().numpy(), rtol=1e-12, atol=1e-14)
+    _step_both(torch, rng, init, (opt, ours), (topt, theirs), steps=5)
     for g, tg in zip(opt.param_groups, topt.param_groups):
         for key, value in g.items():
             if key != "params":
