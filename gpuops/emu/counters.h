@@ -257,3 +257,10 @@ GPUOPS_EMU_COUNT_API void gpuops_emu_count_copy(gpuops_emu_count_record* out) {
             ++out;
         }
 }
+
+// An access the emulator makes for the kernel (cuda_emu.h: ldmatrix's rows, cp.async's
+// global load and shared store), recorded from the calling instruction.
+GPUOPS_EMU_COUNT_HOOK __attribute__((noinline)) void gpuops_emu_count_access(
+    const void* addr, unsigned size, unsigned store) {
+    gpuops_emu_count::record((unsigned long long)addr, size, store, GPUOPS_EMU_COUNT_PC);
+}

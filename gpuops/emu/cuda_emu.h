@@ -595,12 +595,200 @@ __attribute__((used, visibility("hidden"), aligned(1024))) unsigned char
 extern "C" __attribute__((weak, visibility("hidden"))) unsigned char __start_gpuops_shared[];
 extern "C" __attribute__((weak, visibility("hidden"))) unsigned char __stop_gpuops_shared[];
 
+// ---- ldmatrix, cp.async and TF32 (cuda/mma.cuh) -----------------------------------------
+// Here, after the shared buffers' declarations: both check that an address is in the
+// block's shared memory.
+//
+// In the counting build (counters.h, included after this header) an access the emulator
+// makes on the kernel's behalf is recorded by gpuops_emu_count_access from the calling
+// instruction (inlined into the kernel, so each call site of the kernel is one
+// instruction), and the bytes themselves move through gpuops_emu_copy_uncounted
+// (uninstrumented there), so that each access is counted once, as the instruction the
+// hardware executes, and the emulator's own tables not at all.
+#ifdef GPUOPS_EMU_COUNT
+extern "C" __attribute__((visibility("hidden"))) void gpuops_emu_count_access(
+    const void* addr, unsigned size, unsigned store);
+#define GPUOPS_EMU_COUNTED(addr, size, store) gpuops_emu_count_access(addr, size, store)
+__attribute__((no_sanitize_thread, noinline))
+#else
+#define GPUOPS_EMU_COUNTED(addr, size, store) ((void)0)
+#endif
+static void gpuops_emu_copy_uncounted(void* dst, const void* src, unsigned bytes) {
+    std::memcpy(dst, src, bytes);
+}
+
+static unsigned long long gpuops_emu_dynamic_bytes = 0;  // the launch's dynamic shared memory
+
+// Fails unless [p, p + 16) is 16-byte aligned and inside the block's shared memory (static
+// __shared__ variables or the launch's dynamic bytes; under AddressSanitizer, which keeps
+// static shared memory elsewhere, only the alignment is checked).
+static inline void gpuops_emu_check_shared16(const void* p, const char* what) {
+    const uintptr_t a = (uintptr_t)p;
+    char message[256];
+    if (a % 16) {
+        std::snprintf(message, sizeof message, "%s: shared address %p is not 16-byte aligned",
+                      what, p);
+        gpuops_emu_fail(message);
+    }
+#ifndef __SANITIZE_ADDRESS__
+    const uintptr_t s0 = (uintptr_t)__start_gpuops_shared, s1 = (uintptr_t)__stop_gpuops_shared;
+    const uintptr_t d0 = (uintptr_t)gpuops_emu_dynamic_shared, d1 = d0 + gpuops_emu_dynamic_bytes;
+    if (!((a >= s0 && a + 16 <= s1) || (a >= d0 && a + 16 <= d1))) {
+        std::snprintf(message, sizeof message,
+                      "%s: %p is not a 16-byte row of the block's shared memory", what, p);
+        gpuops_emu_fail(message);
+    }
+#endif
+}
+
+// ldmatrix.sync.aligned.m8n8.x{count}{.trans}.shared.b16. Each lane that gives an address
+// (lanes 0 .. 8 count - 1: lane l row l % 8 of matrix l / 8) reads its own 16-byte row —
+// one 16-byte shared load per lane, so the counters see what the hardware's quarter-warp
+// phases see (one matrix per phase: conflict-free exactly when a matrix's 8 rows cover the
+// 32 banks) — and posts it in a table outside shared memory (registers on a GPU: neither
+// NaN-filled nor counted); after a warp rendezvous each lane assembles its fragments:
+// r[i] = matrix i's (row l / 4, columns 2 (l % 4) + {0, 1}), or with `trans` its (rows
+// 2 (l % 4) + {0, 1}, column l / 4); the lower column (row) in the low 16 bits.
+static unsigned short gpuops_emu_ldmatrix_rows[32][32][8];  // [warp][lane][column]
+__attribute__((always_inline)) static inline void gpuops_emu_ldmatrix(
+    unsigned* r, int count, bool trans, const void* row, GPUOPS_EMU_SITE) {
+    const unsigned linear = threadIdx.x + threadIdx.y * blockDim.x
+                          + threadIdx.z * blockDim.x * blockDim.y;
+    const int warp = linear / 32, lane = linear % 32;
+    unsigned short(&rows)[32][8] = gpuops_emu_ldmatrix_rows[warp];
+    if (lane < 8 * count) {
+        gpuops_emu_check_shared16(row, "ldmatrix");
+        GPUOPS_EMU_COUNTED(row, 16, 0);
+        gpuops_emu_copy_uncounted(rows[lane], row, 16);
+    }
+    __syncwarp(0xffffffffu, site);
+    const int q = lane / 4, p = 2 * (lane % 4);
+    for (int i = 0; i < count; ++i) {
+        const unsigned short* m = rows[8 * i] + 0;
+        const unsigned lo = trans ? m[8 * p + q] : m[8 * q + p];
+        const unsigned hi = trans ? m[8 * (p + 1) + q] : m[8 * q + p + 1];
+        r[i] = lo | hi << 16;
+    }
+    __syncwarp(0xffffffffu, site);  // no lane posts its next rows before all have read
+}
+
+// cp.async.cg.shared.global [dst], [src], 16, src_bytes, commit_group and wait_group N,
+// modelled strictly: at issue the thread reads its src_bytes (the global load is counted
+// then, with the 16-byte shared store) into a per-thread queue; the shared destination
+// changes only when cp_async_wait<N> performs every queued copy of the thread's committed
+// groups but the N most recent (the rest of each 16 bytes zero-filled). Nothing else
+// completes a copy (not __syncthreads, as on the hardware); copies still queued when the
+// thread exits are dropped. So a kernel that reads a stage before waiting for it reads
+// what was there before: NaN in a fresh block.
+struct gpuops_emu_async_copy {
+    unsigned char* dst;
+    unsigned long long group;  // the number of groups committed before it was issued
+    unsigned char bytes[16];
+};
+#define GPUOPS_EMU_ASYNC_CAPACITY 256  // copies one thread may have in flight
+static __thread gpuops_emu_async_copy* gpuops_emu_async_queue;  // allocated on first use
+static __thread int gpuops_emu_async_pending;
+static __thread unsigned long long gpuops_emu_async_committed;
+
+__attribute__((always_inline)) static inline void gpuops_emu_cp_async(void* dst, const void* src,
+                                                                      int src_bytes) {
+    char message[256];
+    if (src_bytes < 0 || src_bytes > 16) {
+        std::snprintf(message, sizeof message, "cp.async: src_bytes %d is not in 0..16",
+                      src_bytes);
+        gpuops_emu_fail(message);
+    }
+    if (src_bytes > 0 && (uintptr_t)src % 16) {
+        std::snprintf(message, sizeof message,
+                      "cp.async: global address %p is not 16-byte aligned", src);
+        gpuops_emu_fail(message);
+    }
+    gpuops_emu_check_shared16(dst, "cp.async");
+    if (!gpuops_emu_async_queue)
+        gpuops_emu_async_queue = (gpuops_emu_async_copy*)std::calloc(
+            GPUOPS_EMU_ASYNC_CAPACITY, sizeof(gpuops_emu_async_copy));
+    if (!gpuops_emu_async_queue || gpuops_emu_async_pending == GPUOPS_EMU_ASYNC_CAPACITY)
+        gpuops_emu_fail("cp.async: more than 256 copies in flight in one thread "
+                        "(a missing cp_async_wait?)");
+    gpuops_emu_async_copy& copy = gpuops_emu_async_queue[gpuops_emu_async_pending++];
+    copy.dst = (unsigned char*)dst;
+    copy.group = gpuops_emu_async_committed;
+    std::memset(copy.bytes, 0, sizeof copy.bytes);
+    if (src_bytes > 0) {
+        GPUOPS_EMU_COUNTED(src, (unsigned)src_bytes, 0);
+        gpuops_emu_copy_uncounted(copy.bytes, src, (unsigned)src_bytes);
+    }
+    GPUOPS_EMU_COUNTED(dst, 16, 1);
+}
+
+static inline void gpuops_emu_cp_async_commit() { ++gpuops_emu_async_committed; }
+
+static inline void gpuops_emu_cp_async_wait(int n) {
+    const unsigned long long done = gpuops_emu_async_committed > (unsigned long long)n
+                                        ? gpuops_emu_async_committed - n : 0;
+    int k = 0;  // the queue is in issue order, so groups never decrease along it
+    while (k < gpuops_emu_async_pending && gpuops_emu_async_queue[k].group < done) {
+        gpuops_emu_copy_uncounted(gpuops_emu_async_queue[k].dst, gpuops_emu_async_queue[k].bytes,
+                                  16);
+        ++k;
+    }
+    if (k == 0) return;
+    gpuops_emu_async_pending -= k;
+    std::memmove(gpuops_emu_async_queue, gpuops_emu_async_queue + k,
+                 gpuops_emu_async_pending * sizeof(gpuops_emu_async_copy));
+}
+
+// cvt.rna.tf32.f32 as ptxas compiles it (integer SASS: add half an ulp of tf32 to the
+// magnitude bits unless |x| is inf or NaN, then clear the 13 low bits): round to nearest,
+// ties away from zero, subnormals kept, overflow past the largest tf32 to inf; inf kept;
+// a NaN keeps its sign and upper 10 fraction bits (one whose payload lies only in the
+// low 13 bits becomes inf, as on the GPU).
+static inline unsigned gpuops_emu_to_tf32(float x) {
+    unsigned u = gpuops_emu_bits<unsigned>(x);
+    if ((u & 0x7fffffffu) < 0x7f800000u) u += 0x1000u;
+    return u & 0xffffe000u;
+}
+
+// mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 (fragments: cuda/mma.cuh), as the
+// f16 model above: the lanes post their registers in a table (outside shared memory),
+// meet at __syncwarp, and each reads the A rows and B columns of its four results. The
+// operands are the upper 19 bits of each register (tf32); every product of two is exact
+// in float (11 + 11 significant bits) and the sum runs in float in k order.
+static unsigned gpuops_emu_mma_tf32_posted[32][32][6];  // [warp][lane][a0 a1 a2 a3 b0 b1]
+static inline void gpuops_emu_mma_m16n8k8_f32_tf32(float (&c)[4], const unsigned (&a)[4],
+                                                   const unsigned (&b)[2], GPUOPS_EMU_SITE) {
+    const unsigned linear = threadIdx.x + threadIdx.y * blockDim.x
+                          + threadIdx.z * blockDim.x * blockDim.y;
+    const int warp = linear / 32, lane = linear % 32, g = lane / 4, t = lane % 4;
+    unsigned(&posted)[32][6] = gpuops_emu_mma_tf32_posted[warp];
+    for (int q = 0; q < 4; ++q) posted[lane][q] = a[q];
+    posted[lane][4] = b[0];
+    posted[lane][5] = b[1];
+    __syncwarp(0xffffffffu, site);
+    auto value = [](unsigned bits) { return gpuops_emu_bits<float>(bits & 0xffffe000u); };
+    float arow[2][8], bcol[2][8];  // A rows g, g + 8 and B columns 2t, 2t + 1, over k
+    for (int k = 0; k < 8; ++k) {
+        for (int h = 0; h < 2; ++h)  // A[g + 8h][k]: lane 4g + k % 4, register h + 2 (k / 4)
+            arow[h][k] = value(posted[4 * g + k % 4][h + 2 * (k / 4)]);
+        for (int col = 0; col < 2; ++col)  // B[k][n]: lane 4n + k % 4, register 4 + k / 4
+            bcol[col][k] = value(posted[4 * (2 * t + col) + k % 4][4 + k / 4]);
+    }
+    __syncwarp(0xffffffffu, site);  // no lane posts its next mma before all have read
+    for (int i = 0; i < 4; ++i) {
+        float sum = c[i];
+        for (int k = 0; k < 8; ++k) sum += arow[i / 2][k] * bcol[i % 2][k];
+        c[i] = sum;
+    }
+}
+
 extern "C" __attribute__((visibility("default"))) int gpuops_emu_thread(
     void (*kernel)(void**), void** args, const unsigned* thread, const unsigned* block) {
     jmp_buf exit_point;
     gpuops_emu_exit_point = &exit_point;
     threadIdx = uint3{thread[0], thread[1], thread[2]};
     blockIdx = uint3{block[0], block[1], block[2]};
+    gpuops_emu_async_pending = 0;  // copies a previous thread on this worker left queued
+    gpuops_emu_async_committed = 0;
     if (setjmp(exit_point)) return 1;
     kernel(args);
     return 0;
@@ -613,6 +801,7 @@ extern "C" __attribute__((visibility("default"))) int gpuops_emu_launch(
     spec->thread_entry = gpuops_emu_thread;
     spec->dynamic_shared = gpuops_emu_dynamic_shared;
     spec->dynamic_capacity = GPUOPS_EMU_DYNAMIC_SHARED_BYTES;
+    gpuops_emu_dynamic_bytes = spec->shared_mem;
 #ifdef __SANITIZE_ADDRESS__
     // bytes past the launch's dynamic shared memory are out of bounds
     ASAN_UNPOISON_MEMORY_REGION(gpuops_emu_dynamic_shared, GPUOPS_EMU_DYNAMIC_SHARED_BYTES);
