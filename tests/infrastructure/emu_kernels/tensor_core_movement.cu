@@ -92,14 +92,22 @@ extern "C" __global__ void tf32_round(const float* __restrict__ x, unsigned* __r
 }
 
 // D = A B + C (A 16x8, B 8x8, C and D 16x8 float32, row-major) by one mma_m16n8k8_tf32,
-// the operands rounded by to_tf32, the fragments loaded per the PTX layout.
+// the fragments loaded per the PTX layout, the operands rounded by to_tf32 (round 1) or
+// passed as raw float bits (round 0: the mma uses their upper 19 bits, a truncation).
 extern "C" __global__ void mma_tf32(const float* __restrict__ A, const float* __restrict__ B,
-                                    const float* __restrict__ C, float* __restrict__ D) {
+                                    const float* __restrict__ C, float* __restrict__ D,
+                                    int round) {
     const int lane = threadIdx.x, g = lane / 4, t = lane % 4;
     unsigned a[4], b[2];
     float c[4];
-    for (int i = 0; i < 4; ++i) a[i] = to_tf32(A[8 * (g + 8 * (i % 2)) + t + 4 * (i / 2)]);
-    for (int i = 0; i < 2; ++i) b[i] = to_tf32(B[8 * (t + 4 * i) + g]);
+    for (int i = 0; i < 4; ++i) {
+        const float v = A[8 * (g + 8 * (i % 2)) + t + 4 * (i / 2)];
+        a[i] = round ? to_tf32(v) : __float_as_uint(v);
+    }
+    for (int i = 0; i < 2; ++i) {
+        const float v = B[8 * (t + 4 * i) + g];
+        b[i] = round ? to_tf32(v) : __float_as_uint(v);
+    }
     for (int i = 0; i < 4; ++i) c[i] = C[8 * (g + 8 * (i / 2)) + 2 * t + i % 2];
     mma_m16n8k8_tf32(c, a, b);
     for (int i = 0; i < 4; ++i) D[8 * (g + 8 * (i / 2)) + 2 * t + i % 2] = c[i];
