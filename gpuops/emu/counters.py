@@ -134,6 +134,10 @@ def _origin(listing: str, text: str) -> str:
 
 
 _EMULATOR_FILES = ("cuda_emu.h", "counters.h")
+# cuda/mma.cuh's wrappers whose emulation records accesses (ldmatrix's rows, cp.async's
+# copy): a site is the kernel's line that calls them, not the wrapper's body.
+_WRAPPERS = frozenset({"ldmatrix_x4", "ldmatrix_x4_trans", "ldmatrix_x2", "ldmatrix_x2_trans",
+                       "cp_async_16"})
 
 
 @functools.lru_cache(maxsize=64)
@@ -172,9 +176,9 @@ def symbolize(library: str | Path, pcs: Sequence[int]) -> dict[int, Site]:
     sites = {}
     for pc in pcs:
         chain = frames.get(pc, [])
-        source = next(((f, n) for _, f, n in chain
+        source = next(((f, n) for fn, f, n in chain
                        if Path(f).name not in _EMULATOR_FILES and not f.startswith("/usr/")
-                       and f not in ("", "??")), None)
+                       and f not in ("", "??") and fn.split("(")[0] not in _WRAPPERS), None)
         if source is None:
             sites[pc] = Site("?", 0, "", tuple(fn for fn, _, _ in chain))
             continue

@@ -121,6 +121,11 @@ def test_ldmatrix_bank_conflicts(counting, swizzle, wavefronts):
     # thread-level accesses: 32 row loads, 64 cp.async loads and 64 stores, 128 stores of
     # out: the emulator's own tables (the ldmatrix rows posted to the warp) not at all
     assert report.accesses == 32 + 64 + 64 + 128
+    # each access is reported at the kernel's line that calls the wrapper
+    lines = {(inst.space, inst.op): inst.site.text for inst in report.instructions}
+    assert lines[("shared", "ld")].startswith("ldmatrix_x4(frag, &tile[r]")
+    assert lines[("shared", "st")].startswith("cp_async_16(&tile[r][8 * at]")
+    assert lines[("global", "ld")] == lines[("shared", "st")]
     tile = src.reshape(8, 64)
     mats = numpy.stack([tile[:, 8 * i:8 * i + 8] for i in range(4)])
     numpy.testing.assert_array_equal(out.reshape(32, 4), fragments(mats))
