@@ -66,6 +66,29 @@ __device__ __forceinline__ A dot(const T* __restrict__ a, const T* __restrict__ 
     return s;
 }
 
+// A row's accumulators, spread over its group: thread t holds columns t + G c, c < PER.
+// acc += w x (the columns below cols).
+template <int PER, typename A, typename T>
+__device__ __forceinline__ void add_scaled_row(A (&acc)[PER], A w, const T* __restrict__ x,
+                                               long long cols, int t) {
+#pragma unroll
+    for (int c = 0; c < PER; ++c) {
+        const long long col = t + ATTENTION_G * c;
+        if (col < cols) acc[c] += w * to_acc(x[col]);
+    }
+}
+
+// dst[col] = finish(acc) for the columns below cols (one rounding to T).
+template <int PER, typename A, typename T, typename F>
+__device__ __forceinline__ void store_row(T* __restrict__ dst, const A (&acc)[PER],
+                                          long long cols, int t, F finish) {
+#pragma unroll
+    for (int c = 0; c < PER; ++c) {
+        const long long col = t + ATTENTION_G * c;
+        if (col < cols) store_acc(dst + col, finish(acc[c]));
+    }
+}
+
 // Keys k0 .. k0 + n - 1 of a key tile that query row i sees (n = 0 for rows past tq).
 template <int TILE>
 __device__ __forceinline__ long long visible_keys(long long i, long long k0, long long tq,
@@ -99,9 +122,7 @@ __device__ __forceinline__ void attention_rows(
         load_tile<TILE>(qs, q + b * tq * d, q0, tq, d);
         const long long k_end = causal && q0 + TILE < tk ? q0 + TILE : tk;
         A m = lowest_acc(A(0)), l = A(0);
-        A acc[PER];
-#pragma unroll
-        for (int c = 0; c < PER; ++c) acc[c] = A(0);
+        A acc[PER] = {};  // this thread's columns t + G c of the row's accumulators
         for (long long k0 = 0; k0 < k_end; k0 += TILE) {
             __syncthreads();
             load_tile<TILE>(ks, kb, k0, tk, d);
@@ -138,12 +159,7 @@ __device__ __forceinline__ void attention_rows(
                 for (int c = 0; c < PER; ++c) acc[c] *= alpha;
                 for (long long j = 0; j < n; ++j) {
                     const A p = ps[r * (TILE + 1) + j];
-                    const T* vj = vs + j * (dv + 1);
-#pragma unroll
-                    for (int c = 0; c < PER; ++c) {
-                        const long long col = t + G * c;
-                        if (col < dv) acc[c] += p * to_acc(vj[col]);
-                    }
+                    add_scaled_row(acc, p, vs + j * (dv + 1), dv, t);
                 }
             }
         }
@@ -159,11 +175,7 @@ __device__ __forceinline__ void attention_rows(
                 delta[row] = part;
             }
         } else if (i < tq) {
-#pragma unroll
-            for (int c = 0; c < PER; ++c) {
-                const long long col = t + G * c;
-                if (col < dv) store_acc(y + row * dv + col, acc[c] / l);
-            }
+            store_row(y + row * dv, acc, dv, t, [l](A a) { return a / l; });
         }
     }
 }
@@ -194,9 +206,7 @@ __device__ __forceinline__ void attention_grad_q(
         load_tile<TILE>(gs, gy + b * tq * dv, q0, tq, dv);
         const A li = i < tq ? lse[row] : A(0), di = i < tq ? delta[row] : A(0);
         const long long k_end = causal && q0 + TILE < tk ? q0 + TILE : tk;
-        A acc[PER];
-#pragma unroll
-        for (int c = 0; c < PER; ++c) acc[c] = A(0);
+        A acc[PER] = {};  // this thread's columns t + G c of the row's accumulators
         for (long long k0 = 0; k0 < k_end; k0 += TILE) {
             __syncthreads();
             load_tile<TILE>(ks, kb, k0, tk, d);
@@ -215,21 +225,10 @@ __device__ __forceinline__ void attention_grad_q(
             __syncthreads();
             for (long long j = 0; j < n; ++j) {
                 const A ds = dss[r * (TILE + 1) + j];
-                const T* kj = ks + j * (d + 1);
-#pragma unroll
-                for (int c = 0; c < PER; ++c) {
-                    const long long col = t + G * c;
-                    if (col < d) acc[c] += ds * to_acc(kj[col]);
-                }
+                add_scaled_row(acc, ds, ks + j * (d + 1), d, t);
             }
         }
-        if (i < tq) {
-#pragma unroll
-            for (int c = 0; c < PER; ++c) {
-                const long long col = t + G * c;
-                if (col < d) store_acc(gq + row * d + col, scale * acc[c]);
-            }
-        }
+        if (i < tq) store_row(gq + row * d, acc, d, t, [scale](A a) { return scale * a; });
     }
 }
 
@@ -261,9 +260,7 @@ __device__ __forceinline__ void attention_grad_kv(
         __syncthreads();
         load_tile<TILE>(ks, k + b * tk * d, k0, tk, d);
         if (GRAD_K) load_tile<TILE>(vs, v + b * tk * dv, k0, tk, dv);
-        A acc[PER];
-#pragma unroll
-        for (int c = 0; c < PER; ++c) acc[c] = A(0);
+        A acc[PER] = {};  // this thread's columns t + G c of the row's accumulators
         // causal: the queries before the tile's first key see none of its keys
         for (long long q0 = causal ? k0 / TILE * TILE : 0; q0 < tq; q0 += TILE) {
             __syncthreads();
@@ -292,21 +289,12 @@ __device__ __forceinline__ void attention_grad_kv(
             for (long long il = lo; il < hi; ++il) {
                 const A wi = ws[r * (TILE + 1) + il];
                 const T* xi = GRAD_K ? qs + il * (d + 1) : gs + il * (dv + 1);
-#pragma unroll
-                for (int c = 0; c < PER; ++c) {
-                    const long long col = t + G * c;
-                    if (col < cols) acc[c] += wi * to_acc(xi[col]);
-                }
+                add_scaled_row(acc, wi, xi, cols, t);
             }
         }
-        if (j < tk) {
-#pragma unroll
-            for (int c = 0; c < PER; ++c) {
-                const long long col = t + G * c;
-                if (col < cols) store_acc(gx + (b * tk + j) * cols + col, GRAD_K ? scale * acc[c]
-                                                                                : acc[c]);
-            }
-        }
+        if (j < tk)
+            store_row(gx + (b * tk + j) * cols, acc, cols, t,
+                      [scale](A a) { return GRAD_K ? scale * a : a; });
     }
 }
 
