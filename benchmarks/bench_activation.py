@@ -5,6 +5,8 @@ silu too). Baselines: the bare expression (NumPy, CuPy) and PyTorch's own op.
 (the kernels read x, not y)."""
 from __future__ import annotations
 
+import functools
+
 import numpy
 
 import gpuops
@@ -51,9 +53,14 @@ def cases(env: Env) -> list[Case]:
     if not env.on_gpu and not env.quick:  # NumPy's 16-bit path vs float32, full sizes
         x = env.random(n, -4.0, 4.0)
         gy = env.random(n, -1.0, 1.0)
-        for name in ("relu", "sigmoid", "tanh", "gelu", "silu"):
+        for name in ("relu", "leaky_relu", "sigmoid", "tanh", "gelu", "silu"):
             fn = getattr(gpuops, name)
             out += sixteen_bit_cases(name, fn, (x,))
             out += sixteen_bit_cases(f"{name}_wrt_x1", getattr(gpuops, f"{name}_wrt_x1"),
                                      (x, fn(x), gy))
+        gelu_tanh = functools.partial(gpuops.gelu, approximate="tanh")
+        out += sixteen_bit_cases("gelu tanh", gelu_tanh, (x,))
+        out += sixteen_bit_cases("gelu_wrt_x1 tanh",
+                                 functools.partial(gpuops.gelu_wrt_x1, approximate="tanh"),
+                                 (x, gelu_tanh(x), gy))
     return out

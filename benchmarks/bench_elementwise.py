@@ -101,15 +101,44 @@ def cases(env: Env) -> list[Case]:
     out.append(Case("pow_wrt_x1 p=3", lambda x, y, g: gpuops.pow_wrt_x1(x, y, g, p=3.0),
                     (a, y_pow, gy), 3 * full, lambda m, x, y, g: g * 3.0 * x ** 2.0))
     if not env.on_gpu and not env.quick:  # full CPU sizes (not the emulator profile's)
-        y_add, y_exp = gpuops.add(a, b), gpuops.exp(a)
-        for name, fn, inputs in (
-                ("add", gpuops.add, (a, b)), ("mul", gpuops.mul, (a, b)),
-                ("exp", gpuops.exp, (a,)),
-                ("mul broadcast (n/1024,1024)+(1024,)", gpuops.mul, (rows, row)),
-                ("add_wrt_x1", gpuops.add_wrt_x1, (a, b, y_add, gy)),
-                ("mul_wrt_x1", gpuops.mul_wrt_x1, (a, b, y_mul, gy)),
-                ("exp_wrt_x1", gpuops.exp_wrt_x1, (a, y_exp, gy))):
-            out += sixteen_bit_cases(name, fn, inputs)
+        out += _sixteen_bit(a, b, gy, rows, row, nchw, channel, gy_nchw)
+    return out
+
+
+def _sixteen_bit(a: Any, b: Any, gy: Any, rows: Any, row: Any, nchw: Any, channel: Any,
+                 gy_nchw: Any) -> list[Case]:
+    """Every elementwise operator and gradient of this family in 16 bits on the NumPy
+    backend, against the same call in float32 (issue 14: within 1.5x)."""
+    out: list[Case] = []
+    for op in ("add", "sub", "mul", "div"):
+        fn = getattr(gpuops, op)
+        y = fn(a, b)
+        out += sixteen_bit_cases(op, fn, (a, b))
+        for k in (1, 2):
+            out += sixteen_bit_cases(f"{op}_wrt_x{k}", getattr(gpuops, f"{op}_wrt_x{k}"),
+                                     (a, b, y, gy))
+    out += sixteen_bit_cases("add alpha=2", lambda u, v: gpuops.add(u, v, alpha=2), (a, b))
+    out += sixteen_bit_cases("add python scalar", lambda u: gpuops.add(u, 2.0), (a,))
+    out += sixteen_bit_cases("div python scalar x1", lambda u: gpuops.div(1.0, u), (a,))
+    out += sixteen_bit_cases("mul broadcast (n/1024,1024)+(1024,)", gpuops.mul, (rows, row))
+    out += sixteen_bit_cases("mul_wrt_x2 broadcast (sum over rows)", gpuops.mul_wrt_x2,
+                             (rows, row, gpuops.mul(rows, row), gpuops.mul(rows, row)))
+    for op in ("axis_add", "axis_mul"):
+        fn = getattr(gpuops, op)
+        out += sixteen_bit_cases(f"{op} NCHW axis=1", fn, (nchw, channel))
+        out += sixteen_bit_cases(f"{op}_wrt_x1 NCHW axis=1", getattr(gpuops, f"{op}_wrt_x1"),
+                                 (nchw, channel, fn(nchw, channel), gy_nchw))
+    for op in ("neg", "exp", "log", "sqrt", "square", "abs", "sin", "cos"):
+        fn = getattr(gpuops, op)
+        out += sixteen_bit_cases(op, fn, (a,))
+        out += sixteen_bit_cases(f"{op}_wrt_x1", getattr(gpuops, f"{op}_wrt_x1"),
+                                 (a, fn(a), gy))
+    for p in (2.0, 3.0):
+        out += sixteen_bit_cases(f"pow p={p:g}", lambda u, p=p: gpuops.pow(u, p=p), (a,))
+        out += sixteen_bit_cases(f"pow_wrt_x1 p={p:g}",
+                                 lambda x, y, g, p=p: gpuops.pow_wrt_x1(x, y, g, p=p),
+                                 (a, gpuops.pow(a, p=p), gy))
+    out += sixteen_bit_cases("pow x2 array", gpuops.pow, (a, b))
     return out
 
 

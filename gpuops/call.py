@@ -42,7 +42,10 @@ C library built at first use) where it is available and the arrays are contiguou
 otherwise bfloat16 converts by ml_dtypes' casts and float16 by a few vectorized integer
 and float32 NumPy operations, bit for bit NumPy's own float16 casts (scalar loops here:
 about 1 ns per element, against 0.06 for a float32 addition). Every path gives the same
-bits (docs/sixteen_bit.md).
+bits (docs/sixteen_bit.md). A signature that declares its float32 math as a fused form
+(``fused``: :mod:`gpuops.native.fused`) runs a 16-bit call of :data:`FUSED_MIN` elements
+or more in one native pass instead (16-bit loads, float32 arithmetic, one rounding; a
+one-input forward by a table of its NumPy code's results), with the same bits.
 """
 from __future__ import annotations
 
@@ -54,11 +57,13 @@ import numpy
 
 from . import kernels
 from . import native as _native
+from .native import fused as _fused
+from .native.fused import TABLE, Expr
 from . import backend as _backend
 from .backend import (FLOAT_DTYPES, INT_DTYPES, NUMPY, SIXTEEN_BIT_DTYPES, Backend,
                       cpu_backend, describe, gpu_backend, is_cupy_array)
 
-__all__ = ["Signature", "Call", "check_shape", "result_dtype", "widen", "narrow"]
+__all__ = ["Signature", "Call", "check_shape", "result_dtype", "widen", "narrow", "TABLE", "Expr"]
 
 Array = Any
 _ndarray = numpy.ndarray
@@ -83,6 +88,9 @@ _PASSES_MIN = 1 << 14
 # per full-size input, the result, and two for float16's rounding) stay in the L2 / L3
 # cache; smaller chunks cost more Python per element.
 CHUNK = 1 << 17
+# Elements from which a 16-bit call with a fused form (Signature's ``fused``) runs it: below,
+# its few Python steps cost more than the NumPy path's (measured).
+FUSED_MIN = 1 << 12
 _scratch = threading.local()
 
 
@@ -227,17 +235,21 @@ class Signature:
     ``strided``: the kernels read the inputs through strides (no contiguous copies).
     ``elementwise``: the NumPy code computes each output element from the same element of
     each (broadcast) input, nothing else (no reduction, no shape-dependent step): the NumPy
-    backend may then run a 16-bit call in chunks (:meth:`Call.run`).
+    backend may then run a 16-bit call in chunks (:meth:`Call.run`). ``fused``: the NumPy
+    code's float32 math as an expression (:mod:`gpuops.native.fused`: a function of symbolic
+    inputs and the call's parameters returning an :class:`Expr` or None, or :data:`TABLE`
+    for a one-input forward): the NumPy backend then runs a 16-bit call in one native pass
+    (load 16 bits, float32 arithmetic, round once), with the same result.
     """
 
     __slots__ = ("op", "family", "names", "roles", "dtypes", "kernel_dtypes", "strided",
-                 "elementwise", "_arrays_only")
+                 "elementwise", "fused", "_arrays_only")
 
     def __init__(self, op: str, family: str, names: Sequence[str], *,
                  scalars: Sequence[str] = (), optional: Sequence[str] = (),
                  ints: Sequence[str] = (), dtypes: Sequence[Any] = FLOAT_DTYPES,
                  kernel_dtypes: Sequence[Any] | None = None, strided: bool = False,
-                 elementwise: bool = False) -> None:
+                 elementwise: bool = False, fused: Any = None) -> None:
         self.op = op
         self.family = family
         self.names = tuple(names)
@@ -249,6 +261,7 @@ class Signature:
         self.dtypes = numpy_dtypes | _SIXTEEN_BIT if _FLOAT32 in numpy_dtypes else numpy_dtypes
         self.strided = strided
         self.elementwise = elementwise
+        self.fused = fused
         # Whether a call whose inputs are all NumPy arrays of one dtype may skip the per-input
         # checks (no integer labels among the inputs).
         self._arrays_only = _INTS not in self.roles
@@ -423,6 +436,13 @@ class Call:
         params = [numpy.float32(p) if isinstance(p, numpy.generic) and p.dtype in _SIXTEEN_BIT
                   else _FLOAT32 if isinstance(p, numpy.dtype) and p in _SIXTEEN_BIT
                   else p for p in params]
+        form = self.signature.fused
+        if form is not None and result_dtype in _SIXTEEN_BIT and (
+                _layout_size(shape) >= FUSED_MIN  # or a term summed to a smaller result:
+                or any(getattr(x, "size", 0) >= FUSED_MIN for x in arrays)):
+            done = self._run_fused(form, out, shape, cpu, params, result_dtype, arrays)
+            if done is not None:
+                return done
         if self.signature.elementwise and result_dtype in _SIXTEEN_BIT \
                 and _layout_size(shape) > CHUNK and _chunkable(arrays, shape, result_dtype):
             return self._run_elementwise(out, shape, cpu, params, result_dtype, arrays)
@@ -439,6 +459,25 @@ class Call:
         result = numpy.empty(shape, result_dtype) if out is None else out
         _narrow_whole(y, result)  # past the range: ±inf, silently
         return result
+
+    @staticmethod
+    def _run_fused(form: Any, out: Array | None, shape: tuple, cpu: Callable,
+                   params: Sequence[Any], result_dtype: numpy.dtype,
+                   arrays: Sequence[Any]) -> Array | None:
+        """The 16-bit call by its declared fused form (:func:`gpuops.native.fused.run`) into
+        ``out`` (when it is C-contiguous and overlaps no input other than element for
+        element) or a new array; None when the form does not apply (the NumPy path)."""
+        y16 = out
+        if out is None or not (out.flags.c_contiguous and out.flags.aligned) or any(
+                isinstance(x, _ndarray) and numpy.may_share_memory(out, x)
+                and not _same_elements(out, x) for x in arrays):
+            y16 = numpy.empty(shape, result_dtype)
+        if not _fused.run(form, cpu, arrays, params, shape, result_dtype, y16):
+            return None
+        if out is not None and y16 is not out:
+            out[...] = y16
+            return out
+        return y16
 
     def _run_elementwise(self, out: Array | None, shape: tuple, cpu: Callable,
                          params: Sequence[Any], result_dtype: numpy.dtype,

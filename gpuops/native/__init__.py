@@ -32,13 +32,16 @@ import numpy
 
 __all__ = ["widen", "narrow", "available", "cache_dir"]
 
-_SOURCE = Path(__file__).with_name("casts.c")
+_SOURCES = [Path(__file__).with_name(name) for name in ("casts.c", "fused.c")]
 _FLOAT32 = numpy.dtype(numpy.float32)
 _FLOAT16 = numpy.dtype(numpy.float16)
 _BFLOAT16 = numpy.dtype(ml_dtypes.bfloat16)
 _lock = threading.Lock()
 _loaded = False
 _functions: dict[tuple[str, numpy.dtype], Any] = {}  # ("widen"|"narrow", 16-bit dtype)
+# fused.c's functions once loaded (gpuops.native.fused)
+fused_run: Any = None
+lookup16: Any = None
 
 
 def cache_dir() -> Path:
@@ -65,7 +68,9 @@ def _build() -> Path:
     if cc is None:
         raise OSError("no C compiler")
     cpu = _cpu_flags()
-    flags = ["-O3", "-shared", "-fPIC", "-fno-trapping-math"]  # lets the selects vectorize
+    # -fno-trapping-math lets the selects vectorize; -ffp-contract=off: no fused multiply-adds
+    # (fused.c's a*b+c is two roundings, as NumPy's two ufunc calls)
+    flags = ["-O3", "-shared", "-fPIC", "-fno-trapping-math", "-ffp-contract=off"]
     if "avx2" in cpu:
         flags.append("-mavx2")
         if "f16c" in cpu:
@@ -74,9 +79,9 @@ def _build() -> Path:
             flags += ["-mavx512f", "-mavx512bw", "-mavx512vl"]
     version = subprocess.run([cc, "--version"], capture_output=True, text=True, check=True,
                              timeout=60).stdout.splitlines()[0]
-    source = _SOURCE.read_bytes()
-    digest = hashlib.sha256(b"\0".join([source, version.encode(), " ".join(flags).encode(),
-                                        " ".join(sorted(cpu)).encode()])).hexdigest()[:20]
+    parts = [*(path.read_bytes() for path in _SOURCES), version.encode(),
+             " ".join(flags).encode(), " ".join(sorted(cpu)).encode()]
+    digest = hashlib.sha256(b"\0".join(parts)).hexdigest()[:20]
     target = cache_dir() / f"casts-{digest}.so"
     if target.exists():
         return target
@@ -84,8 +89,8 @@ def _build() -> Path:
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=target.stem, suffix=".tmp")
     os.close(fd)
     try:
-        subprocess.run([cc, *flags, "-o", tmp, str(_SOURCE)], capture_output=True, check=True,
-                       timeout=300)
+        subprocess.run([cc, *flags, "-o", tmp, *map(str, _SOURCES)], capture_output=True,
+                       check=True, timeout=300)
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):
@@ -95,7 +100,7 @@ def _build() -> Path:
 
 def _load() -> None:
     """Fill :data:`_functions` once per process (left empty when disabled or on failure)."""
-    global _loaded
+    global _loaded, fused_run, lookup16
     with _lock:
         if _loaded:
             return
@@ -110,8 +115,18 @@ def _load() -> None:
                     function.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t]
                     function.restype = None
                     _functions[name, dtype] = function
+                fused_run = library.fused_run
+                fused_run.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p,
+                                      ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
+                                      ctypes.c_void_p, ctypes.c_int64, ctypes.c_size_t]
+                fused_run.restype = ctypes.c_int
+                lookup16 = library.lookup16
+                lookup16.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
+                                     ctypes.c_size_t]
+                lookup16.restype = None
         except Exception:  # no compiler, a compile error, no library: the NumPy path
             _functions.clear()
+            fused_run = lookup16 = None
         _loaded = True
 
 

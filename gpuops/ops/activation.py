@@ -38,7 +38,7 @@ from typing import Any
 import numpy
 
 from ..backend import ALL_FLOAT_DTYPES
-from ..call import Call, Signature, check_shape
+from ..call import TABLE, Call, Signature, check_shape
 from ..registry import register
 from . import _args, _math
 
@@ -243,10 +243,25 @@ def _gradient_gpu(kernel: str, call: Call, x: Array, y: Array, gy: Array, gx: Ar
 _GPU = {k: (functools.partial(_forward_gpu, k), functools.partial(_gradient_gpu, k))
         for k in _CPU}
 _OPS = ("relu", "leaky_relu", "sigmoid", "tanh", "gelu", "silu")
-_FORWARD = {op: Signature(op, FAMILY, ("x1",), kernel_dtypes=ALL_FLOAT_DTYPES, elementwise=True)
+
+
+def _tanh_slope(x: Array) -> Array:
+    """tanh'(x) as _tanh_grad_cpu computes it (the table of its fused form)."""
+    return 4 * _math.logistic_slope(x, 2)
+
+
+# The 16-bit fused forms of the gradients (gpuops.native.fused): gy times a table of x.
+_FUSED_GRADIENT = {
+    "relu": lambda x, y, gy, slope: gy * x.map(numpy.greater, 0),
+    "sigmoid": lambda x, y, gy, slope: gy * x.map(_math.logistic_slope, 1),
+    "tanh": lambda x, y, gy, slope: gy * x.map(_tanh_slope),
+}
+_FORWARD = {op: Signature(op, FAMILY, ("x1",), kernel_dtypes=ALL_FLOAT_DTYPES, elementwise=True,
+                          fused=TABLE)
             for op in _OPS}
 _GRADIENT = {op: Signature(f"{op}_wrt_x1", FAMILY, ("x1", "y", "gy"),
-                           kernel_dtypes=ALL_FLOAT_DTYPES, elementwise=True) for op in _OPS}
+                           kernel_dtypes=ALL_FLOAT_DTYPES, elementwise=True,
+                           fused=_FUSED_GRADIENT.get(op)) for op in _OPS}
 
 
 def _forward(op: str, x1: Array, out: Array | None, slope: float = 0.0,

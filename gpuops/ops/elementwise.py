@@ -7,12 +7,14 @@ back to the input's shape (:func:`gpuops.ops.reduction.sum_to_shape`).
 """
 from __future__ import annotations
 
+import functools
+import operator
 from typing import Any, Callable
 
 import numpy
 
 from ..backend import ALL_FLOAT_DTYPES, NUMPY
-from ..call import Call, Signature, check_shape
+from ..call import TABLE, Call, Signature, check_shape
 from ..kernels import BLOCK, fastdiv
 from ..registry import register
 from . import _args, _layout, _rows
@@ -85,8 +87,19 @@ def _alpha_gpu(call: Call, x1: Array, x2: Array, y: Array, op: str, alpha: Any) 
 # Operands that may be a Python scalar: x2 of every binary op, x1 too for the
 # non-commutative sub and div (sub(2.0, x), div(1.0, x)).
 _SCALAR_OPERANDS = {"add": ("x2",), "sub": ("x1", "x2"), "mul": ("x2",), "div": ("x1", "x2")}
+_OPERATOR = {"add": operator.add, "sub": operator.sub, "mul": operator.mul,
+             "div": operator.truediv}
+
+
+def _fused_binary(op: str) -> Callable:
+    """The 16-bit fused form (gpuops.native.fused) of x1 op x2, and of _alpha_cpu's
+    x1 op (x2 alpha) when the call passes (op, alpha)."""
+    combine = _OPERATOR[op]
+    return lambda x1, x2, *alpha: combine(x1, x2 * alpha[1] if alpha else x2)
+
+
 _BINARY = {op: Signature(op, FAMILY, ("x1", "x2"), scalars=_SCALAR_OPERANDS[op], strided=True,
-                     elementwise=True, kernel_dtypes=ALL_FLOAT_DTYPES)
+                     elementwise=True, kernel_dtypes=ALL_FLOAT_DTYPES, fused=_fused_binary(op))
            for op in _NUMPY_BINARY}
 
 
@@ -231,9 +244,39 @@ def _binary_grad_gpu(call: Call, x1: Array, x2: Array, y: Array, gy: Array, gx: 
         sum_to_shape(call.backend, g, gx)
 
 
+# The 16-bit fused forms of _TERM_CPU (over gy's shape: gradients that need no sum).
+_FUSED_TERM: dict[tuple[str, int], Callable] = {
+    ("add", 1): lambda x1, x2, gy: gy,
+    ("add", 2): lambda x1, x2, gy: gy,
+    ("sub", 1): lambda x1, x2, gy: gy,
+    ("sub", 2): lambda x1, x2, gy: -gy,
+    ("mul", 1): lambda x1, x2, gy: gy * x2,
+    ("mul", 2): lambda x1, x2, gy: gy * x1,
+    ("div", 1): lambda x1, x2, gy: gy / x2,
+    ("div", 2): lambda x1, x2, gy: -(gy * x1 / x2 / x2),
+}
+
+
+def _sum_to(g: Array, gx: Array) -> None:
+    sum_to_shape(NUMPY, g, gx)
+
+
+def _fused_binary_grad(term: tuple) -> Callable:
+    """_binary_grad_cpu's fused form: ±alpha·gy for x2 with alpha != 1, else the term
+    (summed to a broadcast operand's shape by NumPy)."""
+    def form(x1: Any, x2: Any, y: Any, gy: Any, _term: tuple, dtype: Any, alpha: Any) -> Any:
+        summed = (x1, x2)[term[1] - 1].shape != gy.shape
+        if alpha != 1 and term[1] == 2:
+            return None if summed else gy * (_ALPHA_SIGN[term[0]] * alpha)
+        g = _FUSED_TERM[term](x1, x2, gy)
+        return g.reduced(_sum_to, gy.shape) if summed else g
+    return form
+
+
 _BINARY_GRAD = {(op, k): Signature(f"{op}_wrt_x{k}", FAMILY, ("x1", "x2", "y", "gy"),
                                    scalars=_SCALAR_OPERANDS[op], strided=True, elementwise=True,
-                                   kernel_dtypes=ALL_FLOAT_DTYPES)
+                                   kernel_dtypes=ALL_FLOAT_DTYPES,
+                                   fused=_fused_binary_grad((op, k)))
                 for op in _NUMPY_BINARY for k in (1, 2)}
 
 
@@ -345,7 +388,8 @@ def _axis_gpu(call: Call, x1: Array, x2: Array, y: Array, op: str, axis: int) ->
     _launch_axis(call, op, x1, x2, y, axis)
 
 
-_AXIS = {op: Signature(f"axis_{op}", FAMILY, ("x1", "x2"), kernel_dtypes=ALL_FLOAT_DTYPES)
+_AXIS = {op: Signature(f"axis_{op}", FAMILY, ("x1", "x2"), kernel_dtypes=ALL_FLOAT_DTYPES,
+                       fused=lambda x1, x2, op, axis: _OPERATOR[op](x1, x2.along(axis)))
          for op in _NUMPY_BINARY}
 
 
@@ -417,8 +461,30 @@ def _axis_grad_gpu(call: Call, x1: Array, x2: Array, y: Array, gy: Array, g: Arr
                                                         _i64(splits)))
 
 
+_FUSED_AXIS_WRT_X2: dict[str, Callable] = {  # _AXIS_WRT_X2_NUMPY's terms
+    "add": lambda x1, x2c, gy: gy,
+    "sub": lambda x1, x2c, gy: -gy,
+    "mul": lambda x1, x2c, gy: gy * x1,
+    "div": lambda x1, x2c, gy: -gy * x1 / (x2c * x2c),
+}
+
+
+def _fused_axis_grad(x1: Any, x2: Any, y: Any, gy: Any, op: str, k: int, axis: int) -> Any:
+    """_axis_grad_cpu's fused form: wrt x1 gy, or gy op x2 along axis; wrt x2 the term,
+    summed over every axis but ``axis`` by NumPy."""
+    if k == 1:
+        return gy if op in ("add", "sub") else _OPERATOR[op](gy, x2.along(axis))
+    axes = tuple(i for i in range(len(gy.shape)) if i != axis)
+    term = _FUSED_AXIS_WRT_X2[op](x1, x2.along(axis), gy)
+    return term.reduced(functools.partial(_sum_axes, axes), gy.shape)
+
+
+def _sum_axes(axes: tuple, full: Array, g: Array) -> None:
+    numpy.sum(full, axis=axes, out=g)
+
+
 _AXIS_GRAD = {(op, k): Signature(f"axis_{op}_wrt_x{k}", FAMILY, ("x1", "x2", "y", "gy"),
-                                 kernel_dtypes=ALL_FLOAT_DTYPES)
+                                 kernel_dtypes=ALL_FLOAT_DTYPES, fused=_fused_axis_grad)
               for op in _NUMPY_BINARY for k in (1, 2)}
 
 
@@ -525,10 +591,27 @@ def _unary_grad_gpu(call: Call, x: Array, y: Array, gy: Array, gx: Array) -> Non
     call.launch_1d(call.op, gx.size, (x, y, gy, gx, _i64(gx.size)))
 
 
-_UNARY = {op: Signature(op, FAMILY, ("x1",), elementwise=True, kernel_dtypes=ALL_FLOAT_DTYPES)
+# The 16-bit fused forms of the gradients (gpuops.native.fused): _UNARY_NUMPY's float32 math.
+_FUSED_UNARY_GRAD: dict[str, Callable] = {
+    "neg": lambda x, y, gy: -gy,
+    "exp": lambda x, y, gy: gy * y,
+    "log": lambda x, y, gy: gy / x,
+    "sqrt": lambda x, y, gy: gy / y * 0.5,
+    "square": lambda x, y, gy: x * 2 * gy,
+    "abs": lambda x, y, gy: x.map(numpy.sign) * gy,
+    "sin": lambda x, y, gy: x.map(numpy.cos) * gy,
+    "cos": lambda x, y, gy: -(x.map(numpy.sin) * gy),
+}
+# The forwards: a table of the NumPy code's results, or (memory-bound NumPy loops, which a
+# lookup per element would not keep up with) their float32 math.
+_FUSED_UNARY: dict[str, Any] = {"neg": operator.neg, "abs": operator.abs,
+                                "square": lambda x: x * x}
+_UNARY = {op: Signature(op, FAMILY, ("x1",), elementwise=True, kernel_dtypes=ALL_FLOAT_DTYPES,
+                        fused=_FUSED_UNARY.get(op, TABLE))
           for op in _UNARY_NUMPY}
 _UNARY_GRAD = {op: Signature(f"{op}_wrt_x1", FAMILY, ("x1", "y", "gy"), elementwise=True,
-                             kernel_dtypes=ALL_FLOAT_DTYPES) for op in _UNARY_NUMPY}
+                             kernel_dtypes=ALL_FLOAT_DTYPES, fused=_FUSED_UNARY_GRAD[op])
+               for op in _UNARY_NUMPY}
 
 
 def _unary(op: str, x1: Array, out: Array | None) -> Array:
@@ -702,9 +785,17 @@ def _pow_array_grad_gpu(call: Call, x1: Array, x2: Array, y: Array, gy: Array, g
         sum_to_shape(call.backend, g, gx)
 
 
-_POW = Signature("pow", FAMILY, ("x1",), elementwise=True, kernel_dtypes=ALL_FLOAT_DTYPES)
+def _pow_slope(x: Array, p: Any, p_minus_1: Any) -> Array:
+    """p x^(p-1) as _pow_grad_cpu computes it (the table of its fused form)."""
+    return numpy.power(x, p_minus_1) * p
+
+
+_POW = Signature("pow", FAMILY, ("x1",), elementwise=True, kernel_dtypes=ALL_FLOAT_DTYPES,
+                 fused=TABLE)
 _POW_GRAD = Signature("pow_wrt_x1", FAMILY, ("x1", "y", "gy"), elementwise=True,
-                      kernel_dtypes=ALL_FLOAT_DTYPES)
+                      kernel_dtypes=ALL_FLOAT_DTYPES,
+                      fused=lambda x, y, gy, p, p_minus_1: None if p == 0
+                      else x.map(_pow_slope, p, p_minus_1) * gy)
 _POW_ARRAY = Signature("pow", FAMILY, ("x1", "x2"), scalars=("x2",), strided=True,
                        elementwise=True, kernel_dtypes=ALL_FLOAT_DTYPES)
 _POW_ARRAY_GRAD = {k: Signature(f"pow_wrt_x{k}", FAMILY, ("x1", "x2", "y", "gy"),
