@@ -30,6 +30,34 @@ __device__ __forceinline__ A ordered_sum(const A* __restrict__ p, long long coun
     return s;
 }
 
+// Stage 1 over this block's (channel, chunk) pairs v = c * splits + s: partial[2v] and
+// partial[2v + 1] are the chunk's sums of the two terms that terms(i, t1, t2) gives for its
+// elements i, where terms = channel(c) is made once per pair (it holds the channel's
+// statistics).
+template <typename A, typename Channel>
+__device__ __forceinline__ void channel_sums(A* __restrict__ partial, long long C,
+                                             long long inner, long long M, long long chunk,
+                                             long long splits, Channel channel) {
+    for (long long v = blockIdx.x; v < C * splits; v += gridDim.x) {
+        const long long c = v / splits, start = (v % splits) * chunk;
+        const long long end = start + chunk < M ? start + chunk : M;
+        const auto terms = channel(c);
+        A s1 = A(0), s2 = A(0);
+        for (long long m = start + threadIdx.x; m < end; m += blockDim.x) {
+            A t1, t2;
+            terms((m / inner) * C * inner + c * inner + m % inner, t1, t2);
+            s1 += t1;
+            s2 += t2;
+        }
+        s1 = block_sum(s1);
+        s2 = block_sum(s2);
+        if (threadIdx.x == 0) {
+            partial[2 * v] = s1;
+            partial[2 * v + 1] = s2;
+        }
+    }
+}
+
 // T the storage type, A the accumulation type (float for 16-bit T): the statistics, partial
 // sums and per-channel sums are A arrays (float32 for 16-bit data), x, gy, w, b, y and gx T.
 #define BATCH_NORM_ALL(T, A, SFX)                                                              \
@@ -37,47 +65,26 @@ __device__ __forceinline__ A ordered_sum(const A* __restrict__ p, long long coun
     extern "C" __global__ void batch_norm_moments_##SFX(                                       \
         const T* __restrict__ x, const A* __restrict__ shift, A* __restrict__ partial,         \
         long long C, long long inner, long long M, long long chunk, long long splits) {        \
-        for (long long v = blockIdx.x; v < C * splits; v += gridDim.x) {                       \
-            const long long c = v / splits, start = (v % splits) * chunk;                      \
-            const long long end = start + chunk < M ? start + chunk : M;                       \
+        channel_sums(partial, C, inner, M, chunk, splits, [=](long long c) {                   \
             const A sh = shift[c];                                                             \
-            A s1 = A(0), s2 = A(0);                                                            \
-            for (long long m = start + threadIdx.x; m < end; m += blockDim.x) {                \
-                const A d = load_acc(x + (m / inner) * C * inner + c * inner + m % inner) - sh; \
-                s1 += d;                                                                       \
-                s2 += d * d;                                                                   \
-            }                                                                                  \
-            s1 = block_sum(s1);                                                                \
-            s2 = block_sum(s2);                                                                \
-            if (threadIdx.x == 0) {                                                            \
-                partial[2 * v] = s1;                                                           \
-                partial[2 * v + 1] = s2;                                                       \
-            }                                                                                  \
-        }                                                                                      \
+            return [=](long long i, A& d, A& d2) {                                             \
+                d = load_acc(x + i) - sh;                                                      \
+                d2 = d * d;                                                                    \
+            };                                                                                 \
+        });                                                                                    \
     }                                                                                          \
     /* partial[2v] = sum gy, partial[2v+1] = sum gy (x - mean_c) */                            \
     extern "C" __global__ void batch_norm_grad_moments_##SFX(                                  \
         const T* __restrict__ x, const T* __restrict__ gy, const A* __restrict__ mean,         \
         A* __restrict__ partial, long long C, long long inner, long long M, long long chunk,   \
         long long splits) {                                                                    \
-        for (long long v = blockIdx.x; v < C * splits; v += gridDim.x) {                       \
-            const long long c = v / splits, start = (v % splits) * chunk;                      \
-            const long long end = start + chunk < M ? start + chunk : M;                       \
+        channel_sums(partial, C, inner, M, chunk, splits, [=](long long c) {                   \
             const A mu = mean[c];                                                              \
-            A s1 = A(0), s2 = A(0);                                                            \
-            for (long long m = start + threadIdx.x; m < end; m += blockDim.x) {                \
-                const long long i = (m / inner) * C * inner + c * inner + m % inner;           \
-                const A g = load_acc(gy + i);                                                  \
-                s1 += g;                                                                       \
-                s2 += g * (load_acc(x + i) - mu);                                              \
-            }                                                                                  \
-            s1 = block_sum(s1);                                                                \
-            s2 = block_sum(s2);                                                                \
-            if (threadIdx.x == 0) {                                                            \
-                partial[2 * v] = s1;                                                           \
-                partial[2 * v + 1] = s2;                                                       \
-            }                                                                                  \
-        }                                                                                      \
+            return [=](long long i, A& g, A& gd) {                                             \
+                g = load_acc(gy + i);                                                          \
+                gd = g * (load_acc(x + i) - mu);                                               \
+            };                                                                                 \
+        });                                                                                    \
     }                                                                                          \
     /* mean_c = shift_c + S1/M, var_c = S2/M - (S1/M)^2 clamped at 0 (M > 0) */                \
     extern "C" __global__ void batch_norm_finish_##SFX(                                        \
