@@ -161,6 +161,19 @@ extern "C" __global__ void ldmatrix_misaligned(unsigned* out) {
         module.launch("ldmatrix_misaligned", *WARP, (out,))
 
 
+def test_dynamic_shared_memory_rows(module):
+    """cp.async and ldmatrix on `extern __shared__` rows: within the launch's dynamic bytes
+    they work; past them (256 bytes: rows 16..31) the copy is refused."""
+    m = numpy.arange(256, dtype=U16) * 5
+    out = numpy.zeros(128, U32)
+    module.launch("dynamic_rows", *WARP, (m, out), shared_mem=512)
+    numpy.testing.assert_array_equal(out.reshape(32, 4), fragments(m.reshape(4, 8, 8)))
+    if emu.sanitize_mode() == "address":
+        return  # AddressSanitizer reports the overflow itself
+    with pytest.raises(emu.EmuKernelError, match=r"cp.async: .* not a 16-byte row"):
+        module.launch("dynamic_rows", *WARP, (m, out), shared_mem=256)
+
+
 # ---- cp.async -----------------------------------------------------------------------------
 
 def test_cp_async_copies_src_bytes_and_zero_fills(module):
@@ -288,7 +301,8 @@ def test_planted_kernels_compile_under_nvrtc(arch):
     assert result.ok, result.log
     usages = nvrtc.parse_ptxas(result.log)
     assert set(usages) == {"ldmatrix_forms", "ldmatrix_banks", "cp_async_zero_fill",
-                           "cp_async_pipeline", "tf32_round", "mma_tf32", "ldmatrix_mma"}
+                           "cp_async_pipeline", "tf32_round", "mma_tf32", "ldmatrix_mma",
+                           "dynamic_rows"}
     for usage in usages.values():
         assert not (usage.spill_stores or usage.spill_loads or usage.local_bytes
                     or usage.stack_frame), usage

@@ -138,3 +138,19 @@ extern "C" __global__ void ldmatrix_mma(const unsigned short* __restrict__ A,
     mma_m16n8k16<__half>(c, a, b);
     for (int i = 0; i < 4; ++i) D[8 * (g + 8 * (i / 2)) + 2 * t + i % 2] = c[i];
 }
+
+// cp.async into dynamic shared memory, then ldmatrix_x4 from it: lane l copies row l (8
+// 16-bit values) of m into row l of the buffer; out[4 l + i] = the x4 fragments. Launched
+// with fewer than 512 dynamic bytes, the rows past them are outside shared memory.
+extern "C" __global__ void dynamic_rows(const unsigned short* __restrict__ m,
+                                        unsigned* __restrict__ out) {
+    extern __shared__ __align__(16) unsigned short rows[];
+    const int lane = threadIdx.x;
+    cp_async_16(rows + 8 * lane, m + 8 * lane, 16);
+    cp_async_commit();
+    cp_async_wait<0>();
+    __syncthreads();
+    unsigned r[4];
+    ldmatrix_x4(r, rows + 8 * lane);
+    for (int i = 0; i < 4; ++i) out[4 * lane + i] = r[i];
+}
