@@ -5,7 +5,8 @@
 bit NumPy's float16 casts and ml_dtypes' bfloat16 casts (checked on every 16-bit pattern
 and dense float32 patterns: tests/infrastructure/test_sixteen_bit_casts.py), at 0.05 to
 0.08 ns per element (2^17 elements, F16C and AVX-512) against NumPy's float16 casts' 1 to
-1.5 and ml_dtypes' bfloat16 rounding's 0.33.
+1.5 and ml_dtypes' bfloat16 rounding's 0.33. ``fused.c`` (built into the same library) runs
+the operators' fused 16-bit forms (:mod:`gpuops.native.fused`).
 
 The library is cached in ``GPUOPS_NATIVE_CACHE`` (default ``~/.cache/gpuops/native``)
 under a name hashing the source, the compiler's version, the flags and the CPU's flags:

@@ -10,14 +10,18 @@
  * them; only integer arithmetic and one float32 addition whose result is a normal number
  * (float16's subnormals), so FTZ/DAZ modes cannot change a result. Built with -mf16c -mavx2,
  * float16 converts 8 elements at a time by the F16C instructions (IEEE conversions, round
- * to nearest even), except blocks with a NaN: F16C quiets signaling NaNs, NumPy does not;
- * those blocks (and the tail) take the portable loop. */
+ * to nearest even; 16 at a time by their AVX-512 forms with -mavx512f), except blocks with
+ * a NaN: F16C quiets signaling NaNs, NumPy does not; those blocks (and the tail) take the
+ * portable loop. */
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 #if defined(__F16C__) && defined(__AVX2__)
 #include <immintrin.h>
 #define F16C_BLOCKS 1
+#if defined(__AVX512F__)
+#define AVX512_BLOCKS 1  /* 16 elements at a time: about twice the 8-wide loops' speed */
+#endif
 #endif
 
 static inline uint32_t float_bits(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
@@ -56,6 +60,16 @@ static void narrow_f16_portable(const uint32_t *restrict x, uint16_t *restrict y
 
 void widen_f16(const uint16_t *restrict x, uint32_t *restrict y, size_t n) {
     size_t i = 0;
+#ifdef AVX512_BLOCKS
+    const __m256i magnitude16 = _mm256_set1_epi16(0x7fff), inf16 = _mm256_set1_epi16(0x7c00);
+    for (; i + 16 <= n; i += 16) {
+        __m256i h = _mm256_loadu_si256((const __m256i *)(x + i));
+        if (_mm256_movemask_epi8(_mm256_cmpgt_epi16(_mm256_and_si256(h, magnitude16), inf16)))
+            widen_f16_portable(x + i, y + i, 16);  /* a NaN among the 16 */
+        else
+            _mm512_storeu_ps((float *)(y + i), _mm512_cvtph_ps(h));
+    }
+#endif
 #ifdef F16C_BLOCKS
     const __m128i magnitude = _mm_set1_epi16(0x7fff), inf = _mm_set1_epi16(0x7c00);
     for (; i + 8 <= n; i += 8) {
@@ -71,6 +85,18 @@ void widen_f16(const uint16_t *restrict x, uint32_t *restrict y, size_t n) {
 
 void narrow_f16(const uint32_t *restrict x, uint16_t *restrict y, size_t n) {
     size_t i = 0;
+#ifdef AVX512_BLOCKS
+    const __m512i magnitude32 = _mm512_set1_epi32(0x7fffffff);
+    const __m512i inf32 = _mm512_set1_epi32(0x7f800000);
+    for (; i + 16 <= n; i += 16) {
+        __m512i f = _mm512_loadu_si512((const void *)(x + i));
+        if (_mm512_cmpgt_epi32_mask(_mm512_and_si512(f, magnitude32), inf32))
+            narrow_f16_portable(x + i, y + i, 16);  /* a NaN among the 16 */
+        else
+            _mm256_storeu_si256((__m256i *)(y + i),
+                                _mm512_cvtps_ph(_mm512_castsi512_ps(f), _MM_FROUND_TO_NEAREST_INT));
+    }
+#endif
 #ifdef F16C_BLOCKS
     const __m256i magnitude = _mm256_set1_epi32(0x7fffffff), inf = _mm256_set1_epi32(0x7f800000);
     for (; i + 8 <= n; i += 8) {

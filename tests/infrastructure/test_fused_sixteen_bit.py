@@ -234,3 +234,40 @@ def test_tables_are_kept_per_function_parameters_and_dtype():
     assert rounded.dtype == F16 and rounded.size == 1 << 16
     with numpy.errstate(over="ignore"):
         numpy.testing.assert_array_equal(_bits(rounded), _bits(first.astype(F16)))
+
+
+def test_portable_build(tmp_path, monkeypatch, fused_runs):
+    """casts.c and fused.c built without -mavx2 -mf16c -mavx512* (a CPU without them): the
+    same bits through the portable loops."""
+    import ctypes
+    import os
+    import shutil
+    import subprocess
+    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    library_path = tmp_path / "portable.so"
+    subprocess.run([compiler, "-O3", "-shared", "-fPIC", "-fno-trapping-math",
+                    "-ffp-contract=off", "-o", str(library_path), *map(str, native._SOURCES)],
+                   check=True, timeout=300)
+    library = ctypes.CDLL(str(library_path))
+    functions = {}
+    for (name, dtype), real in native._functions.items():
+        function = getattr(library, f"{name}_{'f16' if dtype == F16 else 'bf16'}")
+        function.argtypes, function.restype = real.argtypes, real.restype
+        functions[name, dtype] = function
+    for name in ("fused_run", "lookup16"):
+        function = getattr(library, name)
+        real = getattr(native, name)
+        function.argtypes, function.restype = real.argtypes, real.restype
+        monkeypatch.setattr(native, name, function)
+    monkeypatch.setattr(native, "_functions", functions)
+    monkeypatch.setattr(fused, "_plans", {})
+    for dtype in DTYPES:
+        x1, x2 = _pairs(dtype)
+        gy = _patterns(dtype, x1.size, 5)
+        for op in BINARY:
+            _check(getattr(gpuops, op), x1, x2, runs=fused_runs)
+        _check(gpuops.div_wrt_x2, x1, x2, x1, gy, runs=fused_runs)
+        _check(gpuops.abs, x1, runs=fused_runs)
+        x = _all_patterns(dtype)
+        _check(gpuops.tanh, x, runs=fused_runs)
+        _check(gpuops.tanh_wrt_x1, x, x, _patterns(dtype, x.size, 4), runs=fused_runs)
