@@ -49,24 +49,19 @@
 
 // GEMM_THREADS and the ACT_* codes come from gpuops.kernels.CONSTANTS (prepended by the loader).
 // SIMT_BOUNDS: the SIMT kernels say one block per SM at least, or ptxas (sm_80) caps
-// gemm_f64 at 128 and gemm_tiny_f32 at 80 registers and spills; with it the tensor-core
-// kernel would spill (sm_90), so it keeps GEMM_BOUNDS.
+// gemm_f64 at 128 and gemm_tiny_f32 at 80 registers and spills. (The tensor-core kernels:
+// TC_BOUNDS, below.)
 #ifndef GPUOPS_EMU
-#define GEMM_BOUNDS __launch_bounds__(GEMM_THREADS)
 #define SIMT_BOUNDS __launch_bounds__(GEMM_THREADS, 1)
 #else
-#define GEMM_BOUNDS
 #define SIMT_BOUNDS
 #endif
 
-// Shared-memory element types: tiles are staged in the accumulation type, except
-// by the tensor-core kernels, which stage the 16-bit inputs.
+// The SIMT kernels stage their tiles in the accumulation type (16-bit values widened).
 __device__ __forceinline__ void put(float* p, float v) { *p = v; }
 __device__ __forceinline__ void put(double* p, double v) { *p = v; }
 __device__ __forceinline__ void put(float* p, __half v) { *p = __half2float(v); }
-__device__ __forceinline__ void put(__half* p, __half v) { *p = v; }
 __device__ __forceinline__ void put(float* p, __nv_bfloat16 v) { *p = __bfloat162float(v); }
-__device__ __forceinline__ void put(__nv_bfloat16* p, __nv_bfloat16 v) { *p = v; }
 
 template <typename T>
 __device__ __forceinline__ T zero_of() { return T(0); }
@@ -118,8 +113,8 @@ __device__ __forceinline__ void put_scaled(S* p, T v, T u, int act) {
 // k (mode bit 0 clear) or along row (bit 0 set); a group is one vector load when
 // mode bit 1 is set (the host checked stride 1, alignment of every base and stride)
 // and the whole group is in bounds, else VEC bounds-checked scalar loads.
-// S is the shared-memory element type (the registers hold S: halves are widened to
-// float on fetch by the SIMT float16 kernel, kept as halves by the tensor-core one).
+// S is the shared-memory element type (the registers hold S: 16-bit values are widened
+// to float on fetch).
 // pro != ACT_NONE: each element is multiplied by act'(aux) (aux read at src's offsets).
 template <typename T, typename S, int ROWS, int BK, int VEC>
 struct Tile {
@@ -426,109 +421,324 @@ extern "C" __global__ void gemm_bf16(GEMM_PARAMS(__nv_bfloat16, float)) {
 }
 
 // ---- tensor cores: 16-bit inputs (T: __half, __nv_bfloat16), float32 accumulation ---
-// (mma.sync m16n8k16 .f16 / .bf16, cuda/mma.cuh).
-// A block computes a 128x128 tile of C with 8 warps (2 (m) x 4 (n)), each warp a
-// 64x32 tile as 4 x 4 m16n8 accumulators; K advances 32 per step. Both operand tiles
-// are staged k-contiguous, A as (m, k) and B as (n, k), rows padded by 8 halves
-// (16 bytes), so every fragment register is one aligned 32-bit shared load whatever
-// the operands' layouts in global memory. Accumulators go straight to C through the
-// epilogue (bias, activation, one rounding to T, bounds), or to the split's partial tile.
-// A's prologue product is rounded to T once (the 16-bit g the mma reads); row sums are
-// float32 sums of those staged values in k order, one thread per row of the first N-tile's
-// blocks, kept in shared memory.
+// (mma.sync m16n8k16 .f16 / .bf16, ldmatrix, cp.async: cuda/mma.cuh).
+// A block of TC_THREADS = 128 threads (4 warps, 2 (m) x 2 (n)) computes a 128x128 tile of C,
+// each warp a 64x64 tile as 4 x 8 m16n8 accumulators (128 floats per thread); K advances
+// TC_BK = 32 per step through a TC_STAGES = 3 deep ring of shared buffers (16 KB per stage:
+// the A and B tiles, 4096 16-bit values each; 48 KB in all, reused by the epilogue).
+//
+// Shared layout: each operand tile is kept in its global orientation, as 16-byte chunks
+// (8 values along the operand's contiguous dim), XOR-swizzled so that the 8 rows an
+// ldmatrix phase reads, and the 8 chunks a quarter-warp stores, fall on 8 distinct
+// 16-byte bank groups:
+//   k-contiguous ("K-major": A (m, k) with sak = 1, B (n, k) with sbk = 1): 128 rows x 4
+//     chunks; chunk c of row r at  4 r + (c ^ ((r >> 1) & 3));
+//   m/n-contiguous ("R-major": mode bit 0): 32 k-rows x 16 chunks; chunk c of k-row k at
+//     16 k + (c ^ (k & 7)).
+// Fragments come from ldmatrix.x4 (K-major) or ldmatrix.x4.trans (R-major): lane l gives
+// the address of row l % 8 of matrix l / 8. Every shared store is one 16-byte vector.
+//
+// Global -> shared: an operand whose mode has bit 2 (the host checked: contiguous along
+// its inner dim, 16-byte aligned base, row and batch strides, no prologue) is copied by
+// cp.async (16 bytes, zero-filled past the operand's edge), TC_STAGES - 1 steps ahead;
+// any other operand takes the register path: global (16-byte loads when mode bit 1 allows,
+// else bounds-checked scalar loads) -> registers -> A's act' prologue (aux read at A's
+// offsets, the product rounded to T once: the prologue needs this path) -> 16-byte
+// swizzled stores into the same ring slot, TC_STAGES - 1 steps ahead, one chunk at a time
+// (the 128 accumulators leave no registers to hold a whole tile's loads across the mma).
+//
+// Epilogue: the accumulators pass through the ring (each warp 32 rows x 64 floats at a
+// time) so that each lane then finishes 4 consecutive outputs of a row: bias, activation,
+// one rounding to T, 8-byte stores (c_vec: N % 4 == 0, C 8-byte aligned) or scalars; split,
+// the raw partials into the workspace (float4 stores when N % 4 == 0), then the last block
+// of the tile adds the splits in split order (StepRange, last_to_arrive).
+// Row sums (row_sums, first N-tile): thread i sums row i of each staged A tile (A' after
+// the prologue) in k order, in a register.
+// Registers: 255 per thread (NVRTC 12.9 and nvcc 13, sm_80 and sm_90), no spills, which
+// holds 2 blocks of 128 threads per SM (TC_BOUNDS); the batch pointers are rebuilt per
+// tile and the reduction-batch pointers advanced in place so that nothing 64-bit the
+// main loop does not use stays live across it (with them live ptxas spilled 8-56 bytes).
+constexpr int TC_THREADS = 128;  // gpuops/ops/matmul.py: _TENSOR_CORE's Tiles.threads
+constexpr int TC_BM = 128, TC_BN = 128, TC_BK = 32, TC_STAGES = 3;
+constexpr int TC_TILE = TC_BM * TC_BK;  // 16-bit values per operand tile (TC_BN == TC_BM)
+constexpr int TC_MODE_ALONG_ROW = 1, TC_MODE_VECTOR = 2, TC_MODE_ASYNC = 4;
+#ifndef GPUOPS_EMU
+#define TC_BOUNDS __launch_bounds__(TC_THREADS, 2)
+#else
+#define TC_BOUNDS
+#endif
+
+// The swizzled chunk index (16-byte units) of chunk c of a K-major row r / R-major k-row k.
+__device__ __forceinline__ int tc_chunk_k(int r, int c) { return 4 * r + (c ^ ((r >> 1) & 3)); }
+__device__ __forceinline__ int tc_chunk_r(int k, int c) { return 16 * k + (c ^ (k & 7)); }
+
+// This lane's ldmatrix chunk for tile i of a warp's operand (A: the m16 tile i; B: the n8
+// tiles 2i, 2i + 1) and k sub-step s (k += 16 s), from the lane's ``base`` chunk (tile 0,
+// sub-step 0) and ``x`` (R-major: its k-row's swizzle bits 2..1). K-major: rows 16 i down,
+// the same swizzle ((r >> 1) & 3 does not see 16 i), chunk bit 1 flipped by s. R-major:
+// chunks 2 i along the row, which the swizzle maps to 2 (i ^ x), 16 k-rows down per s.
+__device__ __forceinline__ int tc_frag(int base, int x, int i, int s, bool along_row) {
+    return along_row ? base + 2 * (i ^ x) + 256 * s : (base + 64 * i) ^ (2 * s);
+}
+
+// One operand's part of the block's loads: thread i moves chunks p = 0..3 of every tile,
+// at tile chunk store + 128 p, from the operand's (row + (K-major ? 32 p : 0), k + (R-major ?
+// 8 p : 0)) relative to the step's (row0, k0).
+template <typename T>
+struct TcLoader {
+    int row, k, store;
+
+    __device__ __forceinline__ TcLoader(int tid, bool along_row) {
+        row = along_row ? 8 * (tid % 16) : tid / 4;
+        k = along_row ? tid / 16 : 8 * (tid % 4);
+        store = along_row ? tc_chunk_r(tid / 16, tid % 16) : tc_chunk_k(tid / 4, tid % 4);
+    }
+
+    // Chunk p's global position and how many of its 8 values lie inside the operand.
+    __device__ __forceinline__ int place(int p, bool along_row, long long rows, long long K,
+                                         long long row0, long long k0, long long& grow,
+                                         long long& gk) const {
+        grow = row0 + row + (along_row ? 0 : 32 * p);
+        gk = k0 + k + (along_row ? 8 * p : 0);
+        const long long n = along_row ? (gk < K ? rows - grow : 0) : (grow < rows ? K - gk : 0);
+        return n <= 0 ? 0 : n >= 8 ? 8 : (int)n;
+    }
+
+    // cp.async path: 16 bytes per chunk, zero-filled past the edge (mode bit 2).
+    __device__ __forceinline__ void issue(T* dst, const T* src, long long rows, long long K,
+                                          long long s_row, long long s_k, long long row0,
+                                          long long k0, bool along_row) const {
+#pragma unroll
+        for (int p = 0; p < 4; ++p) {
+            long long grow, gk;
+            const int n = place(p, along_row, rows, K, row0, k0, grow, gk);
+            cp_async_16(dst + 8 * (store + 128 * p), n ? src + grow * s_row + gk * s_k : src,
+                        2 * n);
+        }
+    }
+
+    // Register path: global -> registers (times act'(aux) when pro != ACT_NONE, rounded
+    // to T) -> one 16-byte store per chunk; a chunk at a time (a loop, not unrolled: the
+    // 128 accumulators leave no room for more loads in flight).
+    __device__ __forceinline__ void copy(T* dst, const T* src, const T* aux, int pro,
+                                         long long rows, long long K, long long s_row,
+                                         long long s_k, long long row0, long long k0,
+                                         int mode) const {
+        const bool along_row = mode & TC_MODE_ALONG_ROW;
+        const long long step = along_row ? s_row : s_k;  // between a chunk's values
+#pragma unroll 1
+        for (int p = 0; p < 4; ++p) {
+            long long grow, gk;
+            const int n = place(p, along_row, rows, K, row0, k0, grow, gk);
+            const long long at = grow * s_row + gk * s_k;
+            Pack<T, 8> v;
+            if ((mode & TC_MODE_VECTOR) && n == 8) {
+                v = *reinterpret_cast<const Pack<T, 8>*>(src + at);
+                if (pro != ACT_NONE) {
+                    const Pack<T, 8> u = *reinterpret_cast<const Pack<T, 8>*>(aux + at);
+#pragma unroll
+                    for (int e = 0; e < 8; ++e) put_scaled(&v.v[e], v.v[e], u.v[e], pro);
+                }
+            } else {
+#pragma unroll
+                for (int e = 0; e < 8; ++e) {
+                    if (e >= n) v.v[e] = zero_of<T>();
+                    else if (pro != ACT_NONE)
+                        put_scaled(&v.v[e], src[at + e * step], aux[at + e * step], pro);
+                    else v.v[e] = src[at + e * step];
+                }
+            }
+            *reinterpret_cast<Pack<T, 8>*>(dst + 8 * (store + 128 * p)) = v;
+        }
+    }
+};
+
 template <typename T>
 __device__ __forceinline__ void gemm_tc(GEMM_PARAMS(T, float)) {
-    constexpr int BM = 128, BN = 128, BK = 32, LD = BK + 8;
-    __shared__ __align__(16) T As[BM * LD];
-    __shared__ __align__(16) T Bs[BN * LD];
-    __shared__ int last;  // last_to_arrive's answer
-    __shared__ float row_sum[BM];  // row_sums: thread i < BM's sum of A's row i (in shared
-                                   // memory, not a register: the kernel is at 255 already)
-    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    __shared__ __align__(128) T stage[TC_STAGES][2][TC_TILE];  // [slot][A, B][tile]
+    int& last = *reinterpret_cast<int*>(&stage[0][0][0]);  // last_to_arrive's answer (after
+                                                            // the main loop: the ring is free)
+    const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
     const int g = lane / 4, t = lane % 4;
-    const int wm = (warp / 4) * 64, wn = (warp % 4) * 32;
-    const long long n0 = (long long)blockIdx.x * BN;
-    const bool sums_rows = row_sums && blockIdx.x == 0 && threadIdx.x < BM;
-    for (long long z = blockIdx.z / splits; z < nz; z += gridDim.z / splits) {
-        const long long z1 = z / nz2, z2 = z % nz2;
-        const T* Az = A + z1 * za1 + z2 * za2;
-        const T* Xz = aux + z1 * za1 + z2 * za2;
-        const T* Bz = B + z1 * zb1 + z2 * zb2;
-        for (long long m0 = (long long)blockIdx.y * BM; m0 < M; m0 += (long long)gridDim.y * BM) {
-            float acc[4][4][4];
-            if (sums_rows) row_sum[threadIdx.x] = 0.0f;
+    const int wm = (warp / 2) * 64, wn = (warp % 2) * 64;
+    const bool a_row = a_mode & TC_MODE_ALONG_ROW, b_row = b_mode & TC_MODE_ALONG_ROW;
+    const bool a_async = a_mode & TC_MODE_ASYNC, b_async = b_mode & TC_MODE_ASYNC;
+    // This lane's ldmatrix rows (tc_frag): lane l addresses row l % 8 of matrix l / 8; A's
+    // matrices are (m 0-7, k 0-7), (m 8-15, k 0-7), (m 0-7, k 8-15), (m 8-15, k 8-15) of its
+    // m16 tile (a[0..3] of mma_m16n8k16), B's (n 0-7, k 0-7), (n 0-7, k 8-15), (n 8-15, k 0-7),
+    // (n 8-15, k 8-15) of its two n8 tiles (b[0..1] of each).
+    const int lr = lane % 8, lm = (lane / 8) % 2, lh = lane / 16;
+    const int x = lr >> 1;  // R-major: the k-row's swizzle lr, less bit 0 (folded into base)
+    const int a_base = a_row ? 16 * (lr + 8 * lh) + wm / 8 + (lm ^ (lr & 1))
+                             : tc_chunk_k(wm + lr + 8 * lm, lh);
+    const int b_base = b_row ? 16 * (lr + 8 * lm) + wn / 8 + (lh ^ (lr & 1))
+                             : tc_chunk_k(wn + lr + 8 * lh, lm);
+    TcLoader<T> la(tid, a_row), lb(tid, b_row);
+    const long long n0 = (long long)blockIdx.x * TC_BN;
+    const int nsplit = (int)splits, split = (int)blockIdx.z % nsplit;  // splits <= 65535
+    const bool sums_rows = row_sums && blockIdx.x == 0;
+    for (long long z = blockIdx.z / nsplit; z < nz; z += gridDim.z / nsplit) {
+        for (long long m0 = (long long)blockIdx.y * TC_BM; m0 < M; m0 += (long long)gridDim.y * TC_BM) {
+            __syncthreads();  // the previous tile's epilogue and ``last`` are done with the ring
+            float acc[4][8][4];
 #pragma unroll
             for (int i = 0; i < 4; ++i)
 #pragma unroll
-                for (int j = 0; j < 4; ++j)
+                for (int j = 0; j < 8; ++j)
 #pragma unroll
                     for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.0f;
-            StepRange st(nr, K, BK, blockIdx.z % splits, splits);
-            Tile<T, T, BM, BK, 8> ta;
-            Tile<T, T, BN, BK, 8> tb;
-            if (st.t0 < st.t1) {
-                ta.fetch(Az + st.r * ra, Xz + st.r * ra, a_act, M, K, sam, sak, m0, st.k0, a_mode);
-                tb.fetch(Bz + st.r * rb, nullptr, ACT_NONE, N, K, sbn, sbk, n0, st.k0, b_mode);
+            float rs = 0.0f;  // row_sums: A's row m0 + tid over this block's k range
+            // The next step to load: k0 and the operands at its reduction-batch entry r (the
+            // batch pointers rebuilt per tile, not kept live across the main loop).
+            long long k0;
+            const T *a_src, *x_src, *b_src;
+            int steps;  // < 2^31: nr * ceil(K / 32) / splits
+            {
+                const StepRange st(nr, K, TC_BK, split, splits);
+                const long long z1 = z / nz2, z2 = z % nz2;
+                a_src = A + z1 * za1 + z2 * za2 + st.r * ra;
+                x_src = aux + z1 * za1 + z2 * za2 + st.r * ra;
+                b_src = B + z1 * zb1 + z2 * zb2 + st.r * rb;
+                k0 = st.k0;
+                steps = (int)(st.t1 - st.t0);
             }
-            for (long long s = st.t0; s < st.t1; ++s) {
-                ta.template stash<LD, 1>(As, a_mode);
-                tb.template stash<LD, 1>(Bs, b_mode);
-                __syncthreads();
-                if (s + 1 < st.t1) {  // the next tile's loads overlap this tile's math
-                    st.advance(K, BK);
-                    ta.fetch(Az + st.r * ra, Xz + st.r * ra, a_act, M, K, sam, sak, m0, st.k0,
-                             a_mode);
-                    tb.fetch(Bz + st.r * rb, nullptr, ACT_NONE, N, K, sbn, sbk, n0, st.k0, b_mode);
-                }
-                if (sums_rows) {
-                    float rs = row_sum[threadIdx.x];
+            // Loads the next step of this block's range into ring slot ``slot``: cp.async
+            // copies issued (landing at a later cp_async_wait), the register path stored.
+            auto load = [&](int slot) {
+                if (a_async)
+                    la.issue(stage[slot][0], a_src, M, K, sam, sak, m0, k0, a_row);
+                else
+                    la.copy(stage[slot][0], a_src, x_src, a_act, M, K, sam, sak, m0, k0, a_mode);
+                if (b_async)
+                    lb.issue(stage[slot][1], b_src, N, K, sbn, sbk, n0, k0, b_row);
+                else
+                    lb.copy(stage[slot][1], b_src, nullptr, ACT_NONE, N, K, sbn, sbk, n0, k0,
+                            b_mode);
+                k0 += TC_BK;  // StepRange::advance
+                if (k0 >= K) k0 = 0, a_src += ra, x_src += ra, b_src += rb;
+            };
 #pragma unroll
-                    for (int kk = 0; kk < BK; ++kk) rs += to_acc(As[threadIdx.x * LD + kk]);
-                    row_sum[threadIdx.x] = rs;
-                }
-#pragma unroll
-                for (int kk = 0; kk < BK; kk += 16) {
-                    unsigned a[4][4], b[4][2];
-#pragma unroll
-                    for (int i = 0; i < 4; ++i)
-#pragma unroll
-                        for (int q = 0; q < 4; ++q)
-                            a[i][q] = half_pair(As + (wm + 16 * i + g + 8 * (q % 2)) * LD
-                                                + kk + 2 * t + 8 * (q / 2));
-#pragma unroll
-                    for (int j = 0; j < 4; ++j)
-#pragma unroll
-                        for (int q = 0; q < 2; ++q)
-                            b[j][q] = half_pair(Bs + (wn + 8 * j + g) * LD + kk + 2 * t + 8 * q);
-#pragma unroll
-                    for (int i = 0; i < 4; ++i)
-#pragma unroll
-                        for (int j = 0; j < 4; ++j) mma_m16n8k16<T>(acc[i][j], a[i], b[j]);
-                }
-                __syncthreads();
+            for (int q = 0; q < TC_STAGES - 1; ++q) {
+                if (q < steps) load(q);
+                cp_async_commit();
             }
-            const long long split = blockIdx.z % splits;
-            if (sums_rows && m0 + threadIdx.x < M)
-                put_row_sum(row_sum[threadIdx.x], db, ws, M, N, nz, z, m0 + threadIdx.x, split,
-                            splits);
+            int slot = 0;
+            for (int q = 0; q < steps; ++q) {
+                cp_async_wait<TC_STAGES - 2>();  // step q's copies have landed (this thread's)
+                __syncthreads();                 // ...and every thread's; slot q - 1 is free
+                const int ahead = slot == 0 ? TC_STAGES - 1 : slot - 1;  // (q + 2) % 3
+                const bool more = q + TC_STAGES - 1 < steps;
+                if (more) load(ahead);
+                cp_async_commit();
+                const T* As = stage[slot][0];
+                const T* Bs = stage[slot][1];
+                if (sums_rows) {  // a few values at a time: the accumulators leave few registers
+                    if (a_row) {
+#pragma unroll 1
+                        for (int kk = 0; kk < TC_BK; ++kk)
+                            rs += to_acc(As[8 * tc_chunk_r(kk, tid / 8) + tid % 8]);
+                    } else {
+#pragma unroll 1
+                        for (int c = 0; c < TC_BK / 8; ++c) {
+                            const Pack<T, 8> pk =
+                                *reinterpret_cast<const Pack<T, 8>*>(As + 8 * tc_chunk_k(tid, c));
 #pragma unroll
-            for (int i = 0; i < 4; ++i)
-#pragma unroll
-                for (int j = 0; j < 4; ++j)
-#pragma unroll
-                    for (int e = 0; e < 4; ++e) {
-                        const long long m = m0 + wm + 16 * i + g + 8 * (e / 2);
-                        const long long n = n0 + wn + 8 * j + 2 * t + e % 2;
-                        if (m < M && n < N)
-                            put_result(acc[i][j][e], C, ws, bias, M, N, nz, z, m, n, split,
-                                       splits, bias_mode, act);
+                            for (int e = 0; e < 8; ++e) rs += to_acc(pk.v[e]);
+                        }
                     }
-            const long long tile = (z * ((M + BM - 1) / BM) + m0 / BM) * gridDim.x + blockIdx.x;
-            if (splits > 1 && last_to_arrive(counts + tile, splits, last)) {
-                if (sums_rows && m0 + threadIdx.x < M)
-                    sum_row_splits(ws, db, M, N, nz, z, m0 + threadIdx.x, splits);
-                for (int q = threadIdx.x; q < BM * BN; q += GEMM_THREADS) {
-                    const long long m = m0 + q / BN, n = n0 + q % BN;
+                }
+#pragma unroll 1
+                for (int s = 0; s < TC_BK / 16; ++s) {
+                    unsigned a[4][4], b[8][2];
+#pragma unroll
+                    for (int i = 0; i < 4; ++i) {
+                        const T* p = As + 8 * tc_frag(a_base, x, i, s, a_row);
+                        if (a_row) ldmatrix_x4_trans(a[i], p);
+                        else ldmatrix_x4(a[i], p);
+                    }
+#pragma unroll
+                    for (int jj = 0; jj < 4; ++jj) {  // n8 tiles 2 jj, 2 jj + 1
+                        unsigned q4[4];
+                        const T* p = Bs + 8 * tc_frag(b_base, x, jj, s, b_row);
+                        if (b_row) ldmatrix_x4_trans(q4, p);
+                        else ldmatrix_x4(q4, p);
+                        b[2 * jj][0] = q4[0], b[2 * jj][1] = q4[1];
+                        b[2 * jj + 1][0] = q4[2], b[2 * jj + 1][1] = q4[3];
+                    }
+#pragma unroll
+                    for (int i = 0; i < 4; ++i)
+#pragma unroll
+                        for (int j = 0; j < 8; ++j) mma_m16n8k16<T>(acc[i][j], a[i], b[j]);
+                }
+                slot = slot == TC_STAGES - 1 ? 0 : slot + 1;
+            }
+            cp_async_wait<0>();
+            __syncthreads();  // every warp is done with the ring: the epilogue may reuse it
+            if (sums_rows && m0 + tid < M)
+                put_row_sum(rs, db, ws, M, N, nz, z, m0 + tid, split, splits);
+            // The accumulators through this warp's staging rows (32 x 64 floats, 8 KB, two
+            // rounds of 32 rows): the 32-byte unit u of row r at u ^ (r & 3) (the float2
+            // stores of a half-warp cover rows g = 0..3, the float4 loads of a quarter-warp
+            // one row: no bank conflicts); then each lane finishes 4 consecutive outputs of
+            // a row: into C (bias, activation, one rounding; 8-byte stores where c_vec
+            // allows) or, raw, into the split's partial tile (float4 stores when N % 4 == 0).
+            float* Cs = reinterpret_cast<float*>(&stage[0][0][0]) + warp * 32 * 64;
+            float* part = ws + (split * nz + z) * M * N;
+#pragma unroll
+            for (int half = 0; half < 2; ++half) {
+#pragma unroll
+                for (int i = 0; i < 2; ++i)
+#pragma unroll
+                    for (int j = 0; j < 8; ++j)
+#pragma unroll
+                        for (int h = 0; h < 2; ++h) {
+                            const int r = 16 * i + g + 8 * h;
+                            *reinterpret_cast<float2*>(Cs + 64 * r + 8 * (j ^ (r & 3)) + 2 * t) =
+                                make_float2(acc[2 * half + i][j][2 * h],
+                                            acc[2 * half + i][j][2 * h + 1]);
+                        }
+                __syncwarp();
+#pragma unroll 1
+                for (int p = 0; p < 16; ++p) {
+                    const int r = 2 * p + lane / 16, col = 4 * (lane % 16);
+                    const long long m = m0 + wm + 32 * half + r, n = n0 + wn + col;
+                    if (m >= M || n >= N) continue;
+                    const float4 v = *reinterpret_cast<const float4*>(
+                        Cs + 64 * r + 8 * ((col / 8) ^ (r & 3)) + col % 8);
+                    const float vs[4] = {v.x, v.y, v.z, v.w};
+                    const bool whole = n + 4 <= N;
+                    if (splits > 1) {
+                        float* at = part + m * N + n;
+                        if (whole && N % 4 == 0) {
+                            *reinterpret_cast<float4*>(at) = v;
+                        } else {
+#pragma unroll
+                            for (int e = 0; e < 4; ++e)
+                                if (n + e < N) at[e] = vs[e];
+                        }
+                        continue;
+                    }
+                    Pack<T, 4> pk;
+#pragma unroll
+                    for (int e = 0; e < 4; ++e)
+                        store_acc(pk.v + e, finish_value(vs[e], bias, bias_mode, m, n + e, act));
+                    T* out = C + (z * M + m) * N + n;
+                    if (whole && c_vec) {
+                        *reinterpret_cast<Pack<T, 4>*>(out) = pk;
+                    } else {
+#pragma unroll
+                        for (int e = 0; e < 4; ++e)
+                            if (n + e < N) out[e] = pk.v[e];
+                    }
+                }
+                __syncwarp();
+            }
+            if (splits == 1) continue;
+            const long long tile = (z * ((M + TC_BM - 1) / TC_BM) + m0 / TC_BM) * gridDim.x + blockIdx.x;
+            if (last_to_arrive(counts + tile, splits, last)) {
+                if (sums_rows && m0 + tid < M) sum_row_splits(ws, db, M, N, nz, z, m0 + tid, splits);
+                for (int q = tid; q < TC_BM * TC_BN; q += TC_THREADS) {
+                    const long long m = m0 + q / TC_BN, n = n0 + q % TC_BN;
                     if (m < M && n < N)
                         sum_splits(ws, C, bias, M, N, nz, z, m, n, splits, bias_mode, act);
                 }
@@ -536,9 +746,9 @@ __device__ __forceinline__ void gemm_tc(GEMM_PARAMS(T, float)) {
         }
     }
 }
-extern "C" __global__ void GEMM_BOUNDS gemm_tc_f16(GEMM_PARAMS(__half, float)) {
+extern "C" __global__ void TC_BOUNDS gemm_tc_f16(GEMM_PARAMS(__half, float)) {
     gemm_tc<__half>(GEMM_ARGS);
 }
-extern "C" __global__ void GEMM_BOUNDS gemm_tc_bf16(GEMM_PARAMS(__nv_bfloat16, float)) {
+extern "C" __global__ void TC_BOUNDS gemm_tc_bf16(GEMM_PARAMS(__nv_bfloat16, float)) {
     gemm_tc<__nv_bfloat16>(GEMM_ARGS);
 }

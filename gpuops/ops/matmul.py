@@ -51,12 +51,15 @@ _MAX_GRID_YZ = 65535
 @dataclass(frozen=True)
 class Tiles:
     """One GEMM kernel's tile configuration: ``kernel`` (base name), BM x BN outputs per
-    block, BK of K per step, ``vec`` elements per vector load."""
+    block, BK of K per step, ``vec`` elements per vector load, ``threads`` per block and
+    the blocks an SM holds at once (``per_sm``: the kernel's __launch_bounds__ minimum)."""
     kernel: str
     bm: int
     bn: int
     bk: int
     vec: int
+    threads: int = _GEMM_THREADS
+    per_sm: int = 1
 
 
 # dtype -> the SIMT kernels' tile configurations, largest first (cuda/matmul.cu)
@@ -66,7 +69,8 @@ _SIMT = {numpy.dtype(numpy.float32): (Tiles("gemm", 128, 128, 8, 4),
          numpy.dtype(numpy.float64): (Tiles("gemm", 64, 64, 8, 2),),
          numpy.dtype(numpy.float16): (Tiles("gemm", 64, 64, 8, 1),),
          BFLOAT16: (Tiles("gemm", 64, 64, 8, 1),)}
-_TENSOR_CORE = (Tiles("gemm_tc", 128, 128, 32, 8),)  # gemm_tc_f16, gemm_tc_bf16
+# gemm_tc_f16, gemm_tc_bf16: 4 warps of 64x64, __launch_bounds__(128, 2) (TC_THREADS)
+_TENSOR_CORE = (Tiles("gemm_tc", 128, 128, 32, 8, threads=128, per_sm=2),)
 # A split takes at least this much of K (the reduction steps of its range, times BK), so
 # that its partial tile's round trip through the workspace stays small next to its loads.
 _MIN_SPLIT_K = 64
@@ -92,10 +96,10 @@ def sm_count(launcher: Any) -> int:
     return int(getattr(launcher, "sm_count", 0)) or max(1, launcher.max_blocks // BLOCKS_PER_SM)
 
 
-def wave_efficiency(blocks: int, sms: int) -> float:
-    """blocks / (waves x sms), waves = ceil(blocks / sms): the share of the SMs' block
-    slots a launch occupies, one resident block per SM."""
-    return blocks / (max(1, math.ceil(blocks / sms)) * sms)
+def wave_efficiency(blocks: int, slots: int) -> float:
+    """blocks / (waves x slots), waves = ceil(blocks / slots): the share of the GPU's
+    resident-block slots (SMs x blocks per SM) a launch occupies."""
+    return blocks / (max(1, math.ceil(blocks / slots)) * slots)
 
 
 def plan(launcher: Any, dtype: Any, m: int, n: int, k: int, nz: int = 1, nr: int = 1) -> Plan:
@@ -103,11 +107,13 @@ def plan(launcher: Any, dtype: Any, m: int, n: int, k: int, nz: int = 1, nr: int
 
     For each tile configuration of the dtype: the output blocks (tiles times batches) and,
     while they are fewer than the SMs, the splits of the nr * ceil(k / BK) reduction steps:
-    ``min(SMs // blocks, steps // ceil(64 / BK))`` (one wave at most, each split >= 64 of
+    ``min(SMs // blocks, steps // ceil(64 / BK))`` (every SM a block, each split >= 64 of
     K; the workspace kept under 64 MiB). From the largest tiles down to the first that
-    fill the SMs unsplit, the configuration whose blocks fill the SMs' slots best (wave
-    efficiency, in steps of 5%) wins, the larger tiles on a tie (more reuse of each loaded
-    value)."""
+    fill the SMs unsplit, the configuration whose blocks fill the GPU's block slots best
+    (wave efficiency over SMs x ``per_sm`` slots, in steps of 5%) wins, the larger tiles on
+    a tie (more reuse of each loaded value). The tensor-core kernel's second resident
+    block per SM is not split for: it hides the first one's latency when there are tiles
+    enough, and a split costs a round trip of its partial tile through the workspace."""
     dtype = numpy.dtype(dtype)
     sms = sm_count(launcher)
     options = (_TENSOR_CORE if dtype in SIXTEEN_BIT_DTYPES and launcher.tensor_cores
@@ -122,7 +128,7 @@ def plan(launcher: Any, dtype: Any, m: int, n: int, k: int, nz: int = 1, nr: int
         if 0 < output_blocks < sms:
             splits = max(1, min(sms // output_blocks,
                                 nr * steps_k // math.ceil(_MIN_SPLIT_K / tiles.bk), room))
-        score = round(wave_efficiency(output_blocks * splits, sms) * 20)
+        score = round(wave_efficiency(output_blocks * splits, sms * tiles.per_sm) * 20)
         if best is None or score > best[0]:
             best = (score, tiles, splits)
         if output_blocks >= sms:  # fills the SMs unsplit: no smaller tiles
@@ -143,6 +149,9 @@ def _address(x: Array) -> int:
     return x.data.ptr  # CuPy
 
 
+_VECTOR, _ASYNC = 2, 4  # load mode bits (cuda/matmul.cu: TC_MODE_*)
+
+
 def _mode(rows_stride: int, k_stride: int, batch_strides: tuple, vec: int, *xs: Array) -> int:
     """The kernel's load mode of one operand (and of its prologue's aux, same strides):
     bit 0 walks the row (m or n) dim with consecutive threads (it is the contiguous one),
@@ -153,7 +162,7 @@ def _mode(rows_stride: int, k_stride: int, batch_strides: tuple, vec: int, *xs: 
     aligned = (vec > 1 and unit == 1 and other % vec == 0
                and all(s % vec == 0 for s in batch_strides)
                and all(_address(x) % (vec * x.itemsize) == 0 for x in xs))
-    return int(along_row) | (2 if aligned else 0)
+    return int(along_row) | (_VECTOR if aligned else 0)
 
 
 _counters = threading.local()
@@ -241,7 +250,7 @@ def gemm(backend: Backend, a: Array, b: Array, c: Array, *, bias: Array | None =
             c if db is None else db, ws, counts, *geometry.sizes, *geometry.modes,
             i32(BIAS_NONE if bias is None else bias_mode), i32(act),
             i32(ACTIVATIONS[None] if aux is None else a_act), i32(db is not None))
-    launcher.launch(FAMILY, geometry.kernel, p.grid, (_GEMM_THREADS,), args)
+    launcher.launch(FAMILY, geometry.kernel, p.grid, (p.tiles.threads,), args)
     return c
 
 
@@ -283,8 +292,15 @@ def _geometry(launcher: Any, a: Array, b: Array, c: Array, aux: Array | None,
     vec = p.tiles.vec
     a_mode = _mode(sam, sak, (za1, za2, ra), vec, *((a,) if aux is None else (a, aux)))
     b_mode = _mode(sbn, sbk, (zb1, zb2, rb), vec, b)
-    c_vec = int(p.tiles.kernel != "gemm_tc" and vec > 1 and n % vec == 0
-                and _address(c) % (vec * c.itemsize) == 0)
+    if p.tiles.kernel == "gemm_tc":
+        # cp.async (bit 2) for an operand that allows 16-byte vectors (contiguous along its
+        # inner dim, every stride and base aligned) and has no prologue to apply; the
+        # epilogue's stores are 4 values (8 bytes) wide.
+        a_mode |= _ASYNC if a_mode & _VECTOR and aux is None else 0
+        b_mode |= _ASYNC if b_mode & _VECTOR else 0
+        c_vec = int(n % 4 == 0 and _address(c) % (4 * c.itemsize) == 0)
+    else:
+        c_vec = int(vec > 1 and n % vec == 0 and _address(c) % (vec * c.itemsize) == 0)
     acc = numpy.float64 if dtype == numpy.float64 else numpy.float32
     rows = nz * m if db is not None else 0
     i64, i32 = numpy.int64, numpy.int32
