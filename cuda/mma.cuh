@@ -182,7 +182,7 @@ __device__ __forceinline__ void cp_async_wait() {
 
 // TF32 (sm_80+): cvt.rna.tf32.f32 rounds a float to 10 fraction bits, to nearest with ties
 // away from zero; the result is a float bit pattern with the low 13 bits zero (inf and NaN
-// are not rounded, only masked: this is the SASS that ptxas emits for it).
+// are not rounded, only masked, in the emulator's model).
 __device__ __forceinline__ unsigned to_tf32(float x) {
 #if defined(GPUOPS_EMU)
     return gpuops_emu_to_tf32(x);

@@ -738,11 +738,11 @@ static inline void gpuops_emu_cp_async_wait(int n) {
                  gpuops_emu_async_pending * sizeof(gpuops_emu_async_copy));
 }
 
-// cvt.rna.tf32.f32 as ptxas compiles it (integer SASS: add half an ulp of tf32 to the
-// magnitude bits unless |x| is inf or NaN, then clear the 13 low bits): round to nearest,
-// ties away from zero, subnormals kept, overflow past the largest tf32 to inf; inf kept;
-// a NaN keeps its sign and upper 10 fraction bits (one whose payload lies only in the
-// low 13 bits becomes inf, as on the GPU).
+// cvt.rna.tf32.f32 (PTX: round to nearest, ties away from zero) in integer form: add half
+// an ulp of tf32 to the magnitude bits unless |x| is inf or NaN, then clear the 13 low
+// bits: subnormals kept, overflow past the largest tf32 to inf; inf kept; a NaN keeps its
+// sign and upper 10 fraction bits (one whose payload lies only in the low 13 bits would
+// become inf: not checked on a GPU; the kernels never convert such a NaN on purpose).
 static inline unsigned gpuops_emu_to_tf32(float x) {
     unsigned u = gpuops_emu_bits<unsigned>(x);
     if ((u & 0x7fffffffu) < 0x7f800000u) u += 0x1000u;
