@@ -718,10 +718,26 @@ __device__ __forceinline__ void gemm_tc(GEMM_PARAMS(T, float)) {
                         }
                         continue;
                     }
+                    float add[4] = {0.0f, 0.0f, 0.0f, 0.0f};  // finish_value's bias, 4 at once
+                    if (bias_mode == 1) {
+                        if (whole && reinterpret_cast<unsigned long long>(bias + n) % 8 == 0) {
+                            const Pack<T, 4> bn = *reinterpret_cast<const Pack<T, 4>*>(bias + n);
+#pragma unroll
+                            for (int e = 0; e < 4; ++e) add[e] = to_acc(bn.v[e]);
+                        } else {
+#pragma unroll
+                            for (int e = 0; e < 4; ++e)
+                                if (n + e < N) add[e] = to_acc(bias[n + e]);
+                        }
+                    } else if (bias_mode == 2) {
+                        const float bm = to_acc(bias[m]);
+#pragma unroll
+                        for (int e = 0; e < 4; ++e) add[e] = bm;
+                    }
                     Pack<T, 4> pk;
 #pragma unroll
                     for (int e = 0; e < 4; ++e)
-                        store_acc(pk.v + e, finish_value(vs[e], bias, bias_mode, m, n + e, act));
+                        store_acc(pk.v + e, activate(bias_mode ? vs[e] + add[e] : vs[e], act));
                     T* out = C + (z * M + m) * N + n;
                     if (whole && c_vec) {
                         *reinterpret_cast<Pack<T, 4>*>(out) = pk;
