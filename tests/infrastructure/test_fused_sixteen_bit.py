@@ -271,3 +271,39 @@ def test_portable_build(tmp_path, monkeypatch, fused_runs):
         x = _all_patterns(dtype)
         _check(gpuops.tanh, x, runs=fused_runs)
         _check(gpuops.tanh_wrt_x1, x, x, _patterns(dtype, x.size, 4), runs=fused_runs)
+
+
+def test_threads_share_plans_and_tables():
+    """Eight threads running fused forms at once (the plan and table caches filled while
+    others read them, fused.c's per-thread registers): each result equals the one-thread
+    result, bit for bit."""
+    import threading
+    fused._plans.clear()
+    calls = []
+    for dtype in DTYPES:
+        x1, x2 = (x[:1 << 16] for x in _pairs(dtype, 1 << 16))
+        rows, row = x1.reshape(64, 1024), x2[:1024]
+        calls += [(gpuops.add, (x1, x2), {}), (gpuops.sub, (x1, x2), {"alpha": 0.5}),
+                  (gpuops.tanh, (x1,), {}), (gpuops.pow, (x1,), {"p": 1.5}),
+                  (gpuops.mul_wrt_x2, (rows, row, rows, rows), {}),
+                  (gpuops.sigmoid_wrt_x1, (x1, x1, x2), {}),
+                  (gpuops.axis_mul, (rows, row[:64]), {"axis": 0})]
+    with numpy.errstate(all="ignore"):
+        expected = [_bits(fn(*args, **kwargs)).copy() for fn, args, kwargs in calls]
+    fused._plans.clear()
+    failures = []
+
+    def work(seed: int) -> None:
+        order = numpy.random.default_rng(seed).permutation(len(calls))
+        with numpy.errstate(all="ignore"):
+            for _ in range(5):
+                for i in order:
+                    fn, args, kwargs = calls[i]
+                    if not numpy.array_equal(_bits(fn(*args, **kwargs)), expected[i]):
+                        failures.append((seed, fn.__name__))
+    threads = [threading.Thread(target=work, args=(seed,)) for seed in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not failures
