@@ -25,6 +25,7 @@ import numpy
 import pytest
 
 import gpuops
+from gpuops.ops import matmul as matmul_ops
 from gpuops.ops import optim
 
 emu = pytest.importorskip("gpuops.emu", reason="gpuops.emu missing")
@@ -193,3 +194,67 @@ def _assert_gates(broken, launched):
              for kernel in names.split(", ")
              if kernel in launched and (kernel, gate) not in broken]
     assert not stale, f"exceptions no longer needed (remove them from EXCEPTIONS): {stale}"
+
+
+# ---- the tensor-core GEMM (issue 18): no shared-memory bank conflicts ---------------------
+# gemm_tc_f16 / gemm_tc_bf16 stage every operand layout in XOR-swizzled 16-byte chunks, read
+# fragments with ldmatrix and pass the accumulators through swizzled shared rows: each call
+# below must show zero bank conflicts on shared loads and stores, and (its C stores
+# vectorized, its operands aligned or not) global stores at the ideal sectors; global loads
+# at the ideal where every operand is 16-byte aligned and contiguous along a dim.
+
+def _tc_gemm_cases():
+    rng = _rng()
+
+    def h(dtype, *shape):
+        return rng.standard_normal(shape).astype(dtype)
+
+    cases = {}
+    for dtype in (numpy.float16, numpy.dtype(gpuops.bfloat16)):
+        tag = "f16" if dtype == numpy.float16 else "bf16"
+        a, b = h(dtype, 64, 64), h(dtype, 64, 48)
+        x, w, bias, gy = h(dtype, 64, 64), h(dtype, 48, 64), h(dtype, 48), h(dtype, 64, 48)
+        y = gpuops.linear(x, w, bias, activation="relu")  # NumPy: the saved output
+        x_odd, w_odd = h(dtype, 64, 36), h(dtype, 48, 36)
+        cases[f"matmul {tag}"] = (lambda a=a, b=b: gpuops.matmul(a, b), True, 1)
+        cases[f"matmul transposed {tag}"] = (
+            lambda a=a, b=b: gpuops.matmul(numpy.asfortranarray(a), numpy.asfortranarray(b)),
+            True, 1)
+        cases[f"linear bias relu {tag}"] = (
+            lambda x=x, w=w, bias=bias: gpuops.linear(x, w, bias, activation="relu"), True, 1)
+        cases[f"linear backward relu {tag}"] = (  # prologue, row sums, m-contiguous gᵀ
+            lambda x=x, w=w, bias=bias, y=y, gy=gy: matmul_ops.linear_backward(
+                x, w, bias, y, gy, activation="relu"), True, 1)
+        cases[f"linear K=36 {tag}"] = (  # the register path's scalar loads
+            lambda x=x_odd, w=w_odd: gpuops.linear(x, w), False, 1)
+        a_long, b_long = h(dtype, 64, 256), h(dtype, 256, 48)
+        cases[f"matmul split {tag}"] = (  # partial tiles through the workspace
+            lambda a=a_long, b=b_long: gpuops.matmul(a, b), True, 8)
+    return cases
+
+
+TC_GEMM_CASES = _tc_gemm_cases()
+
+
+@pytest.mark.parametrize("name", sorted(TC_GEMM_CASES))
+def test_tensor_core_gemm_gates(name):
+    from gpuops.emu import build
+    if build.compiler() is None:
+        pytest.skip("no C++ compiler for the emulator")
+    run, aligned, sms = TC_GEMM_CASES[name]
+    launcher = emu.EmuLauncher(tensor_cores=True, counters=True)
+    launcher.sm_count = sms  # gpuops.ops.matmul.plan: 8 SMs split these small products
+    with gpuops.backend.use_cpu_launcher(launcher):
+        run()
+    reports = [r for r in launcher.reports if r.kernel.startswith("gemm_tc_")]
+    assert reports, [r.kernel for r in launcher.reports]
+    assert (reports[0].grid[2] > 1) == (sms > 1), reports[0].grid  # split over blockIdx.z
+    for report in reports:
+        metrics = report.metrics
+        for op in ("ld", "st"):
+            assert metrics[f"smsp__sass_inst_executed_op_shared_{op}.sum"] > 0, report
+            conflicts = metrics[f"l1tex__data_bank_conflicts_pipe_lsu_mem_shared_op_{op}.sum"]
+            assert conflicts == 0, f"{name}: {report.kernel} shared {op}: {report.worst}"
+        assert report.sectors_over_ideal("st") <= SECTORS_OVER_IDEAL, (name, report.worst)
+        if aligned:
+            assert report.sectors_over_ideal("ld") <= SECTORS_OVER_IDEAL, (name, report.worst)
