@@ -39,6 +39,10 @@ def cases(env: Env) -> list[Case]:
         out.append(Case(f"matmul f16 {side}^3 (tensor cores)", gpuops.matmul, (h1, h2),
                         3 * side * side * 2, lambda m, u, v: m.matmul(u, v),
                         _gflop(side, side, side) + "; float32 accumulation"))
+        out.append(Case(f"matmul f16 {side}^3, x1 transposed view (tensor cores)",
+                        lambda u, v: gpuops.matmul(u.T, v), (h1, h2), 3 * side * side * 2,
+                        lambda m, u, v: m.matmul(u.T, v), _gflop(side, side, side)
+                        + "; x1ᵀ m-contiguous: ldmatrix.trans (a weight gradient's layout)"))
 
     batch, small = (64, 256) if not env.quick else (16, 128)
     xb, w = env.random((batch, small, small)), env.random((small, small))
