@@ -181,32 +181,35 @@ __device__ __forceinline__ double counted_weight(const long long* __restrict__ l
     return block_sum(count);
 }
 
-// One counted row (label t, not ignore) of a warp-per-row kernel (cols <= 32 E): the
-// row read once into E registers per lane (lane l holds columns l, l+32, ...; padding
-// holds lowest, whose exp is 0). Returns the row's loss w[t] (lse - x_t) in every lane;
-// when gr is not null writes the gradient row gr_c = (softmax_c - [c == t]) g w[t].
+// One row (label t) of a W-lane kernel (cols <= W E; W = 32: a warp per row): the row
+// read once into E registers per lane (lane l holds columns l, l+W, ...; padding holds
+// lowest, whose exp is 0). Every lane of the warp calls it (the shuffles); a lane whose
+// group has no counted row (active false: past the last row, or t == ignore) reads
+// nothing, writes nothing and gets 0. Returns the row's loss w[t] (lse - x_t) in every lane
+// of the group; when gr is not null writes the gradient row gr_c = (softmax_c - [c == t])
+// g w[t].
 // With label smoothing eps (the fused kernel; the target a_c = w_c ((1 - eps) [c == t] +
 // eps / cols), as the block kernels of label smoothing below): loss = (1 - eps) w[t]
 // (lse - x_t) + eps / cols sum_c w_c (lse - x_c), gr_c = g (S softmax_c - a_c) with
 // S = sum_c a_c = (1 - eps) w[t] + eps / cols sum_c w_c.
-template <typename T, typename A, int E>
-__device__ __forceinline__ A ce_row_warp(const T* __restrict__ xr, long long t,
+template <typename T, typename A, int W, int E>
+__device__ __forceinline__ A ce_row_warp(const T* __restrict__ xr, long long t, bool active,
                                          const A* __restrict__ w, int weighted, A eps, A g,
                                          T* __restrict__ gr, long long cols, int lane) {
     A v[E];
     A m = lowest_acc(A(0));
 #pragma unroll
     for (int k = 0; k < E; ++k) {
-        const long long c = lane + 32 * k;
-        v[k] = c < cols ? load_acc(xr + c) : lowest_acc(A(0));
+        const long long c = lane + W * k;
+        v[k] = active && c < cols ? load_acc(xr + c) : lowest_acc(A(0));
         m = v[k] > m ? v[k] : m;
     }
-    m = warp_max(m);
+    m = group_max<W>(m);
     A s = A(0), shifted = A(0), total_w = A(0);  // sum_c w_c (m - x_c), sum_c w_c
 #pragma unroll
     for (int k = 0; k < E; ++k) {
-        const long long c = lane + 32 * k;
-        if (eps != A(0) && c < cols) {
+        const long long c = lane + W * k;
+        if (eps != A(0) && active && c < cols) {
             const A wc = weighted ? w[c] : A(1);
             shifted += wc * (m - v[k]);
             total_w += wc;
@@ -214,11 +217,12 @@ __device__ __forceinline__ A ce_row_warp(const T* __restrict__ xr, long long t,
         v[k] = exp(v[k] - m);
         s += v[k];
     }
-    s = warp_sum(s);
-    if (eps != A(0)) {  // uniform over the warp
-        shifted = warp_sum(shifted);
-        total_w = warp_sum(total_w);
+    s = group_sum<W>(s);
+    if (eps != A(0)) {  // uniform over the launch
+        shifted = group_sum<W>(shifted);
+        total_w = group_sum<W>(total_w);
     }
+    if (!active) return A(0);
     const bool bad = t < 0 || t >= cols;
     const A wt = class_weight(w, weighted, t, cols), log_s = A(log(s));
     const A uniform = eps / A(cols), hard = (A(1) - eps) * wt;
@@ -228,7 +232,7 @@ __device__ __forceinline__ A ce_row_warp(const T* __restrict__ xr, long long t,
             const A scale = g * wt;
 #pragma unroll
             for (int k = 0; k < E; ++k) {
-                const long long c = lane + 32 * k;
+                const long long c = lane + W * k;
                 if (c < cols)
                     store_acc(gr + c, bad ? quiet_nan(A(0))
                                           : (v[k] * inv_s - (c == t ? A(1) : A(0))) * scale);
@@ -237,7 +241,7 @@ __device__ __forceinline__ A ce_row_warp(const T* __restrict__ xr, long long t,
             const A total = hard + uniform * total_w;
 #pragma unroll
             for (int k = 0; k < E; ++k) {
-                const long long c = lane + 32 * k;
+                const long long c = lane + W * k;
                 if (c < cols) {
                     const A a = (weighted ? w[c] : A(1)) * uniform + (c == t ? hard : A(0));
                     store_acc(gr + c, bad ? quiet_nan(A(0)) : (total * (v[k] * inv_s) - a) * g);
@@ -250,24 +254,38 @@ __device__ __forceinline__ A ce_row_warp(const T* __restrict__ xr, long long t,
     return eps == A(0) ? nll : (A(1) - eps) * nll + uniform * (shifted + total_w * log_s);
 }
 
-// The same for one block per row (long rows): an online (max, sum) pass with the sum in
-// double, (label smoothing) a pass for sum_c w_c (m - x_c) and sum_c w_c in double, then
-// (gradient) a write pass. Every thread of the block calls it.
-template <typename T, typename A>
+// The same for one block per row (long rows; rowwise.cuh's RowTile of E values per thread,
+// 16-byte loads when vec): an online (max, sum) pass with the sum in double, (label
+// smoothing) a pass for sum_c w_c (m - x_c) and sum_c w_c in double, then (gradient) a
+// write pass; the later passes take the row from the registers when it fits the block
+// (read once), else read each tile again. Every thread of the block calls it.
+template <typename T, typename A, int E>
 __device__ __forceinline__ A ce_row_block(const T* __restrict__ xr, long long t,
                                           const A* __restrict__ w, int weighted, A eps, A g,
-                                          T* __restrict__ gr, long long cols) {
+                                          T* __restrict__ gr, long long cols, bool vec) {
+    const long long tile = (long long)blockDim.x * E;
+    const bool fits = cols <= tile;
+    RowTile<T, A, E> row;
     A m = lowest_acc(A(0));
     double s = 0.0;
-    for (long long c = threadIdx.x; c < cols; c += blockDim.x)
-        lse_merge(m, s, load_acc(xr + c), 1.0);
+    for (long long b = 0; b < cols; b += tile) {
+        row.load(xr + b, cols - b, vec, lowest_acc(A(0)));
+        row.merge_lse(m, s, cols - b, vec);
+    }
     block_lse(m, s);
     double shifted = 0.0, total_w = 0.0;
-    if (eps != A(0)) {  // uniform over the block
-        for (long long c = threadIdx.x; c < cols; c += blockDim.x) {
-            const A wc = weighted ? w[c] : A(1);
-            shifted += double(wc * (m - load_acc(xr + c)));
-            total_w += double(wc);
+    if (eps != A(0)) {  // uniform over the launch
+        for (long long b = 0; b < cols; b += tile) {
+            if (!fits) row.load(xr + b, cols - b, vec, lowest_acc(A(0)));
+#pragma unroll
+            for (int e = 0; e < E; ++e) {
+                const long long c = b + row.col(e, vec);
+                if (c < cols) {
+                    const A wc = weighted ? w[c] : A(1);
+                    shifted += double(wc * (m - row.v[e]));
+                    total_w += double(wc);
+                }
+            }
         }
         shifted = block_sum(shifted);
         total_w = block_sum(total_w);
@@ -277,19 +295,21 @@ __device__ __forceinline__ A ce_row_block(const T* __restrict__ xr, long long t,
     const A uniform = eps / A(cols), hard = (A(1) - eps) * wt;
     if (gr != nullptr) {
         const A inv_s = A(1.0 / s);
-        if (eps == A(0)) {
-            const A scale = g * wt;
-            for (long long c = threadIdx.x; c < cols; c += blockDim.x)
-                store_acc(gr + c, bad ? quiet_nan(A(0))
-                                      : (A(exp(load_acc(xr + c) - m)) * inv_s -
-                                         (c == t ? A(1) : A(0))) * scale);
-        } else {
-            const A total = hard + uniform * A(total_w);
-            for (long long c = threadIdx.x; c < cols; c += blockDim.x) {
-                const A a = (weighted ? w[c] : A(1)) * uniform + (c == t ? hard : A(0));
-                store_acc(gr + c, bad ? quiet_nan(A(0))
-                                      : (total * (A(exp(load_acc(xr + c) - m)) * inv_s) - a) * g);
+        const A scale = eps == A(0) ? g * wt : g;
+        const A total = eps == A(0) ? A(1) : hard + uniform * A(total_w);
+        for (long long b = 0; b < cols; b += tile) {
+            if (!fits) row.load(xr + b, cols - b, vec, lowest_acc(A(0)));
+#pragma unroll
+            for (int e = 0; e < E; ++e) {
+                const long long c = b + row.col(e, vec);
+                // the target: [c == t] (eps = 0, scaled by w[t] in scale), else a_c
+                const A a = eps == A(0) ? (c == t ? A(1) : A(0))
+                                        : (weighted && c < cols ? w[c] : A(1)) * uniform +
+                                              (c == t ? hard : A(0));
+                row.v[e] = bad ? quiet_nan(A(0))
+                               : (total * (A(exp(row.v[e] - m)) * inv_s) - a) * scale;
             }
+            row.store(gr + b, cols - b, vec);
         }
     }
     if (bad) return quiet_nan(A(0));
@@ -304,37 +324,36 @@ __device__ __forceinline__ void zero_row(T* __restrict__ gr, long long first, lo
     for (long long c = first; c < cols; c += step) store_acc(gr + c, decltype(to_acc(*gr))(0));
 }
 
-// Forward: the per-row losses (A), a warp or a block per row.
-template <typename T, typename A, int E>
+// Forward: the per-row losses (A), W lanes (32: a warp) or a block per row.
+template <typename T, typename A, int W, int E>
 __device__ __forceinline__ void ce_rows_warp(const T* __restrict__ x,
                                              const long long* __restrict__ labels,
                                              const A* __restrict__ w, int weighted,
                                              A* __restrict__ loss, long long ignore,
                                              long long rows, long long cols) {
-    const int lane = threadIdx.x & 31;
-    const long long warps = (long long)gridDim.x * (blockDim.x >> 5);
-    for (long long r = (long long)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5); r < rows;
-         r += warps) {
-        const long long t = labels[r];
-        const A l = t == ignore ? A(0)
-                                : ce_row_warp<T, A, E>(x + r * cols, t, w, weighted, A(0),
-                                                       A(0), (T*)nullptr, cols, lane);
-        if (lane == 0) loss[r] = l;
+    const RowGroups<W> g;
+    for (long long first = g.first; first < rows; first += g.step) {
+        const long long r = first + g.offset;
+        const long long t = r < rows ? labels[r] : ignore;
+        const A l = ce_row_warp<T, A, W, E>(x + r * cols, t, t != ignore, w, weighted, A(0),
+                                            A(0), (T*)nullptr, cols, g.lane);
+        if (g.lane == 0 && r < rows) loss[r] = l;
     }
 }
 
-template <typename T, typename A>
+template <typename T, typename A, int E>
 __device__ __forceinline__ void ce_rows_block(const T* __restrict__ x,
                                               const long long* __restrict__ labels,
                                               const A* __restrict__ w, int weighted,
                                               A* __restrict__ loss, long long ignore,
                                               long long rows, long long cols) {
+    const bool vec = row_vectors(x, x, cols);
     for (long long r = blockIdx.x; r < rows; r += gridDim.x) {
         const long long t = labels[r];
         // (t == ignore is uniform over the block: no thread reaches the block reductions)
         const A l = t == ignore ? A(0)
-                                : ce_row_block<T, A>(x + r * cols, t, w, weighted, A(0),
-                                                     A(0), (T*)nullptr, cols);
+                                : ce_row_block<T, A, E>(x + r * cols, t, w, weighted, A(0),
+                                                        A(0), (T*)nullptr, cols, vec);
         if (threadIdx.x == 0) loss[r] = l;
     }
 }
@@ -356,7 +375,7 @@ __device__ __forceinline__ void ce_total(const A* __restrict__ loss,
 
 // Gradient: gx_rc = g_r w[t_r] (softmax(x_r)_c - [c == t_r]), g_r = gy[r * gy_stride],
 // divided by counted_weight for "mean" (mean = 1: each block computes it, no extra launch).
-template <typename T, typename A, int E>
+template <typename T, typename A, int W, int E>
 __device__ __forceinline__ void ce_grad_warp(const T* __restrict__ x,
                                              const long long* __restrict__ labels,
                                              const A* __restrict__ w, int weighted,
@@ -364,21 +383,20 @@ __device__ __forceinline__ void ce_grad_warp(const T* __restrict__ x,
                                              int mean, T* __restrict__ gx, long long ignore,
                                              long long rows, long long cols) {
     const A count = mean ? A(counted_weight(labels, w, weighted, ignore, rows, cols)) : A(1);
-    const int lane = threadIdx.x & 31;
-    const long long warps = (long long)gridDim.x * (blockDim.x >> 5);
-    for (long long r = (long long)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5); r < rows;
-         r += warps) {
-        const long long t = labels[r];
+    const RowGroups<W> g;
+    for (long long first = g.first; first < rows; first += g.step) {
+        const long long r = first + g.offset;
+        const bool live = r < rows;
+        const long long t = live ? labels[r] : ignore;
         T* gr = gx + r * cols;
-        if (t == ignore)
-            zero_row(gr, lane, 32, cols);
-        else
-            ce_row_warp<T, A, E>(x + r * cols, t, w, weighted, A(0),
-                                 load_acc(gy + r * gy_stride) / count, gr, cols, lane);
+        if (live && t == ignore) zero_row(gr, g.lane, W, cols);
+        ce_row_warp<T, A, W, E>(x + r * cols, t, t != ignore, w, weighted, A(0),
+                                t != ignore ? load_acc(gy + r * gy_stride) / count : A(0), gr,
+                                cols, g.lane);
     }
 }
 
-template <typename T, typename A>
+template <typename T, typename A, int E>
 __device__ __forceinline__ void ce_grad_block(const T* __restrict__ x,
                                               const long long* __restrict__ labels,
                                               const A* __restrict__ w, int weighted,
@@ -386,26 +404,28 @@ __device__ __forceinline__ void ce_grad_block(const T* __restrict__ x,
                                               int mean, T* __restrict__ gx, long long ignore,
                                               long long rows, long long cols) {
     const A count = mean ? A(counted_weight(labels, w, weighted, ignore, rows, cols)) : A(1);
+    const bool vec = row_vectors(x, gx, cols);
     for (long long r = blockIdx.x; r < rows; r += gridDim.x) {
         const long long t = labels[r];
         T* gr = gx + r * cols;
         if (t == ignore)
             zero_row(gr, threadIdx.x, blockDim.x, cols);
         else
-            ce_row_block<T, A>(x + r * cols, t, w, weighted, A(0),
-                               load_acc(gy + r * gy_stride) / count, gr, cols);
+            ce_row_block<T, A, E>(x + r * cols, t, w, weighted, A(0),
+                                  load_acc(gy + r * gy_stride) / count, gr, cols, vec);
     }
 }
 
 // ---- forward and gradient in one launch (training): softmax_cross_entropy_with_grad --
 // Per row: the loss term and the gradient row for an upstream gradient of 1 (the mean's
 // 1/counted_weight included: every block computes the divisor itself; label smoothing
-// eps as in ce_row_warp), the logits read once (warp kernels: into registers). reduction 0 ("none") writes the row losses into
-// loss (T); 1 ("sum") and 2 ("mean") add them per block (double) into partial[block], and
-// the last block to finish adds the partials in index order into y. The last block is the
-// one whose atomicInc(ticket, gridDim.x - 1) returns gridDim.x - 1: the ticket counter only
-// orders the blocks, and that increment wraps it back to 0 for the next launch (the reset,
-// in the same atomic); each block publishes its partial with __threadfence() before its
+// eps as in ce_row_warp), the logits read once (into registers; a block's row when it
+// fits the block). reduction 0 ("none") writes the row losses into loss (T); 1 ("sum")
+// and 2 ("mean") add them per block (double) into partial[block], and the last block to
+// finish adds the partials in index order into y. The last block is the one whose
+// atomicInc(ticket, gridDim.x - 1) returns gridDim.x - 1: the ticket counter only orders
+// the blocks, and that increment wraps it back to 0 for the next launch (the reset, in the
+// same atomic); each block publishes its partial with __threadfence() before its
 // ticket. The total is the same for any finishing order: bitwise repeatable, no atomics
 // on a sum.
 template <typename T, typename A>
@@ -429,7 +449,7 @@ __device__ __forceinline__ void ce_finish_total(double acc, double* __restrict__
     if (threadIdx.x == 0) store_acc(y, A(mean ? total / count : total));
 }
 
-template <typename T, typename A, int E>
+template <typename T, typename A, int W, int E>
 __device__ __forceinline__ void ce_with_grad_warp(
     const T* __restrict__ x, const long long* __restrict__ labels, const A* __restrict__ w,
     int weighted, A eps, T* __restrict__ loss, double* __restrict__ partial,
@@ -438,19 +458,17 @@ __device__ __forceinline__ void ce_with_grad_warp(
     const double count =
         reduction == 2 ? counted_weight(labels, w, weighted, ignore, rows, cols) : 1.0;
     const A g = A(1) / A(count);
-    const int lane = threadIdx.x & 31;
-    const long long warps = (long long)gridDim.x * (blockDim.x >> 5);
+    const RowGroups<W> rg;
     double acc = 0.0;
-    for (long long r = (long long)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5); r < rows;
-         r += warps) {
-        const long long t = labels[r];
+    for (long long first = rg.first; first < rows; first += rg.step) {
+        const long long r = first + rg.offset;
+        const bool live = r < rows;
+        const long long t = live ? labels[r] : ignore;
         T* gr = gx + r * cols;
-        A l = A(0);
-        if (t == ignore)
-            zero_row(gr, lane, 32, cols);
-        else
-            l = ce_row_warp<T, A, E>(x + r * cols, t, w, weighted, eps, g, gr, cols, lane);
-        if (lane == 0) {
+        if (live && t == ignore) zero_row(gr, rg.lane, W, cols);
+        const A l = ce_row_warp<T, A, W, E>(x + r * cols, t, t != ignore, w, weighted, eps, g,
+                                            gr, cols, rg.lane);
+        if (rg.lane == 0 && live) {
             if (reduction == 0)
                 store_acc(loss + r, l);
             else
@@ -460,7 +478,7 @@ __device__ __forceinline__ void ce_with_grad_warp(
     if (reduction != 0) ce_finish_total<T, A>(acc, partial, ticket, y, count, reduction == 2);
 }
 
-template <typename T, typename A>
+template <typename T, typename A, int E>
 __device__ __forceinline__ void ce_with_grad_block(
     const T* __restrict__ x, const long long* __restrict__ labels, const A* __restrict__ w,
     int weighted, A eps, T* __restrict__ loss, double* __restrict__ partial,
@@ -469,6 +487,7 @@ __device__ __forceinline__ void ce_with_grad_block(
     const double count =
         reduction == 2 ? counted_weight(labels, w, weighted, ignore, rows, cols) : 1.0;
     const A g = A(1) / A(count);
+    const bool vec = row_vectors(x, gx, cols);
     double acc = 0.0;
     for (long long r = blockIdx.x; r < rows; r += gridDim.x) {
         const long long t = labels[r];
@@ -477,7 +496,7 @@ __device__ __forceinline__ void ce_with_grad_block(
         if (t == ignore)
             zero_row(gr, threadIdx.x, blockDim.x, cols);
         else
-            l = ce_row_block<T, A>(x + r * cols, t, w, weighted, eps, g, gr, cols);
+            l = ce_row_block<T, A, E>(x + r * cols, t, w, weighted, eps, g, gr, cols, vec);
         if (threadIdx.x == 0) {
             if (reduction == 0)
                 store_acc(loss + r, l);
@@ -504,37 +523,41 @@ __device__ __forceinline__ void ce_scale_grad(const T* __restrict__ grad,
     }
 }
 
-// Warp kernels E = 1 .. 16 for every dtype, 32 for all but double (gpuops/ops/_rows.py).
-#define CE_WARP(E, T, A, SFX)                                                               \
-    extern "C" __global__ void softmax_cross_entropy_warp##E##_##SFX(                       \
+// Row kernels (gpuops/ops/_rows.py): <name>_warp<E>, one warp per row, E = 1 .. 16 for
+// every dtype, 32 for all but double; <name>_lanes<W>, W = 2 .. 16 lanes per row (E = 1).
+#define CE_ROWS(NAME, W, E, T, A, SFX)                                                      \
+    extern "C" __global__ void softmax_cross_entropy_##NAME##_##SFX(                        \
         const T* __restrict__ x, const long long* __restrict__ labels,                     \
         const A* __restrict__ w, int weighted, A* __restrict__ loss, long long ignore,     \
         long long rows, long long cols) {                                                  \
-        ce_rows_warp<T, A, E>(x, labels, w, weighted, loss, ignore, rows, cols);           \
+        ce_rows_warp<T, A, W, E>(x, labels, w, weighted, loss, ignore, rows, cols);        \
     }                                                                                      \
-    extern "C" __global__ void softmax_cross_entropy_wrt_x1_warp##E##_##SFX(                \
+    extern "C" __global__ void softmax_cross_entropy_wrt_x1_##NAME##_##SFX(                 \
         const T* __restrict__ x, const long long* __restrict__ labels,                     \
         const A* __restrict__ w, int weighted, const T* __restrict__ gy,                   \
         long long gy_stride, int mean, T* __restrict__ gx, long long ignore, long long rows, \
         long long cols) {                                                                  \
-        ce_grad_warp<T, A, E>(x, labels, w, weighted, gy, gy_stride, mean, gx, ignore, rows, \
-                              cols);                                                       \
+        ce_grad_warp<T, A, W, E>(x, labels, w, weighted, gy, gy_stride, mean, gx, ignore,  \
+                                 rows, cols);                                              \
     }                                                                                      \
-    extern "C" __global__ void softmax_cross_entropy_with_grad_warp##E##_##SFX(             \
+    extern "C" __global__ void softmax_cross_entropy_with_grad_##NAME##_##SFX(              \
         const T* __restrict__ x, const long long* __restrict__ labels,                     \
         const A* __restrict__ w, int weighted, A eps, T* __restrict__ loss,                \
         double* __restrict__ partial, unsigned int* __restrict__ ticket, T* __restrict__ y, \
         int reduction, T* __restrict__ gx, long long ignore, long long rows, long long cols) { \
-        ce_with_grad_warp<T, A, E>(x, labels, w, weighted, eps, loss, partial, ticket, y,  \
-                                   reduction, gx, ignore, rows, cols);                     \
+        ce_with_grad_warp<T, A, W, E>(x, labels, w, weighted, eps, loss, partial, ticket, y, \
+                                      reduction, gx, ignore, rows, cols);                  \
     }
+#define CE_WARP(E, T, A, SFX) CE_ROWS(warp##E, 32, E, T, A, SFX)
+#define CE_LANES(W, T, A, SFX) CE_ROWS(lanes##W, W, 1, T, A, SFX)
 
 #define CROSS_ENTROPY(T, A, SFX)                                                            \
     extern "C" __global__ void softmax_cross_entropy_block_##SFX(                           \
         const T* __restrict__ x, const long long* __restrict__ labels,                     \
         const A* __restrict__ w, int weighted, A* __restrict__ loss, long long ignore,     \
         long long rows, long long cols) {                                                  \
-        ce_rows_block<T, A>(x, labels, w, weighted, loss, ignore, rows, cols);             \
+        ce_rows_block<T, A, ROW_HELD_OF(A, 1)>(x, labels, w, weighted, loss, ignore, rows, \
+                                               cols);                                      \
     }                                                                                      \
     extern "C" __global__ void softmax_cross_entropy_total_##SFX(                           \
         const A* __restrict__ loss, const long long* __restrict__ labels,                  \
@@ -547,22 +570,27 @@ __device__ __forceinline__ void ce_scale_grad(const T* __restrict__ grad,
         const A* __restrict__ w, int weighted, const T* __restrict__ gy,                   \
         long long gy_stride, int mean, T* __restrict__ gx, long long ignore, long long rows, \
         long long cols) {                                                                  \
-        ce_grad_block<T, A>(x, labels, w, weighted, gy, gy_stride, mean, gx, ignore, rows, \
-                            cols);                                                         \
+        ce_grad_block<T, A, ROW_HELD_OF(A, 1)>(x, labels, w, weighted, gy, gy_stride, mean, \
+                                               gx, ignore, rows, cols);                    \
     }                                                                                      \
     extern "C" __global__ void softmax_cross_entropy_with_grad_block_##SFX(                 \
         const T* __restrict__ x, const long long* __restrict__ labels,                     \
         const A* __restrict__ w, int weighted, A eps, T* __restrict__ loss,                \
         double* __restrict__ partial, unsigned int* __restrict__ ticket, T* __restrict__ y, \
         int reduction, T* __restrict__ gx, long long ignore, long long rows, long long cols) { \
-        ce_with_grad_block<T, A>(x, labels, w, weighted, eps, loss, partial, ticket, y,    \
-                                 reduction, gx, ignore, rows, cols);                       \
+        ce_with_grad_block<T, A, ROW_HELD_OF(A, 1)>(x, labels, w, weighted, eps, loss,     \
+                                                    partial, ticket, y, reduction, gx,     \
+                                                    ignore, rows, cols);                   \
     }                                                                                      \
     extern "C" __global__ void softmax_cross_entropy_scale_grad_##SFX(                      \
         const T* __restrict__ grad, const T* __restrict__ gy, int per_row,                 \
         T* __restrict__ gx, long long n, long long classes, long long inner) {             \
         ce_scale_grad<T, A>(grad, gy, per_row, gx, n, classes, inner);                     \
     }                                                                                      \
+    CE_LANES(2, T, A, SFX)                                                                 \
+    CE_LANES(4, T, A, SFX)                                                                 \
+    CE_LANES(8, T, A, SFX)                                                                 \
+    CE_LANES(16, T, A, SFX)                                                                \
     CE_WARP(1, T, A, SFX)                                                                  \
     CE_WARP(2, T, A, SFX)                                                                  \
     CE_WARP(4, T, A, SFX)                                                                  \

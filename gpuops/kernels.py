@@ -42,6 +42,9 @@ CONSTANTS: dict[str, int] = {
     "ATTENTION_TILE": 16, "ATTENTION_TILE_F64": 8, "ATTENTION_THREADS_PER_ROW": 8,
     # its float16 tensor-core forward: query rows (4 warps of 16) and keys per tile
     "ATTENTION_TC_ROWS": 64, "ATTENTION_TC_KEYS": 32,
+    # cuda/softmax.cu, cuda/loss.cu block-per-row kernels: float32 values of a row held in
+    # registers per thread and array (half as many doubles); gpuops/ops/_rows.py
+    "ROW_HELD": 16,
 }
 # Threads per block of the 1-D grid-stride kernels: launch-side only (those kernels read
 # blockDim, so no source depends on the number).

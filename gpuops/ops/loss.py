@@ -441,14 +441,16 @@ def _cross_entropy_grad_cpu(x: Array, labels: Array, gy: Array, gx: Array,
     gx *= numpy.where(counted, scale, 0)[:, None]
 
 
-# Kernels (labels as int64; row kernels through gpuops.ops._rows; w the class weights in
+# Kernels (labels as int64; row kernels through gpuops.ops._rows: W lanes for rows of up
+# to 16 classes, a warp, or a block holding the row when it fits; w the class weights in
 # the accumulation dtype, read only when weighted is 1, else any array of that dtype):
-# softmax_cross_entropy_{warp<E>,block}_<dtype>(x, t, w, weighted, losses, ignore, rows, cols)
+# softmax_cross_entropy_{lanes<W>,warp<E>,block}_<dtype>(x, t, w, weighted, losses, ignore,
+#     rows, cols)
 #     (losses: per row, in the accumulation dtype: float32 for 16-bit x),
 # softmax_cross_entropy_total_<dtype>(losses, t, w, weighted, y, ignore, rows, cols, mean),
-# softmax_cross_entropy_wrt_x1_{warp<E>,block}_<dtype>(x, t, w, weighted, gy, gy_stride,
-#     mean, gx, ignore, rows, cols) (mean = 1: each block divides gy by the counted rows, or
-#     the sum of their weights, computed in a fixed order: no extra launch).
+# softmax_cross_entropy_wrt_x1_{lanes<W>,warp<E>,block}_<dtype>(x, t, w, weighted, gy,
+#     gy_stride, mean, gx, ignore, rows, cols) (mean = 1: each block divides gy by the
+#     counted rows, or the sum of their weights, computed in a fixed order: no extra launch).
 def _weight_args(call: Call, weight: Array | None) -> tuple:
     """(w, weighted) for the kernels: w an array of the accumulation dtype (a 1-element
     stand-in when there are no class weights)."""
@@ -471,7 +473,8 @@ def _cross_entropy_gpu(call: Call, x: Array, labels: Array, y: Array, weight: Ar
     w = _weight_args(call, weight)
     losses = _row_losses(call, y, reduction, rows)
     if rows:
-        _rows.launch(call, call.op, rows, cols, (x, labels, *w, losses, numpy.int64(ignore)))
+        _rows.launch(call, call.op, rows, cols, (x, labels, *w, losses, numpy.int64(ignore)),
+                     groups=True, arrays=1)
     if reduction == "none":
         if losses is not y:
             y[...] = losses  # 16 bits: one rounding
@@ -487,7 +490,8 @@ def _cross_entropy_grad_gpu(call: Call, x: Array, labels: Array, gy: Array, gx: 
     labels = call.xp.ascontiguousarray(labels, dtype=numpy.int64)
     _rows.launch(call, call.op, rows, cols,
                  (x, labels, *_weight_args(call, weight), gy, numpy.int64(reduction == "none"),
-                  numpy.int32(reduction == "mean"), gx, numpy.int64(ignore)))
+                  numpy.int32(reduction == "mean"), gx, numpy.int64(ignore)),
+                 groups=True, arrays=1)
 
 
 # ---- label smoothing and probability targets (PyTorch's cross_entropy) ---------------
@@ -934,7 +938,8 @@ def _with_grad_gpu(call: Call, x: Array, labels: Array, y: Array, w: Array | Non
         _rows.launch(call, "softmax_cross_entropy_with_grad", rows, cols,
                      (x, call.xp.ascontiguousarray(labels, dtype=numpy.int64),
                       *_weight_args(call, w), call.scalar(eps), losses, partial, ticket, y,
-                      numpy.int32(_REDUCTION_CODE[reduction]), gx, numpy.int64(ignore)))
+                      numpy.int32(_REDUCTION_CODE[reduction]), gx, numpy.int64(ignore)),
+                     groups=True, arrays=1)
     except BaseException:
         ticket[...] = 0  # a launch stopped part way may leave it counting
         raise

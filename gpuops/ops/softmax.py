@@ -1,11 +1,13 @@
 """The softmax family: softmax and log_softmax along any axis. Kernels in cuda/softmax.cu.
 
-The kernels work on C-contiguous (rows, cols) arrays whose rows are the softmax
-axis (launch geometry: :mod:`gpuops.ops._rows`). When ``axis`` is not the last axis,
-the input is copied with that axis moved last (one transposed copy) and the result
-copied back into place; the last axis needs no copy. Every float dtype on every backend:
-float16 and bfloat16 are loaded (widened to float32), computed in float32 (sums too) and
-rounded once on store.
+The kernels work on C-contiguous arrays seen as (outer, n, inner), n the softmax axis.
+The last axis (inner = 1) goes to the row kernels (launch geometry:
+:mod:`gpuops.ops._rows`: several short rows per warp, a warp per row, or a block per row
+holding the row in registers when it fits); any other axis to the ``_axis`` kernels, one
+thread per (outer, inner) position looping over the axis with inner-contiguous
+(coalesced) loads: no transposed copies (before, 3x the traffic). Every float dtype on
+every backend: float16 and bfloat16 are loaded (widened to float32), computed in float32
+(sums too) and rounded once on store.
 
 Numerics: m = max of the row is subtracted before exponentiating, so no finite
 logits overflow (±1e4 included); log_softmax is (x - m) - log Σ e^(x - m), never
@@ -24,6 +26,7 @@ second exp pass over x per row; a float32 y (``dtype=float32``) avoids the round
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy
@@ -65,21 +68,29 @@ _CPU = {"softmax": (_softmax_cpu, _softmax_grad_cpu),
         "log_softmax": (_log_softmax_cpu, _log_softmax_grad_cpu)}
 
 
-# ---- kernels: <op>_{warp<E>,block}_<dtype>(x, y, rows, cols),
-#               <op>_wrt_x1_{warp<E>,block}_<dtype>(y, gy, gx, rows, cols) -----------------
+# ---- kernels: <op>_{lanes<W>,warp<E>,block}_<dtype>(x, y, rows, cols),
+#               <op>_wrt_x1_{lanes<W>,warp<E>,block}_<dtype>(y, gy, gx, rows, cols) over the
+#               last axis (or any axis followed only by 1s);
+#               <op>_axis_<dtype>(x, y, outer, n, inner),
+#               <op>_wrt_x1_axis_<dtype>(y, gy, gx, outer, n, inner) over the middle axis of
+#               (outer, n, inner), inner > 1 ---------------------------------------------
 
 def _rows_gpu(call: Call, *arrays: Array) -> None:
-    """Run the row kernel of ``call.op`` on ``arrays`` (inputs, then the result; all of one
-    shape) along ``axis``, the last argument: moved last when it is not."""
+    """Run the kernel of ``call.op`` on ``arrays`` (inputs, then the result; all of one
+    C-contiguous shape) along ``axis``, the last argument."""
     *inputs, result, axis = arrays
-    xp = call.xp
-    cols = result.shape[axis]
-    last = axis == result.ndim - 1  # the inputs are C-contiguous already (call protocol)
-    rows = inputs if last else [xp.ascontiguousarray(xp.moveaxis(x, axis, -1)) for x in inputs]
-    target = result if last else xp.empty(rows[0].shape, result.dtype)
-    _rows.launch(call, call.op, result.size // cols, cols, (*rows, target))
-    if target is not result:
-        xp.moveaxis(result, axis, -1)[...] = target
+    n = result.shape[axis]
+    inner = math.prod(result.shape[axis + 1:])
+    outer = result.size // (n * inner) if n else 0
+    if not outer:
+        return
+    if inner == 1:  # the axis is the rows' last: no index arithmetic
+        _rows.launch(call, call.op, outer, n, (*inputs, result), groups=True,
+                     arrays=len(inputs))
+    else:
+        call.launch_1d(f"{call.op}_axis", outer * inner,
+                       (*inputs, result, numpy.int64(outer), numpy.int64(n),
+                        numpy.int64(inner)))
 
 
 _FORWARD = {op: Signature(op, FAMILY, ("x1",), kernel_dtypes=ALL_FLOAT_DTYPES) for op in _CPU}

@@ -108,7 +108,7 @@ def _launches(fn):
 
 @pytest.mark.parametrize("eps", [0.0, 0.1])
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
-@pytest.mark.parametrize("cols,kernel", [(10, "warp1"), (1000, "warp32"), (5000, "block")])
+@pytest.mark.parametrize("cols,kernel", [(10, "lanes16"), (1000, "warp32"), (5000, "block")])
 def test_with_grad_is_one_launch(reduction, cols, kernel, eps):
     """The pair launches the row losses, their total (not for "none") and the gradient;
     the fused function one kernel (the MLP's 512 x 10 logits: 3 launches -> 1)."""
@@ -194,7 +194,7 @@ def test_tensor_cross_entropy_launches_one_kernel_each_way():
         forward = [kernel for _, kernel, *_ in recorder.launches]
         loss.backward()
         backward = [kernel for _, kernel, *_ in recorder.launches][len(forward):]
-    assert forward == ["softmax_cross_entropy_with_grad_warp1_f32"]
+    assert forward == ["softmax_cross_entropy_with_grad_lanes16_f32"]
     assert backward == ["softmax_cross_entropy_scale_grad_f32"]
 
 
@@ -203,7 +203,7 @@ def test_tensor_cross_entropy_without_gradient_runs_the_plain_forward():
     x = rng.standard_normal((8, 10)).astype(numpy.float32)
     labels = rng.integers(0, 10, 8)
     launches = _launches(lambda: gpuops.Tensor(x).cross_entropy(labels))
-    assert launches == ["softmax_cross_entropy_warp1_f32", "softmax_cross_entropy_total_f32"]
+    assert launches == ["softmax_cross_entropy_lanes16_f32", "softmax_cross_entropy_total_f32"]
 
 
 # ---- 16-bit losses: weights stay float32 ---------------------------------------------

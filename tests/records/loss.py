@@ -157,7 +157,9 @@ CE_CASES = [(8, 5, "mean", numpy.int64, -100, 0.0), (8, 5, "sum", numpy.int32, -
             (4, 1000, "mean", numpy.int32, -100, 0.0),  # float32 warp E=32, float64 block
             (3, 1100, "none", numpy.int64, -100, 0.3),  # one block per row
             (0, 4, "sum", numpy.int64, -100, 0.0), (0, 4, "none", numpy.int32, -100, 0.0),
-            (37, 3, "sum", numpy.int64, -100, 0.1)]
+            (37, 3, "sum", numpy.int64, -100, 0.1),  # W lanes per row: 4 (3 classes),
+            (12, 16, "none", numpy.int64, -100, 0.3),  # 16 (some rows ignored in a warp)
+            (1, 5000, "mean", numpy.int64, -100, 0.0)]  # a block streaming the row
 # class weights (C,): (rows, classes, reduction, ignore_index, fraction of ignored rows)
 CE_WEIGHTED_CASES = [(8, 5, "mean", -100, 0.0), (16, 40, "mean", -1, 0.3),
                      (6, 7, "sum", 2, 0.3), (10, 7, "none", -100, 0.2),

@@ -5,14 +5,18 @@ import numpy
 
 from opinfo import BF16, F16, F32, F64, ErrorInput, OpInfo, Sample
 
-# (shape, axis): the last axis and others; rows for each kernel strategy: one warp per
-# row with 1, 2, 4, 8, 16 and 32 registers per lane (cols 1, 33, 100, 200, 500, 1024;
-# float64 goes to the block kernel past 512), one block per row (1025, 3000); 0-size
-# and 1-element.
+# (shape, axis): the last axis and others; rows for each kernel strategy: W lanes per row
+# for cols <= 16 (widths 1, 3, 8, 10, 16: lanes 2, 4, 8, 16), one warp per row with 1, 2,
+# 4, 8, 16 and 32 registers per lane (cols 33, 100, 200, 500, 1024; float64 goes to the
+# block kernel past 512), one block per row (1025: scalar loads, held in registers but
+# float64's gradient; 3000: 16-byte loads, held by the float32 and 16-bit forward, streamed
+# by the gradients and float64); an axis that is not the last with inner sizes 1 (row
+# kernels), 2, 3, 7, 12, 40 (axis kernels); 0-size and 1-element.
 CASES = [((4, 10), -1), ((3, 5, 7), 1), ((2, 3, 4), 0), ((257,), 0), ((6, 33), -1),
-         ((5, 1), -1), ((1, 1), 0), ((3, 100), -1), ((2, 200), 1), ((2, 500), 1),
-         ((2, 1024), -1), ((3, 1025), -1),
-         ((2, 3000), -1), ((0, 5), -1), ((4, 0), -1), ((2, 0, 3), 0), ((3, 4, 2), -2)]
+         ((5, 1), -1), ((1, 1), 0), ((9, 3), -1), ((12, 8), -1), ((7, 16), -1),
+         ((3, 100), -1), ((2, 200), 1), ((2, 500), 1), ((2, 1024), -1), ((3, 1025), -1),
+         ((2, 3000), -1), ((0, 5), -1), ((4, 0), -1), ((2, 0, 3), 0), ((3, 4, 2), -2),
+         ((3, 6, 1), 1), ((2, 6, 3), 1), ((2, 5, 40), 1)]
 
 
 def _samples(rng):
