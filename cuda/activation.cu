@@ -8,24 +8,19 @@
 #include "logistic.cuh"
 
 // y = f(x) and gx = g * f'(.) with x, y, g in the accumulation type A; PARAM is
-// the op's scalar parameter (leaky_relu's slope), unused by the others.
+// the op's scalar parameter (leaky_relu's slope), unused by the others. 16-byte vectors
+// with a scalar tail (map_elements, half.cuh): launch ceil(n / N) threads, N = 16 / sizeof(T).
 #define ACTIVATION(NAME, FWD, GRAD, T, A, SFX)                                             \
     extern "C" __global__ void NAME##_##SFX(const T* __restrict__ xs, T* __restrict__ ys,  \
                                             A param, long long n) {                        \
-        GRID_STRIDE_LOOP(i, n) {                                                           \
-            const A x = load_acc(xs + i);                                                  \
-            (void)param;                                                                   \
-            store_acc(ys + i, (FWD));                                                      \
-        }                                                                                  \
+        map_elements(ys, n, [=](A x) { (void)param; return A(FWD); }, xs);                 \
     }                                                                                      \
     extern "C" __global__ void NAME##_wrt_x1_##SFX(                                        \
         const T* __restrict__ xs, const T* __restrict__ ys, const T* __restrict__ gys,     \
         T* __restrict__ gxs, A param, long long n) {                                       \
-        GRID_STRIDE_LOOP(i, n) {                                                           \
-            const A x = load_acc(xs + i), y = load_acc(ys + i), g = load_acc(gys + i);     \
-            (void)x; (void)y; (void)param; /* dead loads are dropped by the compiler */    \
-            store_acc(gxs + i, (GRAD));                                                    \
-        }                                                                                  \
+        /* dead loads (y: every gradient reads x) are dropped by the compiler */           \
+        map_elements(                                                                      \
+            gxs, n, [=](A x, A y, A g) { (void)y; (void)param; return A(GRAD); }, xs, ys, gys); \
     }
 
 // gelu (exact): x Phi(x), gelu' = Phi(x) + x phi(x), with Phi(x) = erfc(-x/sqrt 2)/2 (erfc,

@@ -10,7 +10,8 @@
 // Two kernel shapes, stamped out below; LEAD and EXTRA are parenthesized parameter lists
 // (possibly empty) spliced in with UNPAREN: LEAD arrays of the output's shape come first
 // (read at i: gy, the forward output), EXTRA scalars after the output (alpha).
-// NAME_SFX: contiguous operands of the output's shape.
+// NAME_SFX: contiguous operands of the output's shape, in 16-byte vectors with a scalar
+// tail (map_elements, half.cuh: launch ceil(n / N) threads, N = 16 / sizeof(T)).
 // NAME_bcast_SFX: operands addressed through element strides over the output's
 // (coalesced, at most 4-d) shape; a stride of 0 broadcasts that dim. The flat index is
 // unravelled with the 32-bit fast division (FastDiv, gpuops.cuh; 64-bit past 2^32 - 1).
@@ -22,10 +23,7 @@
                                             const T* __restrict__ b,                    \
                                             T* __restrict__ out UNPAREN EXTRA,          \
                                             long long n) {                              \
-        GRID_STRIDE_LOOP(i, n) {                                                        \
-            const A u = to_acc(a[i]), v = to_acc(b[i]);                                 \
-            store_acc(out + i, (EXPR));                                                 \
-        }                                                                               \
+        map_elements(out, n, [=](A u, A v) { return A(EXPR); }, a, b);                  \
     }
 
 #define BROADCAST(NAME, LEAD, EXTRA, EXPR, T, A, SFX)                                    \
@@ -53,11 +51,12 @@
     CONTIGUOUS(NAME##_alpha, (, A alpha), EXPR, T, A, SFX)                               \
     BROADCAST(NAME##_alpha, (), (, A alpha), EXPR, T, A, SFX)
 
-// y = alpha * x (the gradient of add / sub with alpha wrt x2: ±alpha·gy).
+// y = alpha * x (the gradient of add / sub with alpha wrt x2: ±alpha·gy); vectors as
+// CONTIGUOUS.
 #define SCALE(T, A, SFX)                                                                   \
     extern "C" __global__ void scale_##SFX(const T* __restrict__ xs, T* __restrict__ ys,   \
                                            A alpha, long long n) {                         \
-        GRID_STRIDE_LOOP(i, n) store_acc(ys + i, alpha * to_acc(xs[i]));                   \
+        map_elements(ys, n, [=](A x) { return A(alpha * x); }, xs);                        \
     }
 
 // Gradient terms over the output's shape (summed to the operand's shape afterwards):
@@ -163,51 +162,53 @@ AXIS_ALL(float, float, f32)
 AXIS_ALL(double, double, f64)
 
 // ---- unary: y = f(x), gx = gy * f'(x) ----------------------------------------
-// FWD uses x; GRAD uses x, y (the forward output) and g (the upstream gradient).
-#define UNARY(NAME, FWD, GRAD, T, A, SFX)                                                  \
+// FWD uses x; GRAD uses x, y (the forward output) and g (the upstream gradient); the
+// loads of an unused one are dropped by the compiler. VECTORS: 16-byte vectors as
+// CONTIGUOUS (map_elements, half.cuh), or false: one element per grid-stride step.
+#define UNARY(NAME, FWD, GRAD, VECTORS, T, A, SFX)                                         \
     extern "C" __global__ void NAME##_##SFX(const T* __restrict__ xs, T* __restrict__ ys,  \
                                             long long n) {                                 \
-        GRID_STRIDE_LOOP(i, n) {                                                           \
-            const A x = to_acc(xs[i]);                                                     \
-            store_acc(ys + i, (FWD));                                                      \
-        }                                                                                  \
+        map_elements<VECTORS>(ys, n, [=](A x) { return A(FWD); }, xs);                     \
     }                                                                                      \
     extern "C" __global__ void NAME##_wrt_x1_##SFX(                                        \
         const T* __restrict__ xs, const T* __restrict__ ys, const T* __restrict__ gys,     \
         T* __restrict__ gxs, long long n) {                                                \
-        GRID_STRIDE_LOOP(i, n) {                                                           \
-            const A x = to_acc(xs[i]), y = to_acc(ys[i]), g = to_acc(gys[i]);             \
-            (void)x; (void)y;                                                              \
-            store_acc(gxs + i, (GRAD));                                                    \
-        }                                                                                  \
+        map_elements<VECTORS>(                                                             \
+            gxs, n, [=](A x, A y, A g) { (void)x; (void)y; return A(GRAD); }, xs, ys, gys); \
     }
 
 // abs: the subgradient at 0 is 0 (as PyTorch), NaN stays NaN (as NumPy's sign).
 // sqrt: 1/(2 sqrt x) uses y.
-#define UNARY_ALL(T, A, SFX)                                                      \
-    UNARY(neg, -x, -g, T, A, SFX)                                                 \
-    UNARY(exp, exp(x), g * y, T, A, SFX)                                          \
-    UNARY(log, log(x), g / x, T, A, SFX)                                          \
-    UNARY(sqrt, sqrt(x), g / (A(2) * y), T, A, SFX)                               \
-    UNARY(square, x * x, A(2) * x * g, T, A, SFX)                                 \
-    UNARY(abs, fabs(x), x > A(0) ? g : (x < A(0) ? -g : (x == A(0) ? A(0) : x)), T, A, SFX)        \
-    UNARY(sin, sin(x), g * cos(x), T, A, SFX)                                     \
-    UNARY(cos, cos(x), -g * sin(x), T, A, SFX)                                    \
+// sin and cos go one element at a time: libdevice's sinf / cosf keep the Payne-Hanek
+// reduction's digits (|x| > 105615) in a 28-byte local array, which ptxas holds in
+// registers only while a kernel has one call site; the N + 1 sites of a vector body and
+// its tail give every thread a 32-byte stack frame (tests/infrastructure/
+// test_nvrtc_compile.py allows stack frames only to the float64 ones, which have it anyway).
+#define UNARY_ALL(T, A, SFX)                                                                \
+    UNARY(neg, -x, -g, true, T, A, SFX)                                                     \
+    UNARY(exp, exp(x), g * y, true, T, A, SFX)                                              \
+    UNARY(log, log(x), g / x, true, T, A, SFX)                                              \
+    UNARY(sqrt, sqrt(x), g / (A(2) * y), true, T, A, SFX)                                   \
+    UNARY(square, x * x, A(2) * x * g, true, T, A, SFX)                                     \
+    UNARY(abs, fabs(x), x > A(0) ? g : (x < A(0) ? -g : (x == A(0) ? A(0) : x)), true, T, A, \
+          SFX)                                                                              \
+    UNARY(sin, sin(x), g * cos(x), false, T, A, SFX)                                        \
+    UNARY(cos, cos(x), -g * sin(x), false, T, A, SFX)                                       \
     POW(T, A, SFX)
 
-// pow with a scalar exponent p; d/dx x^p = p x^(p-1), defined as 0 when p == 0.
+// pow with a scalar exponent p; d/dx x^p = p x^(p-1), defined as 0 when p == 0. Vectors
+// as CONTIGUOUS.
 #define POW(T, A, SFX)                                                                     \
     extern "C" __global__ void pow_##SFX(const T* __restrict__ xs, T* __restrict__ ys, A p, \
                                          long long n) {                                    \
-        GRID_STRIDE_LOOP(i, n) store_acc(ys + i, pow(to_acc(xs[i]), p));                  \
+        map_elements(ys, n, [=](A x) { return A(pow(x, p)); }, xs);                        \
     }                                                                                      \
     extern "C" __global__ void pow_wrt_x1_##SFX(const T* __restrict__ xs,                  \
                                                 const T* __restrict__ gys,                 \
                                                 T* __restrict__ gxs, A p, long long n) {   \
-        GRID_STRIDE_LOOP(i, n) {                                                           \
-            const A g = p == A(0) ? A(0) : to_acc(gys[i]) * p * pow(to_acc(xs[i]), p - A(1)); \
-            store_acc(gxs + i, g);                                                         \
-        }                                                                                  \
+        map_elements(                                                                      \
+            gxs, n, [=](A x, A g) { return p == A(0) ? A(0) : A(g * p * pow(x, p - A(1))); }, \
+            xs, gys);                                                                      \
     }
 
 UNARY_ALL(__half, float, f16)

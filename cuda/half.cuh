@@ -62,3 +62,61 @@ __device__ __forceinline__ void store_acc(float* p, float v) { *p = v; }
 __device__ __forceinline__ void store_acc(double* p, double v) { *p = v; }
 __device__ __forceinline__ void store_acc(__half* p, float v) { *p = __float2half(v); }
 __device__ __forceinline__ void store_acc(__nv_bfloat16* p, float v) { *p = __float2bfloat16(v); }
+
+// ---- 16-byte vectors --------------------------------------------------------------
+// Vec16<T>: the N = 16 / sizeof(T) consecutive elements (8 float16 or bfloat16, 4 float,
+// 2 double) that one 128-bit access moves (LDG.128 / STG.128, the widest a thread makes).
+// Memory-bound kernels move every element as part of one: for the 16-bit dtypes a scalar
+// access is 2 bytes per lane (64 bytes per warp request), a Vec16 512.
+template <typename T>
+struct alignas(16) Vec16 {
+    static constexpr int N = 16 / (int)sizeof(T);
+    T v[N];
+};
+
+template <typename T>
+__device__ __forceinline__ Vec16<T> load_vec16(const T* p) {
+    return *reinterpret_cast<const Vec16<T>*>(p);
+}
+template <typename T>
+__device__ __forceinline__ void store_vec16(T* p, const Vec16<T>& v) {
+    *reinterpret_cast<Vec16<T>*>(p) = v;
+}
+
+// Whether every pointer starts on a 16-byte boundary: every allocation does (cudaMalloc
+// aligns to 256 bytes, NumPy to 16), a view need not (x[1:] of a float16 array: 2 bytes in).
+__device__ __forceinline__ bool vec16_aligned() { return true; }
+template <typename... P>
+__device__ __forceinline__ bool vec16_aligned(const void* p, P... rest) {
+    return ((unsigned long long)p & 15ull) == 0 && vec16_aligned(rest...);
+}
+
+// out[i] = f(in_1[i], ..., in_k[i]) for 0 <= i < n: out and the inputs C-contiguous, of
+// storage type T; f computes in the accumulation type, rounded once on store (store_acc).
+// When every array is aligned (vec16_aligned), grid-stride item t moves elements
+// [N t, N t + N) of each array as one Vec16 (N values of f, unrolled); the last n mod N
+// elements, and all n when some array is not aligned or VECTORS is false, go one at a time
+// in a second grid-stride loop (lanes on consecutive elements: still coalesced). The same
+// f on the same values either way, so the result does not depend on the path. Any grid is
+// correct; ceil(n / N) threads give each one vector (gpuops/ops/elementwise.py:
+// launch_vectors). 64-bit indices, as GRID_STRIDE_LOOP (gpuops.cuh).
+template <typename T, typename F, typename... V>
+__device__ __forceinline__ void map_vector16(T* out, const F& f, const V&... in) {
+    Vec16<T> result;
+#pragma unroll
+    for (int k = 0; k < Vec16<T>::N; ++k) store_acc(&result.v[k], f(to_acc(in.v[k])...));
+    store_vec16(out, result);
+}
+
+template <bool VECTORS = true, typename T, typename F, typename... In>
+__device__ __forceinline__ void map_elements(T* __restrict__ out, long long n, const F& f,
+                                             const In* __restrict__... in) {
+    constexpr int N = Vec16<T>::N;
+    const long long stride = (long long)blockDim.x * gridDim.x;
+    const long long first = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    const long long vectors = VECTORS && vec16_aligned(out, in...) ? n / N : 0;
+    for (long long t = first; t < vectors; t += stride)
+        map_vector16(out + t * N, f, load_vec16(in + t * N)...);
+    for (long long i = vectors * N + first; i < n; i += stride)
+        store_acc(out + i, f(load_acc(in + i)...));
+}

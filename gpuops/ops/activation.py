@@ -41,6 +41,7 @@ from ..backend import ALL_FLOAT_DTYPES
 from ..call import TABLE, Call, Signature, check_shape
 from ..registry import register
 from . import _args, _math
+from .elementwise import launch_vectors
 
 __all__ = ["relu", "leaky_relu", "sigmoid", "tanh", "gelu", "silu",
            "relu_wrt_x1", "leaky_relu_wrt_x1", "sigmoid_wrt_x1", "tanh_wrt_x1", "gelu_wrt_x1",
@@ -231,12 +232,12 @@ _GELU_KERNELS = {"none": "gelu", "tanh": "gelu_tanh"}  # approximate -> kernel
 # ---- kernels: <k>_<dtype>(x, y, slope, n), <k>_wrt_x1_<dtype>(x, y, gy, gx, slope, n) ------
 
 def _forward_gpu(kernel: str, call: Call, x: Array, y: Array, slope: Any) -> None:
-    call.launch_1d(kernel, y.size, (x, y, slope, numpy.int64(y.size)))
+    launch_vectors(call, kernel, y.size, (x, y, slope, numpy.int64(y.size)))
 
 
 def _gradient_gpu(kernel: str, call: Call, x: Array, y: Array, gy: Array, gx: Array,
                   slope: Any) -> None:
-    call.launch_1d(f"{kernel}_wrt_x1", gx.size,
+    launch_vectors(call, f"{kernel}_wrt_x1", gx.size,
                    (x, y, gy, gx, slope, numpy.int64(gx.size)))
 
 

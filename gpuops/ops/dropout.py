@@ -18,6 +18,7 @@ from ..backend import ALL_FLOAT_DTYPES
 from ..call import Call, Signature, check_shape
 from ..registry import register
 from . import _args
+from .elementwise import launch_vectors
 
 __all__ = ["dropout", "dropout_wrt_x1"]
 
@@ -97,7 +98,7 @@ def _dropout_gpu(call: Call, x: Array, y: Array, p: float, seed: int,
         y[...] = x
         return
     n = x.size  # (p = 1: threshold 2^32, no element is kept)
-    call.launch_1d("dropout", (n + 3) // 4,
+    launch_vectors(call, "dropout", n,
                    (x, y, numpy.int64(n), numpy.int64(seed & 0xFFFFFFFF), numpy.int64(seed >> 32),
                     numpy.int64(_threshold(p)), call.scalar(float(scale))))
 

@@ -8,16 +8,21 @@ import numpy
 
 from opinfo import BF16, F16, F32, F64, ErrorInput, OpInfo, Sample
 
+from .elementwise import offset_samples, offset_view
+
 SHAPES = ((257,), (3, 4, 5), (0,), (1,), (), (16, 65))
 
 
 def _samples(low, high, params=None):
     def samples(rng):
-        for shape in SHAPES:
+        def draw(shape):
             # keep |x| >= 1e-3 so relu's kink at 0 stays outside the finite-difference step
             x = rng.uniform(low, high, shape)
-            x = numpy.where(numpy.abs(x) < 1e-3, 0.5, x)
-            yield Sample((x,), dict(params or {}))
+            return numpy.where(numpy.abs(x) < 1e-3, 0.5, x)
+
+        for shape in SHAPES:
+            yield Sample((draw(shape),), dict(params or {}))
+        yield from offset_samples(draw, params)
     return samples
 
 
@@ -26,6 +31,7 @@ def _leaky_samples(rng):
         for shape in ((257,), (3, 4, 5), (0,), ()):
             x = rng.uniform(-3, 3, shape)
             yield Sample((x,), {"slope": slope}, f"slope{slope}-{'x'.join(map(str, shape))}")
+    yield from offset_samples(lambda n: rng.uniform(-3, 3, n), {"slope": 0.2})
 
 
 def _errors(rng):
@@ -63,6 +69,12 @@ def _gelu_samples(rng):
             x = rng.uniform(low, high, shape)
             yield Sample((x,), {"approximate": approximate},
                          f"{approximate}-{'x'.join(map(str, shape))}")
+    # misaligned for the 16-bit kernels: gelu in float16, gelu_tanh in bfloat16 (in the
+    # other 16-bit dtype each is an aligned copy: vector body and tail)
+    yield Sample((offset_view(rng.uniform(-6, 6, 21), F16),), {"approximate": "none"},
+                 "none-float16-offset-21")
+    yield Sample((offset_view(rng.uniform(-6, 6, 23), BF16),), {"approximate": "tanh"},
+                 "tanh-bfloat16-offset-23")
 
 
 def _gelu_errors(rng):

@@ -9,6 +9,21 @@ from opinfo import BF16, F16, F32, F64, ErrorInput, OpInfo, Sample
 KERNEL_DTYPES = (F16, BF16, F32, F64)
 
 
+def offset_view(x, dtype):
+    """``x`` in ``dtype`` (float16 or bfloat16) as a C-contiguous view that starts one
+    element past a 16-byte boundary. The same-shape kernels move 16-byte vectors only when
+    every array is 16-byte aligned (cuda/half.cuh, map_elements): this start takes their
+    scalar loop. OpInfo.cast keeps a sample array already in the test's dtype, so the
+    view reaches the emulator as it is in that dtype (other dtypes get an aligned copy:
+    n elements run n // 8 vectors in 16 bits, then n % 8 in the scalar tail)."""
+    dtype = numpy.dtype(dtype)
+    whole = numpy.empty(x.size + 16 // dtype.itemsize, dtype)
+    start = (dtype.itemsize - whole.ctypes.data) % 16 // dtype.itemsize
+    view = whole[start:start + x.size].reshape(numpy.shape(x))
+    view[...] = x
+    return view
+
+
 def _unbroadcast(g, shape):
     """Reference 'collapse': sum g over the axes broadcasting added to ``shape``."""
     shape = tuple(numpy.shape(shape)) if not isinstance(shape, tuple) else shape
@@ -40,6 +55,9 @@ def _binary_samples(positive_x2: bool):
                 if positive_x2:  # keep division away from 0: |x2| in [0.5, 2]
                     x2 = numpy.sign(x2 + 1e-300) * rng.uniform(0.5, 2.0, s2)
             yield Sample((x1, x2))
+        # same shapes, misaligned for 16-bit kernels: x1 in bfloat16, x2 in float16
+        x1, x2 = rng.standard_normal(23), rng.uniform(0.5, 2.0, 23)
+        yield Sample((offset_view(x1, BF16), offset_view(x2, F16)), name="16bit-offset-23")
     return samples
 
 
@@ -202,7 +220,17 @@ def _unary_samples(low, high, shapes=((257,), (3, 4, 5), (0,), (1,), (), (16, 65
     def samples(rng):
         for shape in shapes:
             yield Sample((rng.uniform(low, high, shape),))
+        yield from offset_samples(lambda n: rng.uniform(low, high, n))
     return samples
+
+
+def offset_samples(draw, params=None, sizes=(21, 23)):
+    """Two one-input samples misaligned for the 16-bit kernels (:func:`offset_view`): a
+    float16 view of ``sizes[0]`` elements (in bfloat16 an aligned copy: vector body and
+    tail) and a bfloat16 view of ``sizes[1]``; ``draw(n)`` gives the values."""
+    for dtype, n in zip((F16, BF16), sizes):
+        yield Sample((offset_view(draw(n), dtype),), dict(params or {}),
+                     f"{dtype.name}-offset-{n}")
 
 
 def _unary_errors(rng):
@@ -222,6 +250,8 @@ def _pow_samples(rng):
                          (1, -2, 2)]:
         for shape in [(257,), (3, 4), (0, 2)]:
             yield Sample((rng.uniform(low, high, shape),), {"p": p}, f"p{p}-{shape}")
+    # fewer elements than (3, 4): the two smallest samples are the bfloat16 kernels' cases
+    yield from offset_samples(lambda n: rng.uniform(0.5, 3.0, n), {"p": -1.5}, (10, 11))
 
 
 def _pow_errors(rng):
