@@ -10,7 +10,9 @@ import gpuops
 
 from .harness import Case, Env
 
-CLASSES = (1000, 32000)
+# 10 classes: 16 lanes per row (2 rows per warp); 1000: a warp per row; 4000: a block
+# holding the row in registers; 32000: a block streaming it
+CLASSES = (10, 1000, 4000, 32000)
 
 
 def _is_torch(m) -> bool:
@@ -64,13 +66,14 @@ def cases(env: Env) -> list[Case]:
         t = env.xp.asarray(numpy.random.default_rng(0).integers(0, classes, rows))
         labels = 8 * rows
         out.append(Case(f"softmax_cross_entropy ({rows},{classes})", gpuops.softmax_cross_entropy,
-                        (x, t), 4 * n + labels, _ce))
+                        (x, t), x.nbytes + labels, _ce))
         y = gpuops.softmax_cross_entropy(x, t)
         out.append(Case(f"softmax_cross_entropy_wrt_x1 ({rows},{classes})",
                         lambda x, t, y: gpuops.softmax_cross_entropy_wrt_x1(x, t, y, 1.0),
-                        (x, t, y), 2 * 4 * n + labels, None, note="fused softmax - onehot"))
+                        (x, t, y), 2 * x.nbytes + labels, None,
+                        note="fused softmax - onehot"))
         out.append(Case(f"cross-entropy fwd+bwd ({rows},{classes})", _gpuops_ce_forward_backward,
-                        (x, t), 3 * 4 * n + 2 * labels, _ce_forward_backward,
+                        (x, t), 3 * x.nbytes + 2 * labels, _ce_forward_backward,
                         note="vs cross_entropy + backward"))
     a = env.random(n)
     b = env.random(n, 0.0, 1.0)

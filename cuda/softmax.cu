@@ -14,9 +14,11 @@
 //              pass takes the row from the registers when it fits the block, else reads
 //              it again. Sums are accumulated in double so that rows of 2^31 elements
 //              keep full float precision.
-//   *_axis   : an axis that is not the last, (outer, n, inner) with inner > 1: one thread
-//              per (outer, inner) position looping over the n elements of its axis
+//   *_axis   : an axis that is not the last, (outer, n, inner) with inner >= 32: one
+//              thread per (outer, inner) position looping over the n elements of its axis
 //              (no transposed copies).
+//   *_axis_warp : the same for 1 < inner < 32: one warp per outer position reading its
+//              n x inner block in runs of (32 / inner) inner consecutive elements.
 #include "rowwise.cuh"
 
 // softmax: y = e^(x - m) / s; log_softmax: y = (x - m) - log s, with m the row max
@@ -213,6 +215,81 @@ __device__ __forceinline__ void softmax_grad_axis(const T* __restrict__ y,
     }
 }
 
+// Small inner (inner < 32): one warp per outer position, its contiguous n x inner block
+// read in chunks of L = P inner consecutive elements (P = 32 / inner lanes per inner
+// position; coalesced): lane l < L holds inner position l % inner and the axis steps
+// l / inner + P k. The P partial results of an inner position are merged by a fixed tree
+// of shuffles down (offsets inner, 2 inner, 4 inner, ...) and broadcast from lane i.
+template <typename A, typename S>
+__device__ __forceinline__ void strided_lse(A& m, S& s, int inner, int parts, int step) {
+    for (int d = 1; d < parts; d <<= 1) {
+        const A m2 = __shfl_down_sync(0xffffffffu, m, d * inner);
+        const S s2 = __shfl_down_sync(0xffffffffu, s, d * inner);
+        if (step % (2 * d) == 0 && step + d < parts) lse_merge(m, s, m2, s2);
+    }
+    const int lane = threadIdx.x & 31;
+    m = __shfl_sync(0xffffffffu, m, lane % inner);
+    s = __shfl_sync(0xffffffffu, s, lane % inner);
+}
+
+template <typename S>
+__device__ __forceinline__ S strided_sum(S t, int inner, int parts, int step) {
+    for (int d = 1; d < parts; d <<= 1) {
+        const S t2 = __shfl_down_sync(0xffffffffu, t, d * inner);
+        if (step % (2 * d) == 0 && step + d < parts) t += t2;
+    }
+    return __shfl_sync(0xffffffffu, t, (threadIdx.x & 31) % inner);
+}
+
+template <typename T, typename A, bool LOG>
+__device__ __forceinline__ void softmax_axis_warp(const T* __restrict__ x, T* __restrict__ y,
+                                                  long long outer, long long n,
+                                                  long long inner) {
+    const int lane = threadIdx.x & 31, in = (int)inner, parts = 32 / in, used = parts * in;
+    const long long block = n * inner, warps = (long long)gridDim.x * (blockDim.x >> 5);
+    for (long long o = (long long)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+         o < outer; o += warps) {
+        const T* xo = x + o * block;
+        T* yo = y + o * block;
+        A m = lowest_acc(A(0));
+        double s = 0.0;
+        if (lane < used)
+            for (long long f = lane; f < block; f += used) lse_merge(m, s, load_acc(xo + f), 1.0);
+        strided_lse(m, s, in, parts, lane / in);
+        const A log_s = A(log(s)), inv_s = A(1.0 / s);
+        if (lane < used)
+            for (long long f = lane; f < block; f += used) {
+                const A v = load_acc(xo + f) - m;
+                store_acc(yo + f, LOG ? v - log_s : A(exp(v)) * inv_s);
+            }
+    }
+}
+
+template <typename T, typename A, bool LOG>
+__device__ __forceinline__ void softmax_grad_axis_warp(const T* __restrict__ y,
+                                                       const T* __restrict__ gy,
+                                                       T* __restrict__ gx, long long outer,
+                                                       long long n, long long inner) {
+    const int lane = threadIdx.x & 31, in = (int)inner, parts = 32 / in, used = parts * in;
+    const long long block = n * inner, warps = (long long)gridDim.x * (blockDim.x >> 5);
+    for (long long o = (long long)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+         o < outer; o += warps) {
+        const long long base = o * block;
+        double t = 0.0;
+        if (lane < used)
+            for (long long f = lane; f < block; f += used) {
+                const A g = load_acc(gy + base + f);
+                t += LOG ? g : load_acc(y + base + f) * g;
+            }
+        const A total = A(strided_sum(t, in, parts, lane / in));
+        if (lane < used)
+            for (long long f = lane; f < block; f += used) {
+                const A yc = load_acc(y + base + f), g = load_acc(gy + base + f);
+                store_acc(gx + base + f, LOG ? g - A(exp(yc)) * total : yc * (g - total));
+            }
+    }
+}
+
 #define ROW_ARGS(T) const T* __restrict__ a, const T* __restrict__ b, T* __restrict__ out, \
                     long long rows, long long cols
 
@@ -284,6 +361,23 @@ __device__ __forceinline__ void softmax_grad_axis(const T* __restrict__ y,
     }                                                                                      \
     extern "C" __global__ void log_softmax_wrt_x1_axis_##SFX(AXIS_ARGS(T)) {               \
         softmax_grad_axis<T, A, true>(a, b, out, outer, n, inner);                         \
+    }                                                                                      \
+    extern "C" __global__ void softmax_axis_warp_##SFX(const T* __restrict__ x,            \
+                                                       T* __restrict__ y, long long outer, \
+                                                       long long n, long long inner) {     \
+        softmax_axis_warp<T, A, false>(x, y, outer, n, inner);                             \
+    }                                                                                      \
+    extern "C" __global__ void log_softmax_axis_warp_##SFX(const T* __restrict__ x,        \
+                                                           T* __restrict__ y,              \
+                                                           long long outer, long long n,   \
+                                                           long long inner) {              \
+        softmax_axis_warp<T, A, true>(x, y, outer, n, inner);                              \
+    }                                                                                      \
+    extern "C" __global__ void softmax_wrt_x1_axis_warp_##SFX(AXIS_ARGS(T)) {              \
+        softmax_grad_axis_warp<T, A, false>(a, b, out, outer, n, inner);                   \
+    }                                                                                      \
+    extern "C" __global__ void log_softmax_wrt_x1_axis_warp_##SFX(AXIS_ARGS(T)) {          \
+        softmax_grad_axis_warp<T, A, true>(a, b, out, outer, n, inner);                    \
     }
 
 SOFTMAX_WARPS_TO_16(__half, float, f16)

@@ -5,7 +5,9 @@ The last axis (inner = 1) goes to the row kernels (launch geometry:
 :mod:`gpuops.ops._rows`: several short rows per warp, a warp per row, or a block per row
 holding the row in registers when it fits); any other axis to the ``_axis`` kernels, one
 thread per (outer, inner) position looping over the axis with inner-contiguous
-(coalesced) loads: no transposed copies (before, 3x the traffic). Every float dtype on
+(coalesced) loads, or for inner < 32 one warp per outer position reading its contiguous
+n x inner block in runs of 32 // inner * inner elements: no transposed copies (before,
+3x the traffic). Every float dtype on
 every backend: float16 and bfloat16 are loaded (widened to float32), computed in float32
 (sums too) and rounded once on store.
 
@@ -71,9 +73,10 @@ _CPU = {"softmax": (_softmax_cpu, _softmax_grad_cpu),
 # ---- kernels: <op>_{lanes<W>,warp<E>,block}_<dtype>(x, y, rows, cols),
 #               <op>_wrt_x1_{lanes<W>,warp<E>,block}_<dtype>(y, gy, gx, rows, cols) over the
 #               last axis (or any axis followed only by 1s);
-#               <op>_axis_<dtype>(x, y, outer, n, inner),
-#               <op>_wrt_x1_axis_<dtype>(y, gy, gx, outer, n, inner) over the middle axis of
-#               (outer, n, inner), inner > 1 ---------------------------------------------
+#               <op>_axis{,_warp}_<dtype>(x, y, outer, n, inner),
+#               <op>_wrt_x1_axis{,_warp}_<dtype>(y, gy, gx, outer, n, inner) over the middle
+#               axis of (outer, n, inner): _warp for 1 < inner < 32 (a warp per outer
+#               position), else a thread per (outer, inner) position ---------------------
 
 def _rows_gpu(call: Call, *arrays: Array) -> None:
     """Run the kernel of ``call.op`` on ``arrays`` (inputs, then the result; all of one
@@ -88,9 +91,14 @@ def _rows_gpu(call: Call, *arrays: Array) -> None:
         _rows.launch(call, call.op, outer, n, (*inputs, result), groups=True,
                      arrays=len(inputs))
     else:
-        call.launch_1d(f"{call.op}_axis", outer * inner,
-                       (*inputs, result, numpy.int64(outer), numpy.int64(n),
-                        numpy.int64(inner)))
+        args = (*inputs, result, numpy.int64(outer), numpy.int64(n), numpy.int64(inner))
+        if inner < 32:  # a warp per outer position: its n x inner block is contiguous
+            warps = _rows.WARPS_PER_BLOCK
+            call.launch(f"{call.op}_axis_warp", (max(1, min(math.ceil(outer / warps),
+                                                            call.max_blocks)),),
+                        (32 * warps,), args)
+        else:  # a thread per (outer, inner) position: warps read 32 consecutive positions
+            call.launch_1d(f"{call.op}_axis", outer * inner, args)
 
 
 _FORWARD = {op: Signature(op, FAMILY, ("x1",), kernel_dtypes=ALL_FLOAT_DTYPES) for op in _CPU}

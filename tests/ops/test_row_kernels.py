@@ -38,7 +38,11 @@ SOFTMAX_SHAPES = [
     ((1, 3001), -1, "block", "block"),  # held by the forward, streamed by the gradient; scalar
     ((1, 4100), -1, "block", "block"),  # streamed by both, 16-byte loads
     ((3, 6, 1), 1, "lanes8", "lanes8"),  # inner 1: rows
-    ((2, 6, 3), 1, "axis", "axis"), ((2, 5, 40), 1, "axis", "axis"), ((4, 3, 2), 0, "axis", "axis"),
+    # other axes: a warp per outer position for inner < 32 (inner 3: 10 lanes per inner
+    # position; inner 17: one; n = 2 < 10: lanes without elements), else a thread per position
+    ((2, 6, 3), 1, "axis_warp", "axis_warp"), ((4, 3, 2), 0, "axis_warp", "axis_warp"),
+    ((3, 2, 3), 1, "axis_warp", "axis_warp"), ((5, 9, 5), 1, "axis_warp", "axis_warp"),
+    ((2, 5, 17), 1, "axis_warp", "axis_warp"), ((2, 5, 40), 1, "axis", "axis"),
 ]
 
 
