@@ -1,5 +1,5 @@
-"""Activations: relu, leaky_relu, sigmoid, tanh and their gradients (float32; float16
-on the GPU; on the CPU bfloat16 and float16 against the same call in float32, gelu and
+"""Activations: relu, leaky_relu, sigmoid, tanh and their gradients (float32; float16 and
+bfloat16 on the GPU; on the CPU bfloat16 and float16 against the same call in float32, gelu and
 silu too). Baselines: the bare expression (NumPy, CuPy) and PyTorch's own op.
 ``bytes``: forward reads x and writes y; a gradient reads x and gy and writes gx
 (the kernels read x, not y)."""
@@ -11,7 +11,7 @@ import numpy
 
 import gpuops
 
-from .bench_elementwise import sixteen_bit_cases
+from .bench_elementwise import KERNEL_SIXTEEN_BIT, sixteen_bit_cases
 from .harness import Case, Env
 
 
@@ -37,12 +37,11 @@ GRAD_REFERENCES = {
 def cases(env: Env) -> list[Case]:
     n = env.size
     out: list[Case] = []
-    dtypes = [numpy.float32] + ([numpy.float16] if env.on_gpu else [])
-    for dtype in dtypes:
+    dtypes = [("", numpy.float32)] + (KERNEL_SIXTEEN_BIT if env.on_gpu else [])
+    for tag, dtype in dtypes:
         item = numpy.dtype(dtype).itemsize
         x = env.random(n, -4.0, 4.0, dtype)
         gy = env.random(n, -1.0, 1.0, dtype)
-        tag = "" if dtype == numpy.float32 else " f16"
         for name, ref in REFERENCES.items():
             fn = getattr(gpuops, name)
             out.append(Case(f"{name}{tag}", fn, (x,), 2 * n * item, ref))

@@ -6,7 +6,8 @@ PyTorch on the GPU. ``bytes`` counts each operand read once and the result writt
 On the CPU at full sizes (not --quick, nor the emulator profile), the 16-bit cases
 (``bf16``, ``f16``) time the NumPy backend's 16-bit path against the same gpuops call in
 float32 (their baseline column; issue 14's target: within 1.5x of float32 for elementwise
-operators).
+operators). On the GPU, add, exp and mul_wrt_x1 also run in float16 and bfloat16 (half the
+bytes) against CuPy and PyTorch on the same 16-bit arrays.
 """
 from __future__ import annotations
 
@@ -102,6 +103,30 @@ def cases(env: Env) -> list[Case]:
                     (a, y_pow, gy), 3 * full, lambda m, x, y, g: g * 3.0 * x ** 2.0))
     if not env.on_gpu and not env.quick:  # full CPU sizes (not the emulator profile's)
         out += _sixteen_bit(a, b, gy, rows, row, nchw, channel, gy_nchw)
+    if env.on_gpu:
+        out += _kernel_sixteen_bit(env)
+    return out
+
+
+# The 16-bit dtypes of the GPU cases: (name suffix, dtype).
+KERNEL_SIXTEEN_BIT = [(" f16", numpy.float16), (" bf16", ml_dtypes.bfloat16)]
+
+
+def _kernel_sixteen_bit(env: Env) -> list[Case]:
+    """Memory-bound kernels at half float32's bytes (issue 14): binary, unary and a
+    gradient in float16 and bfloat16, against the same expression in CuPy and PyTorch on
+    the same 16-bit arrays (a baseline without the dtype is dropped with a note)."""
+    n = env.size
+    out: list[Case] = []
+    for tag, dtype in KERNEL_SIXTEEN_BIT:
+        u, v, g = (env.random(n, 0.5, 2.0, dtype) for _ in range(3))
+        item = numpy.dtype(dtype).itemsize
+        out.append(Case(f"add same shape{tag}", gpuops.add, (u, v), 3 * n * item,
+                        lambda m, x1, x2: x1 + x2, note="float32 arithmetic, one rounding"))
+        out.append(Case(f"exp{tag}", gpuops.exp, (u,), 2 * n * item, lambda m, x: m.exp(x)))
+        out.append(Case(f"mul_wrt_x1 same shape{tag}", gpuops.mul_wrt_x1,
+                        (u, v, gpuops.mul(u, v), g), 3 * n * item,
+                        lambda m, x1, x2, y, gy: gy * x2, note="reads x2 and gy"))
     return out
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable
 
+import ml_dtypes
 import numpy
 
 import gpuops
@@ -150,6 +151,30 @@ def _torch_cpu() -> ModuleType | None:
     return torch
 
 
+def _as_torch(torch: ModuleType, x: Any) -> Any:
+    """NumPy or CuPy array ``x`` as a torch tensor on its device, sharing its memory
+    (bfloat16, which torch cannot read from either, through its 16-bit patterns)."""
+    if x.dtype == ml_dtypes.bfloat16:
+        return _as_torch(torch, x.view(numpy.uint16)).view(torch.bfloat16)
+    if isinstance(x, numpy.ndarray):
+        return torch.from_numpy(x)
+    return torch.as_tensor(x, device="cuda")
+
+
+def _drop_failing_baselines(fns: dict[str, Callable[[], Any]]) -> list[str]:
+    """Calls every baseline once; one that raises (a dtype its library lacks: CuPy's
+    bfloat16 kernels, say) is removed, and returned as a note, so the case still runs."""
+    failed = []
+    for name in [name for name in fns if name != "gpuops"]:
+        try:
+            fns[name]()
+        except Exception as error:  # noqa: BLE001 - any failure of a foreign library
+            failed.append(f"{name} baseline failed: {type(error).__name__}: "
+                          f"{str(error).splitlines()[0][:80] if str(error) else ''}")
+            del fns[name]
+    return failed
+
+
 def measure(family: str, case: Case, env: Env, copy_gbps: float | None) -> Result:
     warmup, repeats = (2, 5) if env.quick else (3, 21)
     fns: dict[str, Callable[[], Any]] = {"gpuops": lambda: case.run(*case.inputs)}
@@ -160,23 +185,25 @@ def measure(family: str, case: Case, env: Env, copy_gbps: float | None) -> Resul
                 fns["cupy"] = lambda: case.reference(cupy, *case.inputs)
             torch = _torch_cuda() if "torch" in case.modules else None
             if torch is not None:
-                tensors = tuple(torch.as_tensor(x, device="cuda")
-                                if isinstance(x, cupy.ndarray) else x for x in case.inputs)
+                tensors = tuple(_as_torch(torch, x) if isinstance(x, cupy.ndarray) else x
+                                for x in case.inputs)
                 fns["torch"] = lambda: case.reference(torch, *tensors)
         else:
             if "numpy" in case.modules:
                 fns["numpy"] = lambda: case.reference(numpy, *case.inputs)
             torch = _torch_cpu() if case.torch_on_cpu and "torch" in case.modules else None
             if torch is not None:
-                cpu_tensors = tuple(torch.from_numpy(x) if isinstance(x, numpy.ndarray) else x
+                cpu_tensors = tuple(_as_torch(torch, x) if isinstance(x, numpy.ndarray) else x
                                     for x in case.inputs)
                 fns["torch"] = lambda: case.reference(torch, *cpu_tensors)
+    failed = _drop_failing_baselines(fns)
     times, cpu_times = time_interleaved(fns, env.on_gpu, warmup, repeats)
     seconds = times.pop("gpuops")
     gbps = case.bytes / seconds / 1e9
     result = Result(family, case.name, seconds, gbps, case.bytes, baselines=times,
                     ratios={k: seconds / v for k, v in times.items()},
-                    copy_fraction=gbps / copy_gbps if copy_gbps else None, note=case.note)
+                    copy_fraction=gbps / copy_gbps if copy_gbps else None,
+                    note="; ".join([case.note] * bool(case.note) + failed))
     if not env.on_gpu:
         result.cpu_seconds = cpu_times.pop("gpuops")
         result.cpu_baselines = cpu_times
