@@ -459,8 +459,14 @@ extern "C" __global__ void gemm_bf16(GEMM_PARAMS(__nv_bfloat16, float)) {
 // tile and the reduction-batch pointers advanced in place so that nothing 64-bit the
 // main loop does not use stays live across it (with them live ptxas spilled 8-56 bytes).
 constexpr int TC_THREADS = 128;  // gpuops/ops/matmul.py: _TENSOR_CORE's Tiles.threads
-constexpr int TC_BM = 128, TC_BN = 128, TC_BK = 32, TC_STAGES = 3;
-constexpr int TC_TILE = TC_BM * TC_BK;  // 16-bit values per operand tile (TC_BN == TC_BM)
+constexpr int TC_BM = 128, TC_BN = 128, TC_STAGES = 3;
+// Per storage type T: V values per 16-byte chunk (8 for 16-bit T, 4 for float); a step takes
+// BK = 4 chunks of K (32, 16); an R-major k-row holds RC chunks (16, 32); a tile, TILE values
+// (8 KB either way).
+template <typename T>
+struct TcShape {
+    static constexpr int V = 16 / sizeof(T), BK = 4 * V, RC = TC_BM / V, TILE = TC_BM * BK;
+};
 constexpr int TC_MODE_ALONG_ROW = 1, TC_MODE_VECTOR = 2, TC_MODE_ASYNC = 4;
 #ifndef GPUOPS_EMU
 #define TC_BOUNDS __launch_bounds__(TC_THREADS, 2)
@@ -470,6 +476,7 @@ constexpr int TC_MODE_ALONG_ROW = 1, TC_MODE_VECTOR = 2, TC_MODE_ASYNC = 4;
 
 // The swizzled chunk index (16-byte units) of chunk c of a K-major row r / R-major k-row k.
 __device__ __forceinline__ int tc_chunk_k(int r, int c) { return 4 * r + (c ^ ((r >> 1) & 3)); }
+// (R-major tiles hold 16-bit values only: gemm_tc_f32 stages K-major.)
 __device__ __forceinline__ int tc_chunk_r(int k, int c) { return 16 * k + (c ^ (k & 7)); }
 
 // This lane's ldmatrix chunk for tile i of a warp's operand (A: the m16 tile i; B: the n8
@@ -488,10 +495,12 @@ template <typename T>
 struct TcLoader {
     int row, k, store;
 
+    static constexpr int V = TcShape<T>::V, RC = TcShape<T>::RC;
+
     __device__ __forceinline__ TcLoader(int tid, bool along_row) {
-        row = along_row ? 8 * (tid % 16) : tid / 4;
-        k = along_row ? tid / 16 : 8 * (tid % 4);
-        store = along_row ? tc_chunk_r(tid / 16, tid % 16) : tc_chunk_k(tid / 4, tid % 4);
+        row = along_row ? V * (tid % RC) : tid / 4;
+        k = along_row ? tid / RC : V * (tid % 4);
+        store = along_row ? tc_chunk_r(tid / RC, tid % RC) : tc_chunk_k(tid / 4, tid % 4);
     }
 
     // Chunk p's global position and how many of its 8 values lie inside the operand.
@@ -499,9 +508,9 @@ struct TcLoader {
                                          long long row0, long long k0, long long& grow,
                                          long long& gk) const {
         grow = row0 + row + (along_row ? 0 : 32 * p);
-        gk = k0 + k + (along_row ? 8 * p : 0);
+        gk = k0 + k + (along_row ? TC_THREADS / RC * p : 0);
         const long long n = along_row ? (gk < K ? rows - grow : 0) : (grow < rows ? K - gk : 0);
-        return n <= 0 ? 0 : n >= 8 ? 8 : (int)n;
+        return n <= 0 ? 0 : n >= V ? V : (int)n;
     }
 
     // cp.async path: 16 bytes per chunk, zero-filled past the edge (mode bit 2).
@@ -512,8 +521,8 @@ struct TcLoader {
         for (int p = 0; p < 4; ++p) {
             long long grow, gk;
             const int n = place(p, along_row, rows, K, row0, k0, grow, gk);
-            cp_async_16(dst + 8 * (store + 128 * p), n ? src + grow * s_row + gk * s_k : src,
-                        2 * n);
+            cp_async_16(dst + V * (store + 128 * p), n ? src + grow * s_row + gk * s_k : src,
+                        n * (int)sizeof(T));
         }
     }
 
@@ -531,37 +540,43 @@ struct TcLoader {
             long long grow, gk;
             const int n = place(p, along_row, rows, K, row0, k0, grow, gk);
             const long long at = grow * s_row + gk * s_k;
-            Pack<T, 8> v;
-            if ((mode & TC_MODE_VECTOR) && n == 8) {
-                v = *reinterpret_cast<const Pack<T, 8>*>(src + at);
+            Pack<T, V> v;
+            if ((mode & TC_MODE_VECTOR) && n == V) {
+                v = *reinterpret_cast<const Pack<T, V>*>(src + at);
                 if (pro != ACT_NONE) {
-                    const Pack<T, 8> u = *reinterpret_cast<const Pack<T, 8>*>(aux + at);
+                    const Pack<T, V> u = *reinterpret_cast<const Pack<T, V>*>(aux + at);
 #pragma unroll
-                    for (int e = 0; e < 8; ++e) put_scaled(&v.v[e], v.v[e], u.v[e], pro);
+                    for (int e = 0; e < V; ++e) put_scaled(&v.v[e], v.v[e], u.v[e], pro);
                 }
             } else {
 #pragma unroll
-                for (int e = 0; e < 8; ++e) {
+                for (int e = 0; e < V; ++e) {
                     if (e >= n) v.v[e] = zero_of<T>();
                     else if (pro != ACT_NONE)
                         put_scaled(&v.v[e], src[at + e * step], aux[at + e * step], pro);
                     else v.v[e] = src[at + e * step];
                 }
             }
-            *reinterpret_cast<Pack<T, 8>*>(dst + 8 * (store + 128 * p)) = v;
+            *reinterpret_cast<Pack<T, V>*>(dst + V * (store + 128 * p)) = v;
         }
     }
 };
 
 template <typename T>
 __device__ __forceinline__ void gemm_tc(GEMM_PARAMS(T, float)) {
-    __shared__ __align__(128) T stage[TC_STAGES][2][TC_TILE];  // [slot][A, B][tile]
+    using S = TcShape<T>;
+    constexpr int V = S::V;
+    __shared__ __align__(128) T stage[TC_STAGES][2][S::TILE];  // [slot][A, B][tile]
     int& last = *reinterpret_cast<int*>(&stage[0][0][0]);  // last_to_arrive's answer (after
                                                             // the main loop: the ring is free)
     const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
     const int g = lane / 4, t = lane % 4;
     const int wm = (warp / 2) * 64, wn = (warp % 2) * 64;
-    const bool a_row = a_mode & TC_MODE_ALONG_ROW, b_row = b_mode & TC_MODE_ALONG_ROW;
+    // gemm_tc_f32 takes operands staged K-major only (k-contiguous or strided): 32-bit
+    // values have no ldmatrix.trans, and fragments by 32-bit loads from R-major tiles spilled
+    // (36 bytes, NVRTC 12.9); the host sends other layouts to the SIMT kernel.
+    const bool a_row = sizeof(T) == 2 && (a_mode & TC_MODE_ALONG_ROW);
+    const bool b_row = sizeof(T) == 2 && (b_mode & TC_MODE_ALONG_ROW);
     const bool a_async = a_mode & TC_MODE_ASYNC, b_async = b_mode & TC_MODE_ASYNC;
     // This lane's ldmatrix rows (tc_frag): lane l addresses row l % 8 of matrix l / 8; A's
     // matrices are (m 0-7, k 0-7), (m 8-15, k 0-7), (m 0-7, k 8-15), (m 8-15, k 8-15) of its
@@ -594,7 +609,7 @@ __device__ __forceinline__ void gemm_tc(GEMM_PARAMS(T, float)) {
             const T *a_src, *x_src, *b_src;
             int steps;  // < 2^31: nr * ceil(K / 32) / splits
             {
-                const StepRange st(nr, K, TC_BK, split, splits);
+                const StepRange st(nr, K, S::BK, split, splits);
                 const long long z1 = z / nz2, z2 = z % nz2;
                 a_src = A + z1 * za1 + z2 * za2 + st.r * ra;
                 x_src = aux + z1 * za1 + z2 * za2 + st.r * ra;
@@ -614,7 +629,7 @@ __device__ __forceinline__ void gemm_tc(GEMM_PARAMS(T, float)) {
                 else
                     lb.copy(stage[slot][1], b_src, nullptr, ACT_NONE, N, K, sbn, sbk, n0, k0,
                             b_mode);
-                k0 += TC_BK;  // StepRange::advance
+                k0 += S::BK;  // StepRange::advance
                 if (k0 >= K) k0 = 0, a_src += ra, x_src += ra, b_src += rb;
             };
 #pragma unroll
@@ -635,40 +650,69 @@ __device__ __forceinline__ void gemm_tc(GEMM_PARAMS(T, float)) {
                 if (sums_rows) {  // a few values at a time: the accumulators leave few registers
                     if (a_row) {
 #pragma unroll 1
-                        for (int kk = 0; kk < TC_BK; ++kk)
-                            rs += to_acc(As[8 * tc_chunk_r(kk, tid / 8) + tid % 8]);
+                        for (int kk = 0; kk < S::BK; ++kk)
+                            rs += to_acc(As[V * tc_chunk_r(kk, tid / V) + tid % V]);
                     } else {
 #pragma unroll 1
-                        for (int c = 0; c < TC_BK / 8; ++c) {
-                            const Pack<T, 8> pk =
-                                *reinterpret_cast<const Pack<T, 8>*>(As + 8 * tc_chunk_k(tid, c));
+                        for (int c = 0; c < 4; ++c) {
+                            const Pack<T, V> pk =
+                                *reinterpret_cast<const Pack<T, V>*>(As + V * tc_chunk_k(tid, c));
 #pragma unroll
-                            for (int e = 0; e < 8; ++e) rs += to_acc(pk.v[e]);
+                            for (int e = 0; e < V; ++e) rs += to_acc(pk.v[e]);
                         }
                     }
                 }
+                if constexpr (sizeof(T) == 2) {  // two k16 sub-steps: m16n8k16
 #pragma unroll 1
-                for (int s = 0; s < TC_BK / 16; ++s) {
-                    unsigned a[4][4], b[8][2];
+                    for (int s = 0; s < 2; ++s) {
+                        unsigned a[4][4], b[8][2];
 #pragma unroll
-                    for (int i = 0; i < 4; ++i) {
-                        const T* p = As + 8 * tc_frag(a_base, x, i, s, a_row);
-                        if (a_row) ldmatrix_x4_trans(a[i], p);
-                        else ldmatrix_x4(a[i], p);
+                        for (int i = 0; i < 4; ++i) {
+                            const T* p = As + V * tc_frag(a_base, x, i, s, a_row);
+                            if (a_row) ldmatrix_x4_trans(a[i], p);
+                            else ldmatrix_x4(a[i], p);
+                        }
+#pragma unroll
+                        for (int jj = 0; jj < 4; ++jj) {  // n8 tiles 2 jj, 2 jj + 1
+                            unsigned q4[4];
+                            const T* p = Bs + V * tc_frag(b_base, x, jj, s, b_row);
+                            if (b_row) ldmatrix_x4_trans(q4, p);
+                            else ldmatrix_x4(q4, p);
+                            b[2 * jj][0] = q4[0], b[2 * jj][1] = q4[1];
+                            b[2 * jj + 1][0] = q4[2], b[2 * jj + 1][1] = q4[3];
+                        }
+#pragma unroll
+                        for (int i = 0; i < 4; ++i)
+#pragma unroll
+                            for (int j = 0; j < 8; ++j) mma_m16n8k16<T>(acc[i][j], a[i], b[j]);
                     }
+                } else {  // float32 as TF32 (gemm_tc_f32): two k8 sub-steps, m16n8k8
+                    // ldmatrix on K-major float tiles: each b16 pair is one float, the same
+                    // matrices at 4 k per chunk give the tf32 fragments (lane l: row l / 4,
+                    // k l % 4 of each), rounded by to_tf32.
+#pragma unroll 1
+                    for (int s = 0; s < 2; ++s) {
+                        unsigned a[4][4], b[8][2];
 #pragma unroll
-                    for (int jj = 0; jj < 4; ++jj) {  // n8 tiles 2 jj, 2 jj + 1
-                        unsigned q4[4];
-                        const T* p = Bs + 8 * tc_frag(b_base, x, jj, s, b_row);
-                        if (b_row) ldmatrix_x4_trans(q4, p);
-                        else ldmatrix_x4(q4, p);
-                        b[2 * jj][0] = q4[0], b[2 * jj][1] = q4[1];
-                        b[2 * jj + 1][0] = q4[2], b[2 * jj + 1][1] = q4[3];
+                        for (int i = 0; i < 4; ++i) {
+                            ldmatrix_x4(a[i], As + V * tc_frag(a_base, x, i, s, false));
+#pragma unroll
+                            for (int q = 0; q < 4; ++q) a[i][q] = to_tf32(__uint_as_float(a[i][q]));
+                        }
+#pragma unroll
+                        for (int jj = 0; jj < 4; ++jj) {  // n8 tiles 2 jj, 2 jj + 1
+                            unsigned q4[4];
+                            ldmatrix_x4(q4, Bs + V * tc_frag(b_base, x, jj, s, false));
+                            b[2 * jj][0] = to_tf32(__uint_as_float(q4[0]));
+                            b[2 * jj][1] = to_tf32(__uint_as_float(q4[1]));
+                            b[2 * jj + 1][0] = to_tf32(__uint_as_float(q4[2]));
+                            b[2 * jj + 1][1] = to_tf32(__uint_as_float(q4[3]));
+                        }
+#pragma unroll
+                        for (int i = 0; i < 4; ++i)
+#pragma unroll
+                            for (int j = 0; j < 8; ++j) mma_m16n8k8_tf32(acc[i][j], a[i], b[j]);
                     }
-#pragma unroll
-                    for (int i = 0; i < 4; ++i)
-#pragma unroll
-                        for (int j = 0; j < 8; ++j) mma_m16n8k16<T>(acc[i][j], a[i], b[j]);
                 }
                 slot = slot == TC_STAGES - 1 ? 0 : slot + 1;
             }
@@ -720,7 +764,8 @@ __device__ __forceinline__ void gemm_tc(GEMM_PARAMS(T, float)) {
                     }
                     float add[4] = {0.0f, 0.0f, 0.0f, 0.0f};  // finish_value's bias, 4 at once
                     if (bias_mode == 1) {
-                        if (whole && reinterpret_cast<unsigned long long>(bias + n) % 8 == 0) {
+                        if (whole && reinterpret_cast<unsigned long long>(bias + n) %
+                                         sizeof(Pack<T, 4>) == 0) {
                             const Pack<T, 4> bn = *reinterpret_cast<const Pack<T, 4>*>(bias + n);
 #pragma unroll
                             for (int e = 0; e < 4; ++e) add[e] = to_acc(bn.v[e]);
@@ -767,4 +812,9 @@ extern "C" __global__ void TC_BOUNDS gemm_tc_f16(GEMM_PARAMS(__half, float)) {
 }
 extern "C" __global__ void TC_BOUNDS gemm_tc_bf16(GEMM_PARAMS(__nv_bfloat16, float)) {
     gemm_tc<__nv_bfloat16>(GEMM_ARGS);
+}
+// float32 on the tensor cores as TF32 (10-bit mantissa inputs, float32 accumulation): only
+// when the host's matmul precision is "high" (gpuops.set_matmul_precision).
+extern "C" __global__ void TC_BOUNDS gemm_tc_f32(GEMM_PARAMS(float, float)) {
+    gemm_tc<float>(GEMM_ARGS);
 }

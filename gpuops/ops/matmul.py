@@ -6,7 +6,8 @@ sums an optional reduction batch into the same output (the gradient of an operan
 broadcast over batches), and applies bias + activation in its epilogue. float16 and
 bfloat16 run on the tensor cores (mma.sync .f16 / .bf16, float32 accumulation, one
 rounding of the result) when the launcher has them (sm_80+), else on the SIMT kernel
-(16-bit loads, float32 accumulation).
+(16-bit loads, float32 accumulation). float32 runs on the SIMT kernels, or on TF32 tensor
+cores after ``set_matmul_precision("high")`` (off by default; see there).
 The NumPy backend computes in float32/float64 only.
 
 Decisions (see docs/operators.md): ``matmul`` follows NumPy for 1-d operands (a 1-d x1
@@ -34,7 +35,8 @@ from . import _layout, _math
 from .reduction import sum_to_shape
 
 __all__ = ["matmul", "matmul_wrt_x1", "matmul_wrt_x2",
-           "linear", "linear_wrt_x1", "linear_wrt_x2", "linear_wrt_x3"]
+           "linear", "linear_wrt_x1", "linear_wrt_x2", "linear_wrt_x3",
+           "set_matmul_precision", "get_matmul_precision"]
 
 FAMILY = "matmul"
 Array = Any
@@ -71,6 +73,33 @@ _SIMT = {numpy.dtype(numpy.float32): (Tiles("gemm", 128, 128, 8, 4),
          BFLOAT16: (Tiles("gemm", 64, 64, 8, 1),)}
 # gemm_tc_f16, gemm_tc_bf16: 4 warps of 64x64, __launch_bounds__(128, 2) (TC_THREADS)
 _TENSOR_CORE = (Tiles("gemm_tc", 128, 128, 32, 8, threads=128, per_sm=2),)
+# gemm_tc_f32 (TF32, set_matmul_precision("high")): the same geometry, 16 floats of K a step
+_TENSOR_CORE_TF32 = (Tiles("gemm_tc", 128, 128, 16, 4, threads=128, per_sm=2),)
+
+# The float32 matmul precision (torch.set_float32_matmul_precision's two upper levels).
+_PRECISIONS = ("highest", "high")
+_precision = "highest"
+
+
+def set_matmul_precision(precision: str) -> None:
+    """How float32 matrix products (matmul, linear, conv2d and their gradients) run on the
+    kernels, as ``torch.set_float32_matmul_precision``: ``"highest"`` (the default) float32
+    products and sums; ``"high"`` TF32 tensor cores where the launcher has them (sm_80+):
+    each input rounded to 10 fraction bits (to nearest, ties away), exact products, float32
+    sums, so an output's error grows by about 2^-10 of sum |a||b|. "high" applies to the
+    products whose operands are both k-contiguous (or strided), e.g. linear's forward
+    x Wᵀ; the others, and every product on GPUs without tensor cores or on the NumPy
+    backend, stay float32. Process-wide, like PyTorch's."""
+    global _precision
+    if precision not in _PRECISIONS:
+        raise ValueError(f"set_matmul_precision: precision must be 'highest' or 'high', "
+                         f"got {precision!r}")
+    _precision = precision
+
+
+def get_matmul_precision() -> str:
+    """The float32 matmul precision: "highest" or "high" (:func:`set_matmul_precision`)."""
+    return _precision
 # A split takes at least this much of K (the reduction steps of its range, times BK), so
 # that its partial tile's round trip through the workspace stays small next to its loads.
 _MIN_SPLIT_K = 64
@@ -102,7 +131,8 @@ def wave_efficiency(blocks: int, slots: int) -> float:
     return blocks / (max(1, math.ceil(blocks / slots)) * slots)
 
 
-def plan(launcher: Any, dtype: Any, m: int, n: int, k: int, nz: int = 1, nr: int = 1) -> Plan:
+def plan(launcher: Any, dtype: Any, m: int, n: int, k: int, nz: int = 1, nr: int = 1,
+         tf32: bool = False) -> Plan:
     """The tiles and K splits of C[nz](m, n) = Σ_{nr} A(m, k) B(k, n) on ``launcher``.
 
     For each tile configuration of the dtype: the output blocks (tiles times batches) and,
@@ -111,13 +141,20 @@ def plan(launcher: Any, dtype: Any, m: int, n: int, k: int, nz: int = 1, nr: int
     K; the workspace kept under 64 MiB). From the largest tiles down to the first that
     fill the SMs unsplit, the configuration whose blocks fill the GPU's block slots best
     (wave efficiency over SMs x ``per_sm`` slots, in steps of 5%) wins, the larger tiles on
-    a tie (more reuse of each loaded value). The tensor-core kernel's second resident
+    a tie (more reuse of each loaded value). ``tf32``: a float32 product on the TF32
+    tensor-core kernel (the caller checked the precision and the layouts). The
+    tensor-core kernel's second resident
     block per SM is not split for: it hides the first one's latency when there are tiles
     enough, and a split costs a round trip of its partial tile through the workspace."""
     dtype = numpy.dtype(dtype)
     sms = sm_count(launcher)
-    options = (_TENSOR_CORE if dtype in SIXTEEN_BIT_DTYPES and launcher.tensor_cores
-               else _SIMT[dtype])
+    options: tuple[Tiles, ...]
+    if dtype in SIXTEEN_BIT_DTYPES and launcher.tensor_cores:
+        options = _TENSOR_CORE
+    elif tf32 and dtype == numpy.float32 and launcher.tensor_cores:
+        options = _TENSOR_CORE_TF32
+    else:
+        options = _SIMT[dtype]
     steps_k = math.ceil(k / options[0].bk)  # every configuration's BK is the same
     acc_bytes = 8 if dtype == numpy.float64 else 4
     room = _MAX_WORKSPACE_BYTES // max(1, nz * m * (n + 1) * acc_bytes)
@@ -224,7 +261,7 @@ def gemm(backend: Backend, a: Array, b: Array, c: Array, *, bias: Array | None =
     key = (c.dtype, a.shape, a.strides, b.shape, b.strides, c.shape, _address(a) % 16,
            _address(b) % 16, _address(c) % 16,
            None if aux is None else (aux.shape, aux.strides, _address(aux) % 16),
-           db is None, sm_count(launcher), launcher.tensor_cores)
+           db is None, sm_count(launcher), launcher.tensor_cores, _precision)
     geometry = _geometries.get(key)
     if geometry is None:
         if aux is not None and (aux.shape != a.shape
@@ -288,7 +325,11 @@ def _geometry(launcher: Any, a: Array, b: Array, c: Array, aux: Array | None,
     sam, sak = sa[-2:]
     sbk, sbn = sb[-2:]
     dtype = numpy.dtype(c.dtype)
-    p = plan(launcher, dtype, m, n, k, nz, nr)
+    # TF32 when asked for and both operands stage K-major (gemm_tc_f32 has no m- or
+    # n-contiguous tiles: cuda/matmul.cu)
+    tf32 = (_precision == "high" and not (sam == 1 and sak != 1)
+            and not (sbn == 1 and sbk != 1))
+    p = plan(launcher, dtype, m, n, k, nz, nr, tf32)
     vec = p.tiles.vec
     a_mode = _mode(sam, sak, (za1, za2, ra), vec, *((a,) if aux is None else (a, aux)))
     b_mode = _mode(sbn, sbk, (zb1, zb2, rb), vec, b)

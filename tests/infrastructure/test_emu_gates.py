@@ -230,6 +230,16 @@ def _tc_gemm_cases():
         a_long, b_long = h(dtype, 64, 256), h(dtype, 256, 48)
         cases[f"matmul split {tag}"] = (  # partial tiles through the workspace
             lambda a=a_long, b=b_long: gpuops.matmul(a, b), True, 8)
+    x, w, bias = (v.astype(numpy.float32) for v in (x, w, bias))
+
+    def tf32_linear(x=x, w=w, bias=bias):  # gemm_tc_f32 (set_matmul_precision("high"))
+        gpuops.set_matmul_precision("high")
+        try:
+            gpuops.linear(x, w, bias, activation="relu")
+        finally:
+            gpuops.set_matmul_precision("highest")
+
+    cases["linear bias relu f32 (TF32)"] = (tf32_linear, True, 1)
     return cases
 
 

@@ -290,3 +290,107 @@ def test_split_k_with_prologue_bias_and_row_sums(dtype_name, a_layout):
                  + 1e-300, "split row sums")
     with gpuops.backend.use_cpu_launcher(launcher) as backend:
         assert not matmul_module._tile_counters(backend, 1).any()
+
+
+# ---- TF32: float32 on the tensor cores after set_matmul_precision("high") -------------------
+
+TF32_UNIT = 2.0 ** -11  # cvt.rna.tf32: 10 fraction bits, to nearest
+
+
+@pytest.fixture
+def high_precision():
+    """set_matmul_precision("high") for the test, "highest" again after it."""
+    assert gpuops.get_matmul_precision() == "highest"  # the default
+    gpuops.set_matmul_precision("high")
+    yield
+    gpuops.set_matmul_precision("highest")
+
+
+def test_matmul_precision_is_checked_and_highest_by_default():
+    assert gpuops.get_matmul_precision() == "highest"
+    with pytest.raises(ValueError, match=r"set_matmul_precision: .*'medium'"):
+        gpuops.set_matmul_precision("medium")
+    assert gpuops.get_matmul_precision() == "highest"
+
+
+# name -> (m, k, n, A layout, B layout): both operands staged K-major (A (m, k) with k
+# contiguous or strided, B (k, n) k-contiguous or strided): cp.async (72/40/24) or the
+# register path (70/38/22 scalar loads, strided).
+TF32_LAYOUTS = {"cp.async": (72, 40, 24, "row", "col"),
+                "registers": (70, 38, 22, "row", "col"),
+                "strided": (130, 40, 24, "strided", "strided")}
+
+
+@pytest.mark.parametrize("layout", TF32_LAYOUTS)
+def test_tf32_layouts_against_float64(high_precision, layout):
+    """gemm_tc_f32 (mma m16n8k8 .tf32): within the TF32 bound of the float64 product (each
+    input rounded to 10 fraction bits: 2 x 2^-11 per product, then float32 sums)."""
+    m, k, n, a_layout, b_layout = TF32_LAYOUTS[layout]
+    rng = numpy.random.default_rng(8)
+    a = _view(rng, m, k, a_layout, numpy.float32)
+    b = _view(rng, k, n, b_layout, numpy.float32)
+    tc, _, noted = _run(True, a, b, (m, n), numpy.float32)
+    assert [(kernel, block) for kernel, _, block, _ in noted] == [("gemm_tc_f32", (128,))]
+    assert not (noted[0][3][0] | noted[0][3][1]) & ALONG_ROW
+    a64, b64 = a.astype(numpy.float64), b.astype(numpy.float64)
+    exact = a64 @ b64
+    scale = numpy.abs(a64) @ numpy.abs(b64)
+    _check_bound(tc, exact, (2 * TF32_UNIT + k * ACC) * scale + ACC * numpy.abs(exact)
+                 + 1e-300, layout)
+    # not float32's result: the inputs were rounded (the kernel cannot be the SIMT one)
+    gpuops.set_matmul_precision("highest")
+    simt, _, simt_noted = _run(True, a, b, (m, n), numpy.float32)
+    gpuops.set_matmul_precision("high")
+    assert simt_noted[0][0] == "gemm_f32" and not numpy.array_equal(tc, simt)
+
+
+def test_tf32_epilogue_prologue_row_sums_and_split(high_precision):
+    """Bias + activation, the act' prologue with the row sums, split over 8 SMs and
+    bitwise repeatable, on gemm_tc_f32."""
+    rng = numpy.random.default_rng(12)
+    m, k, n = 40, 256, 24
+    gy = rng.standard_normal((m, k)).astype(numpy.float32)
+    y = rng.uniform(0.05, 0.95, (m, k)).astype(numpy.float32)
+    b = rng.standard_normal((n, k)).astype(numpy.float32).T  # k-contiguous
+    bias = rng.standard_normal(n).astype(numpy.float32)
+    kwargs = dict(aux=y, a_act=ACT["sigmoid"], bias=bias,
+                  bias_mode=matmul_module.BIAS_PER_COLUMN, act=ACT["tanh"], db_shape=(m,))
+    launcher = _launcher(True, 8)
+    first = _run(True, gy, b, (m, n), numpy.float32, launcher=launcher, **dict(kwargs))
+    second = _run(True, gy, b, (m, n), numpy.float32, launcher=launcher, **dict(kwargs))
+    kernel, grid, _, _ = first[2][0]
+    assert kernel == "gemm_tc_f32" and grid[2] > 1, (kernel, grid)
+    for one, two in zip(first[:2], second[:2]):
+        assert one.tobytes() == two.tobytes()
+    a_exact = gy.astype(numpy.float64) * _slope("sigmoid", y.astype(numpy.float64))
+    b64 = b.astype(numpy.float64)
+    exact = numpy.tanh(a_exact @ b64 + bias.astype(numpy.float64))
+    scale = numpy.abs(a_exact) @ numpy.abs(b64) + numpy.abs(bias.astype(numpy.float64))
+    splits = grid[2]
+    # the prologue's float32 product (1 u), its TF32 rounding and B's, the sums
+    _check_bound(first[0], exact, (2 * TF32_UNIT + (k + splits + 1) * ACC) * scale
+                 + ACC * numpy.abs(exact) + 1e-300, "split product")
+    rows, row_scale = a_exact.sum(axis=1), numpy.abs(a_exact).sum(axis=1)
+    # the row sums add the prologue's float32 values (not TF32-rounded)
+    _check_bound(first[1], rows, (k + splits + 1) * ACC * row_scale + ACC * numpy.abs(rows)
+                 + 1e-300, "split row sums")
+
+
+def test_tf32_only_for_k_major_operands_and_cached_per_precision(high_precision):
+    """An m- or n-contiguous operand keeps float32's SIMT kernel under "high" (bit for bit
+    "highest"), and the launch-geometry cache plans the same layout again when the
+    precision changes."""
+    rng = numpy.random.default_rng(13)
+    a = rng.standard_normal((72, 40)).astype(numpy.float32)
+    b = rng.standard_normal((40, 24)).astype(numpy.float32)  # n-contiguous
+    high, _, noted = _run(True, a, b, (72, 24), numpy.float32)
+    assert noted[0][0] == "gemm_f32"
+    gpuops.set_matmul_precision("highest")
+    highest, _, _ = _run(True, a, b, (72, 24), numpy.float32)
+    numpy.testing.assert_array_equal(high, highest)
+    bt = numpy.ascontiguousarray(b.T).T  # k-contiguous: planned once per precision
+    _, _, noted = _run(True, a, bt, (72, 24), numpy.float32)
+    assert noted[0][0] == "gemm_f32"
+    gpuops.set_matmul_precision("high")
+    _, _, noted = _run(True, a, bt, (72, 24), numpy.float32)
+    assert noted[0][0] == "gemm_tc_f32"
