@@ -421,14 +421,15 @@ extern "C" __global__ void gemm_bf16(GEMM_PARAMS(__nv_bfloat16, float)) {
 }
 
 // ---- tensor cores: 16-bit inputs (T: __half, __nv_bfloat16), float32 accumulation ---
-// (mma.sync m16n8k16 .f16 / .bf16, ldmatrix, cp.async: cuda/mma.cuh).
+// (mma.sync m16n8k16 .f16 / .bf16, ldmatrix, cp.async: cuda/mma.cuh); and float inputs
+// as TF32 (T = float, mma.sync m16n8k8 .tf32, K-major tiles only: gemm_tc_f32 below).
 // A block of TC_THREADS = 128 threads (4 warps, 2 (m) x 2 (n)) computes a 128x128 tile of C,
 // each warp a 64x64 tile as 4 x 8 m16n8 accumulators (128 floats per thread); K advances
-// TC_BK = 32 per step through a TC_STAGES = 3 deep ring of shared buffers (16 KB per stage:
-// the A and B tiles, 4096 16-bit values each; 48 KB in all, reused by the epilogue).
+// BK = 32 (16 for float) per step through a TC_STAGES = 3 deep ring of shared buffers (16 KB
+// per stage: the A and B tiles, 8 KB each; 48 KB in all, reused by the epilogue).
 //
 // Shared layout: each operand tile is kept in its global orientation, as 16-byte chunks
-// (8 values along the operand's contiguous dim), XOR-swizzled so that the 8 rows an
+// (8 16-bit values, or 4 floats, along the operand's contiguous dim), XOR-swizzled so that the 8 rows an
 // ldmatrix phase reads, and the 8 chunks a quarter-warp stores, fall on 8 distinct
 // 16-byte bank groups:
 //   k-contiguous ("K-major": A (m, k) with sak = 1, B (n, k) with sbk = 1): 128 rows x 4
@@ -762,27 +763,18 @@ __device__ __forceinline__ void gemm_tc(GEMM_PARAMS(T, float)) {
                         }
                         continue;
                     }
-                    float add[4] = {0.0f, 0.0f, 0.0f, 0.0f};  // finish_value's bias, 4 at once
-                    if (bias_mode == 1) {
-                        if (whole && reinterpret_cast<unsigned long long>(bias + n) %
-                                         sizeof(Pack<T, 4>) == 0) {
-                            const Pack<T, 4> bn = *reinterpret_cast<const Pack<T, 4>*>(bias + n);
-#pragma unroll
-                            for (int e = 0; e < 4; ++e) add[e] = to_acc(bn.v[e]);
-                        } else {
-#pragma unroll
-                            for (int e = 0; e < 4; ++e)
-                                if (n + e < N) add[e] = to_acc(bias[n + e]);
-                        }
-                    } else if (bias_mode == 2) {
-                        const float bm = to_acc(bias[m]);
-#pragma unroll
-                        for (int e = 0; e < 4; ++e) add[e] = bm;
-                    }
                     Pack<T, 4> pk;
+                    if (bias_mode == 1 && whole &&
+                        reinterpret_cast<unsigned long long>(bias + n) % sizeof(pk) == 0) {
+                        const Pack<T, 4> bn = *reinterpret_cast<const Pack<T, 4>*>(bias + n);
 #pragma unroll
-                    for (int e = 0; e < 4; ++e)
-                        store_acc(pk.v + e, activate(bias_mode ? vs[e] + add[e] : vs[e], act));
+                        for (int e = 0; e < 4; ++e)  // finish_value with the bias loaded 4 at once
+                            store_acc(pk.v + e, activate(vs[e] + to_acc(bn.v[e]), act));
+                    } else {
+#pragma unroll
+                        for (int e = 0; e < 4; ++e)
+                            store_acc(pk.v + e, finish_value(vs[e], bias, bias_mode, m, n + e, act));
+                    }
                     T* out = C + (z * M + m) * N + n;
                     if (whole && c_vec) {
                         *reinterpret_cast<Pack<T, 4>*>(out) = pk;
