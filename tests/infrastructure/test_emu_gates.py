@@ -83,9 +83,17 @@ CASES = {
     "embedding": ((_rng().integers(0, 512, 64), _f32(512, 256)), {}),
 }
 # more launches of a case's operator: transpose's (batch, rows, cols) swap and a
-# permutation that keeps the innermost axis (transpose_tiles, transpose_nd untiled)
+# permutation that keeps the innermost axis (transpose_tiles, transpose_nd untiled); the
+# row kernels' other strategies: rows of 3 (4-lane groups, 8 rows per warp) and of 2000
+# (one block per row, held in registers, 16-byte loads). Not the cross-entropy's rows of 3:
+# at 12 bytes a row, the label's logit (a sector per row) and the labels re-read by the
+# "mean" divisor (loss.cu:178) are 3-4x the minimum bytes.
+_ROW_STRATEGIES = [((_f32(256, 3),), {}), ((_f32(16, 2000),), {})]
 CASES_EXTRA = {"transpose": [((_f32(8, 16, 64),), {"axes": (0, 2, 1)}),
-                             ((_f32(4, 8, 2, 64),), {"axes": (2, 1, 0, 3)})]}
+                             ((_f32(4, 8, 2, 64),), {"axes": (2, 1, 0, 3)})],
+               "softmax": _ROW_STRATEGIES, "log_softmax": _ROW_STRATEGIES,
+               "softmax_cross_entropy": [((_f32(16, 2000), _rng().integers(0, 2000, 16)),
+                                          {})]}
 
 
 def _nbytes(*values) -> int:
