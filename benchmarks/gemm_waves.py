@@ -76,7 +76,8 @@ def before_plan(launcher: Any, dtype: Any, m: int, n: int, k: int, nz: int) -> m
 def _caller() -> str:
     """The first function up the stack outside the GEMM launcher (the operator's)."""
     frame = sys._getframe(2)
-    while frame is not None and frame.f_code.co_name in ("gemm", "plan", "noting"):
+    while frame is not None and frame.f_code.co_name in ("gemm", "plan", "noting",
+                                                          "_geometry"):
         frame = frame.f_back
     return frame.f_code.co_name.strip("_") if frame is not None else "?"
 
@@ -88,23 +89,31 @@ def record(step: Callable[[], Any], steps: int = 2) -> list[Gemm]:
     original = matmul_module.plan
 
     def noting(launcher_: Any, dtype: Any, m: int, n: int, k: int, nz: int = 1,
-               nr: int = 1) -> matmul_module.Plan:
-        after = original(launcher_, dtype, m, n, k, nz, nr)
+               nr: int = 1, tf32: bool = False) -> matmul_module.Plan:
+        after = original(launcher_, dtype, m, n, k, nz, nr, tf32)
         noted.append(Gemm(_caller(), numpy.dtype(dtype).name, m, n, k, nz, nr,
                           before_plan(launcher_, dtype, m, n, k, nz), after))
         return after
 
+    cache = matmul_module._geometries
     matmul_module.plan = noting  # type: ignore[assignment]
+    # gemm keeps each layout's plan: a cache that keeps nothing, so that every GEMM of the
+    # step plans (is noted), the second of two layers of the same shape too
+    matmul_module._geometries = _KeepsNothing()
     try:
         with backend.use_cpu_launcher(launcher):
             for _ in range(steps):
                 noted.clear()
-                # gemm caches each layout's plan: emptied so that every GEMM plans (is noted)
-                matmul_module._geometries.clear()
                 step()
     finally:
         matmul_module.plan = original  # type: ignore[assignment]
+        matmul_module._geometries = cache
     return list(noted)
+
+
+class _KeepsNothing(dict):
+    def __setitem__(self, key: Any, value: Any) -> None:
+        pass
 
 
 def gpt_step(seed: int = 0) -> Callable[[], Any]:
