@@ -17,7 +17,9 @@
 // GEMM_THREADS (256) threads; per BK-step it stages the A and B tiles in shared memory
 // (k-major, so the inner loop reads rows of TM and TN values) and every thread
 // accumulates a TM x TN register block. Threads are laid out in warp tiles: 8 warps as
-// 4 (m) x 2 (n), 32 lanes as 4 (m) x 8 (n). Global loads are vectors of VEC elements
+// 4 (m) x 2 (n), 32 lanes as 4 (m) x 8 (n); a thread's rows (columns) are groups of 16
+// bytes strided across the lanes (gemm_simt), so shared reads and C's stores are vectors
+// over consecutive words: no bank conflicts, ideal sectors. Global loads are vectors of VEC elements
 // along the operand's contiguous dim when the host says the layout allows it (a_mode /
 // b_mode bit 1); bit 0 picks which dim consecutive threads walk (the contiguous one,
 // for coalescing). float16 (gemm_f16) loads halves and accumulates in float: it is the
@@ -112,7 +114,10 @@ __device__ __forceinline__ void put_scaled(S* p, T v, T u, int act) {
 // ``row`` is m for A and n for B. Each thread handles groups of VEC elements along
 // k (mode bit 0 clear) or along row (bit 0 set); a group is one vector load when
 // mode bit 1 is set (the host checked stride 1, alignment of every base and stride)
-// and the whole group is in bounds, else VEC bounds-checked scalar loads.
+// and the whole group is in bounds, else VEC bounds-checked scalar loads. stash writes a
+// group along row (LD_ROW 1) as one vector store, consecutive threads to consecutive words
+// (no bank conflict); a group along k as VEC scalar stores, which for gemm_simt's tiles
+// (LD_K = 4 words mod 32) fall on distinct banks across the warp.
 // S is the shared-memory element type (the registers hold S: 16-bit values are widened
 // to float on fetch).
 // pro != ACT_NONE: each element is multiplied by act'(aux) (aux read at src's offsets).
@@ -176,6 +181,13 @@ struct Tile {
         for (int p = 0; p < PER_THREAD; ++p) {
             int row, k;
             if (!place(p, mode, row, k)) continue;
+            if (LD_ROW == 1 && along_row) {  // VEC consecutive words: one vector store
+                Pack<S, VEC> pk;
+#pragma unroll
+                for (int e = 0; e < VEC; ++e) pk.v[e] = v[p][e];
+                *reinterpret_cast<Pack<S, VEC>*>(dst + row + k * LD_K) = pk;
+                continue;
+            }
 #pragma unroll
             for (int e = 0; e < VEC; ++e)
                 dst[(row + e * drow) * LD_ROW + (k + e * dk) * LD_K] = v[p][e];
@@ -293,16 +305,25 @@ template <typename T, typename Acc, int BM, int BN, int BK, int TM, int TN, int 
 __device__ __forceinline__ void gemm_simt(GEMM_PARAMS(T, Acc)) {
     static_assert(BM == 16 * TM && BN == 16 * TN, "warp tiling: 4x4 lanes x 4 warps (m), 8 lanes x 2 warps (n)");
     constexpr int PAD = 16 / sizeof(Acc);  // keeps rows 16-byte aligned, shifts banks
-    __shared__ Acc As[BK][BM + PAD];
-    __shared__ Acc Bs[BK][BN + PAD];
+    // A thread's TM rows (TN columns) are TM / VM (TN / VN) groups of VM (VN) consecutive
+    // ones, read from shared memory as one vector each; a warp's lanes take consecutive
+    // groups, so one vector read of the warp covers consecutive words (no bank conflict)
+    // and the epilogue's row stores of 8 lanes are one contiguous run (the ideal sectors).
+    constexpr int VM = TM < PAD ? TM : PAD, VN = TN < PAD ? TN : PAD;
+    static_assert(TM % VM == 0 && TN % VN == 0 && VN % VEC == 0, "vector groups");
+    __shared__ __align__(16) Acc As[BK][BM + PAD];
+    __shared__ __align__(16) Acc Bs[BK][BN + PAD];
     __shared__ int last;  // last_to_arrive's answer
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    const int tr = (warp / 2) * (4 * TM) + (lane / 8) * TM;  // first row of this thread's block
-    const int tc = (warp % 2) * (8 * TN) + (lane % 8) * TN;  // first column
+    // row i of this thread: tr + (i / VM) * 4 * VM + i % VM; column j: tc + (j / VN) * 8 * VN + j % VN
+    const int tr = (warp / 2) * (4 * TM) + (lane / 8) * VM;
+    const int tc = (warp % 2) * (8 * TN) + (lane % 8) * VN;
     const long long n0 = (long long)blockIdx.x * BN;
     const long long split = blockIdx.z % splits;
     // the threads of column 0 (one per TM rows) write the row sums of the first N-tile
     const bool sums_rows = row_sums && blockIdx.x == 0 && tc == 0;
+    // split partials as vectors of VN: every row of the workspace 16-byte aligned
+    const bool ws_vec = splits > 1 && N % VN == 0 && reinterpret_cast<unsigned long long>(ws) % 16 == 0;
     for (long long z = blockIdx.z / splits; z < nz; z += gridDim.z / splits) {
         const long long z1 = z / nz2, z2 = z % nz2;
         const T* Az = A + z1 * za1 + z2 * za2;
@@ -339,9 +360,19 @@ __device__ __forceinline__ void gemm_simt(GEMM_PARAMS(T, Acc)) {
                 for (int kk = 0; kk < BK; ++kk) {
                     Acc a[TM], b[TN];
 #pragma unroll
-                    for (int i = 0; i < TM; ++i) a[i] = As[kk][tr + i];
+                    for (int g = 0; g < TM / VM; ++g) {
+                        const Pack<Acc, VM> pk =
+                            *reinterpret_cast<const Pack<Acc, VM>*>(&As[kk][tr + g * 4 * VM]);
 #pragma unroll
-                    for (int j = 0; j < TN; ++j) b[j] = Bs[kk][tc + j];
+                        for (int v = 0; v < VM; ++v) a[g * VM + v] = pk.v[v];
+                    }
+#pragma unroll
+                    for (int g = 0; g < TN / VN; ++g) {
+                        const Pack<Acc, VN> pk =
+                            *reinterpret_cast<const Pack<Acc, VN>*>(&Bs[kk][tc + g * 8 * VN]);
+#pragma unroll
+                        for (int v = 0; v < VN; ++v) b[g * VN + v] = pk.v[v];
+                    }
 #pragma unroll
                     for (int i = 0; i < TM; ++i)
 #pragma unroll
@@ -355,39 +386,67 @@ __device__ __forceinline__ void gemm_simt(GEMM_PARAMS(T, Acc)) {
             }
 #pragma unroll
             for (int i = 0; i < TM; ++i) {
-                const long long m = m0 + tr + i;
+                const long long m = m0 + tr + (i / VM) * 4 * VM + i % VM;  // increasing in i
                 if (m >= M) break;
                 if (sums_rows) put_row_sum(rs[i], db, ws, M, N, nz, z, m, split, splits);
                 T* row = C + (z * M + m) * N;
-                const long long nb = n0 + tc;
-                if (splits == 1 && c_vec && nb + TN <= N) {  // whole row segment: vector stores
 #pragma unroll
-                    for (int j = 0; j < TN; j += VEC) {
-                        Pack<T, VEC> p;
+                for (int g = 0; g < TN / VN; ++g) {
+                    const long long nb = n0 + tc + g * 8 * VN;
+                    const Acc* part = acc[i] + g * VN;
+                    if (splits == 1 && c_vec && nb + VN <= N) {  // whole group: vector stores
 #pragma unroll
-                        for (int v = 0; v < VEC; ++v)
-                            store_acc(p.v + v, finish_value(acc[i][j + v], bias, bias_mode, m, nb + j + v, act));
-                        *reinterpret_cast<Pack<T, VEC>*>(row + nb + j) = p;
-                    }
-                } else {
+                        for (int j = 0; j < VN; j += VEC) {
+                            Pack<T, VEC> p;
 #pragma unroll
-                    for (int j = 0; j < TN; ++j) {
-                        if (nb + j < N)
-                            put_result(acc[i][j], C, ws, bias, M, N, nz, z, m, nb + j, split,
-                                       splits, bias_mode, act);
+                            for (int v = 0; v < VEC; ++v)
+                                store_acc(p.v + v, finish_value(part[j + v], bias, bias_mode, m,
+                                                                nb + j + v, act));
+                            *reinterpret_cast<Pack<T, VEC>*>(row + nb + j) = p;
+                        }
+                    } else if (ws_vec && nb + VN <= N) {  // the split's raw partials
+                        Pack<Acc, VN> p;
+#pragma unroll
+                        for (int v = 0; v < VN; ++v) p.v[v] = part[v];
+                        *reinterpret_cast<Pack<Acc, VN>*>(ws + ((split * nz + z) * M + m) * N + nb) = p;
+                    } else {
+#pragma unroll
+                        for (int v = 0; v < VN; ++v) {
+                            if (nb + v < N)
+                                put_result(part[v], C, ws, bias, M, N, nz, z, m, nb + v, split,
+                                           splits, bias_mode, act);
+                        }
                     }
                 }
             }
             const long long tile = (z * ((M + BM - 1) / BM) + m0 / BM) * gridDim.x + blockIdx.x;
             if (splits > 1 && last_to_arrive(counts + tile, splits, last)) {
                 for (int i = 0; i < TM; ++i) {  // the outputs this thread wrote partials of
-                    const long long m = m0 + tr + i;
+                    const long long m = m0 + tr + (i / VM) * 4 * VM + i % VM;
                     if (m >= M) break;
                     if (sums_rows) sum_row_splits(ws, db, M, N, nz, z, m, splits);
-                    for (int j = 0; j < TN; ++j)
-                        if (n0 + tc + j < N)
-                            sum_splits(ws, C, bias, M, N, nz, z, m, n0 + tc + j, splits,
-                                       bias_mode, act);
+                    for (int g = 0; g < TN / VN; ++g) {
+                        const long long nb = n0 + tc + g * 8 * VN;
+                        if (c_vec && nb + VN <= N) {  // as sum_splits, stored as vectors
+                            const volatile Acc* part = ws + (z * M + m) * N + nb;
+                            for (int j = 0; j < VN; j += VEC) {
+                                Pack<T, VEC> p;
+                                for (int v = 0; v < VEC; ++v) {
+                                    Acc s = 0;
+                                    for (long long q = 0; q < splits; ++q)
+                                        s += part[q * nz * M * N + j + v];
+                                    store_acc(p.v + v, finish_value(s, bias, bias_mode, m,
+                                                                    nb + j + v, act));
+                                }
+                                *reinterpret_cast<Pack<T, VEC>*>(C + (z * M + m) * N + nb + j) = p;
+                            }
+                        } else {
+                            for (int v = 0; v < VN; ++v)
+                                if (nb + v < N)
+                                    sum_splits(ws, C, bias, M, N, nz, z, m, nb + v, splits,
+                                               bias_mode, act);
+                        }
+                    }
                 }
             }
         }

@@ -276,3 +276,92 @@ def test_tensor_core_gemm_gates(name):
         assert report.sectors_over_ideal("st") <= SECTORS_OVER_IDEAL, (name, report.worst)
         if aligned:
             assert report.sectors_over_ideal("ld") <= SECTORS_OVER_IDEAL, (name, report.worst)
+
+
+# ---- the SIMT GEMM (issue 18): no shared-memory bank conflicts ---------------------------
+# gemm_f32, gemm_small_f32, gemm_tiny_f32, gemm_f64 stage an operand that is contiguous along
+# m (n) with one vector store per group of consecutive words, and along k with scalar stores
+# that fall on distinct banks; each thread reads its rows and columns as vectors of
+# consecutive groups across the lanes, and stores C (or its split partials) a vector per
+# group: zero bank conflicts on shared loads and stores in every layout, and global stores at
+# the ideal sectors where C's rows are 16-byte aligned (n a multiple of 4 floats / 2 doubles).
+
+def _simt_gemm_cases():
+    rng = _rng()
+
+    def r(dtype, *shape):
+        return rng.standard_normal(shape).astype(dtype)
+
+    def linear_cases(tag, dtype):
+        x, w, bias, gy = r(dtype, 96, 64), r(dtype, 80, 64), r(dtype, 80), r(dtype, 96, 80)
+        y = gpuops.linear(x, w, bias, activation="tanh")  # NumPy: the saved output
+        return {
+            f"linear bias tanh {tag}": lambda: gpuops.linear(x, w, bias, activation="tanh"),
+            f"linear_wrt_x2 tanh {tag}": lambda: matmul_ops.linear_wrt_x2(
+                x, w, bias, y, gy, activation="tanh"),
+            f"linear backward tanh {tag}": lambda: matmul_ops.linear_backward(  # row sums
+                x, w, bias, y, gy, activation="tanh"),
+        }
+
+    # name -> (run, kernel, SMs of the launcher, C rows 16-byte aligned, grid z: batches x
+    # K splits)
+    cases = {}
+    for dtype, tag, kernel in ((numpy.float32, "f32", "gemm_f32"),
+                               (numpy.float64, "f64", "gemm_f64")):
+        a, b = r(dtype, 128, 64), r(dtype, 64, 128)
+        a_long, b_long = r(dtype, 64, 512), r(dtype, 512, 72)
+        a_odd, b_odd = r(dtype, 37, 300), r(dtype, 300, 29)
+        splits = 8 if dtype == numpy.float32 else 4  # plan: 128x128 (64x64) tiles on 8 SMs
+        cases[f"matmul {tag}"] = (lambda a=a, b=b: gpuops.matmul(a, b), kernel, 1, True, 1)
+        cases[f"matmul transposed {tag}"] = (  # both operands staged along m / n
+            lambda a=a, b=b: gpuops.matmul(numpy.asfortranarray(a), numpy.asfortranarray(b)),
+            kernel, 1, True, 1)
+        cases[f"matmul batched {tag}"] = (
+            lambda a=r(dtype, 2, 64, 32), b=r(dtype, 32, 64): gpuops.matmul(a, b),
+            kernel, 1, True, 2)
+        cases.update({name: (run, kernel, 1, True, 1)
+                      for name, run in linear_cases(tag, dtype).items()})
+        cases[f"matmul split {tag}"] = (  # partial tiles through the workspace
+            lambda a=a_long, b=b_long: gpuops.matmul(a, b), kernel, 8, True, splits)
+        cases[f"matmul odd split {tag}"] = (  # n = 29: scalar stores, still no conflicts
+            lambda a=a_odd, b=b_odd: gpuops.matmul(a, b), None, 8, False, 4)
+    f32 = numpy.float32
+    cases["matmul small f32"] = (lambda a=r(f32, 96, 64), b=r(f32, 64, 96): gpuops.matmul(a, b),
+                                 "gemm_small_f32", 132, True, 1)
+    cases["matmul small transposed f32"] = (
+        lambda a=r(f32, 64, 96).T, b=r(f32, 96, 64).T: gpuops.matmul(a, b),
+        "gemm_small_f32", 132, True, 1)
+    cases["matmul tiny f32"] = (lambda a=r(f32, 64, 64), b=r(f32, 64, 64): gpuops.matmul(a, b),
+                                "gemm_tiny_f32", 132, True, 1)
+    cases["matmul tiny transposed f32"] = (
+        lambda a=r(f32, 64, 64).T, b=r(f32, 64, 64).T: gpuops.matmul(a, b),
+        "gemm_tiny_f32", 132, True, 1)
+    return cases
+
+
+SIMT_GEMM_CASES = _simt_gemm_cases()
+
+
+@pytest.mark.parametrize("name", sorted(SIMT_GEMM_CASES))
+def test_simt_gemm_gates(name):
+    from gpuops.emu import build
+    if build.compiler() is None:
+        pytest.skip("no C++ compiler for the emulator")
+    run, kernel, sms, aligned, z_blocks = SIMT_GEMM_CASES[name]
+    launcher = emu.EmuLauncher(counters=True)
+    launcher.sm_count = sms  # gpuops.ops.matmul.plan: the tiles and the K splits
+    with gpuops.backend.use_cpu_launcher(launcher):
+        run()
+    reports = [r for r in launcher.reports if r.kernel.startswith("gemm_")]
+    assert reports, [r.kernel for r in launcher.reports]
+    for report in reports:
+        if kernel is not None:
+            assert report.kernel == kernel, (name, report.kernel)
+        assert report.grid[2] == z_blocks, (name, report.grid)  # blockIdx.z: batch x split
+        metrics = report.metrics
+        for op in ("ld", "st"):
+            assert metrics[f"smsp__sass_inst_executed_op_shared_{op}.sum"] > 0, report
+            conflicts = metrics[f"l1tex__data_bank_conflicts_pipe_lsu_mem_shared_op_{op}.sum"]
+            assert conflicts == 0, f"{name}: {report.kernel} shared {op}: {report.worst}"
+        if aligned:
+            assert report.sectors_over_ideal("st") <= SECTORS_OVER_IDEAL, (name, report.worst)
