@@ -23,6 +23,21 @@
 
 // softmax: y = e^(x - m) / s; log_softmax: y = (x - m) - log s, with m the row max
 // and s = sum e^(x - m) (max subtraction: no overflow for any finite logits).
+// One element of the output from v = x - m: log_softmax v - log s, softmax e^v (1/s).
+template <bool LOG, typename A>
+__device__ __forceinline__ A softmax_out(A v, A log_s, A inv_s) {
+    return LOG ? v - log_s : A(exp(v)) * inv_s;
+}
+
+// The gradients (t = the row's sum of grad_term): softmax gx = y (gy - t) with t = sum y gy;
+// log_softmax gx = gy - e^y t with t = sum gy.
+template <bool LOG, typename A>
+__device__ __forceinline__ A grad_term(A yc, A g) { return LOG ? g : yc * g; }
+template <bool LOG, typename A>
+__device__ __forceinline__ A grad_out(A yc, A g, A t) {
+    return LOG ? g - A(exp(yc)) * t : yc * (g - t);
+}
+
 // W lanes per row (RowGroups), E values per lane: lane l holds columns l, l + W, ...
 template <typename T, typename A, int W, int E, bool LOG>
 __device__ __forceinline__ void softmax_warp(const T* __restrict__ x, T* __restrict__ y,
@@ -87,7 +102,7 @@ __device__ __forceinline__ void softmax_block(const T* __restrict__ x, T* __rest
 #pragma unroll
             for (int e = 0; e < E; ++e) {
                 const A v = row.v[e] - m;
-                row.v[e] = LOG ? v - log_s : A(exp(v)) * inv_s;
+                row.v[e] = softmax_out<LOG>(v, log_s, inv_s);
             }
             row.store(yr + b, cols - b, vec);
         }
@@ -114,14 +129,14 @@ __device__ __forceinline__ void softmax_grad_warp(const T* __restrict__ y,
             const long long c = g.lane + W * k;
             yv[k] = live && c < cols ? load_acc(y + base + c) : A(0);
             gv[k] = live && c < cols ? load_acc(gy + base + c) : A(0);
-            t += LOG ? gv[k] : yv[k] * gv[k];
+            t += grad_term<LOG>(yv[k], gv[k]);
         }
         t = group_sum<W>(t);
 #pragma unroll
         for (int k = 0; k < E; ++k) {
             const long long c = g.lane + W * k;
             if (live && c < cols)
-                store_acc(gx + base + c, LOG ? gv[k] - A(exp(yv[k])) * t : yv[k] * (gv[k] - t));
+                store_acc(gx + base + c, grad_out<LOG>(yv[k], gv[k], t));
         }
     }
 }
@@ -143,7 +158,7 @@ __device__ __forceinline__ void softmax_grad_block(const T* __restrict__ y,
             if (!LOG || fits) yt.load(y + base + b, cols - b, vec, A(0));
             gt.load(gy + base + b, cols - b, vec, A(0));
 #pragma unroll
-            for (int e = 0; e < E; ++e) t += LOG ? gt.v[e] : yt.v[e] * gt.v[e];
+            for (int e = 0; e < E; ++e) t += grad_term<LOG>(yt.v[e], gt.v[e]);
         }
         const A total = A(block_sum(t));
         for (long long b = 0; b < cols; b += tile) {
@@ -153,7 +168,7 @@ __device__ __forceinline__ void softmax_grad_block(const T* __restrict__ y,
             }
 #pragma unroll
             for (int e = 0; e < E; ++e)
-                gt.v[e] = LOG ? gt.v[e] - A(exp(yt.v[e])) * total : yt.v[e] * (gt.v[e] - total);
+                gt.v[e] = grad_out<LOG>(yt.v[e], gt.v[e], total);
             gt.store(gx + base + b, cols - b, vec);
         }
     }
@@ -187,7 +202,7 @@ __device__ __forceinline__ void softmax_axis(const T* __restrict__ x, T* __restr
         for (long long j = 0; j < n; ++j) {
             const long long at = base + j * inner;
             const A v = load_acc(x + at) - m;
-            store_acc(y + at, LOG ? v - log_s : A(exp(v)) * inv_s);
+            store_acc(y + at, softmax_out<LOG>(v, log_s, inv_s));
         }
     }
 }
@@ -204,13 +219,13 @@ __device__ __forceinline__ void softmax_grad_axis(const T* __restrict__ y,
         for (long long j = 0; j < n; ++j) {
             const long long at = base + j * inner;
             const A g = load_acc(gy + at);
-            t += LOG ? g : load_acc(y + at) * g;
+            t += LOG ? g : load_acc(y + at) * g;  // grad_term; y unread by log
         }
         const A total = A(t);
         for (long long j = 0; j < n; ++j) {
             const long long at = base + j * inner;
             const A yc = load_acc(y + at), g = load_acc(gy + at);
-            store_acc(gx + at, LOG ? g - A(exp(yc)) * total : yc * (g - total));
+            store_acc(gx + at, grad_out<LOG>(yc, g, total));
         }
     }
 }
@@ -260,7 +275,7 @@ __device__ __forceinline__ void softmax_axis_warp(const T* __restrict__ x, T* __
         if (lane < used)
             for (long long f = lane; f < block; f += used) {
                 const A v = load_acc(xo + f) - m;
-                store_acc(yo + f, LOG ? v - log_s : A(exp(v)) * inv_s);
+                store_acc(yo + f, softmax_out<LOG>(v, log_s, inv_s));
             }
     }
 }
@@ -279,13 +294,13 @@ __device__ __forceinline__ void softmax_grad_axis_warp(const T* __restrict__ y,
         if (lane < used)
             for (long long f = lane; f < block; f += used) {
                 const A g = load_acc(gy + base + f);
-                t += LOG ? g : load_acc(y + base + f) * g;
+                t += LOG ? g : load_acc(y + base + f) * g;  // grad_term; y unread by log
             }
         const A total = A(strided_sum(t, in, parts, lane / in));
         if (lane < used)
             for (long long f = lane; f < block; f += used) {
                 const A yc = load_acc(y + base + f), g = load_acc(gy + base + f);
-                store_acc(gx + base + f, LOG ? g - A(exp(yc)) * total : yc * (g - total));
+                store_acc(gx + base + f, grad_out<LOG>(yc, g, total));
             }
     }
 }
