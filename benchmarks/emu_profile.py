@@ -103,10 +103,11 @@ def gate_cases(missing: set[str], nvrtc: Any) -> list[dict[str, Any]]:
 ROW_CASES = [("layer_norm", (2, 400)), ("layer_norm", (2, 1100)), ("rms_norm", (2, 400)),
              ("rms_norm", (2, 700)), ("rms_norm", (2, 1100))]
 # Autograd's fused cross-entropy (the operator's forward_saving: loss and gradient in one
-# launch, softmax_cross_entropy_with_grad_{warp<E>,block}; its backward: the saved gradient
-# times gy, softmax_cross_entropy_scale_grad), which the forward / gradient calls above do
-# not take: rows of these lengths select E = 1 ... 32 and the block kernel.
-FUSED_CROSS_ENTROPY_COLS = (20, 50, 100, 200, 400, 700, 1100)
+# launch, softmax_cross_entropy_with_grad_{lanes<W>,warp<E>,block}; its backward: the saved
+# gradient times gy, softmax_cross_entropy_scale_grad), which the forward / gradient calls
+# above do not take: rows of these lengths select W = 2 ... 16, E = 1 ... 32 and the block
+# kernel.
+FUSED_CROSS_ENTROPY_COLS = (2, 3, 8, 16, 20, 50, 100, 200, 400, 700, 1100)
 OPTIMIZER_SHAPES = [(64, 64), (1000,)]
 
 
@@ -159,8 +160,8 @@ def _optimizer_calls() -> list[tuple[str, Any, int, list]]:
 def driver_cases(nvrtc: Any) -> list[dict[str, Any]]:
     """The optimizer steps (:func:`_optimizer_calls`), the row widths of :data:`ROW_CASES`,
     autograd's fused cross-entropy (:data:`FUSED_CROSS_ENTROPY_COLS`), matmul's smaller GEMM
-    tiles (planned for :data:`H200_SMS` SMs) and attention with D = 136 in float16: every
-    kernel they launch, one row each."""
+    tiles (planned for :data:`H200_SMS` SMs), the tensor-core GEMM (float16, bfloat16, TF32)
+    and attention with D = 136 in float16: every kernel they launch, one row each."""
     results = []
     for label, run, min_bytes, indirect in _optimizer_calls():
         results.append(_profile(POINTER_TABLE_FAMILY, f"driver {label}", run, min_bytes,
@@ -195,17 +196,38 @@ def driver_cases(nvrtc: Any) -> list[dict[str, Any]]:
     for m, k, n in ((96, 64, 96), (64, 64, 64)):
         a, b = (rng.standard_normal(shape).astype(numpy.float32) for shape in ((m, k), (k, n)))
         calls += [("matmul", f"{what} {m}x{k} @ {k}x{n} float32, 132 SMs", run, min_bytes,
-                   H200_SMS)
+                   {"sm_count": H200_SMS})
                   for what, run, min_bytes in _calls("matmul", gpuops.OPERATORS["matmul"],
                                                      (a, b), {})[:1]]
+    # The tensor-core GEMM (a GPU from sm_80 on): matmul and linear's backward layouts in
+    # float16 and bfloat16, and linear's forward in TF32 (set_matmul_precision("high")).
+    for dtype in (numpy.float16, gpuops.bfloat16):
+        a, b = (rng.standard_normal(shape).astype(dtype) for shape in ((64, 48), (48, 64)))
+        name = numpy.dtype(dtype).name
+        calls += [("matmul", f"{what} 64x48 @ 48x64 {name}, tensor cores", run, min_bytes,
+                   {"tensor_cores": True})
+                  for what, run, min_bytes in _calls("matmul", gpuops.OPERATORS["matmul"],
+                                                     (a, b), {})]
+    x, w = (rng.standard_normal(shape).astype(numpy.float32) for shape in ((64, 48), (64, 48)))
+
+    def tf32_linear(x: Any = x, w: Any = w) -> Any:
+        previous = gpuops.get_matmul_precision()
+        gpuops.set_matmul_precision("high")
+        try:
+            return gpuops.linear(x, w)
+        finally:
+            gpuops.set_matmul_precision(previous)
+
+    calls.append(("matmul", "linear 64x48 @ (64x48)ᵀ float32, TF32 (precision 'high')",
+                  tf32_linear, x.nbytes + w.nbytes + 64 * 64 * 4, {"tensor_cores": True}))
     qkv = tuple(rng.standard_normal(shape).astype(numpy.float16)
                 for shape in ((1, 5, 136), (1, 6, 136), (1, 6, 8)))
     calls += [("attention", f"{what} q 1x5x136, k 1x6x136, v 1x6x8 float16", run, min_bytes)
               for what, run, min_bytes in _calls("attention", gpuops.OPERATORS["attention"],
                                                  qkv, {})]
-    for family, label, run, min_bytes, *sms in calls:
+    for family, label, run, min_bytes, *options in calls:
         results.append(_profile(family, f"driver {label}", run, min_bytes, nvrtc,
-                                sm_count=sms[0] if sms else 0))
+                                **(options[0] if options else {})))
         _print(results[-1])
     return results
 
