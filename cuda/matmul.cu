@@ -310,7 +310,7 @@ __device__ __forceinline__ void gemm_simt(GEMM_PARAMS(T, Acc)) {
     // groups, so one vector read of the warp covers consecutive words (no bank conflict)
     // and the epilogue's row stores of 8 lanes are one contiguous run (the ideal sectors).
     constexpr int VM = TM < PAD ? TM : PAD, VN = TN < PAD ? TN : PAD;
-    static_assert(TM % VM == 0 && TN % VN == 0 && VN % VEC == 0, "vector groups");
+    static_assert(TM % VM == 0 && TN % VN == 0, "vector groups");
     __shared__ __align__(16) Acc As[BK][BM + PAD];
     __shared__ __align__(16) Acc Bs[BK][BN + PAD];
     __shared__ int last;  // last_to_arrive's answer
@@ -394,16 +394,12 @@ __device__ __forceinline__ void gemm_simt(GEMM_PARAMS(T, Acc)) {
                 for (int g = 0; g < TN / VN; ++g) {
                     const long long nb = n0 + tc + g * 8 * VN;
                     const Acc* part = acc[i] + g * VN;
-                    if (splits == 1 && c_vec && nb + VN <= N) {  // whole group: vector stores
+                    if (splits == 1 && c_vec && nb + VN <= N) {  // whole group: one vector store
+                        Pack<T, VN> p;
 #pragma unroll
-                        for (int j = 0; j < VN; j += VEC) {
-                            Pack<T, VEC> p;
-#pragma unroll
-                            for (int v = 0; v < VEC; ++v)
-                                store_acc(p.v + v, finish_value(part[j + v], bias, bias_mode, m,
-                                                                nb + j + v, act));
-                            *reinterpret_cast<Pack<T, VEC>*>(row + nb + j) = p;
-                        }
+                        for (int v = 0; v < VN; ++v)
+                            store_acc(p.v + v, finish_value(part[v], bias, bias_mode, m, nb + v, act));
+                        *reinterpret_cast<Pack<T, VN>*>(row + nb) = p;
                     } else if (ws_vec && nb + VN <= N) {  // the split's raw partials
                         Pack<Acc, VN> p;
 #pragma unroll
@@ -427,19 +423,15 @@ __device__ __forceinline__ void gemm_simt(GEMM_PARAMS(T, Acc)) {
                     if (sums_rows) sum_row_splits(ws, db, M, N, nz, z, m, splits);
                     for (int g = 0; g < TN / VN; ++g) {
                         const long long nb = n0 + tc + g * 8 * VN;
-                        if (c_vec && nb + VN <= N) {  // as sum_splits, stored as vectors
+                        if (c_vec && nb + VN <= N) {  // as sum_splits, stored as one vector
                             const volatile Acc* part = ws + (z * M + m) * N + nb;
-                            for (int j = 0; j < VN; j += VEC) {
-                                Pack<T, VEC> p;
-                                for (int v = 0; v < VEC; ++v) {
-                                    Acc s = 0;
-                                    for (long long q = 0; q < splits; ++q)
-                                        s += part[q * nz * M * N + j + v];
-                                    store_acc(p.v + v, finish_value(s, bias, bias_mode, m,
-                                                                    nb + j + v, act));
-                                }
-                                *reinterpret_cast<Pack<T, VEC>*>(C + (z * M + m) * N + nb + j) = p;
+                            Pack<T, VN> p;
+                            for (int v = 0; v < VN; ++v) {
+                                Acc s = 0;
+                                for (long long q = 0; q < splits; ++q) s += part[q * nz * M * N + v];
+                                store_acc(p.v + v, finish_value(s, bias, bias_mode, m, nb + v, act));
                             }
+                            *reinterpret_cast<Pack<T, VN>*>(C + (z * M + m) * N + nb) = p;
                         } else {
                             for (int v = 0; v < VN; ++v)
                                 if (nb + v < N)
@@ -456,7 +448,8 @@ __device__ __forceinline__ void gemm_simt(GEMM_PARAMS(T, Acc)) {
 // float32: 128x128 tiles, 8x8 per thread, float4 loads; gemm_small_f32 64x64, 4x4;
 // gemm_tiny_f32 32x32, 2x2, float2 (products too small to fill the GPU otherwise).
 // float64: 64x64, 4x4, double2. float16 fallback: 64x64, 4x4, scalar half loads, float
-// accumulation (c_vec unused).
+// accumulation, 8-byte C stores. c_vec (the host's Tiles.store): C's rows take vectors of
+// a thread's column group, VN elements (N % VN == 0, C aligned to VN elements).
 extern "C" __global__ void SIMT_BOUNDS gemm_f32(GEMM_PARAMS(float, float)) {
     gemm_simt<float, float, 128, 128, 8, 8, 8, 4>(GEMM_ARGS);
 }

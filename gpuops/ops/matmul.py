@@ -53,8 +53,10 @@ _MAX_GRID_YZ = 65535
 @dataclass(frozen=True)
 class Tiles:
     """One GEMM kernel's tile configuration: ``kernel`` (base name), BM x BN outputs per
-    block, BK of K per step, ``vec`` elements per vector load, ``threads`` per block and
-    the blocks an SM holds at once (``per_sm``: the kernel's __launch_bounds__ minimum)."""
+    block, BK of K per step, ``vec`` elements per vector load, ``threads`` per block, the
+    blocks an SM holds at once (``per_sm``: the kernel's __launch_bounds__ minimum) and, for
+    the SIMT kernels, ``store`` elements per vector store of C (a thread's column group:
+    16 bytes of the accumulation type, at most TN)."""
     kernel: str
     bm: int
     bn: int
@@ -62,15 +64,16 @@ class Tiles:
     vec: int
     threads: int = _GEMM_THREADS
     per_sm: int = 1
+    store: int = 1
 
 
 # dtype -> the SIMT kernels' tile configurations, largest first (cuda/matmul.cu)
-_SIMT = {numpy.dtype(numpy.float32): (Tiles("gemm", 128, 128, 8, 4),
-                                      Tiles("gemm_small", 64, 64, 8, 4),
-                                      Tiles("gemm_tiny", 32, 32, 8, 2)),
-         numpy.dtype(numpy.float64): (Tiles("gemm", 64, 64, 8, 2),),
-         numpy.dtype(numpy.float16): (Tiles("gemm", 64, 64, 8, 1),),
-         BFLOAT16: (Tiles("gemm", 64, 64, 8, 1),)}
+_SIMT = {numpy.dtype(numpy.float32): (Tiles("gemm", 128, 128, 8, 4, store=4),
+                                      Tiles("gemm_small", 64, 64, 8, 4, store=4),
+                                      Tiles("gemm_tiny", 32, 32, 8, 2, store=2)),
+         numpy.dtype(numpy.float64): (Tiles("gemm", 64, 64, 8, 2, store=2),),
+         numpy.dtype(numpy.float16): (Tiles("gemm", 64, 64, 8, 1, store=4),),
+         BFLOAT16: (Tiles("gemm", 64, 64, 8, 1, store=4),)}
 # gemm_tc_f16, gemm_tc_bf16: 4 warps of 64x64, __launch_bounds__(128, 2) (TC_THREADS)
 _TENSOR_CORE = (Tiles("gemm_tc", 128, 128, 32, 8, threads=128, per_sm=2),)
 # gemm_tc_f32 (TF32, set_matmul_precision("high")): the same geometry, 16 floats of K a step
@@ -341,7 +344,8 @@ def _geometry(launcher: Any, a: Array, b: Array, c: Array, aux: Array | None,
         b_mode |= _ASYNC if b_mode & _VECTOR else 0
         c_vec = int(n % 4 == 0 and _address(c) % (4 * c.itemsize) == 0)
     else:
-        c_vec = int(vec > 1 and n % vec == 0 and _address(c) % (vec * c.itemsize) == 0)
+        store = p.tiles.store  # C's rows take vectors of ``store`` elements
+        c_vec = int(n % store == 0 and _address(c) % (store * c.itemsize) == 0)
     acc = numpy.float64 if dtype == numpy.float64 else numpy.float32
     rows = nz * m if db is not None else 0
     i64, i32 = numpy.int64, numpy.int32

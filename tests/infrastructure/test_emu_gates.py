@@ -279,12 +279,13 @@ def test_tensor_core_gemm_gates(name):
 
 
 # ---- the SIMT GEMM (issue 18): no shared-memory bank conflicts ---------------------------
-# gemm_f32, gemm_small_f32, gemm_tiny_f32, gemm_f64 stage an operand that is contiguous along
-# m (n) with one vector store per group of consecutive words, and along k with scalar stores
-# that fall on distinct banks; each thread reads its rows and columns as vectors of
+# gemm_f32, gemm_small_f32, gemm_tiny_f32, gemm_f64 (and the 16-bit fallbacks gemm_f16,
+# gemm_bf16) stage an operand that is contiguous along m (n) with one vector store per group
+# of consecutive words, and along k with scalar stores that fall on distinct banks; each thread reads its rows and columns as vectors of
 # consecutive groups across the lanes, and stores C (or its split partials) a vector per
 # group: zero bank conflicts on shared loads and stores in every layout, and global stores at
-# the ideal sectors where C's rows are 16-byte aligned (n a multiple of 4 floats / 2 doubles).
+# the ideal sectors where C's rows are aligned to a group (n a multiple of 4 floats, 2
+# doubles, 4 halves).
 
 def _simt_gemm_cases():
     rng = _rng()
@@ -336,6 +337,13 @@ def _simt_gemm_cases():
     cases["matmul tiny transposed f32"] = (
         lambda a=r(f32, 64, 64).T, b=r(f32, 64, 64).T: gpuops.matmul(a, b),
         "gemm_tiny_f32", 132, True, 1)
+    for dtype, tag in ((numpy.float16, "f16"), (numpy.dtype(gpuops.bfloat16), "bf16")):
+        kernel = f"gemm_{tag}"  # the SIMT fallback (a launcher without tensor cores)
+        cases[f"matmul {tag}"] = (lambda a=r(dtype, 128, 64), b=r(dtype, 64, 128):
+                                  gpuops.matmul(a, b), kernel, 1, True, 1)
+        cases.update({name: (run, kernel, 1, True, 1)
+                      for name, run in linear_cases(tag, dtype).items()
+                      if name.startswith("linear backward")})
     return cases
 
 
