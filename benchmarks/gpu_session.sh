@@ -25,9 +25,11 @@
 #                     (float32, one sample, CuPy's memory pool off so that every array is its
 #                     own allocation), then racecheck over the families whose kernels use
 #                     shared memory; error counts attributed to the case
-#   5 bench     80 s  python -m benchmarks over elementwise, activation, softmax, loss (fused
-#                     softmax-cross-entropy), matmul (against cuBLAS), training (MLP step) and
-#                     overhead (per-call time of tiny calls against PyTorch's CUDA eager calls)
+#   5 bench     80 s  python -m benchmarks over elementwise, activation (with float16 and
+#                     bfloat16 cases), softmax, loss (fused softmax-cross-entropy), matmul
+#                     (against cuBLAS), training (MLP step eager, CUDA graph and bf16 autocast;
+#                     CNN step; against PyTorch) and overhead (per-call time of tiny calls
+#                     against PyTorch's CUDA eager calls)
 #   6 ncu       40 s  Nsight Compute (--clock-control none) memory counters of six kernels,
 #                     keyed by case/launch/kernel, beside the emulator's counters for the
 #                     same launches (computed on the CPU during stages 3-4; benchmarks/gpu_ncu.py)
