@@ -33,7 +33,7 @@ TOL = {F64: 1e-12, F32: 2e-6, F16: 2e-3, BF16: 1.6e-2}
 SOFTMAX_SHAPES = [
     ((9, 1), -1, "lanes2", "lanes2"), ((9, 3), -1, "lanes4", "lanes4"),
     ((9, 8), -1, "lanes8", "lanes8"), ((5, 16), -1, "lanes16", "lanes16"),
-    ((3, 33), -1, "warp2", "warp2"),
+    ((4, 20), -1, "warp1", "warp1"), ((3, 33), -1, "warp2", "warp2"),
     ((2, 1200), -1, "block", "block"),  # held by the forward and the gradient, 16-byte loads
     ((1, 3001), -1, "block", "block"),  # held by the forward, streamed by the gradient; scalar
     ((1, 4100), -1, "block", "block"),  # streamed by both, 16-byte loads
@@ -135,7 +135,8 @@ def test_misaligned_rows_take_scalar_loads(backend, dtype):
 # (rows, classes): W lanes 2, 4, 8, 16, a warp, a block holding the row (1100: 16-byte
 # loads in float32, scalar in 16 bits), a block streaming it (float64 past 2048 classes,
 # others past 4096)
-CE_SHAPES = [(7, 1), (13, 3), (9, 8), (11, 16), (5, 33), (3, 1100), (2, 3000), (1, 4500)]
+CE_SHAPES = [(7, 1), (13, 3), (9, 8), (11, 16), (6, 20), (5, 33), (3, 1100), (2, 3000),
+             (1, 4500)]
 
 
 @pytest.mark.parametrize("backend", KERNEL_BACKENDS, ids=lambda b: b.name)
