@@ -23,10 +23,10 @@ import os
 import re
 import shutil
 import subprocess
-import tempfile
 import threading
 from pathlib import Path
 
+from ..cachefile import build_once
 from . import signatures
 
 HERE = Path(__file__).resolve().parent
@@ -132,18 +132,7 @@ def _build(target: Path, command_for, what: str) -> Path:
     with _locks_guard:
         lock = _locks.setdefault(str(target), threading.Lock())
     with lock:
-        if target.exists():
-            return target
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=target.stem, suffix=".tmp")
-        os.close(fd)
-        try:
-            _run(command_for(tmp), what)
-            os.replace(tmp, target)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-    return target
+        return build_once(target, lambda tmp: _run(command_for(tmp), what))
 
 
 def _shared_script(mode: str) -> list[str]:
@@ -151,12 +140,8 @@ def _shared_script(mode: str) -> list[str]:
     gpuops_shared (:data:`SHARED_LINKER_SCRIPT`; none under AddressSanitizer)."""
     if mode == "address":
         return []
-    script = cache_dir() / f"shared-{_digest(SHARED_LINKER_SCRIPT)}.ld"
-    if not script.exists():
-        script.parent.mkdir(parents=True, exist_ok=True)
-        tmp = script.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(SHARED_LINKER_SCRIPT)
-        os.replace(tmp, script)
+    script = build_once(cache_dir() / f"shared-{_digest(SHARED_LINKER_SCRIPT)}.ld",
+                        lambda tmp: Path(tmp).write_text(SHARED_LINKER_SCRIPT))
     return [f"-Wl,-T,{script}"]
 
 
@@ -210,11 +195,7 @@ def kernel_library(label: str, source: str, mode: str) -> tuple[Path, dict[str, 
     target = folder / f"{safe}-{mode or 'plain'}-{key}.so"
     listing = folder / f"{safe}-{mode or 'plain'}-{key}.cu"  # what was compiled, for errors
     if not target.exists():
-        folder.mkdir(parents=True, exist_ok=True)
-        if not listing.exists():
-            tmp = listing.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(text)
-            os.replace(tmp, listing)
+        build_once(listing, lambda tmp: Path(tmp).write_text(text))
     includes = [arg for h in headers for arg in ("-include", str(h))]
     if mode == COUNT and not target.exists():
         # g++ -fsanitize=thread would link libtsan, which must not load: compile, then link.

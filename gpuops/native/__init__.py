@@ -23,13 +23,14 @@ import hashlib
 import os
 import shutil
 import subprocess
-import tempfile
 import threading
 from pathlib import Path
 from typing import Any
 
 import ml_dtypes
 import numpy
+
+from ..cachefile import build_once
 
 __all__ = ["widen", "narrow", "available", "cache_dir"]
 
@@ -63,15 +64,30 @@ def _cpu_flags() -> frozenset[str]:
     return frozenset()
 
 
+# -fno-trapping-math lets the selects vectorize; -ffp-contract=off: no fused multiply-adds
+# (fused.c's a*b+c is two roundings, as NumPy's two ufunc calls). Without the CPU's flags
+# below these build the portable loops (what a CPU without AVX2/F16C runs).
+PORTABLE_FLAGS = ["-O3", "-shared", "-fPIC", "-fno-trapping-math", "-ffp-contract=off"]
+
+
+def compiler() -> str | None:
+    """The C compiler: ``$CC``, else ``cc`` or ``gcc`` on PATH."""
+    return os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+
+
+def compile_library(cc: str, flags: list[str], target: str | Path) -> None:
+    """The sources compiled with ``flags`` into the shared library ``target``."""
+    subprocess.run([cc, *flags, "-o", str(target), *map(str, _SOURCES)], capture_output=True,
+                   check=True, timeout=300)
+
+
 def _build() -> Path:
     """The compiled library, built unless the cache holds it (raises on any failure)."""
-    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    cc = compiler()
     if cc is None:
         raise OSError("no C compiler")
     cpu = _cpu_flags()
-    # -fno-trapping-math lets the selects vectorize; -ffp-contract=off: no fused multiply-adds
-    # (fused.c's a*b+c is two roundings, as NumPy's two ufunc calls)
-    flags = ["-O3", "-shared", "-fPIC", "-fno-trapping-math", "-ffp-contract=off"]
+    flags = list(PORTABLE_FLAGS)
     if "avx2" in cpu:
         flags.append("-mavx2")
         if "f16c" in cpu:
@@ -83,20 +99,8 @@ def _build() -> Path:
     parts = [*(path.read_bytes() for path in _SOURCES), version.encode(),
              " ".join(flags).encode(), " ".join(sorted(cpu)).encode()]
     digest = hashlib.sha256(b"\0".join(parts)).hexdigest()[:20]
-    target = cache_dir() / f"casts-{digest}.so"
-    if target.exists():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=target.stem, suffix=".tmp")
-    os.close(fd)
-    try:
-        subprocess.run([cc, *flags, "-o", tmp, *map(str, _SOURCES)], capture_output=True,
-                       check=True, timeout=300)
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return target
+    return build_once(cache_dir() / f"casts-{digest}.so",
+                      lambda tmp: compile_library(cc, flags, tmp))
 
 
 def _load() -> None:

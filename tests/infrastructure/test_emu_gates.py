@@ -204,6 +204,30 @@ def _assert_gates(broken, launched):
     assert not stale, f"exceptions no longer needed (remove them from EXCEPTIONS): {stale}"
 
 
+def _gemm_reports(run, prefix, sms, tensor_cores):
+    """The counting reports of the GEMM kernels (names starting with ``prefix``) that
+    ``run()`` launches on an emulator of ``sms`` SMs (gpuops.ops.matmul.plan sizes the tiles
+    and K splits for them)."""
+    from gpuops.emu import build
+    if build.compiler() is None:
+        pytest.skip("no C++ compiler for the emulator")
+    launcher = emu.EmuLauncher(tensor_cores=tensor_cores, counters=True)
+    launcher.sm_count = sms
+    with gpuops.backend.use_cpu_launcher(launcher):
+        run()
+    reports = [r for r in launcher.reports if r.kernel.startswith(prefix)]
+    assert reports, [r.kernel for r in launcher.reports]
+    return reports
+
+
+def _assert_no_bank_conflicts(name, report):
+    metrics = report.metrics
+    for op in ("ld", "st"):
+        assert metrics[f"smsp__sass_inst_executed_op_shared_{op}.sum"] > 0, report
+        conflicts = metrics[f"l1tex__data_bank_conflicts_pipe_lsu_mem_shared_op_{op}.sum"]
+        assert conflicts == 0, f"{name}: {report.kernel} shared {op}: {report.worst}"
+
+
 # ---- the tensor-core GEMM (issue 18): no shared-memory bank conflicts ---------------------
 # gemm_tc_f16 / gemm_tc_bf16 stage every operand layout in XOR-swizzled 16-byte chunks, read
 # fragments with ldmatrix and pass the accumulators through swizzled shared rows: each call
@@ -256,23 +280,11 @@ TC_GEMM_CASES = _tc_gemm_cases()
 
 @pytest.mark.parametrize("name", sorted(TC_GEMM_CASES))
 def test_tensor_core_gemm_gates(name):
-    from gpuops.emu import build
-    if build.compiler() is None:
-        pytest.skip("no C++ compiler for the emulator")
     run, aligned, sms = TC_GEMM_CASES[name]
-    launcher = emu.EmuLauncher(tensor_cores=True, counters=True)
-    launcher.sm_count = sms  # gpuops.ops.matmul.plan: 8 SMs split these small products
-    with gpuops.backend.use_cpu_launcher(launcher):
-        run()
-    reports = [r for r in launcher.reports if r.kernel.startswith("gemm_tc_")]
-    assert reports, [r.kernel for r in launcher.reports]
+    reports = _gemm_reports(run, "gemm_tc_", sms, tensor_cores=True)
     assert (reports[0].grid[2] > 1) == (sms > 1), reports[0].grid  # split over blockIdx.z
     for report in reports:
-        metrics = report.metrics
-        for op in ("ld", "st"):
-            assert metrics[f"smsp__sass_inst_executed_op_shared_{op}.sum"] > 0, report
-            conflicts = metrics[f"l1tex__data_bank_conflicts_pipe_lsu_mem_shared_op_{op}.sum"]
-            assert conflicts == 0, f"{name}: {report.kernel} shared {op}: {report.worst}"
+        _assert_no_bank_conflicts(name, report)
         assert report.sectors_over_ideal("st") <= SECTORS_OVER_IDEAL, (name, report.worst)
         if aligned:
             assert report.sectors_over_ideal("ld") <= SECTORS_OVER_IDEAL, (name, report.worst)
@@ -352,24 +364,12 @@ SIMT_GEMM_CASES = _simt_gemm_cases()
 
 @pytest.mark.parametrize("name", sorted(SIMT_GEMM_CASES))
 def test_simt_gemm_gates(name):
-    from gpuops.emu import build
-    if build.compiler() is None:
-        pytest.skip("no C++ compiler for the emulator")
     run, kernel, sms, aligned, z_blocks = SIMT_GEMM_CASES[name]
-    launcher = emu.EmuLauncher(counters=True)
-    launcher.sm_count = sms  # gpuops.ops.matmul.plan: the tiles and the K splits
-    with gpuops.backend.use_cpu_launcher(launcher):
-        run()
-    reports = [r for r in launcher.reports if r.kernel.startswith("gemm_")]
-    assert reports, [r.kernel for r in launcher.reports]
+    reports = _gemm_reports(run, "gemm_", sms, tensor_cores=False)
     for report in reports:
         if kernel is not None:
             assert report.kernel == kernel, (name, report.kernel)
         assert report.grid[2] == z_blocks, (name, report.grid)  # blockIdx.z: batch x split
-        metrics = report.metrics
-        for op in ("ld", "st"):
-            assert metrics[f"smsp__sass_inst_executed_op_shared_{op}.sum"] > 0, report
-            conflicts = metrics[f"l1tex__data_bank_conflicts_pipe_lsu_mem_shared_op_{op}.sum"]
-            assert conflicts == 0, f"{name}: {report.kernel} shared {op}: {report.worst}"
+        _assert_no_bank_conflicts(name, report)
         if aligned:
             assert report.sectors_over_ideal("st") <= SECTORS_OVER_IDEAL, (name, report.worst)

@@ -239,16 +239,8 @@ def test_tables_are_kept_per_function_parameters_and_dtype():
 def test_portable_build(tmp_path, monkeypatch, fused_runs):
     """casts.c and fused.c built without -mavx2 -mf16c -mavx512* (a CPU without them): the
     same bits through the portable loops."""
-    import ctypes
-    import os
-    import shutil
-    import subprocess
-    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
-    library_path = tmp_path / "portable.so"
-    subprocess.run([compiler, "-O3", "-shared", "-fPIC", "-fno-trapping-math",
-                    "-ffp-contract=off", "-o", str(library_path), *map(str, native._SOURCES)],
-                   check=True, timeout=300)
-    library = ctypes.CDLL(str(library_path))
+    from native_build import portable_library
+    library = portable_library(tmp_path)
     functions = {}
     for (name, dtype), real in native._functions.items():
         function = getattr(library, f"{name}_{'f16' if dtype == F16 else 'bf16'}")

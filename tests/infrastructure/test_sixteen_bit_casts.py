@@ -10,7 +10,6 @@ falling back."""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import warnings
@@ -152,7 +151,7 @@ def test_calls_past_one_chunk_equal_the_rule(dtype, path):
 # ---- the native conversions (gpuops/native: casts.c built by the C compiler) --------------
 
 
-_HAS_CC = bool(os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc"))
+_HAS_CC = native.compiler() is not None
 needs_native = pytest.mark.skipif(
     not _HAS_CC or os.environ.get("GPUOPS_NATIVE") == "0",
     reason="no C compiler, or GPUOPS_NATIVE=0")
@@ -258,7 +257,7 @@ def test_native_cache_is_reused_by_another_process(tmp_path):
     one build); a second one loads it: the compiler (a wrapper that logs its arguments) is
     then only asked for its version."""
     log, compiler = tmp_path / "log", tmp_path / "cc"
-    real = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    real = native.compiler()
     compiler.write_text(f'#!/bin/sh\necho "$@" >> {log}\nexec {real} "$@"\n')
     compiler.chmod(0o755)
     env = {"CC": str(compiler), "GPUOPS_NATIVE_CACHE": str(tmp_path / "cache")}
@@ -290,12 +289,8 @@ def test_native_portable_loops(tmp_path):
     the F16C build uses only for blocks with a NaN and the tail, on every 16-bit pattern and
     the dense float32 patterns."""
     import ctypes
-    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
-    library = tmp_path / "casts.so"
-    subprocess.run([compiler, "-O3", "-shared", "-fPIC", "-fno-trapping-math",
-                    "-ffp-contract=off", "-o", str(library), *map(str, native._SOURCES)],
-                   check=True, timeout=120)
-    casts = ctypes.CDLL(str(library))
+    from native_build import portable_library
+    casts = portable_library(tmp_path)
     y = numpy.concatenate([_float32_patterns(numpy.random.default_rng(8)),
                            _signaling_nans()]).view(numpy.float32)
     for dtype, tag in ((F16, "f16"), (BF16, "bf16")):
